@@ -1,0 +1,27 @@
+//! The roomkit wire protocol.
+//!
+//! Everything a client and a server say to each other: validated [ids](ids), the
+//! [model](model) (members, messages, rooms), [requests and responses](ops), [events](Event),
+//! the table of stable [error codes](Code), and the JSON [codec]. No IO and no runtime: this
+//! crate is usable from any client, in any executor.
+//!
+//! The full wire description, with an example of every frame, is `docs/protocol.md`.
+
+pub mod code;
+pub mod codec;
+mod event;
+pub mod ids;
+pub mod model;
+pub mod ops;
+
+pub use code::{Code, CodeInfo, ALL_CODES};
+pub use event::Event;
+pub use ids::{IdError, MessageUuid, RoomUuid, UserUuid, MAX_ID_LEN};
+pub use model::{
+    ChatMessage, ChatroomType, EndReason, HistoryOrder, MessageBody, NotificationType, Properties,
+    Role, RoomInfo, RoomMember, SharedMessage,
+};
+
+/// The protocol version this crate speaks. Clients select it in the connection URL
+/// (`/v1`); a server answers frames of the versions it supports.
+pub const PROTOCOL_VERSION: u32 = 1;

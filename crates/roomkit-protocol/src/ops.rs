@@ -1,0 +1,337 @@
+//! Client requests and their responses.
+//!
+//! Each operation is a struct of parameters implementing [`Operation`], which names its
+//! wire `op` and its response type. On the wire a request is the struct's fields plus
+//! `id` and `op`:
+//!
+//! ```
+//! use roomkit_protocol::{codec, ops::JoinChatroom, RoomUuid};
+//! let frame = codec::encode_request(7, &JoinChatroom { room_uuid: RoomUuid::new("r1").unwrap() });
+//! assert_eq!(&frame[..], br#"{"id":7,"op":"join_chatroom","room_uuid":"r1"}"#);
+//! ```
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    model::{HistoryOrder, Properties, Role, RoomInfo, RoomMember, SharedMessage},
+    MessageUuid, RoomUuid, UserUuid,
+};
+
+/// A request type: its parameters are `Self`, its successful response is `Output`.
+pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
+    /// The wire name, the `op` field of the request frame.
+    const OP: &'static str;
+    /// What a successful response carries in `data`.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// The response of operations that return nothing but success.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Logs the connection in. Must be the first request; identity comes from here only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The account id; becomes the user uuid of everything this connection does.
+    pub account_id: UserUuid,
+    /// The access token.
+    pub token: String,
+}
+
+/// The identity the server established for the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginOutput {
+    /// The user uuid.
+    pub user_uuid: UserUuid,
+    /// The display name the credentials carry.
+    pub name: String,
+}
+
+/// Creates a room (NERoom `createRoom`). Does not join it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRoom {
+    /// The new room's uuid.
+    pub room_uuid: RoomUuid,
+    /// Display name.
+    pub room_name: String,
+    /// Application-defined template id; stored, not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Member limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u32>,
+    /// Password needed to join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Initial room properties.
+    #[serde(default, skip_serializing_if = "Properties::is_empty")]
+    pub initial_room_properties: Properties,
+    /// Whether the room has a chatroom (NERoom `NECreateRoomOptions.enableChatroom`).
+    #[serde(default)]
+    pub enable_chatroom: bool,
+}
+
+/// The created room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRoomOutput {
+    /// The room as created.
+    pub room: RoomInfo,
+}
+
+/// Joins a room (NERoom `joinRoom`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoom {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Display name in the room.
+    pub user_name: String,
+    /// Role asked for; `host` is granted to the room's creator only.
+    #[serde(default)]
+    pub role: Role,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// The room's password, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The joiner's initial member properties.
+    #[serde(default, skip_serializing_if = "Properties::is_empty")]
+    pub initial_my_properties: Properties,
+}
+
+/// The joined room's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoomOutput {
+    /// The room.
+    pub room: RoomInfo,
+    /// Every member, the joiner included.
+    pub members: Vec<RoomMember>,
+}
+
+macro_rules! room_op {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            /// The room.
+            pub room_uuid: RoomUuid,
+        }
+    };
+}
+
+room_op!(
+    /// Leaves a room (NERoom `leaveRoom`); also leaves its chatroom.
+    LeaveRoom
+);
+room_op!(
+    /// Locks the room against new joins (host only).
+    LockRoom
+);
+room_op!(
+    /// Unlocks the room (host only).
+    UnlockRoom
+);
+room_op!(
+    /// Enters the room's chatroom (NERoom `joinChatroom`).
+    JoinChatroom
+);
+room_op!(
+    /// Leaves the room's chatroom (NERoom `leaveChatroom`).
+    LeaveChatroom
+);
+
+/// Ends a room for everyone (NERoom `endRoom`; host only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndRoom {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// NERoom's `isForce`; accepted for compatibility, the room ends either way.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Sets one room property (host only); members get `room_properties_changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRoomProperty {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Property key.
+    pub key: String,
+    /// New value.
+    pub value: String,
+}
+
+/// Deletes one room property (host only); members get `room_properties_deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRoomProperty {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Property key.
+    pub key: String,
+}
+
+/// Sends a text message to the chatroom, or to some of its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTextMessage {
+    /// The room whose chatroom receives the message.
+    pub room_uuid: RoomUuid,
+    /// Client-chosen id; the server picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_uuid: Option<MessageUuid>,
+    /// Recipients; absent means the whole chatroom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user_uuid_list: Option<Vec<UserUuid>>,
+    /// The text; non-empty.
+    pub text: String,
+}
+
+/// Sends an application-defined message (NERoom `sendBroadcastCustomMessage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendCustomMessage {
+    /// The room whose chatroom receives the message.
+    pub room_uuid: RoomUuid,
+    /// Client-chosen id; the server picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_uuid: Option<MessageUuid>,
+    /// Recipients; absent means the whole chatroom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user_uuid_list: Option<Vec<UserUuid>>,
+    /// The payload.
+    pub attach_str: String,
+}
+
+/// The stored message, as every recipient receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessageOutput {
+    /// The message with its sequence number and time.
+    pub message: SharedMessage,
+}
+
+/// Reads chatroom history (NERoom `fetchChatroomHistoryMessages`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchChatroomHistory {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Milliseconds since the Unix epoch; default: now for `desc`, 0 for `asc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// At most this many messages, 1–100; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Newest first (default) or oldest first.
+    #[serde(default)]
+    pub order: HistoryOrder,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchChatroomHistoryOutput {
+    /// The messages, in the order asked for.
+    pub messages: Vec<SharedMessage>,
+}
+
+/// Does nothing; answers success. For keep-alive and round-trip measurement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {}
+
+macro_rules! operations {
+    ($( $name:ident = $op:literal => $out:ty; )*) => {
+        $(
+            impl Operation for $name {
+                const OP: &'static str = $op;
+                type Output = $out;
+            }
+            impl From<$name> for Request {
+                fn from(r: $name) -> Request {
+                    Request::$name(r)
+                }
+            }
+        )*
+
+        /// Any request, as the server receives it.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Request {
+            $(
+                #[doc = concat!("`", $op, "`")]
+                $name($name),
+            )*
+        }
+
+        impl Request {
+            /// The wire name of the operation.
+            pub fn op(&self) -> &'static str {
+                match self {
+                    $( Request::$name(_) => $op, )*
+                }
+            }
+        }
+
+        /// Every operation's wire name.
+        pub const ALL_OPS: &[&str] = &[$($op),*];
+
+        /// Any successful response's `data`, as the server sends it.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        #[serde(untagged)]
+        #[non_exhaustive]
+        pub enum Response {
+            $(
+                #[doc = concat!("Response to `", $op, "`")]
+                $name($out),
+            )*
+        }
+
+        pub(crate) fn decode_params(
+            op: &str,
+            bytes: &[u8],
+        ) -> Option<Result<Request, serde_path_to_error::Error<serde_json::Error>>> {
+            Some(match op {
+                $( $op => {
+                    let de = &mut serde_json::Deserializer::from_slice(bytes);
+                    serde_path_to_error::deserialize::<_, $name>(de).map(Request::$name)
+                } )*
+                _ => return None,
+            })
+        }
+    };
+}
+
+operations! {
+    Login = "login" => LoginOutput;
+    Ping = "ping" => Empty;
+    CreateRoom = "create_room" => CreateRoomOutput;
+    JoinRoom = "join_room" => JoinRoomOutput;
+    LeaveRoom = "leave_room" => Empty;
+    EndRoom = "end_room" => Empty;
+    LockRoom = "lock_room" => Empty;
+    UnlockRoom = "unlock_room" => Empty;
+    UpdateRoomProperty = "update_room_property" => Empty;
+    DeleteRoomProperty = "delete_room_property" => Empty;
+    JoinChatroom = "join_chatroom" => Empty;
+    LeaveChatroom = "leave_chatroom" => Empty;
+    SendTextMessage = "send_text_message" => SendMessageOutput;
+    SendCustomMessage = "send_custom_message" => SendMessageOutput;
+    FetchChatroomHistory = "fetch_chatroom_history" => FetchChatroomHistoryOutput;
+}
+
+impl Request {
+    /// The room the request is about; `None` for connection-level requests.
+    pub fn room_uuid(&self) -> Option<&RoomUuid> {
+        match self {
+            Request::Login(_) | Request::Ping(_) => None,
+            Request::CreateRoom(r) => Some(&r.room_uuid),
+            Request::JoinRoom(r) => Some(&r.room_uuid),
+            Request::LeaveRoom(r) => Some(&r.room_uuid),
+            Request::EndRoom(r) => Some(&r.room_uuid),
+            Request::LockRoom(r) => Some(&r.room_uuid),
+            Request::UnlockRoom(r) => Some(&r.room_uuid),
+            Request::UpdateRoomProperty(r) => Some(&r.room_uuid),
+            Request::DeleteRoomProperty(r) => Some(&r.room_uuid),
+            Request::JoinChatroom(r) => Some(&r.room_uuid),
+            Request::LeaveChatroom(r) => Some(&r.room_uuid),
+            Request::SendTextMessage(r) => Some(&r.room_uuid),
+            Request::SendCustomMessage(r) => Some(&r.room_uuid),
+            Request::FetchChatroomHistory(r) => Some(&r.room_uuid),
+        }
+    }
+}
