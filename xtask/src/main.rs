@@ -1,1 +1,253 @@
-fn main() {}
+//! Project automation for the roomkit workspace, in the style of
+//! rust-analyzer's `xtask`.
+//!
+//! Invoke it through the cargo alias defined in `.cargo/config.toml`:
+//!
+//! ```text
+//! cargo xtask test            # fmt check, clippy, tests, docs
+//! cargo xtask test -- FILTER  # only the tests, with FILTER passed to the runner
+//! cargo xtask run [ARGS...]   # run the demo
+//! cargo xtask bench [ARGS...] # run the benchmark crate
+//! ```
+//!
+//! This crate deliberately uses only `std`: avoid adding dependencies to it,
+//! so that it stays quick to build.
+
+use std::env;
+use std::fs;
+use std::path::Path;
+use std::process::{self, Command, Stdio};
+use std::time::Instant;
+
+/// Usage text printed by `cargo xtask help` and on invalid invocations.
+const USAGE: &str = "\
+Usage: cargo xtask <COMMAND> [ARGS...]
+
+Commands:
+  test              Check formatting (cargo fmt), lint (cargo clippy -D warnings),
+                    run all tests (cargo-nextest plus doctests when nextest is
+                    installed, cargo test otherwise) and build the docs with
+                    RUSTDOCFLAGS=\"-D warnings\". Stops at the first failing step.
+  test -- ARGS...   Only run the tests, appending ARGS to the test runner
+                    (`cargo nextest run` if installed, else `cargo test`);
+                    formatting, clippy, docs and doctests are skipped.
+                    Example: cargo xtask test -- some_filter
+  run [ARGS...]     Run the demo, passing ARGS to it.
+  bench [ARGS...]   Run the benchmarks (crates/roomkit-bench) in release mode,
+                    passing ARGS to them.
+  help              Print this message.
+
+A leading `--` before the ARGS of `run` and `bench` is optional.
+When the CI environment variable is set and .config/nextest.toml defines
+[profile.ci], nextest runs with `--profile ci`.";
+
+/// The command behind `cargo xtask run`; the user's arguments are appended.
+///
+/// This is the single place to change when `run` should start something else
+/// (for example the server binary instead of the in-process demo).
+const RUN_COMMAND: &[&str] = &["cargo", "run", "--package", "roomkit-tests", "--example", "demo", "--"];
+
+/// Directory of the benchmark crate, relative to the project root.
+const BENCH_CRATE_DIR: &str = "crates/roomkit-bench";
+
+/// Package name of the benchmark crate.
+const BENCH_PACKAGE: &str = "roomkit-bench";
+
+/// nextest configuration file, relative to the project root.
+const NEXTEST_CONFIG: &str = ".config/nextest.toml";
+
+/// Entry point: moves to the project root, then dispatches on the subcommand.
+fn main() {
+    let root = project_root();
+    if let Err(err) = env::set_current_dir(root) {
+        eprintln!("error: cannot change directory to {}: {err}", root.display());
+        process::exit(1);
+    }
+
+    let mut args = env::args().skip(1);
+    let command = args.next();
+    let rest: Vec<String> = args.collect();
+
+    let result = match command.as_deref() {
+        Some("test") => test(&rest),
+        Some("run") => run(&rest),
+        Some("bench") => bench(&rest),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => usage_error(&format!("unknown command `{other}`")),
+        None => usage_error("no command given"),
+    };
+
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        process::exit(1);
+    }
+}
+
+/// The workspace root: the parent directory of this crate's manifest dir.
+fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in a subdirectory of the project root")
+}
+
+/// Prints `message` and the usage text to stderr, then exits with status 2.
+fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message}\n\n{USAGE}");
+    process::exit(2);
+}
+
+/// Drops a single leading `--` from pass-through arguments, if present.
+fn strip_separator(args: &[String]) -> &[String] {
+    match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    }
+}
+
+/// `cargo xtask test`: the full check pipeline, or only the tests when
+/// runner arguments are given after `--`.
+fn test(args: &[String]) -> Result<(), String> {
+    let extra: &[String] = match args.split_first() {
+        None => &[],
+        Some((first, rest)) if first == "--" => rest,
+        Some((first, _)) => usage_error(&format!(
+            "unexpected argument `{first}` for `test`; pass test-runner arguments after `--`"
+        )),
+    };
+
+    let start = Instant::now();
+    let result = if extra.is_empty() {
+        test_all()
+    } else {
+        run_tests(extra).map_err(|err| format!("step `tests` failed: {err}"))
+    };
+    eprintln!("==> total time: {:.1}s", start.elapsed().as_secs_f64());
+    if result.is_ok() {
+        eprintln!("==> all steps passed");
+    }
+    result
+}
+
+/// Runs every step of `cargo xtask test`, stopping at the first failure.
+fn test_all() -> Result<(), String> {
+    /// Tags an error with the name of the step that produced it.
+    fn step(name: &str, result: Result<(), String>) -> Result<(), String> {
+        result.map_err(|err| format!("step `{name}` failed: {err}"))
+    }
+
+    step("fmt", cmd("cargo", &["fmt", "--all", "--", "--check"]))?;
+    step("clippy", cmd("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step("tests", run_tests(&[]))?;
+    step("doc", cmd_env("cargo", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")]))?;
+    Ok(())
+}
+
+/// Runs the workspace tests with `extra` appended to the runner's arguments.
+///
+/// Uses cargo-nextest when installed; because nextest does not run doctests,
+/// they are run afterwards with `cargo test --doc`, unless `extra` is
+/// non-empty (filtered runs skip doctests to keep iteration fast and because
+/// nextest arguments are not necessarily valid for `cargo test`). Without
+/// nextest, plain `cargo test` runs everything.
+fn run_tests(extra: &[String]) -> Result<(), String> {
+    if nextest_available() {
+        let mut args = vec!["nextest", "run"];
+        if env::var_os("CI").is_some() && nextest_has_ci_profile() {
+            args.extend(["--profile", "ci"]);
+        }
+        args.extend(["--workspace", "--no-fail-fast"]);
+        args.extend(extra.iter().map(String::as_str));
+        cmd("cargo", &args)?;
+        if extra.is_empty() {
+            cmd("cargo", &["test", "--workspace", "--doc"])?;
+        }
+        Ok(())
+    } else {
+        eprintln!("==> cargo-nextest not found, falling back to `cargo test`");
+        let mut args = vec!["test", "--workspace"];
+        args.extend(extra.iter().map(String::as_str));
+        cmd("cargo", &args)
+    }
+}
+
+/// Whether `cargo nextest --version` runs successfully.
+fn nextest_available() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether the nextest config file defines a `[profile.ci]` table.
+fn nextest_has_ci_profile() -> bool {
+    let Ok(config) = fs::read_to_string(NEXTEST_CONFIG) else {
+        return false;
+    };
+    config.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        line == "[profile.ci]" || line.starts_with("[profile.ci.")
+    })
+}
+
+/// `cargo xtask run`: runs [`RUN_COMMAND`] with the user's arguments appended.
+fn run(args: &[String]) -> Result<(), String> {
+    let (program, base) = RUN_COMMAND.split_first().expect("RUN_COMMAND is not empty");
+    let mut full: Vec<&str> = base.to_vec();
+    full.extend(strip_separator(args).iter().map(String::as_str));
+    cmd(program, &full)
+}
+
+/// `cargo xtask bench`: runs the benchmark crate in release mode, if it exists.
+fn bench(args: &[String]) -> Result<(), String> {
+    if !Path::new(BENCH_CRATE_DIR).is_dir() {
+        return Err(format!("the benchmark crate does not exist yet ({BENCH_CRATE_DIR} not found)"));
+    }
+    let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];
+    full.extend(strip_separator(args).iter().map(String::as_str));
+    cmd("cargo", &full)
+}
+
+/// Runs `program` with `args`, inheriting stdio.
+///
+/// Prints a `==> program args...` header first and returns an error naming
+/// the command line and its exit status if it cannot start or fails.
+fn cmd(program: &str, args: &[&str]) -> Result<(), String> {
+    cmd_env(program, args, &[])
+}
+
+/// Like [`cmd`], but also sets the environment variables in `envs`.
+fn cmd_env(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let line = command_line(program, args, envs);
+    eprintln!("==> {line}");
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|err| format!("`{line}` could not be started: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
+}
+
+/// Renders a command for display, quoting words that contain whitespace.
+fn command_line(program: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
+    fn quote(word: &str) -> String {
+        if word.is_empty() || word.contains(char::is_whitespace) {
+            format!("'{word}'")
+        } else {
+            word.to_owned()
+        }
+    }
+    envs.iter()
+        .map(|(key, value)| format!("{key}={}", quote(value)))
+        .chain(std::iter::once(quote(program)))
+        .chain(args.iter().map(|arg| quote(arg)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -199,12 +199,7 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         for pair in ALL_CODES.windows(2) {
-            assert!(
-                pair[0].code < pair[1].code,
-                "{:?} before {:?}",
-                pair[0],
-                pair[1]
-            );
+            assert!(pair[0].code < pair[1].code, "{:?} before {:?}", pair[0], pair[1]);
         }
     }
 

@@ -46,34 +46,20 @@ struct Envelope<'a> {
 
 /// Decodes a client request frame.
 pub fn decode_request(bytes: &[u8]) -> Result<RequestFrame, DecodeError> {
-    let malformed = |id, message: String| DecodeError {
-        id,
-        code: Code::MALFORMED_FRAME,
-        message,
-    };
-    let envelope: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        malformed(
-            None,
-            format!("frame is not a JSON object with `id` and `op`: {e}"),
-        )
-    })?;
-    let id = envelope
-        .id
-        .ok_or_else(|| malformed(None, "missing numeric field `id`".into()))?;
-    let op = envelope
-        .op
-        .ok_or_else(|| malformed(Some(id), "missing string field `op`".into()))?;
+    let malformed = |id, message: String| DecodeError { id, code: Code::MALFORMED_FRAME, message };
+    let envelope: Envelope<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(None, format!("frame is not a JSON object with `id` and `op`: {e}")))?;
+    let id = envelope.id.ok_or_else(|| malformed(None, "missing numeric field `id`".into()))?;
+    let op = envelope.op.ok_or_else(|| malformed(Some(id), "missing string field `op`".into()))?;
     match ops::decode_params(&op, bytes) {
         None => Err(DecodeError {
             id: Some(id),
             code: Code::UNKNOWN_OPERATION,
             message: format!("unknown operation `{}`", truncate(&op, 64)),
         }),
-        Some(Err(e)) => Err(DecodeError {
-            id: Some(id),
-            code: Code::BAD_REQUEST,
-            message: bad_request_message(&e),
-        }),
+        Some(Err(e)) => {
+            Err(DecodeError { id: Some(id), code: Code::BAD_REQUEST, message: bad_request_message(&e) })
+        }
         Some(Ok(request)) => Ok(RequestFrame { id, request }),
     }
 }
@@ -107,11 +93,7 @@ struct RequestOut<'a, O> {
 
 /// Encodes a request frame.
 pub fn encode_request<O: Operation>(id: u64, params: &O) -> Bytes {
-    to_bytes(&RequestOut {
-        id,
-        op: O::OP,
-        params,
-    })
+    to_bytes(&RequestOut { id, op: O::OP, params })
 }
 
 #[derive(Serialize)]
@@ -125,32 +107,17 @@ struct ResponseOut<'a, D: Serialize> {
 
 /// Encodes a successful response frame.
 pub fn encode_success(id: u64, data: &Response) -> Bytes {
-    to_bytes(&ResponseOut {
-        id: Some(id),
-        code: Code::SUCCESS,
-        msg: "success",
-        data: Some(data),
-    })
+    to_bytes(&ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) })
 }
 
 /// Encodes a successful response frame for a typed output (servers and tests).
 pub fn encode_output<O: Operation>(id: u64, data: &O::Output) -> Bytes {
-    to_bytes(&ResponseOut {
-        id: Some(id),
-        code: Code::SUCCESS,
-        msg: "success",
-        data: Some(data),
-    })
+    to_bytes(&ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) })
 }
 
 /// Encodes an error response frame. `id` is `None` when the request had no readable id.
 pub fn encode_error(id: Option<u64>, code: Code, msg: &str) -> Bytes {
-    to_bytes(&ResponseOut::<()> {
-        id,
-        code,
-        msg,
-        data: None,
-    })
+    to_bytes(&ResponseOut::<()> { id, code, msg, data: None })
 }
 
 /// Encodes an event frame. Encode once, then share the bytes with every recipient.
@@ -215,13 +182,9 @@ pub fn decode_server_frame(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
     };
     let probe: ServerProbe = serde_json::from_slice(bytes).map_err(malformed)?;
     if probe.event.is_some() {
-        serde_json::from_slice(bytes)
-            .map(ServerFrame::Event)
-            .map_err(malformed)
+        serde_json::from_slice(bytes).map(ServerFrame::Event).map_err(malformed)
     } else {
-        serde_json::from_slice(bytes)
-            .map(ServerFrame::Response)
-            .map_err(malformed)
+        serde_json::from_slice(bytes).map(ServerFrame::Response).map_err(malformed)
     }
 }
 
@@ -259,24 +222,21 @@ mod tests {
 
     #[test]
     fn bad_request_names_the_field() {
-        let e =
-            decode_request(br#"{"id":1,"op":"join_room","room_uuid":"no spaces","user_name":"a"}"#)
-                .unwrap_err();
+        let e = decode_request(br#"{"id":1,"op":"join_room","room_uuid":"no spaces","user_name":"a"}"#)
+            .unwrap_err();
         assert_eq!(e.code, Code::BAD_REQUEST);
         assert!(e.message.contains("room_uuid"), "{}", e.message);
         let e = decode_request(br#"{"id":1,"op":"join_room","room_uuid":"r"}"#).unwrap_err();
         assert_eq!(e.code, Code::BAD_REQUEST);
         assert!(e.message.contains("user_name"), "{}", e.message);
-        let e = decode_request(br#"{"id":1,"op":"join_room","room_uuid":"r","user_name":7}"#)
-            .unwrap_err();
+        let e = decode_request(br#"{"id":1,"op":"join_room","room_uuid":"r","user_name":7}"#).unwrap_err();
         assert!(e.message.contains("user_name"), "{}", e.message);
     }
 
     #[test]
     fn unknown_fields_are_ignored() {
         let f =
-            decode_request(br#"{"id":1,"op":"join_room","room_uuid":"r","user_name":"a","x":1}"#)
-                .unwrap();
+            decode_request(br#"{"id":1,"op":"join_room","room_uuid":"r","user_name":"a","x":1}"#).unwrap();
         assert!(matches!(f.request, Request::JoinRoom(JoinRoom { .. })));
     }
 
@@ -292,15 +252,9 @@ mod tests {
         }
         let err = encode_error(Some(2), Code::ROOM_FULL, "room is full");
         assert_eq!(&err[..], br#"{"id":2,"code":2005,"msg":"room is full"}"#);
-        let ev = Event::RoomLockStateChanged {
-            room_uuid: "r".parse().unwrap(),
-            locked: true,
-        };
+        let ev = Event::RoomLockStateChanged { room_uuid: "r".parse().unwrap(), locked: true };
         let bytes = encode_event(&ev);
-        assert_eq!(
-            &bytes[..],
-            br#"{"event":"room_lock_state_changed","room_uuid":"r","locked":true}"#
-        );
+        assert_eq!(&bytes[..], br#"{"event":"room_lock_state_changed","room_uuid":"r","locked":true}"#);
         match decode_server_frame(&bytes).unwrap() {
             ServerFrame::Event(e) => assert_eq!(e, ev),
             other => panic!("{other:?}"),

@@ -1,0 +1,191 @@
+//! One room: its own state, its members and its chatroom.
+
+use std::collections::HashMap;
+
+use roomkit_protocol::{RoomInfo, RoomMember, UserUuid};
+
+use crate::{chatroom::Chatroom, roster::Roster, ConnId, Error, Identity};
+
+/// A member of a room, with the connection it joined through.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) info: RoomMember,
+    pub(crate) conn: ConnId,
+    room_slot: usize,
+    chat_slot: Option<usize>,
+}
+
+/// A live room.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) info: RoomInfo,
+    pub(crate) password: Option<String>,
+    members: HashMap<UserUuid, Member>,
+    roster: Roster,
+    pub(crate) chatroom: Option<Chatroom>,
+    /// Since when the room has had no members (creation counts as the start).
+    pub(crate) empty_since: Option<u64>,
+}
+
+impl Room {
+    pub(crate) fn new(info: RoomInfo, password: Option<String>, history: usize) -> Self {
+        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(history));
+        let empty_since = Some(info.created_at);
+        Self { info, password, members: HashMap::new(), roster: Roster::default(), chatroom, empty_since }
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        self.roster.len()
+    }
+
+    pub(crate) fn member(&self, user: &UserUuid) -> Option<&Member> {
+        self.members.get(user)
+    }
+
+    /// The caller's membership, which must be through this very connection.
+    pub(crate) fn member_on(&self, conn: ConnId, user: &UserUuid) -> Result<&Member, Error> {
+        match self.members.get(user) {
+            Some(m) if m.conn == conn => Ok(m),
+            _ => Err(Error::NotInRoom(self.info.room_uuid.clone())),
+        }
+    }
+
+    /// Host rights: the member's role, or an admin grant.
+    pub(crate) fn require_host(&self, conn: ConnId, identity: &Identity) -> Result<(), Error> {
+        if identity.grants.room_admin {
+            return Ok(());
+        }
+        let member = self.member_on(conn, &identity.user)?;
+        if member.info.role == roomkit_protocol::Role::Host {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("only the room's host may do this"))
+        }
+    }
+
+    pub(crate) fn has_host(&self) -> bool {
+        self.members.values().any(|m| m.info.role == roomkit_protocol::Role::Host)
+    }
+
+    /// Every member, in roster order.
+    pub(crate) fn members(&self) -> Vec<RoomMember> {
+        self.roster.users().iter().map(|u| self.members[u].info.clone()).collect()
+    }
+
+    /// Chatroom members, in chatroom roster order.
+    pub(crate) fn chatroom_members(&self) -> Vec<RoomMember> {
+        self.chatroom
+            .as_ref()
+            .map(|c| c.roster.users().iter().map(|u| self.members[u].info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn audience(&self, except: Option<ConnId>) -> crate::Audience {
+        self.roster.audience(except)
+    }
+
+    pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId) {
+        let user = info.uuid.clone();
+        let room_slot = self.roster.push(user.clone(), conn);
+        self.members.insert(user, Member { info, conn, room_slot, chat_slot: None });
+        self.empty_since = None;
+    }
+
+    /// Removes a member (leaving the chatroom first); returns it as it was.
+    pub(crate) fn remove(&mut self, user: &UserUuid, now: u64) -> Option<Member> {
+        self.leave_chatroom(user);
+        let member = self.members.remove(user)?;
+        if let Some(moved) = self.roster.remove(member.room_slot) {
+            let moved = moved.clone();
+            self.members.get_mut(&moved).expect("roster and members agree").room_slot = member.room_slot;
+        }
+        if self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+        Some(member)
+    }
+
+    pub(crate) fn is_in_chatroom(&self, user: &UserUuid) -> bool {
+        self.members.get(user).is_some_and(|m| m.chat_slot.is_some())
+    }
+
+    /// Puts a member in the chatroom; false if it already was.
+    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> bool {
+        let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
+            return false;
+        };
+        if member.chat_slot.is_some() {
+            return false;
+        }
+        member.chat_slot = Some(chat.roster.push(user.clone(), member.conn));
+        member.info.is_in_chatroom = true;
+        true
+    }
+
+    /// Takes a member out of the chatroom; false if it was not in it.
+    pub(crate) fn leave_chatroom(&mut self, user: &UserUuid) -> bool {
+        let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
+            return false;
+        };
+        let Some(slot) = member.chat_slot.take() else {
+            return false;
+        };
+        member.info.is_in_chatroom = false;
+        if let Some(moved) = chat.roster.remove(slot) {
+            let moved = moved.clone();
+            self.members.get_mut(&moved).expect("roster and members agree").chat_slot = Some(slot);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(room: &str) -> RoomInfo {
+        RoomInfo {
+            room_uuid: room.parse().unwrap(),
+            room_name: room.into(),
+            creator: "c".parse().unwrap(),
+            properties: Default::default(),
+            locked: false,
+            max_members: None,
+            chatroom_enabled: true,
+            has_password: false,
+            created_at: 0,
+        }
+    }
+
+    fn member(u: &str) -> RoomMember {
+        RoomMember {
+            uuid: u.parse().unwrap(),
+            name: u.into(),
+            avatar: None,
+            role: Default::default(),
+            properties: Default::default(),
+            is_in_chatroom: false,
+        }
+    }
+
+    #[test]
+    fn slots_stay_consistent_through_removals() {
+        let mut room = Room::new(info("r"), None, 10);
+        for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
+            room.add(member(u), ConnId(i as u64));
+            assert!(room.enter_chatroom(&u.parse().unwrap()));
+        }
+        room.remove(&"a".parse().unwrap(), 5);
+        assert!(room.leave_chatroom(&"b".parse().unwrap()));
+        room.remove(&"d".parse().unwrap(), 6);
+        let names: Vec<_> = room.chatroom_members().into_iter().map(|m| m.name).collect();
+        assert_eq!(names, vec!["c"]);
+        let all: Vec<_> = room.members().into_iter().map(|m| m.name).collect();
+        assert_eq!(all.len(), 2);
+        assert!(room.is_in_chatroom(&"c".parse().unwrap()));
+        room.remove(&"b".parse().unwrap(), 7);
+        room.remove(&"c".parse().unwrap(), 8);
+        assert_eq!(room.empty_since, Some(8));
+        assert_eq!(room.member_count(), 0);
+    }
+}
