@@ -1,1 +1,228 @@
-//! stub
+//! The roomkit server: drives [`roomkit_core`] over any transport.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::Arc;
+//! use roomkit_server::{DevAuthenticator, Server, ServerConfig};
+//!
+//! let (listener, connector) = roomkit_transport_memory::transport();
+//! let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+//! // ... connect clients through `connector` ...
+//! # drop(connector);
+//! server.shutdown().await;
+//! # }
+//! ```
+//!
+//! Shape at run time:
+//! - one accept task;
+//! - per connection, a reader task (decode, login, route) and a writer task (drain the
+//!   bounded send queue, one batched write per wake-up);
+//! - `shards` shard tasks, each owning the rooms hashed to it and driving a
+//!   [`roomkit_core::RoomRegistry`]: no lock on the hot path, and one room's events are
+//!   produced by one task in one order.
+
+mod auth;
+mod connection;
+mod outbox;
+mod shard;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+pub use auth::{AuthError, Authenticator, DevAuthenticator};
+use roomkit_core::{
+    transport::{CloseReason, Listener, TransportError},
+    ConnId, CoreConfig, RoomRegistry,
+};
+use roomkit_protocol::{Code, RoomUuid};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{
+    outbox::Closer,
+    shard::{Shard, ShardMsg},
+};
+
+/// Server configuration. Every limit has a name and a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Room and chatroom rules and limits.
+    pub core: CoreConfig,
+    /// Number of shard tasks rooms are hashed to. Default: the number of CPUs.
+    pub shards: usize,
+    /// Frames queued per connection before it is closed as a slow consumer.
+    pub send_queue_frames: usize,
+    /// Most frames written per batch.
+    pub write_batch_frames: usize,
+    /// Messages queued per shard before readers wait (backpressure on senders only).
+    pub shard_queue: usize,
+    /// A connection that has not logged in within this time is closed.
+    pub login_timeout: Duration,
+    /// How long shutdown waits for connections to flush before giving up on them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            core: CoreConfig::default(),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            send_queue_frames: 4096,
+            write_batch_frames: 256,
+            shard_queue: 4096,
+            login_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by the server's tasks.
+pub(crate) struct ServerShared {
+    pub(crate) config: ServerConfig,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) shards: Vec<Shard>,
+    /// Live connections, to close them on shutdown.
+    pub(crate) connections: Mutex<HashMap<ConnId, Closer>>,
+}
+
+/// A server, configured but not yet running.
+pub struct Server {
+    config: ServerConfig,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl Server {
+    /// A server that logs connections in through `authenticator`.
+    pub fn new(config: ServerConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        Self { config, authenticator }
+    }
+
+    /// Starts serving connections from `listener` on the current tokio runtime.
+    pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
+        let shards = (0..self.config.shards.max(1))
+            .map(|_| shard::spawn(self.config.core.clone(), self.config.shard_queue))
+            .collect();
+        let shared = Arc::new(ServerShared {
+            config: self.config,
+            authenticator: self.authenticator,
+            shards,
+            connections: Mutex::new(HashMap::new()),
+        });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
+        ServerHandle { shared, stop: Some(stop_tx), accept }
+    }
+}
+
+async fn accept_loop<L: Listener>(
+    mut listener: L,
+    shared: Arc<ServerShared>,
+    mut stop: oneshot::Receiver<()>,
+) -> Vec<JoinHandle<()>> {
+    tracing::info!(addr = %listener.local_addr(), "accepting connections");
+    let next_id = AtomicU64::new(1);
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(connection) => {
+                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(tokio::spawn(connection::run(id, connection, Arc::clone(&shared))));
+            }
+            Err(TransportError::Closed(_)) => break,
+            Err(e) => tracing::warn!(error = %e, "accept failed"),
+        }
+    }
+    tasks
+}
+
+/// A running server.
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+    stop: Option<oneshot::Sender<()>>,
+    accept: JoinHandle<Vec<JoinHandle<()>>>,
+}
+
+impl ServerHandle {
+    /// Runs `f` on the shard that owns `room` (or would own it) and returns its result.
+    /// Events and replies `f` causes are delivered as usual. For admin APIs and tests.
+    pub async fn with_room<R: Send + 'static>(
+        &self,
+        room: &RoomUuid,
+        f: impl FnOnce(&mut RoomRegistry, u64) -> R + Send + 'static,
+    ) -> Option<R> {
+        let shard = &self.shared.shards[shard::shard_of(room, self.shared.shards.len())];
+        run_on(shard, f).await
+    }
+
+    /// Runs `f` on every shard, returning the results in shard order.
+    pub async fn with_every_shard<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut RoomRegistry, u64) -> R + Send + Sync + Clone + 'static,
+    ) -> Vec<R> {
+        let mut all = Vec::with_capacity(self.shared.shards.len());
+        for shard in &self.shared.shards {
+            all.extend(run_on(shard, f.clone()).await);
+        }
+        all
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.lock().expect("not poisoned").len()
+    }
+
+    /// Stops accepting, ends every room (`room_end` with `server_shutdown`), flushes and
+    /// closes every connection (`SERVER_SHUTTING_DOWN`), and waits for them, at most
+    /// `shutdown_grace`.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let tasks = (&mut self.accept).await.unwrap_or_default();
+        for shard in &self.shared.shards {
+            let (done, wait) = oneshot::channel();
+            if shard.tx.send(ShardMsg::Shutdown(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        let closers: Vec<Closer> =
+            self.shared.connections.lock().expect("not poisoned").values().cloned().collect();
+        for closer in closers {
+            closer.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
+        }
+        let all = futures_join_all(tasks);
+        if tokio::time::timeout(self.shared.config.shutdown_grace, all).await.is_err() {
+            tracing::warn!("connections did not close within the shutdown grace period");
+        }
+    }
+}
+
+async fn run_on<R: Send + 'static>(
+    shard: &Shard,
+    f: impl FnOnce(&mut RoomRegistry, u64) -> R + Send + 'static,
+) -> Option<R> {
+    let (tx, rx) = oneshot::channel();
+    let job = Box::new(move |registry: &mut RoomRegistry, now| {
+        let _ = tx.send(f(registry, now));
+    });
+    shard.tx.send(ShardMsg::Run(job)).await.ok()?;
+    rx.await.ok()
+}
+
+async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -1,1 +1,206 @@
-//! stub
+//! The in-memory transport: connections are pairs of bounded tokio channels.
+//!
+//! Use it to run a roomkit server and any number of clients in one process — in tests of
+//! your own app, or in examples — with the same behaviour as over the network:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use roomkit_core::transport::{Connector, Listener};
+//!
+//! let (mut listener, connector) = roomkit_transport_memory::transport();
+//! let (server_side, client_side) = tokio::join!(listener.accept(), connector.connect());
+//! let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
+//! client_side.sink.send(&[bytes::Bytes::from_static(b"{}")]).await.unwrap();
+//! assert_eq!(&server_side.stream.recv().await.unwrap()[..], b"{}");
+//! # }
+//! ```
+//!
+//! Each direction of a connection is a channel of [`MemoryConfig::channel_capacity`]
+//! frames: a peer that stops reading makes the other side's `send` wait, as a full socket
+//! buffer would, so slow-consumer handling is exercised for real.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, OnceLock,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use roomkit_core::transport::{
+    CloseReason, Connection, Connector, FrameSink, FrameStream, Listener, TransportError,
+};
+use tokio::sync::mpsc;
+
+/// Tunables of the in-memory transport.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Frames buffered per direction of a connection before `send` waits.
+    pub channel_capacity: usize,
+    /// Connections waiting to be accepted before `connect` waits.
+    pub accept_backlog: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { channel_capacity: 256, accept_backlog: 128 }
+    }
+}
+
+/// A listener and a connector to it, with the default configuration.
+pub fn transport() -> (MemoryListener, MemoryConnector) {
+    transport_with(MemoryConfig::default())
+}
+
+/// A listener and a connector to it.
+pub fn transport_with(config: MemoryConfig) -> (MemoryListener, MemoryConnector) {
+    let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+    let next_id = Arc::new(AtomicU64::new(1));
+    (MemoryListener { rx }, MemoryConnector { tx, config, next_id })
+}
+
+/// The server side of the in-memory transport.
+#[derive(Debug)]
+pub struct MemoryListener {
+    rx: mpsc::Receiver<Connection>,
+}
+
+#[async_trait]
+impl Listener for MemoryListener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        self.rx.recv().await.ok_or(TransportError::Closed(None))
+    }
+
+    fn local_addr(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// The client side: each [`connect`](Connector::connect) opens a new in-memory connection.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemoryConnector {
+    tx: mpsc::Sender<Connection>,
+    config: MemoryConfig,
+    next_id: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Connector for MemoryConnector {
+    async fn connect(&self) -> Result<Connection, TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cap = self.config.channel_capacity.max(1);
+        let (to_server, from_client) = direction(cap);
+        let (to_client, from_server) = direction(cap);
+        let server_side = Connection {
+            sink: Box::new(to_client),
+            stream: Box::new(from_client),
+            peer: format!("memory-client-{id}"),
+        };
+        self.tx
+            .send(server_side)
+            .await
+            .map_err(|_| TransportError::Io("the in-memory listener is gone".into()))?;
+        Ok(Connection {
+            sink: Box::new(to_server),
+            stream: Box::new(from_server),
+            peer: "memory-server".into(),
+        })
+    }
+}
+
+/// One direction of a connection: frames, then (once the sender is dropped) the close
+/// reason the sender left, read after every queued frame like a WebSocket close frame.
+fn direction(capacity: usize) -> (MemorySink, MemoryStream) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let reason = Arc::new(OnceLock::new());
+    (MemorySink { tx: Some(tx), reason: Arc::clone(&reason) }, MemoryStream { rx, reason, closed: false })
+}
+
+struct MemorySink {
+    tx: Option<mpsc::Sender<Bytes>>,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+#[async_trait]
+impl FrameSink for MemorySink {
+    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+        let tx = self.tx.as_ref().ok_or(TransportError::Closed(None))?;
+        for frame in frames {
+            tx.send(frame.clone()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
+        if self.tx.take().is_some() {
+            let _ = self.reason.set(reason);
+        }
+        Ok(())
+    }
+}
+
+struct MemoryStream {
+    rx: mpsc::Receiver<Bytes>,
+    reason: Arc<OnceLock<CloseReason>>,
+    closed: bool,
+}
+
+#[async_trait]
+impl FrameStream for MemoryStream {
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        if !self.closed {
+            if let Some(frame) = self.rx.recv().await {
+                return Ok(frame);
+            }
+            self.closed = true;
+        }
+        Err(TransportError::Closed(self.reason.get().cloned()))
+    }
+}
+
+impl Drop for MemoryStream {
+    fn drop(&mut self) {
+        // Let the peer's pending `send` fail now rather than wait on a reader that is gone.
+        self.rx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn passes_the_conformance_suite() {
+        let (listener, connector) = transport();
+        roomkit_core::conformance::run(listener, connector).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn passes_the_conformance_suite_with_tiny_buffers() {
+        let (listener, connector) = transport_with(MemoryConfig { channel_capacity: 1, accept_backlog: 1 });
+        roomkit_core::conformance::run(listener, connector).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_channel_makes_send_wait() {
+        let (mut listener, connector) =
+            transport_with(MemoryConfig { channel_capacity: 2, accept_backlog: 1 });
+        let (server, _client) = tokio::join!(listener.accept(), connector.connect());
+        let mut server = server.unwrap();
+        let f = Bytes::from_static(b"{}");
+        server.sink.send(&[f.clone(), f.clone()]).await.unwrap();
+        let third = server.sink.send(std::slice::from_ref(&f));
+        tokio::pin!(third);
+        assert!(futures_poll_once(third.as_mut()).await.is_none(), "third frame must wait");
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| match std::pin::Pin::new(&mut f).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await
+    }
+}

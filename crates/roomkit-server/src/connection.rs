@@ -1,0 +1,167 @@
+//! One client connection: a reader task that logs in and routes requests, and a writer
+//! task that drains the bounded send queue in batches.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use roomkit_core::{
+    transport::{CloseReason, Connection, FrameSink, FrameStream, TransportError},
+    ConnId, Identity,
+};
+use roomkit_protocol::{
+    codec::{self, RequestFrame},
+    ops::{Empty, Login, LoginOutput, Ping, Request},
+    Code,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    outbox::{Closer, Outbox},
+    shard::{shard_of, ShardMsg},
+    ServerShared,
+};
+
+pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<ServerShared>) {
+    let Connection { sink, stream, peer } = connection;
+    tracing::debug!(conn = conn_id.0, %peer, "connection opened");
+    let closer = Closer::new();
+    let (outbox, queue) = Outbox::new(shared.config.send_queue_frames, closer.clone());
+    shared.connections.lock().expect("not poisoned").insert(conn_id, closer.clone());
+    let writer = tokio::spawn(write_loop(sink, queue, closer.clone(), shared.config.write_batch_frames));
+
+    let mut reader =
+        Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None };
+    reader.run(stream).await;
+
+    closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
+    for shard in &shared.shards {
+        let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
+    }
+    shared.connections.lock().expect("not poisoned").remove(&conn_id);
+    let _ = writer.await;
+    tracing::debug!(conn = conn_id.0, %peer, "connection closed");
+}
+
+struct Reader {
+    conn_id: ConnId,
+    outbox: Outbox,
+    closer: Closer,
+    shared: Arc<ServerShared>,
+    identity: Option<Arc<Identity>>,
+}
+
+impl Reader {
+    async fn run(&mut self, mut stream: Box<dyn FrameStream>) {
+        let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
+        tokio::pin!(login_deadline);
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = self.closer.closed() => return,
+                () = &mut login_deadline, if self.identity.is_none() => {
+                    self.closer.close(CloseReason::new(Code::UNAUTHENTICATED, "no login within the login timeout"), true);
+                    return;
+                }
+                received = stream.recv() => received,
+            };
+            match received {
+                Ok(frame) => self.on_frame(&frame).await,
+                Err(TransportError::Rejected(reason)) => self.reply_error(None, reason.code, &reason.reason),
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: &[u8]) {
+        let RequestFrame { id, request } = match codec::decode_request(frame) {
+            Ok(f) => f,
+            Err(e) => return self.reply_error(e.id, e.code, &e.message),
+        };
+        let Some(identity) = self.identity.clone() else {
+            return match request {
+                Request::Login(login) => self.login(id, login).await,
+                _ => self.reply_error(Some(id), Code::UNAUTHENTICATED, "log in first"),
+            };
+        };
+        match request {
+            Request::Login(_) => {
+                self.reply_error(Some(id), Code::ALREADY_LOGGED_IN, "this connection is already logged in")
+            }
+            Request::Ping(_) => {
+                self.outbox.push(codec::encode_output::<Ping>(id, &Empty {}));
+            }
+            request => {
+                let Some(room) = request.room_uuid() else {
+                    return self.reply_error(
+                        Some(id),
+                        Code::UNKNOWN_OPERATION,
+                        "operation not supported here",
+                    );
+                };
+                let shard = &self.shared.shards[shard_of(room, self.shared.shards.len())];
+                let msg = ShardMsg::Request {
+                    conn: self.conn_id,
+                    outbox: self.outbox.clone(),
+                    identity,
+                    request_id: id,
+                    request,
+                };
+                if shard.tx.send(msg).await.is_err() {
+                    self.reply_error(Some(id), Code::SERVER_SHUTTING_DOWN, "the server is shutting down");
+                }
+            }
+        }
+    }
+
+    async fn login(&mut self, id: u64, login: Login) {
+        match self.shared.authenticator.authenticate(&login.account_id, &login.token).await {
+            Ok(identity) => {
+                let output = LoginOutput { user_uuid: identity.user.clone(), name: identity.name.clone() };
+                tracing::debug!(conn = self.conn_id.0, user = %identity.user, "logged in");
+                self.identity = Some(Arc::new(identity));
+                self.outbox.push(codec::encode_output::<Login>(id, &output));
+            }
+            Err(e) => self.reply_error(Some(id), e.code(), &e.to_string()),
+        }
+    }
+
+    fn reply_error(&self, id: Option<u64>, code: Code, msg: &str) {
+        self.outbox.push(codec::encode_error(id, code, msg));
+    }
+}
+
+/// Drains the queue: everything ready is written as one batch, flushed once.
+async fn write_loop(
+    mut sink: Box<dyn FrameSink>,
+    mut queue: mpsc::Receiver<Bytes>,
+    closer: Closer,
+    batch_frames: usize,
+) {
+    let mut batch = Vec::with_capacity(batch_frames.min(1024));
+    let closing = loop {
+        tokio::select! {
+            biased;
+            closing = closer.closed() => break closing,
+            n = queue.recv_many(&mut batch, batch_frames.max(1)) => {
+                if n == 0 {
+                    break closer.closed().await;
+                }
+                if sink.send(&batch).await.is_err() {
+                    closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
+                    return;
+                }
+                batch.clear();
+            }
+        }
+    };
+    if closing.flush {
+        queue.close();
+        while queue.recv_many(&mut batch, batch_frames.max(1)).await > 0 {
+            if sink.send(&batch).await.is_err() {
+                return;
+            }
+            batch.clear();
+        }
+    }
+    let _ = sink.close(closing.reason).await;
+}
