@@ -1,1 +1,255 @@
-//! stub
+//! The roomkit client SDK: NERoom's room and chatroom API in idiomatic Rust.
+//!
+//! [`RoomKit`] connects through any transport connector and logs in;
+//! [`RoomKit::room_service`] creates and joins rooms; a joined room is a [`RoomContext`],
+//! whose [`ChatController`] enters, leaves and talks in the room's chatroom. Every call
+//! returns `Result<_, Error>`, and [`Error`] carries NERoom's `code` and `msg`.
+//!
+//! Entering a chatroom, as NERoom's guide does it (`getRoomContext` → `joinChatroom`):
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use roomkit_client::{CreateRoomOptions, CreateRoomParams, JoinRoomOptions, JoinRoomParams, RoomKit};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), roomkit_client::Error> {
+//! # let (listener, connector) = roomkit_transport_memory::transport();
+//! # let server = roomkit_server::Server::new(Default::default(), Arc::new(roomkit_server::DevAuthenticator))
+//! #     .spawn(listener);
+//! # let kit = RoomKit::connect(connector).await?;
+//! # kit.login("alice", "dev-token").await?;
+//! # let params = CreateRoomParams { room_uuid: "class-1".into(), room_name: "Class 1".into(), ..Default::default() };
+//! # kit.room_service().create_room(params, CreateRoomOptions { enable_chatroom: true }).await?;
+//! # let join = JoinRoomParams { room_uuid: "class-1".into(), user_name: "Alice".into(), ..Default::default() };
+//! # kit.room_service().join_room(join, JoinRoomOptions::default()).await?;
+//! let room_uuid = "class-1";
+//! let room_service = kit.room_service();
+//! if let Some(room_context) = room_service.get_room_context(room_uuid) {
+//!     match room_context.chat_controller().join_chatroom().await {
+//!         Ok(()) => println!("joinChatroom success"),
+//!         Err(e) => println!("joinChatroom error code:{}, msg:{}", e.code().0, e.msg()),
+//!     }
+//! }
+//! # assert!(room_service.get_room_context(room_uuid).unwrap().chat_controller().is_in_chatroom());
+//! # server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod events;
+mod room;
+mod session;
+
+use std::{sync::Arc, time::Duration};
+
+pub use error::Error;
+pub use events::{RoomEvent, RoomEventCallback, RoomEvents};
+pub use room::{ChatController, FetchHistoryOptions, RoomContext};
+use roomkit_core::transport::Connector;
+use roomkit_protocol::{
+    ops::{CreateRoom, JoinRoom, Login},
+    Code, Properties, Role, RoomInfo, RoomUuid, UserUuid,
+};
+pub use roomkit_protocol::{ChatMessage, Code as ErrorCode, EndReason, HistoryOrder, RoomMember};
+
+use crate::{room::RoomState, session::Session};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// How long a call waits for its response before failing with `TIMEOUT`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The entry point: one connection to a roomkit server (NERoom `NERoomKit`). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct RoomKit {
+    session: Arc<Session>,
+}
+
+impl std::fmt::Debug for RoomKit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomKit").field("user", &self.user_uuid()).finish_non_exhaustive()
+    }
+}
+
+impl RoomKit {
+    /// Connects through `connector` with the default [`ClientConfig`].
+    pub async fn connect(connector: impl Connector + 'static) -> Result<RoomKit, Error> {
+        Self::connect_with(connector, ClientConfig::default()).await
+    }
+
+    /// Connects through `connector`.
+    pub async fn connect_with(
+        connector: impl Connector + 'static,
+        config: ClientConfig,
+    ) -> Result<RoomKit, Error> {
+        let connection = connector.connect().await.map_err(Error::transport)?;
+        Ok(RoomKit { session: Session::start(connection, config) })
+    }
+
+    /// Logs in (NERoom `authService.login`). Everything this connection does afterwards is
+    /// done as `account_id`.
+    pub async fn login(&self, account_id: &str, token: &str) -> Result<(), Error> {
+        let account_id = UserUuid::new(account_id).map_err(|e| Error::bad_id("account_id", e))?;
+        let out = self.session.call(&Login { account_id, token: token.into() }).await?;
+        *self.session.user.lock().expect("not poisoned") = Some(out);
+        Ok(())
+    }
+
+    /// The logged-in user, if any.
+    pub fn user_uuid(&self) -> Option<UserUuid> {
+        self.session.user.lock().expect("not poisoned").as_ref().map(|u| u.user_uuid.clone())
+    }
+
+    /// Rooms: create, join, look up.
+    pub fn room_service(&self) -> RoomService {
+        RoomService { session: Arc::clone(&self.session) }
+    }
+
+    /// Why the connection is closed, if it is.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.session.closed_error()
+    }
+
+    /// Closes the connection. The server removes this client from its rooms.
+    pub async fn close(&self) {
+        self.session.close().await;
+    }
+}
+
+/// Parameters of [`RoomService::create_room`] (NERoom `NECreateRoomParams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateRoomParams {
+    /// Unique room id: 1–64 characters of `A-Za-z0-9-_.~`.
+    pub room_uuid: String,
+    /// Display name, 1–64 characters.
+    pub room_name: String,
+    /// Application template id; stored, not interpreted.
+    pub template_id: Option<String>,
+    /// Member limit.
+    pub max_members: Option<u32>,
+    /// Password needed to join, at most 64 characters.
+    pub password: Option<String>,
+    /// Initial room properties.
+    pub initial_room_properties: Properties,
+}
+
+/// Options of [`RoomService::create_room`] (NERoom `NECreateRoomOptions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateRoomOptions {
+    /// Create the room's chatroom.
+    pub enable_chatroom: bool,
+}
+
+/// Parameters of [`RoomService::join_room`] (NERoom `NEJoinRoomParams`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinRoomParams {
+    /// The room.
+    pub room_uuid: String,
+    /// Display name in the room.
+    pub user_name: String,
+    /// Role: [`Role::Host`] is for the room's creator.
+    pub role: Role,
+    /// Avatar URL.
+    pub avatar: Option<String>,
+    /// The room's password, if it has one.
+    pub password: Option<String>,
+    /// Initial member properties.
+    pub initial_my_properties: Properties,
+}
+
+/// Options of [`RoomService::join_room`] (NERoom `NEJoinRoomOptions`; none apply yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoinRoomOptions {}
+
+/// Creating, joining and finding rooms (NERoom `NERoomService`).
+#[derive(Clone)]
+pub struct RoomService {
+    session: Arc<Session>,
+}
+
+impl std::fmt::Debug for RoomService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomService").finish_non_exhaustive()
+    }
+}
+
+impl RoomService {
+    /// Creates a room. Does not join it.
+    pub async fn create_room(
+        &self,
+        params: CreateRoomParams,
+        options: CreateRoomOptions,
+    ) -> Result<RoomInfo, Error> {
+        let request = CreateRoom {
+            room_uuid: parse_room(&params.room_uuid)?,
+            room_name: params.room_name,
+            template_id: params.template_id,
+            max_members: params.max_members,
+            password: params.password,
+            initial_room_properties: params.initial_room_properties,
+            enable_chatroom: options.enable_chatroom,
+        };
+        Ok(self.session.call(&request).await?.room)
+    }
+
+    /// Joins a room and returns its context. Joining from a second connection with the
+    /// same account replaces the first, which gets `room_end(kicked_by_other_device)`.
+    pub async fn join_room(
+        &self,
+        params: JoinRoomParams,
+        _options: JoinRoomOptions,
+    ) -> Result<RoomContext, Error> {
+        let local = self
+            .session
+            .user
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|u| u.user_uuid.clone())
+            .ok_or_else(|| Error::new(Code::UNAUTHENTICATED, "log in first"))?;
+        let request = JoinRoom {
+            room_uuid: parse_room(&params.room_uuid)?,
+            user_name: params.user_name,
+            role: params.role,
+            avatar: params.avatar,
+            password: params.password,
+            initial_my_properties: params.initial_my_properties,
+        };
+        // The room's mirror is created on the receive task, so no event behind the
+        // response is missed.
+        let apply: session::Apply = Box::new(move |session, response| {
+            if let Ok(out) = response.output::<JoinRoom>() {
+                let state = Arc::new(RoomState::new(local, out.room, out.members));
+                session.rooms.lock().expect("not poisoned").insert(state.uuid.clone(), state);
+            }
+        });
+        let out = self.session.call_then(&request, Some(apply)).await?;
+        let state = self
+            .session
+            .room(&out.room.room_uuid)
+            .ok_or_else(|| Error::new(Code::ROOM_ENDED, "the room ended while joining"))?;
+        Ok(RoomContext { session: Arc::clone(&self.session), state })
+    }
+
+    /// The context of a joined room, or `None` if this client is not in it.
+    pub fn get_room_context(&self, room_uuid: &str) -> Option<RoomContext> {
+        let uuid = RoomUuid::new(room_uuid).ok()?;
+        let state = self.session.room(&uuid)?;
+        Some(RoomContext { session: Arc::clone(&self.session), state })
+    }
+}
+
+fn parse_room(s: &str) -> Result<RoomUuid, Error> {
+    RoomUuid::new(s).map_err(|e| Error::bad_id("room_uuid", e))
+}
