@@ -43,10 +43,14 @@ pub enum TransportError {
     /// The connection is closed; the peer's reason, when it gave one.
     #[error("connection closed{}", .0.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
     Closed(Option<CloseReason>),
-    /// The peer sent something the transport refuses (a binary frame, an oversized frame);
-    /// the connection stays usable and the driver answers with `code`.
+    /// The peer sent something the transport refuses (a binary frame); the connection stays
+    /// usable and the driver answers with the reason's code.
     #[error("frame rejected: {0}")]
     Rejected(CloseReason),
+    /// The peer broke the protocol in a way the connection cannot recover from (a frame over
+    /// the size limit); the driver closes the connection with this reason.
+    #[error("protocol violation: {0}")]
+    Violation(CloseReason),
     /// Connecting or listening failed.
     #[error("transport I/O error: {0}")]
     Io(String),

@@ -67,6 +67,11 @@ impl Reader {
             match received {
                 Ok(frame) => self.on_frame(&frame).await,
                 Err(TransportError::Rejected(reason)) => self.reply_error(None, reason.code, &reason.reason),
+                Err(TransportError::Violation(reason)) => {
+                    self.reply_error(None, reason.code, &reason.reason);
+                    self.closer.close(reason, true);
+                    return;
+                }
                 Err(_) => return,
             }
         }

@@ -1,0 +1,204 @@
+//! roomkit's WebSocket transport: [`WsListener`] for servers, [`WsConnector`] for clients.
+//!
+//! Each roomkit frame is one WebSocket text message holding one JSON document. Clients
+//! connect to the versioned path, `ws://host:port/v1`. A binary message is refused with
+//! `UNSUPPORTED_FRAME` (the connection stays open); a message over the size limit closes the
+//! connection with `FRAME_TOO_LARGE`.
+//!
+//! A close carries the roomkit code in the close frame's reason, as `"<code> <reason>"` (for
+//! example `"5002 send queue full"`), under WebSocket close code 1000 (success), 1001 (server
+//! shutting down), 1009 (frame too large), 1011 (internal error) or 4000 (any other code).
+//!
+//! Per-connection costs are kept small: a 4 KiB read buffer, no write buffering beyond one
+//! batch (the server's writer sends a batch of frames and flushes once).
+
+mod stream;
+
+use std::{net::SocketAddr, time::Duration};
+
+use async_trait::async_trait;
+use roomkit_core::transport::{Connection, Connector, Listener, TransportError};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tokio_tungstenite::tungstenite::{
+    handshake::server::{ErrorResponse, Request, Response},
+    http::StatusCode,
+    protocol::WebSocketConfig,
+};
+
+pub use stream::{close_reason_from_frame, server_connection, ws_connection};
+
+/// The path of protocol version 1.
+pub const PATH_V1: &str = "/v1";
+
+/// Tunables of the WebSocket transport. Every limit is named and has a default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Largest message accepted, in bytes (default 64 KiB). A larger one closes the
+    /// connection with `FRAME_TOO_LARGE`.
+    pub max_frame_bytes: usize,
+    /// Read buffer per connection, in bytes (default 4 KiB).
+    pub read_buffer_bytes: usize,
+    /// A connection whose WebSocket handshake has not completed in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// Handshaken connections waiting to be accepted by the server.
+    pub accept_backlog: usize,
+    /// The path clients must connect to.
+    pub path: String,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            accept_backlog: 1024,
+            path: PATH_V1.into(),
+        }
+    }
+}
+
+impl WsConfig {
+    pub(crate) fn websocket(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_bytes)
+            .write_buffer_size(0)
+            .max_message_size(Some(self.max_frame_bytes))
+            .max_frame_size(Some(self.max_frame_bytes))
+    }
+}
+
+/// Accepts WebSocket connections on a TCP address. Handshakes run concurrently, each under
+/// [`WsConfig::handshake_timeout`], so a client that never completes one holds up nobody.
+pub struct WsListener {
+    local_addr: SocketAddr,
+    rx: mpsc::Receiver<Connection>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsListener").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl WsListener {
+    /// Binds `addr` (use port 0 for any free port).
+    pub async fn bind(addr: impl tokio::net::ToSocketAddrs, config: WsConfig) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(addr).await?;
+        let local_addr = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let task = tokio::spawn(accept_loop(tcp, config, tx));
+        Ok(Self { local_addr, rx, task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL clients connect to, e.g. `ws://127.0.0.1:7700/v1`.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, PATH_V1)
+    }
+}
+
+impl Drop for WsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[async_trait]
+impl Listener for WsListener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        self.rx.recv().await.ok_or(TransportError::Closed(None))
+    }
+
+    fn local_addr(&self) -> String {
+        self.url()
+    }
+}
+
+async fn accept_loop(tcp: TcpListener, config: WsConfig, tx: mpsc::Sender<Connection>) {
+    loop {
+        let (socket, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (config, tx) = (config.clone(), tx.clone());
+        tokio::spawn(async move {
+            let timeout = config.handshake_timeout;
+            match tokio::time::timeout(timeout, handshake(socket, &config)).await {
+                Ok(Ok(ws)) => {
+                    let _ = tx.send(server_connection(ws, peer.to_string())).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+                Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
+            }
+        });
+    }
+}
+
+async fn handshake(
+    socket: TcpStream,
+    config: &WsConfig,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+    let _ = socket.set_nodelay(true);
+    let path = config.path.clone();
+    let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == path {
+            Ok(resp)
+        } else {
+            let mut not_found = ErrorResponse::new(Some(format!("roomkit speaks WebSocket at {path}")));
+            *not_found.status_mut() = StatusCode::NOT_FOUND;
+            Err(not_found)
+        }
+    };
+    tokio_tungstenite::accept_hdr_async_with_config(socket, check_path, Some(config.websocket())).await
+}
+
+/// Opens WebSocket connections to one server URL, e.g. `ws://127.0.0.1:7700/v1`.
+#[derive(Debug, Clone)]
+pub struct WsConnector {
+    url: String,
+    config: WsConfig,
+}
+
+impl WsConnector {
+    /// A connector to `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_config(url, WsConfig::default())
+    }
+
+    /// A connector to `url` with explicit limits.
+    pub fn with_config(url: impl Into<String>, config: WsConfig) -> Self {
+        Self { url: url.into(), config }
+    }
+}
+
+#[async_trait]
+impl Connector for WsConnector {
+    async fn connect(&self) -> Result<Connection, TransportError> {
+        let connect = tokio_tungstenite::connect_async_with_config(
+            self.url.as_str(),
+            Some(self.config.websocket()),
+            true,
+        );
+        let (ws, _) = tokio::time::timeout(self.config.handshake_timeout, connect)
+            .await
+            .map_err(|_| TransportError::Io(format!("connecting to {} timed out", self.url)))?
+            .map_err(|e| TransportError::Io(format!("connecting to {}: {e}", self.url)))?;
+        Ok(ws_connection(ws, self.url.clone()))
+    }
+}
