@@ -12,7 +12,7 @@ use roomkit_protocol::{
         JoinRoomOutput, Request, Response, SendMessageOutput,
     },
     ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Properties, Role, RoomInfo,
-    RoomMember, RoomUuid, UserUuid,
+    RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 use crate::{config::MAX_HISTORY_LIMIT, room::Room, Audience, ConnId, CoreConfig, Error, Identity};
@@ -445,7 +445,10 @@ impl RoomRegistry {
         let limits = self.config.clone();
         let room = self.room_mut(room_uuid)?;
         room.require_host(conn, identity)?;
-        check_chars("key", &key, 1, limits.max_property_key_bytes)?;
+        if key.is_empty() {
+            return Err(Error::bad("key", "must not be empty"));
+        }
+        check_bytes("key", &key, limits.max_property_key_bytes)?;
         let event = match value {
             Some(value) => {
                 check_bytes("value", &value, limits.max_property_value_bytes)?;
@@ -455,6 +458,9 @@ impl RoomRegistry {
                         "key",
                         format!("a room has at most {} properties", limits.max_properties),
                     ));
+                }
+                if props.get(&key) == Some(&value) {
+                    return Ok(()); // unchanged: no event, as for lock and delete
                 }
                 props.insert(key.clone(), value.clone());
                 Event::RoomPropertiesChanged {
@@ -552,11 +558,11 @@ impl RoomRegistry {
                         "must not be empty; omit it to send to the whole chatroom",
                     ));
                 }
+                let mut seen = HashSet::with_capacity(list.len());
+                let list: Vec<UserUuid> = list.into_iter().filter(|u| seen.insert(u.clone())).collect();
                 if list.len() > limits.1 {
                     return Err(Error::bad("to_user_uuid_list", format!("at most {} recipients", limits.1)));
                 }
-                let mut seen = HashSet::with_capacity(list.len());
-                let list: Vec<UserUuid> = list.into_iter().filter(|u| seen.insert(u.clone())).collect();
                 if let Some(missing) = list.iter().find(|u| !room.is_in_chatroom(u)) {
                     return Err(Error::MemberNotFound(missing.clone()));
                 }
@@ -581,6 +587,7 @@ impl RoomRegistry {
             from_user_uuid: identity.user.clone(),
             from_nick,
             from_avatar,
+            from_backend: false,
             to_user_uuid_list: to,
             time: now,
             body,
@@ -595,6 +602,47 @@ impl RoomRegistry {
             },
         );
         Ok(SendMessageOutput { message })
+    }
+
+    /// Sends a text message from the application's backend to the whole chatroom: every
+    /// chatroom member receives it, with `from_backend` set. Same text limits as members'.
+    pub fn send_backend_message(
+        &mut self,
+        now: u64,
+        room_uuid: &RoomUuid,
+        from: UserUuid,
+        from_nick: String,
+        text: String,
+    ) -> Result<SharedMessage, Error> {
+        let max = self.config.max_message_bytes;
+        let room = self.room_mut(room_uuid)?;
+        let chat = room.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(room_uuid.clone()))?;
+        let body = MessageBody::Text { text };
+        check_body(&body, max)?;
+        let seq = chat.take_seq();
+        let message = Arc::new(ChatMessage {
+            message_uuid: MessageUuid::new(format!("b{now}-{seq}"))
+                .expect("digits and dashes are a valid id"),
+            seq,
+            chatroom_type: ChatroomType::Common,
+            from_user_uuid: from,
+            from_nick,
+            from_avatar: None,
+            from_backend: true,
+            to_user_uuid_list: None,
+            time: now,
+            body,
+        });
+        chat.remember(Arc::clone(&message));
+        let audience = chat.roster.audience(None);
+        self.deliver(
+            audience,
+            Event::ChatroomMessagesReceived {
+                room_uuid: room_uuid.clone(),
+                messages: vec![Arc::clone(&message)],
+            },
+        );
+        Ok(message)
     }
 
     fn fetch_history(

@@ -165,6 +165,10 @@ pub struct ChatMessage {
     /// The sender's avatar at the time of sending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_avatar: Option<String>,
+    /// True for a message the application's backend sent through the admin API; then
+    /// `from_user_uuid` names the backend, not a member.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_backend: bool,
     /// The recipients; absent for a message to the whole chatroom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_user_uuid_list: Option<Vec<UserUuid>>,

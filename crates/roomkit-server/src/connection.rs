@@ -1,7 +1,7 @@
 //! One client connection: a reader task that logs in and routes requests, and a writer
 //! task that drains the bounded send queue in batches.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use roomkit_core::{
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     outbox::{Closer, Outbox},
+    rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
     ServerShared,
 };
@@ -24,13 +25,16 @@ use crate::{
 pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<ServerShared>) {
     let Connection { sink, stream, peer } = connection;
     tracing::debug!(conn = conn_id.0, %peer, "connection opened");
+    metrics::counter!("roomkit_connections_total").increment(1);
+    metrics::gauge!("roomkit_connections").increment(1.0);
     let closer = Closer::new();
     let (outbox, queue) = Outbox::new(shared.config.send_queue_frames, closer.clone());
     shared.connections.lock().expect("not poisoned").insert(conn_id, closer.clone());
     let writer = tokio::spawn(write_loop(sink, queue, closer.clone(), shared.config.write_batch_frames));
 
+    let rate = RateLimiter::new(shared.config.rate_limit, Instant::now());
     let mut reader =
-        Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None };
+        Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None, rate };
     reader.run(stream).await;
 
     closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
@@ -39,6 +43,7 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     }
     shared.connections.lock().expect("not poisoned").remove(&conn_id);
     let _ = writer.await;
+    metrics::gauge!("roomkit_connections").decrement(1.0);
     tracing::debug!(conn = conn_id.0, %peer, "connection closed");
 }
 
@@ -48,6 +53,7 @@ struct Reader {
     closer: Closer,
     shared: Arc<ServerShared>,
     identity: Option<Arc<Identity>>,
+    rate: RateLimiter,
 }
 
 impl Reader {
@@ -65,7 +71,11 @@ impl Reader {
                 received = stream.recv() => received,
             };
             match received {
-                Ok(frame) => self.on_frame(&frame).await,
+                Ok(frame) => {
+                    if !self.on_frame(&frame).await {
+                        return;
+                    }
+                }
                 Err(TransportError::Rejected(reason)) => self.reply_error(None, reason.code, &reason.reason),
                 Err(TransportError::Violation(reason)) => {
                     self.reply_error(None, reason.code, &reason.reason);
@@ -77,11 +87,35 @@ impl Reader {
         }
     }
 
-    async fn on_frame(&mut self, frame: &[u8]) {
-        let RequestFrame { id, request } = match codec::decode_request(frame) {
-            Ok(f) => f,
-            Err(e) => return self.reply_error(e.id, e.code, &e.message),
-        };
+    /// Handles one frame; false when the connection must close.
+    async fn on_frame(&mut self, frame: &[u8]) -> bool {
+        let decoded = codec::decode_request(frame);
+        let verdict = self.rate.check(Instant::now());
+        if verdict != Verdict::Allow {
+            metrics::counter!("roomkit_rate_limited_total").increment(1);
+            let id = decoded.as_ref().map_or_else(|e| e.id, |f| Some(f.id));
+            let limit = self.shared.config.rate_limit;
+            let msg = format!("more than {} requests per second (burst {})", limit.per_second, limit.burst);
+            self.reply_error(id, Code::RATE_LIMITED, &msg);
+            if verdict == Verdict::Close {
+                self.closer.close(
+                    CloseReason::new(Code::RATE_LIMITED, "request rate limit exceeded repeatedly"),
+                    true,
+                );
+                return false;
+            }
+            return true;
+        }
+        match decoded {
+            Ok(frame) => self.on_request(frame).await,
+            Err(e) => self.reply_error(e.id, e.code, &e.message),
+        }
+        true
+    }
+
+    async fn on_request(&mut self, frame: RequestFrame) {
+        let RequestFrame { id, request } = frame;
+        metrics::counter!("roomkit_requests_total", "op" => request.op()).increment(1);
         let Some(identity) = self.identity.clone() else {
             return match request {
                 Request::Login(login) => self.login(id, login).await,
@@ -110,6 +144,7 @@ impl Reader {
                     identity,
                     request_id: id,
                     request,
+                    received: Instant::now(),
                 };
                 if shard.tx.send(msg).await.is_err() {
                     self.reply_error(Some(id), Code::SERVER_SHUTTING_DOWN, "the server is shutting down");

@@ -24,7 +24,11 @@
 
 mod auth;
 mod connection;
+pub mod jwt;
+pub mod metrics;
+
 mod outbox;
+mod rate;
 mod shard;
 
 use std::{
@@ -67,6 +71,27 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// How long shutdown waits for connections to flush before giving up on them.
     pub shutdown_grace: Duration,
+    /// Per-connection request rate limit.
+    pub rate_limit: RateLimit,
+}
+
+/// A token bucket per connection: `per_second` requests refill, up to `burst` at once.
+/// A request over the limit is answered `RATE_LIMITED`; a connection that keeps going
+/// (`close_after` refused requests in a row) is closed with `RATE_LIMITED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+    /// Refused requests in a row after which the connection is closed.
+    pub close_after: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { per_second: 50, burst: 100, close_after: 100 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -79,6 +104,7 @@ impl Default for ServerConfig {
             shard_queue: 4096,
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -117,7 +143,7 @@ impl Server {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        ServerHandle { shared, stop: Some(stop_tx), accept }
+        ServerHandle { rooms: Rooms { shared: Arc::clone(&shared) }, shared, stop: Some(stop_tx), accept }
     }
 }
 
@@ -149,12 +175,40 @@ async fn accept_loop<L: Listener>(
 
 /// A running server.
 pub struct ServerHandle {
+    rooms: Rooms,
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<Vec<JoinHandle<()>>>,
 }
 
+/// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    shared: Arc<ServerShared>,
+}
+
 impl ServerHandle {
+    /// Access to the rooms, to hand to an admin API.
+    pub fn rooms(&self) -> Rooms {
+        self.rooms.clone()
+    }
+
+    /// Runs `f` on the shard that owns `room`; see [`Rooms::with_room`].
+    pub async fn with_room<R: Send + 'static>(
+        &self,
+        room: &RoomUuid,
+        f: impl FnOnce(&mut RoomRegistry, u64) -> R + Send + 'static,
+    ) -> Option<R> {
+        self.rooms.with_room(room, f).await
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.rooms.connection_count()
+    }
+}
+
+impl Rooms {
     /// Runs `f` on the shard that owns `room` (or would own it) and returns its result.
     /// Events and replies `f` causes are delivered as usual. For admin APIs and tests.
     pub async fn with_room<R: Send + 'static>(
@@ -182,7 +236,9 @@ impl ServerHandle {
     pub fn connection_count(&self) -> usize {
         self.shared.connections.lock().expect("not poisoned").len()
     }
+}
 
+impl ServerHandle {
     /// Stops accepting, ends every room (`room_end` with `server_shutdown`), flushes and
     /// closes every connection (`SERVER_SHUTTING_DOWN`), and waits for them, at most
     /// `shutdown_grace`.

@@ -22,14 +22,15 @@ impl Closer {
         Self(watch::Sender::new(None))
     }
 
-    pub(crate) fn close(&self, reason: CloseReason, flush: bool) {
+    /// Returns true if this call closed it (false if it was closing already).
+    pub(crate) fn close(&self, reason: CloseReason, flush: bool) -> bool {
         self.0.send_if_modified(|state| {
             if state.is_some() {
                 return false;
             }
             *state = Some(Closing { reason, flush });
             true
-        });
+        })
     }
 
     /// Resolves once the connection is being closed.
@@ -62,10 +63,14 @@ impl Outbox {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closer.close(
+                metrics::counter!("roomkit_queue_drops_total").increment(1);
+                let first = self.closer.close(
                     CloseReason::new(Code::SLOW_CONSUMER, "send queue full: reconnect and resume"),
                     false,
                 );
+                if first {
+                    metrics::counter!("roomkit_slow_consumer_closes_total").increment(1);
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

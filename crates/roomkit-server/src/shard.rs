@@ -4,23 +4,37 @@ use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use roomkit_core::{ConnId, CoreConfig, Identity, Output, RoomRegistry};
-use roomkit_protocol::{codec, ops::Request, EndReason, RoomUuid};
+use roomkit_protocol::{
+    codec,
+    ops::{Request, Response},
+    EndReason, Event, RoomUuid,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::outbox::Outbox;
 
+/// A job run on a shard's registry, with the current time.
+pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;
+
 /// Work for a shard.
 pub(crate) enum ShardMsg {
     /// A request of a logged-in connection.
-    Request { conn: ConnId, outbox: Outbox, identity: Arc<Identity>, request_id: u64, request: Request },
+    Request {
+        conn: ConnId,
+        outbox: Outbox,
+        identity: Arc<Identity>,
+        request_id: u64,
+        request: Request,
+        received: Instant,
+    },
     /// The connection is gone.
     Disconnect { conn: ConnId },
     /// Runs `f` against the registry (admin commands, inspection); outputs are dispatched.
-    Run(Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>),
+    Run(Job),
     /// End every room, dispatch the events, then acknowledge.
     Shutdown(oneshot::Sender<()>),
 }
@@ -80,10 +94,12 @@ async fn run(mut registry: RoomRegistry, mut rx: mpsc::Receiver<ShardMsg>) {
 fn handle(registry: &mut RoomRegistry, outboxes: &mut HashMap<ConnId, Outbox>, msg: ShardMsg) {
     let now = now_ms();
     match msg {
-        ShardMsg::Request { conn, outbox, identity, request_id, request } => {
+        ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
+            let op = request.op();
             outboxes.entry(conn).or_insert(outbox);
             registry.handle_request(now, conn, &identity, request_id, request);
             dispatch(registry, outboxes);
+            metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
         }
         ShardMsg::Disconnect { conn } => {
             registry.handle_disconnect(now, conn);
@@ -109,8 +125,17 @@ fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>) {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let frame = match result {
-                    Ok(data) => codec::encode_success(request_id, &data),
-                    Err(e) => codec::encode_error(Some(request_id), e.code(), &e.to_string()),
+                    Ok(data) => {
+                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
+                            metrics::counter!("roomkit_messages_in_total").increment(1);
+                        }
+                        codec::encode_success(request_id, &data)
+                    }
+                    Err(e) => {
+                        metrics::counter!("roomkit_request_errors_total", "code" => e.code().name())
+                            .increment(1);
+                        codec::encode_error(Some(request_id), e.code(), &e.to_string())
+                    }
                 };
                 if let Some(outbox) = outboxes.get(&conn) {
                     outbox.push(frame);
@@ -118,10 +143,15 @@ fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>) {
             }
             Output::Deliver { audience, event } => {
                 let frame = codec::encode_event(&event);
+                let mut queued = 0u64;
                 for conn in audience.iter() {
                     if let Some(outbox) = outboxes.get(&conn) {
-                        outbox.push(frame.clone());
+                        queued += u64::from(outbox.push(frame.clone()));
                     }
+                }
+                metrics::counter!("roomkit_events_out_total").increment(queued);
+                if matches!(event, Event::ChatroomMessagesReceived { .. }) {
+                    metrics::counter!("roomkit_messages_out_total").increment(queued);
                 }
             }
             Output::RoomEnded { room_uuid, reason } => {

@@ -64,7 +64,9 @@ impl Default for WsConfig {
 }
 
 impl WsConfig {
-    pub(crate) fn websocket(&self) -> WebSocketConfig {
+    /// The tungstenite configuration these limits translate to, for code that performs the
+    /// HTTP upgrade itself (see [`ws_connection`] and [`QueueListener`]).
+    pub fn websocket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_bytes)
             .write_buffer_size(0)
@@ -156,6 +158,8 @@ async fn handshake(
 ) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
     let _ = socket.set_nodelay(true);
     let path = config.path.clone();
+    // The signature is tungstenite's callback type.
+    #[allow(clippy::result_large_err)]
     let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == path {
             Ok(resp)
@@ -166,6 +170,46 @@ async fn handshake(
         }
     };
     tokio_tungstenite::accept_hdr_async_with_config(socket, check_path, Some(config.websocket())).await
+}
+
+/// A listener fed by code that accepts connections itself — for example an HTTP server
+/// that serves pages and upgrades `/v1` to WebSocket on the same port. Push each
+/// established connection with the [`QueueSender`].
+pub struct QueueListener {
+    addr: String,
+    rx: mpsc::Receiver<Connection>,
+}
+
+/// Feeds a [`QueueListener`]. Cheap to clone.
+#[derive(Clone)]
+pub struct QueueSender {
+    tx: mpsc::Sender<Connection>,
+}
+
+impl QueueListener {
+    /// A listener described as `addr` in logs, holding at most `backlog` waiting connections.
+    pub fn new(addr: impl Into<String>, backlog: usize) -> (QueueListener, QueueSender) {
+        let (tx, rx) = mpsc::channel(backlog.max(1));
+        (QueueListener { addr: addr.into(), rx }, QueueSender { tx })
+    }
+}
+
+impl QueueSender {
+    /// Hands an established connection to the listener; waits while the backlog is full.
+    pub async fn send(&self, connection: Connection) -> Result<(), TransportError> {
+        self.tx.send(connection).await.map_err(|_| TransportError::Closed(None))
+    }
+}
+
+#[async_trait]
+impl Listener for QueueListener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        self.rx.recv().await.ok_or(TransportError::Closed(None))
+    }
+
+    fn local_addr(&self) -> String {
+        self.addr.clone()
+    }
 }
 
 /// Opens WebSocket connections to one server URL, e.g. `ws://127.0.0.1:7700/v1`.

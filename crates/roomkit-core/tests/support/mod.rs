@@ -1,4 +1,4 @@
-//! A tiny harness around [`RoomRegistry`] for behaviour tests: it keeps a clock, sends one
+//! A tiny harness around `RoomRegistry` for behaviour tests: it keeps a clock, sends one
 //! input at a time and drains every output, expanding each `Deliver` into one
 //! `(recipient, event)` pair per connection of its audience, in emission order.
 
@@ -63,11 +63,6 @@ impl Drained {
     /// Every connection that received something.
     pub fn recipients(&self) -> BTreeSet<ConnId> {
         self.deliveries.iter().map(|(c, _)| *c).collect()
-    }
-
-    /// The connections that received an event matching `pred`.
-    pub fn recipients_of(&self, pred: impl Fn(&Event) -> bool) -> BTreeSet<ConnId> {
-        self.deliveries.iter().filter(|(_, e)| pred(e)).map(|(c, _)| *c).collect()
     }
 
     /// Whether nothing at all was output.
@@ -373,7 +368,12 @@ pub fn custom(r: &str, attach: &str) -> SendCustomMessage {
 }
 
 /// A history query.
-pub fn fetch(r: &str, start_time: Option<u64>, limit: Option<u32>, order: HistoryOrder) -> FetchChatroomHistory {
+pub fn fetch(
+    r: &str,
+    start_time: Option<u64>,
+    limit: Option<u32>,
+    order: HistoryOrder,
+) -> FetchChatroomHistory {
     FetchChatroomHistory { room_uuid: room(r), start_time, limit, order }
 }
 
