@@ -287,7 +287,9 @@ impl RoomRegistry {
 
     // ---- request handlers ---------------------------------------------------------------
 
-    fn create_room(
+    /// Creates a room as `identity` — the `create_room` request, for callers without a
+    /// connection (the admin API). Same checks, same result.
+    pub fn create_room(
         &mut self,
         now: u64,
         identity: &Identity,

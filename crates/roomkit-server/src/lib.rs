@@ -22,10 +22,12 @@
 //!   [`roomkit_core::RoomRegistry`]: no lock on the hot path, and one room's events are
 //!   produced by one task in one order.
 
+pub mod admin;
 mod auth;
 mod connection;
 pub mod jwt;
 pub mod metrics;
+pub mod net;
 
 mod outbox;
 mod rate;

@@ -1,0 +1,342 @@
+//! The admin HTTP API, for an application's backend. Every `/v1` route needs
+//! `Authorization: Bearer <admin key>`; `/healthz` and `/metrics` do not.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `POST /v1/rooms` | create a room (same parameters and checks as `create_room`) |
+//! | `GET /v1/rooms` | list live rooms |
+//! | `GET /v1/rooms/{uuid}` | one room |
+//! | `GET /v1/rooms/{uuid}/members` | its members |
+//! | `GET /v1/rooms/{uuid}/chatroom/members` | its chatroom's members |
+//! | `POST /v1/rooms/{uuid}/chatroom/messages` | send a text message from the backend to the chatroom |
+//! | `DELETE /v1/rooms/{uuid}` | end the room (`room_end` with `close_by_backend`) |
+//! | `POST /v1/tokens` | mint an access token |
+//! | `GET /healthz` | liveness |
+//! | `GET /metrics` | Prometheus metrics |
+//!
+//! Responses use the protocol's shape: `{"code": 0, "msg": "success", "data": ...}`, and errors
+//! the same code table with the matching HTTP status.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use roomkit_core::{Error as CoreError, Identity, RoomRegistry};
+use roomkit_protocol::{ops::CreateRoom, Code, EndReason, RoomInfo, RoomUuid, UserUuid};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    jwt::{Claims, JwtAuthenticator, TokenGrants},
+    Rooms,
+};
+
+/// What the admin API needs.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The rooms of the running server.
+    pub rooms: Rooms,
+    /// The bearer key every `/v1` request must present.
+    pub admin_key: Arc<str>,
+    /// Mints tokens for `POST /v1/tokens`; `None` when the server has no token secret.
+    pub tokens: Option<JwtAuthenticator>,
+    /// The user uuid rooms created and messages sent through this API are attributed to.
+    pub backend_user: UserUuid,
+}
+
+/// The admin API's routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/rooms", post(create_room).get(list_rooms))
+        .route("/v1/rooms/{uuid}", get(get_room).delete(end_room))
+        .route("/v1/rooms/{uuid}/members", get(room_members))
+        .route("/v1/rooms/{uuid}/chatroom/members", get(chatroom_members))
+        .route("/v1/rooms/{uuid}/chatroom/messages", post(send_message))
+        .route("/v1/tokens", post(mint_token))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// An admin API failure: a protocol code and a message, answered with the code's HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    msg: String,
+}
+
+impl ApiError {
+    fn new(code: Code, msg: impl Into<String>) -> Self {
+        Self { code, msg: msg.into() }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "code": self.code, "msg": self.msg });
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
+    let body = serde_json::json!({ "code": Code::SUCCESS, "msg": "success", "data": data });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(Code::UNAUTHENTICATED, "missing `Authorization: Bearer <admin key>`"))?;
+    if constant_time_eq(presented.as_bytes(), state.admin_key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(Code::UNAUTHENTICATED, "wrong admin key"))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let inner = inner.split(" at line ").next().unwrap_or(&inner).to_string();
+        let path = e.path().to_string();
+        let msg = if path == "." {
+            format!("bad request: {inner}")
+        } else {
+            format!("bad request: field `{path}`: {inner}")
+        };
+        ApiError::new(Code::BAD_REQUEST, msg)
+    })
+}
+
+fn parse_room(uuid: &str) -> Result<RoomUuid, ApiError> {
+    RoomUuid::new(uuid)
+        .map_err(|e| ApiError::new(Code::BAD_REQUEST, format!("bad request: field `room_uuid`: {e}")))
+}
+
+async fn on_room<R: Send + 'static>(
+    state: &AdminState,
+    room: &RoomUuid,
+    f: impl FnOnce(&mut RoomRegistry, u64) -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    state
+        .rooms
+        .with_room(room, f)
+        .await
+        .ok_or_else(|| ApiError::new(Code::SERVER_SHUTTING_DOWN, "shutting down"))
+}
+
+/// A room as the admin API lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room.
+    #[serde(flatten)]
+    pub room: RoomInfo,
+    /// Members in the room.
+    pub member_count: usize,
+    /// Members in its chatroom.
+    pub chatroom_member_count: usize,
+}
+
+fn summary(registry: &RoomRegistry, room: &RoomUuid) -> Option<RoomSummary> {
+    let info = registry.room_info(room)?.clone();
+    Some(RoomSummary {
+        room: info,
+        member_count: registry.members(room).map_or(0, |m| m.len()),
+        chatroom_member_count: registry.chatroom_members(room).map_or(0, |m| m.len()),
+    })
+}
+
+async fn create_room(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let params: CreateRoom = parse_body(&body)?;
+    let identity = Identity::unrestricted(state.backend_user.clone());
+    let room = params.room_uuid.clone();
+    let created = on_room(&state, &room, move |reg, now| reg.create_room(now, &identity, params)).await??;
+    Ok(ok(StatusCode::CREATED, created))
+}
+
+async fn list_rooms(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let per_shard = state
+        .rooms
+        .with_every_shard(|reg, _| {
+            let uuids: Vec<RoomUuid> = reg.rooms().map(|r| r.room_uuid.clone()).collect();
+            uuids.iter().filter_map(|u| summary(reg, u)).collect::<Vec<_>>()
+        })
+        .await;
+    let mut rooms: Vec<RoomSummary> = per_shard.into_iter().flatten().collect();
+    rooms.sort_by(|a, b| a.room.room_uuid.cmp(&b.room.room_uuid));
+    Ok(ok(StatusCode::OK, serde_json::json!({ "rooms": rooms })))
+}
+
+async fn get_room(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let room = parse_room(&uuid)?;
+    let r = room.clone();
+    let found = on_room(&state, &room, move |reg, _| summary(reg, &r)).await?;
+    let found = found.ok_or(CoreError::RoomNotExist(room))?;
+    Ok(ok(StatusCode::OK, found))
+}
+
+async fn room_members(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let room = parse_room(&uuid)?;
+    let r = room.clone();
+    let members = on_room(&state, &room, move |reg, _| reg.members(&r)).await?;
+    let members = members.ok_or(CoreError::RoomNotExist(room))?;
+    Ok(ok(StatusCode::OK, serde_json::json!({ "members": members })))
+}
+
+async fn chatroom_members(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let room = parse_room(&uuid)?;
+    let r = room.clone();
+    let result = on_room(&state, &room, move |reg, _| {
+        let info = reg.room_info(&r).ok_or_else(|| CoreError::RoomNotExist(r.clone()))?;
+        if !info.chatroom_enabled {
+            return Err(CoreError::ChatroomNotEnabled(r.clone()));
+        }
+        Ok(reg.chatroom_members(&r).unwrap_or_default())
+    })
+    .await??;
+    Ok(ok(StatusCode::OK, serde_json::json!({ "members": result })))
+}
+
+/// Body of `POST /v1/rooms/{uuid}/chatroom/messages`.
+#[derive(Debug, Deserialize)]
+struct BackendMessage {
+    text: String,
+    #[serde(default)]
+    from_nick: Option<String>,
+}
+
+async fn send_message(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let room = parse_room(&uuid)?;
+    let message: BackendMessage = parse_body(&body)?;
+    let from = state.backend_user.clone();
+    let nick = message.from_nick.unwrap_or_else(|| "System".into());
+    let r = room.clone();
+    let sent =
+        on_room(&state, &room, move |reg, now| reg.send_backend_message(now, &r, from, nick, message.text))
+            .await??;
+    Ok(ok(StatusCode::CREATED, serde_json::json!({ "message": sent })))
+}
+
+async fn end_room(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uuid): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let room = parse_room(&uuid)?;
+    let r = room.clone();
+    on_room(&state, &room, move |reg, _| reg.close_room(&r, EndReason::CloseByBackend)).await??;
+    Ok(ok(StatusCode::OK, serde_json::json!({})))
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    account: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// Lifetime in seconds; default one hour.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    create_rooms: Option<bool>,
+}
+
+async fn mint_token(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let tokens = state
+        .tokens
+        .as_ref()
+        .ok_or_else(|| ApiError::new(Code::FAILURE, "the server has no token secret configured"))?;
+    let request: TokenRequest = parse_body(&body)?;
+    UserUuid::new(&request.account)
+        .map_err(|e| ApiError::new(Code::BAD_REQUEST, format!("bad request: field `account`: {e}")))?;
+    for room in request.rooms.iter().flatten() {
+        parse_room(room)?;
+    }
+    let ttl = Duration::from_secs(request.ttl_secs.unwrap_or(3600));
+    let claims = Claims {
+        name: request.name.unwrap_or_else(|| request.account.clone()),
+        sub: request.account,
+        exp: crate::shard::now_ms() / 1000 + ttl.as_secs(),
+        grants: TokenGrants {
+            create_rooms: request.create_rooms.unwrap_or(true),
+            rooms: request.rooms,
+            admin: request.admin,
+        },
+    };
+    let token = tokens.mint(&claims);
+    Ok(ok(StatusCode::CREATED, serde_json::json!({ "token": token, "expires_at": claims.exp })))
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let counts = state
+        .rooms
+        .with_every_shard(|reg, _| {
+            let (members, chat) = reg.member_counts();
+            (reg.room_count(), members, chat)
+        })
+        .await;
+    let (rooms, members, chat) =
+        counts.into_iter().fold((0, 0, 0), |(a, b, c), (x, y, z)| (a + x, b + y, c + z));
+    metrics::gauge!("roomkit_rooms").set(rooms as f64);
+    metrics::gauge!("roomkit_room_members").set(members as f64);
+    metrics::gauge!("roomkit_chatroom_members").set(chat as f64);
+    let text = crate::metrics::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

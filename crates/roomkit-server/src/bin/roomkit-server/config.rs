@@ -1,0 +1,312 @@
+//! Configuration: defaults < TOML file < environment < flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use roomkit_server::{RateLimit, ServerConfig};
+use roomkit_transport_ws::WsConfig;
+use serde::Deserialize;
+
+/// The secret `--dev` signs tokens with when none is configured. Development only.
+pub const DEV_TOKEN_SECRET: &str = "roomkit-development-secret";
+
+#[derive(Debug, Parser)]
+#[command(name = "roomkit-server", version, about = "The roomkit room + chatroom server")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print an access token signed with the configured secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "ROOMKIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where clients connect (WebSocket at /v1) [default: 127.0.0.1:7700].
+    #[arg(long, env = "ROOMKIT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the admin HTTP API listens [default: 127.0.0.1:7701].
+    #[arg(long, env = "ROOMKIT_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// The secret access tokens are signed with (HS256).
+    #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// The bearer key of the admin API.
+    #[arg(long, env = "ROOMKIT_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Development mode: any account logs in with any non-empty token. Never expose it.
+    #[arg(long, env = "ROOMKIT_DEV")]
+    pub dev: bool,
+    /// Log filter, e.g. `info` or `roomkit_server=debug,info` [default: info].
+    #[arg(long, env = "ROOMKIT_LOG")]
+    pub log: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Every limit, as flags / environment / file keys.
+#[derive(Debug, Args, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitArgs {
+    /// Largest WebSocket message, bytes [default: 65536].
+    #[arg(long, env = "ROOMKIT_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Longest chat message text, bytes [default: 5120].
+    #[arg(long, env = "ROOMKIT_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most recipients of one directed message [default: 100].
+    #[arg(long, env = "ROOMKIT_MAX_RECIPIENTS")]
+    pub max_recipients: Option<usize>,
+    /// Frames queued per connection before it is closed as a slow consumer [default: 4096].
+    #[arg(long, env = "ROOMKIT_SEND_QUEUE_FRAMES")]
+    pub send_queue_frames: Option<usize>,
+    /// Sustained requests per second per connection [default: 50].
+    #[arg(long, env = "ROOMKIT_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Request burst per connection [default: 100].
+    #[arg(long, env = "ROOMKIT_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// Refused requests in a row before the connection is closed [default: 100].
+    #[arg(long, env = "ROOMKIT_RATE_LIMIT_CLOSE_AFTER")]
+    pub rate_limit_close_after: Option<u32>,
+    /// Messages kept per chatroom for history [default: 1000].
+    #[arg(long, env = "ROOMKIT_HISTORY_RING_SIZE")]
+    pub history_ring_size: Option<usize>,
+    /// Seconds an empty room lives [default: 86400].
+    #[arg(long, env = "ROOMKIT_ROOM_IDLE_TIMEOUT_SECS")]
+    pub room_idle_timeout_secs: Option<u64>,
+    /// Seconds to complete the HTTP/WebSocket handshake [default: 10].
+    #[arg(long, env = "ROOMKIT_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds to log in after connecting [default: 10].
+    #[arg(long, env = "ROOMKIT_LOGIN_TIMEOUT_SECS")]
+    pub login_timeout_secs: Option<u64>,
+    /// Shard tasks rooms are spread over [default: number of CPUs].
+    #[arg(long, env = "ROOMKIT_SHARDS")]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The account id the token is for.
+    #[arg(long)]
+    pub account: String,
+    /// Display name [default: the account id].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// A room the token may join (repeat for more); none means every room.
+    #[arg(long = "room")]
+    pub rooms: Vec<String>,
+    /// Grant room admin (host rights in every room).
+    #[arg(long)]
+    pub admin: bool,
+    /// Do not grant creating rooms.
+    #[arg(long)]
+    pub no_create: bool,
+    /// A TOML configuration file to read the secret from.
+    #[arg(long, env = "ROOMKIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The signing secret.
+    #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Use the development secret (for servers started with --dev).
+    #[arg(long, env = "ROOMKIT_DEV")]
+    pub dev: bool,
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub token_secret: Option<String>,
+    pub admin_key: Option<String>,
+    #[serde(default)]
+    pub dev: bool,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub limits: LimitArgs,
+}
+
+pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig, String> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Everything the server runs with, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub token_secret: Option<String>,
+    pub admin_key: Option<String>,
+    pub dev: bool,
+    pub log: String,
+    pub server: ServerConfig,
+    pub ws: WsConfig,
+    pub handshake_timeout: Duration,
+}
+
+impl Settings {
+    pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
+        let file = read_file(args.config.as_ref())?;
+        let l = merge_limits(&args.limits, &file.limits);
+        let mut server = ServerConfig::default();
+        let mut ws = WsConfig::default();
+        if let Some(v) = l.max_frame_bytes {
+            ws.max_frame_bytes = v;
+        }
+        if let Some(v) = l.max_message_bytes {
+            server.core.max_message_bytes = v;
+        }
+        if let Some(v) = l.max_recipients {
+            server.core.max_recipients = v;
+        }
+        if let Some(v) = l.send_queue_frames {
+            server.send_queue_frames = v;
+        }
+        let d = RateLimit::default();
+        server.rate_limit = RateLimit {
+            per_second: l.rate_limit_per_second.unwrap_or(d.per_second),
+            burst: l.rate_limit_burst.unwrap_or(d.burst),
+            close_after: l.rate_limit_close_after.unwrap_or(d.close_after),
+        };
+        if let Some(v) = l.history_ring_size {
+            server.core.history_ring_size = v;
+        }
+        if let Some(v) = l.room_idle_timeout_secs {
+            server.core.room_idle_timeout_ms = v.saturating_mul(1000);
+        }
+        if let Some(v) = l.login_timeout_secs {
+            server.login_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = l.shards {
+            server.shards = v.max(1);
+        }
+        let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
+        ws.handshake_timeout = handshake_timeout;
+        let dev = args.dev || file.dev;
+        let token_secret =
+            args.token_secret.or(file.token_secret).or_else(|| dev.then(|| DEV_TOKEN_SECRET.into()));
+        if token_secret.is_none() {
+            return Err(
+                "no token secret: set --token-secret (or ROOMKIT_TOKEN_SECRET, or token_secret in the \
+                        config file), or run in development mode with --dev"
+                    .into(),
+            );
+        }
+        Ok(Settings {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid")),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| "127.0.0.1:7701".parse().expect("valid")),
+            token_secret,
+            admin_key: args.admin_key.or(file.admin_key),
+            dev,
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            server,
+            ws,
+            handshake_timeout,
+        })
+    }
+}
+
+fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
+    LimitArgs {
+        max_frame_bytes: flags.max_frame_bytes.or(file.max_frame_bytes),
+        max_message_bytes: flags.max_message_bytes.or(file.max_message_bytes),
+        max_recipients: flags.max_recipients.or(file.max_recipients),
+        send_queue_frames: flags.send_queue_frames.or(file.send_queue_frames),
+        rate_limit_per_second: flags.rate_limit_per_second.or(file.rate_limit_per_second),
+        rate_limit_burst: flags.rate_limit_burst.or(file.rate_limit_burst),
+        rate_limit_close_after: flags.rate_limit_close_after.or(file.rate_limit_close_after),
+        history_ring_size: flags.history_ring_size.or(file.history_ring_size),
+        room_idle_timeout_secs: flags.room_idle_timeout_secs.or(file.room_idle_timeout_secs),
+        handshake_timeout_secs: flags.handshake_timeout_secs.or(file.handshake_timeout_secs),
+        login_timeout_secs: flags.login_timeout_secs.or(file.login_timeout_secs),
+        shards: flags.shards.or(file.shards),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("roomkit-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("roomkit.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ntoken_secret = \"s\"\n[limits]\nmax_message_bytes = 100\nshards = 3\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        args.limits.shards = Some(5);
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.admin_listen, "127.0.0.1:7701".parse().unwrap());
+        assert_eq!(s.server.core.max_message_bytes, 100);
+        assert_eq!(s.server.shards, 5);
+        assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_secret_unless_in_development_mode() {
+        assert!(Settings::resolve(ServeArgs::default()).unwrap_err().contains("--token-secret"));
+        let dev = Settings::resolve(ServeArgs { dev: true, ..Default::default() }).unwrap();
+        assert_eq!(dev.token_secret.as_deref(), Some(DEV_TOKEN_SECRET));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("roomkit-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("roomkit.toml");
+        std::fs::write(&path, "lissten = \"x\"\n").unwrap();
+        assert!(read_file(Some(&path)).unwrap_err().contains("lissten"));
+    }
+}

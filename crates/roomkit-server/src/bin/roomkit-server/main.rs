@@ -1,0 +1,174 @@
+//! The roomkit server binary: WebSocket clients on one port, the admin HTTP API on another.
+//!
+//! `roomkit-server --dev` runs with development defaults; `roomkit-server token --account
+//! alice` prints an access token. `roomkit-server --help` lists every setting.
+
+mod config;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Parser;
+use config::{Cli, Command, Settings, TokenArgs, DEV_TOKEN_SECRET};
+use roomkit_protocol::UserUuid;
+use roomkit_server::{
+    admin::{self, AdminState},
+    jwt::{Claims, JwtAuthenticator, TokenGrants},
+    net, Authenticator, DevAuthenticator, Server,
+};
+use roomkit_transport_ws::QueueListener;
+use tokio::{net::TcpListener, sync::watch};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomkit-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> Result<(), String> {
+    let file = config::read_file(args.config.as_ref())?;
+    let secret = args
+        .token_secret
+        .or(file.token_secret)
+        .or_else(|| (args.dev || file.dev).then(|| DEV_TOKEN_SECRET.to_string()))
+        .ok_or("no token secret: pass --token-secret (or ROOMKIT_TOKEN_SECRET, or --config), or --dev")?;
+    UserUuid::new(&args.account).map_err(|e| format!("--account: {e}"))?;
+    for room in &args.rooms {
+        roomkit_protocol::RoomUuid::new(room).map_err(|e| format!("--room {room}: {e}"))?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = Claims {
+        name: args.name.unwrap_or_else(|| args.account.clone()),
+        sub: args.account,
+        exp: now + args.ttl.as_secs(),
+        grants: TokenGrants {
+            create_rooms: !args.no_create,
+            rooms: (!args.rooms.is_empty()).then_some(args.rooms),
+            admin: args.admin,
+        },
+    };
+    println!("{}", JwtAuthenticator::new(secret.as_bytes()).mint(&claims));
+    Ok(())
+}
+
+fn serve(args: config::ServeArgs) -> Result<(), String> {
+    let settings = Settings::resolve(args)?;
+    init_logs(&settings.log)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(run(settings))
+}
+
+fn init_logs(filter: &str) -> Result<(), String> {
+    let targets: tracing_subscriber::filter::Targets =
+        filter.parse().map_err(|e| format!("--log `{filter}`: {e}"))?;
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(targets)
+        .init();
+    Ok(())
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let secret = settings.token_secret.clone().expect("resolve() requires a secret");
+    let jwt = JwtAuthenticator::new(secret.as_bytes());
+    let authenticator: Arc<dyn Authenticator> =
+        if settings.dev { Arc::new(DevAuthenticator) } else { Arc::new(jwt.clone()) };
+    let admin_key = match &settings.admin_key {
+        Some(key) => key.clone(),
+        None => {
+            let key = uuid_like_key();
+            tracing::warn!("no admin key configured: generated one for this run: {key}");
+            key
+        }
+    };
+
+    let client_tcp =
+        TcpListener::bind(settings.listen).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
+    let admin_tcp = TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", settings.admin_listen))?;
+    let client_addr = client_tcp.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin_tcp.local_addr().map_err(|e| e.to_string())?;
+
+    let ws_url = format!("ws://{client_addr}/v1");
+    let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
+    let server = Server::new(settings.server.clone(), authenticator).spawn(listener);
+    // Count the recorder in from the start, so /metrics shows every connection.
+    let _ = roomkit_server::metrics::prometheus();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let client_router = net::client_router(settings.ws.clone(), sender);
+    let client_http =
+        tokio::spawn(net::serve(client_tcp, client_router, settings.handshake_timeout, stop_rx.clone()));
+    let admin_state = AdminState {
+        rooms: server.rooms(),
+        admin_key: admin_key.into(),
+        tokens: Some(jwt),
+        backend_user: UserUuid::new("backend").expect("valid id"),
+    };
+    let admin_http =
+        tokio::spawn(net::serve(admin_tcp, admin::router(admin_state), settings.handshake_timeout, stop_rx));
+
+    println!("roomkit-server {} listening", env!("CARGO_PKG_VERSION"));
+    println!("  clients (WebSocket): {ws_url}");
+    println!("  admin API:           http://{admin_addr}/v1/rooms   (Authorization: Bearer <admin key>)");
+    println!("  health / metrics:    http://{admin_addr}/healthz   http://{admin_addr}/metrics");
+    if settings.dev {
+        println!();
+        println!("  *** DEVELOPMENT MODE: any account id logs in with any non-empty token. ***");
+        println!("  *** Never expose this server to a network.                              ***");
+        println!();
+        println!("  Signed tokens:       roomkit-server token --dev --account alice --ttl 1h");
+    } else {
+        println!("  Tokens:              roomkit-server token --account alice --ttl 1h   (same secret)");
+    }
+    println!("  Or over HTTP:        POST http://{admin_addr}/v1/tokens {{\"account\":\"alice\"}}");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let grace = settings.server.shutdown_grace;
+    server.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = client_http.await;
+        let _ = admin_http.await;
+    })
+    .await;
+    tracing::info!(?grace, "stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A random admin key for a run without one configured.
+fn uuid_like_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
