@@ -32,7 +32,11 @@ Commands:
                     (`cargo nextest run` if installed, else `cargo test`);
                     formatting, clippy, docs and doctests are skipped.
                     Example: cargo xtask test -- some_filter
-  run [ARGS...]     Run the demo, passing ARGS to it.
+  run [ARGS...]     Start roomkit-server in development mode on 127.0.0.1
+                    (clients ws://127.0.0.1:7700/v1, admin http://127.0.0.1:7701),
+                    passing ARGS to it (see `cargo xtask run -- --help`).
+  demo              Run the in-process demo: a server and three members over
+                    the in-memory transport, printing what each member sees.
   bench [ARGS...]   Run the benchmarks (crates/roomkit-bench) in release mode,
                     passing ARGS to them.
   help              Print this message.
@@ -42,10 +46,11 @@ When the CI environment variable is set and .config/nextest.toml defines
 [profile.ci], nextest runs with `--profile ci`.";
 
 /// The command behind `cargo xtask run`; the user's arguments are appended.
-///
-/// This is the single place to change when `run` should start something else
-/// (for example the server binary instead of the in-process demo).
-const RUN_COMMAND: &[&str] = &["cargo", "run", "--package", "roomkit-tests", "--example", "demo", "--"];
+const RUN_COMMAND: &[&str] =
+    &["cargo", "run", "--quiet", "--package", "roomkit-server", "--bin", "roomkit-server", "--", "--dev"];
+
+/// The command behind `cargo xtask demo`.
+const DEMO_COMMAND: &[&str] = &["cargo", "run", "--quiet", "--package", "roomkit-tests", "--example", "demo"];
 
 /// Directory of the benchmark crate, relative to the project root.
 const BENCH_CRATE_DIR: &str = "crates/roomkit-bench";
@@ -71,6 +76,7 @@ fn main() {
     let result = match command.as_deref() {
         Some("test") => test(&rest),
         Some("run") => run(&rest),
+        Some("demo") => run_command(DEMO_COMMAND, &[]),
         Some("bench") => bench(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
@@ -195,7 +201,12 @@ fn nextest_has_ci_profile() -> bool {
 
 /// `cargo xtask run`: runs [`RUN_COMMAND`] with the user's arguments appended.
 fn run(args: &[String]) -> Result<(), String> {
-    let (program, base) = RUN_COMMAND.split_first().expect("RUN_COMMAND is not empty");
+    run_command(RUN_COMMAND, args)
+}
+
+/// Runs `command` with `args` appended.
+fn run_command(command: &[&str], args: &[String]) -> Result<(), String> {
+    let (program, base) = command.split_first().expect("commands are not empty");
     let mut full: Vec<&str> = base.to_vec();
     full.extend(strip_separator(args).iter().map(String::as_str));
     cmd(program, &full)
