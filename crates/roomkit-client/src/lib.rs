@@ -126,6 +126,48 @@ impl RoomKit {
     }
 }
 
+/// Where [`RoomKit::connect`] connects: a WebSocket URL, or a transport connector.
+pub trait IntoConnector {
+    /// The connector.
+    fn into_connector(self) -> Arc<dyn Connector>;
+}
+
+impl IntoConnector for &str {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::new(roomkit_transport_ws::WsConnector::new(self))
+    }
+}
+
+impl IntoConnector for String {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::new(roomkit_transport_ws::WsConnector::new(self))
+    }
+}
+
+impl IntoConnector for roomkit_transport_ws::WsConnector {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::new(self)
+    }
+}
+
+impl IntoConnector for roomkit_transport_memory::MemoryConnector {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::new(self)
+    }
+}
+
+impl IntoConnector for Arc<dyn Connector> {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        self
+    }
+}
+
+impl IntoConnector for Box<dyn Connector> {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        Arc::from(self)
+    }
+}
+
 /// Parameters of [`RoomService::create_room`] (NERoom `NECreateRoomParams`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateRoomParams {
