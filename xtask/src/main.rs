@@ -217,6 +217,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     if !Path::new(BENCH_CRATE_DIR).is_dir() {
         return Err(format!("the benchmark crate does not exist yet ({BENCH_CRATE_DIR} not found)"));
     }
+    // The benchmark starts the release server binary, so build it first.
+    cmd("cargo", &["build", "--release", "--package", "roomkit-server", "--bin", "roomkit-server"])?;
     let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];
     full.extend(strip_separator(args).iter().map(String::as_str));
     cmd("cargo", &full)

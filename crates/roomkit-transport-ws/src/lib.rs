@@ -31,6 +31,9 @@ use tokio_tungstenite::tungstenite::{
 
 pub use stream::{close_reason_from_frame, server_connection, ws_connection};
 
+/// Largest frame a [`WsConnector`] accepts from the server by default (16 MiB).
+pub const CLIENT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
 /// The path of protocol version 1.
 pub const PATH_V1: &str = "/v1";
 
@@ -220,9 +223,11 @@ pub struct WsConnector {
 }
 
 impl WsConnector {
-    /// A connector to `url`.
+    /// A connector to `url`. It accepts server frames up to [`CLIENT_MAX_FRAME_BYTES`]:
+    /// the server is trusted, and some of its answers (a big room's member list) are large.
     pub fn new(url: impl Into<String>) -> Self {
-        Self::with_config(url, WsConfig::default())
+        let config = WsConfig { max_frame_bytes: CLIENT_MAX_FRAME_BYTES, ..WsConfig::default() };
+        Self::with_config(url, config)
     }
 
     /// A connector to `url` with explicit limits.

@@ -1,0 +1,414 @@
+//! roomkit's load generator, run by `cargo xtask bench`.
+//!
+//! For each room size S it starts the release `roomkit-server` binary on loopback, then:
+//! - **join storm**: S WebSocket members connect, log in, join the room and its chatroom
+//!   (256 at a time); reports the wall time;
+//! - **memory**: the server's RSS before and after the S members joined, divided by S;
+//! - **fan-out**: one member broadcasts 100-byte texts as fast as the slowest readers allow;
+//!   reports deliveries per second to the other S-1 members;
+//! - **latency**: one member broadcasts at a fixed rate (default 1000 msg/s) for a few seconds;
+//!   reports p50/p99/p999 of send-to-receive time over every delivery (hdrhistogram).
+//!
+//! Results go to stdout as a table and, one JSON object per line, to
+//! `target/bench/results.jsonl`.
+//!
+//! ```text
+//! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
+//! ```
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tokio::{net::TcpStream, process::Child, task::JoinHandle};
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Options {
+    sizes: Vec<usize>,
+    rate: u64,
+    rate_secs: u64,
+    deliveries: u64,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options { sizes: vec![100, 1000, 5000], rate: 1000, rate_secs: 3, deliveries: 4_000_000 };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--sizes" => {
+                o.sizes = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(|_| format!("bad size `{s}`")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--rate" => o.rate = value()?.parse().map_err(|_| "bad --rate")?,
+            "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
+            "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
+            "-h" | "--help" => {
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+#[tokio::main]
+async fn main() {
+    let options = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("roomkit-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let server_bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("roomkit-server")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| {
+            eprintln!("roomkit-bench: build the server first: cargo build --release -p roomkit-server");
+            std::process::exit(2);
+        });
+    println!(
+        "roomkit bench: server {}, {} CPUs\n",
+        server_bin.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    for &size in &options.sizes {
+        match run_size(&server_bin, size, &options).await {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                eprintln!("size {size}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    print_table(&rows);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("results.jsonl");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("results file");
+    for row in &rows {
+        writeln!(file, "{row}").expect("write results");
+        println!("{row}");
+    }
+    println!("\nappended to {}", path.display());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr), String> {
+    let (port, admin) = (free_port(), free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
+    let child = tokio::process::Command::new(bin)
+        .args([
+            "--dev",
+            "--log",
+            "warn",
+            "--listen",
+            &addr.to_string(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
+        .args(["--send-queue-frames", "65536"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("the server did not start listening".into())
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Sends a request and waits for its response, skipping events.
+async fn call(ws: &mut Ws, id: u64, mut request: Value) -> Result<Value, String> {
+    request["id"] = json!(id);
+    ws.send(Message::Text(request.to_string().into())).await.map_err(|e| e.to_string())?;
+    while let Some(msg) = ws.next().await {
+        let Message::Text(text) = msg.map_err(|e| e.to_string())? else { continue };
+        if !text.contains("\"code\"") {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v["id"] == json!(id) {
+            return if v["code"] == json!(0) { Ok(v) } else { Err(format!("{request} failed: {v}")) };
+        }
+    }
+    Err("connection closed".into())
+}
+
+async fn member(addr: SocketAddr, i: usize, room: &str) -> Result<Ws, String> {
+    let url = format!("ws://{addr}/v1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+    let account = format!("u{i}");
+    call(&mut ws, 1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
+    call(&mut ws, 2, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
+    call(&mut ws, 3, json!({"op": "join_chatroom", "room_uuid": room})).await?;
+    Ok(ws)
+}
+
+struct Counters {
+    delivered: AtomicU64,
+    frames: AtomicU64,
+    epoch: Instant,
+}
+
+/// Reads a member's frames until the connection ends, counting chatroom messages and
+/// recording the latency of `L<nanos>` texts.
+fn spawn_reader(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    counters: Arc<Counters>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(text) = msg else { continue };
+            counters.frames.fetch_add(1, Ordering::Relaxed);
+            let text = text.as_str();
+            if !text.starts_with("{\"event\":\"chatroom_messages_received\"") {
+                continue;
+            }
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            if let Some(at) = text.find("\"text\":\"L") {
+                let digits: String = text[at + 9..].chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(sent) = digits.parse::<u64>() {
+                    let now = counters.epoch.elapsed().as_nanos() as u64;
+                    let _ = histogram.lock().expect("not poisoned").record(now.saturating_sub(sent).max(1));
+                }
+            }
+        }
+    })
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// Waits until `counter` stops moving for `quiet`, or `limit` passes.
+async fn settle(counter: &AtomicU64, quiet: Duration, limit: Duration) {
+    let start = Instant::now();
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
+async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Value, String> {
+    let (child, addr) = start_server(bin).await?;
+    let pid = child.id().ok_or("server exited")?;
+    let room = format!("bench-{size}");
+    let counters =
+        Arc::new(Counters { delivered: AtomicU64::new(0), frames: AtomicU64::new(0), epoch: Instant::now() });
+
+    // The first member creates the room.
+    let mut creator = member_connect(addr).await?;
+    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+    call(
+        &mut creator,
+        2,
+        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
+    )
+    .await?;
+    drop(creator);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_bytes(pid);
+
+    // Join storm.
+    let pb = bar(size as u64, &format!("join storm, {size} members"));
+    let start = Instant::now();
+    let mut members: Vec<Option<Ws>> = (0..size).map(|_| None).collect();
+    let mut next = 0;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let histograms: Vec<Arc<Mutex<Histogram<u64>>>> = Vec::new();
+    let mut histograms = histograms;
+    let mut readers = Vec::new();
+    let mut sinks = Vec::new();
+    while next < size || !pending.is_empty() {
+        while next < size && pending.len() < 256 {
+            let (i, room) = (next, room.clone());
+            pending.push(async move { (i, member(addr, i, &room).await) });
+            next += 1;
+        }
+        if let Some((i, result)) = pending.next().await {
+            members[i] = Some(result.map_err(|e| format!("member {i}: {e}"))?);
+            pb.inc(1);
+        }
+    }
+    let join_storm = start.elapsed();
+    pb.finish_and_clear();
+    for ws in members.into_iter().flatten() {
+        let (sink, stream) = ws.split();
+        let h = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+        readers.push(spawn_reader(stream, Arc::clone(&counters), Arc::clone(&h)));
+        histograms.push(h);
+        sinks.push(sink);
+    }
+    // Let the join events drain before measuring memory.
+    settle(&counters.frames, Duration::from_millis(500), Duration::from_secs(120)).await;
+    let rss_after = rss_bytes(pid);
+    let per_member = rss_after.saturating_sub(rss_before) / size as u64;
+
+    // Fan-out at full speed: windowed on the receivers' progress.
+    let receivers = (size - 1).max(1) as u64;
+    let messages = (o.deliveries / receivers).clamp(200, 50_000);
+    let text = format!("F{}", "x".repeat(99));
+    let frame = json!({"id": 0, "op": "send_text_message", "room_uuid": room, "text": text}).to_string();
+    let pb = bar(messages, &format!("fan-out to {}", size - 1));
+    let base = counters.delivered.load(Ordering::Relaxed);
+    let sender = &mut sinks[0];
+    let start = Instant::now();
+    let window: u64 = 200;
+    for sent in 1..=messages {
+        sender.feed(Message::Text(frame.clone().into())).await.map_err(|e| e.to_string())?;
+        if sent % 50 == 0 || sent == messages {
+            sender.flush().await.map_err(|e| e.to_string())?;
+            pb.set_position(sent);
+            while counters.delivered.load(Ordering::Relaxed) - base + window * receivers < sent * receivers {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    }
+    let target = base + messages * receivers;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counters.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let elapsed = start.elapsed();
+    pb.finish_and_clear();
+    let delivered = counters.delivered.load(Ordering::Relaxed) - base;
+    let deliveries_per_sec = delivered as f64 / elapsed.as_secs_f64();
+
+    // Latency at a fixed rate.
+    for h in &histograms {
+        h.lock().expect("not poisoned").reset();
+    }
+    let total = o.rate * o.rate_secs;
+    let pb = bar(total, &format!("{} msg/s to {}", o.rate, size - 1));
+    let base = counters.delivered.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / o.rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let sender = &mut sinks[0];
+    for i in 0..total {
+        tick.tick().await;
+        let stamp = counters.epoch.elapsed().as_nanos() as u64;
+        let text = format!("L{stamp:020}{}", "x".repeat(79));
+        let frame = json!({"id": 0, "op": "send_text_message", "room_uuid": room, "text": text}).to_string();
+        sender.send(Message::Text(frame.into())).await.map_err(|e| e.to_string())?;
+        if i % 100 == 0 {
+            pb.set_position(i);
+        }
+    }
+    let target = base + total * receivers;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pb.finish_and_clear();
+    let latency_delivered = counters.delivered.load(Ordering::Relaxed) - base;
+    let mut merged = Histogram::<u64>::new(3).expect("histogram");
+    for h in &histograms {
+        merged.add(&*h.lock().expect("not poisoned")).expect("same bounds");
+    }
+    let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
+
+    drop(sinks);
+    for r in readers {
+        r.abort();
+    }
+    drop(child);
+    Ok(json!({
+        "members": size,
+        "join_storm_secs": join_storm.as_secs_f64(),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_per_member_bytes": per_member,
+        "fanout_messages": messages,
+        "fanout_deliveries": delivered,
+        "fanout_deliveries_per_sec": deliveries_per_sec.round(),
+        "latency_rate_per_sec": o.rate,
+        "latency_messages": total,
+        "latency_deliveries": latency_delivered,
+        "latency_expected_deliveries": total * receivers,
+        "latency_p50_ms": ms(0.5),
+        "latency_p99_ms": ms(0.99),
+        "latency_p999_ms": ms(0.999),
+        "latency_max_ms": merged.max() as f64 / 1e6,
+    }))
+}
+
+async fn member_connect(addr: SocketAddr) -> Result<Ws, String> {
+    let url = format!("ws://{addr}/v1");
+    tokio_tungstenite::connect_async(url.as_str()).await.map(|(ws, _)| ws).map_err(|e| e.to_string())
+}
+
+fn print_table(rows: &[Value]) {
+    println!(
+        "{:>8} {:>11} {:>13} {:>16} {:>10} {:>10} {:>10} {:>14}",
+        "members", "join storm", "RSS/member", "fan-out deliv/s", "p50 ms", "p99 ms", "p999 ms", "delivered"
+    );
+    for r in rows {
+        println!(
+            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>10.3} {:>10.3} {:>10.3} {:>14}",
+            r["members"],
+            r["join_storm_secs"].as_f64().unwrap_or(0.0),
+            r["rss_per_member_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
+            r["latency_p50_ms"].as_f64().unwrap_or(0.0),
+            r["latency_p99_ms"].as_f64().unwrap_or(0.0),
+            r["latency_p999_ms"].as_f64().unwrap_or(0.0),
+            format!("{}/{}", r["latency_deliveries"], r["latency_expected_deliveries"]),
+        );
+    }
+    println!();
+}
