@@ -119,9 +119,28 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr), String> {
+/// `(sum, count)` of a Prometheus histogram on the server's admin port.
+async fn metric_sum_count(admin: SocketAddr, name: &str) -> Option<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(admin).await.ok()?;
+    tcp.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body).await.ok()?;
+    let value = |suffix: &str| {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}_{suffix} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((value("sum")?, value("count")?))
+}
+
+async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let (port, admin) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("valid");
     let child = tokio::process::Command::new(bin)
         .args([
             "--dev",
@@ -140,11 +159,22 @@ async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr), Stri
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
     for _ in 0..200 {
         if TcpStream::connect(addr).await.is_ok() {
-            return Ok((child, addr));
+            return Ok((child, addr, admin_addr));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Err("the server did not start listening".into())
+}
+
+/// CPU time (user + system) the process has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -245,7 +275,7 @@ async fn settle(counter: &AtomicU64, quiet: Duration, limit: Duration) {
 }
 
 async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Value, String> {
-    let (child, addr) = start_server(bin).await?;
+    let (child, addr, admin) = start_server(bin).await?;
     let pid = child.id().ok_or("server exited")?;
     let room = format!("bench-{size}");
     let counters =
@@ -307,6 +337,8 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
     let pb = bar(messages, &format!("fan-out to {}", size - 1));
     let base = counters.delivered.load(Ordering::Relaxed);
     let sender = &mut sinks[0];
+    let cpu_before = cpu_secs(pid);
+    let writes_before = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
     let start = Instant::now();
     let window: u64 = 200;
     for sent in 1..=messages {
@@ -325,9 +357,13 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let elapsed = start.elapsed();
+    let server_cpu = cpu_secs(pid) - cpu_before;
     pb.finish_and_clear();
     let delivered = counters.delivered.load(Ordering::Relaxed) - base;
     let deliveries_per_sec = delivered as f64 / elapsed.as_secs_f64();
+    let deliveries_per_server_cpu_sec = delivered as f64 / server_cpu.max(0.01);
+    let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
+    let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
 
     // Latency at a fixed rate.
     for h in &histograms {
@@ -376,6 +412,9 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
         "fanout_messages": messages,
         "fanout_deliveries": delivered,
         "fanout_deliveries_per_sec": deliveries_per_sec.round(),
+        "fanout_server_cpu_secs": server_cpu,
+        "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
+        "fanout_deliveries_per_server_cpu_sec": deliveries_per_server_cpu_sec.round(),
         "latency_rate_per_sec": o.rate,
         "latency_messages": total,
         "latency_deliveries": latency_delivered,
@@ -394,16 +433,25 @@ async fn member_connect(addr: SocketAddr) -> Result<Ws, String> {
 
 fn print_table(rows: &[Value]) {
     println!(
-        "{:>8} {:>11} {:>13} {:>16} {:>10} {:>10} {:>10} {:>14}",
-        "members", "join storm", "RSS/member", "fan-out deliv/s", "p50 ms", "p99 ms", "p999 ms", "delivered"
+        "{:>8} {:>11} {:>13} {:>16} {:>18} {:>10} {:>10} {:>10} {:>14}",
+        "members",
+        "join storm",
+        "RSS/member",
+        "fan-out deliv/s",
+        "deliv/server-cpu-s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "delivered"
     );
     for r in rows {
         println!(
-            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>10.3} {:>10.3} {:>10.3} {:>14}",
+            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>18.0} {:>10.3} {:>10.3} {:>10.3} {:>14}",
             r["members"],
             r["join_storm_secs"].as_f64().unwrap_or(0.0),
             r["rss_per_member_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
             r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
+            r["fanout_deliveries_per_server_cpu_sec"].as_f64().unwrap_or(0.0),
             r["latency_p50_ms"].as_f64().unwrap_or(0.0),
             r["latency_p99_ms"].as_f64().unwrap_or(0.0),
             r["latency_p999_ms"].as_f64().unwrap_or(0.0),

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Instant};
 
-use bytes::Bytes;
 use roomkit_core::{
     transport::{CloseReason, Connection, FrameSink, FrameStream, TransportError},
     ConnId, Identity,
@@ -13,7 +12,6 @@ use roomkit_protocol::{
     ops::{Empty, Login, LoginOutput, Ping, Request},
     Code,
 };
-use tokio::sync::mpsc;
 
 use crate::{
     outbox::{Closer, Outbox},
@@ -28,9 +26,9 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     metrics::counter!("roomkit_connections_total").increment(1);
     metrics::gauge!("roomkit_connections").increment(1.0);
     let closer = Closer::new();
-    let (outbox, queue) = Outbox::new(shared.config.send_queue_frames, closer.clone());
+    let outbox = Outbox::new(shared.config.send_queue_frames, closer.clone());
     shared.connections.lock().expect("not poisoned").insert(conn_id, closer.clone());
-    let writer = tokio::spawn(write_loop(sink, queue, closer.clone(), shared.config.write_batch_frames));
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), closer.clone()));
 
     let rate = RateLimiter::new(shared.config.rate_limit, Instant::now());
     let mut reader =
@@ -170,38 +168,35 @@ impl Reader {
     }
 }
 
-/// Drains the queue: everything ready is written as one batch, flushed once.
-async fn write_loop(
-    mut sink: Box<dyn FrameSink>,
-    mut queue: mpsc::Receiver<Bytes>,
-    closer: Closer,
-    batch_frames: usize,
-) {
-    let mut batch = Vec::with_capacity(batch_frames.min(1024));
+/// Drains the queue: everything queued since the last write goes out as one batch, flushed
+/// once.
+async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer) {
+    let mut batch = Vec::new();
     let closing = loop {
         tokio::select! {
             biased;
             closing = closer.closed() => break closing,
-            n = queue.recv_many(&mut batch, batch_frames.max(1)) => {
-                if n == 0 {
-                    break closer.closed().await;
-                }
-                if sink.send(&batch).await.is_err() {
-                    closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
-                    return;
-                }
-                batch.clear();
-            }
+            () = outbox.ready() => {}
+        }
+        outbox.take(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
+        metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
+        if sink.send(&batch).await.is_err() {
+            closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
+            outbox.shut();
+            return;
+        }
+        batch.clear();
+        if batch.capacity() > 1024 {
+            // An idle member should cost little: give back a burst's buffer.
+            batch = Vec::new();
         }
     };
-    if closing.flush {
-        queue.close();
-        while queue.recv_many(&mut batch, batch_frames.max(1)).await > 0 {
-            if sink.send(&batch).await.is_err() {
-                return;
-            }
-            batch.clear();
-        }
+    let rest = outbox.shut();
+    if closing.flush && !rest.is_empty() && sink.send(&rest).await.is_err() {
+        return;
     }
     let _ = sink.close(closing.reason).await;
 }

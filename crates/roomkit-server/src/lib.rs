@@ -65,8 +65,6 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
-    /// Most frames written per batch.
-    pub write_batch_frames: usize,
     /// Messages queued per shard before readers wait (backpressure on senders only).
     pub shard_queue: usize,
     /// A connection that has not logged in within this time is closed.
@@ -102,7 +100,6 @@ impl Default for ServerConfig {
             core: CoreConfig::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             send_queue_frames: 4096,
-            write_batch_frames: 256,
             shard_queue: 4096,
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),

@@ -16,6 +16,7 @@
 //! | `roomkit_queue_drops_total` | counter | frames dropped because a connection's queue was full |
 //! | `roomkit_slow_consumer_closes_total` | counter | connections closed as slow consumers |
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
+//! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 
 use std::sync::OnceLock;
 

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use roomkit_core::{ConnId, CoreConfig, Identity, Output, RoomRegistry};
 use roomkit_protocol::{
     codec,
@@ -15,7 +16,7 @@ use roomkit_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outbox::Outbox;
+use crate::outbox::{Enqueued, Outbox};
 
 /// A job run on a shard's registry, with the current time.
 pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;
@@ -69,6 +70,8 @@ pub(crate) fn spawn(config: CoreConfig, queue: usize) -> Shard {
 async fn run(mut registry: RoomRegistry, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
     let mut batch = Vec::with_capacity(SHARD_BATCH);
+    // Connections queued to during this wake-up; woken once, at its end.
+    let mut wake: Vec<Outbox> = Vec::new();
     loop {
         let sleep = registry.poll_timeout().map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
@@ -80,39 +83,47 @@ async fn run(mut registry: RoomRegistry, mut rx: mpsc::Receiver<ShardMsg>) {
                     return;
                 }
                 for msg in batch.drain(..) {
-                    handle(&mut registry, &mut outboxes, msg);
+                    handle(&mut registry, &mut outboxes, &mut wake, msg);
                 }
             }
             () = async { sleep.expect("guarded").await }, if sleep.is_some() => {
                 registry.handle_timeout(now_ms());
-                dispatch(&mut registry, &outboxes);
+                dispatch(&mut registry, &outboxes, &mut wake);
             }
+        }
+        for outbox in wake.drain(..) {
+            outbox.wake();
         }
     }
 }
 
-fn handle(registry: &mut RoomRegistry, outboxes: &mut HashMap<ConnId, Outbox>, msg: ShardMsg) {
+fn handle(
+    registry: &mut RoomRegistry,
+    outboxes: &mut HashMap<ConnId, Outbox>,
+    wake: &mut Vec<Outbox>,
+    msg: ShardMsg,
+) {
     let now = now_ms();
     match msg {
         ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
             let op = request.op();
             outboxes.entry(conn).or_insert(outbox);
             registry.handle_request(now, conn, &identity, request_id, request);
-            dispatch(registry, outboxes);
+            dispatch(registry, outboxes, wake);
             metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
         }
         ShardMsg::Disconnect { conn } => {
             registry.handle_disconnect(now, conn);
-            dispatch(registry, outboxes);
+            dispatch(registry, outboxes, wake);
             outboxes.remove(&conn);
         }
         ShardMsg::Run(f) => {
             f(registry, now);
-            dispatch(registry, outboxes);
+            dispatch(registry, outboxes, wake);
         }
         ShardMsg::Shutdown(done) => {
             registry.close_all(EndReason::ServerShutdown);
-            dispatch(registry, outboxes);
+            dispatch(registry, outboxes, wake);
             let _ = done.send(());
         }
     }
@@ -120,7 +131,15 @@ fn handle(registry: &mut RoomRegistry, outboxes: &mut HashMap<ConnId, Outbox>, m
 
 /// Drains core's outputs. Each event is encoded once; every recipient's queue gets the
 /// same bytes.
-fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>) {
+fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>, wake: &mut Vec<Outbox>) {
+    let mut send = |outbox: &Outbox, frame: Bytes| match outbox.enqueue(frame) {
+        Enqueued::NeedsWake => {
+            wake.push(outbox.clone());
+            true
+        }
+        Enqueued::Queued => true,
+        Enqueued::Refused => false,
+    };
     while let Some(output) = registry.poll_output() {
         match output {
             Output::Reply { conn, request_id, result } => {
@@ -138,7 +157,7 @@ fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>) {
                     }
                 };
                 if let Some(outbox) = outboxes.get(&conn) {
-                    outbox.push(frame);
+                    send(outbox, frame);
                 }
             }
             Output::Deliver { audience, event } => {
@@ -146,7 +165,7 @@ fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>) {
                 let mut queued = 0u64;
                 for conn in audience.iter() {
                     if let Some(outbox) = outboxes.get(&conn) {
-                        queued += u64::from(outbox.push(frame.clone()));
+                        queued += u64::from(send(outbox, frame.clone()));
                     }
                 }
                 metrics::counter!("roomkit_events_out_total").increment(queued);

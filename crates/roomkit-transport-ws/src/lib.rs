@@ -9,8 +9,9 @@
 //! example `"5002 send queue full"`), under WebSocket close code 1000 (success), 1001 (server
 //! shutting down), 1009 (frame too large), 1011 (internal error) or 4000 (any other code).
 //!
-//! Per-connection costs are kept small: a 4 KiB read buffer, no write buffering beyond one
-//! batch (the server's writer sends a batch of frames and flushes once).
+//! Per-connection costs are kept small: a 4 KiB read buffer and a 16 KiB write buffer that
+//! gathers a batch of frames into few socket writes (the server's writer sends a batch and
+//! flushes once).
 
 mod stream;
 
@@ -46,6 +47,10 @@ pub struct WsConfig {
     pub max_frame_bytes: usize,
     /// Read buffer per connection, in bytes (default 4 KiB).
     pub read_buffer_bytes: usize,
+    /// Frames of a batch are gathered up to this many bytes per socket write (default
+    /// 16 KiB); the end of a batch always flushes. Fewer, larger writes are what make
+    /// fan-out cheap; the buffer is per connection, so it is kept small.
+    pub write_buffer_bytes: usize,
     /// A connection whose WebSocket handshake has not completed in this time is dropped.
     pub handshake_timeout: Duration,
     /// Handshaken connections waiting to be accepted by the server.
@@ -59,6 +64,7 @@ impl Default for WsConfig {
         Self {
             max_frame_bytes: 64 * 1024,
             read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 1024,
             path: PATH_V1.into(),
@@ -72,7 +78,7 @@ impl WsConfig {
     pub fn websocket(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_bytes)
-            .write_buffer_size(0)
+            .write_buffer_size(self.write_buffer_bytes)
             .max_message_size(Some(self.max_frame_bytes))
             .max_frame_size(Some(self.max_frame_bytes))
     }
