@@ -95,6 +95,42 @@ pub struct LimitArgs {
     /// Shard tasks rooms are spread over [default: number of CPUs].
     #[arg(long, env = "ROOMKIT_SHARDS")]
     pub shards: Option<usize>,
+    /// Longest room name, characters [default: 64].
+    #[arg(long, env = "ROOMKIT_MAX_ROOM_NAME_CHARS")]
+    pub max_room_name_chars: Option<usize>,
+    /// Longest room password, characters [default: 64].
+    #[arg(long, env = "ROOMKIT_MAX_PASSWORD_CHARS")]
+    pub max_password_chars: Option<usize>,
+    /// Longest member display name, characters [default: 64].
+    #[arg(long, env = "ROOMKIT_MAX_USER_NAME_CHARS")]
+    pub max_user_name_chars: Option<usize>,
+    /// Longest avatar URL or template id, bytes [default: 1024].
+    #[arg(long, env = "ROOMKIT_MAX_AVATAR_BYTES")]
+    pub max_avatar_bytes: Option<usize>,
+    /// Longest property key, bytes [default: 64].
+    #[arg(long, env = "ROOMKIT_MAX_PROPERTY_KEY_BYTES")]
+    pub max_property_key_bytes: Option<usize>,
+    /// Longest property value, bytes [default: 4096].
+    #[arg(long, env = "ROOMKIT_MAX_PROPERTY_VALUE_BYTES")]
+    pub max_property_value_bytes: Option<usize>,
+    /// Most properties per room or member [default: 64].
+    #[arg(long, env = "ROOMKIT_MAX_PROPERTIES")]
+    pub max_properties: Option<usize>,
+    /// Ended room uuids remembered to answer ROOM_ENDED [default: 4096].
+    #[arg(long, env = "ROOMKIT_ENDED_ROOMS_REMEMBERED")]
+    pub ended_rooms_remembered: Option<usize>,
+    /// Requests queued per shard before readers wait [default: 4096].
+    #[arg(long, env = "ROOMKIT_SHARD_QUEUE")]
+    pub shard_queue: Option<usize>,
+    /// WebSocket read buffer per connection, bytes [default: 4096].
+    #[arg(long, env = "ROOMKIT_READ_BUFFER_BYTES")]
+    pub read_buffer_bytes: Option<usize>,
+    /// WebSocket write gathering buffer per connection, bytes [default: 16384].
+    #[arg(long, env = "ROOMKIT_WRITE_BUFFER_BYTES")]
+    pub write_buffer_bytes: Option<usize>,
+    /// Seconds shutdown waits for connections to flush [default: 5].
+    #[arg(long, env = "ROOMKIT_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -184,36 +220,33 @@ impl Settings {
         let l = merge_limits(&args.limits, &file.limits);
         let mut server = ServerConfig::default();
         let mut ws = WsConfig::default();
-        if let Some(v) = l.max_frame_bytes {
-            ws.max_frame_bytes = v;
-        }
-        if let Some(v) = l.max_message_bytes {
-            server.core.max_message_bytes = v;
-        }
-        if let Some(v) = l.max_recipients {
-            server.core.max_recipients = v;
-        }
-        if let Some(v) = l.send_queue_frames {
-            server.send_queue_frames = v;
-        }
+        set(&mut ws.max_frame_bytes, l.max_frame_bytes);
+        set(&mut server.core.max_message_bytes, l.max_message_bytes);
+        set(&mut server.core.max_recipients, l.max_recipients);
+        set(&mut server.send_queue_frames, l.send_queue_frames);
         let d = RateLimit::default();
         server.rate_limit = RateLimit {
             per_second: l.rate_limit_per_second.unwrap_or(d.per_second),
             burst: l.rate_limit_burst.unwrap_or(d.burst),
             close_after: l.rate_limit_close_after.unwrap_or(d.close_after),
         };
-        if let Some(v) = l.history_ring_size {
-            server.core.history_ring_size = v;
-        }
-        if let Some(v) = l.room_idle_timeout_secs {
-            server.core.room_idle_timeout_ms = v.saturating_mul(1000);
-        }
-        if let Some(v) = l.login_timeout_secs {
-            server.login_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = l.shards {
-            server.shards = v.max(1);
-        }
+        set(&mut server.core.history_ring_size, l.history_ring_size);
+        set(&mut server.core.room_idle_timeout_ms, l.room_idle_timeout_secs.map(|v| v.saturating_mul(1000)));
+        set(&mut server.login_timeout, l.login_timeout_secs.map(Duration::from_secs));
+        set(&mut server.shards, l.shards.map(|v| v.max(1)));
+        let c = &mut server.core;
+        set(&mut c.max_room_name_chars, l.max_room_name_chars);
+        set(&mut c.max_password_chars, l.max_password_chars);
+        set(&mut c.max_user_name_chars, l.max_user_name_chars);
+        set(&mut c.max_avatar_bytes, l.max_avatar_bytes);
+        set(&mut c.max_property_key_bytes, l.max_property_key_bytes);
+        set(&mut c.max_property_value_bytes, l.max_property_value_bytes);
+        set(&mut c.max_properties, l.max_properties);
+        set(&mut c.ended_rooms_remembered, l.ended_rooms_remembered);
+        set(&mut server.shard_queue, l.shard_queue);
+        set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
+        set(&mut ws.write_buffer_bytes, l.write_buffer_bytes);
+        set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;
@@ -243,6 +276,12 @@ impl Settings {
     }
 }
 
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
 fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
     LimitArgs {
         max_frame_bytes: flags.max_frame_bytes.or(file.max_frame_bytes),
@@ -257,6 +296,18 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         handshake_timeout_secs: flags.handshake_timeout_secs.or(file.handshake_timeout_secs),
         login_timeout_secs: flags.login_timeout_secs.or(file.login_timeout_secs),
         shards: flags.shards.or(file.shards),
+        max_room_name_chars: flags.max_room_name_chars.or(file.max_room_name_chars),
+        max_password_chars: flags.max_password_chars.or(file.max_password_chars),
+        max_user_name_chars: flags.max_user_name_chars.or(file.max_user_name_chars),
+        max_avatar_bytes: flags.max_avatar_bytes.or(file.max_avatar_bytes),
+        max_property_key_bytes: flags.max_property_key_bytes.or(file.max_property_key_bytes),
+        max_property_value_bytes: flags.max_property_value_bytes.or(file.max_property_value_bytes),
+        max_properties: flags.max_properties.or(file.max_properties),
+        ended_rooms_remembered: flags.ended_rooms_remembered.or(file.ended_rooms_remembered),
+        shard_queue: flags.shard_queue.or(file.shard_queue),
+        read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
+        write_buffer_bytes: flags.write_buffer_bytes.or(file.write_buffer_bytes),
+        shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
     }
 }
 
