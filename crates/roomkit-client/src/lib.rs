@@ -272,8 +272,15 @@ impl RoomService {
         // response is missed.
         let apply: session::Apply = Box::new(move |session, response| {
             if let Ok(out) = response.output::<JoinRoom>() {
-                let state = Arc::new(RoomState::new(local, out.room, out.members));
-                session.rooms.lock().expect("not poisoned").insert(state.uuid.clone(), state);
+                let mut rooms = session.rooms.lock().expect("not poisoned");
+                match rooms.get(&out.room.room_uuid) {
+                    // Joined again on this connection: same room, same listeners.
+                    Some(state) => state.refresh(out.room, out.members),
+                    None => {
+                        let state = Arc::new(RoomState::new(local, out.room, out.members));
+                        rooms.insert(state.uuid.clone(), state);
+                    }
+                }
             }
         });
         let out = self.session.call_then(&request, Some(apply)).await?;

@@ -63,8 +63,8 @@ impl RoomState {
         self.data.lock().expect("not poisoned")
     }
 
-    /// Applies a server event and tells listeners. Returns true if the room ended.
-    pub(crate) fn apply_event(&self, event: Event) -> bool {
+    /// Applies a server event and tells listeners.
+    pub(crate) fn apply_event(&self, event: Event) {
         let event = {
             let mut data = self.data();
             match event {
@@ -111,12 +111,18 @@ impl RoomState {
                     data.info.locked = locked;
                     RoomEvent::RoomLockStateChanged(locked)
                 }
-                _ => return false,
+                _ => return,
             }
         };
-        let ended = matches!(event, RoomEvent::RoomEnd(_));
         self.notify(event);
-        ended
+    }
+
+    /// Replaces the mirrored room and members with a fresh snapshot (joining again on the
+    /// same connection), keeping listeners.
+    pub(crate) fn refresh(&self, info: RoomInfo, members: Vec<RoomMember>) {
+        let mut data = self.data();
+        data.info = info;
+        data.members = members.into_iter().map(|m| (m.uuid.clone(), m)).collect();
     }
 
     /// Tells callbacks and streams; after `RoomEnd`, drops them.
@@ -227,7 +233,8 @@ impl RoomContext {
         let room = self.state.uuid.clone();
         let apply: crate::session::Apply = Box::new(move |session, response| {
             if response.code.is_success() {
-                if let Some(state) = session.rooms.lock().expect("not poisoned").remove(&room) {
+                let removed = session.rooms.lock().expect("not poisoned").remove(&room);
+                if let Some(state) = removed {
                     state.notify(RoomEvent::RoomEnd(EndReason::LeaveBySelf));
                 }
             }

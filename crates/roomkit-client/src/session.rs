@@ -36,6 +36,17 @@ pub(crate) struct Session {
     pub(crate) rooms: Mutex<HashMap<RoomUuid, Arc<RoomState>>>,
     pub(crate) user: Mutex<Option<LoginOutput>>,
     closed: Mutex<Option<Error>>,
+    receiver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Dropping the last handle closes the connection: the receive task owns the read
+        // half, and a transport closes once both halves are gone.
+        if let Some(task) = self.receiver.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
 }
 
 impl Session {
@@ -49,8 +60,10 @@ impl Session {
             rooms: Mutex::new(HashMap::new()),
             user: Mutex::new(None),
             closed: Mutex::new(None),
+            receiver: Mutex::new(None),
         });
-        tokio::spawn(receive_loop(stream, Arc::downgrade(&session)));
+        let task = tokio::spawn(receive_loop(stream, Arc::downgrade(&session)));
+        *session.receiver.lock().expect("not poisoned") = Some(task);
         session
     }
 
@@ -135,10 +148,11 @@ impl Session {
 
     fn on_event(&self, event: Event) {
         let Some(room) = self.room(event.room_uuid()) else { return };
-        if room.apply_event(event) {
-            // The room ended: its context is gone.
+        if matches!(event, Event::RoomEnd { .. }) {
+            // The context is gone before any listener hears of the end.
             self.rooms.lock().expect("not poisoned").remove(&room.uuid);
         }
+        room.apply_event(event);
     }
 }
 
@@ -153,13 +167,14 @@ async fn receive_loop(mut stream: Box<dyn FrameStream>, session: Weak<Session>) 
                 Err(e) => tracing::warn!(error = %e, "undecodable frame from the server"),
             },
             Err(e) => {
-                let msg = match &e {
-                    TransportError::Closed(Some(reason)) => {
-                        format!("connection closed by the server: {reason}")
+                // The server's reason, when it gave one, is the error's code.
+                let error = match &e {
+                    TransportError::Closed(Some(reason)) if !reason.code.is_success() => {
+                        Error::new(reason.code, format!("connection closed by the server: {}", reason.reason))
                     }
-                    other => other.to_string(),
+                    other => Error::new(Code::CONNECTION_CLOSED, other.to_string()),
                 };
-                session.mark_closed(Error::new(Code::CONNECTION_CLOSED, msg));
+                session.mark_closed(error);
                 return;
             }
         }

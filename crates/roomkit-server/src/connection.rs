@@ -183,7 +183,19 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
             continue;
         }
         metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
-        if sink.send(&batch).await.is_err() {
+        let sent = tokio::select! {
+            biased;
+            // A peer that stopped reading must not keep a closing connection alive.
+            closing = closer.closed() => {
+                if closing.flush {
+                    sink.send(&batch).await
+                } else {
+                    break closing;
+                }
+            }
+            sent = sink.send(&batch) => sent,
+        };
+        if sent.is_err() {
             closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
             outbox.shut();
             return;
@@ -195,8 +207,15 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
         }
     };
     let rest = outbox.shut();
-    if closing.flush && !rest.is_empty() && sink.send(&rest).await.is_err() {
-        return;
-    }
-    let _ = sink.close(closing.reason).await;
+    // Flushing and the close frame are bounded: the peer may have stopped reading.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if closing.flush && !rest.is_empty() && sink.send(&rest).await.is_err() {
+            return;
+        }
+        let _ = sink.close(closing.reason).await;
+    })
+    .await;
 }
+
+/// How long a closing connection may take to flush and send its close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

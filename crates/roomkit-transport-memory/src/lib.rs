@@ -133,8 +133,10 @@ impl FrameSink for MemorySink {
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
-        if self.tx.take().is_some() {
+        if self.tx.is_some() {
+            // The reason must be in place before the peer can be woken by the drop.
             let _ = self.reason.set(reason);
+            self.tx = None;
         }
         Ok(())
     }
