@@ -1,7 +1,7 @@
 //! The roomkit wire protocol.
 //!
-//! Everything a client and a server say to each other: validated [ids](ids), the
-//! [model](model) (members, messages, rooms), [requests and responses](ops), [events](Event),
+//! Everything a client and a server say to each other: validated [ids], the
+//! [model] (members, messages, rooms), [requests and responses](ops), [events](Event),
 //! the table of stable [error codes](Code), and the JSON [codec]. No IO and no runtime: this
 //! crate is usable from any client, in any executor.
 //!

@@ -49,3 +49,70 @@ impl Authenticator for DevAuthenticator {
         Ok(Identity::unrestricted(account_id.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use roomkit_core::transport::{Connector, Listener};
+    use roomkit_protocol::codec::{self, ServerFrame};
+
+    use super::*;
+    use crate::{Server, ServerConfig};
+
+    /// Logs in over a raw in-memory connection to a server using `auth`; returns the reply.
+    async fn login_with(auth: MockAuthenticator, frame: &'static str) -> (Code, String) {
+        let (listener, connector) = roomkit_transport_memory::transport();
+        let local = listener.local_addr();
+        assert_eq!(local, "memory");
+        let server = Server::new(ServerConfig::default(), Arc::new(auth)).spawn(listener);
+        let mut conn = connector.connect().await.unwrap();
+        conn.sink.send(&[Bytes::from_static(frame.as_bytes())]).await.unwrap();
+        let reply = conn.stream.recv().await.unwrap();
+        server.shutdown().await;
+        match codec::decode_server_frame(&reply).unwrap() {
+            ServerFrame::Response(r) => (r.code, r.msg),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_credential_is_answered_auth_expired() {
+        let mut auth = MockAuthenticator::new();
+        auth.expect_authenticate()
+            .withf(|account, token| account.as_str() == "alice" && token == "old")
+            .times(1)
+            .returning(|_, _| Err(AuthError::Expired));
+        let (code, msg) =
+            login_with(auth, r#"{"id":1,"op":"login","account_id":"alice","token":"old"}"#).await;
+        assert_eq!(code, Code::AUTH_EXPIRED, "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_is_answered_unauthenticated_with_the_reason() {
+        let mut auth = MockAuthenticator::new();
+        auth.expect_authenticate().times(1).returning(|_, _| Err(AuthError::Invalid("revoked".into())));
+        let (code, msg) = login_with(auth, r#"{"id":1,"op":"login","account_id":"bob","token":"t"}"#).await;
+        assert_eq!(code, Code::UNAUTHENTICATED);
+        assert!(msg.contains("revoked"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_is_not_a_login_never_reaches_the_authenticator() {
+        let mut auth = MockAuthenticator::new();
+        auth.expect_authenticate().times(0);
+        let (code, _) = login_with(auth, r#"{"id":1,"op":"join_chatroom","room_uuid":"r"}"#).await;
+        assert_eq!(code, Code::UNAUTHENTICATED);
+    }
+
+    #[tokio::test]
+    async fn the_development_authenticator_needs_a_token() {
+        let alice: UserUuid = "alice".parse().unwrap();
+        assert!(DevAuthenticator.authenticate(&alice, "x").await.is_ok());
+        assert_eq!(
+            DevAuthenticator.authenticate(&alice, "").await.unwrap_err().code(),
+            Code::UNAUTHENTICATED
+        );
+    }
+}
