@@ -410,6 +410,7 @@ impl ChatController {
             start_time: options.start_time,
             limit: Some(options.limit),
             order: options.order,
+            after_seq: None,
         };
         let out = self.room.session.call(&params).await?;
         Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())

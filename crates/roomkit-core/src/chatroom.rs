@@ -1,10 +1,14 @@
-//! A room's chatroom: its members, its sequence numbers and its recent history.
+//! A room's chatroom: its members, its sequence numbers, its recent history and the window
+//! of recent message ids that makes a retried send idempotent.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use roomkit_protocol::{HistoryOrder, SharedMessage, UserUuid};
+use roomkit_protocol::{MessageUuid, SharedMessage};
 
-use crate::roster::Roster;
+use crate::{
+    roster::Roster,
+    store::{select, HistoryPage, HistoryQuery},
+};
 
 /// The chatroom of a room created with `enable_chatroom`.
 #[derive(Debug)]
@@ -16,11 +20,28 @@ pub(crate) struct Chatroom {
     /// The most recent messages, oldest first, at most `capacity`.
     history: VecDeque<SharedMessage>,
     capacity: usize,
+    /// Recently accepted messages by id, oldest first, at most `dedupe_capacity`.
+    recent_ids: HashMap<MessageUuid, SharedMessage>,
+    recent_order: VecDeque<MessageUuid>,
+    dedupe_capacity: usize,
 }
 
 impl Chatroom {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self { roster: Roster::default(), next_seq: 1, history: VecDeque::new(), capacity }
+    pub(crate) fn new(capacity: usize, dedupe_capacity: usize) -> Self {
+        Self {
+            roster: Roster::default(),
+            next_seq: 1,
+            history: VecDeque::new(),
+            capacity,
+            recent_ids: HashMap::new(),
+            recent_order: VecDeque::new(),
+            dedupe_capacity,
+        }
+    }
+
+    /// Continues numbering after `last_seq` (a room restored from the store).
+    pub(crate) fn resume_after(&mut self, last_seq: u64) {
+        self.next_seq = self.next_seq.max(last_seq + 1);
     }
 
     /// Takes the next sequence number.
@@ -30,8 +51,22 @@ impl Chatroom {
         seq
     }
 
-    /// Keeps `message` in the ring, evicting the oldest when full.
+    /// The message accepted earlier with this id, if it is still in the window.
+    pub(crate) fn find_recent(&self, id: &MessageUuid) -> Option<&SharedMessage> {
+        self.recent_ids.get(id)
+    }
+
+    /// Keeps `message` in the ring and the id window, evicting the oldest when full.
     pub(crate) fn remember(&mut self, message: SharedMessage) {
+        if self.dedupe_capacity > 0 {
+            if self.recent_order.len() == self.dedupe_capacity {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent_ids.remove(&old);
+                }
+            }
+            self.recent_order.push_back(message.message_uuid.clone());
+            self.recent_ids.insert(message.message_uuid.clone(), message.clone());
+        }
         if self.capacity == 0 {
             return;
         }
@@ -41,34 +76,13 @@ impl Chatroom {
         self.history.push_back(message);
     }
 
-    /// The messages `viewer` may see, honouring `start_time`, `order` and `limit`.
-    ///
-    /// `desc`: at or before `start_time` (default: no bound), newest first.
-    /// `asc`: at or after `start_time` (default 0), oldest first.
-    pub(crate) fn history(
-        &self,
-        viewer: &UserUuid,
-        start_time: Option<u64>,
-        order: HistoryOrder,
-        limit: usize,
-    ) -> Vec<SharedMessage> {
-        let visible = |m: &&SharedMessage| m.is_visible_to(viewer);
-        match order {
-            HistoryOrder::Desc => {
-                let until = start_time.unwrap_or(u64::MAX);
-                self.history
-                    .iter()
-                    .rev()
-                    .filter(|m| m.time <= until)
-                    .filter(visible)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            }
-            HistoryOrder::Asc => {
-                let from = start_time.unwrap_or(0);
-                self.history.iter().filter(|m| m.time >= from).filter(visible).take(limit).cloned().collect()
-            }
+    /// A page of the recent-history ring.
+    pub(crate) fn page(&self, query: &HistoryQuery) -> HistoryPage {
+        let last_seq = self.next_seq - 1;
+        HistoryPage {
+            messages: select(self.history.iter(), query),
+            first_seq: self.history.front().map_or(last_seq + u64::from(last_seq > 0), |m| m.seq),
+            last_seq,
         }
     }
 }

@@ -30,6 +30,14 @@ pub struct CoreConfig {
     /// How many ended room uuids are remembered, to answer `ROOM_ENDED` rather than
     /// `ROOM_NOT_EXIST`.
     pub ended_rooms_remembered: usize,
+    /// Message ids remembered per chatroom: a send repeating one of them (a retry) returns
+    /// the stored message instead of storing it again.
+    pub dedupe_window: usize,
+    /// The driver keeps a [`MessageStore`](crate::store::MessageStore): the registry emits
+    /// [`Output::Store`](crate::Output::Store) for what must be durable and
+    /// [`Output::History`](crate::Output::History) for history queries. Without it, history
+    /// is answered from the recent-history ring and nothing is stored.
+    pub store_outputs: bool,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +55,8 @@ impl Default for CoreConfig {
             history_ring_size: 1000,
             room_idle_timeout_ms: 24 * 60 * 60 * 1000,
             ended_rooms_remembered: 4096,
+            dedupe_window: 10_000,
+            store_outputs: false,
         }
     }
 }

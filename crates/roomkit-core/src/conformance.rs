@@ -136,3 +136,199 @@ async fn many_connections_are_independent<L: Listener, C: Connector>(listener: &
         assert_eq!(client.stream.recv().await.expect("recv"), frame(i), "connection {i} got another's frame");
     }
 }
+
+/// The store conformance suite: every [`MessageStore`](crate::store::MessageStore) runs it.
+/// `make` opens a fresh, empty store with the given retention.
+pub mod store {
+    use std::sync::Arc;
+
+    use roomkit_protocol::{
+        ChatMessage, ChatroomType, HistoryOrder, MessageBody, RoomInfo, RoomUuid, SharedMessage, UserUuid,
+    };
+
+    use crate::store::{HistoryQuery, HistoryRange, MessageStore, Retention, RoomRecord, StoreOp};
+
+    /// Runs every check; panics on the first failure.
+    pub async fn run<S: MessageStore, F: FnMut(Retention) -> S>(mut make: F) {
+        history_by_time_and_order(&make(Retention::default())).await;
+        history_by_sequence(&make(Retention::default())).await;
+        history_shows_only_what_the_viewer_may_see(&make(Retention::default())).await;
+        rooms_are_kept_changed_and_deleted(&make(Retention::default())).await;
+        retention_by_count(&make(Retention { max_messages: Some(3), max_age_ms: None })).await;
+        retention_by_age(&make(Retention { max_messages: None, max_age_ms: Some(1_000) })).await;
+        rooms_do_not_mix(&make(Retention::default())).await;
+    }
+
+    fn room(s: &str) -> RoomUuid {
+        s.parse().expect("valid id")
+    }
+
+    fn user(s: &str) -> UserUuid {
+        s.parse().expect("valid id")
+    }
+
+    /// A text message `seq` at `time` from `from`, to `to` (or everyone).
+    pub fn message(seq: u64, time: u64, from: &str, to: Option<&[&str]>) -> SharedMessage {
+        Arc::new(ChatMessage {
+            message_uuid: format!("m{seq}").parse().expect("valid id"),
+            seq,
+            chatroom_type: ChatroomType::Common,
+            from_user_uuid: user(from),
+            from_nick: from.to_uppercase(),
+            from_avatar: None,
+            from_backend: false,
+            to_user_uuid_list: to.map(|to| to.iter().map(|u| user(u)).collect()),
+            time,
+            body: MessageBody::Text { text: format!("text {seq}") },
+        })
+    }
+
+    /// A room record for `uuid`.
+    pub fn record(uuid: &str) -> RoomRecord {
+        RoomRecord {
+            info: RoomInfo {
+                room_uuid: room(uuid),
+                room_name: uuid.to_uppercase(),
+                creator: user("creator"),
+                properties: [("k".to_string(), "v".to_string())].into(),
+                locked: false,
+                max_members: Some(10),
+                chatroom_enabled: true,
+                has_password: true,
+                created_at: 1,
+            },
+            password: Some("pw".into()),
+        }
+    }
+
+    async fn append(store: &impl MessageStore, now: u64, r: &str, messages: Vec<SharedMessage>) {
+        let ops: Vec<StoreOp> =
+            messages.into_iter().map(|message| StoreOp::Append { room: room(r), message }).collect();
+        store.apply(now, &ops).await.expect("apply");
+    }
+
+    fn seqs(page: &crate::store::HistoryPage) -> Vec<u64> {
+        page.messages.iter().map(|m| m.seq).collect()
+    }
+
+    fn query(range: HistoryRange, limit: usize) -> HistoryQuery {
+        HistoryQuery { viewer: None, range, limit }
+    }
+
+    async fn history_by_time_and_order(store: &impl MessageStore) {
+        store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
+        append(store, 100, "r", (1..=5).map(|i| message(i, i * 10, "a", None)).collect()).await;
+        let desc =
+            |start_time, limit| query(HistoryRange::Time { start_time, order: HistoryOrder::Desc }, limit);
+        let asc =
+            |start_time, limit| query(HistoryRange::Time { start_time, order: HistoryOrder::Asc }, limit);
+        let page = store.history(&room("r"), &desc(None, 100), 100).await.expect("history");
+        assert_eq!(seqs(&page), vec![5, 4, 3, 2, 1], "desc, newest first");
+        assert_eq!((page.first_seq, page.last_seq), (1, 5));
+        let page = store.history(&room("r"), &desc(Some(30), 2), 100).await.expect("history");
+        assert_eq!(seqs(&page), vec![3, 2], "desc: at or before start_time, limited");
+        let page = store.history(&room("r"), &asc(Some(20), 2), 100).await.expect("history");
+        assert_eq!(seqs(&page), vec![2, 3], "asc: at or after start_time, limited");
+        let page = store.history(&room("r"), &asc(None, 100), 100).await.expect("history");
+        assert_eq!(seqs(&page), vec![1, 2, 3, 4, 5]);
+        assert_eq!(page.messages[0].text(), Some("text 1"), "content survives");
+        assert_eq!(page.messages[0].from_nick, "A");
+        let empty = store.history(&room("nope"), &asc(None, 100), 100).await.expect("history");
+        assert_eq!((seqs(&empty), empty.first_seq, empty.last_seq), (vec![], 0, 0), "unknown room: nothing");
+    }
+
+    async fn history_by_sequence(store: &impl MessageStore) {
+        append(store, 100, "r", (1..=10).map(|i| message(i, i, "a", None)).collect()).await;
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(4), 3), 100).await.expect("history");
+        assert_eq!(seqs(&page), vec![5, 6, 7], "after_seq: oldest first, exclusive");
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(10), 3), 100).await.expect("history");
+        assert!(page.messages.is_empty());
+        assert_eq!(page.last_seq, 10);
+    }
+
+    async fn history_shows_only_what_the_viewer_may_see(store: &impl MessageStore) {
+        append(
+            store,
+            100,
+            "r",
+            vec![
+                message(1, 1, "a", None),
+                message(2, 2, "a", Some(&["b"])),
+                message(3, 3, "c", Some(&["a"])),
+                message(4, 4, "c", Some(&["d"])),
+            ],
+        )
+        .await;
+        let mut q = query(HistoryRange::AfterSeq(0), 100);
+        q.viewer = Some(user("a"));
+        assert_eq!(seqs(&store.history(&room("r"), &q, 100).await.expect("history")), vec![1, 2, 3]);
+        q.viewer = Some(user("b"));
+        assert_eq!(seqs(&store.history(&room("r"), &q, 100).await.expect("history")), vec![1, 2]);
+        q.viewer = Some(user("d"));
+        q.limit = 1;
+        q.range = HistoryRange::Time { start_time: None, order: HistoryOrder::Desc };
+        assert_eq!(
+            seqs(&store.history(&room("r"), &q, 100).await.expect("history")),
+            vec![4],
+            "limit counts visible ones"
+        );
+    }
+
+    async fn rooms_are_kept_changed_and_deleted(store: &impl MessageStore) {
+        store
+            .apply(0, &[StoreOp::PutRoom(record("r1")), StoreOp::PutRoom(record("r2"))])
+            .await
+            .expect("apply");
+        append(store, 10, "r1", vec![message(1, 1, "a", None), message(2, 2, "a", None)]).await;
+        let mut changed = record("r1");
+        changed.info.locked = true;
+        store.apply(20, &[StoreOp::PutRoom(changed.clone())]).await.expect("apply");
+        let mut rooms = store.rooms().await.expect("rooms");
+        rooms.sort_by(|a, b| a.0.info.room_uuid.cmp(&b.0.info.room_uuid));
+        assert_eq!(rooms, vec![(changed, 2), (record("r2"), 0)]);
+        store.apply(30, &[StoreOp::DeleteRoom(room("r1"))]).await.expect("apply");
+        let rooms = store.rooms().await.expect("rooms");
+        assert_eq!(rooms, vec![(record("r2"), 0)]);
+        let page =
+            store.history(&room("r1"), &query(HistoryRange::AfterSeq(0), 100), 40).await.expect("history");
+        assert!(page.messages.is_empty(), "a deleted room's messages are gone");
+    }
+
+    async fn retention_by_count(store: &impl MessageStore) {
+        store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
+        append(store, 10, "r", (1..=5).map(|i| message(i, i, "a", None)).collect()).await;
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 10).await.expect("history");
+        assert_eq!(seqs(&page), vec![3, 4, 5]);
+        assert_eq!((page.first_seq, page.last_seq), (3, 5));
+        assert_eq!(store.rooms().await.expect("rooms")[0].1, 5);
+    }
+
+    async fn retention_by_age(store: &impl MessageStore) {
+        store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
+        append(store, 1_500, "r", (1..=5).map(|i| message(i, i * 400, "a", None)).collect()).await;
+        // At 1500 the oldest kept is 500: 800, 1200, 1600, 2000 stay.
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 1_500).await.expect("history");
+        assert_eq!(seqs(&page), vec![2, 3, 4, 5]);
+        // Much later, every message is too old, yet numbering is not forgotten.
+        let page = store
+            .history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 100_000)
+            .await
+            .expect("history");
+        assert!(page.messages.is_empty());
+        assert_eq!((page.first_seq, page.last_seq), (6, 5), "nothing kept: the next one would be first");
+        assert_eq!(store.rooms().await.expect("rooms")[0].1, 5, "the last seq outlives its messages");
+    }
+
+    async fn rooms_do_not_mix(store: &impl MessageStore) {
+        append(store, 10, "a", vec![message(1, 1, "x", None)]).await;
+        append(store, 10, "a-", vec![message(1, 1, "y", None), message(2, 2, "y", None)]).await;
+        let page =
+            store.history(&room("a"), &query(HistoryRange::AfterSeq(0), 100), 10).await.expect("history");
+        assert_eq!(seqs(&page), vec![1]);
+        assert_eq!(page.messages[0].from_user_uuid, user("x"));
+    }
+}

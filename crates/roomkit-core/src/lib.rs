@@ -17,6 +17,7 @@ mod identity;
 mod registry;
 mod room;
 mod roster;
+pub mod store;
 pub mod transport;
 
 #[cfg(feature = "conformance")]

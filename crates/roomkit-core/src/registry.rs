@@ -15,7 +15,12 @@ use roomkit_protocol::{
     RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
-use crate::{config::MAX_HISTORY_LIMIT, room::Room, Audience, ConnId, CoreConfig, Error, Identity};
+use crate::{
+    config::MAX_HISTORY_LIMIT,
+    room::Room,
+    store::{HistoryQuery, HistoryRange, RoomRecord, StoreOp},
+    Audience, ConnId, CoreConfig, Error, Identity,
+};
 
 /// What the driver must do next. Drain with [`RoomRegistry::poll_output`] after every input.
 #[derive(Debug)]
@@ -36,6 +41,23 @@ pub enum Output {
         audience: Audience,
         /// The event.
         event: Event,
+    },
+    /// Make this durable before sending any later reply or delivery (only with
+    /// [`CoreConfig::store_outputs`]). Apply every `Store` output of one wake-up in one
+    /// commit.
+    Store(StoreOp),
+    /// Answer request `request_id` of `conn` with this page of the room's history, read from
+    /// the store and sent as a `fetch_chatroom_history` response (only with
+    /// [`CoreConfig::store_outputs`]).
+    History {
+        /// The connection that asked.
+        conn: ConnId,
+        /// The request's id.
+        request_id: u64,
+        /// The room.
+        room_uuid: RoomUuid,
+        /// What to read; visibility is already set to the asking member.
+        query: HistoryQuery,
     },
     /// A room ended; informational (logs, metrics). Its members were sent `room_end`.
     RoomEnded {
@@ -83,6 +105,7 @@ pub enum Output {
 ///             assert!(result.is_ok());
 ///         }
 ///         Output::Deliver { .. } | Output::RoomEnded { .. } => {}
+///         Output::Store(_) | Output::History { .. } => {} // only with `store_outputs`
 ///     }
 /// }
 /// assert_eq!(rooms.room_count(), 1);
@@ -183,9 +206,11 @@ impl RoomRegistry {
                     MessageBody::Custom { attach_str: p.attach_str },
                 )
                 .map(Response::SendCustomMessage),
-            Request::FetchChatroomHistory(p) => {
-                self.fetch_history(conn, identity, p).map(Response::FetchChatroomHistory)
-            }
+            Request::FetchChatroomHistory(p) => match self.fetch_history(conn, identity, request_id, p) {
+                Ok(Some(page)) => Ok(Response::FetchChatroomHistory(page)),
+                Ok(None) => return, // asked of the store: the driver answers `Output::History`
+                Err(e) => Err(e),
+            },
             Request::Ping(_) => Ok(Response::Ping(Empty {})),
             Request::Login(_) => Err(Error::Forbidden("login is answered by the connection, not by rooms")),
             _ => Err(Error::Forbidden("operation not handled by rooms")),
@@ -235,6 +260,25 @@ impl RoomRegistry {
         for room_uuid in all {
             self.close_room_now(&room_uuid, reason);
         }
+    }
+
+    /// Brings back a room from the store after a restart: no members (they join again), its
+    /// chatroom numbering after `last_seq`, and `recent` messages (oldest first) in the
+    /// history ring and the retry window. The idle timer starts at `now`.
+    pub fn restore_room(&mut self, now: u64, record: RoomRecord, last_seq: u64, recent: Vec<SharedMessage>) {
+        let uuid = record.info.room_uuid.clone();
+        let mut room =
+            Room::new(record.info, record.password, self.config.history_ring_size, self.config.dedupe_window);
+        room.empty_since = Some(now);
+        if let Some(chat) = room.chatroom.as_mut() {
+            chat.resume_after(last_seq);
+            for message in recent {
+                chat.remember(message);
+            }
+        }
+        self.ended.forget(&uuid);
+        self.rooms.insert(uuid.clone(), room);
+        self.arm_idle_timer(now, uuid);
     }
 
     // ---- outputs ------------------------------------------------------------------------
@@ -326,8 +370,11 @@ impl RoomRegistry {
             created_at: now,
         };
         self.ended.forget(&p.room_uuid);
-        self.rooms
-            .insert(p.room_uuid.clone(), Room::new(info.clone(), password, self.config.history_ring_size));
+        self.rooms.insert(
+            p.room_uuid.clone(),
+            Room::new(info.clone(), password, self.config.history_ring_size, self.config.dedupe_window),
+        );
+        self.store_room(&p.room_uuid);
         self.arm_idle_timer(now, p.room_uuid);
         Ok(CreateRoomOutput { room: info })
     }
@@ -432,6 +479,7 @@ impl RoomRegistry {
         }
         room.info.locked = locked;
         let audience = room.audience(None);
+        self.store_room(room_uuid);
         self.deliver(audience, Event::RoomLockStateChanged { room_uuid: room_uuid.clone(), locked });
         Ok(())
     }
@@ -478,6 +526,7 @@ impl RoomRegistry {
             }
         };
         let audience = room.audience(None);
+        self.store_room(room_uuid);
         self.deliver(audience, event);
         Ok(())
     }
@@ -577,6 +626,16 @@ impl RoomRegistry {
             )
         });
         let chat = room.chatroom.as_mut().expect("checked above");
+        if let Some(id) = &message_uuid {
+            if let Some(earlier) = chat.find_recent(id) {
+                // A retry: the message is stored already; answer as the first time, deliver
+                // nothing again.
+                if earlier.from_user_uuid == identity.user {
+                    return Ok(SendMessageOutput { message: Arc::clone(earlier) });
+                }
+                return Err(Error::bad("message_uuid", "already used by another sender"));
+            }
+        }
         let seq = chat.take_seq();
         let message_uuid = match message_uuid {
             Some(id) => id,
@@ -596,6 +655,7 @@ impl RoomRegistry {
         });
         chat.remember(Arc::clone(&message));
         let audience = audience.unwrap_or_else(|| chat.roster.audience(Some(conn)));
+        self.store(StoreOp::Append { room: room_uuid.clone(), message: Arc::clone(&message) });
         self.deliver(
             audience,
             Event::ChatroomMessagesReceived {
@@ -637,6 +697,7 @@ impl RoomRegistry {
         });
         chat.remember(Arc::clone(&message));
         let audience = chat.roster.audience(None);
+        self.store(StoreOp::Append { room: room_uuid.clone(), message: Arc::clone(&message) });
         self.deliver(
             audience,
             Event::ChatroomMessagesReceived {
@@ -647,12 +708,14 @@ impl RoomRegistry {
         Ok(message)
     }
 
+    /// Answers from the ring (`Some`), or queues an [`Output::History`] for the store.
     fn fetch_history(
         &mut self,
         conn: ConnId,
         identity: &Identity,
+        request_id: u64,
         p: FetchChatroomHistory,
-    ) -> Result<FetchChatroomHistoryOutput, Error> {
+    ) -> Result<Option<FetchChatroomHistoryOutput>, Error> {
         let room = self.room(&p.room_uuid)?;
         room.member_on(conn, &identity.user)?;
         let chat = room.chatroom.as_ref().ok_or_else(|| Error::ChatroomNotEnabled(p.room_uuid.clone()))?;
@@ -660,8 +723,21 @@ impl RoomRegistry {
         if limit == 0 || limit > MAX_HISTORY_LIMIT {
             return Err(Error::bad("limit", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
         }
-        let messages = chat.history(&identity.user, p.start_time, p.order, limit as usize);
-        Ok(FetchChatroomHistoryOutput { messages })
+        let range = match p.after_seq {
+            Some(after) => HistoryRange::AfterSeq(after),
+            None => HistoryRange::Time { start_time: p.start_time, order: p.order },
+        };
+        let query = HistoryQuery { viewer: Some(identity.user.clone()), range, limit: limit as usize };
+        if self.config.store_outputs {
+            self.outputs.push_back(Output::History { conn, request_id, room_uuid: p.room_uuid, query });
+            return Ok(None);
+        }
+        let page = chat.page(&query);
+        Ok(Some(FetchChatroomHistoryOutput {
+            messages: page.messages,
+            first_seq: page.first_seq,
+            last_seq: page.last_seq,
+        }))
     }
 
     // ---- shared mechanics ---------------------------------------------------------------
@@ -728,7 +804,20 @@ impl RoomRegistry {
             self.untrack(conn, room_uuid);
         }
         self.ended.remember(room_uuid.clone());
+        self.store(StoreOp::DeleteRoom(room_uuid.clone()));
         self.outputs.push_back(Output::RoomEnded { room_uuid: room_uuid.clone(), reason });
+    }
+
+    fn store(&mut self, op: StoreOp) {
+        if self.config.store_outputs {
+            self.outputs.push_back(Output::Store(op));
+        }
+    }
+
+    fn store_room(&mut self, room_uuid: &RoomUuid) {
+        if let Some(record) = self.rooms.get(room_uuid).map(Room::record) {
+            self.store(StoreOp::PutRoom(record));
+        }
     }
 
     fn untrack(&mut self, conn: ConnId, room_uuid: &RoomUuid) {

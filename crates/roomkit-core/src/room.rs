@@ -28,10 +28,15 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub(crate) fn new(info: RoomInfo, password: Option<String>, history: usize) -> Self {
-        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(history));
+    pub(crate) fn new(info: RoomInfo, password: Option<String>, history: usize, dedupe: usize) -> Self {
+        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(history, dedupe));
         let empty_since = Some(info.created_at);
         Self { info, password, members: HashMap::new(), roster: Roster::default(), chatroom, empty_since }
+    }
+
+    /// What survives a restart.
+    pub(crate) fn record(&self) -> crate::store::RoomRecord {
+        crate::store::RoomRecord { info: self.info.clone(), password: self.password.clone() }
     }
 
     pub(crate) fn member_count(&self) -> usize {
@@ -170,7 +175,7 @@ mod tests {
 
     #[test]
     fn slots_stay_consistent_through_removals() {
-        let mut room = Room::new(info("r"), None, 10);
+        let mut room = Room::new(info("r"), None, 10, 10);
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
             room.add(member(u), ConnId(i as u64));
             assert!(room.enter_chatroom(&u.parse().unwrap()));

@@ -221,6 +221,10 @@ pub struct FetchChatroomHistory {
     /// Newest first (default) or oldest first.
     #[serde(default)]
     pub order: HistoryOrder,
+    /// Reads by sequence number instead of time: the messages after this one, oldest first
+    /// (`start_time` and `order` are then ignored). Used to catch up after a reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
 }
 
 /// A page of history.
@@ -228,6 +232,13 @@ pub struct FetchChatroomHistory {
 pub struct FetchChatroomHistoryOutput {
     /// The messages, in the order asked for.
     pub messages: Vec<SharedMessage>,
+    /// The oldest sequence number still kept (0 when the chatroom has no messages): a client
+    /// that last saw an older one has missed messages that are gone.
+    #[serde(default)]
+    pub first_seq: u64,
+    /// The newest sequence number of the chatroom (0 when it has none).
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 /// Does nothing; answers success. For keep-alive and round-trip measurement.

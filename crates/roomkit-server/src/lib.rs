@@ -52,8 +52,9 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     outbox::Closer,
-    shard::{Shard, ShardMsg},
+    shard::{Shard, ShardMsg, ShardSetup},
 };
+use roomkit_core::store::{MemoryStore, MessageStore, Retention};
 
 /// Server configuration. Every limit has a name and a default.
 #[derive(Debug, Clone)]
@@ -121,18 +122,43 @@ pub(crate) struct ServerShared {
 pub struct Server {
     config: ServerConfig,
     authenticator: Arc<dyn Authenticator>,
+    store: Option<Arc<dyn MessageStore>>,
 }
 
 impl Server {
-    /// A server that logs connections in through `authenticator`.
+    /// A server that logs connections in through `authenticator`, keeping history in
+    /// memory (as many messages per chatroom as `core.history_ring_size`).
     pub fn new(config: ServerConfig, authenticator: Arc<dyn Authenticator>) -> Self {
-        Self { config, authenticator }
+        Self { config, authenticator, store: None }
+    }
+
+    /// Keeps rooms and history in `store` instead: with a durable store, rooms and history
+    /// survive a restart, and a message is acknowledged only once it is stored.
+    pub fn with_store(mut self, store: Arc<dyn MessageStore>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Starts serving connections from `listener` on the current tokio runtime.
     pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
-        let shards = (0..self.config.shards.max(1))
-            .map(|_| shard::spawn(self.config.core.clone(), self.config.shard_queue))
+        let count = self.config.shards.max(1);
+        let mut core = self.config.core.clone();
+        core.store_outputs = true;
+        let store = self.store.unwrap_or_else(|| {
+            // Without a durable store, keep as much history as the ring would.
+            let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
+            MemoryStore::shared(keep)
+        });
+        let shards = (0..count)
+            .map(|index| {
+                shard::spawn(ShardSetup {
+                    index,
+                    shards: count,
+                    config: core.clone(),
+                    queue: self.config.shard_queue,
+                    store: Arc::clone(&store),
+                })
+            })
             .collect();
         let shared = Arc::new(ServerShared {
             config: self.config,

@@ -8,11 +8,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use roomkit_core::{ConnId, CoreConfig, Identity, Output, RoomRegistry};
+use roomkit_core::{
+    store::{HistoryQuery, HistoryRange, MessageStore},
+    ConnId, CoreConfig, Identity, Output, RoomRegistry,
+};
 use roomkit_protocol::{
     codec,
-    ops::{Request, Response},
-    EndReason, Event, RoomUuid,
+    ops::{FetchChatroomHistoryOutput, Request, Response},
+    Code, EndReason, Event, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,19 +64,51 @@ pub(crate) fn now_ms() -> u64 {
 /// Most messages handled per wake-up before outputs are flushed and the timer checked.
 const SHARD_BATCH: usize = 64;
 
-pub(crate) fn spawn(config: CoreConfig, queue: usize) -> Shard {
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    tokio::spawn(run(RoomRegistry::new(config), rx));
+/// Everything a shard task needs besides its messages.
+pub(crate) struct ShardSetup {
+    pub(crate) index: usize,
+    pub(crate) shards: usize,
+    pub(crate) config: CoreConfig,
+    pub(crate) queue: usize,
+    pub(crate) store: Arc<dyn MessageStore>,
+}
+
+pub(crate) fn spawn(setup: ShardSetup) -> Shard {
+    let (tx, rx) = mpsc::channel(setup.queue.max(1));
+    tokio::spawn(run(setup, rx));
     Shard { tx }
 }
 
-async fn run(mut registry: RoomRegistry, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
+/// The state a shard task drives.
+struct ShardState {
+    registry: RoomRegistry,
+    store: Arc<dyn MessageStore>,
+    outboxes: HashMap<ConnId, Outbox>,
+    /// Connections queued to during this wake-up; woken once, at its end.
+    wake: Vec<Outbox>,
+    /// Connections gone during this wake-up; forgotten once its outputs are sent.
+    gone: Vec<ConnId>,
+    /// Requests handled during this wake-up, for the latency histogram.
+    timings: Vec<(&'static str, Instant)>,
+    /// Shutdown acknowledgements, sent once this wake-up's outputs are out.
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
+    let mut registry = RoomRegistry::new(setup.config);
+    restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
+    let mut state = ShardState {
+        registry,
+        store: setup.store,
+        outboxes: HashMap::new(),
+        wake: Vec::new(),
+        gone: Vec::new(),
+        timings: Vec::new(),
+        acks: Vec::new(),
+    };
     let mut batch = Vec::with_capacity(SHARD_BATCH);
-    // Connections queued to during this wake-up; woken once, at its end.
-    let mut wake: Vec<Outbox> = Vec::new();
     loop {
-        let sleep = registry.poll_timeout().map(|deadline| {
+        let sleep = state.registry.poll_timeout().map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
             tokio::time::sleep(wait)
         });
@@ -83,96 +118,182 @@ async fn run(mut registry: RoomRegistry, mut rx: mpsc::Receiver<ShardMsg>) {
                     return;
                 }
                 for msg in batch.drain(..) {
-                    handle(&mut registry, &mut outboxes, &mut wake, msg);
+                    state.handle(msg);
                 }
             }
             () = async { sleep.expect("guarded").await }, if sleep.is_some() => {
-                registry.handle_timeout(now_ms());
-                dispatch(&mut registry, &outboxes, &mut wake);
+                state.registry.handle_timeout(now_ms());
             }
         }
-        for outbox in wake.drain(..) {
+        state.flush().await;
+    }
+}
+
+/// Brings back this shard's rooms from the store.
+async fn restore(registry: &mut RoomRegistry, store: &dyn MessageStore, index: usize, shards: usize) {
+    let rooms = match store.rooms().await {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read rooms from the store; starting without them");
+            return;
+        }
+    };
+    let now = now_ms();
+    let recent = registry.config().history_ring_size.max(registry.config().dedupe_window.min(1000));
+    for (record, last_seq) in rooms {
+        let uuid = record.info.room_uuid.clone();
+        if shard_of(&uuid, shards) != index {
+            continue;
+        }
+        let query = HistoryQuery {
+            viewer: None,
+            range: HistoryRange::AfterSeq(last_seq.saturating_sub(recent as u64)),
+            limit: recent,
+        };
+        let messages = store.history(&uuid, &query, now).await.map(|p| p.messages).unwrap_or_default();
+        registry.restore_room(now, record, last_seq, messages);
+        tracing::debug!(room = %uuid, last_seq, "room restored");
+    }
+}
+
+impl ShardState {
+    /// Feeds one message to the registry. Outputs wait for [`flush`](Self::flush).
+    fn handle(&mut self, msg: ShardMsg) {
+        let now = now_ms();
+        match msg {
+            ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
+                self.timings.push((request.op(), received));
+                self.outboxes.entry(conn).or_insert(outbox);
+                self.registry.handle_request(now, conn, &identity, request_id, request);
+            }
+            ShardMsg::Disconnect { conn } => {
+                self.registry.handle_disconnect(now, conn);
+                self.gone.push(conn);
+            }
+            ShardMsg::Run(f) => f(&mut self.registry, now),
+            ShardMsg::Shutdown(done) => {
+                self.registry.close_all(EndReason::ServerShutdown);
+                self.acks.push(done);
+            }
+        }
+    }
+
+    /// Sends this wake-up's outputs: first everything to store, in one durable commit;
+    /// then, in order, the replies and deliveries (each event encoded once), history answers
+    /// read from the store; then one wake-up per connection queued to.
+    async fn flush(&mut self) {
+        let mut outputs = Vec::new();
+        let mut ops = Vec::new();
+        while let Some(output) = self.registry.poll_output() {
+            match output {
+                Output::Store(op) => ops.push(op),
+                other => outputs.push(other),
+            }
+        }
+        let now = now_ms();
+        let stored = ops.is_empty()
+            || {
+                let started = Instant::now();
+                let result = self.store.apply(now, &ops).await;
+                metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
+                match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        metrics::counter!("roomkit_store_errors_total").increment(1);
+                        tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
+                        false
+                    }
+                }
+            };
+        for output in outputs {
+            self.dispatch(output, stored, now).await;
+        }
+        for (op, received) in self.timings.drain(..) {
+            metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
+        }
+        for conn in self.gone.drain(..) {
+            self.outboxes.remove(&conn);
+        }
+        for done in self.acks.drain(..) {
+            let _ = done.send(());
+        }
+        for outbox in self.wake.drain(..) {
             outbox.wake();
         }
     }
-}
 
-fn handle(
-    registry: &mut RoomRegistry,
-    outboxes: &mut HashMap<ConnId, Outbox>,
-    wake: &mut Vec<Outbox>,
-    msg: ShardMsg,
-) {
-    let now = now_ms();
-    match msg {
-        ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
-            let op = request.op();
-            outboxes.entry(conn).or_insert(outbox);
-            registry.handle_request(now, conn, &identity, request_id, request);
-            dispatch(registry, outboxes, wake);
-            metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
-        }
-        ShardMsg::Disconnect { conn } => {
-            registry.handle_disconnect(now, conn);
-            dispatch(registry, outboxes, wake);
-            outboxes.remove(&conn);
-        }
-        ShardMsg::Run(f) => {
-            f(registry, now);
-            dispatch(registry, outboxes, wake);
-        }
-        ShardMsg::Shutdown(done) => {
-            registry.close_all(EndReason::ServerShutdown);
-            dispatch(registry, outboxes, wake);
-            let _ = done.send(());
+    fn send(&mut self, conn: ConnId, frame: Bytes) -> bool {
+        let Some(outbox) = self.outboxes.get(&conn) else { return false };
+        match outbox.enqueue(frame) {
+            Enqueued::NeedsWake => {
+                self.wake.push(outbox.clone());
+                true
+            }
+            Enqueued::Queued => true,
+            Enqueued::Refused => false,
         }
     }
-}
 
-/// Drains core's outputs. Each event is encoded once; every recipient's queue gets the
-/// same bytes.
-fn dispatch(registry: &mut RoomRegistry, outboxes: &HashMap<ConnId, Outbox>, wake: &mut Vec<Outbox>) {
-    let mut send = |outbox: &Outbox, frame: Bytes| match outbox.enqueue(frame) {
-        Enqueued::NeedsWake => {
-            wake.push(outbox.clone());
-            true
-        }
-        Enqueued::Queued => true,
-        Enqueued::Refused => false,
-    };
-    while let Some(output) = registry.poll_output() {
+    async fn dispatch(&mut self, output: Output, stored: bool, now: u64) {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let frame = match result {
-                    Ok(data) => {
-                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
+                    Ok(data)
+                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) =>
+                    {
+                        if stored {
                             metrics::counter!("roomkit_messages_in_total").increment(1);
+                            codec::encode_success(request_id, &data)
+                        } else {
+                            codec::encode_error(
+                                Some(request_id),
+                                Code::INTERNAL,
+                                "the message could not be stored",
+                            )
                         }
-                        codec::encode_success(request_id, &data)
                     }
+                    Ok(data) => codec::encode_success(request_id, &data),
                     Err(e) => {
                         metrics::counter!("roomkit_request_errors_total", "code" => e.code().name())
                             .increment(1);
                         codec::encode_error(Some(request_id), e.code(), &e.to_string())
                     }
                 };
-                if let Some(outbox) = outboxes.get(&conn) {
-                    send(outbox, frame);
-                }
+                self.send(conn, frame);
             }
             Output::Deliver { audience, event } => {
+                let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
+                if is_message && !stored {
+                    return; // never deliver what was not stored
+                }
                 let frame = codec::encode_event(&event);
                 let mut queued = 0u64;
                 for conn in audience.iter() {
-                    if let Some(outbox) = outboxes.get(&conn) {
-                        queued += u64::from(send(outbox, frame.clone()));
-                    }
+                    queued += u64::from(self.send(conn, frame.clone()));
                 }
                 metrics::counter!("roomkit_events_out_total").increment(queued);
-                if matches!(event, Event::ChatroomMessagesReceived { .. }) {
+                if is_message {
                     metrics::counter!("roomkit_messages_out_total").increment(queued);
                 }
             }
+            Output::History { conn, request_id, room_uuid, query } => {
+                let frame = match self.store.history(&room_uuid, &query, now).await {
+                    Ok(page) => codec::encode_success(
+                        request_id,
+                        &Response::FetchChatroomHistory(FetchChatroomHistoryOutput {
+                            messages: page.messages,
+                            first_seq: page.first_seq,
+                            last_seq: page.last_seq,
+                        }),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, room = %room_uuid, "history read failed");
+                        codec::encode_error(Some(request_id), Code::INTERNAL, "history could not be read")
+                    }
+                };
+                self.send(conn, frame);
+            }
+            Output::Store(_) => unreachable!("store outputs are taken out before dispatch"),
             Output::RoomEnded { room_uuid, reason } => {
                 tracing::info!(room = %room_uuid, ?reason, "room ended");
             }

@@ -176,6 +176,8 @@ impl Harness {
                     }
                 }
                 Output::RoomEnded { room_uuid, reason } => d.ended.push((room_uuid, reason)),
+                Output::Store(op) => panic!("store outputs are off by default, got {op:?}"),
+                Output::History { .. } => panic!("history is answered from the ring by default"),
             }
         }
         d
@@ -374,7 +376,7 @@ pub fn fetch(
     limit: Option<u32>,
     order: HistoryOrder,
 ) -> FetchChatroomHistory {
-    FetchChatroomHistory { room_uuid: room(r), start_time, limit, order }
+    FetchChatroomHistory { room_uuid: room(r), start_time, limit, order, after_seq: None }
 }
 
 /// The texts of `messages`, in order.

@@ -1,0 +1,191 @@
+//! The in-memory store against the store conformance suite, and the registry's store
+//! outputs: what it asks to be stored, when, and how retries and restarts behave.
+
+use std::sync::Arc;
+
+use roomkit_core::{
+    store::{MemoryStore, RoomRecord, StoreOp},
+    ConnId, CoreConfig, Identity, Output, RoomRegistry,
+};
+use roomkit_protocol::{
+    ops::{CreateRoom, FetchChatroomHistory, JoinChatroom, JoinRoom, Request, Response, SendTextMessage},
+    Code, Event, HistoryOrder, RoomUuid,
+};
+
+#[tokio::test]
+async fn memory_store_passes_the_conformance_suite() {
+    roomkit_core::conformance::store::run(MemoryStore::new).await;
+}
+
+fn id(s: &str) -> Identity {
+    Identity::unrestricted(s.parse().unwrap())
+}
+
+fn r() -> RoomUuid {
+    "r".parse().unwrap()
+}
+
+struct Rig {
+    reg: RoomRegistry,
+    next: u64,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let mut config = CoreConfig::default();
+        config.store_outputs = true;
+        Self { reg: RoomRegistry::new(config), next: 1 }
+    }
+
+    fn req(&mut self, conn: u64, who: &Identity, request: impl Into<Request>) -> Vec<Output> {
+        self.reg.handle_request(1_000 + self.next, ConnId(conn), who, self.next, request.into());
+        self.next += 1;
+        std::iter::from_fn(|| self.reg.poll_output()).collect()
+    }
+
+    fn enter(&mut self, conn: u64, who: &Identity) {
+        let join = JoinRoom {
+            room_uuid: r(),
+            user_name: who.name.clone(),
+            role: Default::default(),
+            avatar: None,
+            password: None,
+            initial_my_properties: Default::default(),
+        };
+        self.req(conn, who, join);
+        self.req(conn, who, JoinChatroom { room_uuid: r() });
+    }
+}
+
+fn create() -> CreateRoom {
+    CreateRoom {
+        room_uuid: r(),
+        room_name: "R".into(),
+        template_id: None,
+        max_members: None,
+        password: None,
+        initial_room_properties: Default::default(),
+        enable_chatroom: true,
+    }
+}
+
+fn send(text: &str, id: &str) -> SendTextMessage {
+    SendTextMessage {
+        room_uuid: r(),
+        message_uuid: Some(id.parse().unwrap()),
+        to_user_uuid_list: None,
+        text: text.into(),
+    }
+}
+
+#[test]
+fn what_must_be_durable_comes_before_the_reply_and_the_deliveries() {
+    let (alice, bob) = (id("alice"), id("bob"));
+    let mut rig = Rig::new();
+    let out = rig.req(1, &alice, create());
+    assert!(
+        matches!(&out[..], [Output::Store(StoreOp::PutRoom(rec)), Output::Reply { .. }] if rec.info.room_uuid == r())
+    );
+    rig.enter(1, &alice);
+    rig.enter(2, &bob);
+    let out = rig.req(1, &alice, send("hi", "m1"));
+    match &out[..] {
+        [Output::Store(StoreOp::Append { message, .. }), Output::Deliver { event: Event::ChatroomMessagesReceived { .. }, .. }, Output::Reply { result: Ok(Response::SendTextMessage(sent)), .. }] =>
+        {
+            assert_eq!(message.seq, 1);
+            assert_eq!(sent.message, *message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_retried_send_returns_the_stored_message_and_is_delivered_once() {
+    let (alice, bob) = (id("alice"), id("bob"));
+    let mut rig = Rig::new();
+    rig.req(1, &alice, create());
+    rig.enter(1, &alice);
+    rig.enter(2, &bob);
+    let first = rig.req(1, &alice, send("hi", "m1"));
+    let retry = rig.req(1, &alice, send("hi", "m1"));
+    let sent = |out: &[Output]| match out.last() {
+        Some(Output::Reply { result: Ok(Response::SendTextMessage(s)), .. }) => Arc::clone(&s.message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(sent(&first), sent(&retry), "same uuid, same seq");
+    assert_eq!(retry.len(), 1, "a retry stores and delivers nothing: {retry:?}");
+    let next = rig.req(1, &alice, send("again", "m2"));
+    assert_eq!(sent(&next).seq, 2, "no sequence number was spent on the retry");
+    // Another sender cannot reuse the id.
+    let stolen = rig.req(2, &bob, send("mine", "m1"));
+    match stolen.last() {
+        Some(Output::Reply { result: Err(e), .. }) => {
+            assert_eq!(e.code(), Code::BAD_REQUEST);
+            assert!(e.to_string().contains("message_uuid"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn history_is_asked_of_the_store_when_there_is_one() {
+    let alice = id("alice");
+    let mut rig = Rig::new();
+    rig.req(1, &alice, create());
+    rig.enter(1, &alice);
+    let fetch = FetchChatroomHistory {
+        room_uuid: r(),
+        start_time: None,
+        limit: Some(10),
+        order: HistoryOrder::Desc,
+        after_seq: Some(3),
+    };
+    let out = rig.req(1, &alice, fetch);
+    match &out[..] {
+        [Output::History { conn, query, .. }] => {
+            assert_eq!(*conn, ConnId(1));
+            assert_eq!(query.viewer, Some(alice.user.clone()));
+            assert_eq!(query.limit, 10);
+            assert_eq!(query.range, roomkit_core::store::HistoryRange::AfterSeq(3));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ending_a_room_deletes_it_from_the_store() {
+    let alice = id("alice");
+    let mut rig = Rig::new();
+    rig.req(1, &alice, create());
+    rig.reg.close_room(&r(), roomkit_protocol::EndReason::CloseByBackend).unwrap();
+    let out: Vec<Output> = std::iter::from_fn(|| rig.reg.poll_output()).collect();
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Store(StoreOp::DeleteRoom(room)) if *room == r())),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
+    let alice = id("alice");
+    let mut rig = Rig::new();
+    let record = RoomRecord { info: roomkit_core::conformance::store::record("r").info, password: None };
+    let mut record = record;
+    record.info.has_password = false;
+    let earlier = roomkit_core::conformance::store::message(7, 5, "alice", None);
+    rig.reg.restore_room(2_000, record, 7, vec![Arc::clone(&earlier)]);
+    rig.enter(1, &alice);
+    let out = rig.req(1, &alice, send("after restart", "fresh"));
+    match out.last() {
+        Some(Output::Reply { result: Ok(Response::SendTextMessage(s)), .. }) => assert_eq!(s.message.seq, 8),
+        other => panic!("{other:?}"),
+    }
+    // A retry of a message stored before the restart is recognised.
+    let out = rig.req(1, &alice, send("text 7", "m7"));
+    match out.last() {
+        Some(Output::Reply { result: Ok(Response::SendTextMessage(s)), .. }) => {
+            assert_eq!(s.message, earlier)
+        }
+        other => panic!("{other:?}"),
+    }
+}
