@@ -33,7 +33,8 @@ Commands:
                     formatting, clippy, docs and doctests are skipped.
                     Example: cargo xtask test -- some_filter
   run [ARGS...]     Start roomkit-server in development mode on 127.0.0.1
-                    (clients ws://127.0.0.1:7700/v1, admin http://127.0.0.1:7701),
+                    (clients ws://127.0.0.1:7700/v1, admin http://127.0.0.1:7701,
+                    rooms and history kept in target/roomkit-data),
                     passing ARGS to it (see `cargo xtask run -- --help`).
   demo              Run the in-process demo: a server and three members over
                     the in-memory transport, printing what each member sees.
@@ -46,8 +47,19 @@ When the CI environment variable is set and .config/nextest.toml defines
 [profile.ci], nextest runs with `--profile ci`.";
 
 /// The command behind `cargo xtask run`; the user's arguments are appended.
-const RUN_COMMAND: &[&str] =
-    &["cargo", "run", "--quiet", "--package", "roomkit-server", "--bin", "roomkit-server", "--", "--dev"];
+const RUN_COMMAND: &[&str] = &[
+    "cargo",
+    "run",
+    "--quiet",
+    "--package",
+    "roomkit-server",
+    "--bin",
+    "roomkit-server",
+    "--",
+    "--dev",
+    "--data-dir",
+    "target/roomkit-data",
+];
 
 /// The command behind `cargo xtask demo`.
 const DEMO_COMMAND: &[&str] = &["cargo", "run", "--quiet", "--package", "roomkit-tests", "--example", "demo"];

@@ -152,7 +152,7 @@ async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr, Socke
             &format!("127.0.0.1:{admin}"),
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
-        .args(["--send-queue-frames", "65536"])
+        .args(["--send-queue-frames", "65536", "--store", "memory"])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

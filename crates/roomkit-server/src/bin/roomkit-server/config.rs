@@ -1,9 +1,11 @@
 //! Configuration: defaults < TOML file < environment < flags.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use roomkit_core::store::{MemoryStore, MessageStore, Retention};
 use roomkit_server::{RateLimit, ServerConfig};
+use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
 
@@ -51,8 +53,25 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `roomkit_server=debug,info` [default: info].
     #[arg(long, env = "ROOMKIT_LOG")]
     pub log: Option<String>,
+    /// Where rooms and history are kept (created if missing) [default: ./roomkit-data].
+    #[arg(long, env = "ROOMKIT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `redb` (durable, in the data directory) or `memory` (nothing survives a restart)
+    /// [default: redb].
+    #[arg(long, env = "ROOMKIT_STORE")]
+    pub store: Option<StoreKind>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Which store keeps rooms and history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Durable, in the data directory.
+    Redb,
+    /// In memory: nothing survives a restart.
+    Memory,
 }
 
 /// Every limit, as flags / environment / file keys.
@@ -131,6 +150,25 @@ pub struct LimitArgs {
     /// Seconds shutdown waits for connections to flush [default: 5].
     #[arg(long, env = "ROOMKIT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Messages kept per chatroom in the store [default: 100000].
+    #[arg(long, env = "ROOMKIT_RETENTION_MESSAGES")]
+    pub retention_messages: Option<u64>,
+    /// Seconds messages are kept in the store [default: 30 days].
+    #[arg(long, env = "ROOMKIT_RETENTION_SECS")]
+    pub retention_secs: Option<u64>,
+    /// `immediate` (fsync before acknowledging) or `eventual` (no fsync) [default: immediate].
+    #[arg(long, env = "ROOMKIT_DURABILITY")]
+    pub durability: Option<DurabilityKind>,
+}
+
+/// Whether store commits wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityKind {
+    /// fsync before a message is acknowledged.
+    Immediate,
+    /// No fsync: a crash may lose the last commits.
+    Eventual,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +221,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub store: Option<StoreKind>,
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub token_secret: Option<String>,
@@ -212,6 +252,10 @@ pub struct Settings {
     pub server: ServerConfig,
     pub ws: WsConfig,
     pub handshake_timeout: Duration,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub retention: Retention,
+    pub durability: DurabilityKind,
 }
 
 impl Settings {
@@ -272,6 +316,30 @@ impl Settings {
             server,
             ws,
             handshake_timeout,
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("roomkit-data")),
+            store: args.store.or(file.store).unwrap_or(StoreKind::Redb),
+            retention: Retention {
+                max_messages: Some(l.retention_messages.unwrap_or(100_000)),
+                max_age_ms: Some(l.retention_secs.unwrap_or(30 * 86_400).saturating_mul(1000)),
+            },
+            durability: l.durability.unwrap_or(DurabilityKind::Immediate),
+        })
+    }
+
+    /// Opens the configured store.
+    pub fn open_store(&self) -> Result<Arc<dyn MessageStore>, String> {
+        Ok(match self.store {
+            StoreKind::Memory => MemoryStore::shared(self.retention),
+            StoreKind::Redb => {
+                let durability = match self.durability {
+                    DurabilityKind::Immediate => Durability::Immediate,
+                    DurabilityKind::Eventual => Durability::Eventual,
+                };
+                let config = RedbConfig { retention: self.retention, durability };
+                let store = RedbStore::open(&self.data_dir, config).map_err(|e| e.to_string())?;
+                tracing::info!(path = %store.path().display(), ?durability, "store opened");
+                Arc::new(store)
+            }
         })
     }
 }
@@ -308,6 +376,9 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
         write_buffer_bytes: flags.write_buffer_bytes.or(file.write_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
+        retention_messages: flags.retention_messages.or(file.retention_messages),
+        retention_secs: flags.retention_secs.or(file.retention_secs),
+        durability: flags.durability.or(file.durability),
     }
 }
 

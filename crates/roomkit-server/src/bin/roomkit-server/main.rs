@@ -103,7 +103,8 @@ async fn run(settings: Settings) -> Result<(), String> {
 
     let ws_url = format!("ws://{client_addr}/v1");
     let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
-    let server = Server::new(settings.server.clone(), authenticator).spawn(listener);
+    let store = settings.open_store()?;
+    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
     // Count the recorder in from the start, so /metrics shows every connection.
     let _ = roomkit_server::metrics::prometheus();
 
