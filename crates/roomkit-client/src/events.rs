@@ -30,6 +30,13 @@ pub enum RoomEvent {
     RoomPropertiesDeleted(Vec<String>),
     /// The room was locked (`true`) or unlocked.
     RoomLockStateChanged(bool),
+    /// After a reconnect, the room was rejoined and the chatroom messages missed meanwhile
+    /// were told (in order, before newer ones). `recovered` is false when some of them were
+    /// already beyond the server's retention: reload what you show.
+    Resumed {
+        /// Whether every missed message could be told.
+        recovered: bool,
+    },
 }
 
 /// Callbacks for room events; implement the ones you need. Called on the SDK's receive
@@ -68,6 +75,8 @@ pub trait RoomEventCallback: Send + Sync {
     fn room_properties_deleted(&self, keys: &[String]) {}
     /// NERoom `roomLockStateChanged`.
     fn room_lock_state_changed(&self, locked: bool) {}
+    /// The room was rejoined after a reconnect; see [`RoomEvent::Resumed`].
+    fn room_resumed(&self, recovered: bool) {}
 }
 
 pub(crate) fn call(callback: &dyn RoomEventCallback, event: &RoomEvent) {
@@ -81,6 +90,7 @@ pub(crate) fn call(callback: &dyn RoomEventCallback, event: &RoomEvent) {
         RoomEvent::RoomPropertiesChanged(p) => callback.room_properties_changed(p),
         RoomEvent::RoomPropertiesDeleted(k) => callback.room_properties_deleted(k),
         RoomEvent::RoomLockStateChanged(l) => callback.room_lock_state_changed(*l),
+        RoomEvent::Resumed { recovered } => callback.room_resumed(*recovered),
     }
 }
 

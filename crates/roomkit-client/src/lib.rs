@@ -60,11 +60,82 @@ use crate::{room::RoomState, session::Session};
 pub struct ClientConfig {
     /// How long a call waits for its response before failing with `TIMEOUT`.
     pub request_timeout: Duration,
+    /// What to do when the connection drops.
+    pub reconnect: ReconnectPolicy,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(10) }
+        Self { request_timeout: Duration::from_secs(10), reconnect: ReconnectPolicy::default() }
+    }
+}
+
+/// Reconnecting after a dropped connection: exponential backoff with jitter, up to a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Reconnect at all. Without it a dropped connection ends the session.
+    pub enabled: bool,
+    /// Wait before the first attempt (half of it may be taken off at random).
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Attempts before giving up; then the state is [`ConnectionState::Disconnected`].
+    pub max_attempts: u32,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            max_attempts: 20,
+        }
+    }
+}
+
+/// The state of the connection to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connecting for the first time.
+    Connecting,
+    /// Connected (and, after a reconnect, every room rejoined and caught up).
+    Connected,
+    /// The connection dropped; trying again.
+    Reconnecting {
+        /// The attempt under way, from 1.
+        attempt: u32,
+    },
+    /// Over for good: closed by the app, refused by the server, or given up.
+    Disconnected {
+        /// Why, as a code.
+        code: Code,
+        /// Why, in words.
+        msg: String,
+    },
+}
+
+/// Connection state changes, as a stream.
+#[derive(Debug)]
+pub struct ConnectionEvents {
+    rx: tokio::sync::mpsc::UnboundedReceiver<ConnectionState>,
+}
+
+impl ConnectionEvents {
+    /// The next state change.
+    pub async fn recv(&mut self) -> Option<ConnectionState> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for ConnectionEvents {
+    type Item = ConnectionState;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ConnectionState>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -82,26 +153,27 @@ impl std::fmt::Debug for RoomKit {
 }
 
 impl RoomKit {
-    /// Connects through `connector` with the default [`ClientConfig`].
-    pub async fn connect(connector: impl Connector + 'static) -> Result<RoomKit, Error> {
-        Self::connect_with(connector, ClientConfig::default()).await
+    /// Connects with the default [`ClientConfig`] — to a URL such as
+    /// `"ws://127.0.0.1:7700/v1"`, or through any connector (the in-memory transport's, for
+    /// tests).
+    pub async fn connect(to: impl IntoConnector) -> Result<RoomKit, Error> {
+        Self::connect_with(to, ClientConfig::default()).await
     }
 
-    /// Connects through `connector`.
-    pub async fn connect_with(
-        connector: impl Connector + 'static,
-        config: ClientConfig,
-    ) -> Result<RoomKit, Error> {
+    /// Connects with an explicit configuration. The connector is kept to reconnect.
+    pub async fn connect_with(to: impl IntoConnector, config: ClientConfig) -> Result<RoomKit, Error> {
+        let connector = to.into_connector();
         let connection = connector.connect().await.map_err(Error::transport)?;
-        Ok(RoomKit { session: Session::start(connection, config) })
+        Ok(RoomKit { session: Session::start(connection, connector, config) })
     }
 
     /// Logs in (NERoom `authService.login`). Everything this connection does afterwards is
     /// done as `account_id`.
     pub async fn login(&self, account_id: &str, token: &str) -> Result<(), Error> {
         let account_id = UserUuid::new(account_id).map_err(|e| Error::bad_id("account_id", e))?;
-        let out = self.session.call(&Login { account_id, token: token.into() }).await?;
-        *self.session.user.lock().expect("not poisoned") = Some(out);
+        let login = Login { account_id, token: token.into() };
+        let out = self.session.call(&login).await?;
+        self.session.remember_login(login, out);
         Ok(())
     }
 
@@ -115,7 +187,17 @@ impl RoomKit {
         RoomService { session: Arc::clone(&self.session) }
     }
 
-    /// Why the connection is closed, if it is.
+    /// The connection's state now.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.session.state()
+    }
+
+    /// Connection state changes from now on (connected, reconnecting, disconnected).
+    pub fn connection_events(&self) -> ConnectionEvents {
+        ConnectionEvents { rx: self.session.state_events() }
+    }
+
+    /// Why the session is over, if it is.
     pub fn close_reason(&self) -> Option<Error> {
         self.session.closed_error()
     }
@@ -270,6 +352,7 @@ impl RoomService {
         };
         // The room's mirror is created on the receive task, so no event behind the
         // response is missed.
+        let join = request.clone();
         let apply: session::Apply = Box::new(move |session, response| {
             if let Ok(out) = response.output::<JoinRoom>() {
                 let mut rooms = session.rooms.lock().expect("not poisoned");
@@ -277,7 +360,7 @@ impl RoomService {
                     // Joined again on this connection: same room, same listeners.
                     Some(state) => state.refresh(out.room, out.members),
                     None => {
-                        let state = Arc::new(RoomState::new(local, out.room, out.members));
+                        let state = Arc::new(RoomState::new(local, join, out.room, out.members));
                         rooms.insert(state.uuid.clone(), state);
                     }
                 }

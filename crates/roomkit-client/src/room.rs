@@ -10,11 +10,11 @@ use std::{
 
 use roomkit_protocol::{
     ops::{
-        DeleteRoomProperty, EndRoom, FetchChatroomHistory, JoinChatroom, LeaveChatroom, LeaveRoom, LockRoom,
-        SendCustomMessage, SendTextMessage, UnlockRoom, UpdateRoomProperty,
+        DeleteRoomProperty, EndRoom, FetchChatroomHistory, JoinChatroom, JoinRoom, LeaveChatroom, LeaveRoom,
+        LockRoom, SendCustomMessage, SendTextMessage, UnlockRoom, UpdateRoomProperty,
     },
     ChatMessage, EndReason, Event, HistoryOrder, MessageUuid, Properties, RoomInfo, RoomMember, RoomUuid,
-    UserUuid,
+    SharedMessage, UserUuid,
 };
 use tokio::sync::mpsc;
 
@@ -32,6 +32,11 @@ pub(crate) struct RoomState {
     listeners: Mutex<Listeners>,
     /// Highest chatroom sequence number received or sent.
     last_seq: AtomicU64,
+    /// How the room was joined, to join it again after a reconnect.
+    join: JoinRoom,
+    /// While catching up after a reconnect, live messages wait here so that everything is
+    /// told in sequence order.
+    held: Mutex<Option<Vec<ChatMessage>>>,
 }
 
 struct RoomData {
@@ -46,8 +51,10 @@ struct Listeners {
 }
 
 impl RoomState {
-    pub(crate) fn new(local: UserUuid, info: RoomInfo, members: Vec<RoomMember>) -> Self {
+    pub(crate) fn new(local: UserUuid, join: JoinRoom, info: RoomInfo, members: Vec<RoomMember>) -> Self {
         Self {
+            join,
+            held: Mutex::new(None),
             uuid: info.room_uuid.clone(),
             local,
             data: Mutex::new(RoomData {
@@ -152,6 +159,56 @@ impl RoomState {
 
     fn note_seq(&self, seq: u64) {
         self.last_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// The messages newer than any seen, in order; advances the last sequence number. This
+    /// is what makes replays and retries invisible: nothing is told twice.
+    fn take_fresh(&self, mut messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+        messages.sort_by_key(|m| m.seq);
+        let mut last = self.last_seq();
+        messages.retain(|m| {
+            let fresh = m.seq > last;
+            last = last.max(m.seq);
+            fresh
+        });
+        self.last_seq.fetch_max(last, Ordering::Relaxed);
+        messages
+    }
+
+    pub(crate) fn join_params(&self) -> JoinRoom {
+        self.join.clone()
+    }
+
+    pub(crate) fn local_in_chatroom(&self) -> bool {
+        self.data().members.get(&self.local).is_some_and(|m| m.is_in_chatroom)
+    }
+
+    /// Starts holding live messages back (catching up after a reconnect).
+    pub(crate) fn begin_resume(&self) {
+        *self.held.lock().expect("not poisoned") = Some(Vec::new());
+    }
+
+    /// Tells missed messages (the local member's own are skipped: it sent them).
+    pub(crate) fn deliver_replayed(&self, messages: Vec<SharedMessage>) {
+        let messages: Vec<ChatMessage> = messages.into_iter().map(Arc::unwrap_or_clone).collect();
+        let mut fresh = self.take_fresh(messages);
+        fresh.retain(|m| m.from_user_uuid != self.local || m.from_backend);
+        if !fresh.is_empty() {
+            self.notify(RoomEvent::ChatroomMessagesReceived(fresh));
+        }
+    }
+
+    /// Stops holding back: tells what arrived meanwhile and was not replayed.
+    pub(crate) fn end_resume(&self) {
+        let held = self.held.lock().expect("not poisoned").take().unwrap_or_default();
+        let fresh = self.take_fresh(held);
+        if !fresh.is_empty() {
+            self.notify(RoomEvent::ChatroomMessagesReceived(fresh));
+        }
     }
 }
 
@@ -394,7 +451,7 @@ impl ChatController {
             to_user_uuid_list: None,
             attach_str: attach_str.into(),
         };
-        let out = self.room.session.call(&params).await?;
+        let out = self.room.session.call_retrying(&params).await?;
         self.room.state.note_seq(out.message.seq);
         Ok(Arc::unwrap_or_clone(out.message))
     }
@@ -423,7 +480,7 @@ impl ChatController {
             to_user_uuid_list: to,
             text: text.into(),
         };
-        let out = self.room.session.call(&params).await?;
+        let out = self.room.session.call_retrying(&params).await?;
         self.room.state.note_seq(out.message.seq);
         Ok(Arc::unwrap_or_clone(out.message))
     }

@@ -76,6 +76,16 @@ impl Chatroom {
         self.history.push_back(message);
     }
 
+    /// Replaces a remembered message (same id and seq) with `message`, e.g. its recalled form.
+    pub(crate) fn replace(&mut self, message: SharedMessage) {
+        if let Some(slot) = self.recent_ids.get_mut(&message.message_uuid) {
+            *slot = message.clone();
+        }
+        if let Some(slot) = self.history.iter_mut().find(|m| m.seq == message.seq) {
+            *slot = message;
+        }
+    }
+
     /// A page of the recent-history ring.
     pub(crate) fn page(&self, query: &HistoryQuery) -> HistoryPage {
         let last_seq = self.next_seq - 1;

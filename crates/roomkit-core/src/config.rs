@@ -33,6 +33,11 @@ pub struct CoreConfig {
     /// Message ids remembered per chatroom: a send repeating one of them (a retry) returns
     /// the stored message instead of storing it again.
     pub dedupe_window: usize,
+    /// A member whose connection drops stays a member this long: if it joins again (from a
+    /// new connection) in time, nobody sees it leave or join. 0 leaves at once.
+    pub reconnect_grace_ms: u64,
+    /// A sender may recall its message this long after sending it; the host at any time.
+    pub recall_window_ms: u64,
     /// The driver keeps a [`MessageStore`](crate::store::MessageStore): the registry emits
     /// [`Output::Store`](crate::Output::Store) for what must be durable and
     /// [`Output::History`](crate::Output::History) for history queries. Without it, history
@@ -56,6 +61,8 @@ impl Default for CoreConfig {
             room_idle_timeout_ms: 24 * 60 * 60 * 1000,
             ended_rooms_remembered: 4096,
             dedupe_window: 10_000,
+            reconnect_grace_ms: 30_000,
+            recall_window_ms: 2 * 60 * 1000,
             store_outputs: false,
         }
     }

@@ -179,6 +179,7 @@ pub mod store {
             from_backend: false,
             to_user_uuid_list: to.map(|to| to.iter().map(|u| user(u)).collect()),
             time,
+            recalled: false,
             body: MessageBody::Text { text: format!("text {seq}") },
         })
     }

@@ -9,10 +9,10 @@ use std::{
 use roomkit_protocol::{
     ops::{
         CreateRoom, CreateRoomOutput, Empty, FetchChatroomHistory, FetchChatroomHistoryOutput, JoinRoom,
-        JoinRoomOutput, Request, Response, SendMessageOutput,
+        JoinRoomOutput, RecallOutput, Request, Response, SendMessageOutput,
     },
-    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Properties, Role, RoomInfo,
-    RoomMember, RoomUuid, SharedMessage, UserUuid,
+    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, NotificationType, Properties,
+    Role, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 use crate::{
@@ -118,7 +118,7 @@ pub struct RoomRegistry {
     conn_rooms: HashMap<ConnId, (UserUuid, Vec<RoomUuid>)>,
     ended: EndedRooms,
     /// Idle-expiry deadlines; an entry is stale if its room has since had members.
-    timers: BinaryHeap<Reverse<(u64, RoomUuid)>>,
+    timers: BinaryHeap<Reverse<(u64, Timer)>>,
     outputs: VecDeque<Output>,
 }
 
@@ -211,6 +211,9 @@ impl RoomRegistry {
                 Ok(None) => return, // asked of the store: the driver answers `Output::History`
                 Err(e) => Err(e),
             },
+            Request::RecallChatroomMessage(p) => self
+                .recall(now, conn, identity, &p.room_uuid, &p.message_uuid)
+                .map(Response::RecallChatroomMessage),
             Request::Ping(_) => Ok(Response::Ping(Empty {})),
             Request::Login(_) => Err(Error::Forbidden("login is answered by the connection, not by rooms")),
             _ => Err(Error::Forbidden("operation not handled by rooms")),
@@ -218,29 +221,52 @@ impl RoomRegistry {
         self.outputs.push_back(Output::Reply { conn, request_id, result });
     }
 
-    /// The connection is gone: it leaves every room it was in, with the usual events.
+    /// The connection is gone. Its members stay for `reconnect_grace_ms`, silently: if they
+    /// join again in time nobody notices; if not, they leave with the usual events. With no
+    /// grace period they leave at once.
     pub fn handle_disconnect(&mut self, now: u64, conn: ConnId) {
         let Some((user, rooms)) = self.conn_rooms.remove(&conn) else { return };
+        let grace = self.config.reconnect_grace_ms;
         for room_uuid in rooms {
-            self.remove_member(now, &room_uuid, &user, None);
+            if grace == 0 {
+                self.remove_member(now, &room_uuid, &user, None);
+            } else if let Some(room) = self.rooms.get_mut(&room_uuid) {
+                room.detach(&user, now);
+                self.timers.push(Reverse((now.saturating_add(grace), Timer::Grace(room_uuid, user.clone()))));
+            }
         }
     }
 
-    /// Ends rooms that have been empty for the idle timeout.
+    /// Ends rooms empty for the idle timeout; removes members gone for the grace period.
     pub fn handle_timeout(&mut self, now: u64) {
-        let idle = self.config.room_idle_timeout_ms;
+        let (idle, grace) = (self.config.room_idle_timeout_ms, self.config.reconnect_grace_ms);
         while let Some(Reverse((deadline, _))) = self.timers.peek() {
             if *deadline > now {
                 break;
             }
-            let Reverse((_, room_uuid)) = self.timers.pop().expect("peeked");
-            let expired = self
-                .rooms
-                .get(&room_uuid)
-                .and_then(|r| r.empty_since)
-                .is_some_and(|since| since.saturating_add(idle) <= now);
-            if expired {
-                self.close_room_now(&room_uuid, EndReason::EndOfLife);
+            let Reverse((_, timer)) = self.timers.pop().expect("peeked");
+            match timer {
+                Timer::RoomIdle(room_uuid) => {
+                    let expired = self
+                        .rooms
+                        .get(&room_uuid)
+                        .and_then(|r| r.empty_since)
+                        .is_some_and(|since| since.saturating_add(idle) <= now);
+                    if expired {
+                        self.close_room_now(&room_uuid, EndReason::EndOfLife, true);
+                    }
+                }
+                Timer::Grace(room_uuid, user) => {
+                    let gone = self
+                        .rooms
+                        .get(&room_uuid)
+                        .and_then(|r| r.member(&user))
+                        .and_then(|m| m.detached_since)
+                        .is_some_and(|since| since.saturating_add(grace) <= now);
+                    if gone {
+                        self.remove_member(now, &room_uuid, &user, None);
+                    }
+                }
             }
         }
     }
@@ -250,15 +276,16 @@ impl RoomRegistry {
     /// Ends a room on behalf of the backend or operator; members get `room_end(reason)`.
     pub fn close_room(&mut self, room_uuid: &RoomUuid, reason: EndReason) -> Result<(), Error> {
         self.room(room_uuid)?;
-        self.close_room_now(room_uuid, reason);
+        self.close_room_now(room_uuid, reason, true);
         Ok(())
     }
 
-    /// Ends every room (shutdown); members get `room_end(reason)`.
+    /// Ends every room (shutdown); members get `room_end(reason)`. Rooms stay in the store:
+    /// after a restart they are back, with their history.
     pub fn close_all(&mut self, reason: EndReason) {
         let all: Vec<RoomUuid> = self.rooms.keys().cloned().collect();
         for room_uuid in all {
-            self.close_room_now(&room_uuid, reason);
+            self.close_room_now(&room_uuid, reason, false);
         }
     }
 
@@ -402,6 +429,15 @@ impl RoomRegistry {
             // Joining again on the same connection changes nothing.
             return Ok(JoinRoomOutput { room: room.info.clone(), members: room.members() });
         }
+        if room.member(user).is_some_and(|m| m.detached_since.is_some()) {
+            // Back within the grace period: the member takes up its place again, silently.
+            // (The password was checked when it first joined.)
+            let room = self.rooms.get_mut(&p.room_uuid).expect("checked above");
+            room.reattach(user, conn);
+            let output = JoinRoomOutput { room: room.info.clone(), members: room.members() };
+            self.conn_rooms.entry(conn).or_insert_with(|| (user.clone(), Vec::new())).1.push(p.room_uuid);
+            return Ok(output);
+        }
         if previous_conn.is_none() && room.info.locked {
             return Err(Error::RoomLocked(p.room_uuid));
         }
@@ -461,7 +497,7 @@ impl RoomRegistry {
 
     fn end_room(&mut self, conn: ConnId, identity: &Identity, room_uuid: &RoomUuid) -> Result<(), Error> {
         self.room(room_uuid)?.require_host(conn, identity)?;
-        self.close_room_now(room_uuid, EndReason::CloseByMember);
+        self.close_room_now(room_uuid, EndReason::CloseByMember, true);
         Ok(())
     }
 
@@ -651,6 +687,7 @@ impl RoomRegistry {
             from_backend: false,
             to_user_uuid_list: to,
             time: now,
+            recalled: false,
             body,
         });
         chat.remember(Arc::clone(&message));
@@ -693,6 +730,7 @@ impl RoomRegistry {
             from_backend: true,
             to_user_uuid_list: None,
             time: now,
+            recalled: false,
             body,
         });
         chat.remember(Arc::clone(&message));
@@ -706,6 +744,76 @@ impl RoomRegistry {
             },
         );
         Ok(message)
+    }
+
+    fn recall(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        identity: &Identity,
+        room_uuid: &RoomUuid,
+        message_uuid: &MessageUuid,
+    ) -> Result<RecallOutput, Error> {
+        let window = self.config.recall_window_ms;
+        let room = self.room_mut(room_uuid)?;
+        let caller = room.member_on(conn, &identity.user)?;
+        let is_host = caller.info.role == Role::Host || identity.grants.room_admin;
+        let nick = caller.info.name.clone();
+        let chat = room.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(room_uuid.clone()))?;
+        let original = chat
+            .find_recent(message_uuid)
+            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
+            .cloned()
+            .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
+        let own = original.from_user_uuid == identity.user;
+        let may = is_host || (own && now.saturating_sub(original.time) <= window);
+        if !may {
+            return Err(Error::Forbidden(if own {
+                "the recall window for this message has passed"
+            } else {
+                "only the sender or the host may recall a message"
+            }));
+        }
+        let seq = chat.take_seq();
+        let notification = Arc::new(ChatMessage {
+            message_uuid: MessageUuid::new(format!("r{now}-{seq}"))
+                .expect("digits and dashes are a valid id"),
+            seq,
+            chatroom_type: ChatroomType::Common,
+            from_user_uuid: identity.user.clone(),
+            from_nick: nick,
+            from_avatar: None,
+            from_backend: false,
+            to_user_uuid_list: None,
+            time: now,
+            recalled: false,
+            body: MessageBody::Notification {
+                event_type: NotificationType::MessageRecall,
+                operate_by: Some(identity.user.clone()),
+                recalled_message_id: Some(message_uuid.clone()),
+            },
+        });
+        let mut recalled = (*original).clone();
+        recalled.recalled = true;
+        recalled.body = match recalled.body {
+            MessageBody::Text { .. } => MessageBody::Text { text: String::new() },
+            MessageBody::Custom { .. } => MessageBody::Custom { attach_str: String::new() },
+            other => other,
+        };
+        let recalled = Arc::new(recalled);
+        chat.replace(Arc::clone(&recalled));
+        chat.remember(Arc::clone(&notification));
+        let audience = chat.roster.audience(None);
+        self.store(StoreOp::Append { room: room_uuid.clone(), message: recalled });
+        self.store(StoreOp::Append { room: room_uuid.clone(), message: Arc::clone(&notification) });
+        self.deliver(
+            audience,
+            Event::ChatroomMessagesReceived {
+                room_uuid: room_uuid.clone(),
+                messages: vec![Arc::clone(&notification)],
+            },
+        );
+        Ok(RecallOutput { message: notification })
     }
 
     /// Answers from the ring (`Some`), or queues an [`Output::History`] for the store.
@@ -797,14 +905,17 @@ impl RoomRegistry {
         }
     }
 
-    fn close_room_now(&mut self, room_uuid: &RoomUuid, reason: EndReason) {
+    /// Ends a room; `forget` also deletes it from the store.
+    fn close_room_now(&mut self, room_uuid: &RoomUuid, reason: EndReason, forget: bool) {
         let Some(room) = self.rooms.remove(room_uuid) else { return };
         self.deliver(room.audience(None), Event::RoomEnd { room_uuid: room_uuid.clone(), reason });
         for conn in room.audience(None).iter() {
             self.untrack(conn, room_uuid);
         }
         self.ended.remember(room_uuid.clone());
-        self.store(StoreOp::DeleteRoom(room_uuid.clone()));
+        if forget {
+            self.store(StoreOp::DeleteRoom(room_uuid.clone()));
+        }
         self.outputs.push_back(Output::RoomEnded { room_uuid: room_uuid.clone(), reason });
     }
 
@@ -831,8 +942,18 @@ impl RoomRegistry {
 
     fn arm_idle_timer(&mut self, now: u64, room_uuid: RoomUuid) {
         let deadline = now.saturating_add(self.config.room_idle_timeout_ms);
-        self.timers.push(Reverse((deadline, room_uuid)));
+        self.timers.push(Reverse((deadline, Timer::RoomIdle(room_uuid))));
     }
+}
+
+/// What a deadline is for. Entries go stale (the room got members again, the member came
+/// back); each is checked when it comes due.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The room may have been empty for the idle timeout.
+    RoomIdle(RoomUuid),
+    /// The member's connection may have been gone for the reconnect grace period.
+    Grace(RoomUuid, UserUuid),
 }
 
 /// A bounded memory of ended rooms, oldest forgotten first.

@@ -13,6 +13,9 @@ pub(crate) struct Member {
     pub(crate) conn: ConnId,
     room_slot: usize,
     chat_slot: Option<usize>,
+    /// Since when the member's connection has been gone (it may come back within the
+    /// reconnect grace period without anyone noticing).
+    pub(crate) detached_since: Option<u64>,
 }
 
 /// A live room.
@@ -92,7 +95,7 @@ impl Room {
     pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId) {
         let user = info.uuid.clone();
         let room_slot = self.roster.push(user.clone(), conn);
-        self.members.insert(user, Member { info, conn, room_slot, chat_slot: None });
+        self.members.insert(user, Member { info, conn, room_slot, chat_slot: None, detached_since: None });
         self.empty_since = None;
     }
 
@@ -108,6 +111,24 @@ impl Room {
             self.empty_since = Some(now);
         }
         Some(member)
+    }
+
+    /// Marks a member's connection as gone; it stays a member for now.
+    pub(crate) fn detach(&mut self, user: &UserUuid, now: u64) {
+        if let Some(m) = self.members.get_mut(user) {
+            m.detached_since = Some(now);
+        }
+    }
+
+    /// Gives a detached member its new connection, silently.
+    pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId) {
+        let Some(member) = self.members.get_mut(user) else { return };
+        member.conn = conn;
+        member.detached_since = None;
+        self.roster.set_conn(member.room_slot, conn);
+        if let (Some(slot), Some(chat)) = (member.chat_slot, self.chatroom.as_mut()) {
+            chat.roster.set_conn(slot, conn);
+        }
     }
 
     pub(crate) fn is_in_chatroom(&self, user: &UserUuid) -> bool {

@@ -73,6 +73,11 @@ impl Roster {
         self.users.get(slot)
     }
 
+    /// Points the member at `slot` at another connection.
+    pub(crate) fn set_conn(&mut self, slot: usize, conn: ConnId) {
+        Arc::make_mut(&mut self.conns)[slot] = conn;
+    }
+
     /// Members in slot order.
     pub(crate) fn users(&self) -> &[UserUuid] {
         &self.users

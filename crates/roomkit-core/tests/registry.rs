@@ -27,8 +27,10 @@ fn dave() -> User {
     User::new("dave", 4)
 }
 
+/// Default limits with no reconnect grace (see `Harness::default`), changed by `f`.
 fn config(f: impl FnOnce(&mut CoreConfig)) -> CoreConfig {
     let mut c = CoreConfig::default();
+    c.reconnect_grace_ms = 0;
     f(&mut c);
     c
 }

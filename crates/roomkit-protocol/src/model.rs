@@ -174,6 +174,9 @@ pub struct ChatMessage {
     pub to_user_uuid_list: Option<Vec<UserUuid>>,
     /// Server time of acceptance, in milliseconds since the Unix epoch.
     pub time: u64,
+    /// The message was recalled: its text or payload is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recalled: bool,
     /// The content.
     #[serde(flatten)]
     pub body: MessageBody,

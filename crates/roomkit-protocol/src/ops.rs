@@ -241,6 +241,25 @@ pub struct FetchChatroomHistoryOutput {
     pub last_seq: u64,
 }
 
+/// Recalls a chatroom message (NERoom `recallChatroomMessage`): its sender within the recall
+/// window (default 2 minutes), or the host at any time. Every chatroom member receives a
+/// notification message carrying the recalled id; history shows the message as recalled,
+/// its content removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallChatroomMessage {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// The message to recall.
+    pub message_uuid: MessageUuid,
+}
+
+/// The notification that announced the recall.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallOutput {
+    /// The notification message (`message_type: notification`, `event_type: message_recall`).
+    pub message: SharedMessage,
+}
+
 /// Does nothing; answers success. For keep-alive and round-trip measurement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ping {}
@@ -323,6 +342,7 @@ operations! {
     SendTextMessage = "send_text_message" => SendMessageOutput;
     SendCustomMessage = "send_custom_message" => SendMessageOutput;
     FetchChatroomHistory = "fetch_chatroom_history" => FetchChatroomHistoryOutput;
+    RecallChatroomMessage = "recall_chatroom_message" => RecallOutput;
 }
 
 impl Request {
@@ -343,6 +363,7 @@ impl Request {
             Request::SendTextMessage(r) => Some(&r.room_uuid),
             Request::SendCustomMessage(r) => Some(&r.room_uuid),
             Request::FetchChatroomHistory(r) => Some(&r.room_uuid),
+            Request::RecallChatroomMessage(r) => Some(&r.room_uuid),
         }
     }
 }

@@ -264,8 +264,9 @@ impl Rooms {
 }
 
 impl ServerHandle {
-    /// Stops accepting, ends every room (`room_end` with `server_shutdown`), flushes and
-    /// closes every connection (`SERVER_SHUTTING_DOWN`), and waits for them, at most
+    /// Stops accepting, lets every shard finish what it was doing, flushes and closes every
+    /// connection (`SERVER_SHUTTING_DOWN`: clients reconnect and resume once a server is
+    /// back; rooms and history stay in the store), and waits for them, at most
     /// `shutdown_grace`.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

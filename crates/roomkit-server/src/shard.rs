@@ -15,7 +15,7 @@ use roomkit_core::{
 use roomkit_protocol::{
     codec,
     ops::{FetchChatroomHistoryOutput, Request, Response},
-    Code, EndReason, Event, RoomUuid,
+    Code, Event, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -171,10 +171,9 @@ impl ShardState {
                 self.gone.push(conn);
             }
             ShardMsg::Run(f) => f(&mut self.registry, now),
-            ShardMsg::Shutdown(done) => {
-                self.registry.close_all(EndReason::ServerShutdown);
-                self.acks.push(done);
-            }
+            // Rooms outlive a restart (they are in the store): members are not told the room
+            // ended; their connections close with SERVER_SHUTTING_DOWN and clients resume.
+            ShardMsg::Shutdown(done) => self.acks.push(done),
         }
     }
 

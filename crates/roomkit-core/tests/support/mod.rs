@@ -146,8 +146,12 @@ pub struct Harness {
 }
 
 impl Default for Harness {
+    /// Default limits, with no reconnect grace: a disconnect leaves at once (the grace
+    /// period has tests of its own).
     fn default() -> Self {
-        Self::new(CoreConfig::default())
+        let mut config = CoreConfig::default();
+        config.reconnect_grace_ms = 0;
+        Self::new(config)
     }
 }
 
