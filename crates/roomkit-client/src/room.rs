@@ -369,11 +369,13 @@ pub struct FetchHistoryOptions {
     pub limit: u32,
     /// Newest first (default) or oldest first.
     pub order: HistoryOrder,
+    /// By sequence number instead: the messages after this one, oldest first.
+    pub after_seq: Option<u64>,
 }
 
 impl Default for FetchHistoryOptions {
     fn default() -> Self {
-        Self { start_time: None, limit: 100, order: HistoryOrder::Desc }
+        Self { start_time: None, limit: 100, order: HistoryOrder::Desc, after_seq: None }
     }
 }
 
@@ -467,10 +469,20 @@ impl ChatController {
             start_time: options.start_time,
             limit: Some(options.limit),
             order: options.order,
-            after_seq: None,
+            after_seq: options.after_seq,
         };
         let out = self.room.session.call(&params).await?;
         Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    /// Recalls a message (NERoom `recallChatroomMessage`): its sender within the server's
+    /// recall window (2 minutes by default), or the host at any time. Every chatroom member
+    /// receives a notification message carrying the recalled id; returns that notification.
+    pub async fn recall_chatroom_message(&self, message_uuid: &str) -> Result<ChatMessage, Error> {
+        let message_uuid = MessageUuid::new(message_uuid).map_err(|e| Error::bad_id("message_uuid", e))?;
+        let params = RecallChatroomMessage { room_uuid: self.room.state.uuid.clone(), message_uuid };
+        let out = self.room.session.call(&params).await?;
+        Ok(Arc::unwrap_or_clone(out.message))
     }
 
     async fn send_text(&self, to: Option<Vec<UserUuid>>, text: &str) -> Result<ChatMessage, Error> {
