@@ -11,7 +11,7 @@ use std::{
 use roomkit_protocol::{
     ops::{
         DeleteRoomProperty, EndRoom, FetchChatroomHistory, JoinChatroom, JoinRoom, LeaveChatroom, LeaveRoom,
-        LockRoom, SendCustomMessage, SendTextMessage, UnlockRoom, UpdateRoomProperty,
+        LockRoom, RecallChatroomMessage, SendCustomMessage, SendTextMessage, UnlockRoom, UpdateRoomProperty,
     },
     ChatMessage, EndReason, Event, HistoryOrder, MessageUuid, Properties, RoomInfo, RoomMember, RoomUuid,
     SharedMessage, UserUuid,
