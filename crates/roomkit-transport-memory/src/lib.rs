@@ -21,8 +21,9 @@
 //! buffer would, so slow-consumer handling is exercised for real.
 
 use std::sync::{
+    atomic::AtomicBool,
     atomic::{AtomicU64, Ordering},
-    Arc, OnceLock,
+    Arc, Mutex, OnceLock, Weak,
 };
 
 use async_trait::async_trait;
@@ -30,7 +31,7 @@ use bytes::Bytes;
 use roomkit_core::transport::{
     CloseReason, Connection, Connector, FrameSink, FrameStream, Listener, TransportError,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Tunables of the in-memory transport.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub fn transport() -> (MemoryListener, MemoryConnector) {
 pub fn transport_with(config: MemoryConfig) -> (MemoryListener, MemoryConnector) {
     let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
     let next_id = Arc::new(AtomicU64::new(1));
-    (MemoryListener { rx }, MemoryConnector { tx, config, next_id })
+    (MemoryListener { rx }, MemoryConnector { tx, config, next_id, live: Arc::default() })
 }
 
 /// The server side of the in-memory transport.
@@ -83,6 +84,62 @@ pub struct MemoryConnector {
     tx: mpsc::Sender<Connection>,
     config: MemoryConfig,
     next_id: Arc<AtomicU64>,
+    live: Arc<Mutex<Vec<Weak<Cut>>>>,
+}
+
+impl MemoryConnector {
+    /// Fault injection: drops every open connection of this connector at once, as a network
+    /// failure would — no close reason, and frames in flight are lost. Returns how many.
+    pub fn sever_all(&self) -> usize {
+        self.sever(|_| true)
+    }
+
+    /// Fault injection: drops about one open connection in `one_in` (at random), as
+    /// [`sever_all`](Self::sever_all) does. Returns how many.
+    pub fn sever_some(&self, one_in: u64) -> usize {
+        let mut state = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        self.sever(move |_| {
+            // xorshift: good enough to pick victims.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % one_in.max(1) == 0
+        })
+    }
+
+    fn sever(&self, mut pick: impl FnMut(&Cut) -> bool) -> usize {
+        let mut live = self.live.lock().expect("not poisoned");
+        live.retain(|w| w.strong_count() > 0);
+        let mut severed = 0;
+        for cut in live.iter().filter_map(Weak::upgrade) {
+            if !cut.is_cut() && pick(&cut) {
+                cut.cut();
+                severed += 1;
+            }
+        }
+        severed
+    }
+}
+
+/// The switch that drops one connection (both directions) abruptly.
+#[derive(Debug, Default)]
+struct Cut {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Cut {
+    fn cut(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -90,8 +147,14 @@ impl Connector for MemoryConnector {
     async fn connect(&self) -> Result<Connection, TransportError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cap = self.config.channel_capacity.max(1);
-        let (to_server, from_client) = direction(cap);
-        let (to_client, from_server) = direction(cap);
+        let cut = Arc::new(Cut::default());
+        {
+            let mut live = self.live.lock().expect("not poisoned");
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&cut));
+        }
+        let (to_server, from_client) = direction(cap, &cut);
+        let (to_client, from_server) = direction(cap, &cut);
         let server_side = Connection {
             sink: Box::new(to_client),
             stream: Box::new(from_client),
@@ -111,15 +174,19 @@ impl Connector for MemoryConnector {
 
 /// One direction of a connection: frames, then (once the sender is dropped) the close
 /// reason the sender left, read after every queued frame like a WebSocket close frame.
-fn direction(capacity: usize) -> (MemorySink, MemoryStream) {
+fn direction(capacity: usize, cut: &Arc<Cut>) -> (MemorySink, MemoryStream) {
     let (tx, rx) = mpsc::channel(capacity);
     let reason = Arc::new(OnceLock::new());
-    (MemorySink { tx: Some(tx), reason: Arc::clone(&reason) }, MemoryStream { rx, reason, closed: false })
+    (
+        MemorySink { tx: Some(tx), reason: Arc::clone(&reason), cut: Arc::clone(cut) },
+        MemoryStream { rx, reason, closed: false, cut: Arc::clone(cut) },
+    )
 }
 
 struct MemorySink {
     tx: Option<mpsc::Sender<Bytes>>,
     reason: Arc<OnceLock<CloseReason>>,
+    cut: Arc<Cut>,
 }
 
 #[async_trait]
@@ -127,6 +194,9 @@ impl FrameSink for MemorySink {
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
         let tx = self.tx.as_ref().ok_or(TransportError::Closed(None))?;
         for frame in frames {
+            if self.cut.is_cut() {
+                return Err(TransportError::Closed(None));
+            }
             tx.send(frame.clone()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
         }
         Ok(())
@@ -146,16 +216,29 @@ struct MemoryStream {
     rx: mpsc::Receiver<Bytes>,
     reason: Arc<OnceLock<CloseReason>>,
     closed: bool,
+    cut: Arc<Cut>,
 }
 
 #[async_trait]
 impl FrameStream for MemoryStream {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
-        if !self.closed {
-            if let Some(frame) = self.rx.recv().await {
-                return Ok(frame);
+        if !self.closed && !self.cut.is_cut() {
+            let cut = self.cut.notify.notified();
+            tokio::pin!(cut);
+            cut.as_mut().enable();
+            if !self.cut.is_cut() {
+                tokio::select! {
+                    frame = self.rx.recv() => if let Some(frame) = frame {
+                        return Ok(frame);
+                    },
+                    () = cut => {}
+                }
             }
             self.closed = true;
+        }
+        if self.cut.is_cut() {
+            self.rx.close();
+            return Err(TransportError::Closed(None));
         }
         Err(TransportError::Closed(self.reason.get().cloned()))
     }
@@ -195,6 +278,24 @@ mod tests {
         let third = server.sink.send(std::slice::from_ref(&f));
         tokio::pin!(third);
         assert!(futures_poll_once(third.as_mut()).await.is_none(), "third frame must wait");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn severing_drops_connections_abruptly_in_both_directions() {
+        let (mut listener, connector) = transport();
+        let (server, client) = tokio::join!(listener.accept(), connector.connect());
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        let (_other_server, _other_client) = tokio::join!(listener.accept(), connector.connect());
+        assert_eq!(connector.sever_all(), 2);
+        assert_eq!(connector.sever_all(), 0, "already severed");
+        assert_eq!(server.stream.recv().await, Err(TransportError::Closed(None)));
+        assert_eq!(client.stream.recv().await, Err(TransportError::Closed(None)));
+        assert!(client.sink.send(&[Bytes::from_static(b"{}")]).await.is_err());
+        // New connections are unaffected.
+        let (server, client) = tokio::join!(listener.accept(), connector.connect());
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        client.sink.send(&[Bytes::from_static(b"{}")]).await.unwrap();
+        assert_eq!(&server.stream.recv().await.unwrap()[..], b"{}");
     }
 
     async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
