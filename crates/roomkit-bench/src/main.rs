@@ -9,6 +9,10 @@
 //! - **latency**: one member broadcasts at a fixed rate (default 1000 msg/s) for a few seconds;
 //!   reports p50/p99/p999 of send-to-receive time over every delivery (hdrhistogram).
 //!
+//! - **durable send**: 1 and 16 members each send texts one at a time, waiting for each
+//!   acknowledgement, into one chatroom; with the redb store (fsync per commit) and with the
+//!   memory store; reports acknowledged messages per second and ack latency p50/p99.
+//!
 //! Results go to stdout as a table and, one JSON object per line, to
 //! `target/bench/results.jsonl`.
 //!
@@ -37,6 +41,8 @@ use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Options {
+    skip_durable: bool,
+    durable_messages: usize,
     sizes: Vec<usize>,
     rate: u64,
     rate_secs: u64,
@@ -44,7 +50,14 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { sizes: vec![100, 1000, 5000], rate: 1000, rate_secs: 3, deliveries: 4_000_000 };
+    let mut o = Options {
+        skip_durable: false,
+        durable_messages: 4000,
+        sizes: vec![100, 1000, 5000],
+        rate: 1000,
+        rate_secs: 3,
+        deliveries: 4_000_000,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -58,6 +71,10 @@ fn options() -> Result<Options, String> {
             "--rate" => o.rate = value()?.parse().map_err(|_| "bad --rate")?,
             "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
             "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
+            "--durable-messages" => {
+                o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?
+            }
+            "--no-durable" => o.skip_durable = true,
             "-h" | "--help" => {
                 println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]");
                 std::process::exit(0);
@@ -101,6 +118,33 @@ async fn main() {
         }
     }
     print_table(&rows);
+    if !options.skip_durable {
+        let mut durable = Vec::new();
+        for store in ["memory", "redb"] {
+            for senders in [1usize, 16] {
+                match durable_send(&server_bin, store, senders, options.durable_messages).await {
+                    Ok(row) => durable.push(row),
+                    Err(e) => {
+                        eprintln!("durable send ({store}, {senders} senders): {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+        println!("{:>8} {:>8} {:>12} {:>12} {:>12}", "store", "senders", "acks/s", "p50 ms", "p99 ms");
+        for r in &durable {
+            println!(
+                "{:>8} {:>8} {:>12.0} {:>12.3} {:>12.3}",
+                r["store"].as_str().unwrap_or(""),
+                r["senders"],
+                r["acks_per_sec"].as_f64().unwrap_or(0.0),
+                r["ack_p50_ms"].as_f64().unwrap_or(0.0),
+                r["ack_p99_ms"].as_f64().unwrap_or(0.0),
+            );
+        }
+        println!();
+        rows.extend(durable);
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("results.jsonl");
@@ -138,6 +182,13 @@ async fn metric_sum_count(admin: SocketAddr, name: &str) -> Option<(f64, f64)> {
 }
 
 async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    start_server_with(bin, &["--store", "memory"]).await
+}
+
+async fn start_server_with(
+    bin: &std::path::Path,
+    extra: &[&str],
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let (port, admin) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("valid");
@@ -152,7 +203,8 @@ async fn start_server(bin: &std::path::Path) -> Result<(Child, SocketAddr, Socke
             &format!("127.0.0.1:{admin}"),
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
-        .args(["--send-queue-frames", "65536", "--store", "memory"])
+        .args(["--send-queue-frames", "65536"])
+        .args(extra)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -423,6 +475,71 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
         "latency_p99_ms": ms(0.99),
         "latency_p999_ms": ms(0.999),
         "latency_max_ms": merged.max() as f64 / 1e6,
+    }))
+}
+
+/// `senders` members send `total` messages between them into one chatroom, each waiting for
+/// the acknowledgement of one before sending the next.
+async fn durable_send(
+    bin: &std::path::Path,
+    store: &str,
+    senders: usize,
+    total: usize,
+) -> Result<Value, String> {
+    let dir = std::env::temp_dir().join(format!("roomkit-bench-{}-{store}-{senders}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.display().to_string();
+    let (child, addr, _) = start_server_with(bin, &["--store", store, "--data-dir", &dir_arg]).await?;
+    let room = "durable";
+    let mut creator = member_connect(addr).await?;
+    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+    call(
+        &mut creator,
+        2,
+        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
+    )
+    .await?;
+    let mut members = Vec::new();
+    for i in 0..senders {
+        members.push(member(addr, i, room).await?);
+    }
+    let per_sender = (total / senders).max(1);
+    let pb = bar((per_sender * senders) as u64, &format!("{store}: {senders} senders"));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut ws) in members.into_iter().enumerate() {
+        let pb = pb.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            for n in 0..per_sender {
+                let id = 10 + n as u64;
+                let text = format!("D{i}-{n}-{}", "x".repeat(90));
+                let sent = Instant::now();
+                let request = json!({"op": "send_text_message", "room_uuid": room, "message_uuid": format!("d{i}n{n}"), "text": text});
+                call(&mut ws, id, request).await?;
+                h.record(sent.elapsed().as_nanos() as u64).expect("in range");
+                pb.inc(1);
+            }
+            Ok::<_, String>(h)
+        }));
+    }
+    let mut merged = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        merged.add(t.await.map_err(|e| e.to_string())??).expect("same bounds");
+    }
+    let elapsed = start.elapsed();
+    pb.finish_and_clear();
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let acks = (per_sender * senders) as f64;
+    Ok(json!({
+        "scenario": "durable_send",
+        "store": store,
+        "senders": senders,
+        "acks": acks,
+        "acks_per_sec": (acks / elapsed.as_secs_f64()).round(),
+        "ack_p50_ms": merged.value_at_quantile(0.5) as f64 / 1e6,
+        "ack_p99_ms": merged.value_at_quantile(0.99) as f64 / 1e6,
     }))
 }
 
