@@ -28,6 +28,7 @@ mod connection;
 pub mod jwt;
 pub mod metrics;
 pub mod net;
+pub mod web;
 
 mod outbox;
 mod rate;

@@ -13,7 +13,9 @@ use roomkit_protocol::UserUuid;
 use roomkit_server::{
     admin::{self, AdminState},
     jwt::{Claims, JwtAuthenticator, TokenGrants},
-    net, Authenticator, DevAuthenticator, Server,
+    net,
+    web::{self, WebConfig},
+    Authenticator, DevAuthenticator, Server,
 };
 use roomkit_transport_ws::QueueListener;
 use tokio::{net::TcpListener, sync::watch};
@@ -109,7 +111,9 @@ async fn run(settings: Settings) -> Result<(), String> {
     let _ = roomkit_server::metrics::prometheus();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let client_router = net::client_router(settings.ws.clone(), sender);
+    // The web page (and, in development mode only, its token endpoint) on the client port.
+    let web_config = WebConfig { dev_tokens: settings.dev.then(|| jwt.clone()), ..WebConfig::default() };
+    let client_router = net::client_router(settings.ws.clone(), sender).merge(web::router(web_config));
     let client_http =
         tokio::spawn(net::serve(client_tcp, client_router, settings.handshake_timeout, stop_rx.clone()));
     let admin_state = AdminState {
@@ -122,6 +126,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         tokio::spawn(net::serve(admin_tcp, admin::router(admin_state), settings.handshake_timeout, stop_rx));
 
     println!("roomkit-server {} listening", env!("CARGO_PKG_VERSION"));
+    println!("  web page:            http://{client_addr}/");
     println!("  clients (WebSocket): {ws_url}");
     println!("  admin API:           http://{admin_addr}/v1/rooms   (Authorization: Bearer <admin key>)");
     println!("  health / metrics:    http://{admin_addr}/healthz   http://{admin_addr}/metrics");
@@ -131,6 +136,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         println!("  *** Never expose this server to a network.                              ***");
         println!();
         println!("  Signed tokens:       roomkit-server token --dev --account alice --ttl 1h");
+        println!("  Page sign-in tokens: GET http://{client_addr}/dev/token?account=alice   (1 h)");
     } else {
         println!("  Tokens:              roomkit-server token --account alice --ttl 1h   (same secret)");
     }

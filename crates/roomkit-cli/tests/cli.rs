@@ -1,0 +1,274 @@
+//! The `roomkit` binary, run with piped standard input and output against a live server on
+//! 127.0.0.1 (wired as `roomkit-server` wires itself: WebSocket at /v1, admin API on a second
+//! port, development logins).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::SocketAddr,
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use roomkit_protocol::UserUuid;
+use roomkit_server::{
+    admin::{self, AdminState},
+    jwt::JwtAuthenticator,
+    net, DevAuthenticator, Server, ServerConfig, ServerHandle,
+};
+use roomkit_transport_ws::{QueueListener, WsConfig};
+use tokio::{net::TcpListener, sync::watch};
+
+const WAIT: Duration = Duration::from_secs(15);
+const ADMIN_KEY: &str = "test-admin-key";
+
+struct Live {
+    ws_url: String,
+    admin_url: String,
+    runtime: tokio::runtime::Runtime,
+    server: Option<ServerHandle>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+fn live_server() -> Live {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (server, stop, client_addr, admin_addr) = runtime.block_on(async {
+        let client_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client_addr: SocketAddr = client_tcp.local_addr().unwrap();
+        let admin_addr: SocketAddr = admin_tcp.local_addr().unwrap();
+        let ws = WsConfig::default();
+        let (listener, sender) = QueueListener::new(format!("ws://{client_addr}/v1"), ws.accept_backlog);
+        let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+        let (stop, stop_rx) = watch::channel(false);
+        let timeout = Duration::from_secs(10);
+        tokio::spawn(net::serve(client_tcp, net::client_router(ws, sender), timeout, stop_rx.clone()));
+        let state = AdminState {
+            rooms: server.rooms(),
+            admin_key: ADMIN_KEY.into(),
+            tokens: None,
+            backend_user: UserUuid::new("backend").unwrap(),
+        };
+        tokio::spawn(net::serve(admin_tcp, admin::router(state), timeout, stop_rx));
+        (server, stop, client_addr, admin_addr)
+    });
+    Live {
+        ws_url: format!("ws://{client_addr}/v1"),
+        admin_url: format!("http://{admin_addr}"),
+        runtime,
+        server: Some(server),
+        _stop: stop,
+    }
+}
+
+/// A running `roomkit` process: its stdout as lines, its stderr collected.
+struct Cli {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: JoinHandle<String>,
+}
+
+impl Cli {
+    fn spawn(args: &[&str]) -> Cli {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomkit"))
+            .args(args)
+            .env_remove("ROOMKIT_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roomkit");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Cli { stdin: child.stdin.take(), child, lines, seen: Vec::new(), stderr }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a line of output containing `needle`; returns it.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no output line containing {needle:?}; got:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Closes stdin and waits for the exit: status, all stdout, stderr.
+    fn finish(mut self) -> (ExitStatus, String, String) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("roomkit did not exit; output:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.seen.extend(self.lines.iter());
+        (status, self.seen.join("\n"), self.stderr.join().unwrap())
+    }
+}
+
+/// Runs `roomkit ARGS` to the end.
+fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    Cli::spawn(args).finish()
+}
+
+#[test]
+fn two_chat_sessions_talk() {
+    let live = live_server();
+    let server = live.ws_url.as_str();
+    let mut alice =
+        Cli::spawn(&["chat", "--server", server, "--room", "cli-chat", "--name", "Alice", "--create"]);
+    alice.expect("created room cli-chat");
+    alice.expect("joined room cli-chat");
+    let mut bob = Cli::spawn(&["chat", "--server", server, "--room", "cli-chat", "--name", "Bob"]);
+    bob.expect("joined room cli-chat");
+    alice.expect("* Bob entered the chatroom");
+
+    alice.say("hello bob");
+    let line = bob.expect("Alice: hello bob");
+    assert!(line.starts_with('[') && line.as_bytes()[9] == b']', "time first: {line}");
+    bob.say("hi alice");
+    alice.expect("Bob: hi alice");
+    bob.say("/dm alice just for you");
+    bob.expect("you → Alice: just for you");
+    alice.expect("Bob (to you): just for you");
+
+    alice.say("/members");
+    alice.expect("2 members, 2 in the chatroom");
+    alice.expect("Alice (alice): you, host, in the chatroom");
+    alice.expect("Bob (bob): in the chatroom");
+    alice.say("/history");
+    alice.expect("you: hello bob");
+    alice.expect("Bob: hi alice");
+
+    // Alice recalls her last message: both are told, and history shows it recalled.
+    alice.say("/recall");
+    alice.expect("* you recalled a message");
+    bob.expect("* Alice recalled a message");
+    bob.say("/history");
+    bob.expect("Alice: (recalled)");
+
+    bob.say("/leave");
+    bob.expect("you left the chatroom");
+    alice.expect("* Bob left the chatroom");
+    bob.say("/quit");
+    let (status, _, stderr) = bob.finish();
+    assert!(status.success(), "bob: {status}; {stderr}");
+    assert!(stderr.contains("development token"), "says it uses a development token: {stderr}");
+    alice.expect("* Bob left the room");
+    alice.say("/quit");
+    let (status, _, stderr) = alice.finish();
+    assert!(status.success(), "alice: {status}; {stderr}");
+}
+
+#[test]
+fn send_history_and_rooms() {
+    let live = live_server();
+    let server = live.ws_url.as_str();
+    // Create the room: a chat session that ends with its input.
+    let (status, out, err) =
+        run(&["chat", "--server", server, "--room", "notes", "--name", "Ann", "--create"]);
+    assert!(status.success(), "{out}\n{err}");
+
+    let text = "one-shot <b>note</b> ünïcode";
+    let (status, out, err) =
+        run(&["send", "--server", server, "--room", "notes", "--text", text, "--name", "Ann"]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("sent #1"), "{out}");
+
+    let (status, out, err) = run(&["history", "--server", server, "--room", "notes"]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains(&format!("Ann: {text}")), "{out}");
+
+    let (status, out, err) = run(&["rooms", "--admin", &live.admin_url, "--admin-key", ADMIN_KEY]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.lines().any(|l| l.starts_with("notes") && l.contains("chatroom")), "{out}");
+    let (status, out, _) = run(&["rooms", "--admin", &live.admin_url, "--admin-key", ADMIN_KEY, "--json"]);
+    assert!(status.success());
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["rooms"][0]["room_uuid"], "notes");
+
+    let (status, _, err) = run(&["rooms", "--admin", &live.admin_url, "--admin-key", "wrong"]);
+    assert!(!status.success());
+    assert!(err.contains("1100 UNAUTHENTICATED"), "{err}");
+}
+
+#[test]
+fn failures_exit_non_zero_with_the_code() {
+    let live = live_server();
+    let server = live.ws_url.as_str();
+    let cases: &[(&[&str], &str)] = &[
+        (&["send", "--server", server, "--room", "bad room", "--text", "x"], "error 1002 BAD_REQUEST"),
+        (&["send", "--server", server, "--room", "no-such-room", "--text", "x"], "error 2000 ROOM_NOT_EXIST"),
+        (&["history", "--server", server, "--room", "no-such-room"], "error 2000 ROOM_NOT_EXIST"),
+        (
+            &["chat", "--server", server, "--room", "no-such-room", "--name", "Al"],
+            "error 2000 ROOM_NOT_EXIST",
+        ),
+        (&["chat", "--server", server, "--room", "r", "--name", "Al", "--account", "a b"], "error 1002"),
+        (&["send", "--server", "ws://127.0.0.1:9/v1", "--room", "r", "--text", "x"], "error 5003"),
+    ];
+    for (args, code) in cases {
+        let (status, out, err) = run(args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {out}\n{err}");
+        assert!(err.contains(code), "{args:?}: stderr should name {code}: {err}");
+    }
+}
+
+#[test]
+fn token_mints_what_the_server_checks() {
+    let (status, out, err) =
+        run(&["token", "--secret", "s3cret", "--account", "alice", "--ttl", "30m", "--room", "class-1"]);
+    assert!(status.success(), "{err}");
+    let claims = JwtAuthenticator::new(b"s3cret").verify(out.trim()).unwrap();
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.grants.rooms, Some(vec!["class-1".to_string()]));
+    assert!(JwtAuthenticator::new(b"other").verify(out.trim()).is_err());
+
+    let (status, _, err) = run(&["token", "--secret", "s", "--account", "not valid"]);
+    assert!(!status.success());
+    assert!(err.contains("1002"), "{err}");
+}
