@@ -96,12 +96,18 @@ impl RoomState {
                     RoomEvent::MemberLeaveChatroom(members)
                 }
                 Event::ChatroomMessagesReceived { messages, .. } => {
-                    if let Some(last) = messages.last() {
-                        self.last_seq.fetch_max(last.seq, Ordering::Relaxed);
+                    drop(data);
+                    let messages: Vec<ChatMessage> = messages.into_iter().map(Arc::unwrap_or_clone).collect();
+                    if let Some(held) = self.held.lock().expect("not poisoned").as_mut() {
+                        // Catching up after a reconnect: told in order once caught up.
+                        held.extend(messages);
+                        return;
                     }
-                    RoomEvent::ChatroomMessagesReceived(
-                        messages.into_iter().map(Arc::unwrap_or_clone).collect(),
-                    )
+                    let fresh = self.take_fresh(messages);
+                    if fresh.is_empty() {
+                        return;
+                    }
+                    RoomEvent::ChatroomMessagesReceived(fresh)
                 }
                 Event::RoomEnd { reason, .. } => RoomEvent::RoomEnd(reason),
                 Event::RoomPropertiesChanged { properties, .. } => {

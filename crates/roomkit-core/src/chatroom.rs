@@ -86,6 +86,15 @@ impl Chatroom {
         }
     }
 
+    /// Forgets a message that could not be stored: a retry must store it, not find it.
+    pub(crate) fn forget(&mut self, message: &SharedMessage) {
+        if self.recent_ids.get(&message.message_uuid).is_some_and(|m| m.seq == message.seq) {
+            self.recent_ids.remove(&message.message_uuid);
+            self.recent_order.retain(|id| *id != message.message_uuid);
+        }
+        self.history.retain(|m| m.seq != message.seq);
+    }
+
     /// A page of the recent-history ring.
     pub(crate) fn page(&self, query: &HistoryQuery) -> HistoryPage {
         let last_seq = self.next_seq - 1;

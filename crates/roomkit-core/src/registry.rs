@@ -237,6 +237,19 @@ impl RoomRegistry {
         }
     }
 
+    /// The driver could not store `ops` (an [`Output::Store`] batch): their messages were
+    /// neither acknowledged nor delivered, so they are forgotten here too — a retry with the
+    /// same message id is stored as new.
+    pub fn handle_store_failed(&mut self, ops: &[StoreOp]) {
+        for op in ops {
+            if let StoreOp::Append { room, message } = op {
+                if let Some(chat) = self.rooms.get_mut(room).and_then(|r| r.chatroom.as_mut()) {
+                    chat.forget(message);
+                }
+            }
+        }
+    }
+
     /// Ends rooms empty for the idle timeout; removes members gone for the grace period.
     pub fn handle_timeout(&mut self, now: u64) {
         let (idle, grace) = (self.config.room_idle_timeout_ms, self.config.reconnect_grace_ms);
@@ -759,12 +772,15 @@ impl RoomRegistry {
         let caller = room.member_on(conn, &identity.user)?;
         let is_host = caller.info.role == Role::Host || identity.grants.room_admin;
         let nick = caller.info.name.clone();
-        let chat = room.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(room_uuid.clone()))?;
+        let chat = room.chatroom.as_ref().ok_or_else(|| Error::ChatroomNotEnabled(room_uuid.clone()))?;
         let original = chat
             .find_recent(message_uuid)
             .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
+        if original.recalled {
+            return Err(Error::bad("message_uuid", "the message is already recalled"));
+        }
         let own = original.from_user_uuid == identity.user;
         let may = is_host || (own && now.saturating_sub(original.time) <= window);
         if !may {
@@ -774,6 +790,24 @@ impl RoomRegistry {
                 "only the sender or the host may recall a message"
             }));
         }
+        // A directed message's recall is news only to those who could see it.
+        let to = original.to_user_uuid_list.as_ref().map(|to| {
+            let mut to = to.clone();
+            if !to.contains(&original.from_user_uuid) {
+                to.push(original.from_user_uuid.clone());
+            }
+            to
+        });
+        let directed = to.as_ref().map(|to| {
+            Audience::only(
+                to.iter()
+                    .filter(|u| room.is_in_chatroom(u))
+                    .filter_map(|u| room.member(u))
+                    .map(|m| m.conn)
+                    .collect(),
+            )
+        });
+        let chat = room.chatroom.as_mut().expect("checked above");
         let seq = chat.take_seq();
         let notification = Arc::new(ChatMessage {
             message_uuid: MessageUuid::new(format!("r{now}-{seq}"))
@@ -784,7 +818,7 @@ impl RoomRegistry {
             from_nick: nick,
             from_avatar: None,
             from_backend: false,
-            to_user_uuid_list: None,
+            to_user_uuid_list: to,
             time: now,
             recalled: false,
             body: MessageBody::Notification {
@@ -803,7 +837,7 @@ impl RoomRegistry {
         let recalled = Arc::new(recalled);
         chat.replace(Arc::clone(&recalled));
         chat.remember(Arc::clone(&notification));
-        let audience = chat.roster.audience(None);
+        let audience = directed.unwrap_or_else(|| chat.roster.audience(None));
         self.store(StoreOp::Append { room: room_uuid.clone(), message: recalled });
         self.store(StoreOp::Append { room: room_uuid.clone(), message: Arc::clone(&notification) });
         self.deliver(

@@ -132,6 +132,7 @@ fn reencode_request(id: u64, request: &Request) -> Value {
         SendTextMessage,
         SendCustomMessage,
         FetchChatroomHistory,
+        RecallChatroomMessage,
     )
 }
 
@@ -166,6 +167,7 @@ fn reencode_success(op: &str, id: u64, frame: &ResponseFrame, line: usize) -> Va
         SendTextMessage,
         SendCustomMessage,
         FetchChatroomHistory,
+        RecallChatroomMessage,
     )
 }
 

@@ -17,6 +17,8 @@
 //! | `roomkit_slow_consumer_closes_total` | counter | connections closed as slow consumers |
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
+//! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
+//! | `roomkit_store_errors_total` | counter | store commits that failed (their messages were refused) |
 
 use std::sync::OnceLock;
 

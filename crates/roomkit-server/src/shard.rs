@@ -200,6 +200,7 @@ impl ShardState {
                     Err(e) => {
                         metrics::counter!("roomkit_store_errors_total").increment(1);
                         tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
+                        self.registry.handle_store_failed(&ops);
                         false
                     }
                 }

@@ -5,8 +5,9 @@
 //! committed; with [`Durability::Immediate`] (the default) the commit is fsynced first, so an
 //! acknowledged message survives a crash or power loss. The server calls `apply` once per
 //! shard wake-up with every operation of that wake-up, so under load many messages share one
-//! fsync (group commit). [`Durability::Eventual`] skips the fsync: faster, and a crash may
-//! lose the last commits (but never corrupts the database).
+//! fsync (group commit). [`Durability::Eventual`] fsyncs at most once per
+//! [`EVENTUAL_SYNC_INTERVAL`]: faster under load, and a crash may lose the acknowledged
+//! messages of up to that interval (it never corrupts the database).
 //!
 //! Layout: `messages` maps `(room, seq)` to the message's time (8 bytes, big-endian) followed
 //! by its JSON; `rooms` maps a room uuid to its [`RoomRecord`] as JSON; `seqs` keeps each
@@ -30,6 +31,9 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 const SEQS: TableDefinition<&str, u64> = TableDefinition::new("seqs");
 
+/// With [`Durability::Eventual`], the longest time between two fsynced commits.
+pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "roomkit.redb";
 
@@ -39,7 +43,8 @@ pub enum Durability {
     /// fsync before `apply` returns (default): acknowledged means on disk.
     #[default]
     Immediate,
-    /// No fsync: faster; a crash may lose the most recent commits.
+    /// fsync at most once per [`EVENTUAL_SYNC_INTERVAL`]: a crash may lose the commits of
+    /// up to that interval.
     Eventual,
 }
 
@@ -58,6 +63,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     config: RedbConfig,
     path: PathBuf,
+    /// When a commit was last fsynced (for [`Durability::Eventual`]).
+    last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -83,7 +90,8 @@ impl RedbStore {
         txn.open_table(ROOMS).map_err(err)?;
         txn.open_table(SEQS).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db), config, path })
+        let last_sync = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+        Ok(Self { db: Arc::new(db), config, path, last_sync })
     }
 
     /// The database file.
@@ -95,7 +103,15 @@ impl RedbStore {
         let mut txn = self.db.begin_write().map_err(err)?;
         let durability = match self.config.durability {
             Durability::Immediate => redb::Durability::Immediate,
-            Durability::Eventual => redb::Durability::None,
+            Durability::Eventual => {
+                let mut last = self.last_sync.lock().expect("not poisoned");
+                if last.elapsed() >= EVENTUAL_SYNC_INTERVAL {
+                    *last = std::time::Instant::now();
+                    redb::Durability::Immediate
+                } else {
+                    redb::Durability::None
+                }
+            }
         };
         txn.set_durability(durability).map_err(err)?;
         {

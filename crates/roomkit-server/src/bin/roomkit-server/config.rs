@@ -99,7 +99,8 @@ pub struct LimitArgs {
     /// Refused requests in a row before the connection is closed [default: 100].
     #[arg(long, env = "ROOMKIT_RATE_LIMIT_CLOSE_AFTER")]
     pub rate_limit_close_after: Option<u32>,
-    /// Messages kept per chatroom for history [default: 1000].
+    /// Recent messages kept in memory per chatroom (recall and retries also use the id
+    /// window) [default: 1000].
     #[arg(long, env = "ROOMKIT_HISTORY_RING_SIZE")]
     pub history_ring_size: Option<usize>,
     /// Seconds an empty room lives [default: 86400].
@@ -150,13 +151,23 @@ pub struct LimitArgs {
     /// Seconds shutdown waits for connections to flush [default: 5].
     #[arg(long, env = "ROOMKIT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Message ids remembered per chatroom, so a retried send is stored once [default: 10000].
+    #[arg(long, env = "ROOMKIT_DEDUPE_WINDOW")]
+    pub dedupe_window: Option<usize>,
+    /// Seconds a dropped member stays before leaving, if it does not come back [default: 30].
+    #[arg(long, env = "ROOMKIT_RECONNECT_GRACE_SECS")]
+    pub reconnect_grace_secs: Option<u64>,
+    /// Seconds a sender may recall its message [default: 120].
+    #[arg(long, env = "ROOMKIT_RECALL_WINDOW_SECS")]
+    pub recall_window_secs: Option<u64>,
     /// Messages kept per chatroom in the store [default: 100000].
     #[arg(long, env = "ROOMKIT_RETENTION_MESSAGES")]
     pub retention_messages: Option<u64>,
     /// Seconds messages are kept in the store [default: 30 days].
     #[arg(long, env = "ROOMKIT_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
-    /// `immediate` (fsync before acknowledging) or `eventual` (no fsync) [default: immediate].
+    /// `immediate` (fsync before acknowledging) or `eventual` (fsync at most once a second)
+    /// [default: immediate].
     #[arg(long, env = "ROOMKIT_DURABILITY")]
     pub durability: Option<DurabilityKind>,
 }
@@ -167,7 +178,7 @@ pub struct LimitArgs {
 pub enum DurabilityKind {
     /// fsync before a message is acknowledged.
     Immediate,
-    /// No fsync: a crash may lose the last commits.
+    /// fsync at most once a second: a crash may lose up to a second of messages.
     Eventual,
 }
 
@@ -287,6 +298,9 @@ impl Settings {
         set(&mut c.max_property_value_bytes, l.max_property_value_bytes);
         set(&mut c.max_properties, l.max_properties);
         set(&mut c.ended_rooms_remembered, l.ended_rooms_remembered);
+        set(&mut c.dedupe_window, l.dedupe_window);
+        set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
+        set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut ws.write_buffer_bytes, l.write_buffer_bytes);
@@ -377,6 +391,9 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         write_buffer_bytes: flags.write_buffer_bytes.or(file.write_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),
+        dedupe_window: flags.dedupe_window.or(file.dedupe_window),
+        reconnect_grace_secs: flags.reconnect_grace_secs.or(file.reconnect_grace_secs),
+        recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
         durability: flags.durability.or(file.durability),
     }
