@@ -88,6 +88,12 @@ pub struct MemoryConnector {
 }
 
 impl MemoryConnector {
+    /// A connector to the same listener whose connections are severed on their own: give
+    /// one client its own connector to drop just its connection.
+    pub fn separate(&self) -> MemoryConnector {
+        MemoryConnector { live: Arc::default(), ..self.clone() }
+    }
+
     /// Fault injection: drops every open connection of this connector at once, as a network
     /// failure would — no close reason, and frames in flight are lost. Returns how many.
     pub fn sever_all(&self) -> usize {
