@@ -1,8 +1,16 @@
-//! The end-to-end behaviour suite over the in-memory transport: once with the transport's
-//! defaults, once with one-frame channels (every send waits for the peer to read).
+//! The end-to-end tests: the behaviour suite over the in-memory transport (once with the
+//! transport's defaults, once with one-frame channels, where every send waits for the peer
+//! to read) and over WebSocket on loopback ([`websocket`]); bad input on a real socket
+//! ([`wire`]); JWT logins ([`auth`]); the admin HTTP API ([`admin`]); and the
+//! `roomkit-server` binary itself ([`binary`]).
 
+mod admin;
+mod auth;
+mod binary;
 mod memory_transport;
 mod tiny;
+mod websocket;
+mod wire;
 
 roomkit_tests::behaviour_suite!(memory, roomkit_tests::MemoryHarness);
 roomkit_tests::behaviour_suite!(memory_tiny_channels, crate::tiny::TinyMemoryHarness);

@@ -3,8 +3,10 @@
 //!
 //! - [`Harness`] starts a server on some transport and opens connections to it: SDK clients
 //!   ([`Harness::client`]) and raw frame-level connections ([`Harness::raw_client`]).
-//!   [`MemoryHarness`] implements it over the in-memory transport; another transport (the
-//!   WebSocket one) implements the same trait in a few lines.
+//!   [`MemoryHarness`] implements it over the in-memory transport; [`WsHarness`] over real
+//!   loopback sockets, behind the same HTTP/WebSocket front as the `roomkit-server` binary.
+//! - [`ws`] is a raw WebSocket client (any bytes, any frame type, close frames as they come)
+//!   and [`http`] a minimal HTTP/1.1 client, for the wire and admin API tests.
 //! - [`behaviour`] holds the behaviour cases, each an `async fn case<H: Harness>()`.
 //! - [`behaviour_suite!`] instantiates every case as a `#[tokio::test]` for one harness:
 //!
@@ -18,8 +20,10 @@
 //! earlier has already reached the client.
 
 pub mod behaviour;
+pub mod http;
+pub mod ws;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,8 +36,10 @@ use roomkit_protocol::{
     codec::{self, ResponseFrame, ServerFrame},
     Code, EndReason, Event, Role, RoomInfo,
 };
-use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
+use roomkit_server::{Authenticator, DevAuthenticator, Server, ServerConfig, ServerHandle};
 use roomkit_transport_memory::{MemoryConfig, MemoryConnector};
+use roomkit_transport_ws::{QueueListener, WsConfig, WsConnector};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 /// Longest wait for anything expected (an event, a response, a frame). Bounds hangs only.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,6 +83,12 @@ impl std::fmt::Debug for SharedConnector {
 impl Connector for SharedConnector {
     async fn connect(&self) -> Result<Connection, TransportError> {
         self.0.connect().await
+    }
+}
+
+impl roomkit_client::IntoConnector for SharedConnector {
+    fn into_connector(self) -> Arc<dyn Connector> {
+        self.0
     }
 }
 
@@ -164,6 +176,128 @@ impl Harness for MemoryHarness {
     }
 
     async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// How a [`WsHarness`] serves clients: the WebSocket front's settings and the authenticator.
+#[derive(Clone)]
+pub struct WsFront {
+    /// The WebSocket transport's limits (frame size, buffers, accept backlog).
+    pub ws: WsConfig,
+    /// How long a TCP connection may take to send its HTTP request head.
+    pub header_timeout: Duration,
+    /// Logs connections in.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// The server's socket send buffer, in bytes, when set (`SO_SNDBUF` on the listening
+    /// socket, which accepted sockets inherit); the kernel's default (auto-tuned) otherwise.
+    pub send_buffer_bytes: Option<u32>,
+}
+
+impl Default for WsFront {
+    fn default() -> Self {
+        Self {
+            ws: WsConfig::default(),
+            header_timeout: Duration::from_secs(10),
+            authenticator: Arc::new(DevAuthenticator),
+            send_buffer_bytes: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WsFront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsFront")
+            .field("ws", &self.ws)
+            .field("header_timeout", &self.header_timeout)
+            .field("send_buffer_bytes", &self.send_buffer_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server socket's send buffer under [`TransportOptions::small_buffers`]: small, so that a
+/// client which stops reading backs up into the server's send queue after a few frames
+/// rather than after megabytes of kernel buffering.
+pub const SMALL_SEND_BUFFER_BYTES: u32 = 4096;
+
+/// [`Harness`] over WebSocket on loopback TCP, served exactly as the `roomkit-server` binary
+/// serves its client port: a [`QueueListener`] feeding the [`Server`], and
+/// [`roomkit_server::net::serve`] running [`roomkit_server::net::client_router`] (`/v1`
+/// upgrades, `/healthz`) on a [`TcpListener`] bound to `127.0.0.1:0`.
+pub struct WsHarness {
+    server: ServerHandle,
+    addr: SocketAddr,
+    url: String,
+    stop_http: watch::Sender<bool>,
+    http: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WsHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsHarness").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl WsHarness {
+    /// Starts a server with `config` behind an HTTP/WebSocket front configured by `front`.
+    pub async fn start_front(config: ServerConfig, front: WsFront) -> Self {
+        let tcp = bind_loopback(front.send_buffer_bytes);
+        let addr = tcp.local_addr().expect("bound address");
+        let url = format!("ws://{addr}{}", roomkit_transport_ws::PATH_V1);
+        let (listener, sender) = QueueListener::new(url.clone(), front.ws.accept_backlog);
+        let server = Server::new(config, front.authenticator).spawn(listener);
+        let (stop_http, stop_rx) = watch::channel(false);
+        let router = roomkit_server::net::client_router(front.ws, sender);
+        let http = tokio::spawn(roomkit_server::net::serve(tcp, router, front.header_timeout, stop_rx));
+        Self { server, addr, url, stop_http, http }
+    }
+
+    /// The client port's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients connect to: `ws://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Binds a listening socket on `127.0.0.1:0`, with `send_buffer_bytes` as its `SO_SNDBUF`
+/// when given.
+fn bind_loopback(send_buffer_bytes: Option<u32>) -> TcpListener {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    if let Some(bytes) = send_buffer_bytes {
+        socket.set_send_buffer_size(bytes).expect("SO_SNDBUF");
+    }
+    socket.bind(addr).expect("bind 127.0.0.1:0");
+    socket.listen(1024).expect("listen")
+}
+
+#[async_trait]
+impl Harness for WsHarness {
+    async fn start_with(config: ServerConfig, options: TransportOptions) -> Self {
+        let mut front = WsFront::default();
+        if options.small_buffers {
+            front.send_buffer_bytes = Some(SMALL_SEND_BUFFER_BYTES);
+        }
+        Self::start_front(config, front).await
+    }
+
+    fn connector(&self) -> SharedConnector {
+        SharedConnector(Arc::new(WsConnector::new(self.url.clone())))
+    }
+
+    fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+
+    /// Stops the HTTP accept loop (the port is closed when it returns), then shuts the
+    /// server down.
+    async fn stop(self) {
+        let _ = self.stop_http.send(true);
+        within("the HTTP accept loop to stop", self.http).await.expect("the HTTP accept loop panicked");
         self.server.shutdown().await;
     }
 }
@@ -592,9 +726,11 @@ macro_rules! behaviour_suite {
                 leave_room_leaves_the_chatroom_first,
                 closing_a_client_leaves_its_rooms,
                 dropping_a_client_leaves_its_rooms,
+                a_dropped_member_returns_silently_within_the_grace_period,
+                a_dropped_member_leaves_when_the_grace_period_ends,
                 idle_rooms_end,
                 end_room_ends_it_for_everyone,
-                shutdown_ends_rooms_and_closes_clients,
+                shutdown_closes_clients_and_keeps_rooms,
             }
             server {
                 requests_before_login_are_refused,

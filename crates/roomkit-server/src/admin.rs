@@ -17,7 +17,7 @@
 //! Responses use the protocol's shape: `{"code": 0, "msg": "success", "data": ...}`, and errors
 //! the same code table with the matching HTTP status.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     body::Bytes,
@@ -309,11 +309,17 @@ async fn mint_token(
     for room in request.rooms.iter().flatten() {
         parse_room(room)?;
     }
-    let ttl = Duration::from_secs(request.ttl_secs.unwrap_or(3600));
+    let ttl_secs = request.ttl_secs.unwrap_or(3600);
+    let exp = crate::jwt::expiry(crate::shard::now_ms() / 1000, ttl_secs).ok_or_else(|| {
+        ApiError::new(
+            Code::BAD_REQUEST,
+            format!("bad request: field `ttl_secs`: at most {} seconds", crate::jwt::MAX_TTL_SECS),
+        )
+    })?;
     let claims = Claims {
         name: request.name.unwrap_or_else(|| request.account.clone()),
         sub: request.account,
-        exp: crate::shard::now_ms() / 1000 + ttl.as_secs(),
+        exp,
         grants: TokenGrants {
             create_rooms: request.create_rooms.unwrap_or(true),
             rooms: request.rooms,

@@ -74,7 +74,12 @@ impl Reader {
                         return;
                     }
                 }
-                Err(TransportError::Rejected(reason)) => self.reply_error(None, reason.code, &reason.reason),
+                // Refused frames count toward the rate limit like any other.
+                Err(TransportError::Rejected(reason)) => match self.admit(None) {
+                    Verdict::Allow => self.reply_error(None, reason.code, &reason.reason),
+                    Verdict::Refuse => {}
+                    Verdict::Close => return,
+                },
                 Err(TransportError::Violation(reason)) => {
                     self.reply_error(None, reason.code, &reason.reason);
                     self.closer.close(reason, true);
@@ -88,27 +93,36 @@ impl Reader {
     /// Handles one frame; false when the connection must close.
     async fn on_frame(&mut self, frame: &[u8]) -> bool {
         let decoded = codec::decode_request(frame);
-        let verdict = self.rate.check(Instant::now());
-        if verdict != Verdict::Allow {
-            metrics::counter!("roomkit_rate_limited_total").increment(1);
-            let id = decoded.as_ref().map_or_else(|e| e.id, |f| Some(f.id));
-            let limit = self.shared.config.rate_limit;
-            let msg = format!("more than {} requests per second (burst {})", limit.per_second, limit.burst);
-            self.reply_error(id, Code::RATE_LIMITED, &msg);
-            if verdict == Verdict::Close {
-                self.closer.close(
-                    CloseReason::new(Code::RATE_LIMITED, "request rate limit exceeded repeatedly"),
-                    true,
-                );
-                return false;
-            }
-            return true;
+        let id = decoded.as_ref().map_or_else(|e| e.id, |f| Some(f.id));
+        match self.admit(id) {
+            Verdict::Allow => {}
+            Verdict::Refuse => return true,
+            Verdict::Close => return false,
         }
         match decoded {
             Ok(frame) => self.on_request(frame).await,
             Err(e) => self.reply_error(e.id, e.code, &e.message),
         }
         true
+    }
+
+    /// The rate limit, for every frame, readable or not: over it, the frame is answered
+    /// `RATE_LIMITED` (with its id when it has one) and not handled; when it persists, the
+    /// connection is closed.
+    fn admit(&mut self, id: Option<u64>) -> Verdict {
+        let verdict = self.rate.check(Instant::now());
+        if verdict == Verdict::Allow {
+            return verdict;
+        }
+        metrics::counter!("roomkit_rate_limited_total").increment(1);
+        let limit = self.shared.config.rate_limit;
+        let msg = format!("more than {} requests per second (burst {})", limit.per_second, limit.burst);
+        self.reply_error(id, Code::RATE_LIMITED, &msg);
+        if verdict == Verdict::Close {
+            self.closer
+                .close(CloseReason::new(Code::RATE_LIMITED, "request rate limit exceeded repeatedly"), true);
+        }
+        verdict
     }
 
     async fn on_request(&mut self, frame: RequestFrame) {

@@ -51,6 +51,15 @@ impl Default for TokenGrants {
     }
 }
 
+/// Longest lifetime a minted token may have: ten years.
+pub const MAX_TTL_SECS: u64 = 10 * 366 * 86_400;
+
+/// The expiry of a token minted now for `ttl_secs`, or `None` if the lifetime is over
+/// [`MAX_TTL_SECS`].
+pub fn expiry(now_secs: u64, ttl_secs: u64) -> Option<u64> {
+    (ttl_secs <= MAX_TTL_SECS).then(|| now_secs.saturating_add(ttl_secs))
+}
+
 /// Signs and checks tokens with one shared secret.
 #[derive(Clone)]
 pub struct JwtAuthenticator {

@@ -1,13 +1,17 @@
-//! How members and rooms go away: leaving, closing, idle expiry, ending, shutdown.
+//! How members and rooms go away: leaving, closing, the reconnect grace period, idle expiry,
+//! ending, shutdown.
 
 use std::time::{Duration, Instant};
 
-use roomkit_client::{EndReason, JoinRoomOptions, RoomEvent, RoomKit};
+use roomkit_client::{ConnectionState, EndReason, JoinRoomOptions, RoomEvent, RoomKit};
 use roomkit_core::transport::TransportError;
-use roomkit_protocol::{codec::ServerFrame, Code, Event, RoomUuid};
+use roomkit_protocol::{Code, Event, RoomUuid};
 use roomkit_server::ServerConfig;
 
-use crate::{create_room, expect_code, join_as_host, join_params, start_room, within, Harness, Member, Seen};
+use crate::{
+    create_room, expect_code, join_as_host, join_params, start_chatroom, start_room, within, Harness, Member,
+    Seen,
+};
 
 /// Polls `check` every few milliseconds until it holds; panics after the event timeout.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -115,9 +119,12 @@ pub async fn closing_a_client_leaves_its_rooms<H: Harness>() {
 }
 
 /// Dropping every handle of a client (kit, contexts, streams) closes its connection, which
-/// takes it out of its rooms as [`closing_a_client_leaves_its_rooms`] does.
+/// takes it out of its rooms as [`closing_a_client_leaves_its_rooms`] does — at once when
+/// there is no reconnect grace period (`reconnect_grace_ms: 0`).
 pub async fn dropping_a_client_leaves_its_rooms<H: Harness>() {
-    let h = H::start(ServerConfig::default()).await;
+    let mut config = ServerConfig::default();
+    config.core.reconnect_grace_ms = 0;
+    let h = H::start(config).await;
     let mut ms = start_room(&h, "r", &["alice", "carol", "dave"], true, &["alice", "carol"]).await;
     let dave = ms.pop().expect("dave");
     let carol = ms.pop().expect("carol");
@@ -218,10 +225,10 @@ pub async fn end_room_ends_it_for_everyone<H: Harness>() {
     h.stop().await;
 }
 
-/// Shutting the server down ends every room for its members with `RoomEnd(ServerShutdown)`,
-/// then closes their connections with `SERVER_SHUTTING_DOWN`: SDK calls fail with
-/// `CONNECTION_CLOSED`, and no new connection is accepted.
-pub async fn shutdown_ends_rooms_and_closes_clients<H: Harness>() {
+/// Shutting the server down ends no room and sends no `room_end` (rooms outlive a restart):
+/// every connection is closed with `SERVER_SHUTTING_DOWN`, with nothing before it; SDK
+/// clients keep their contexts and start reconnecting; no new connection is accepted.
+pub async fn shutdown_closes_clients_and_keeps_rooms<H: Harness>() {
     let h = H::start(ServerConfig::default()).await;
     let mut ms = start_room(&h, "r", &["alice", "bob"], true, &["alice"]).await;
     let mut raw = h.raw_client().await;
@@ -230,33 +237,128 @@ pub async fn shutdown_ends_rooms_and_closes_clients<H: Harness>() {
     for m in &mut ms {
         m.expect(Seen::JoinRoom("eve".into())).await;
     }
+    let mut states: Vec<_> = ms.iter().map(|m| m.kit.connection_events()).collect();
     let connector = h.connector();
     within("shutdown", h.stop()).await;
 
-    // Over the wire: the room's end, then the close with SERVER_SHUTTING_DOWN.
+    // Over the wire: nothing but the close, with SERVER_SHUTTING_DOWN.
     match raw.read_to_end().await {
         (frames, TransportError::Closed(Some(reason))) => {
-            assert!(
-                matches!(
-                    &frames[..],
-                    [ServerFrame::Event(Event::RoomEnd { reason: EndReason::ServerShutdown, .. })]
-                ),
-                "eve expected RoomEnd(ServerShutdown) before the close, got {frames:?}"
-            );
+            assert!(frames.is_empty(), "eve expected nothing before the close, got {frames:?}");
             assert_eq!(reason.code, Code::SERVER_SHUTTING_DOWN, "{reason}");
         }
         other => panic!("eve's connection should be closed with SERVER_SHUTTING_DOWN, got {other:?}"),
     }
-    for m in &mut ms {
-        m.expect(Seen::End(EndReason::ServerShutdown)).await;
-        let kit = m.kit.clone();
-        eventually("the client to notice the close", || kit.close_reason().is_some()).await;
-        let reason = m.kit.close_reason().expect("closed");
-        // The server's close reason is the SDK's error code from then on.
-        assert_eq!(reason.code(), Code::SERVER_SHUTTING_DOWN, "{reason}");
-        assert!(m.kit.room_service().get_room_context("r").is_none());
-        expect_code(m.chat().send_broadcast_text_message("still there?").await, Code::SERVER_SHUTTING_DOWN);
+    for (m, states) in ms.iter_mut().zip(&mut states) {
+        // The SDK treats the close like any dropped connection: it tries to reconnect.
+        let state = within("a connection state change", states.recv()).await.expect("state events");
+        assert!(matches!(state, ConnectionState::Reconnecting { .. }), "{}: {state:?}", m.uuid());
+        assert!(m.kit.room_service().get_room_context("r").is_some(), "{} lost its context", m.uuid());
+        assert_eq!(m.kit.close_reason(), None, "{} gave up at once", m.uuid());
+        let early: Vec<RoomEvent> = std::iter::from_fn(|| m.events.try_recv()).collect();
+        assert!(early.is_empty(), "{} received events on shutdown: {early:?}", m.uuid());
     }
     let late = within("a connection attempt", RoomKit::connect(connector)).await;
     assert!(late.is_err(), "a stopped server accepted a connection");
+}
+
+/// A member whose connection drops keeps its place for the reconnect grace period: nobody is
+/// told anything, it still counts as a member (in the chatroom too), and when the same
+/// account joins again from a new connection it takes up its old place silently — its name
+/// is the old one, it is in the chatroom without joining it, and it can catch up on what it
+/// missed from history.
+pub async fn a_dropped_member_returns_silently_within_the_grace_period<H: Harness>() {
+    let h = H::start(ServerConfig::default()).await;
+    let mut ms = start_chatroom(&h, "r", &["alice", "bob"]).await;
+    let mut eve = h.raw_client().await;
+    eve.login("eve").await;
+    eve.request_ok(serde_json::json!({"op": "join_room", "room_uuid": "r", "user_name": "Eve"})).await;
+    eve.request_ok(serde_json::json!({"op": "join_chatroom", "room_uuid": "r"})).await;
+    for m in &mut ms {
+        m.expect(Seen::JoinRoom("eve".into())).await;
+        m.expect(Seen::JoinChatroom("eve".into())).await;
+    }
+    // The connection drops without leaving.
+    drop(eve);
+    let server = h.server();
+    eventually("the server to notice the dropped connection", || server.connection_count() == 2).await;
+    let missed = ms[0].chat().send_broadcast_text_message("while eve is away").await.expect("send");
+    ms[1].expect(Seen::message(&missed)).await;
+    for m in &mut ms {
+        m.assert_quiet().await;
+        assert!(
+            m.ctx.get_member("eve").is_some_and(|e| e.is_in_chatroom),
+            "{}: eve is still a member",
+            m.uuid()
+        );
+    }
+
+    let mut eve = h.raw_client().await;
+    eve.login("eve").await;
+    let joined = eve
+        .request_ok(serde_json::json!({"op": "join_room", "room_uuid": "r", "user_name": "Someone Else"}))
+        .await;
+    let joined: serde_json::Value =
+        serde_json::from_str(joined.data.expect("join data").get()).expect("JSON");
+    let me = joined["members"].as_array().expect("members").iter().find(|m| m["uuid"] == "eve").cloned();
+    let me = me.unwrap_or_else(|| panic!("eve is not in the member list: {joined}"));
+    assert_eq!((me["name"].as_str(), me["is_in_chatroom"].as_bool()), (Some("Eve"), Some(true)), "{me}");
+    for m in &mut ms {
+        m.assert_quiet().await;
+    }
+    // Back in the chatroom without joining it.
+    let sent = ms[1].chat().send_broadcast_text_message("welcome back").await.expect("send");
+    ms[0].expect(Seen::message(&sent)).await;
+    let history = eve
+        .request_ok(serde_json::json!({"op": "fetch_chatroom_history", "room_uuid": "r", "after_seq": 0}))
+        .await;
+    let history: serde_json::Value =
+        serde_json::from_str(history.data.expect("history").get()).expect("JSON");
+    let seqs: Vec<u64> =
+        history["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(seqs, [missed.seq, sent.seq], "{history}");
+    let received: Vec<u64> = eve
+        .take_events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChatroomMessagesReceived { messages, .. } => Some(messages.iter().map(|m| m.seq)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(received, [sent.seq], "eve receives what is sent after its return, not before");
+    h.stop().await;
+}
+
+/// A member that does not come back within the grace period is removed when it ends, as if
+/// it had left: the others get `MemberLeaveChatroom`, then `MemberLeaveRoom`.
+pub async fn a_dropped_member_leaves_when_the_grace_period_ends<H: Harness>() {
+    let mut config = ServerConfig::default();
+    // Short, so that the leave comes well within the wait for an event.
+    config.core.reconnect_grace_ms = 200;
+    let h = H::start(config).await;
+    let mut ms = start_chatroom(&h, "r", &["alice", "bob"]).await;
+    let mut eve = h.raw_client().await;
+    eve.login("eve").await;
+    eve.request_ok(serde_json::json!({"op": "join_room", "room_uuid": "r", "user_name": "Eve"})).await;
+    eve.request_ok(serde_json::json!({"op": "join_chatroom", "room_uuid": "r"})).await;
+    for m in &mut ms {
+        m.expect(Seen::JoinRoom("eve".into())).await;
+        m.expect(Seen::JoinChatroom("eve".into())).await;
+    }
+    drop(eve);
+    for m in &mut ms {
+        expect_leave(m, "eve", true).await;
+        expect_leave(m, "eve", false).await;
+        assert!(m.ctx.get_member("eve").is_none());
+    }
+    // Coming back now is a new join, seen by everyone.
+    let mut eve = h.raw_client().await;
+    eve.login("eve").await;
+    eve.request_ok(serde_json::json!({"op": "join_room", "room_uuid": "r", "user_name": "Eve"})).await;
+    for m in &mut ms {
+        m.expect(Seen::JoinRoom("eve".into())).await;
+        m.assert_quiet().await;
+    }
+    h.stop().await;
 }

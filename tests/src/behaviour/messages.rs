@@ -184,7 +184,12 @@ pub async fn history_returns_visible_messages_with_time_limit_and_order<H: Harne
             all.iter().filter(|m| visible_seqs.contains(&m.seq)).cloned().collect();
         let chat = member.chat();
         let fetch = |start_time, limit, order| {
-            chat.fetch_chatroom_history_messages(FetchHistoryOptions { start_time, limit, order })
+            chat.fetch_chatroom_history_messages(FetchHistoryOptions {
+                start_time,
+                limit,
+                order,
+                ..Default::default()
+            })
         };
         let who = member.uuid();
 

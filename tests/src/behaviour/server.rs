@@ -184,6 +184,8 @@ const MAX_MESSAGES_TO_OVERFLOW: u64 = 5000;
 /// both have seen slow leave. Returns the server, the members, slow, and the number sent.
 async fn overflow_a_slow_consumer<H: Harness>(mut config: ServerConfig) -> (H, Vec<Member>, RawClient, u64) {
     config.send_queue_frames = 8;
+    // The closed connection leaves at once, not after a reconnect grace period.
+    config.core.reconnect_grace_ms = 0;
     // Alice sends as fast as the readers keep up; transports with big buffers need many
     // messages, which the default rate limit would refuse.
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: u32::MAX };

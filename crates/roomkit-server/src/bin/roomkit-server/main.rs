@@ -51,7 +51,8 @@ fn token(args: TokenArgs) -> Result<(), String> {
     let claims = Claims {
         name: args.name.unwrap_or_else(|| args.account.clone()),
         sub: args.account,
-        exp: now + args.ttl.as_secs(),
+        exp: roomkit_server::jwt::expiry(now, args.ttl.as_secs())
+            .ok_or_else(|| format!("--ttl: at most {} seconds", roomkit_server::jwt::MAX_TTL_SECS))?,
         grants: TokenGrants {
             create_rooms: !args.no_create,
             rooms: (!args.rooms.is_empty()).then_some(args.rooms),

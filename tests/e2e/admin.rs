@@ -1,0 +1,513 @@
+//! The admin HTTP API over real HTTP: [`roomkit_server::admin::router`] served by
+//! [`roomkit_server::net::serve`] on loopback, next to a [`WsHarness`] whose SDK clients
+//! the API must see and reach. Requests go through the hand-written client in
+//! [`roomkit_tests::http`].
+
+use std::{net::SocketAddr, sync::Arc};
+
+use roomkit_client::EndReason;
+use roomkit_protocol::{Code, UserUuid};
+use roomkit_server::{
+    admin::{self, AdminState},
+    jwt::JwtAuthenticator,
+    ServerConfig,
+};
+use roomkit_tests::{
+    expect_code, http, join, join_params, start_chatroom, start_room, Harness, Seen, WsFront, WsHarness,
+};
+use serde_json::{json, Value};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+/// The admin key of every test.
+const KEY: &str = "k";
+
+/// The secret `POST /v1/tokens` signs with.
+const SECRET: &[u8] = b"admin-test-secret";
+
+/// The admin API of a running server, on its own loopback port.
+struct Admin {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Admin {
+    /// Serves the admin API for `h`'s server; `tokens` mints for `POST /v1/tokens`.
+    async fn serve(h: &WsHarness, tokens: Option<JwtAuthenticator>) -> Self {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin port");
+        let addr = tcp.local_addr().expect("address");
+        let state = AdminState {
+            rooms: h.server().rooms(),
+            admin_key: KEY.into(),
+            tokens,
+            backend_user: UserUuid::new("backend").expect("valid id"),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(roomkit_server::net::serve(
+            tcp,
+            admin::router(state),
+            std::time::Duration::from_secs(10),
+            stop_rx,
+        ));
+        Self { addr, stop, task }
+    }
+
+    /// Sends `request` with the admin key.
+    async fn call(&self, request: http::Request<'_>) -> http::Response {
+        http::send(self.addr, request.bearer(KEY)).await
+    }
+
+    async fn get(&self, path: &str) -> http::Response {
+        self.call(http::Request::new("GET", path)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> http::Response {
+        self.call(http::Request::new("POST", path).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> http::Response {
+        self.call(http::Request::new("DELETE", path)).await
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = roomkit_tests::within("the admin port to stop", self.task).await;
+    }
+}
+
+/// A server (development logins) and its admin API (minting with [`SECRET`]).
+async fn start() -> (WsHarness, Admin) {
+    // Installed before any traffic, as the binary does, so that /metrics counts it all.
+    let _ = roomkit_server::metrics::prometheus();
+    let h = WsHarness::start(ServerConfig::default()).await;
+    let admin = Admin::serve(&h, Some(JwtAuthenticator::new(SECRET))).await;
+    (h, admin)
+}
+
+async fn stop(h: WsHarness, admin: Admin) {
+    admin.stop().await;
+    h.stop().await;
+}
+
+/// Asserts that `r` is the JSON success `{"code":0,"msg":"success","data":...}` with HTTP
+/// `status`; returns `data`.
+#[track_caller]
+fn success(r: &http::Response, status: u16) -> Value {
+    let body = r.json();
+    assert_eq!((r.status, body["code"].as_u64()), (status, Some(0)), "{body}");
+    assert_eq!(body["msg"], "success", "{body}");
+    assert!(r.header("content-type").is_some_and(|v| v.starts_with("application/json")), "{r:?}");
+    body["data"].clone()
+}
+
+/// Asserts that `r` is the JSON error with HTTP `status` and protocol `code`, and that its
+/// message mentions `mentions`.
+#[track_caller]
+fn failure(r: &http::Response, status: u16, code: Code, mentions: &str) {
+    let body = r.json();
+    assert_eq!((r.status, body["code"].as_u64()), (status, Some(u64::from(code.0))), "{body}");
+    let msg = body["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(mentions), "the message should mention {mentions:?}: {body}");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(r.header("content-type").is_some_and(|v| v.starts_with("application/json")), "{r:?}");
+}
+
+/// Every `/v1` route needs `Authorization: Bearer <admin key>`: without it, or with a wrong
+/// key or scheme, the answer is 401 with `{"code":1100,...}` and nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_is_required() {
+    let (h, admin) = start().await;
+    let room = json!({"room_uuid": "r", "room_name": "R"});
+    let requests = || {
+        [
+            http::Request::new("GET", "/v1/rooms"),
+            http::Request::new("POST", "/v1/rooms").json(&room),
+            http::Request::new("GET", "/v1/rooms/r"),
+            http::Request::new("GET", "/v1/rooms/r/members"),
+            http::Request::new("GET", "/v1/rooms/r/chatroom/members"),
+            http::Request::new("POST", "/v1/rooms/r/chatroom/messages").json(&json!({"text": "hi"})),
+            http::Request::new("DELETE", "/v1/rooms/r"),
+            http::Request::new("POST", "/v1/tokens").json(&json!({"account": "alice"})),
+        ]
+    };
+    for request in requests() {
+        let what = format!("{} {}", request.method, request.path);
+        let r = http::send(admin.addr, request).await;
+        assert_eq!(r.status, 401, "{what} without a key: {r:?}");
+        failure(&r, 401, Code::UNAUTHENTICATED, "");
+    }
+    for authorization in ["Bearer nope", "Bearer k2", "Bearer ", "Basic k", "bearer k", "k"] {
+        for request in requests() {
+            let what = format!("{} {} with {authorization:?}", request.method, request.path);
+            let r = http::send(admin.addr, request.header("Authorization", authorization)).await;
+            assert_eq!(r.status, 401, "{what}: {r:?}");
+            failure(&r, 401, Code::UNAUTHENTICATED, "");
+        }
+    }
+    // Nothing was created.
+    let data = success(&admin.get("/v1/rooms").await, 200);
+    assert_eq!(data, json!({"rooms": []}));
+    stop(h, admin).await;
+}
+
+/// `POST /v1/rooms` creates a room (201, created by `backend`) that SDK clients can join; a
+/// second one with the same uuid is 409 with `ROOM_ALREADY_EXISTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_created_once() {
+    let (h, admin) = start().await;
+    let body =
+        json!({"room_uuid": "class-1", "room_name": "Class 1", "enable_chatroom": true, "max_members": 10});
+    let data = success(&admin.post("/v1/rooms", body.clone()).await, 201);
+    let room = &data["room"];
+    assert_eq!(
+        (room["room_uuid"].as_str(), room["creator"].as_str()),
+        (Some("class-1"), Some("backend")),
+        "{data}"
+    );
+    assert_eq!(
+        (room["chatroom_enabled"].as_bool(), room["max_members"].as_u64()),
+        (Some(true), Some(10)),
+        "{data}"
+    );
+    failure(&admin.post("/v1/rooms", body).await, 409, Code::ROOM_ALREADY_EXISTS, "class-1");
+
+    let kit = h.client("alice").await;
+    let alice = join(&kit, "class-1").await;
+    alice.chat().join_chatroom().await.expect("the room has a chatroom");
+    stop(h, admin).await;
+}
+
+/// A body that does not parse is 400 with `BAD_REQUEST`, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_bad_requests_naming_the_field() {
+    let (h, admin) = start().await;
+    let cases = [
+        ("/v1/rooms", json!({"room_uuid": "r", "room_name": 5}), "room_name"),
+        ("/v1/rooms", json!({"room_uuid": "r"}), "room_name"),
+        ("/v1/rooms", json!({"room_uuid": "a b", "room_name": "R"}), "room_uuid"),
+        ("/v1/rooms", json!({"room_uuid": "a".repeat(65), "room_name": "R"}), "room_uuid"),
+        ("/v1/rooms", json!({"room_uuid": "r", "room_name": "R", "max_members": "ten"}), "max_members"),
+        (
+            "/v1/rooms",
+            json!({"room_uuid": "r", "room_name": "R", "enable_chatroom": "yes"}),
+            "enable_chatroom",
+        ),
+        ("/v1/tokens", json!({"account": 5}), "account"),
+        ("/v1/tokens", json!({"name": "Alice"}), "account"),
+        ("/v1/tokens", json!({"account": "al ice"}), "account"),
+        ("/v1/tokens", json!({"account": "alice", "ttl_secs": -1}), "ttl_secs"),
+        ("/v1/tokens", json!({"account": "alice", "rooms": ["a b"]}), "room_uuid"),
+    ];
+    for (path, body, field) in cases {
+        let what = format!("POST {path} {body}");
+        let r = admin.post(path, body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        failure(&r, 400, Code::BAD_REQUEST, field);
+    }
+    let r = admin.call(http::Request::new("POST", "/v1/rooms").raw_body("{not json")).await;
+    failure(&r, 400, Code::BAD_REQUEST, "");
+    // A message to a room that exists, without text.
+    success(
+        &admin.post("/v1/rooms", json!({"room_uuid": "r", "room_name": "R", "enable_chatroom": true})).await,
+        201,
+    );
+    let r = admin.post("/v1/rooms/r/chatroom/messages", json!({"txt": "hi"})).await;
+    failure(&r, 400, Code::BAD_REQUEST, "text");
+    // A bad uuid in the path.
+    failure(&admin.get("/v1/rooms/a%20b").await, 400, Code::BAD_REQUEST, "room_uuid");
+    stop(h, admin).await;
+}
+
+/// The room listings reflect what SDK clients did over WebSocket; an unknown room is 404
+/// with `ROOM_NOT_EXIST`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_listings_reflect_websocket_clients() {
+    let (h, admin) = start().await;
+    // alice (host) and bob in room r, only alice in its chatroom; carol alone in room s.
+    let ms = start_room(&h, "r", &["alice", "bob"], true, &["alice"]).await;
+    let _carol = start_room(&h, "s", &["carol"], false, &[]).await;
+
+    let data = success(&admin.get("/v1/rooms").await, 200);
+    let rooms = data["rooms"].as_array().expect("rooms");
+    let summary: Vec<(&str, u64, u64)> = rooms
+        .iter()
+        .map(|r| {
+            let counts = (r["member_count"].as_u64(), r["chatroom_member_count"].as_u64());
+            (r["room_uuid"].as_str().expect("uuid"), counts.0.expect("count"), counts.1.expect("count"))
+        })
+        .collect();
+    assert_eq!(summary, [("r", 2, 1), ("s", 1, 0)], "{data}");
+
+    let room = success(&admin.get("/v1/rooms/r").await, 200);
+    assert_eq!(room["room_uuid"], "r", "{room}");
+    assert_eq!(room["creator"], "alice", "{room}");
+    assert_eq!((room["member_count"].as_u64(), room["chatroom_member_count"].as_u64()), (Some(2), Some(1)));
+
+    let members = success(&admin.get("/v1/rooms/r/members").await, 200);
+    let mut seen: Vec<(String, String, bool)> = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (s("uuid"), s("role"), m["is_in_chatroom"].as_bool().unwrap_or_default())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("alice".to_string(), "host".to_string(), true), ("bob".to_string(), "member".to_string(), false)],
+        "{members}"
+    );
+    let chat = success(&admin.get("/v1/rooms/r/chatroom/members").await, 200);
+    let uuids: Vec<&str> =
+        chat["members"].as_array().expect("members").iter().filter_map(|m| m["uuid"].as_str()).collect();
+    assert_eq!(uuids, ["alice"], "{chat}");
+
+    failure(&admin.get("/v1/rooms/nope").await, 404, Code::ROOM_NOT_EXIST, "nope");
+    failure(&admin.get("/v1/rooms/nope/members").await, 404, Code::ROOM_NOT_EXIST, "nope");
+    failure(&admin.get("/v1/rooms/nope/chatroom/members").await, 404, Code::ROOM_NOT_EXIST, "nope");
+    failure(&admin.get("/v1/rooms/s/chatroom/members").await, 404, Code::CHATROOM_NOT_ENABLED, "s");
+
+    // Bob leaves: the listing follows.
+    ms[1].ctx.leave_room().await.expect("leave_room");
+    let room = success(&admin.get("/v1/rooms/r").await, 200);
+    assert_eq!((room["member_count"].as_u64(), room["chatroom_member_count"].as_u64()), (Some(1), Some(1)));
+    stop(h, admin).await;
+}
+
+/// `POST /v1/rooms/{uuid}/chatroom/messages` reaches every chatroom member with
+/// `from_backend: true`, from `backend`, and nobody outside the chatroom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_messages_reach_every_chatroom_member() {
+    let (h, admin) = start().await;
+    let mut ms =
+        start_room(&h, "r", &["alice", "bob", "carol", "dave"], true, &["alice", "bob", "carol"]).await;
+    let r = admin
+        .post(
+            "/v1/rooms/r/chatroom/messages",
+            json!({"text": "Class starts in 5 minutes", "from_nick": "Teacher"}),
+        )
+        .await;
+    let data = success(&r, 201);
+    assert_eq!(data["message"]["from_backend"], true, "{data}");
+    let seq = data["message"]["seq"].as_u64().expect("seq");
+    for m in &mut ms[..3] {
+        let got = m.messages(1).await.pop().expect("one");
+        assert!(got.from_backend, "{} got {got:?}", m.uuid());
+        assert_eq!((got.from_user_uuid.as_str(), got.from_nick.as_str()), ("backend", "Teacher"));
+        assert_eq!((got.seq, got.text()), (seq, Some("Class starts in 5 minutes")));
+    }
+    for m in &mut ms {
+        m.assert_quiet().await;
+    }
+    // Without a nick the message is from "System".
+    let data = success(&admin.post("/v1/rooms/r/chatroom/messages", json!({"text": "second"})).await, 201);
+    assert_eq!(data["message"]["from_nick"], "System", "{data}");
+    for m in &mut ms[..3] {
+        let got = m.messages(1).await.pop().expect("one");
+        assert!(got.from_backend && got.from_nick == "System", "{got:?}");
+    }
+    // Members can fetch it from history too, marked as the backend's.
+    let history = ms[3].chat().fetch_chatroom_history_messages(Default::default()).await.expect("history");
+    assert!(history.iter().all(|m| m.from_backend), "{history:?}");
+    failure(
+        &admin.post("/v1/rooms/nope/chatroom/messages", json!({"text": "x"})).await,
+        404,
+        Code::ROOM_NOT_EXIST,
+        "",
+    );
+    // The members' limits apply to the backend too.
+    let long = "x".repeat(ServerConfig::default().core.max_message_bytes + 1);
+    failure(
+        &admin.post("/v1/rooms/r/chatroom/messages", json!({"text": long})).await,
+        413,
+        Code::MESSAGE_TOO_LONG,
+        "",
+    );
+    let _plain = start_room(&h, "plain", &["erin"], false, &[]).await;
+    failure(
+        &admin.post("/v1/rooms/plain/chatroom/messages", json!({"text": "x"})).await,
+        404,
+        Code::CHATROOM_NOT_ENABLED,
+        "plain",
+    );
+    for m in &mut ms {
+        m.assert_quiet().await;
+    }
+    stop(h, admin).await;
+}
+
+/// `DELETE /v1/rooms/{uuid}` ends the room: every member gets `RoomEnd(CloseByBackend)` and
+/// loses its context; the room is gone from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_room_ends_it_for_every_member() {
+    let (h, admin) = start().await;
+    let mut ms = start_chatroom(&h, "r", &["alice", "bob", "carol"]).await;
+    let _other = start_room(&h, "s", &["dave"], false, &[]).await;
+    success(&admin.delete("/v1/rooms/r").await, 200);
+    for m in &mut ms {
+        m.expect(Seen::End(EndReason::CloseByBackend)).await;
+        assert!(m.kit.room_service().get_room_context("r").is_none(), "{} still has a context", m.uuid());
+        assert!(within_none(&mut m.events).await, "{}: the event stream should end after RoomEnd", m.uuid());
+    }
+    let data = success(&admin.get("/v1/rooms").await, 200);
+    let uuids: Vec<&str> =
+        data["rooms"].as_array().expect("rooms").iter().filter_map(|r| r["room_uuid"].as_str()).collect();
+    assert_eq!(uuids, ["s"], "{data}");
+    let r = admin.get("/v1/rooms/r").await;
+    assert!(r.status == 404 || r.status == 410, "an ended room: {r:?}");
+    failure(&admin.delete("/v1/rooms/nope").await, 404, Code::ROOM_NOT_EXIST, "nope");
+    // The ended room cannot be joined again.
+    let kit = ms[0].kit.clone();
+    expect_code(
+        kit.room_service().join_room(join_params("r", "alice"), Default::default()).await,
+        Code::ROOM_ENDED,
+    );
+    stop(h, admin).await;
+}
+
+/// Whether the stream ends (yields `None`) right away; panics if it hangs.
+async fn within_none(events: &mut roomkit_client::RoomEvents) -> bool {
+    roomkit_tests::within("the end of an event stream", events.recv()).await.is_none()
+}
+
+/// `POST /v1/tokens` mints a token that logs in on a server checking tokens with the same
+/// secret, with the grants asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_log_in() {
+    let front = WsFront { authenticator: Arc::new(JwtAuthenticator::new(SECRET)), ..WsFront::default() };
+    let h = WsHarness::start_front(ServerConfig::default(), front).await;
+    let admin = Admin::serve(&h, Some(JwtAuthenticator::new(SECRET))).await;
+    success(&admin.post("/v1/rooms", json!({"room_uuid": "r1", "room_name": "R1"})).await, 201);
+    success(&admin.post("/v1/rooms", json!({"room_uuid": "r2", "room_name": "R2"})).await, 201);
+
+    let data = success(
+        &admin
+            .post(
+                "/v1/tokens",
+                json!({"account": "alice", "name": "Alice L.", "ttl_secs": 600, "rooms": ["r1"]}),
+            )
+            .await,
+        201,
+    );
+    let token = data["token"].as_str().expect("a token").to_string();
+    assert!(data["expires_at"].as_u64().is_some(), "{data}");
+    let claims = JwtAuthenticator::new(SECRET).verify(&token).expect("a valid token");
+    assert_eq!((claims.sub.as_str(), claims.name.as_str()), ("alice", "Alice L."));
+    assert_eq!(claims.exp, data["expires_at"].as_u64().expect("expires_at"));
+    assert_eq!(claims.grants.rooms, Some(vec!["r1".to_string()]));
+
+    let kit = h.connect().await;
+    expect_code(kit.login("bob", &token).await, Code::UNAUTHENTICATED);
+    kit.login("alice", &token).await.expect("the minted token logs in");
+    expect_code(
+        kit.room_service().join_room(join_params("r2", "alice"), Default::default()).await,
+        Code::FORBIDDEN,
+    );
+    let alice = join(&kit, "r1").await;
+    assert_eq!(alice.uuid(), "alice");
+
+    // Another secret does not accept it.
+    assert!(JwtAuthenticator::new(b"other").verify(&token).is_err());
+    admin.stop().await;
+    h.stop().await;
+}
+
+/// A lifetime too long to add to the current time is a bad request, not a crash: the
+/// answer is 400 naming `ttl_secs`, and the API keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_ttl_is_a_bad_request() {
+    let (h, admin) = start().await;
+    let request = http::Request::new("POST", "/v1/tokens")
+        .bearer(KEY)
+        .json(&json!({"account": "alice", "ttl_secs": u64::MAX}));
+    let r = roomkit_tests::within("the answer to a huge ttl_secs", http::try_send(admin.addr, request))
+        .await
+        .expect("an answer to a token request with a huge ttl_secs");
+    failure(&r, 400, Code::BAD_REQUEST, "ttl_secs");
+    success(&admin.post("/v1/tokens", json!({"account": "alice"})).await, 201);
+    stop(h, admin).await;
+}
+
+/// Without a token secret, `POST /v1/tokens` fails (500, `FAILURE`) and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minting_needs_a_secret() {
+    let h = WsHarness::start(ServerConfig::default()).await;
+    let admin = Admin::serve(&h, None).await;
+    let r = admin.post("/v1/tokens", json!({"account": "alice"})).await;
+    failure(&r, 500, Code::FAILURE, "secret");
+    admin.stop().await;
+    h.stop().await;
+}
+
+/// The value of the first sample of `name` in Prometheus text (`name value` or
+/// `name{labels} value`).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `GET /metrics` (no key needed) shows the connections and the messages of the traffic so
+/// far; `GET /healthz` needs no key either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_need_no_key() {
+    let (h, admin) = start().await;
+    let mut ms = start_chatroom(&h, "r", &["alice", "bob"]).await;
+    for i in 0..3 {
+        let sent = ms[0].chat().send_broadcast_text_message(&format!("m{i}")).await.expect("send");
+        ms[1].expect(Seen::message(&sent)).await;
+    }
+    let r = http::get(admin.addr, "/metrics").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    let connections =
+        sample(&text, "roomkit_connections").unwrap_or_else(|| panic!("no roomkit_connections in\n{text}"));
+    assert!(connections >= 2.0, "roomkit_connections {connections}\n{text}");
+    let messages = sample(&text, "roomkit_messages_in_total")
+        .unwrap_or_else(|| panic!("no roomkit_messages_in_total in\n{text}"));
+    assert!(messages >= 3.0, "roomkit_messages_in_total {messages}\n{text}");
+    assert!(sample(&text, "roomkit_rooms").is_some_and(|n| n >= 1.0), "{text}");
+
+    let r = http::get(admin.addr, "/healthz").await;
+    assert_eq!((r.status, r.text().trim()), (200, "ok"), "{r:?}");
+    let r = admin.get("/healthz").await;
+    assert_eq!(r.status, 200, "with a key too: {r:?}");
+    stop(h, admin).await;
+}
+
+/// A member whose connection dropped is still listed during the reconnect grace period
+/// (protocol.md §5: "While it is away, the membership still counts").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_away_within_the_grace_period_are_still_listed() {
+    let (h, admin) = start().await;
+    let mut ms = start_chatroom(&h, "r", &["alice"]).await;
+    let mut eve = roomkit_tests::ws::WsClient::connect(h.url()).await;
+    eve.login("eve").await;
+    eve.request_ok(json!({"op": "join_room", "room_uuid": "r", "user_name": "Eve"})).await;
+    eve.request_ok(json!({"op": "join_chatroom", "room_uuid": "r"})).await;
+    ms[0].expect(Seen::JoinRoom("eve".into())).await;
+    ms[0].expect(Seen::JoinChatroom("eve".into())).await;
+    drop(eve);
+    roomkit_tests::within("the server to notice the dropped connection", async {
+        while h.server().connection_count() > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let room = success(&admin.get("/v1/rooms/r").await, 200);
+    assert_eq!(
+        (room["member_count"].as_u64(), room["chatroom_member_count"].as_u64()),
+        (Some(2), Some(2)),
+        "{room}"
+    );
+    let members = success(&admin.get("/v1/rooms/r/chatroom/members").await, 200);
+    let uuids: Vec<&str> =
+        members["members"].as_array().expect("members").iter().filter_map(|m| m["uuid"].as_str()).collect();
+    assert!(uuids.contains(&"eve"), "{members}");
+    ms[0].assert_quiet().await;
+    stop(h, admin).await;
+}
