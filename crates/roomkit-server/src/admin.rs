@@ -32,7 +32,7 @@ use roomkit_protocol::{ops::CreateRoom, Code, EndReason, RoomInfo, RoomUuid, Use
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
-    jwt::{Claims, JwtAuthenticator, TokenGrants},
+    jwt::{JwtAuthenticator, TokenRequest},
     Rooms,
 };
 
@@ -278,7 +278,7 @@ async fn end_room(
 
 /// Body of `POST /v1/tokens`.
 #[derive(Debug, Deserialize)]
-struct TokenRequest {
+struct TokenBody {
     account: String,
     #[serde(default)]
     name: Option<String>,
@@ -303,29 +303,25 @@ async fn mint_token(
         .tokens
         .as_ref()
         .ok_or_else(|| ApiError::new(Code::FAILURE, "the server has no token secret configured"))?;
-    let request: TokenRequest = parse_body(&body)?;
-    UserUuid::new(&request.account)
-        .map_err(|e| ApiError::new(Code::BAD_REQUEST, format!("bad request: field `account`: {e}")))?;
-    for room in request.rooms.iter().flatten() {
-        parse_room(room)?;
-    }
+    let request: TokenBody = parse_body(&body)?;
     let ttl_secs = request.ttl_secs.unwrap_or(3600);
-    let exp = crate::jwt::expiry(crate::shard::now_ms() / 1000, ttl_secs).ok_or_else(|| {
-        ApiError::new(
-            Code::BAD_REQUEST,
-            format!("bad request: field `ttl_secs`: at most {} seconds", crate::jwt::MAX_TTL_SECS),
-        )
+    let claims = TokenRequest {
+        account: request.account,
+        name: request.name,
+        ttl: std::time::Duration::from_secs(ttl_secs.min(u64::MAX / 2)),
+        rooms: request.rooms.unwrap_or_default(),
+        admin: request.admin,
+        create_rooms: request.create_rooms.unwrap_or(true),
+    }
+    .claims()
+    .map_err(|e| {
+        let field = match e.split([' ', ':']).next() {
+            Some("ttl") => "ttl_secs",
+            Some("account") => "account",
+            _ => "rooms",
+        };
+        ApiError::new(Code::BAD_REQUEST, format!("bad request: field `{field}`: {e}"))
     })?;
-    let claims = Claims {
-        name: request.name.unwrap_or_else(|| request.account.clone()),
-        sub: request.account,
-        exp,
-        grants: TokenGrants {
-            create_rooms: request.create_rooms.unwrap_or(true),
-            rooms: request.rooms,
-            admin: request.admin,
-        },
-    };
     let token = tokens.mint(&claims);
     Ok(ok(StatusCode::CREATED, serde_json::json!({ "token": token, "expires_at": claims.exp })))
 }

@@ -51,6 +51,64 @@ impl Default for TokenGrants {
     }
 }
 
+/// What a new token grants, before it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The account id.
+    pub account: String,
+    /// Display name; the account id when absent.
+    pub name: Option<String>,
+    /// Lifetime.
+    pub ttl: std::time::Duration,
+    /// Rooms it may join; empty for every room.
+    pub rooms: Vec<String>,
+    /// Room admin.
+    pub admin: bool,
+    /// May create rooms.
+    pub create_rooms: bool,
+}
+
+impl TokenRequest {
+    /// The claims of a token minted now, after checking the account and room ids and the
+    /// lifetime (at most [`MAX_TTL_SECS`]). Errors name the field.
+    pub fn claims(self) -> Result<Claims, String> {
+        UserUuid::new(&self.account).map_err(|e| format!("account `{}`: {e}", self.account))?;
+        for room in &self.rooms {
+            RoomUuid::new(room).map_err(|e| format!("room `{room}`: {e}"))?;
+        }
+        let now = crate::shard::now_ms() / 1000;
+        let exp =
+            expiry(now, self.ttl.as_secs()).ok_or_else(|| format!("ttl: at most {MAX_TTL_SECS} seconds"))?;
+        Ok(Claims {
+            name: self.name.unwrap_or_else(|| self.account.clone()),
+            sub: self.account,
+            exp,
+            grants: TokenGrants {
+                create_rooms: self.create_rooms,
+                rooms: (!self.rooms.is_empty()).then_some(self.rooms),
+                admin: self.admin,
+            },
+        })
+    }
+}
+
+/// Parses a duration such as `90s`, `30m`, `1h`, `7d`, or plain seconds (token lifetimes
+/// on command lines).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
+    };
+    let secs = n.checked_mul(scale).ok_or_else(|| format!("`{s}` is too long"))?;
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// Longest lifetime a minted token may have: ten years.
 pub const MAX_TTL_SECS: u64 = 10 * 366 * 86_400;
 
@@ -141,6 +199,36 @@ mod tests {
 
     fn far_future() -> u64 {
         crate::shard::now_ms() / 1000 + 3600
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("300000000000000000d").unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn token_requests_check_ids_and_lifetime() {
+        let request = |account: &str, ttl: u64, rooms: Vec<String>| TokenRequest {
+            account: account.into(),
+            name: None,
+            ttl: std::time::Duration::from_secs(ttl),
+            rooms,
+            admin: false,
+            create_rooms: true,
+        };
+        let claims = request("alice", 60, vec!["r1".into()]).claims().unwrap();
+        assert_eq!((claims.sub.as_str(), claims.name.as_str()), ("alice", "alice"));
+        assert_eq!(claims.grants.rooms, Some(vec!["r1".to_string()]));
+        assert!(request("a b", 60, vec![]).claims().unwrap_err().contains("account"));
+        assert!(request("alice", 60, vec!["bad room".into()]).claims().unwrap_err().contains("room"));
+        assert!(request("alice", MAX_TTL_SECS + 1, vec![]).claims().unwrap_err().contains("ttl"));
     }
 
     #[tokio::test]

@@ -191,7 +191,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Lifetime, e.g. `90s`, `30m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = roomkit_server::jwt::parse_duration)]
     pub ttl: Duration,
     /// A room the token may join (repeat for more); none means every room.
     #[arg(long = "room")]
@@ -211,22 +211,6 @@ pub struct TokenArgs {
     /// Use the development secret (for servers started with --dev).
     #[arg(long, env = "ROOMKIT_DEV")]
     pub dev: bool,
-}
-
-/// Parses `90s`, `30m`, `1h`, `7d` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
-    };
-    let secs = n.checked_mul(scale).ok_or_else(|| format!("`{s}` is too long"))?;
-    Ok(Duration::from_secs(secs))
 }
 
 /// The TOML file's shape.
@@ -403,16 +387,6 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
-        assert!(parse_duration("1y").is_err());
-        assert!(parse_duration("h").is_err());
-    }
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {

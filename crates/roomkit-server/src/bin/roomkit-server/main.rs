@@ -12,7 +12,7 @@ use config::{Cli, Command, Settings, TokenArgs, DEV_TOKEN_SECRET};
 use roomkit_protocol::UserUuid;
 use roomkit_server::{
     admin::{self, AdminState},
-    jwt::{Claims, JwtAuthenticator, TokenGrants},
+    jwt::{JwtAuthenticator, TokenRequest},
     net,
     web::{self, WebConfig},
     Authenticator, DevAuthenticator, Server,
@@ -43,22 +43,16 @@ fn token(args: TokenArgs) -> Result<(), String> {
         .or(file.token_secret)
         .or_else(|| (args.dev || file.dev).then(|| DEV_TOKEN_SECRET.to_string()))
         .ok_or("no token secret: pass --token-secret (or ROOMKIT_TOKEN_SECRET, or --config), or --dev")?;
-    UserUuid::new(&args.account).map_err(|e| format!("--account: {e}"))?;
-    for room in &args.rooms {
-        roomkit_protocol::RoomUuid::new(room).map_err(|e| format!("--room {room}: {e}"))?;
+    let claims = TokenRequest {
+        account: args.account,
+        name: args.name,
+        ttl: args.ttl,
+        rooms: args.rooms,
+        admin: args.admin,
+        create_rooms: !args.no_create,
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let claims = Claims {
-        name: args.name.unwrap_or_else(|| args.account.clone()),
-        sub: args.account,
-        exp: roomkit_server::jwt::expiry(now, args.ttl.as_secs())
-            .ok_or_else(|| format!("--ttl: at most {} seconds", roomkit_server::jwt::MAX_TTL_SECS))?,
-        grants: TokenGrants {
-            create_rooms: !args.no_create,
-            rooms: (!args.rooms.is_empty()).then_some(args.rooms),
-            admin: args.admin,
-        },
-    };
+    .claims()
+    .map_err(|e| format!("--{e}"))?;
     println!("{}", JwtAuthenticator::new(secret.as_bytes()).mint(&claims));
     Ok(())
 }
