@@ -349,6 +349,7 @@ impl RoomService {
             avatar: params.avatar,
             password: params.password,
             initial_my_properties: params.initial_my_properties,
+            resume: false,
         };
         // The room's mirror is created on the receive task, so no event behind the
         // response is missed.

@@ -98,16 +98,17 @@ impl RoomState {
                 Event::ChatroomMessagesReceived { messages, .. } => {
                     drop(data);
                     let messages: Vec<ChatMessage> = messages.into_iter().map(Arc::unwrap_or_clone).collect();
-                    if let Some(held) = self.held.lock().expect("not poisoned").as_mut() {
+                    let mut held = self.held.lock().expect("not poisoned");
+                    if let Some(held) = held.as_mut() {
                         // Catching up after a reconnect: told in order once caught up.
                         held.extend(messages);
                         return;
                     }
                     let fresh = self.take_fresh(messages);
-                    if fresh.is_empty() {
-                        return;
+                    if !fresh.is_empty() {
+                        self.notify(RoomEvent::ChatroomMessagesReceived(fresh));
                     }
-                    RoomEvent::ChatroomMessagesReceived(fresh)
+                    return;
                 }
                 Event::RoomEnd { reason, .. } => RoomEvent::RoomEnd(reason),
                 Event::RoomPropertiesChanged { properties, .. } => {
@@ -208,10 +209,11 @@ impl RoomState {
         }
     }
 
-    /// Stops holding back: tells what arrived meanwhile and was not replayed.
+    /// Stops holding back: tells what arrived meanwhile and was not replayed. Under the
+    /// hold lock, so that no live message slips in between.
     pub(crate) fn end_resume(&self) {
-        let held = self.held.lock().expect("not poisoned").take().unwrap_or_default();
-        let fresh = self.take_fresh(held);
+        let mut held = self.held.lock().expect("not poisoned");
+        let fresh = self.take_fresh(held.take().unwrap_or_default());
         if !fresh.is_empty() {
             self.notify(RoomEvent::ChatroomMessagesReceived(fresh));
         }
@@ -411,6 +413,17 @@ impl ChatController {
     /// `member_join_chatroom`. Entering again succeeds and changes nothing.
     pub async fn join_chatroom(&self) -> Result<(), Error> {
         self.room.session.call(&JoinChatroom { room_uuid: self.room.state.uuid.clone() }).await?;
+        // What was said before entering is history, not something missed: a later resume
+        // catches up from here.
+        let newest = FetchChatroomHistory {
+            room_uuid: self.room.state.uuid.clone(),
+            start_time: None,
+            limit: Some(1),
+            order: HistoryOrder::Asc,
+            after_seq: Some(u64::MAX),
+        };
+        let page = self.room.session.call(&newest).await?;
+        self.room.state.note_seq(page.last_seq);
         Ok(())
     }
 

@@ -30,6 +30,13 @@ use crate::{room::RoomState, ClientConfig, ConnectionState, Error, RoomEvent};
 /// that state a response creates (a joined room) is in place before the events behind it.
 pub(crate) type Apply = Box<dyn FnOnce(&Session, &ResponseFrame) + Send>;
 
+#[derive(Default)]
+struct ReconnectCtl {
+    running: bool,
+    /// The connection the loop was resuming on dropped too.
+    lost_again: bool,
+}
+
 struct Pending {
     tx: oneshot::Sender<ResponseFrame>,
     apply: Option<Apply>,
@@ -55,6 +62,8 @@ pub(crate) struct Session {
     state_changed: tokio::sync::Notify,
     /// Set once the session is over for good.
     closed: Mutex<Option<Error>>,
+    /// At most one reconnect loop runs; a drop during it makes it try again.
+    reconnecting: Mutex<ReconnectCtl>,
     receiver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -88,6 +97,7 @@ impl Session {
             state_listeners: Mutex::new(Vec::new()),
             state_changed: tokio::sync::Notify::new(),
             closed: Mutex::new(None),
+            reconnecting: Mutex::default(),
             receiver: Mutex::new(None),
         });
         let Connection { sink, stream, .. } = connection;
@@ -328,6 +338,14 @@ impl Session {
         }
         // Answers to anything but sends are lost with the connection.
         self.pending.lock().expect("not poisoned").retain(|_, p| p.frame.is_some());
+        {
+            let mut ctl = self.reconnecting.lock().expect("not poisoned");
+            if ctl.running {
+                ctl.lost_again = true; // the running loop tries again
+                return;
+            }
+            ctl.running = true;
+        }
         self.set_state(ConnectionState::Reconnecting { attempt: 1 });
         tokio::spawn(reconnect(Arc::downgrade(self), error));
     }
@@ -378,6 +396,7 @@ async fn reconnect(session: Weak<Session>, mut last_error: Error) {
             return;
         }
         session.set_state(ConnectionState::Reconnecting { attempt });
+        session.reconnecting.lock().expect("not poisoned").lost_again = false;
         match session.connector.connect().await {
             Ok(connection) => session.install(connection).await,
             Err(e) => {
@@ -387,11 +406,19 @@ async fn reconnect(session: Weak<Session>, mut last_error: Error) {
         }
         match resume(&session).await {
             Ok(()) => {
-                session.set_state(ConnectionState::Connected);
+                {
+                    let mut ctl = session.reconnecting.lock().expect("not poisoned");
+                    if ctl.lost_again {
+                        continue; // dropped while resuming: once more
+                    }
+                    ctl.running = false;
+                    session.set_state(ConnectionState::Connected);
+                }
                 resend_pending(&session).await;
                 return;
             }
             Err(e) if matches!(e.code(), Code::UNAUTHENTICATED | Code::AUTH_EXPIRED) => {
+                session.reconnecting.lock().expect("not poisoned").running = false;
                 session.end(e);
                 return;
             }
@@ -399,6 +426,7 @@ async fn reconnect(session: Weak<Session>, mut last_error: Error) {
         }
     }
     if let Some(session) = session.upgrade() {
+        session.reconnecting.lock().expect("not poisoned").running = false;
         session.end(Error::new(
             Code::CONNECTION_CLOSED,
             format!("gave up reconnecting after {} attempts: {}", policy.max_attempts, last_error.msg()),
@@ -422,7 +450,9 @@ async fn resume(session: &Session) -> Result<(), Error> {
                 state.refresh(out.room, out.members);
             }
         });
-        match session.internal_call(&room.join_params(), Some(apply)).await {
+        let mut join = room.join_params();
+        join.resume = true;
+        match session.internal_call(&join, Some(apply)).await {
             Ok(_) => {}
             Err(e) if matches!(e.code(), Code::ROOM_NOT_EXIST | Code::ROOM_ENDED) => {
                 session.rooms.lock().expect("not poisoned").remove(&room.uuid);

@@ -10,9 +10,8 @@
 //!   proxy that kills them — and every client ends with the full sequence, in order, with no
 //!   gap and no duplicate.
 //!
-//! Tests marked `#[ignore = "BUG: ..."]` pin down defects found on the way (drops while
-//! resuming, rejoins the server sees before the drop, late joiners); run them with
-//! `--ignored` once fixed.
+//! Also the edges: drops while resuming, rejoins the server sees before the drop, and late
+//! joiners, who are not told what came before they entered.
 //!
 //! Outcomes never depend on timing: a client is held away by closing its connector's gate,
 //! not by a long backoff, and every wait is for a condition (its limit only bounds a hang).
@@ -201,7 +200,6 @@ async fn a_resume_after_the_grace_period_shows_leave_and_join_and_still_loses_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: crates/roomkit-core/src/registry.rs: join_room from a new connection while the old one is still attached (the client noticed the drop first) takes the kicked_by_other_device path, so others see leave_chatroom, leave_room, join_room, join_chatroom"]
 async fn a_resume_the_server_sees_before_the_drop_is_silent_too() {
     let (server, connector) = memory_server(30_000, None);
     let (link, alice, bob) = alice_and_bob(&connector, ms(20)).await;
@@ -226,7 +224,6 @@ async fn a_resume_the_server_sees_before_the_drop_is_silent_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: crates/roomkit-client/src/session.rs: with two reconnect loops (see a_drop_while_resuming_reconnects_once) the state says Connected while the second loop is still logging in and rejoining on a new connection: an app send goes out on it and fails with NOT_IN_ROOM"]
 async fn a_send_while_the_session_says_connected_does_not_fail() {
     let (server, connector) = memory_server(30_000, None);
     let link = FaultyConnector::new(connector.separate());
@@ -273,7 +270,6 @@ async fn a_send_while_the_session_says_connected_does_not_fail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: crates/roomkit-client/src/session.rs: a drop while a reconnect is resuming makes on_lost spawn a second reconnect loop beside the running one; the later one replaces the working connection after Connected"]
 async fn a_drop_while_resuming_reconnects_once() {
     let (server, connector) = memory_server(30_000, None);
     let (link, alice, bob) = alice_and_bob(&connector, ms(5)).await;
@@ -316,7 +312,6 @@ async fn a_drop_while_resuming_reconnects_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: crates/roomkit-client/src/room.rs: the last seq seen starts at 0 when joining a chatroom, so a member that drops before its first message is told the whole history from before it joined as missed"]
 async fn a_late_joiner_that_resumes_is_not_told_what_came_before_it_joined() {
     let (server, connector) = memory_server(30_000, None);
     let (_, alice, bob) = alice_and_bob(&connector, ms(20)).await;
@@ -594,7 +589,6 @@ async fn chaos_over_the_memory_transport_every_client_ends_with_the_full_sequenc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: crates/roomkit-client/src/session.rs: drops while clients resume start second reconnect loops (a_drop_while_resuming_reconnects_once); under CPU contention this run then fails: sends fail with NOT_IN_ROOM / NOT_IN_CHATROOM, clients miss ranges of messages, or are told one out of order (intermittent: passes on an idle machine)"]
 async fn chaos_over_the_memory_transport_with_drops_at_any_moment() {
     memory_chaos("chaos (memory, any moment)", true).await;
 }

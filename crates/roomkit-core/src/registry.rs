@@ -442,11 +442,21 @@ impl RoomRegistry {
             // Joining again on the same connection changes nothing.
             return Ok(JoinRoomOutput { room: room.info.clone(), members: room.members() });
         }
-        if room.member(user).is_some_and(|m| m.detached_since.is_some()) {
-            // Back within the grace period: the member takes up its place again, silently.
-            // (The password was checked when it first joined.)
+        let detached = room.member(user).is_some_and(|m| m.detached_since.is_some());
+        if detached || (p.resume && previous_conn.is_some()) {
+            // Back within the grace period (or before the server noticed the drop): the
+            // member takes up its place again on this connection, silently. (The password
+            // was checked when it first joined.)
             let room = self.rooms.get_mut(&p.room_uuid).expect("checked above");
             room.reattach(user, conn);
+            if let Some(old) = previous_conn.filter(|_| !detached) {
+                // The old connection, if it is still there at all, is told it lost the room.
+                self.untrack(old, &p.room_uuid);
+                let end =
+                    Event::RoomEnd { room_uuid: p.room_uuid.clone(), reason: EndReason::KickedByOtherDevice };
+                self.deliver(Audience::only(vec![old]), end);
+            }
+            let room = self.rooms.get_mut(&p.room_uuid).expect("checked above");
             let output = JoinRoomOutput { room: room.info.clone(), members: room.members() };
             self.conn_rooms.entry(conn).or_insert_with(|| (user.clone(), Vec::new())).1.push(p.room_uuid);
             return Ok(output);

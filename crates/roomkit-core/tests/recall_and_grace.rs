@@ -59,6 +59,7 @@ impl Rig {
             avatar: None,
             password: None,
             initial_my_properties: Default::default(),
+            resume: false,
         };
         self.req(conn, who, join).0.expect("join room");
         self.req(conn, who, JoinChatroom { room_uuid: r() }).0.expect("join chatroom");
@@ -188,6 +189,7 @@ fn a_drop_and_rejoin_inside_the_grace_period_is_invisible() {
         avatar: None,
         password: None,
         initial_my_properties: Default::default(),
+        resume: false,
     };
     let (reply, delivered) = rig.req(4, &alice, join);
     assert!(reply.is_ok());

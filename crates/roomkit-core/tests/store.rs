@@ -51,6 +51,7 @@ impl Rig {
             avatar: None,
             password: None,
             initial_my_properties: Default::default(),
+            resume: false,
         };
         self.req(conn, who, join);
         self.req(conn, who, JoinChatroom { room_uuid: r() });

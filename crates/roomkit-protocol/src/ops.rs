@@ -97,6 +97,11 @@ pub struct JoinRoom {
     /// The joiner's initial member properties.
     #[serde(default, skip_serializing_if = "Properties::is_empty")]
     pub initial_my_properties: Properties,
+    /// Set by a client coming back after a dropped connection: if the server still holds its
+    /// membership (on the old connection, or detached in the grace period), it moves to this
+    /// connection silently — nobody sees it leave or join. Otherwise an ordinary join.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
 }
 
 /// The joined room's state.

@@ -306,6 +306,7 @@ pub fn join(r: &str, name: &str) -> JoinRoom {
         avatar: None,
         password: None,
         initial_my_properties: Default::default(),
+        resume: false,
     }
 }
 
