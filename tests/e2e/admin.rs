@@ -196,7 +196,7 @@ async fn bad_bodies_are_bad_requests_naming_the_field() {
         ("/v1/tokens", json!({"name": "Alice"}), "account"),
         ("/v1/tokens", json!({"account": "al ice"}), "account"),
         ("/v1/tokens", json!({"account": "alice", "ttl_secs": -1}), "ttl_secs"),
-        ("/v1/tokens", json!({"account": "alice", "rooms": ["a b"]}), "room_uuid"),
+        ("/v1/tokens", json!({"account": "alice", "rooms": ["a b"]}), "rooms"),
     ];
     for (path, body, field) in cases {
         let what = format!("POST {path} {body}");
