@@ -412,19 +412,24 @@ impl ChatController {
     /// Enters the chatroom. Every room member, the caller included, gets
     /// `member_join_chatroom`. Entering again succeeds and changes nothing.
     pub async fn join_chatroom(&self) -> Result<(), Error> {
-        self.room.session.call(&JoinChatroom { room_uuid: self.room.state.uuid.clone() }).await?;
+        self.enter(None).await.map(|_| ())
+    }
+
+    /// Enters the chatroom and returns its last `count` messages (1–100) the caller may see,
+    /// oldest first, in the same call — to show a late joiner what was said.
+    pub async fn join_chatroom_with_history(&self, count: u32) -> Result<Vec<ChatMessage>, Error> {
+        let mut messages = self.enter(Some(count)).await?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    async fn enter(&self, history_count: Option<u32>) -> Result<Vec<ChatMessage>, Error> {
+        let params = JoinChatroom { room_uuid: self.room.state.uuid.clone(), history_count };
+        let out = self.room.session.call(&params).await?;
         // What was said before entering is history, not something missed: a later resume
         // catches up from here.
-        let newest = FetchChatroomHistory {
-            room_uuid: self.room.state.uuid.clone(),
-            start_time: None,
-            limit: Some(1),
-            order: HistoryOrder::Asc,
-            after_seq: Some(u64::MAX),
-        };
-        let page = self.room.session.call(&newest).await?;
-        self.room.state.note_seq(page.last_seq);
-        Ok(())
+        self.room.state.note_seq(out.last_seq);
+        Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
     /// Leaves the chatroom: no further chatroom messages arrive. Every other room member

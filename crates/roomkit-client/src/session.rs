@@ -465,7 +465,9 @@ async fn resume(session: &Session) -> Result<(), Error> {
             room.end_resume();
             continue;
         }
-        session.internal_call(&JoinChatroom { room_uuid: room.uuid.clone() }, None).await?;
+        session
+            .internal_call(&JoinChatroom { room_uuid: room.uuid.clone(), history_count: None }, None)
+            .await?;
         room.set_local_in_chatroom(true);
         let seen = room.last_seq();
         let mut recovered = true;

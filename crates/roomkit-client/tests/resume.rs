@@ -802,3 +802,45 @@ async fn chaos_over_websocket_with_real_socket_closes_every_client_ends_with_the
     let _ = stop_http.send(true);
     let _ = within("the HTTP front to stop", http).await;
 }
+
+/// A late joiner can ask for the chatroom's last messages in the join call itself; what came
+/// before is history, so a later resume does not tell it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_the_chatroom_with_history_returns_the_last_messages_oldest_first() {
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = roomkit_server::Server::new(
+        Default::default(),
+        std::sync::Arc::new(roomkit_server::DevAuthenticator),
+    )
+    .spawn(listener);
+    let alice = roomkit_client::RoomKit::connect(connector.clone()).await.unwrap();
+    alice.login("alice", "t").await.unwrap();
+    let params = roomkit_client::CreateRoomParams {
+        room_uuid: "h".into(),
+        room_name: "H".into(),
+        ..Default::default()
+    };
+    alice
+        .room_service()
+        .create_room(params, roomkit_client::CreateRoomOptions { enable_chatroom: true })
+        .await
+        .unwrap();
+    let join = |name: &str| roomkit_client::JoinRoomParams {
+        room_uuid: "h".into(),
+        user_name: name.into(),
+        ..Default::default()
+    };
+    let a = alice.room_service().join_room(join("Alice"), Default::default()).await.unwrap();
+    a.chat_controller().join_chatroom().await.unwrap();
+    for text in ["one", "two", "three"] {
+        a.chat_controller().send_broadcast_text_message(text).await.unwrap();
+    }
+    let bob = roomkit_client::RoomKit::connect(connector).await.unwrap();
+    bob.login("bob", "t").await.unwrap();
+    let b = bob.room_service().join_room(join("Bob"), Default::default()).await.unwrap();
+    let last = b.chat_controller().join_chatroom_with_history(2).await.unwrap();
+    let texts: Vec<_> = last.iter().filter_map(|m| m.text()).collect();
+    assert_eq!(texts, ["two", "three"]);
+    assert_eq!(b.chat_controller().last_seq(), 3, "the catch-up cursor starts at the newest message");
+    server.shutdown().await;
+}

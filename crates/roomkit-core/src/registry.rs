@@ -8,11 +8,11 @@ use std::{
 
 use roomkit_protocol::{
     ops::{
-        CreateRoom, CreateRoomOutput, Empty, FetchChatroomHistory, FetchChatroomHistoryOutput, JoinRoom,
-        JoinRoomOutput, RecallOutput, Request, Response, SendMessageOutput,
+        CreateRoom, CreateRoomOutput, Empty, FetchChatroomHistory, FetchChatroomHistoryOutput, JoinChatroom,
+        JoinRoom, JoinRoomOutput, RecallOutput, Request, Response, SendMessageOutput,
     },
-    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, NotificationType, Properties,
-    Role, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
+    ChatMessage, ChatroomType, EndReason, Event, HistoryOrder, MessageBody, MessageUuid, NotificationType,
+    Properties, Role, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 use crate::{
@@ -178,9 +178,11 @@ impl RoomRegistry {
                 .update_property(conn, identity, &p.room_uuid, p.key, None)
                 .map(empty)
                 .map(Response::DeleteRoomProperty),
-            Request::JoinChatroom(p) => {
-                self.join_chatroom(conn, identity, &p.room_uuid).map(empty).map(Response::JoinChatroom)
-            }
+            Request::JoinChatroom(p) => match self.join_chatroom(conn, identity, request_id, p) {
+                Ok(Some(out)) => Ok(Response::JoinChatroom(out)),
+                Ok(None) => return, // its history is asked of the store: the driver answers
+                Err(e) => Err(e),
+            },
             Request::LeaveChatroom(p) => {
                 self.leave_chatroom(conn, identity, &p.room_uuid).map(empty).map(Response::LeaveChatroom)
             }
@@ -590,27 +592,57 @@ impl RoomRegistry {
         Ok(())
     }
 
+    /// Enters the chatroom; answers with its newest sequence number and, if asked, its last
+    /// messages — from the ring (`Some`), or through an [`Output::History`] for the store.
     fn join_chatroom(
         &mut self,
         conn: ConnId,
         identity: &Identity,
-        room_uuid: &RoomUuid,
-    ) -> Result<(), Error> {
+        request_id: u64,
+        p: JoinChatroom,
+    ) -> Result<Option<FetchChatroomHistoryOutput>, Error> {
+        let room_uuid = &p.room_uuid;
+        if p.history_count.is_some_and(|n| n == 0 || n > MAX_HISTORY_LIMIT) {
+            return Err(Error::bad("history_count", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
+        }
         let room = self.room_mut(room_uuid)?;
         room.member_on(conn, &identity.user)?;
         if room.chatroom.is_none() {
             return Err(Error::ChatroomNotEnabled(room_uuid.clone()));
         }
-        if !room.enter_chatroom(&identity.user) {
-            return Ok(()); // already inside: success, no second event
+        if room.enter_chatroom(&identity.user) {
+            let member = room.member(&identity.user).expect("member").info.clone();
+            let audience = room.audience(None);
+            self.deliver(
+                audience,
+                Event::MemberJoinChatroom { room_uuid: room_uuid.clone(), members: vec![member] },
+            );
+        } // else already inside: success, no second event
+        let chat = self.rooms[room_uuid].chatroom.as_ref().expect("checked above");
+        let Some(count) = p.history_count else {
+            let page =
+                chat.page(&HistoryQuery { viewer: None, range: HistoryRange::AfterSeq(u64::MAX), limit: 1 });
+            return Ok(Some(FetchChatroomHistoryOutput {
+                messages: Vec::new(),
+                first_seq: page.first_seq,
+                last_seq: page.last_seq,
+            }));
+        };
+        let query = HistoryQuery {
+            viewer: Some(identity.user.clone()),
+            range: HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
+            limit: count as usize,
+        };
+        if self.config.store_outputs {
+            self.outputs.push_back(Output::History { conn, request_id, room_uuid: room_uuid.clone(), query });
+            return Ok(None);
         }
-        let member = room.member(&identity.user).expect("member").info.clone();
-        let audience = room.audience(None);
-        self.deliver(
-            audience,
-            Event::MemberJoinChatroom { room_uuid: room_uuid.clone(), members: vec![member] },
-        );
-        Ok(())
+        let page = chat.page(&query);
+        Ok(Some(FetchChatroomHistoryOutput {
+            messages: page.messages,
+            first_seq: page.first_seq,
+            last_seq: page.last_seq,
+        }))
     }
 
     fn leave_chatroom(

@@ -62,7 +62,7 @@ impl Rig {
             resume: false,
         };
         self.req(conn, who, join).0.expect("join room");
-        self.req(conn, who, JoinChatroom { room_uuid: r() }).0.expect("join chatroom");
+        self.req(conn, who, JoinChatroom { room_uuid: r(), history_count: None }).0.expect("join chatroom");
     }
 
     fn send(&mut self, conn: u64, who: &Identity, text: &str) -> SharedMessage {
@@ -194,7 +194,7 @@ fn a_drop_and_rejoin_inside_the_grace_period_is_invisible() {
     let (reply, delivered) = rig.req(4, &alice, join);
     assert!(reply.is_ok());
     assert!(delivered.is_empty(), "no join event either: {delivered:?}");
-    let (reply, delivered) = rig.req(4, &alice, JoinChatroom { room_uuid: r() });
+    let (reply, delivered) = rig.req(4, &alice, JoinChatroom { room_uuid: r(), history_count: None });
     assert!(reply.is_ok() && delivered.is_empty(), "already in the chatroom");
     // Live messages reach the new connection.
     let (_, delivered) = {

@@ -54,7 +54,7 @@ impl Rig {
             resume: false,
         };
         self.req(conn, who, join);
-        self.req(conn, who, JoinChatroom { room_uuid: r() });
+        self.req(conn, who, JoinChatroom { room_uuid: r(), history_count: None });
     }
 }
 
@@ -186,6 +186,51 @@ fn a_restored_room_continues_its_numbering_and_remembers_recent_ids() {
     match out.last() {
         Some(Output::Reply { result: Ok(Response::SendTextMessage(s)), .. }) => {
             assert_eq!(s.message, earlier)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn joining_the_chatroom_can_ask_for_its_last_messages_in_the_same_call() {
+    let (alice, bob) = (id("alice"), id("bob"));
+    let mut rig = Rig::new();
+    rig.req(1, &alice, create());
+    rig.enter(1, &alice);
+    for i in 0..3 {
+        rig.req(1, &alice, send("hi", &format!("m{i}")));
+    }
+    let join = JoinRoom {
+        room_uuid: r(),
+        user_name: "bob".into(),
+        role: Default::default(),
+        avatar: None,
+        password: None,
+        initial_my_properties: Default::default(),
+        resume: false,
+    };
+    rig.req(2, &bob, join);
+    let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: Some(2) });
+    match &out[..] {
+        [Output::Deliver { event: Event::MemberJoinChatroom { .. }, .. }, Output::History { conn, query, .. }] =>
+        {
+            assert_eq!(*conn, ConnId(2));
+            assert_eq!(query.limit, 2);
+            assert_eq!(query.viewer, Some(bob.user.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: Some(101) });
+    match out.last() {
+        Some(Output::Reply { result: Err(e), .. }) => assert!(e.to_string().contains("history_count"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Without history, the answer carries the newest sequence number: the entry point.
+    let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: None });
+    match out.last() {
+        Some(Output::Reply { result: Ok(Response::JoinChatroom(page)), .. }) => {
+            assert_eq!(page.last_seq, 3);
+            assert!(page.messages.is_empty());
         }
         other => panic!("{other:?}"),
     }

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use roomkit_protocol::{codec, ops::JoinChatroom, RoomUuid};
-//! let frame = codec::encode_request(7, &JoinChatroom { room_uuid: RoomUuid::new("r1").unwrap() });
+//! let frame = codec::encode_request(7, &JoinChatroom { room_uuid: RoomUuid::new("r1").unwrap(), history_count: None });
 //! assert_eq!(&frame[..], br#"{"id":7,"op":"join_chatroom","room_uuid":"r1"}"#);
 //! ```
 
@@ -136,10 +136,17 @@ room_op!(
     /// Unlocks the room (host only).
     UnlockRoom
 );
-room_op!(
-    /// Enters the room's chatroom (NERoom `joinChatroom`).
-    JoinChatroom
-);
+/// Enters the room's chatroom (NERoom `joinChatroom`). The response carries the chatroom's
+/// newest sequence number and, when asked, its last `history_count` messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinChatroom {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Also return the chatroom's last this-many messages the caller may see (1–100),
+    /// newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_count: Option<u32>,
+}
 room_op!(
     /// Leaves the room's chatroom (NERoom `leaveChatroom`).
     LeaveChatroom
@@ -236,6 +243,7 @@ pub struct FetchChatroomHistory {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchChatroomHistoryOutput {
     /// The messages, in the order asked for.
+    #[serde(default)]
     pub messages: Vec<SharedMessage>,
     /// The oldest sequence number still kept (0 when the chatroom has no messages): a client
     /// that last saw an older one has missed messages that are gone.
@@ -342,7 +350,7 @@ operations! {
     UnlockRoom = "unlock_room" => Empty;
     UpdateRoomProperty = "update_room_property" => Empty;
     DeleteRoomProperty = "delete_room_property" => Empty;
-    JoinChatroom = "join_chatroom" => Empty;
+    JoinChatroom = "join_chatroom" => FetchChatroomHistoryOutput;
     LeaveChatroom = "leave_chatroom" => Empty;
     SendTextMessage = "send_text_message" => SendMessageOutput;
     SendCustomMessage = "send_custom_message" => SendMessageOutput;

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub send_queue_frames: usize,
     /// Messages queued per shard before readers wait (backpressure on senders only).
     pub shard_queue: usize,
+    /// Most requests a shard handles per wake-up: their store operations are one commit
+    /// (group commit) and each connection they reach is woken once.
+    pub shard_batch: usize,
     /// A connection that has not logged in within this time is closed.
     pub login_timeout: Duration,
     /// How long shutdown waits for connections to flush before giving up on them.
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             send_queue_frames: 4096,
             shard_queue: 4096,
+            shard_batch: 64,
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
@@ -157,6 +161,7 @@ impl Server {
                     shards: count,
                     config: core.clone(),
                     queue: self.config.shard_queue,
+                    batch: self.config.shard_batch,
                     store: Arc::clone(&store),
                 })
             })

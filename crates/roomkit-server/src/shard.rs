@@ -61,15 +61,14 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Most messages handled per wake-up before outputs are flushed and the timer checked.
-const SHARD_BATCH: usize = 64;
-
 /// Everything a shard task needs besides its messages.
 pub(crate) struct ShardSetup {
     pub(crate) index: usize,
     pub(crate) shards: usize,
     pub(crate) config: CoreConfig,
     pub(crate) queue: usize,
+    /// Most messages handled per wake-up: one store commit and one wake per writer each.
+    pub(crate) batch: usize,
     pub(crate) store: Arc<dyn MessageStore>,
 }
 
@@ -106,14 +105,15 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         timings: Vec::new(),
         acks: Vec::new(),
     };
-    let mut batch = Vec::with_capacity(SHARD_BATCH);
+    let max_batch = setup.batch.max(1);
+    let mut batch = Vec::with_capacity(max_batch);
     loop {
         let sleep = state.registry.poll_timeout().map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
             tokio::time::sleep(wait)
         });
         tokio::select! {
-            n = rx.recv_many(&mut batch, SHARD_BATCH) => {
+            n = rx.recv_many(&mut batch, max_batch) => {
                 if n == 0 {
                     return;
                 }

@@ -335,8 +335,12 @@ room_request! {
     leave => LeaveRoom;
     lock => LockRoom;
     unlock => UnlockRoom;
-    join_chat => JoinChatroom;
     leave_chat => LeaveChatroom;
+}
+
+/// `join_chatroom` of room `r`.
+pub fn join_chat(r: &str) -> roomkit_protocol::ops::JoinChatroom {
+    roomkit_protocol::ops::JoinChatroom { room_uuid: room(r), history_count: None }
 }
 
 /// `end_room`.

@@ -139,6 +139,9 @@ pub struct LimitArgs {
     /// Ended room uuids remembered to answer ROOM_ENDED [default: 4096].
     #[arg(long, env = "ROOMKIT_ENDED_ROOMS_REMEMBERED")]
     pub ended_rooms_remembered: Option<usize>,
+    /// Requests a shard handles per wake-up: one store commit each (group commit) [default: 64].
+    #[arg(long, env = "ROOMKIT_SHARD_BATCH")]
+    pub shard_batch: Option<usize>,
     /// Requests queued per shard before readers wait [default: 4096].
     #[arg(long, env = "ROOMKIT_SHARD_QUEUE")]
     pub shard_queue: Option<usize>,
@@ -287,6 +290,7 @@ impl Settings {
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set(&mut server.shard_queue, l.shard_queue);
+        set(&mut server.shard_batch, l.shard_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut ws.write_buffer_bytes, l.write_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
@@ -372,6 +376,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         max_properties: flags.max_properties.or(file.max_properties),
         ended_rooms_remembered: flags.ended_rooms_remembered.or(file.ended_rooms_remembered),
         shard_queue: flags.shard_queue.or(file.shard_queue),
+        shard_batch: flags.shard_batch.or(file.shard_batch),
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
         write_buffer_bytes: flags.write_buffer_bytes.or(file.write_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
