@@ -37,11 +37,14 @@ pub struct DecodeError {
     pub message: String,
 }
 
+/// The two fields every request has, read leniently so that a frame with a readable `id`
+/// is always answered with that `id`, whatever is wrong with the rest.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    id: Option<u64>,
     #[serde(borrow)]
-    op: Option<std::borrow::Cow<'a, str>>,
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
 }
 
 /// Decodes a client request frame.
@@ -49,8 +52,16 @@ pub fn decode_request(bytes: &[u8]) -> Result<RequestFrame, DecodeError> {
     let malformed = |id, message: String| DecodeError { id, code: Code::MALFORMED_FRAME, message };
     let envelope: Envelope<'_> = serde_json::from_slice(bytes)
         .map_err(|e| malformed(None, format!("frame is not a JSON object with `id` and `op`: {e}")))?;
-    let id = envelope.id.ok_or_else(|| malformed(None, "missing numeric field `id`".into()))?;
-    let op = envelope.op.ok_or_else(|| malformed(Some(id), "missing string field `op`".into()))?;
+    let id = match envelope.id {
+        None => return Err(malformed(None, "missing numeric field `id`".into())),
+        Some(raw) => serde_json::from_str::<u64>(raw.get())
+            .map_err(|_| malformed(None, "field `id` is not an unsigned integer".into()))?,
+    };
+    let op: std::borrow::Cow<'_, str> = match envelope.op {
+        None => return Err(malformed(Some(id), "missing string field `op`".into())),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| malformed(Some(id), "field `op` is not a string".into()))?,
+    };
     match ops::decode_params(&op, bytes) {
         None => Err(DecodeError {
             id: Some(id),
@@ -218,6 +229,38 @@ mod tests {
         let e = decode_request(br#"{"id":5,"op":"fly"}"#).unwrap_err();
         assert_eq!((e.id, e.code), (Some(5), Code::UNKNOWN_OPERATION));
         assert!(e.message.contains("fly"));
+    }
+
+    #[test]
+    fn a_readable_id_is_kept_whatever_else_is_wrong() {
+        let e = decode_request(br#"{"id":102,"op":5}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(102), Code::MALFORMED_FRAME));
+        let e = decode_request(br#"{"id":103,"op":null}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(103), Code::MALFORMED_FRAME));
+        let e = decode_request(br#"{"id":"104","op":"ping"}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (None, Code::MALFORMED_FRAME));
+        let f = decode_request(br#"{"id":105,"op":"p\u0069ng"}"#).unwrap();
+        assert_eq!(f.id, 105);
+    }
+
+    #[test]
+    fn null_means_absent_for_every_optional_field() {
+        let f = decode_request(
+            br#"{"id":1,"op":"create_room","room_uuid":"r","room_name":"n","template_id":null,
+                "initial_room_properties":null,"enable_chatroom":null}"#,
+        )
+        .unwrap();
+        let Request::CreateRoom(create) = f.request else { panic!("{:?}", f.request) };
+        assert!(create.initial_room_properties.is_empty() && !create.enable_chatroom);
+        let f = decode_request(
+            br#"{"id":2,"op":"join_room","room_uuid":"r","user_name":"a","role":null,"avatar":null,
+                "initial_my_properties":null,"resume":null}"#,
+        )
+        .unwrap();
+        let Request::JoinRoom(join) = f.request else { panic!("{:?}", f.request) };
+        assert!(join.initial_my_properties.is_empty() && !join.resume);
+        assert!(decode_request(br#"{"id":3,"op":"end_room","room_uuid":"r","force":null}"#).is_ok());
+        assert!(decode_request(br#"{"id":4,"op":"fetch_chatroom_history","room_uuid":"r","order":null}"#).is_ok());
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
 }
 
+/// Reads an optional request field whose absence means its default: `null` means the same,
+/// as it does for the `Option` fields (the protocol promises `null` = absent everywhere).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
 /// The response of operations that return nothing but success.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
@@ -64,10 +74,10 @@ pub struct CreateRoom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Initial room properties.
-    #[serde(default, skip_serializing_if = "Properties::is_empty")]
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Properties::is_empty")]
     pub initial_room_properties: Properties,
     /// Whether the room has a chatroom (NERoom `NECreateRoomOptions.enableChatroom`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub enable_chatroom: bool,
 }
 
@@ -86,7 +96,7 @@ pub struct JoinRoom {
     /// Display name in the room.
     pub user_name: String,
     /// Role asked for; `host` is granted to the room's creator only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub role: Role,
     /// Avatar URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,12 +105,12 @@ pub struct JoinRoom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// The joiner's initial member properties.
-    #[serde(default, skip_serializing_if = "Properties::is_empty")]
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Properties::is_empty")]
     pub initial_my_properties: Properties,
     /// Set by a client coming back after a dropped connection: if the server still holds its
     /// membership (on the old connection, or detached in the grace period), it moves to this
     /// connection silently — nobody sees it leave or join. Otherwise an ordinary join.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "std::ops::Not::not")]
     pub resume: bool,
 }
 
@@ -158,7 +168,7 @@ pub struct EndRoom {
     /// The room.
     pub room_uuid: RoomUuid,
     /// NERoom's `isForce`; accepted for compatibility, the room ends either way.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub force: bool,
 }
 
@@ -231,7 +241,7 @@ pub struct FetchChatroomHistory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Newest first (default) or oldest first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub order: HistoryOrder,
     /// Reads by sequence number instead of time: the messages after this one, oldest first
     /// (`start_time` and `order` are then ignored). Used to catch up after a reconnect.
