@@ -4,14 +4,18 @@
 //! Invoke it through the cargo alias defined in `.cargo/config.toml`:
 //!
 //! ```text
-//! cargo xtask test            # fmt check, clippy, tests, docs
+//! cargo xtask test            # tidy, fmt check, clippy, tests, docs
 //! cargo xtask test -- FILTER  # only the tests, with FILTER passed to the runner
+//! cargo xtask tidy            # only the tidy check (see `tidy.rs`)
 //! cargo xtask run [ARGS...]   # run the demo
 //! cargo xtask bench [ARGS...] # run the benchmark crate
 //! ```
 //!
 //! This crate deliberately uses only `std`: avoid adding dependencies to it,
 //! so that it stays quick to build.
+
+mod system;
+mod tidy;
 
 use std::env;
 use std::fs;
@@ -24,14 +28,20 @@ const USAGE: &str = "\
 Usage: cargo xtask <COMMAND> [ARGS...]
 
 Commands:
-  test              Check formatting (cargo fmt), lint (cargo clippy -D warnings),
+  test              Install the system packages the tests need when missing
+                    (Chromium and its WebDriver, through apt when run as root;
+                    otherwise stop and print the command), run the tidy check,
+                    check formatting (cargo fmt), lint (cargo clippy -D warnings),
                     run all tests (cargo-nextest plus doctests when nextest is
                     installed, cargo test otherwise) and build the docs with
                     RUSTDOCFLAGS=\"-D warnings\". Stops at the first failing step.
   test -- ARGS...   Only run the tests, appending ARGS to the test runner
                     (`cargo nextest run` if installed, else `cargo test`);
-                    formatting, clippy, docs and doctests are skipped.
+                    tidy, formatting, clippy, docs and doctests are skipped.
                     Example: cargo xtask test -- some_filter
+  tidy              Only the tidy check: module comments, file lengths, no
+                    ignored tests, registered behaviour cases, documented
+                    metrics, code names in docs/architecture.md that exist.
   run [ARGS...]     Start roomkit-server in development mode on 127.0.0.1
                     (clients ws://127.0.0.1:7700/v1, admin http://127.0.0.1:7701,
                     rooms and history kept in target/roomkit-data),
@@ -64,9 +74,6 @@ const RUN_COMMAND: &[&str] = &[
 /// The command behind `cargo xtask demo`.
 const DEMO_COMMAND: &[&str] = &["cargo", "run", "--quiet", "--package", "roomkit-tests", "--example", "demo"];
 
-/// Directory of the benchmark crate, relative to the project root.
-const BENCH_CRATE_DIR: &str = "crates/roomkit-bench";
-
 /// Package name of the benchmark crate.
 const BENCH_PACKAGE: &str = "roomkit-bench";
 
@@ -87,6 +94,7 @@ fn main() {
 
     let result = match command.as_deref() {
         Some("test") => test(&rest),
+        Some("tidy") => tidy::check(root),
         Some("run") => run(&rest),
         Some("demo") => run_command(DEMO_COMMAND, &[]),
         Some("bench") => bench(&rest),
@@ -135,6 +143,7 @@ fn test(args: &[String]) -> Result<(), String> {
     };
 
     let start = Instant::now();
+    system::ensure(system::TEST_PACKAGES)?;
     let result = if extra.is_empty() {
         test_all()
     } else {
@@ -154,6 +163,8 @@ fn test_all() -> Result<(), String> {
         result.map_err(|err| format!("step `{name}` failed: {err}"))
     }
 
+    step("tidy", tidy::check(project_root()))?;
+    step("toolchain", ensure_rustup_components(&["rustfmt", "clippy"]))?;
     step("fmt", cmd("cargo", &["fmt", "--all", "--", "--check"]))?;
     step("clippy", cmd("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     step("tests", run_tests(&[]))?;
@@ -191,13 +202,32 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
 
 /// Whether `cargo nextest --version` runs successfully.
 fn nextest_available() -> bool {
+    cargo_subcommand_works("nextest")
+}
+
+/// Whether `cargo SUBCOMMAND --version` runs successfully.
+fn cargo_subcommand_works(subcommand: &str) -> bool {
     Command::new("cargo")
-        .args(["nextest", "--version"])
+        .args([subcommand, "--version"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Adds the toolchain components (`rustfmt`, `clippy`) that the checks need when their cargo
+/// subcommands are missing, through rustup.
+fn ensure_rustup_components(components: &[&str]) -> Result<(), String> {
+    let subcommand = |component: &str| if component == "rustfmt" { "fmt" } else { component }.to_owned();
+    let missing: Vec<&str> =
+        components.iter().copied().filter(|c| !cargo_subcommand_works(&subcommand(c))).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["component", "add"];
+    args.extend(&missing);
+    cmd("rustup", &args)
 }
 
 /// Whether the nextest config file defines a `[profile.ci]` table.
@@ -224,11 +254,8 @@ fn run_command(command: &[&str], args: &[String]) -> Result<(), String> {
     cmd(program, &full)
 }
 
-/// `cargo xtask bench`: runs the benchmark crate in release mode, if it exists.
+/// `cargo xtask bench`: runs the benchmark crate in release mode.
 fn bench(args: &[String]) -> Result<(), String> {
-    if !Path::new(BENCH_CRATE_DIR).is_dir() {
-        return Err(format!("the benchmark crate does not exist yet ({BENCH_CRATE_DIR} not found)"));
-    }
     // The benchmark starts the release server binary, so build it first.
     cmd("cargo", &["build", "--release", "--package", "roomkit-server", "--bin", "roomkit-server"])?;
     let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];
@@ -245,7 +272,7 @@ fn cmd(program: &str, args: &[&str]) -> Result<(), String> {
 }
 
 /// Like [`cmd`], but also sets the environment variables in `envs`.
-fn cmd_env(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+pub(crate) fn cmd_env(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     let line = command_line(program, args, envs);
     eprintln!("==> {line}");
     let status = Command::new(program)
