@@ -386,3 +386,8 @@ impl RoomService {
 fn parse_room(s: &str) -> Result<RoomUuid, Error> {
     RoomUuid::new(s).map_err(|e| Error::bad_id("room_uuid", e))
 }
+
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

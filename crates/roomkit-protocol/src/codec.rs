@@ -260,7 +260,9 @@ mod tests {
         let Request::JoinRoom(join) = f.request else { panic!("{:?}", f.request) };
         assert!(join.initial_my_properties.is_empty() && !join.resume);
         assert!(decode_request(br#"{"id":3,"op":"end_room","room_uuid":"r","force":null}"#).is_ok());
-        assert!(decode_request(br#"{"id":4,"op":"fetch_chatroom_history","room_uuid":"r","order":null}"#).is_ok());
+        assert!(
+            decode_request(br#"{"id":4,"op":"fetch_chatroom_history","room_uuid":"r","order":null}"#).is_ok()
+        );
     }
 
     #[test]
