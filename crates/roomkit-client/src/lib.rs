@@ -103,8 +103,6 @@ impl Default for ReconnectPolicy {
 /// The state of the connection to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
-    /// Connecting for the first time.
-    Connecting,
     /// Connected (and, after a reconnect, every room rejoined and caught up).
     Connected,
     /// The connection dropped; trying again.
