@@ -195,4 +195,4 @@ fn messages_event(messages: Vec<ChatMessage>) -> Option<RoomEvent> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

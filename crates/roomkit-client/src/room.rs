@@ -70,12 +70,22 @@ impl Room {
             return; // the task telling now tells this one after the ones before it
         }
         state.telling = true;
-        while let Some(event) = state.outbox.pop_front() {
-            drop(state);
+        drop(state);
+        let telling = Telling(self);
+        loop {
+            let event = {
+                let mut state = self.state();
+                let Some(event) = state.outbox.pop_front() else {
+                    // Under the same lock as the last look at the outbox: an event pushed
+                    // after it finds nobody telling and is told by its own task.
+                    state.telling = false;
+                    std::mem::forget(telling);
+                    return;
+                };
+                event
+            };
             self.notify(&event);
-            state = self.state();
         }
-        state.telling = false;
     }
 
     /// Tells listeners something the mirror does not decide (a rejoin's outcome).
@@ -123,6 +133,15 @@ impl Room {
         if ended {
             self.listeners().callbacks.clear();
         }
+    }
+}
+
+/// Ends a task's telling if a callback panics, so that later events are still told.
+struct Telling<'a>(&'a Room);
+
+impl Drop for Telling<'_> {
+    fn drop(&mut self) {
+        self.0.state().telling = false;
     }
 }
 
@@ -185,5 +204,75 @@ impl Rooms {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use roomkit_protocol::{ops::JoinRoom, EndReason, Role};
+
+    use super::Room;
+    use crate::{mirror::tests::alice, RoomEvent, RoomEventCallback};
+
+    fn room() -> Arc<Room> {
+        let mirror = alice();
+        let join = JoinRoom {
+            room_uuid: mirror.info().room_uuid.clone(),
+            user_name: "Alice".into(),
+            role: Role::Host,
+            avatar: None,
+            password: None,
+            initial_my_properties: Default::default(),
+            resume: false,
+        };
+        Arc::new(Room::new(join, mirror))
+    }
+
+    /// Records what it is told; on the first lock change it reads the room and makes the
+    /// room tell something else, as another task would while this one is telling.
+    struct Recorder {
+        room: Arc<Room>,
+        told: Mutex<Vec<String>>,
+    }
+
+    impl RoomEventCallback for Recorder {
+        fn room_lock_state_changed(&self, locked: bool) {
+            assert_eq!(self.room.read(|m| m.info().locked), locked, "the mirror is readable from a callback");
+            self.told.lock().unwrap().push(format!("lock {locked}"));
+            if locked {
+                self.room.tell(RoomEvent::RoomEnd(EndReason::KickOut));
+                assert_eq!(
+                    self.told.lock().unwrap().len(),
+                    1,
+                    "told after this callback returns, not inside it"
+                );
+            }
+        }
+
+        fn room_end(&self, reason: EndReason) {
+            self.told.lock().unwrap().push(format!("end {reason:?}"));
+        }
+    }
+
+    #[test]
+    fn events_produced_while_telling_are_told_after_in_order() {
+        let room = room();
+        let recorder = Arc::new(Recorder { room: Arc::clone(&room), told: Mutex::default() });
+        room.add_callback(recorder.clone());
+        let mut stream = room.subscribe();
+        room.update(|m| {
+            m.apply(roomkit_protocol::Event::RoomLockStateChanged {
+                room_uuid: room.uuid.clone(),
+                locked: true,
+            })
+        });
+        assert_eq!(*recorder.told.lock().unwrap(), ["lock true", "end KickOut"]);
+        assert_eq!(stream.try_recv(), Some(RoomEvent::RoomLockStateChanged(true)));
+        assert_eq!(stream.try_recv(), Some(RoomEvent::RoomEnd(EndReason::KickOut)));
+        assert_eq!(stream.try_recv(), None, "listeners are dropped after the end");
+        room.tell(RoomEvent::RoomLockStateChanged(false));
+        assert_eq!(recorder.told.lock().unwrap().len(), 2, "nobody is told after the end");
     }
 }

@@ -44,7 +44,7 @@ fn info() -> RoomInfo {
 }
 
 /// Alice's mirror of a room she and Bob are in, both in the chatroom.
-fn alice() -> RoomMirror {
+pub(crate) fn alice() -> RoomMirror {
     RoomMirror::new(user("alice"), info(), vec![member("alice", true), member("bob", true)])
 }
 
