@@ -103,7 +103,6 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
                 }
                 ConnectionState::Connected => println!("* connected again"),
                 ConnectionState::Disconnected { code, msg } => return Err(Failure::new(code, msg)),
-                ConnectionState::Connecting => {}
             },
             _ = watchdog.tick() => {
                 if let Some(e) = kit.close_reason() {

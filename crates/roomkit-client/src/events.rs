@@ -40,7 +40,8 @@ pub enum RoomEvent {
 }
 
 /// Callbacks for room events; implement the ones you need. Called on the SDK's receive
-/// task, in the order events happened: return quickly.
+/// task (or its reconnect task while resuming), one at a time per room, in the order events
+/// happened: return quickly.
 ///
 /// ```
 /// use roomkit_client::RoomEventCallback;

@@ -35,16 +35,22 @@
 //! # }
 //! ```
 
+mod chat;
+mod context;
 mod error;
 mod events;
+mod mirror;
+mod reconnect;
 mod room;
+mod rpc;
 mod session;
 
 use std::{sync::Arc, time::Duration};
 
+pub use chat::{ChatController, FetchHistoryOptions};
+pub use context::RoomContext;
 pub use error::Error;
 pub use events::{RoomEvent, RoomEventCallback, RoomEvents};
-pub use room::{ChatController, FetchHistoryOptions, RoomContext};
 use roomkit_core::transport::Connector;
 use roomkit_protocol::{
     ops::{CreateRoom, JoinRoom, Login},
@@ -52,7 +58,7 @@ use roomkit_protocol::{
 };
 pub use roomkit_protocol::{ChatMessage, Code as ErrorCode, EndReason, HistoryOrder, RoomMember};
 
-use crate::{room::RoomState, session::Session};
+use crate::{rpc::CallOptions, session::Session};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -97,8 +103,6 @@ impl Default for ReconnectPolicy {
 /// The state of the connection to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
-    /// Connecting for the first time.
-    Connecting,
     /// Connected (and, after a reconnect, every room rejoined and caught up).
     Connected,
     /// The connection dropped; trying again.
@@ -164,7 +168,7 @@ impl RoomKit {
     pub async fn connect_with(to: impl IntoConnector, config: ClientConfig) -> Result<RoomKit, Error> {
         let connector = to.into_connector();
         let connection = connector.connect().await.map_err(Error::transport)?;
-        Ok(RoomKit { session: Session::start(connection, connector, config) })
+        Ok(RoomKit { session: Session::start(connection, connector, config).await })
     }
 
     /// Logs in (NERoom `authService.login`). Everything this connection does afterwards is
@@ -179,7 +183,7 @@ impl RoomKit {
 
     /// The logged-in user, if any.
     pub fn user_uuid(&self) -> Option<UserUuid> {
-        self.session.user.lock().expect("not poisoned").as_ref().map(|u| u.user_uuid.clone())
+        self.session.user_uuid()
     }
 
     /// Rooms: create, join, look up.
@@ -334,14 +338,8 @@ impl RoomService {
         params: JoinRoomParams,
         _options: JoinRoomOptions,
     ) -> Result<RoomContext, Error> {
-        let local = self
-            .session
-            .user
-            .lock()
-            .expect("not poisoned")
-            .as_ref()
-            .map(|u| u.user_uuid.clone())
-            .ok_or_else(|| Error::new(Code::UNAUTHENTICATED, "log in first"))?;
+        let local =
+            self.session.user_uuid().ok_or_else(|| Error::new(Code::UNAUTHENTICATED, "log in first"))?;
         let request = JoinRoom {
             room_uuid: parse_room(&params.room_uuid)?,
             user_name: params.user_name,
@@ -353,33 +351,20 @@ impl RoomService {
         };
         // The room's mirror is created on the receive task, so no event behind the
         // response is missed.
-        let join = request.clone();
-        let apply: session::Apply = Box::new(move |session, response| {
-            if let Ok(out) = response.output::<JoinRoom>() {
-                let mut rooms = session.rooms.lock().expect("not poisoned");
-                match rooms.get(&out.room.room_uuid) {
-                    // Joined again on this connection: same room, same listeners.
-                    Some(state) => state.refresh(out.room, out.members),
-                    None => {
-                        let state = Arc::new(RoomState::new(local, join, out.room, out.members));
-                        rooms.insert(state.uuid.clone(), state);
-                    }
-                }
-            }
-        });
-        let out = self.session.call_then(&request, Some(apply)).await?;
-        let state = self
+        let apply = self.session.rooms.on_joined(local, request.clone());
+        let out = self.session.call_with(&request, CallOptions { apply: Some(apply), resend: false }).await?;
+        let room = self
             .session
             .room(&out.room.room_uuid)
             .ok_or_else(|| Error::new(Code::ROOM_ENDED, "the room ended while joining"))?;
-        Ok(RoomContext { session: Arc::clone(&self.session), state })
+        Ok(RoomContext { session: Arc::clone(&self.session), room })
     }
 
     /// The context of a joined room, or `None` if this client is not in it.
     pub fn get_room_context(&self, room_uuid: &str) -> Option<RoomContext> {
         let uuid = RoomUuid::new(room_uuid).ok()?;
-        let state = self.session.room(&uuid)?;
-        Some(RoomContext { session: Arc::clone(&self.session), state })
+        let room = self.session.room(&uuid)?;
+        Some(RoomContext { session: Arc::clone(&self.session), room })
     }
 }
 

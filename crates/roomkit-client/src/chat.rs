@@ -1,0 +1,200 @@
+//! [`ChatController`]: a thin handle on a joined room's chatroom.
+
+use std::sync::Arc;
+
+use roomkit_protocol::{
+    ops::{
+        FetchChatroomHistory, JoinChatroom, LeaveChatroom, RecallChatroomMessage, SendCustomMessage,
+        SendMessageOutput, SendTextMessage,
+    },
+    ChatMessage, HistoryOrder, MessageUuid, UserUuid,
+};
+
+use crate::{
+    rpc::{Apply, CallOptions},
+    Error, RoomContext,
+};
+
+/// Options of [`ChatController::fetch_chatroom_history_messages`] (NERoom
+/// `NEChatroomHistoryMessageSearchOption`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchHistoryOptions {
+    /// Milliseconds since the Unix epoch; default: now for `Desc`, the beginning for `Asc`.
+    pub start_time: Option<u64>,
+    /// At most this many messages, 1–100.
+    pub limit: u32,
+    /// Newest first (default) or oldest first.
+    pub order: HistoryOrder,
+    /// By sequence number instead: the messages after this one, oldest first.
+    pub after_seq: Option<u64>,
+}
+
+impl Default for FetchHistoryOptions {
+    fn default() -> Self {
+        Self { start_time: None, limit: 100, order: HistoryOrder::Desc, after_seq: None }
+    }
+}
+
+/// The room's chatroom (NERoom `NERoomChatController`).
+#[derive(Clone, Debug)]
+pub struct ChatController {
+    pub(crate) room: RoomContext,
+}
+
+/// What a send carries.
+enum Content<'a> {
+    Text(&'a str),
+    Custom(&'a str),
+}
+
+impl ChatController {
+    /// Whether the room has a chatroom (it was created with `enable_chatroom`).
+    pub fn is_supported(&self) -> bool {
+        self.room.room.read(|m| m.info().chatroom_enabled)
+    }
+
+    /// Whether the local member is in the chatroom.
+    pub fn is_in_chatroom(&self) -> bool {
+        self.room.local_member().is_in_chatroom
+    }
+
+    /// Highest chatroom sequence number this client has seen (received or sent).
+    pub fn last_seq(&self) -> u64 {
+        self.room.room.read(|m| m.last_seq())
+    }
+
+    /// Enters the chatroom. Every room member, the caller included, gets
+    /// `member_join_chatroom`. Entering again succeeds and changes nothing.
+    pub async fn join_chatroom(&self) -> Result<(), Error> {
+        self.enter(None).await.map(|_| ())
+    }
+
+    /// Enters the chatroom and returns its last `count` messages (1–100) the caller may see,
+    /// oldest first, in the same call — to show a late joiner what was said.
+    pub async fn join_chatroom_with_history(&self, count: u32) -> Result<Vec<ChatMessage>, Error> {
+        let mut messages = self.enter(Some(count)).await?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    async fn enter(&self, history_count: Option<u32>) -> Result<Vec<ChatMessage>, Error> {
+        let params = JoinChatroom { room_uuid: self.room.room_uuid(), history_count };
+        let out = self.room.session.call(&params).await?;
+        // What was said before entering is history, not something missed: a later resume
+        // catches up from here.
+        self.room.room.update(|m| {
+            m.note_seq(out.last_seq);
+            None
+        });
+        Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    /// Leaves the chatroom: no further chatroom messages arrive. Every other room member
+    /// gets `member_leave_chatroom`.
+    pub async fn leave_chatroom(&self) -> Result<(), Error> {
+        let room = Arc::clone(&self.room.room);
+        let apply: Apply = Box::new(move |response| {
+            if response.code.is_success() {
+                room.update(|m| {
+                    m.set_local_in_chatroom(false);
+                    None
+                });
+            }
+        });
+        let options = CallOptions { apply: Some(apply), resend: false };
+        self.room.session.call_with(&LeaveChatroom { room_uuid: self.room.room_uuid() }, options).await?;
+        Ok(())
+    }
+
+    /// Sends text to every chatroom member but the caller; returns the stored message, with
+    /// its sequence number.
+    pub async fn send_broadcast_text_message(&self, text: &str) -> Result<ChatMessage, Error> {
+        self.send(None, Content::Text(text)).await
+    }
+
+    /// Sends text to one chatroom member.
+    pub async fn send_direct_text_message(&self, user_uuid: &str, text: &str) -> Result<ChatMessage, Error> {
+        self.send(Some(vec![parse_user(user_uuid)?]), Content::Text(text)).await
+    }
+
+    /// Sends text to exactly the listed chatroom members.
+    pub async fn send_group_text_message(
+        &self,
+        user_uuids: &[&str],
+        text: &str,
+    ) -> Result<ChatMessage, Error> {
+        let to = user_uuids.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()?;
+        self.send(Some(to), Content::Text(text)).await
+    }
+
+    /// Sends an application-defined payload to every chatroom member but the caller.
+    pub async fn send_broadcast_custom_message(&self, attach_str: &str) -> Result<ChatMessage, Error> {
+        self.send(None, Content::Custom(attach_str)).await
+    }
+
+    /// Recent chatroom history the caller may see: broadcasts, and directed messages to or
+    /// from the caller.
+    pub async fn fetch_chatroom_history_messages(
+        &self,
+        options: FetchHistoryOptions,
+    ) -> Result<Vec<ChatMessage>, Error> {
+        let params = FetchChatroomHistory {
+            room_uuid: self.room.room_uuid(),
+            start_time: options.start_time,
+            limit: Some(options.limit),
+            order: options.order,
+            after_seq: options.after_seq,
+        };
+        let out = self.room.session.call(&params).await?;
+        Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    /// Recalls a message (NERoom `recallChatroomMessage`): its sender within the server's
+    /// recall window (2 minutes by default), or the host at any time. Every chatroom member
+    /// receives a notification message carrying the recalled id; returns that notification.
+    pub async fn recall_chatroom_message(&self, message_uuid: &str) -> Result<ChatMessage, Error> {
+        let message_uuid = MessageUuid::new(message_uuid).map_err(|e| Error::bad_id("message_uuid", e))?;
+        let params = RecallChatroomMessage { room_uuid: self.room.room_uuid(), message_uuid };
+        let out = self.room.session.call(&params).await?;
+        Ok(Arc::unwrap_or_clone(out.message))
+    }
+
+    /// The one send path. A send is resendable: if the connection drops before the answer,
+    /// it is written again after the reconnect with the same message id, so it is stored
+    /// and delivered once. Its sequence number counts as seen.
+    async fn send(&self, to: Option<Vec<UserUuid>>, content: Content<'_>) -> Result<ChatMessage, Error> {
+        let room_uuid = self.room.room_uuid();
+        let message_uuid = Some(new_message_uuid());
+        let options = || CallOptions { apply: None, resend: true };
+        let session = &self.room.session;
+        let SendMessageOutput { message } = match content {
+            Content::Text(text) => {
+                let params =
+                    SendTextMessage { room_uuid, message_uuid, to_user_uuid_list: to, text: text.into() };
+                session.call_with(&params, options()).await?
+            }
+            Content::Custom(attach_str) => {
+                let params = SendCustomMessage {
+                    room_uuid,
+                    message_uuid,
+                    to_user_uuid_list: to,
+                    attach_str: attach_str.into(),
+                };
+                session.call_with(&params, options()).await?
+            }
+        };
+        self.room.room.update(|m| {
+            m.note_seq(message.seq);
+            None
+        });
+        Ok(Arc::unwrap_or_clone(message))
+    }
+}
+
+fn parse_user(s: &str) -> Result<UserUuid, Error> {
+    UserUuid::new(s).map_err(|e| Error::bad_id("to_user_uuid_list", e))
+}
+
+fn new_message_uuid() -> MessageUuid {
+    MessageUuid::new(uuid::Uuid::new_v4().simple().to_string()).expect("hex is a valid id")
+}
