@@ -1,6 +1,11 @@
 //! Recall, and the reconnect grace period: who is told what, and when.
 
-use roomkit_core::{ConnId, CoreConfig, Identity, Output, RoomRegistry};
+#[allow(dead_code)]
+mod support;
+
+use std::sync::Arc;
+
+use roomkit_core::{store::MessageStore, ConnId, CoreConfig, Identity, Output, RoomRegistry};
 use roomkit_protocol::{
     ops::{CreateRoom, JoinChatroom, JoinRoom, RecallChatroomMessage, Request, Response, SendTextMessage},
     Code, Event, MessageBody, NotificationType, Role, RoomUuid, SharedMessage,
@@ -11,6 +16,7 @@ const WINDOW: u64 = 120_000;
 
 struct Rig {
     reg: RoomRegistry,
+    store: Arc<dyn MessageStore>,
     now: u64,
     next: u64,
 }
@@ -22,12 +28,13 @@ impl Rig {
         let mut config = CoreConfig::default();
         config.reconnect_grace_ms = GRACE;
         config.recall_window_ms = WINDOW;
-        Self { reg: RoomRegistry::new(config), now: 1_000_000, next: 1 }
+        let store = support::memory_store(&config);
+        Self { reg: RoomRegistry::new(config), store, now: 1_000_000, next: 1 }
     }
 
     fn drain(&mut self) -> (Option<Result<Response, roomkit_core::Error>>, Delivered) {
         let (mut reply, mut delivered) = (None, Vec::new());
-        while let Some(o) = self.reg.poll_output() {
+        for o in support::settle(&mut self.reg, self.store.as_ref(), self.now) {
             match o {
                 Output::Reply { result, .. } => reply = Some(result),
                 Output::Deliver { audience, event } => {
