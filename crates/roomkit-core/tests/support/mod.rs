@@ -3,6 +3,9 @@
 //! its history queries from the store, and drains every output, expanding each `Deliver` into
 //! one `(recipient, event)` pair per connection of its audience, in emission order.
 
+// Each test binary uses a different part of it.
+#![allow(dead_code)]
+
 use std::{collections::BTreeSet, sync::Arc};
 
 use futures::executor::block_on;
