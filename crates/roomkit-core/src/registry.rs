@@ -156,16 +156,9 @@ impl RoomRegistry {
             Request::CreateRoom(p) => Response::CreateRoom(self.create_room(now, caller.identity, p)?),
             Request::JoinRoom(p) => Response::JoinRoom(self.join_room(now, caller, p)?),
             Request::LeaveRoom(p) => {
-                let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                let left = room.leave(now, caller, out)?;
-                self.forget_conn(now, &p.room_uuid, left);
-                Response::LeaveRoom(Empty {})
+                Response::LeaveRoom(self.leave_room(now, caller, &p.room_uuid).map(done)?)
             }
-            Request::EndRoom(p) => {
-                self.room_parts(&p.room_uuid)?.0.require_host(caller)?;
-                self.close_room_now(&p.room_uuid, EndReason::CloseByMember);
-                Response::EndRoom(Empty {})
-            }
+            Request::EndRoom(p) => Response::EndRoom(self.end_room(caller, &p.room_uuid).map(done)?),
             Request::LockRoom(p) => {
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
                 Response::LockRoom(room.set_locked(caller, true, out).map(done)?)
@@ -426,6 +419,19 @@ impl RoomRegistry {
         }
         self.conns.track(caller.conn, caller.user(), room_uuid);
         Ok(joined.output)
+    }
+
+    fn leave_room(&mut self, now: u64, caller: Caller<'_>, room_uuid: &RoomUuid) -> Result<(), Error> {
+        let (room, _, out) = self.room_parts(room_uuid)?;
+        let left = room.leave(now, caller, out)?;
+        self.forget_conn(now, room_uuid, left);
+        Ok(())
+    }
+
+    fn end_room(&mut self, caller: Caller<'_>, room_uuid: &RoomUuid) -> Result<(), Error> {
+        self.room_parts(room_uuid)?.0.require_host(caller)?;
+        self.close_room_now(room_uuid, EndReason::CloseByMember);
+        Ok(())
     }
 
     /// Removes `user` from the room (its connection is gone for good).

@@ -195,8 +195,10 @@ impl Outputs {
 
     /// The next output that waits for no unreported commit.
     pub(crate) fn pop(&mut self) -> Option<Output> {
-        let ready = self.queue.front()?.after.is_none_or(|n| n <= self.reported);
-        ready.then(|| self.queue.pop_front().map(|q| q.output)).flatten()
+        if self.queue.front()?.after.is_some_and(|n| n > self.reported) {
+            return None;
+        }
+        self.queue.pop_front().map(|q| q.output)
     }
 
     /// The pending operations, now in flight; empty while another commit is in flight.

@@ -13,9 +13,9 @@ use crate::{
     chatroom::{Chatroom, Draft},
     config::MAX_HISTORY_LIMIT,
     registry::{HistoryRequest, Outputs},
-    store::{HistoryQuery, HistoryRange},
+    store::{HistoryQuery, HistoryRange, StoreOp},
     validate::{check_body, check_recipients},
-    Audience, CoreConfig, Error,
+    Audience, ConnId, CoreConfig, Error,
 };
 
 /// A member's `send_text_message` / `send_custom_message`.
@@ -29,6 +29,10 @@ pub(crate) struct Send {
 impl Room {
     fn chat(&self) -> Result<&Chatroom, Error> {
         self.chatroom.as_ref().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))
+    }
+
+    fn chat_mut(&mut self) -> Result<&mut Chatroom, Error> {
+        self.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))
     }
 
     /// `join_chatroom`: enters (announced to the whole room, once), then asks the store for
@@ -104,8 +108,7 @@ impl Room {
             ),
             None => self.chat()?.roster.audience(Some(caller.conn)),
         };
-        let chat =
-            self.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))?;
+        let chat = self.chat_mut()?;
         if let Some(earlier) = send.message_uuid.as_ref().and_then(|id| chat.find_recent(id)) {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
@@ -140,8 +143,7 @@ impl Room {
         text: String,
         out: &mut Outputs,
     ) -> Result<SharedMessage, Error> {
-        let room_uuid = &self.info.room_uuid;
-        let chat = self.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(room_uuid.clone()))?;
+        let chat = self.chat_mut()?;
         let body = MessageBody::Text { text };
         check_body(&body, config.max_message_bytes)?;
         let draft = Draft {
@@ -155,7 +157,8 @@ impl Room {
             body,
         };
         let message = chat.accept(now, draft);
-        out.message(room_uuid, &message, chat.roster.audience(None));
+        let audience = chat.roster.audience(None);
+        out.message(&self.info.room_uuid, &message, audience);
         Ok(message)
     }
 
@@ -213,33 +216,27 @@ impl Room {
                 recalled_message_id: Some(message_uuid.clone()),
             },
         };
-        let chat =
-            self.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))?;
+        let chat = self.chat_mut()?;
         let notification = chat.accept(now, draft);
         let recalled = recalled_form(&original);
         chat.replace(Arc::clone(&recalled));
-        out.store(crate::store::StoreOp::Append { room: self.info.room_uuid.clone(), message: recalled });
+        out.store(StoreOp::Append { room: self.info.room_uuid.clone(), message: recalled });
         out.message(&self.info.room_uuid, &notification, audience);
         Ok(RecallOutput { message: notification })
     }
 
     /// The chatroom members among `parties` (everyone for a broadcast), and the recaller.
     fn recall_audience(&self, caller: Caller<'_>, parties: Option<&[UserUuid]>) -> Audience {
-        let in_chat = |u: &&UserUuid| self.is_in_chatroom(u);
-        let mut conns: Vec<_> = match parties {
-            Some(parties) => {
-                parties.iter().filter(in_chat).filter_map(|u| self.member(u)).map(|m| m.conn).collect()
-            }
-            None if self.is_in_chatroom(caller.user()) => {
-                return self
-                    .chatroom
-                    .as_ref()
-                    .map(|c| c.roster.audience(None))
-                    .unwrap_or_else(|| Audience::only(vec![]))
-            }
-            None => {
-                self.chatroom_members().iter().filter_map(|m| self.member(&m.uuid)).map(|m| m.conn).collect()
-            }
+        let Some(chat) = self.chatroom.as_ref() else { return Audience::only(vec![caller.conn]) };
+        let mut conns: Vec<ConnId> = match parties {
+            None if self.is_in_chatroom(caller.user()) => return chat.roster.audience(None),
+            None => chat.roster.audience(None).iter().collect(),
+            Some(parties) => parties
+                .iter()
+                .filter(|u| self.is_in_chatroom(u))
+                .filter_map(|u| self.member(u))
+                .map(|m| m.conn)
+                .collect(),
         };
         if !conns.contains(&caller.conn) {
             conns.push(caller.conn);
