@@ -159,33 +159,32 @@ impl Room {
         self.members.get(user).is_some_and(|m| m.chat_slot.is_some())
     }
 
-    /// Puts a member in the chatroom; false if it already was.
-    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> bool {
+    /// Puts a member in the chatroom; returns it as it is now, or `None` if it already was in.
+    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
-            return false;
+            return None;
         };
         if member.chat_slot.is_some() {
-            return false;
+            return None;
         }
         member.chat_slot = Some(chat.roster.push(user.clone(), member.conn));
         member.info.is_in_chatroom = true;
-        true
+        Some(member.info.clone())
     }
 
-    /// Takes a member out of the chatroom; false if it was not in it.
-    pub(crate) fn exit_chatroom(&mut self, user: &UserUuid) -> bool {
+    /// Takes a member out of the chatroom; returns it as it is now, or `None` if it was not in.
+    pub(crate) fn exit_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
-            return false;
+            return None;
         };
-        let Some(slot) = member.chat_slot.take() else {
-            return false;
-        };
+        let slot = member.chat_slot.take()?;
         member.info.is_in_chatroom = false;
+        let info = member.info.clone();
         if let Some(moved) = chat.roster.remove(slot) {
             let moved = moved.clone();
             self.members.get_mut(&moved).expect("roster and members agree").chat_slot = Some(slot);
         }
-        true
+        Some(info)
     }
 }
 
@@ -223,10 +222,10 @@ mod tests {
         let mut room = Room::new(info("r"), None, 10);
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
             room.add(member(u), ConnId(i as u64));
-            assert!(room.enter_chatroom(&u.parse().unwrap()));
+            assert!(room.enter_chatroom(&u.parse().unwrap()).is_some());
         }
         room.remove(&"a".parse().unwrap(), 5);
-        assert!(room.exit_chatroom(&"b".parse().unwrap()));
+        assert!(room.exit_chatroom(&"b".parse().unwrap()).is_some());
         room.remove(&"d".parse().unwrap(), 6);
         let names: Vec<_> = room.chatroom_members().into_iter().map(|m| m.name).collect();
         assert_eq!(names, vec!["c"]);

@@ -46,8 +46,7 @@ impl Room {
     ) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
-        if self.enter_chatroom(caller.user()) {
-            let member = self.member(caller.user()).expect("a member").info.clone();
+        if let Some(member) = self.enter_chatroom(caller.user()) {
             let event =
                 Event::MemberJoinChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
             out.deliver(self.audience(None), event);
@@ -66,10 +65,9 @@ impl Room {
     pub(crate) fn leave_chatroom(&mut self, caller: Caller<'_>, out: &mut Outputs) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
-        if !self.exit_chatroom(caller.user()) {
+        let Some(member) = self.exit_chatroom(caller.user()) else {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
-        }
-        let member = self.member(caller.user()).expect("a member").info.clone();
+        };
         let event =
             Event::MemberLeaveChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
         out.deliver(self.audience(Some(caller.conn)), event);

@@ -175,7 +175,8 @@ impl Room {
     /// `leave_room`.
     pub(crate) fn leave(&mut self, now: u64, caller: Caller<'_>, out: &mut Outputs) -> Result<Left, Error> {
         self.member_on(caller.conn, caller.user())?;
-        Ok(self.remove_member(now, caller.user(), None, out).expect("a member"))
+        self.remove_member(now, caller.user(), None, out)
+            .ok_or_else(|| Error::NotInRoom(self.info.room_uuid.clone()))
     }
 
     /// Removes `user`, telling the others (`member_leave_chatroom` if it was in the chatroom,
