@@ -1,14 +1,14 @@
-//! A room's chatroom: its members, its sequence numbers, its recent history and the window
-//! of recent message ids that makes a retried send idempotent.
+//! A room's chatroom: its members, its sequence numbers, and the window of recent message ids
+//! that makes a retried send idempotent. Its history lives in the store.
 
-use std::collections::{HashMap, VecDeque};
-
-use roomkit_protocol::{MessageUuid, SharedMessage};
-
-use crate::{
-    roster::Roster,
-    store::{select, HistoryPage, HistoryQuery},
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
 };
+
+use roomkit_protocol::{ChatMessage, ChatroomType, MessageBody, MessageUuid, SharedMessage, UserUuid};
+
+use crate::roster::Roster;
 
 /// The chatroom of a room created with `enable_chatroom`.
 #[derive(Debug)]
@@ -17,22 +17,32 @@ pub(crate) struct Chatroom {
     pub(crate) roster: Roster,
     /// The sequence number of the next accepted message.
     next_seq: u64,
-    /// The most recent messages, oldest first, at most `capacity`.
-    history: VecDeque<SharedMessage>,
-    capacity: usize,
     /// Recently accepted messages by id, oldest first, at most `dedupe_capacity`.
     recent_ids: HashMap<MessageUuid, SharedMessage>,
     recent_order: VecDeque<MessageUuid>,
     dedupe_capacity: usize,
 }
 
+/// A message about to be accepted: everything but its number and time.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    /// The client's id for it; without one, `<id_prefix><time>-<seq>`.
+    pub(crate) id: Option<MessageUuid>,
+    /// `s` for members' messages, `b` for the backend's, `r` for recall notifications.
+    pub(crate) id_prefix: char,
+    pub(crate) from: UserUuid,
+    pub(crate) from_nick: String,
+    pub(crate) from_avatar: Option<String>,
+    pub(crate) from_backend: bool,
+    pub(crate) to: Option<Vec<UserUuid>>,
+    pub(crate) body: MessageBody,
+}
+
 impl Chatroom {
-    pub(crate) fn new(capacity: usize, dedupe_capacity: usize) -> Self {
+    pub(crate) fn new(dedupe_capacity: usize) -> Self {
         Self {
             roster: Roster::default(),
             next_seq: 1,
-            history: VecDeque::new(),
-            capacity,
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),
             dedupe_capacity,
@@ -44,11 +54,28 @@ impl Chatroom {
         self.next_seq = self.next_seq.max(last_seq + 1);
     }
 
-    /// Takes the next sequence number.
-    pub(crate) fn take_seq(&mut self) -> u64 {
+    /// Accepts `draft` at `now`: numbers it, stamps it and remembers its id.
+    pub(crate) fn accept(&mut self, now: u64, draft: Draft) -> SharedMessage {
         let seq = self.next_seq;
         self.next_seq += 1;
-        seq
+        let message_uuid = draft.id.unwrap_or_else(|| {
+            MessageUuid::new(format!("{}{now}-{seq}", draft.id_prefix)).expect("a letter, digits and a dash")
+        });
+        let message = Arc::new(ChatMessage {
+            message_uuid,
+            seq,
+            chatroom_type: ChatroomType::Common,
+            from_user_uuid: draft.from,
+            from_nick: draft.from_nick,
+            from_avatar: draft.from_avatar,
+            from_backend: draft.from_backend,
+            to_user_uuid_list: draft.to,
+            time: now,
+            recalled: false,
+            body: draft.body,
+        });
+        self.remember(Arc::clone(&message));
+        message
     }
 
     /// The message accepted earlier with this id, if it is still in the window.
@@ -56,32 +83,23 @@ impl Chatroom {
         self.recent_ids.get(id)
     }
 
-    /// Keeps `message` in the ring and the id window, evicting the oldest when full.
+    /// Keeps `message` in the id window, evicting the oldest when full.
     pub(crate) fn remember(&mut self, message: SharedMessage) {
-        if self.dedupe_capacity > 0 {
-            if self.recent_order.len() == self.dedupe_capacity {
-                if let Some(old) = self.recent_order.pop_front() {
-                    self.recent_ids.remove(&old);
-                }
-            }
-            self.recent_order.push_back(message.message_uuid.clone());
-            self.recent_ids.insert(message.message_uuid.clone(), message.clone());
-        }
-        if self.capacity == 0 {
+        if self.dedupe_capacity == 0 {
             return;
         }
-        if self.history.len() == self.capacity {
-            self.history.pop_front();
+        if self.recent_order.len() == self.dedupe_capacity {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent_ids.remove(&old);
+            }
         }
-        self.history.push_back(message);
+        self.recent_order.push_back(message.message_uuid.clone());
+        self.recent_ids.insert(message.message_uuid.clone(), message);
     }
 
     /// Replaces a remembered message (same id and seq) with `message`, e.g. its recalled form.
     pub(crate) fn replace(&mut self, message: SharedMessage) {
         if let Some(slot) = self.recent_ids.get_mut(&message.message_uuid) {
-            *slot = message.clone();
-        }
-        if let Some(slot) = self.history.iter_mut().find(|m| m.seq == message.seq) {
             *slot = message;
         }
     }
@@ -91,17 +109,6 @@ impl Chatroom {
         if self.recent_ids.get(&message.message_uuid).is_some_and(|m| m.seq == message.seq) {
             self.recent_ids.remove(&message.message_uuid);
             self.recent_order.retain(|id| *id != message.message_uuid);
-        }
-        self.history.retain(|m| m.seq != message.seq);
-    }
-
-    /// A page of the recent-history ring.
-    pub(crate) fn page(&self, query: &HistoryQuery) -> HistoryPage {
-        let last_seq = self.next_seq - 1;
-        HistoryPage {
-            messages: select(self.history.iter(), query),
-            first_seq: self.history.front().map_or(last_seq + u64::from(last_seq > 0), |m| m.seq),
-            last_seq,
         }
     }
 }

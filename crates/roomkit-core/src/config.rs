@@ -23,7 +23,9 @@ pub struct CoreConfig {
     pub max_message_bytes: usize,
     /// Most recipients of one directed message.
     pub max_recipients: usize,
-    /// Messages kept per chatroom in the recent-history ring.
+    /// Recent messages per chatroom a driver brings back on restart (their ids join the
+    /// retry window); `roomkit-server` also keeps this many per chatroom in the in-memory
+    /// store it uses when given none. Core itself keeps no history: the store answers it.
     pub history_ring_size: usize,
     /// A room with no members for this long ends with `end_of_life` (NERoom: 24 h).
     pub room_idle_timeout_ms: u64,
@@ -38,11 +40,6 @@ pub struct CoreConfig {
     pub reconnect_grace_ms: u64,
     /// A sender may recall its message this long after sending it; the host at any time.
     pub recall_window_ms: u64,
-    /// The driver keeps a [`MessageStore`](crate::store::MessageStore): the registry emits
-    /// [`Output::Store`](crate::Output::Store) for what must be durable and
-    /// [`Output::History`](crate::Output::History) for history queries. Without it, history
-    /// is answered from the recent-history ring and nothing is stored.
-    pub store_outputs: bool,
 }
 
 impl Default for CoreConfig {
@@ -63,7 +60,6 @@ impl Default for CoreConfig {
             dedupe_window: 10_000,
             reconnect_grace_ms: 30_000,
             recall_window_ms: 2 * 60 * 1000,
-            store_outputs: false,
         }
     }
 }

@@ -67,6 +67,10 @@ pub enum Error {
     /// No such message.
     #[error("message `{0}` not found")]
     MessageNotFound(MessageUuid),
+    /// The store could not make the message durable: it was neither kept nor delivered, and
+    /// a retry with the same message id stores it as new.
+    #[error("the message could not be stored")]
+    NotStored,
 }
 
 impl Error {
@@ -88,6 +92,7 @@ impl Error {
             Error::NotInChatroom(_) => Code::NOT_IN_CHATROOM,
             Error::MessageTooLong { .. } => Code::MESSAGE_TOO_LONG,
             Error::MessageNotFound(_) => Code::MESSAGE_NOT_FOUND,
+            Error::NotStored => Code::INTERNAL,
         }
     }
 

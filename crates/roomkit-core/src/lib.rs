@@ -2,9 +2,10 @@
 //! transports implement.
 //!
 //! - [`RoomRegistry`] owns rooms, their members and their chatrooms. Feed it inputs
-//!   (`handle_*`, with the current time), then drain its outputs (`poll_output`) and ask when
-//!   to wake it next (`poll_timeout`). It never blocks, spawns or reads a clock, so every
-//!   rule is unit-tested here without a runtime.
+//!   (`handle_*`, with the current time), make its commit durable (`take_commit`, then
+//!   `handle_commit`), then drain its outputs (`poll_output`) and ask when to wake it next
+//!   (`poll_timeout`). It never blocks, spawns or reads a clock, so every rule is unit-tested
+//!   here without a runtime.
 //! - [`transport`] defines how a driver accepts connections and moves whole frames; the
 //!   `conformance` feature exports the suite every transport runs.
 //!
@@ -19,6 +20,7 @@ mod room;
 mod roster;
 pub mod store;
 pub mod transport;
+mod validate;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -26,5 +28,5 @@ pub mod conformance;
 pub use config::CoreConfig;
 pub use error::Error;
 pub use identity::{Grants, Identity, RoomGrant};
-pub use registry::{Output, RoomRegistry};
+pub use registry::{HistoryRequest, Output, RoomRegistry};
 pub use roster::{Audience, ConnId};

@@ -1,10 +1,34 @@
-//! One room: its own state, its members and its chatroom.
+//! One room: its own state, its members and its chatroom, and the rules that decide what a
+//! request does to them. The rules are `impl Room` blocks spread over files by concern:
+//! [`members`] (join, leave, remove), [`properties`] (lock, properties), [`chat`] (the
+//! chatroom). Each takes the configuration, the caller and the output queue; the registry only
+//! finds the room and keeps its indexes.
+
+mod chat;
+mod members;
+mod properties;
 
 use std::collections::HashMap;
 
 use roomkit_protocol::{RoomInfo, RoomMember, UserUuid};
 
 use crate::{chatroom::Chatroom, roster::Roster, ConnId, Error, Identity};
+
+pub(crate) use chat::Send;
+pub(crate) use members::Left;
+
+/// Who sent a request: its connection and the account it is logged in as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) identity: &'a Identity,
+}
+
+impl Caller<'_> {
+    pub(crate) fn user(&self) -> &UserUuid {
+        &self.identity.user
+    }
+}
 
 /// A member of a room, with the connection it joined through.
 #[derive(Debug)]
@@ -31,8 +55,8 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub(crate) fn new(info: RoomInfo, password: Option<String>, history: usize, dedupe: usize) -> Self {
-        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(history, dedupe));
+    pub(crate) fn new(info: RoomInfo, password: Option<String>, dedupe: usize) -> Self {
+        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(dedupe));
         let empty_since = Some(info.created_at);
         Self { info, password, members: HashMap::new(), roster: Roster::default(), chatroom, empty_since }
     }
@@ -59,11 +83,11 @@ impl Room {
     }
 
     /// Host rights: the member's role, or an admin grant.
-    pub(crate) fn require_host(&self, conn: ConnId, identity: &Identity) -> Result<(), Error> {
-        if identity.grants.room_admin {
+    pub(crate) fn require_host(&self, caller: Caller<'_>) -> Result<(), Error> {
+        if caller.identity.grants.room_admin {
             return Ok(());
         }
-        let member = self.member_on(conn, &identity.user)?;
+        let member = self.member_on(caller.conn, caller.user())?;
         if member.info.role == roomkit_protocol::Role::Host {
             Ok(())
         } else {
@@ -101,7 +125,7 @@ impl Room {
 
     /// Removes a member (leaving the chatroom first); returns it as it was.
     pub(crate) fn remove(&mut self, user: &UserUuid, now: u64) -> Option<Member> {
-        self.leave_chatroom(user);
+        self.exit_chatroom(user);
         let member = self.members.remove(user)?;
         if let Some(moved) = self.roster.remove(member.room_slot) {
             let moved = moved.clone();
@@ -135,33 +159,32 @@ impl Room {
         self.members.get(user).is_some_and(|m| m.chat_slot.is_some())
     }
 
-    /// Puts a member in the chatroom; false if it already was.
-    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> bool {
+    /// Puts a member in the chatroom; returns it as it is now, or `None` if it already was in.
+    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
-            return false;
+            return None;
         };
         if member.chat_slot.is_some() {
-            return false;
+            return None;
         }
         member.chat_slot = Some(chat.roster.push(user.clone(), member.conn));
         member.info.is_in_chatroom = true;
-        true
+        Some(member.info.clone())
     }
 
-    /// Takes a member out of the chatroom; false if it was not in it.
-    pub(crate) fn leave_chatroom(&mut self, user: &UserUuid) -> bool {
+    /// Takes a member out of the chatroom; returns it as it is now, or `None` if it was not in.
+    pub(crate) fn exit_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
-            return false;
+            return None;
         };
-        let Some(slot) = member.chat_slot.take() else {
-            return false;
-        };
+        let slot = member.chat_slot.take()?;
         member.info.is_in_chatroom = false;
+        let info = member.info.clone();
         if let Some(moved) = chat.roster.remove(slot) {
             let moved = moved.clone();
             self.members.get_mut(&moved).expect("roster and members agree").chat_slot = Some(slot);
         }
-        true
+        Some(info)
     }
 }
 
@@ -196,13 +219,13 @@ mod tests {
 
     #[test]
     fn slots_stay_consistent_through_removals() {
-        let mut room = Room::new(info("r"), None, 10, 10);
+        let mut room = Room::new(info("r"), None, 10);
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
             room.add(member(u), ConnId(i as u64));
-            assert!(room.enter_chatroom(&u.parse().unwrap()));
+            assert!(room.enter_chatroom(&u.parse().unwrap()).is_some());
         }
         room.remove(&"a".parse().unwrap(), 5);
-        assert!(room.leave_chatroom(&"b".parse().unwrap()));
+        assert!(room.exit_chatroom(&"b".parse().unwrap()).is_some());
         room.remove(&"d".parse().unwrap(), 6);
         let names: Vec<_> = room.chatroom_members().into_iter().map(|m| m.name).collect();
         assert_eq!(names, vec!["c"]);

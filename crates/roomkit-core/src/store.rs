@@ -1,14 +1,16 @@
 //! Durable history: the store trait, its in-memory implementation, and the queries both
 //! answer.
 //!
-//! Core stays sans-IO: the registry says *what* must be stored as [`Output::Store`] outputs
-//! and asks for history with [`Output::History`]; the driver runs them against a
-//! [`MessageStore`]. The driver applies every store operation of one wake-up in one
-//! [`MessageStore::apply`] call (one durable commit), and only then sends the replies and
-//! deliveries of that wake-up — so a message is acknowledged, and seen by anyone, only once it
-//! is stored.
+//! Core stays sans-IO: the registry collects *what* must be stored into a commit the driver
+//! takes with [`RoomRegistry::take_commit`] and applies to a [`MessageStore`] in one
+//! [`MessageStore::apply`] call (one durable commit), reporting the result with
+//! [`RoomRegistry::handle_commit`]. The replies and deliveries that follow a store operation
+//! are held back until then — so a message is acknowledged, and seen by anyone, only once it
+//! is stored. History queries come out as [`Output::History`]: the store is the one source of
+//! a chatroom's history.
 //!
-//! [`Output::Store`]: crate::Output::Store
+//! [`RoomRegistry::take_commit`]: crate::RoomRegistry::take_commit
+//! [`RoomRegistry::handle_commit`]: crate::RoomRegistry::handle_commit
 //! [`Output::History`]: crate::Output::History
 
 use std::{
@@ -119,8 +121,7 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError>;
 }
 
-/// Picks a page out of messages kept in sequence order. Shared by the recent-history ring
-/// and [`MemoryStore`], so both answer a query the same way.
+/// Picks a page out of messages kept in sequence order, as [`MemoryStore`] answers a query.
 pub fn select<'a>(
     messages: impl DoubleEndedIterator<Item = &'a SharedMessage>,
     query: &HistoryQuery,

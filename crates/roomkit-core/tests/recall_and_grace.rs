@@ -1,6 +1,10 @@
 //! Recall, and the reconnect grace period: who is told what, and when.
 
-use roomkit_core::{ConnId, CoreConfig, Identity, Output, RoomRegistry};
+mod support;
+
+use std::sync::Arc;
+
+use roomkit_core::{store::MessageStore, ConnId, CoreConfig, Identity, Output, RoomRegistry};
 use roomkit_protocol::{
     ops::{CreateRoom, JoinChatroom, JoinRoom, RecallChatroomMessage, Request, Response, SendTextMessage},
     Code, Event, MessageBody, NotificationType, Role, RoomUuid, SharedMessage,
@@ -11,6 +15,7 @@ const WINDOW: u64 = 120_000;
 
 struct Rig {
     reg: RoomRegistry,
+    store: Arc<dyn MessageStore>,
     now: u64,
     next: u64,
 }
@@ -22,12 +27,13 @@ impl Rig {
         let mut config = CoreConfig::default();
         config.reconnect_grace_ms = GRACE;
         config.recall_window_ms = WINDOW;
-        Self { reg: RoomRegistry::new(config), now: 1_000_000, next: 1 }
+        let store = support::memory_store(&config);
+        Self { reg: RoomRegistry::new(config), store, now: 1_000_000, next: 1 }
     }
 
     fn drain(&mut self) -> (Option<Result<Response, roomkit_core::Error>>, Delivered) {
         let (mut reply, mut delivered) = (None, Vec::new());
-        while let Some(o) = self.reg.poll_output() {
+        for o in support::settle(&mut self.reg, self.store.as_ref(), self.now) {
             match o {
                 Output::Reply { result, .. } => reply = Some(result),
                 Output::Deliver { audience, event } => {
@@ -247,4 +253,59 @@ fn a_drop_past_the_grace_period_leaves_with_the_usual_events() {
         ]
     );
     assert_eq!(rig.reg.members(&r()).unwrap().len(), 2);
+}
+
+fn directed(text: &str, to: &Identity) -> SendTextMessage {
+    SendTextMessage {
+        room_uuid: r(),
+        message_uuid: None,
+        to_user_uuid_list: Some(vec![to.user.clone()]),
+        text: text.into(),
+    }
+}
+
+fn receivers(delivered: &Delivered) -> std::collections::BTreeSet<ConnId> {
+    delivered.iter().map(|(c, _)| *c).collect()
+}
+
+#[test]
+fn a_directed_message_recall_reaches_its_parties_and_always_the_recaller() {
+    let (mut rig, host, alice, bob) = setup();
+    let carol = id("carol");
+    rig.enter(4, &carol, Role::Member);
+    let Ok(Response::SendTextMessage(sent)) = rig.req(2, &alice, directed("psst", &bob)).0 else { panic!() };
+    // The host, no party to it, recalls it: the parties and the host are told, nobody else.
+    let (reply, delivered) = rig.req(1, &host, recall(&sent.message.message_uuid));
+    let Ok(Response::RecallChatroomMessage(out)) = reply else { panic!("{reply:?}") };
+    assert_eq!(receivers(&delivered), [ConnId(1), ConnId(2), ConnId(3)].into());
+    assert_eq!(out.message.to_user_uuid_list, Some(vec![bob.user.clone(), alice.user.clone()]));
+    // The sender recalling its own directed message: the two parties.
+    let Ok(Response::SendTextMessage(sent)) = rig.req(2, &alice, directed("again", &bob)).0 else { panic!() };
+    let (reply, delivered) = rig.req(2, &alice, recall(&sent.message.message_uuid));
+    assert!(reply.is_ok(), "{reply:?}");
+    assert_eq!(receivers(&delivered), [ConnId(2), ConnId(3)].into());
+}
+
+#[test]
+fn the_recaller_is_told_even_outside_the_chatroom() {
+    let (mut rig, host, alice, _bob) = setup();
+    let sent = rig.send(2, &alice, "hello");
+    rig.req(1, &host, roomkit_protocol::ops::LeaveChatroom { room_uuid: r() }).0.unwrap();
+    let (reply, delivered) = rig.req(1, &host, recall(&sent.message_uuid));
+    assert!(reply.is_ok(), "{reply:?}");
+    assert_eq!(receivers(&delivered), [ConnId(1), ConnId(2), ConnId(3)].into());
+}
+
+#[test]
+fn a_second_recall_is_refused_and_tells_nobody() {
+    let (mut rig, host, alice, _bob) = setup();
+    let sent = rig.send(2, &alice, "oops");
+    rig.req(2, &alice, recall(&sent.message_uuid)).0.unwrap();
+    for (conn, who) in [(2, &alice), (1, &host)] {
+        let (reply, delivered) = rig.req(conn, who, recall(&sent.message_uuid));
+        let e = reply.unwrap_err();
+        assert_eq!(e.code(), Code::BAD_REQUEST);
+        assert!(e.to_string().contains("already recalled"), "{e}");
+        assert!(delivered.is_empty());
+    }
 }

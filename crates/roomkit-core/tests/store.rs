@@ -1,11 +1,12 @@
-//! The in-memory store against the store conformance suite, and the registry's store
-//! outputs: what it asks to be stored, when, and how retries and restarts behave.
+//! The in-memory store against the store conformance suite, and the registry's commits:
+//! what it asks to be stored, what waits for the commit, and how retries and restarts behave.
 
 use std::sync::Arc;
 
+use futures::executor::block_on;
 use roomkit_core::{
-    store::{MemoryStore, RoomRecord, StoreOp},
-    ConnId, CoreConfig, Identity, Output, RoomRegistry,
+    store::{MemoryStore, MessageStore, RoomRecord, StoreOp},
+    ConnId, CoreConfig, HistoryRequest, Identity, Output, RoomRegistry,
 };
 use roomkit_protocol::{
     ops::{CreateRoom, FetchChatroomHistory, JoinChatroom, JoinRoom, Request, Response, SendTextMessage},
@@ -27,19 +28,40 @@ fn r() -> RoomUuid {
 
 struct Rig {
     reg: RoomRegistry,
+    store: MemoryStore,
     next: u64,
+    /// The operations of the last commit.
+    committed: Vec<StoreOp>,
 }
 
 impl Rig {
     fn new() -> Self {
-        let mut config = CoreConfig::default();
-        config.store_outputs = true;
-        Self { reg: RoomRegistry::new(config), next: 1 }
+        let store = MemoryStore::default();
+        Self { reg: RoomRegistry::new(CoreConfig::default()), store, next: 1, committed: Vec::new() }
     }
 
+    /// Sends one request; commits to the store what it asks (checking that nothing comes
+    /// out before the commit is reported), and returns the outputs as they are.
     fn req(&mut self, conn: u64, who: &Identity, request: impl Into<Request>) -> Vec<Output> {
         self.reg.handle_request(1_000 + self.next, ConnId(conn), who, self.next, request.into());
         self.next += 1;
+        self.commit()
+    }
+
+    fn commit(&mut self) -> Vec<Output> {
+        self.committed = self.reg.take_commit();
+        if !self.committed.is_empty() {
+            let mut early = Vec::new();
+            while let Some(o) = self.reg.poll_output() {
+                early.push(o);
+            }
+            assert!(
+                early.iter().all(|o| !matches!(o, Output::Reply { .. } | Output::History { .. })),
+                "an answer came out before the commit was reported: {early:?}"
+            );
+            self.reg.handle_commit(block_on(self.store.apply(1_000 + self.next, &self.committed)));
+            return early.into_iter().chain(std::iter::from_fn(|| self.reg.poll_output())).collect();
+        }
         std::iter::from_fn(|| self.reg.poll_output()).collect()
     }
 
@@ -83,15 +105,17 @@ fn send(text: &str, id: &str) -> SendTextMessage {
 fn what_must_be_durable_comes_before_the_reply_and_the_deliveries() {
     let (alice, bob) = (id("alice"), id("bob"));
     let mut rig = Rig::new();
-    let out = rig.req(1, &alice, create());
-    assert!(
-        matches!(&out[..], [Output::Store(StoreOp::PutRoom(rec)), Output::Reply { .. }] if rec.info.room_uuid == r())
-    );
+    rig.reg.handle_request(1_000, ConnId(1), &alice, 100, create().into());
+    assert!(rig.reg.poll_output().is_none(), "the reply waits for the commit");
+    let out = rig.commit();
+    assert!(matches!(&rig.committed[..], [StoreOp::PutRoom(rec)] if rec.info.room_uuid == r()));
+    assert!(matches!(&out[..], [Output::Reply { .. }]));
     rig.enter(1, &alice);
     rig.enter(2, &bob);
     let out = rig.req(1, &alice, send("hi", "m1"));
+    let [StoreOp::Append { message, .. }] = &rig.committed[..] else { panic!("{:?}", rig.committed) };
     match &out[..] {
-        [Output::Store(StoreOp::Append { message, .. }), Output::Deliver { event: Event::ChatroomMessagesReceived { .. }, .. }, Output::Reply { result: Ok(Response::SendTextMessage(sent)), .. }] =>
+        [Output::Deliver { event: Event::ChatroomMessagesReceived { .. }, .. }, Output::Reply { result: Ok(Response::SendTextMessage(sent)), .. }] =>
         {
             assert_eq!(message.seq, 1);
             assert_eq!(sent.message, *message);
@@ -114,7 +138,8 @@ fn a_retried_send_returns_the_stored_message_and_is_delivered_once() {
         other => panic!("{other:?}"),
     };
     assert_eq!(sent(&first), sent(&retry), "same uuid, same seq");
-    assert_eq!(retry.len(), 1, "a retry stores and delivers nothing: {retry:?}");
+    assert_eq!(retry.len(), 1, "a retry delivers nothing: {retry:?}");
+    assert!(rig.committed.is_empty(), "a retry stores nothing");
     let next = rig.req(1, &alice, send("again", "m2"));
     assert_eq!(sent(&next).seq, 2, "no sequence number was spent on the retry");
     // Another sender cannot reuse the id.
@@ -143,7 +168,8 @@ fn history_is_asked_of_the_store_when_there_is_one() {
     };
     let out = rig.req(1, &alice, fetch);
     match &out[..] {
-        [Output::History { conn, query, .. }] => {
+        [Output::History { conn, query, asked_by, .. }] => {
+            assert_eq!(*asked_by, HistoryRequest::FetchChatroomHistory);
             assert_eq!(*conn, ConnId(1));
             assert_eq!(query.viewer, Some(alice.user.clone()));
             assert_eq!(query.limit, 10);
@@ -159,11 +185,9 @@ fn ending_a_room_deletes_it_from_the_store() {
     let mut rig = Rig::new();
     rig.req(1, &alice, create());
     rig.reg.close_room(&r(), roomkit_protocol::EndReason::CloseByBackend).unwrap();
-    let out: Vec<Output> = std::iter::from_fn(|| rig.reg.poll_output()).collect();
-    assert!(
-        out.iter().any(|o| matches!(o, Output::Store(StoreOp::DeleteRoom(room)) if *room == r())),
-        "{out:?}"
-    );
+    let out = rig.commit();
+    assert!(matches!(&rig.committed[..], [StoreOp::DeleteRoom(room)] if *room == r()), "{:?}", rig.committed);
+    assert!(matches!(&out[..], [Output::RoomEnded { .. }]), "{out:?}");
 }
 
 #[test]
@@ -212,8 +236,9 @@ fn joining_the_chatroom_can_ask_for_its_last_messages_in_the_same_call() {
     rig.req(2, &bob, join);
     let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: Some(2) });
     match &out[..] {
-        [Output::Deliver { event: Event::MemberJoinChatroom { .. }, .. }, Output::History { conn, query, .. }] =>
+        [Output::Deliver { event: Event::MemberJoinChatroom { .. }, .. }, Output::History { conn, query, asked_by, .. }] =>
         {
+            assert_eq!(*asked_by, HistoryRequest::JoinChatroom, "answered as join_chatroom");
             assert_eq!(*conn, ConnId(2));
             assert_eq!(query.limit, 2);
             assert_eq!(query.viewer, Some(bob.user.clone()));
@@ -225,10 +250,16 @@ fn joining_the_chatroom_can_ask_for_its_last_messages_in_the_same_call() {
         Some(Output::Reply { result: Err(e), .. }) => assert!(e.to_string().contains("history_count"), "{e}"),
         other => panic!("{other:?}"),
     }
-    // Without history, the answer carries the newest sequence number: the entry point.
+    // Without history, the store's answer carries the newest sequence number: the entry
+    // point.
     let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: None });
-    match out.last() {
-        Some(Output::Reply { result: Ok(Response::JoinChatroom(page)), .. }) => {
+    match &out[..] {
+        [Output::History { asked_by, room_uuid, query, .. }] => {
+            assert_eq!(query.limit, 0);
+            let page = block_on(rig.store.history(room_uuid, query, 2_000)).unwrap();
+            let Response::JoinChatroom(page) = asked_by.answer(page) else {
+                panic!("not join_chatroom's answer")
+            };
             assert_eq!(page.last_seq, 3);
             assert!(page.messages.is_empty());
         }

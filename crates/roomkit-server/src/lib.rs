@@ -147,10 +147,9 @@ impl Server {
     /// Starts serving connections from `listener` on the current tokio runtime.
     pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
         let count = self.config.shards.max(1);
-        let mut core = self.config.core.clone();
-        core.store_outputs = true;
+        let core = self.config.core.clone();
         let store = self.store.unwrap_or_else(|| {
-            // Without a durable store, keep as much history as the ring would.
+            // Without a durable store, keep `history_ring_size` messages per chatroom.
             let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
             MemoryStore::shared(keep)
         });

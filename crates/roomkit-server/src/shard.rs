@@ -14,7 +14,7 @@ use roomkit_core::{
 };
 use roomkit_protocol::{
     codec,
-    ops::{FetchChatroomHistoryOutput, Request, Response},
+    ops::{Request, Response},
     Code, Event, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -150,7 +150,15 @@ async fn restore(registry: &mut RoomRegistry, store: &dyn MessageStore, index: u
             range: HistoryRange::AfterSeq(last_seq.saturating_sub(recent as u64)),
             limit: recent,
         };
-        let messages = store.history(&uuid, &query, now).await.map(|p| p.messages).unwrap_or_default();
+        let messages = match store.history(&uuid, &query, now).await {
+            Ok(page) => page.messages,
+            Err(e) => {
+                // The room comes back without its retry window: a send retried across the
+                // restart would be stored twice.
+                tracing::error!(room = %uuid, error = %e, "could not read recent messages of a restored room");
+                Vec::new()
+            }
+        };
         registry.restore_room(now, record, last_seq, messages);
         tracing::debug!(room = %uuid, last_seq, "room restored");
     }
@@ -177,36 +185,25 @@ impl ShardState {
         }
     }
 
-    /// Sends this wake-up's outputs: first everything to store, in one durable commit;
-    /// then, in order, the replies and deliveries (each event encoded once), history answers
-    /// read from the store; then one wake-up per connection queued to.
+    /// Sends this wake-up's outputs: takes the registry's commit, applies it to the store in
+    /// one durable write and reports the result (core decides what a failure means); then, in
+    /// order, the replies and deliveries (each event encoded once) and history answers read
+    /// from the store; then one wake-up per connection queued to.
     async fn flush(&mut self) {
-        let mut outputs = Vec::new();
-        let mut ops = Vec::new();
-        while let Some(output) = self.registry.poll_output() {
-            match output {
-                Output::Store(op) => ops.push(op),
-                other => outputs.push(other),
-            }
-        }
         let now = now_ms();
-        let stored = ops.is_empty()
-            || {
-                let started = Instant::now();
-                let result = self.store.apply(now, &ops).await;
-                metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
-                match result {
-                    Ok(()) => true,
-                    Err(e) => {
-                        metrics::counter!("roomkit_store_errors_total").increment(1);
-                        tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
-                        self.registry.handle_store_failed(&ops);
-                        false
-                    }
-                }
-            };
-        for output in outputs {
-            self.dispatch(output, stored, now).await;
+        let ops = self.registry.take_commit();
+        if !ops.is_empty() {
+            let started = Instant::now();
+            let result = self.store.apply(now, &ops).await;
+            metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
+            if let Err(e) = &result {
+                metrics::counter!("roomkit_store_errors_total").increment(1);
+                tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
+            }
+            self.registry.handle_commit(result);
+        }
+        while let Some(output) = self.registry.poll_output() {
+            self.dispatch(output, now).await;
         }
         for (op, received) in self.timings.drain(..) {
             metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
@@ -234,25 +231,16 @@ impl ShardState {
         }
     }
 
-    async fn dispatch(&mut self, output: Output, stored: bool, now: u64) {
+    async fn dispatch(&mut self, output: Output, now: u64) {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let frame = match result {
-                    Ok(data)
-                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) =>
-                    {
-                        if stored {
+                    Ok(data) => {
+                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
                             metrics::counter!("roomkit_messages_in_total").increment(1);
-                            codec::encode_success(request_id, &data)
-                        } else {
-                            codec::encode_error(
-                                Some(request_id),
-                                Code::INTERNAL,
-                                "the message could not be stored",
-                            )
                         }
+                        codec::encode_success(request_id, &data)
                     }
-                    Ok(data) => codec::encode_success(request_id, &data),
                     Err(e) => {
                         metrics::counter!("roomkit_request_errors_total", "code" => e.code().name())
                             .increment(1);
@@ -263,9 +251,6 @@ impl ShardState {
             }
             Output::Deliver { audience, event } => {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
-                if is_message && !stored {
-                    return; // never deliver what was not stored
-                }
                 let frame = codec::encode_event(&event);
                 let mut queued = 0u64;
                 for conn in audience.iter() {
@@ -276,16 +261,9 @@ impl ShardState {
                     metrics::counter!("roomkit_messages_out_total").increment(queued);
                 }
             }
-            Output::History { conn, request_id, room_uuid, query } => {
+            Output::History { conn, request_id, asked_by, room_uuid, query } => {
                 let frame = match self.store.history(&room_uuid, &query, now).await {
-                    Ok(page) => codec::encode_success(
-                        request_id,
-                        &Response::FetchChatroomHistory(FetchChatroomHistoryOutput {
-                            messages: page.messages,
-                            first_seq: page.first_seq,
-                            last_seq: page.last_seq,
-                        }),
-                    ),
+                    Ok(page) => codec::encode_success(request_id, &asked_by.answer(page)),
                     Err(e) => {
                         tracing::error!(error = %e, room = %room_uuid, "history read failed");
                         codec::encode_error(Some(request_id), Code::INTERNAL, "history could not be read")
@@ -293,7 +271,6 @@ impl ShardState {
                 };
                 self.send(conn, frame);
             }
-            Output::Store(_) => unreachable!("store outputs are taken out before dispatch"),
             Output::RoomEnded { room_uuid, reason } => {
                 tracing::info!(room = %room_uuid, ?reason, "room ended");
             }

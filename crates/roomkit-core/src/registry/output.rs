@@ -1,0 +1,245 @@
+//! What the registry asks of its driver, and the queue that holds outputs back until the
+//! store commit they follow has been reported.
+//!
+//! Every store operation joins the pending commit. Any output queued after it waits for that
+//! commit (later outputs wait too, so nothing overtakes). When the driver reports a failed
+//! commit, the outputs that depended on it are settled by the rule each was queued with:
+//! a message delivery is dropped, a send's acknowledgement becomes an error; the rest go out.
+
+use std::{collections::VecDeque, mem};
+
+use roomkit_protocol::{
+    ops::{FetchChatroomHistoryOutput, Response},
+    EndReason, Event, RoomUuid, SharedMessage,
+};
+
+use crate::{
+    store::{HistoryPage, HistoryQuery, StoreOp},
+    Audience, ConnId, Error,
+};
+
+/// What the driver must do next. Drain with [`RoomRegistry::poll_output`](crate::RoomRegistry::poll_output)
+/// after every input and after every [`handle_commit`](crate::RoomRegistry::handle_commit).
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Answer request `request_id` of connection `conn`.
+    Reply {
+        /// The connection that sent the request.
+        conn: ConnId,
+        /// The request's id.
+        request_id: u64,
+        /// The response data, or why the request failed.
+        result: Result<Response, Error>,
+    },
+    /// Send `event` to every connection of `audience`. Encode it once and share the bytes.
+    Deliver {
+        /// The recipients.
+        audience: Audience,
+        /// The event.
+        event: Event,
+    },
+    /// Answer request `request_id` of `conn` with a page of the room's history, read from the
+    /// store; [`HistoryRequest::answer`] turns the page into the response.
+    History {
+        /// The connection that asked.
+        conn: ConnId,
+        /// The request's id.
+        request_id: u64,
+        /// Which operation asked (its response is encoded as that operation's).
+        asked_by: HistoryRequest,
+        /// The room.
+        room_uuid: RoomUuid,
+        /// What to read; visibility is already set to the asking member.
+        query: HistoryQuery,
+    },
+    /// A room ended; informational (logs, metrics). Its members were sent `room_end`.
+    RoomEnded {
+        /// The room.
+        room_uuid: RoomUuid,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// The operation an [`Output::History`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HistoryRequest {
+    /// `join_chatroom`: the chatroom's newest sequence number and, if asked, its last messages.
+    JoinChatroom,
+    /// `fetch_chatroom_history`.
+    FetchChatroomHistory,
+}
+
+impl HistoryRequest {
+    /// The response to the operation that asked, carrying `page`.
+    pub fn answer(self, page: HistoryPage) -> Response {
+        let out = FetchChatroomHistoryOutput {
+            messages: page.messages,
+            first_seq: page.first_seq,
+            last_seq: page.last_seq,
+        };
+        match self {
+            HistoryRequest::JoinChatroom => Response::JoinChatroom(out),
+            HistoryRequest::FetchChatroomHistory => Response::FetchChatroomHistory(out),
+        }
+    }
+}
+
+/// What becomes of a queued output if the commit it waits for fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfLost {
+    /// It goes out anyway.
+    Send,
+    /// It announced an uncommitted message: it is dropped.
+    Drop,
+    /// It acknowledges an uncommitted message: it becomes [`Error::NotStored`].
+    Fail,
+}
+
+#[derive(Debug)]
+struct Queued {
+    output: Output,
+    /// The commit it waits for, if any.
+    after: Option<u64>,
+    if_lost: IfLost,
+}
+
+/// A commit taken by the driver and not yet reported.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    number: u64,
+    /// The messages it appends, to forget if it fails.
+    pub(crate) appended: Vec<(RoomUuid, SharedMessage)>,
+}
+
+/// The registry's output queue and its pending commit.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    queue: VecDeque<Queued>,
+    /// Store operations not yet taken by the driver: commit number `taken + 1`.
+    pending: Vec<StoreOp>,
+    /// Commits taken so far.
+    taken: u64,
+    /// Commits reported so far (they are reported in order, one at a time).
+    reported: u64,
+    in_flight: Option<InFlight>,
+}
+
+impl Outputs {
+    fn push(&mut self, output: Output, if_lost: IfLost) {
+        let after = if self.pending.is_empty() {
+            // Nothing new to commit, but nothing may overtake what already waits.
+            self.queue.back().and_then(|q| q.after).filter(|n| *n > self.reported)
+        } else {
+            Some(self.taken + 1)
+        };
+        self.queue.push_back(Queued { output, after, if_lost });
+    }
+
+    /// Answers a request.
+    pub(crate) fn reply(&mut self, conn: ConnId, request_id: u64, result: Result<Response, Error>) {
+        self.push(Output::Reply { conn, request_id, result }, IfLost::Send);
+    }
+
+    /// Acknowledges a sent message: an error instead if its commit fails.
+    pub(crate) fn acknowledge(&mut self, conn: ConnId, request_id: u64, result: Result<Response, Error>) {
+        self.push(Output::Reply { conn, request_id, result }, IfLost::Fail);
+    }
+
+    /// Sends `event` to `audience`, unless nobody is in it.
+    pub(crate) fn deliver(&mut self, audience: Audience, event: Event) {
+        if !audience.is_empty() {
+            self.push(Output::Deliver { audience, event }, IfLost::Send);
+        }
+    }
+
+    /// Sends `event` to one connection.
+    pub(crate) fn deliver_to(&mut self, conn: ConnId, event: Event) {
+        self.deliver(Audience::only(vec![conn]), event);
+    }
+
+    /// Makes `op` durable in the next commit.
+    pub(crate) fn store(&mut self, op: StoreOp) {
+        self.pending.push(op);
+    }
+
+    /// Stores an accepted chatroom message and announces it to `audience` once stored.
+    pub(crate) fn message(&mut self, room: &RoomUuid, message: &SharedMessage, audience: Audience) {
+        self.store(StoreOp::Append { room: room.clone(), message: SharedMessage::clone(message) });
+        if !audience.is_empty() {
+            let event =
+                Event::ChatroomMessagesReceived { room_uuid: room.clone(), messages: vec![message.clone()] };
+            self.push(Output::Deliver { audience, event }, IfLost::Drop);
+        }
+    }
+
+    /// Asks the driver to answer a request from the store.
+    pub(crate) fn history(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        asked_by: HistoryRequest,
+        room_uuid: &RoomUuid,
+        query: HistoryQuery,
+    ) {
+        let room_uuid = room_uuid.clone();
+        self.push(Output::History { conn, request_id, asked_by, room_uuid, query }, IfLost::Send);
+    }
+
+    /// Tells the driver a room ended.
+    pub(crate) fn room_ended(&mut self, room_uuid: RoomUuid, reason: EndReason) {
+        self.push(Output::RoomEnded { room_uuid, reason }, IfLost::Send);
+    }
+
+    /// The next output that waits for no unreported commit.
+    pub(crate) fn pop(&mut self) -> Option<Output> {
+        if self.queue.front()?.after.is_some_and(|n| n > self.reported) {
+            return None;
+        }
+        self.queue.pop_front().map(|q| q.output)
+    }
+
+    /// The pending operations, now in flight; empty while another commit is in flight.
+    pub(crate) fn take_commit(&mut self) -> Vec<StoreOp> {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return Vec::new();
+        }
+        self.taken += 1;
+        let ops = mem::take(&mut self.pending);
+        let appended = ops
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::Append { room, message } => Some((room.clone(), message.clone())),
+                _ => None,
+            })
+            .collect();
+        self.in_flight = Some(InFlight { number: self.taken, appended });
+        ops
+    }
+
+    /// The commit in flight was made durable (`ok`) or not. Returns it, if there was one.
+    pub(crate) fn commit_reported(&mut self, ok: bool) -> Option<InFlight> {
+        let done = self.in_flight.take()?;
+        if !ok {
+            self.queue.retain_mut(|q| {
+                if q.after != Some(done.number) {
+                    return true;
+                }
+                match q.if_lost {
+                    IfLost::Send => true,
+                    IfLost::Drop => false,
+                    IfLost::Fail => {
+                        if let Output::Reply { result, .. } = &mut q.output {
+                            *result = Err(Error::NotStored);
+                        }
+                        true
+                    }
+                }
+            });
+        }
+        self.reported = done.number;
+        Some(done)
+    }
+}

@@ -1,0 +1,279 @@
+//! Chatroom rules: entering and leaving, sending (members and the backend), recalling, and
+//! history queries, which are answered from the store.
+
+use std::sync::Arc;
+
+use roomkit_protocol::{
+    ops::{FetchChatroomHistory, RecallOutput, SendMessageOutput},
+    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Role, SharedMessage, UserUuid,
+};
+
+use super::{Caller, Room};
+use crate::{
+    chatroom::{Chatroom, Draft},
+    config::MAX_HISTORY_LIMIT,
+    registry::{HistoryRequest, Outputs},
+    store::{HistoryQuery, HistoryRange, StoreOp},
+    validate::{check_body, check_recipients},
+    Audience, ConnId, CoreConfig, Error,
+};
+
+/// A member's `send_text_message` / `send_custom_message`.
+#[derive(Debug)]
+pub(crate) struct Send {
+    pub(crate) message_uuid: Option<MessageUuid>,
+    pub(crate) to: Option<Vec<UserUuid>>,
+    pub(crate) body: MessageBody,
+}
+
+impl Room {
+    fn chat(&self) -> Result<&Chatroom, Error> {
+        self.chatroom.as_ref().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))
+    }
+
+    fn chat_mut(&mut self) -> Result<&mut Chatroom, Error> {
+        self.chatroom.as_mut().ok_or_else(|| Error::ChatroomNotEnabled(self.info.room_uuid.clone()))
+    }
+
+    /// `join_chatroom`: enters (announced to the whole room, once), then asks the store for
+    /// the chatroom's newest sequence number and, with `history_count`, its last messages.
+    pub(crate) fn join_chatroom(
+        &mut self,
+        caller: Caller<'_>,
+        request_id: u64,
+        history_count: Option<u32>,
+        out: &mut Outputs,
+    ) -> Result<(), Error> {
+        self.member_on(caller.conn, caller.user())?;
+        self.chat()?;
+        if let Some(member) = self.enter_chatroom(caller.user()) {
+            let event =
+                Event::MemberJoinChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
+            out.deliver(self.audience(None), event);
+        } // else already inside: success, no second event
+        let range = match history_count {
+            Some(_) => HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
+            None => HistoryRange::AfterSeq(u64::MAX),
+        };
+        let limit = history_count.unwrap_or(0) as usize;
+        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit };
+        out.history(caller.conn, request_id, HistoryRequest::JoinChatroom, &self.info.room_uuid, query);
+        Ok(())
+    }
+
+    /// `leave_chatroom`, announced to the others.
+    pub(crate) fn leave_chatroom(&mut self, caller: Caller<'_>, out: &mut Outputs) -> Result<(), Error> {
+        self.member_on(caller.conn, caller.user())?;
+        self.chat()?;
+        let Some(member) = self.exit_chatroom(caller.user()) else {
+            return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
+        };
+        let event =
+            Event::MemberLeaveChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
+        out.deliver(self.audience(Some(caller.conn)), event);
+        Ok(())
+    }
+
+    /// A member's message, to the whole chatroom but the sender, or to the listed members. A
+    /// retry (an id this sender used before) answers the stored message and delivers nothing.
+    pub(crate) fn send(
+        &mut self,
+        now: u64,
+        config: &CoreConfig,
+        caller: Caller<'_>,
+        send: Send,
+        out: &mut Outputs,
+    ) -> Result<SendMessageOutput, Error> {
+        let sender = self.member_on(caller.conn, caller.user())?;
+        let (from_nick, from_avatar) = (sender.info.name.clone(), sender.info.avatar.clone());
+        self.chat()?;
+        if !self.is_in_chatroom(caller.user()) {
+            return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
+        }
+        check_body(&send.body, config.max_message_bytes)?;
+        // Directed messages: every recipient must be in the chatroom.
+        let to = send.to.map(|list| check_recipients(list, config.max_recipients)).transpose()?;
+        if let Some(missing) = to.iter().flatten().find(|u| !self.is_in_chatroom(u)) {
+            return Err(Error::MemberNotFound(missing.clone()));
+        }
+        let audience = match &to {
+            Some(list) => Audience::only(
+                list.iter()
+                    .filter_map(|u| self.member(u))
+                    .map(|m| m.conn)
+                    .filter(|c| *c != caller.conn)
+                    .collect(),
+            ),
+            None => self.chat()?.roster.audience(Some(caller.conn)),
+        };
+        let chat = self.chat_mut()?;
+        if let Some(earlier) = send.message_uuid.as_ref().and_then(|id| chat.find_recent(id)) {
+            // A retry: the message is stored already; answer as the first time, deliver
+            // nothing again.
+            if earlier.from_user_uuid == *caller.user() {
+                return Ok(SendMessageOutput { message: Arc::clone(earlier) });
+            }
+            return Err(Error::bad("message_uuid", "already used by another sender"));
+        }
+        let draft = Draft {
+            id: send.message_uuid,
+            id_prefix: 's',
+            from: caller.user().clone(),
+            from_nick,
+            from_avatar,
+            from_backend: false,
+            to,
+            body: send.body,
+        };
+        let message = chat.accept(now, draft);
+        out.message(&self.info.room_uuid, &message, audience);
+        Ok(SendMessageOutput { message })
+    }
+
+    /// A text message from the application's backend to every chatroom member, with
+    /// `from_backend` set. Same text limits as members'.
+    pub(crate) fn send_backend(
+        &mut self,
+        now: u64,
+        config: &CoreConfig,
+        from: UserUuid,
+        from_nick: String,
+        text: String,
+        out: &mut Outputs,
+    ) -> Result<SharedMessage, Error> {
+        let chat = self.chat_mut()?;
+        let body = MessageBody::Text { text };
+        check_body(&body, config.max_message_bytes)?;
+        let draft = Draft {
+            id: None,
+            id_prefix: 'b',
+            from,
+            from_nick,
+            from_avatar: None,
+            from_backend: true,
+            to: None,
+            body,
+        };
+        let message = chat.accept(now, draft);
+        let audience = chat.roster.audience(None);
+        out.message(&self.info.room_uuid, &message, audience);
+        Ok(message)
+    }
+
+    /// `recall_chatroom_message`: the sender within the recall window, the host at any time.
+    /// A broadcast's recall goes to the whole chatroom; a directed message's only to its
+    /// parties in the chatroom. The recaller is always told, in the chatroom or not.
+    pub(crate) fn recall(
+        &mut self,
+        now: u64,
+        config: &CoreConfig,
+        caller: Caller<'_>,
+        message_uuid: &MessageUuid,
+        out: &mut Outputs,
+    ) -> Result<RecallOutput, Error> {
+        let recaller = self.member_on(caller.conn, caller.user())?;
+        let is_host = recaller.info.role == Role::Host || caller.identity.grants.room_admin;
+        let nick = recaller.info.name.clone();
+        let original = self
+            .chat()?
+            .find_recent(message_uuid)
+            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
+            .cloned()
+            .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
+        if original.recalled {
+            return Err(Error::bad("message_uuid", "the message is already recalled"));
+        }
+        let own = original.from_user_uuid == *caller.user();
+        if !(is_host || (own && now.saturating_sub(original.time) <= config.recall_window_ms)) {
+            return Err(Error::Forbidden(if own {
+                "the recall window for this message has passed"
+            } else {
+                "only the sender or the host may recall a message"
+            }));
+        }
+        // A directed message's recall is news only to those who could see it.
+        let parties = original.to_user_uuid_list.as_ref().map(|to| {
+            let mut parties = to.clone();
+            if !parties.contains(&original.from_user_uuid) {
+                parties.push(original.from_user_uuid.clone());
+            }
+            parties
+        });
+        let audience = self.recall_audience(caller, parties.as_deref());
+        let draft = Draft {
+            id: None,
+            id_prefix: 'r',
+            from: caller.user().clone(),
+            from_nick: nick,
+            from_avatar: None,
+            from_backend: false,
+            to: parties,
+            body: MessageBody::Notification {
+                event_type: NotificationType::MessageRecall,
+                operate_by: Some(caller.user().clone()),
+                recalled_message_id: Some(message_uuid.clone()),
+            },
+        };
+        let chat = self.chat_mut()?;
+        let notification = chat.accept(now, draft);
+        let recalled = recalled_form(&original);
+        chat.replace(Arc::clone(&recalled));
+        out.store(StoreOp::Append { room: self.info.room_uuid.clone(), message: recalled });
+        out.message(&self.info.room_uuid, &notification, audience);
+        Ok(RecallOutput { message: notification })
+    }
+
+    /// The chatroom members among `parties` (everyone for a broadcast), and the recaller.
+    fn recall_audience(&self, caller: Caller<'_>, parties: Option<&[UserUuid]>) -> Audience {
+        let Some(chat) = self.chatroom.as_ref() else { return Audience::only(vec![caller.conn]) };
+        let mut conns: Vec<ConnId> = match parties {
+            None if self.is_in_chatroom(caller.user()) => return chat.roster.audience(None),
+            None => chat.roster.audience(None).iter().collect(),
+            Some(parties) => parties
+                .iter()
+                .filter(|u| self.is_in_chatroom(u))
+                .filter_map(|u| self.member(u))
+                .map(|m| m.conn)
+                .collect(),
+        };
+        if !conns.contains(&caller.conn) {
+            conns.push(caller.conn);
+        }
+        Audience::only(conns)
+    }
+
+    /// `fetch_chatroom_history`: a query for the store, visible to the caller.
+    pub(crate) fn fetch_history(
+        &self,
+        caller: Caller<'_>,
+        request_id: u64,
+        p: FetchChatroomHistory,
+        out: &mut Outputs,
+    ) -> Result<(), Error> {
+        self.member_on(caller.conn, caller.user())?;
+        self.chat()?;
+        let limit = p.limit.unwrap_or(MAX_HISTORY_LIMIT);
+        if limit == 0 || limit > MAX_HISTORY_LIMIT {
+            return Err(Error::bad("limit", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
+        }
+        let range = match p.after_seq {
+            Some(after) => HistoryRange::AfterSeq(after),
+            None => HistoryRange::Time { start_time: p.start_time, order: p.order },
+        };
+        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit: limit as usize };
+        out.history(caller.conn, request_id, HistoryRequest::FetchChatroomHistory, &p.room_uuid, query);
+        Ok(())
+    }
+}
+
+/// A message as history shows it once recalled: same id, seq, time and sender, content gone.
+fn recalled_form(original: &SharedMessage) -> SharedMessage {
+    let mut recalled = (**original).clone();
+    recalled.recalled = true;
+    recalled.body = match recalled.body {
+        MessageBody::Text { .. } => MessageBody::Text { text: String::new() },
+        MessageBody::Custom { .. } => MessageBody::Custom { attach_str: String::new() },
+        other => other,
+    };
+    Arc::new(recalled)
+}

@@ -1,0 +1,141 @@
+//! The commit contract: outputs wait for the store commit they follow, and a failed commit is
+//! settled by core (its sends refused with `INTERNAL`, its deliveries dropped, its messages
+//! forgotten so that a retry stores them), with a store stand-in that fails on demand.
+
+mod support;
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+use roomkit_core::{
+    store::{HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp},
+    ConnId, CoreConfig, Error, Output,
+};
+use roomkit_protocol::{ops::SendTextMessage, Code, HistoryOrder, RoomUuid};
+use support::*;
+
+/// A `MemoryStore` whose commits fail while `failing` is set.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl MessageStore for FlakyStore {
+    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
+        self.inner.apply(now, ops).await
+    }
+
+    async fn history(
+        &self,
+        room: &RoomUuid,
+        query: &HistoryQuery,
+        now: u64,
+    ) -> Result<HistoryPage, StoreError> {
+        self.inner.history(room, query, now).await
+    }
+
+    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
+        self.inner.rooms().await
+    }
+}
+
+fn rig() -> (Harness, Arc<FlakyStore>, User, User) {
+    let store = Arc::new(FlakyStore::default());
+    let mut config = CoreConfig::default();
+    config.reconnect_grace_ms = 0;
+    let mut h = Harness::with_store(config, store.clone());
+    let (a, b) = (User::new("alice", 1), User::new("bob", 2));
+    h.setup(&a, "r1", &[&a, &b], &[&a, &b]);
+    (h, store, a, b)
+}
+
+fn send(text: &str, id: &str) -> SendTextMessage {
+    SendTextMessage {
+        room_uuid: room("r1"),
+        message_uuid: Some(id.parse().unwrap()),
+        to_user_uuid_list: None,
+        text: text.into(),
+    }
+}
+
+#[test]
+fn a_failed_commit_refuses_the_send_and_delivers_nothing() {
+    let (mut h, store, a, b) = rig();
+    store.failing.store(true, Ordering::SeqCst);
+    let o = h.req(&a, send("lost", "m1"));
+    assert_eq!(o.code(), Code::INTERNAL, "{:?}", o.result);
+    assert_eq!(*o.err(), Error::NotStored);
+    assert!(o.out.deliveries.is_empty(), "nobody sees an unstored message: {:?}", o.out.deliveries);
+    // Nothing reached the store.
+    store.failing.store(false, Ordering::SeqCst);
+    assert!(h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history().is_empty());
+}
+
+#[test]
+fn a_retry_after_a_failed_commit_is_stored_as_new() {
+    let (mut h, store, a, b) = rig();
+    store.failing.store(true, Ordering::SeqCst);
+    h.fails(&a, send("hi", "m1"), Code::INTERNAL);
+    store.failing.store(false, Ordering::SeqCst);
+    let o = h.ok(&a, send("hi", "m1"));
+    assert_eq!(o.recipients(), [b.conn].into(), "delivered this time");
+    let stored = h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history();
+    assert_eq!(texts(&stored), ["hi"]);
+    assert_eq!(stored[0], o.message());
+    // And now it is a retry like any other: answered, not stored again.
+    let again = h.ok(&a, send("hi", "m1"));
+    assert_eq!(again.message(), o.message());
+    assert!(again.out.deliveries.is_empty());
+}
+
+#[test]
+fn a_failed_commit_does_not_hold_back_what_stores_nothing() {
+    let (mut h, store, a, _b) = rig();
+    let carol = User::new("carol", 3);
+    store.failing.store(true, Ordering::SeqCst);
+    // Joining stores nothing: it is announced whatever the store does.
+    let o = h.ok(&carol, join("r1", "carol"));
+    assert_eq!(described(&o.out.deliveries, a.conn), ["join_room carol"]);
+}
+
+#[test]
+fn outputs_wait_for_the_commit_they_follow_and_keep_their_order() {
+    let (mut h, _store, a, b) = rig();
+    let now = h.now;
+    // Two requests in one wake-up: a message (stored), then a leave (not stored).
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
+    h.reg.handle_request(now, b.conn, &b.id, 101, leave_chat("r1").into());
+    assert!(h.reg.poll_output().is_none(), "the message waits for its commit, and the leave waits behind it");
+    let ops = h.reg.take_commit();
+    assert_eq!(ops.len(), 1);
+    // While the commit is in flight, a new message waits for the next one.
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("second", "m2").into());
+    assert!(h.reg.take_commit().is_empty(), "one commit at a time");
+    assert!(h.reg.poll_output().is_none());
+    h.reg.handle_commit(Ok(()));
+    let ids: Vec<u64> = std::iter::from_fn(|| h.reg.poll_output())
+        .filter_map(|o| match o {
+            Output::Reply { request_id, .. } => Some(request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [100, 101], "the second message still waits");
+    // The second commit fails: only what followed it is settled as failed.
+    assert_eq!(h.reg.take_commit().len(), 1);
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    let out: Vec<Output> = std::iter::from_fn(|| h.reg.poll_output()).collect();
+    match &out[..] {
+        [Output::Reply { conn, request_id: 102, result: Err(Error::NotStored) }] => {
+            assert_eq!(*conn, ConnId(1))
+        }
+        other => panic!("{other:?}"),
+    }
+}
