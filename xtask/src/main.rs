@@ -52,7 +52,7 @@ const RUN_COMMAND: &[&str] = &[
     "run",
     "--quiet",
     "--package",
-    "roomkit-server",
+    "roomkit-server-bin",
     "--bin",
     "roomkit-server",
     "--",
@@ -230,7 +230,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         return Err(format!("the benchmark crate does not exist yet ({BENCH_CRATE_DIR} not found)"));
     }
     // The benchmark starts the release server binary, so build it first.
-    cmd("cargo", &["build", "--release", "--package", "roomkit-server", "--bin", "roomkit-server"])?;
+    cmd("cargo", &["build", "--release", "--package", "roomkit-server-bin", "--bin", "roomkit-server"])?;
     let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];
     full.extend(strip_separator(args).iter().map(String::as_str));
     cmd("cargo", &full)
