@@ -116,9 +116,10 @@ async fn run(settings: Settings) -> Result<(), String> {
     let ws_url = format!("ws://{client_addr}/v1");
     let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
     let store = settings.open_store()?;
-    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
-    // Count the recorder in from the start, so /metrics shows every connection.
+    // Install the recorder before anything is counted: /metrics then shows every family
+    // from the start, at zero, and every connection.
     let _ = roomkit_server::metrics::prometheus();
+    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // The web page (and, in development mode only, its token endpoint) on the client port.

@@ -287,6 +287,31 @@ async fn sdk_clients_chat_through_the_binary() {
     server.stop().await;
 }
 
+/// A fresh binary's `/metrics` lists every metric family before anything happened, each at
+/// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_scrapes_every_metric_family_at_zero() {
+    let server = ServerProcess::start(&[]).await;
+    let r = http::get(server.admin, "/metrics").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let families = include_str!("../../roomkit-server/src/metrics.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! | `"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .collect::<Vec<_>>();
+    assert!(families.len() >= 17, "{families:?}");
+    for name in families {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from a fresh scrape:\n{text}");
+    }
+    for zero in
+        ["roomkit_messages_in_total 0", "roomkit_store_errors_total 0", "roomkit_rate_limited_total 0"]
+    {
+        assert!(text.lines().any(|l| l == zero), "{zero} missing:\n{text}");
+    }
+    server.stop().await;
+}
+
 /// `roomkit-server token --dev --account alice --room r1` prints a token signed with the
 /// development secret, granting room r1 only; a server checking tokens with that secret
 /// logs alice in with it.
