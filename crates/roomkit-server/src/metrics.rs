@@ -9,8 +9,8 @@
 //! | `roomkit_chatroom_members` | gauge | members of all chatrooms (set at scrape time) |
 //! | `roomkit_requests_total{op}` | counter | requests received, by operation |
 //! | `roomkit_request_errors_total{code}` | counter | requests answered with an error, by code name |
-//! | `roomkit_request_duration_seconds{op}` | histogram | shard time from a request's arrival to its reply being queued |
-//! | `roomkit_messages_in_total` | counter | chat messages accepted |
+//! | `roomkit_request_duration_seconds{op}` | histogram | from a request being sent to its shard's queue until its wake-up's outputs are queued (the store commit included) |
+//! | `roomkit_messages_in_total` | counter | chat messages acknowledged to their senders (stored; a deduplicated retry counts again) |
 //! | `roomkit_messages_out_total` | counter | chat message deliveries queued to recipients |
 //! | `roomkit_events_out_total` | counter | event deliveries queued (messages included) |
 //! | `roomkit_queue_drops_total` | counter | frames dropped because a connection's queue was full |
@@ -18,7 +18,7 @@
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
-//! | `roomkit_store_errors_total` | counter | store commits that failed (their messages were refused) |
+//! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them were answered with `INTERNAL` |
 
 //!
 //! Every family is described and registered at zero when the recorder is installed (the
@@ -82,9 +82,9 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Kind::Histogram,
         Label::Op,
         Unit::Seconds,
-        "shard time from a request's arrival to its reply being queued",
+        "from a request being sent to its shard's queue until its wake-up's outputs are queued (the store commit included)",
     ),
-    ("roomkit_messages_in_total", Kind::Counter, Label::None, Unit::Count, "chat messages accepted"),
+    ("roomkit_messages_in_total", Kind::Counter, Label::None, Unit::Count, "chat messages acknowledged to their senders (stored; a deduplicated retry counts again)"),
     (
         "roomkit_messages_out_total",
         Kind::Counter,
@@ -139,7 +139,7 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Kind::Counter,
         Label::None,
         Unit::Count,
-        "store commits that failed (their messages were refused)",
+        "store commits that failed; the sends in them were answered with INTERNAL",
     ),
 ];
 
