@@ -46,11 +46,13 @@ pub struct WsConfig {
     /// 16 KiB); the end of a batch always flushes. Fewer, larger writes are what make
     /// fan-out cheap; the buffer is per connection, so it is kept small.
     pub write_buffer_bytes: usize,
-    /// A connection whose WebSocket handshake has not completed in this time is dropped.
+    /// A [`WsConnector`] gives up on a handshake that has not completed in this time (the
+    /// server's HTTP front has its own request-head timeout; the binary sets both alike).
     pub handshake_timeout: Duration,
-    /// Handshaken connections waiting to be accepted by the server.
+    /// Upgraded connections waiting to be accepted by the server (a [`QueueListener`]'s
+    /// backlog, as the binary builds it).
     pub accept_backlog: usize,
-    /// The path clients must connect to.
+    /// The path the server's HTTP front upgrades to WebSocket (`/v1`).
     pub path: String,
 }
 
