@@ -9,12 +9,12 @@ use roomkit_client::EndReason;
 use roomkit_protocol::{Code, UserUuid};
 use roomkit_server::{
     admin::{self, AdminState},
-    jwt::JwtAuthenticator,
     ServerConfig,
 };
 use roomkit_tests::{
     expect_code, http, join, join_params, start_chatroom, start_room, Harness, Seen, WsFront, WsHarness,
 };
+use roomkit_token::JwtAuthenticator;
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 

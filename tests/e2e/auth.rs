@@ -5,14 +5,12 @@ use std::{sync::Arc, time::SystemTime};
 
 use roomkit_client::{CreateRoomOptions, JoinRoomOptions, JoinRoomParams, RoomKit};
 use roomkit_protocol::{Code, Role};
-use roomkit_server::{
-    jwt::{Claims, JwtAuthenticator, TokenGrants},
-    ServerConfig,
-};
+use roomkit_server::ServerConfig;
 use roomkit_tests::{
     create_params, expect_code, join_params, join_with, ws::WsClient, Harness, Member, Seen, WsFront,
     WsHarness,
 };
+use roomkit_token::{Claims, JwtAuthenticator, TokenGrants};
 use serde_json::json;
 
 const SECRET: &[u8] = b"secret";

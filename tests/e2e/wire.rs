@@ -384,6 +384,30 @@ async fn a_request_flood_is_rate_limited_then_closed() {
     f.stop().await;
 }
 
+/// A flood sent all at once, without reading: the server closes the connection for the rate
+/// limit while most of the flood is still unread, and yet every answer queued before the
+/// close, then the close frame (4000, `"1004 ..."`), reach the client — the server keeps
+/// reading and discarding input while it closes, so the close is not a TCP reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_close_with_unread_input_still_delivers_the_close_frame() {
+    let mut config = ServerConfig::default();
+    config.rate_limit = RateLimit { per_second: 5, burst: 10, close_after: 20 };
+    let mut f = Fixture::start(config, WsFront::default()).await;
+    let mut raw = f.raw_member("eve").await;
+    for id in 0..2000u64 {
+        raw.send_json(&json!({"id": id, "op": "ping"})).await;
+    }
+    let (answers, end) = raw.read_to_close().await;
+    let ids: Vec<u64> = answers.iter().map(|a| a["id"].as_u64().expect("an id")).collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "answers in order, none lost");
+    let limited = answers.iter().filter(|a| code_of(a) == Code::RATE_LIMITED).count();
+    assert!(limited >= 20, "only {limited} refusals arrived before the close: {answers:?}");
+    assert_closed(&end, CloseCode::Library(4000), Code::RATE_LIMITED);
+    f.saw_leave("eve").await;
+    f.assert_unaffected("a flood closed with unread input").await;
+    f.stop().await;
+}
+
 /// Sends `frame` in lock step (each after the previous answer) until the connection
 /// closes; returns the answers' codes and how it ended. Panics if it is still open after
 /// `max` frames.

@@ -1,14 +1,12 @@
-//! A minimal HTTP/1.1 client over [`tokio::net::TcpStream`], enough for the admin API and
-//! the client port's plain routes: one request per connection (`Connection: close` unless
-//! the request sets its own `Connection`, which should then include `close`), the whole
-//! response read to the end of the stream. Chunked bodies are decoded.
+//! HTTP requests to the admin API and the client port's plain routes, sent with hyper's
+//! client (`hyper_util::client::legacy`) and read whole. The tests that speak raw bytes on
+//! purpose (malformed heads, half-open connections) use sockets directly instead.
 
 use std::net::SocketAddr;
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use crate::within;
 
@@ -19,7 +17,7 @@ pub struct Response {
     pub status: u16,
     /// Header names (lower-cased) and values, in order.
     pub headers: Vec<(String, String)>,
-    /// The body, decoded from chunked transfer encoding if it was.
+    /// The body (decoded from chunked transfer encoding if it was).
     pub body: Vec<u8>,
 }
 
@@ -86,7 +84,8 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Sends `request` to `addr` on a new connection and reads the whole response.
+/// Sends `request` to `addr` and reads the whole response; panics on failure or after the
+/// test time bound.
 pub async fn send(addr: SocketAddr, request: Request<'_>) -> Response {
     let what = format!("{} {}", request.method, request.path);
     within(&format!("the response to {what}"), try_send(addr, request))
@@ -94,79 +93,34 @@ pub async fn send(addr: SocketAddr, request: Request<'_>) -> Response {
         .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Sends `request` to `addr` on a new connection and reads the whole response, without a
-/// time bound and without panicking: for probing a server that may not be up yet.
+/// Sends `request` to `addr` and reads the whole response, without a time bound and without
+/// panicking: for probing a server that may not be up yet.
 pub async fn try_send(addr: SocketAddr, request: Request<'_>) -> std::io::Result<Response> {
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {addr}\r\n", request.method, request.path);
-    if !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("connection")) {
-        head.push_str("Connection: close\r\n");
-    }
+    let mut builder =
+        hyper::Request::builder().method(request.method).uri(format!("http://{addr}{}", request.path));
     for (name, value) in &request.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, value);
     }
-    if let Some(body) = &request.body {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    if request.body.is_some() {
+        builder = builder.header("content-type", "application/json");
     }
-    head.push_str("\r\n");
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(head.as_bytes()).await?;
-    if let Some(body) = &request.body {
-        stream.write_all(body).await?;
-    }
-    stream.flush().await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    parse(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
+    let http_request = builder.body(body).map_err(std::io::Error::other)?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.request(http_request).await.map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+        .collect();
+    let body = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes().to_vec();
+    Ok(Response { status, headers, body })
 }
 
 /// `GET path` without headers.
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     send(addr, Request::new("GET", path)).await
-}
-
-/// Parses a complete HTTP/1.1 response.
-pub fn parse(raw: &[u8]) -> Result<Response, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no end of head in {:?}", String::from_utf8_lossy(raw)))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|e| e.to_string())?;
-    let rest = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = header("content-length") {
-        let len: usize = len.parse().map_err(|_| format!("bad content-length {len:?}"))?;
-        rest.get(..len).ok_or_else(|| format!("body shorter than its content-length {len}"))?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response { status, headers, body })
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|e| e.to_string())?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        body.extend_from_slice(rest.get(..size).ok_or("truncated chunk")?);
-        rest = rest.get(size + 2..).ok_or("truncated chunk end")?;
-    }
 }

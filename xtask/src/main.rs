@@ -62,7 +62,7 @@ const RUN_COMMAND: &[&str] = &[
     "run",
     "--quiet",
     "--package",
-    "roomkit-server",
+    "roomkit-server-bin",
     "--bin",
     "roomkit-server",
     "--",
@@ -257,7 +257,7 @@ fn run_command(command: &[&str], args: &[String]) -> Result<(), String> {
 /// `cargo xtask bench`: runs the benchmark crate in release mode.
 fn bench(args: &[String]) -> Result<(), String> {
     // The benchmark starts the release server binary, so build it first.
-    cmd("cargo", &["build", "--release", "--package", "roomkit-server", "--bin", "roomkit-server"])?;
+    cmd("cargo", &["build", "--release", "--package", "roomkit-server-bin", "--bin", "roomkit-server"])?;
     let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];
     full.extend(strip_separator(args).iter().map(String::as_str));
     cmd("cargo", &full)

@@ -99,7 +99,7 @@ async fn main() {
         .and_then(|p| p.parent().map(|d| d.join("roomkit-server")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| {
-            eprintln!("roomkit-bench: build the server first: cargo build --release -p roomkit-server");
+            eprintln!("roomkit-bench: build the server first: cargo build --release -p roomkit-server-bin");
             std::process::exit(2);
         });
     println!(

@@ -22,7 +22,7 @@ use roomkit_client::{
     JoinRoomParams, RoomContext, RoomKit,
 };
 use roomkit_protocol::{Code, Role, RoomUuid, UserUuid};
-use roomkit_server::jwt::{JwtAuthenticator, TokenRequest};
+use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 
 #[derive(Debug, Parser)]
 #[command(name = "roomkit", version, about = "roomkit in a terminal: chat, send, history, rooms, tokens")]
@@ -143,7 +143,7 @@ struct TokenArgs {
     #[arg(long)]
     name: Option<String>,
     /// Lifetime, e.g. `90s`, `30m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = roomkit_server::jwt::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = roomkit_token::parse_duration)]
     ttl: Duration,
     /// A room the token may join (repeat for more); none means every room.
     #[arg(long = "room")]
@@ -387,17 +387,24 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
     if args.secret.is_empty() {
         return Err(Failure::plain("--secret must not be empty"));
     }
-    let claims = TokenRequest {
+    let request = TokenRequest {
         account: args.account,
         name: args.name,
         ttl: args.ttl,
         rooms: args.rooms,
         admin: args.admin,
         create_rooms: !args.no_create,
-    }
-    .claims()
-    .map_err(|e| Failure::new(Code::BAD_REQUEST, format!("--{e}")))?;
-    println!("{}", JwtAuthenticator::new(args.secret.as_bytes()).mint(&claims));
+    };
+    let issued = JwtAuthenticator::new(args.secret.as_bytes()).issue(request).map_err(|e| {
+        let flag = match e.field {
+            TokenField::Account => "--account",
+            TokenField::Rooms => "--room",
+            TokenField::Ttl => "--ttl",
+            _ => "a token flag",
+        };
+        Failure::new(Code::BAD_REQUEST, format!("{flag}: {}", e.reason))
+    })?;
+    println!("{}", issued.token);
     Ok(())
 }
 

@@ -14,9 +14,9 @@ use std::{
 use roomkit_protocol::UserUuid;
 use roomkit_server::{
     admin::{self, AdminState},
-    jwt::JwtAuthenticator,
     net, DevAuthenticator, Server, ServerConfig, ServerHandle,
 };
+use roomkit_token::JwtAuthenticator;
 use roomkit_transport_ws::{QueueListener, WsConfig};
 use tokio::{net::TcpListener, sync::watch};
 

@@ -1,15 +1,23 @@
-//! The conformance suite every transport runs.
+//! The conformance suites every transport and every store runs, as macros that expand to one
+//! `#[test]` per case (as matrix-sdk's store integration tests do), so a failure names the case.
 //!
 //! ```ignore
-//! #[tokio::test]
-//! async fn conformance() {
-//!     let (listener, connector) = my_transport();
-//!     roomkit_core::conformance::run(listener, connector).await;
+//! async fn setup() -> (MyListener, MyConnector) {
+//!     my_transport()
 //! }
+//! // One test per case, in a module named `transport_conformance`.
+//! roomkit_core::transport_conformance_tests!(#[tokio::test] setup);
+//!
+//! fn open(retention: Retention) -> MyStore {
+//!     MyStore::new(retention)
+//! }
+//! // One test per case, in a module named `store_conformance`.
+//! roomkit_core::store_conformance_tests!(#[tokio::test] open);
 //! ```
 //!
-//! It needs no runtime of its own (only `futures`), so a transport may run it under
-//! whichever executor it uses. It panics on the first failure with what was expected.
+//! The cases need no runtime of their own (only `futures`), so a transport may run them under
+//! whichever executor it uses: the caller names the test attribute. Each case panics with what
+//! was expected.
 
 use bytes::Bytes;
 use futures::future::join;
@@ -17,15 +25,38 @@ use roomkit_protocol::Code;
 
 use crate::transport::{CloseReason, Connection, Connector, Listener, TransportError};
 
-/// Runs every check against a fresh listener and a connector to it.
-pub async fn run<L: Listener, C: Connector>(mut listener: L, connector: C) {
-    frames_arrive_whole_and_in_order(&mut listener, &connector).await;
-    batches_arrive_in_order(&mut listener, &connector).await;
-    large_frames_arrive_whole(&mut listener, &connector).await;
-    close_reason_reaches_the_peer(&mut listener, &connector).await;
-    client_close_is_seen_by_the_server(&mut listener, &connector).await;
-    dropped_client_is_seen_by_the_server(&mut listener, &connector).await;
-    many_connections_are_independent(&mut listener, &connector).await;
+/// Expands to `mod transport_conformance`, one test per case of the transport suite.
+///
+/// `$test` is the test attribute (e.g. `#[tokio::test]`); `$setup` names an async function
+/// (seen from the calling module) that returns a fresh `(listener, connector)` pair; it is
+/// called once per case.
+#[macro_export]
+macro_rules! transport_conformance_tests {
+    (#[$test:meta] $setup:expr) => {
+        $crate::transport_conformance_tests!(@cases #[$test] $setup;
+            frames_arrive_whole_and_in_order,
+            batches_arrive_in_order,
+            large_frames_arrive_whole,
+            close_reason_reaches_the_peer,
+            client_close_is_seen_by_the_server,
+            dropped_client_is_seen_by_the_server,
+            many_connections_are_independent,
+        );
+    };
+    (@cases #[$test:meta] $setup:expr; $($case:ident,)*) => {
+        /// The transport conformance suite, one test per case.
+        mod transport_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[$test]
+                async fn $case() {
+                    let (mut listener, connector) = ($setup)().await;
+                    $crate::conformance::$case(&mut listener, &connector).await;
+                }
+            )*
+        }
+    };
 }
 
 async fn pair<L: Listener, C: Connector>(listener: &mut L, connector: &C) -> (Connection, Connection) {
@@ -37,7 +68,8 @@ fn frame(i: usize) -> Bytes {
     Bytes::from(format!("{{\"n\":{i}}}"))
 }
 
-async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// Frames sent one by one arrive whole and in order, both ways.
+pub async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
     let n = 500;
     let send = async {
@@ -64,7 +96,8 @@ async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listener: &
     join(send, recv).await;
 }
 
-async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// A batch of frames arrives frame by frame, in order; an empty batch is fine.
+pub async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
     let batch: Vec<Bytes> = (0..64).map(frame).collect();
     let send = async {
@@ -84,7 +117,8 @@ async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L, co
     join(send, recv).await;
 }
 
-async fn large_frames_arrive_whole<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// A 60 KiB frame arrives whole.
+pub async fn large_frames_arrive_whole<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
     let big = Bytes::from(format!("\"{}\"", "x".repeat(60 * 1024)));
     let (sent, got) = join(client.sink.send(std::slice::from_ref(&big)), server.stream.recv()).await;
@@ -92,7 +126,8 @@ async fn large_frames_arrive_whole<L: Listener, C: Connector>(listener: &mut L, 
     assert_eq!(got.expect("recv large"), big);
 }
 
-async fn close_reason_reaches_the_peer<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// A server close sends what was queued, then the close reason; close is idempotent.
+pub async fn close_reason_reaches_the_peer<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
     let reason = CloseReason::new(Code::SLOW_CONSUMER, "send queue full");
     server.sink.send(&[frame(1)]).await.expect("send before close");
@@ -106,7 +141,8 @@ async fn close_reason_reaches_the_peer<L: Listener, C: Connector>(listener: &mut
     assert!(server.sink.close(reason).await.is_ok(), "close is idempotent");
 }
 
-async fn client_close_is_seen_by_the_server<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// A client close ends the server's stream.
+pub async fn client_close_is_seen_by_the_server<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
     client.sink.close(CloseReason::new(Code::SUCCESS, "bye")).await.expect("client close");
     match server.stream.recv().await {
@@ -115,7 +151,11 @@ async fn client_close_is_seen_by_the_server<L: Listener, C: Connector>(listener:
     }
 }
 
-async fn dropped_client_is_seen_by_the_server<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// A dropped client ends the server's stream.
+pub async fn dropped_client_is_seen_by_the_server<L: Listener, C: Connector>(
+    listener: &mut L,
+    connector: &C,
+) {
     let (mut server, client) = pair(listener, connector).await;
     drop(client);
     match server.stream.recv().await {
@@ -124,7 +164,8 @@ async fn dropped_client_is_seen_by_the_server<L: Listener, C: Connector>(listene
     }
 }
 
-async fn many_connections_are_independent<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+/// Frames on one of many connections never reach another.
+pub async fn many_connections_are_independent<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let mut pairs = Vec::new();
     for _ in 0..32 {
         pairs.push(pair(listener, connector).await);
@@ -137,8 +178,42 @@ async fn many_connections_are_independent<L: Listener, C: Connector>(listener: &
     }
 }
 
-/// The store conformance suite: every [`MessageStore`](crate::store::MessageStore) runs it.
-/// `make` opens a fresh, empty store with the given retention.
+/// Expands to `mod store_conformance`, one test per case of the store suite.
+///
+/// `$test` is the test attribute (e.g. `#[tokio::test]`); `$open` names a function (seen from
+/// the calling module) that opens a fresh, empty store with the given
+/// [`Retention`](crate::store::Retention); it is called once per case.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    (#[$test:meta] $open:expr) => {
+        $crate::store_conformance_tests!(@cases #[$test] $open;
+            history_by_time_and_order,
+            history_by_sequence,
+            history_shows_only_what_the_viewer_may_see,
+            rooms_are_kept_changed_and_deleted,
+            retention_by_count,
+            retention_by_age,
+            rooms_do_not_mix,
+        );
+    };
+    (@cases #[$test:meta] $open:expr; $($case:ident,)*) => {
+        /// The store conformance suite, one test per case.
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[$test]
+                async fn $case() {
+                    $crate::conformance::store::$case($open).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The store conformance suite: every [`MessageStore`](crate::store::MessageStore) runs it
+/// through [`store_conformance_tests!`](crate::store_conformance_tests). Each case opens its
+/// store with `open` and the retention it needs.
 pub mod store {
     use std::sync::Arc;
 
@@ -147,17 +222,6 @@ pub mod store {
     };
 
     use crate::store::{HistoryQuery, HistoryRange, MessageStore, Retention, RoomRecord, StoreOp};
-
-    /// Runs every check; panics on the first failure.
-    pub async fn run<S: MessageStore, F: FnMut(Retention) -> S>(mut make: F) {
-        history_by_time_and_order(&make(Retention::default())).await;
-        history_by_sequence(&make(Retention::default())).await;
-        history_shows_only_what_the_viewer_may_see(&make(Retention::default())).await;
-        rooms_are_kept_changed_and_deleted(&make(Retention::default())).await;
-        retention_by_count(&make(Retention { max_messages: Some(3), max_age_ms: None })).await;
-        retention_by_age(&make(Retention { max_messages: None, max_age_ms: Some(1_000) })).await;
-        rooms_do_not_mix(&make(Retention::default())).await;
-    }
 
     fn room(s: &str) -> RoomUuid {
         s.parse().expect("valid id")
@@ -216,7 +280,9 @@ pub mod store {
         HistoryQuery { viewer: None, range, limit }
     }
 
-    async fn history_by_time_and_order(store: &impl MessageStore) {
+    /// History by time, newest or oldest first, limited.
+    pub async fn history_by_time_and_order<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention::default());
         store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
         append(store, 100, "r", (1..=5).map(|i| message(i, i * 10, "a", None)).collect()).await;
         let desc =
@@ -238,7 +304,9 @@ pub mod store {
         assert_eq!((seqs(&empty), empty.first_seq, empty.last_seq), (vec![], 0, 0), "unknown room: nothing");
     }
 
-    async fn history_by_sequence(store: &impl MessageStore) {
+    /// History after a sequence number: oldest first, exclusive.
+    pub async fn history_by_sequence<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention::default());
         append(store, 100, "r", (1..=10).map(|i| message(i, i, "a", None)).collect()).await;
         let page =
             store.history(&room("r"), &query(HistoryRange::AfterSeq(4), 3), 100).await.expect("history");
@@ -249,7 +317,11 @@ pub mod store {
         assert_eq!(page.last_seq, 10);
     }
 
-    async fn history_shows_only_what_the_viewer_may_see(store: &impl MessageStore) {
+    /// A viewer sees public messages and directed ones it sent or received.
+    pub async fn history_shows_only_what_the_viewer_may_see<S: MessageStore>(
+        open: impl FnOnce(Retention) -> S,
+    ) {
+        let store = &open(Retention::default());
         append(
             store,
             100,
@@ -277,7 +349,9 @@ pub mod store {
         );
     }
 
-    async fn rooms_are_kept_changed_and_deleted(store: &impl MessageStore) {
+    /// Room records are kept, replaced and deleted with their messages.
+    pub async fn rooms_are_kept_changed_and_deleted<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention::default());
         store
             .apply(0, &[StoreOp::PutRoom(record("r1")), StoreOp::PutRoom(record("r2"))])
             .await
@@ -297,7 +371,9 @@ pub mod store {
         assert!(page.messages.is_empty(), "a deleted room's messages are gone");
     }
 
-    async fn retention_by_count(store: &impl MessageStore) {
+    /// Retention by count keeps the newest messages.
+    pub async fn retention_by_count<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention { max_messages: Some(3), max_age_ms: None });
         store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
         append(store, 10, "r", (1..=5).map(|i| message(i, i, "a", None)).collect()).await;
         let page =
@@ -307,7 +383,9 @@ pub mod store {
         assert_eq!(store.rooms().await.expect("rooms")[0].1, 5);
     }
 
-    async fn retention_by_age(store: &impl MessageStore) {
+    /// Retention by age drops old messages but never forgets the last sequence number.
+    pub async fn retention_by_age<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention { max_messages: None, max_age_ms: Some(1_000) });
         store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
         append(store, 1_500, "r", (1..=5).map(|i| message(i, i * 400, "a", None)).collect()).await;
         // At 1500 the oldest kept is 500: 800, 1200, 1600, 2000 stay.
@@ -324,7 +402,9 @@ pub mod store {
         assert_eq!(store.rooms().await.expect("rooms")[0].1, 5, "the last seq outlives its messages");
     }
 
-    async fn rooms_do_not_mix(store: &impl MessageStore) {
+    /// Rooms whose ids share a prefix do not mix.
+    pub async fn rooms_do_not_mix<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention::default());
         append(store, 10, "a", vec![message(1, 1, "x", None)]).await;
         append(store, 10, "a-", vec![message(1, 1, "y", None), message(2, 2, "y", None)]).await;
         let page =

@@ -13,10 +13,10 @@ use roomkit_protocol::{
     Code, Event, HistoryOrder, RoomUuid,
 };
 
-#[tokio::test]
-async fn memory_store_passes_the_conformance_suite() {
-    roomkit_core::conformance::store::run(MemoryStore::new).await;
-}
+roomkit_core::store_conformance_tests!(
+    #[tokio::test]
+    MemoryStore::new
+);
 
 fn id(s: &str) -> Identity {
     Identity::unrestricted(s.parse().unwrap())

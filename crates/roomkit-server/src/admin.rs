@@ -29,12 +29,10 @@ use axum::{
 };
 use roomkit_core::{Error as CoreError, Identity, RoomRegistry};
 use roomkit_protocol::{ops::CreateRoom, Code, EndReason, RoomInfo, RoomUuid, UserUuid};
+use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{
-    jwt::{JwtAuthenticator, TokenRequest},
-    Rooms,
-};
+use crate::Rooms;
 
 /// What the admin API needs.
 #[derive(Clone)]
@@ -305,25 +303,23 @@ async fn mint_token(
         .ok_or_else(|| ApiError::new(Code::FAILURE, "the server has no token secret configured"))?;
     let request: TokenBody = parse_body(&body)?;
     let ttl_secs = request.ttl_secs.unwrap_or(3600);
-    let claims = TokenRequest {
-        account: request.account,
-        name: request.name,
-        ttl: std::time::Duration::from_secs(ttl_secs.min(u64::MAX / 2)),
-        rooms: request.rooms.unwrap_or_default(),
-        admin: request.admin,
-        create_rooms: request.create_rooms.unwrap_or(true),
-    }
-    .claims()
-    .map_err(|e| {
-        let field = match e.split([' ', ':']).next() {
-            Some("ttl") => "ttl_secs",
-            Some("account") => "account",
-            _ => "rooms",
-        };
-        ApiError::new(Code::BAD_REQUEST, format!("bad request: field `{field}`: {e}"))
-    })?;
-    let token = tokens.mint(&claims);
-    Ok(ok(StatusCode::CREATED, serde_json::json!({ "token": token, "expires_at": claims.exp })))
+    let issued = tokens
+        .issue(TokenRequest {
+            account: request.account,
+            name: request.name,
+            ttl: std::time::Duration::from_secs(ttl_secs.min(u64::MAX / 2)),
+            rooms: request.rooms.unwrap_or_default(),
+            admin: request.admin,
+            create_rooms: request.create_rooms.unwrap_or(true),
+        })
+        .map_err(|e| {
+            let field = match e.field {
+                TokenField::Ttl => "ttl_secs",
+                other => other.name(),
+            };
+            ApiError::new(Code::BAD_REQUEST, format!("bad request: field `{field}`: {}", e.reason))
+        })?;
+    Ok(ok(StatusCode::CREATED, serde_json::json!({ "token": issued.token, "expires_at": issued.claims.exp })))
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

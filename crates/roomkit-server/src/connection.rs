@@ -12,6 +12,7 @@ use roomkit_protocol::{
     ops::{Empty, Login, LoginOutput, Ping, Request},
     Code,
 };
+use tokio::task::JoinHandle;
 
 use crate::{
     outbox::{Closer, Outbox},
@@ -33,14 +34,15 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     let rate = RateLimiter::new(shared.config.rate_limit, Instant::now());
     let mut reader =
         Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None, rate };
-    reader.run(stream).await;
+    let mut stream = stream;
+    reader.run(&mut stream).await;
 
     closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
     for shard in &shared.shards {
         let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
     }
     shared.connections.lock().expect("not poisoned").remove(&conn_id);
-    let _ = writer.await;
+    close_gracefully(writer, stream).await;
     metrics::gauge!("roomkit_connections").decrement(1.0);
     tracing::debug!(conn = conn_id.0, %peer, "connection closed");
 }
@@ -55,7 +57,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(&mut self, mut stream: Box<dyn FrameStream>) {
+    async fn run(&mut self, stream: &mut Box<dyn FrameStream>) {
         let login_deadline = tokio::time::sleep(self.shared.config.login_timeout);
         tokio::pin!(login_deadline);
         loop {
@@ -233,3 +235,35 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
 
 /// How long a closing connection may take to flush and send its close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Longest a closing connection keeps reading (and discarding) input after its close frame
+/// went out.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A closing connection whose peer sends nothing for this long has nothing left unread.
+const CLOSE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits for the writer to send what is queued and the close frame while reading and
+/// discarding the peer's input; then keeps discarding until the peer closes its side or goes
+/// quiet ([`CLOSE_QUIET`]), at most [`CLOSE_LINGER`]. Dropping a socket with unread input
+/// makes the kernel reset the connection, and a reset destroys what the peer had not read
+/// yet: the answers and the close frame of a connection closed by policy (rate limit, slow
+/// consumer, shutdown) while its client was still sending.
+async fn close_gracefully(mut writer: JoinHandle<()>, mut stream: Box<dyn FrameStream>) {
+    let peer_closed = {
+        let drain = async { while stream.recv().await.is_ok() {} };
+        tokio::pin!(drain);
+        tokio::select! {
+            _ = &mut writer => false,
+            () = &mut drain => true,
+        }
+    };
+    if peer_closed {
+        let _ = writer.await;
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Ok(Ok(_)) = tokio::time::timeout(CLOSE_QUIET, stream.recv()).await {}
+    })
+    .await;
+}

@@ -24,8 +24,9 @@
 
 pub mod admin;
 mod auth;
+pub mod clock;
 mod connection;
-pub mod jwt;
+mod jwt;
 pub mod metrics;
 pub mod net;
 pub mod web;

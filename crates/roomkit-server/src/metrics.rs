@@ -9,8 +9,8 @@
 //! | `roomkit_chatroom_members` | gauge | members of all chatrooms (set at scrape time) |
 //! | `roomkit_requests_total{op}` | counter | requests received, by operation |
 //! | `roomkit_request_errors_total{code}` | counter | requests answered with an error, by code name |
-//! | `roomkit_request_duration_seconds{op}` | histogram | shard time from a request's arrival to its reply being queued |
-//! | `roomkit_messages_in_total` | counter | chat messages accepted |
+//! | `roomkit_request_duration_seconds{op}` | histogram | from a request being sent to its shard's queue until its wake-up's outputs are queued (the store commit included) |
+//! | `roomkit_messages_in_total` | counter | chat messages acknowledged to their senders (stored; a deduplicated retry counts again) |
 //! | `roomkit_messages_out_total` | counter | chat message deliveries queued to recipients |
 //! | `roomkit_events_out_total` | counter | event deliveries queued (messages included) |
 //! | `roomkit_queue_drops_total` | counter | frames dropped because a connection's queue was full |
@@ -18,13 +18,133 @@
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
-//! | `roomkit_store_errors_total` | counter | store commits that failed (their messages were refused) |
+//! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them were answered with `INTERNAL` |
+
+//!
+//! Every family is described and registered at zero when the recorder is installed (the
+//! labelled ones once per known operation or error code), so a scrape of a fresh server
+//! already lists them all.
 
 use std::sync::OnceLock;
 
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use roomkit_protocol::{ops::ALL_OPS, Code, ALL_CODES};
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The label a family is split by, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    None,
+    /// `op`: every operation's wire name.
+    Op,
+    /// `code`: every error code's name.
+    Code,
+}
+
+/// Every family the server records: name, kind, label, unit, help. Keep it in step with the
+/// table above (a test checks).
+const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
+    ("roomkit_connections", Kind::Gauge, Label::None, Unit::Count, "open client connections"),
+    ("roomkit_connections_total", Kind::Counter, Label::None, Unit::Count, "connections accepted"),
+    ("roomkit_rooms", Kind::Gauge, Label::None, Unit::Count, "live rooms (set at scrape time)"),
+    (
+        "roomkit_room_members",
+        Kind::Gauge,
+        Label::None,
+        Unit::Count,
+        "members of all rooms (set at scrape time)",
+    ),
+    (
+        "roomkit_chatroom_members",
+        Kind::Gauge,
+        Label::None,
+        Unit::Count,
+        "members of all chatrooms (set at scrape time)",
+    ),
+    ("roomkit_requests_total", Kind::Counter, Label::Op, Unit::Count, "requests received, by operation"),
+    (
+        "roomkit_request_errors_total",
+        Kind::Counter,
+        Label::Code,
+        Unit::Count,
+        "requests answered with an error, by code name",
+    ),
+    (
+        "roomkit_request_duration_seconds",
+        Kind::Histogram,
+        Label::Op,
+        Unit::Seconds,
+        "from a request being sent to its shard's queue until its wake-up's outputs are queued (the store commit included)",
+    ),
+    ("roomkit_messages_in_total", Kind::Counter, Label::None, Unit::Count, "chat messages acknowledged to their senders (stored; a deduplicated retry counts again)"),
+    (
+        "roomkit_messages_out_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "chat message deliveries queued to recipients",
+    ),
+    (
+        "roomkit_events_out_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "event deliveries queued (messages included)",
+    ),
+    (
+        "roomkit_queue_drops_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "frames dropped because a connection's queue was full",
+    ),
+    (
+        "roomkit_slow_consumer_closes_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "connections closed as slow consumers",
+    ),
+    (
+        "roomkit_rate_limited_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "requests refused by the rate limiter",
+    ),
+    (
+        "roomkit_write_batch_frames",
+        Kind::Histogram,
+        Label::None,
+        Unit::Count,
+        "frames per transport write (one flush each)",
+    ),
+    (
+        "roomkit_store_commit_seconds",
+        Kind::Histogram,
+        Label::None,
+        Unit::Seconds,
+        "time of one store commit (one per shard wake-up with changes)",
+    ),
+    (
+        "roomkit_store_errors_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "store commits that failed; the sends in them were answered with INTERNAL",
+    ),
+];
+
+/// The process-wide Prometheus recorder, installed on first use with every family
+/// registered at zero.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -38,6 +158,67 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding app's); then ours only
         // renders what it saw, which is nothing, and the app's recorder gets the data.
         let _ = metrics::set_global_recorder(recorder);
+        register_at_zero();
         handle
     })
+}
+
+/// Describes every family and registers each of its series, so that it is scraped at zero
+/// before its first event.
+fn register_at_zero() {
+    for &(name, kind, label, unit, help) in FAMILIES {
+        match kind {
+            Kind::Counter => describe_counter!(name, unit, help),
+            Kind::Gauge => describe_gauge!(name, unit, help),
+            Kind::Histogram => describe_histogram!(name, unit, help),
+        }
+        let values: Vec<&'static str> = match label {
+            Label::None => vec![""],
+            Label::Op => ALL_OPS.to_vec(),
+            Label::Code => ALL_CODES.iter().filter(|c| c.code != Code::SUCCESS).map(|c| c.name).collect(),
+        };
+        let key = match label {
+            Label::None => "",
+            Label::Op => "op",
+            Label::Code => "code",
+        };
+        for value in values {
+            let labels: Vec<(&'static str, &'static str)> =
+                if key.is_empty() { Vec::new() } else { vec![(key, value)] };
+            match kind {
+                Kind::Counter => metrics::counter!(name, &labels).absolute(0),
+                Kind::Gauge => metrics::gauge!(name, &labels).set(0.0),
+                // Registered, not recorded: an empty histogram.
+                Kind::Histogram => drop(metrics::histogram!(name, &labels)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The family names of the table in this module's documentation.
+    fn documented() -> Vec<String> {
+        include_str!("metrics.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//! | `"))
+            .filter_map(|rest| rest.split(['`', '{']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_family_is_registered_and_scraped_from_the_start() {
+        let documented = documented();
+        let registered: Vec<String> = FAMILIES.iter().map(|f| f.0.to_string()).collect();
+        assert_eq!(documented, registered, "the doc table and FAMILIES must list the same families");
+        let text = prometheus().render();
+        for name in &documented {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from a fresh scrape:\n{text}");
+        }
+        assert!(text.contains("roomkit_requests_total{op=\"send_text_message\"} 0"), "{text}");
+        assert!(text.contains("roomkit_request_errors_total{code=\"RATE_LIMITED\"} 0"), "{text}");
+    }
 }

@@ -31,10 +31,11 @@ struct Upgrade {
     sender: QueueSender,
 }
 
-/// Routes of the client port: `/v1` and `/healthz`. Merge more routes into it as needed.
+/// Routes of the client port: the WebSocket path ([`WsConfig::path`], `/v1` by default) and
+/// `/healthz`. Merge more routes into it as needed.
 pub fn client_router(config: WsConfig, sender: QueueSender) -> Router {
     Router::new()
-        .route("/v1", get(upgrade))
+        .route(&config.path.clone(), get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(Upgrade { config, sender })
 }

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -19,7 +19,10 @@ use roomkit_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::outbox::{Enqueued, Outbox};
+use crate::{
+    clock::now_ms,
+    outbox::{Enqueued, Outbox},
+};
 
 /// A job run on a shard's registry, with the current time.
 pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;
@@ -56,10 +59,6 @@ pub(crate) fn shard_of(room: &RoomUuid, shards: usize) -> usize {
     (h.finish() % shards as u64) as usize
 }
 
-/// Milliseconds since the Unix epoch: core's notion of time.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Everything a shard task needs besides its messages.
 pub(crate) struct ShardSetup {

@@ -22,9 +22,8 @@ use axum::{
     routing::get,
     Router,
 };
-use roomkit_protocol::{Code, UserUuid, PROTOCOL_VERSION};
-
-use crate::jwt::{Claims, JwtAuthenticator, TokenGrants};
+use roomkit_protocol::{Code, PROTOCOL_VERSION};
+use roomkit_token::{JwtAuthenticator, TokenRequest};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
@@ -108,7 +107,8 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// `GET|POST /dev/token?account=NAME[&name=Display]`: a short-lived token for any account,
-/// signed with the development secret. Mounted only in development mode.
+/// signed with the development secret through the same [`JwtAuthenticator::issue`] as every
+/// other minter. Mounted only in development mode.
 async fn dev_token(
     State(config): State<WebConfig>,
     Query(query): Query<HashMap<String, String>>,
@@ -116,20 +116,28 @@ async fn dev_token(
     let Some(tokens) = &config.dev_tokens else {
         return json(StatusCode::NOT_FOUND, serde_json::json!({ "code": Code::FAILURE, "msg": "not found" }));
     };
-    let account = query.get("account").map(String::as_str).unwrap_or_default();
-    if let Err(e) = UserUuid::new(account) {
-        return json(
+    let account = query.get("account").cloned().unwrap_or_default();
+    let request = TokenRequest {
+        name: query.get("name").filter(|n| !n.trim().is_empty()).cloned(),
+        ..TokenRequest::new(account, config.dev_token_ttl)
+    };
+    match tokens.issue(request) {
+        Ok(issued) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "token": issued.token,
+                "account": issued.claims.sub,
+                "expires_at": issued.claims.exp,
+            }),
+        ),
+        Err(e) => json(
             StatusCode::BAD_REQUEST,
-            serde_json::json!({ "code": Code::BAD_REQUEST, "msg": format!("bad request: field `account`: {e}") }),
-        );
+            serde_json::json!({
+                "code": Code::BAD_REQUEST,
+                "msg": format!("bad request: field `{}`: {}", e.field, e.reason),
+            }),
+        ),
     }
-    let name = query.get("name").filter(|n| !n.trim().is_empty()).cloned().unwrap_or_else(|| account.into());
-    let exp = crate::shard::now_ms() / 1000 + config.dev_token_ttl.as_secs();
-    let claims = Claims { sub: account.into(), name, exp, grants: TokenGrants::default() };
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "token": tokens.mint(&claims), "account": account, "expires_at": exp }),
-    )
 }
 
 #[cfg(test)]
@@ -157,7 +165,7 @@ mod tests {
     }
 
     fn dev_router() -> (Router, JwtAuthenticator) {
-        let jwt = JwtAuthenticator::new(b"dev secret");
+        let jwt = JwtAuthenticator::new(b"dev secret").with_clock(crate::clock::now_secs);
         let config = WebConfig { dev_tokens: Some(jwt.clone()), ..WebConfig::default() };
         (router(config), jwt)
     }
@@ -197,7 +205,7 @@ mod tests {
             let claims = jwt.verify(answer["token"].as_str().unwrap()).unwrap();
             assert_eq!(claims.sub, "alice");
             assert_eq!(claims.name, "Alice");
-            let now = crate::shard::now_ms() / 1000;
+            let now = crate::clock::now_secs();
             assert!(claims.exp > now && claims.exp <= now + 3600);
         }
     }

@@ -20,13 +20,14 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passes_the_conformance_suite() {
-    roomkit_core::conformance::store::run(|retention| {
-        RedbStore::open(temp_dir("conformance"), RedbConfig { retention, ..Default::default() }).unwrap()
-    })
-    .await;
+fn open(retention: Retention) -> RedbStore {
+    RedbStore::open(temp_dir("conformance"), RedbConfig { retention, ..Default::default() }).unwrap()
 }
+
+roomkit_core::store_conformance_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    open
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_survives_a_reopen() {

@@ -261,16 +261,30 @@ impl Drop for MemoryStream {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn passes_the_conformance_suite() {
-        let (listener, connector) = transport();
-        roomkit_core::conformance::run(listener, connector).await;
+    /// The conformance suite with the default buffers.
+    mod default_buffers {
+        use super::{transport, MemoryConnector, MemoryListener};
+
+        async fn setup() -> (MemoryListener, MemoryConnector) {
+            transport()
+        }
+        roomkit_core::transport_conformance_tests!(
+            #[tokio::test(flavor = "current_thread")]
+            setup
+        );
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn passes_the_conformance_suite_with_tiny_buffers() {
-        let (listener, connector) = transport_with(MemoryConfig { channel_capacity: 1, accept_backlog: 1 });
-        roomkit_core::conformance::run(listener, connector).await;
+    /// The conformance suite with one-frame channels and a backlog of one.
+    mod tiny_buffers {
+        use super::{transport_with, MemoryConfig, MemoryConnector, MemoryListener};
+
+        async fn setup() -> (MemoryListener, MemoryConnector) {
+            transport_with(MemoryConfig { channel_capacity: 1, accept_backlog: 1 })
+        }
+        roomkit_core::transport_conformance_tests!(
+            #[tokio::test(flavor = "current_thread")]
+            setup
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -1,4 +1,7 @@
-//! roomkit's WebSocket transport: [`WsListener`] for servers, [`WsConnector`] for clients.
+//! roomkit's WebSocket transport: [`WsConnector`] for clients; for servers, [`ws_connection`]
+//! wraps a stream the server's own HTTP front has upgraded, and a [`QueueListener`] hands it
+//! to the server (`roomkit-server`'s `net` module does both, and that path is the one the
+//! transport conformance suite runs against).
 //!
 //! Each roomkit frame is one WebSocket text message holding one JSON document. Clients
 //! connect to the versioned path, `ws://host:port/v1`. A binary message is refused with
@@ -15,22 +18,14 @@
 
 mod stream;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use roomkit_core::transport::{Connection, Connector, Listener, TransportError};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-    task::JoinHandle,
-};
-use tokio_tungstenite::tungstenite::{
-    handshake::server::{ErrorResponse, Request, Response},
-    http::StatusCode,
-    protocol::WebSocketConfig,
-};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub use stream::{close_reason_from_frame, server_connection, ws_connection};
+pub use stream::{close_reason_from_frame, ws_connection};
 
 /// Largest frame a [`WsConnector`] accepts from the server by default (16 MiB).
 pub const CLIENT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -51,11 +46,13 @@ pub struct WsConfig {
     /// 16 KiB); the end of a batch always flushes. Fewer, larger writes are what make
     /// fan-out cheap; the buffer is per connection, so it is kept small.
     pub write_buffer_bytes: usize,
-    /// A connection whose WebSocket handshake has not completed in this time is dropped.
+    /// A [`WsConnector`] gives up on a handshake that has not completed in this time (the
+    /// server's HTTP front has its own request-head timeout; the binary sets both alike).
     pub handshake_timeout: Duration,
-    /// Handshaken connections waiting to be accepted by the server.
+    /// Upgraded connections waiting to be accepted by the server (a [`QueueListener`]'s
+    /// backlog, as the binary builds it).
     pub accept_backlog: usize,
-    /// The path clients must connect to.
+    /// The path the server's HTTP front upgrades to WebSocket (`/v1`).
     pub path: String,
 }
 
@@ -82,103 +79,6 @@ impl WsConfig {
             .max_message_size(Some(self.max_frame_bytes))
             .max_frame_size(Some(self.max_frame_bytes))
     }
-}
-
-/// Accepts WebSocket connections on a TCP address. Handshakes run concurrently, each under
-/// [`WsConfig::handshake_timeout`], so a client that never completes one holds up nobody.
-pub struct WsListener {
-    local_addr: SocketAddr,
-    rx: mpsc::Receiver<Connection>,
-    task: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for WsListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsListener").field("local_addr", &self.local_addr).finish_non_exhaustive()
-    }
-}
-
-impl WsListener {
-    /// Binds `addr` (use port 0 for any free port).
-    pub async fn bind(addr: impl tokio::net::ToSocketAddrs, config: WsConfig) -> std::io::Result<Self> {
-        let tcp = TcpListener::bind(addr).await?;
-        let local_addr = tcp.local_addr()?;
-        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
-        let task = tokio::spawn(accept_loop(tcp, config, tx));
-        Ok(Self { local_addr, rx, task })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The URL clients connect to, e.g. `ws://127.0.0.1:7700/v1`.
-    pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, PATH_V1)
-    }
-}
-
-impl Drop for WsListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[async_trait]
-impl Listener for WsListener {
-    async fn accept(&mut self) -> Result<Connection, TransportError> {
-        self.rx.recv().await.ok_or(TransportError::Closed(None))
-    }
-
-    fn local_addr(&self) -> String {
-        self.url()
-    }
-}
-
-async fn accept_loop(tcp: TcpListener, config: WsConfig, tx: mpsc::Sender<Connection>) {
-    loop {
-        let (socket, peer) = match tcp.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (config, tx) = (config.clone(), tx.clone());
-        tokio::spawn(async move {
-            let timeout = config.handshake_timeout;
-            match tokio::time::timeout(timeout, handshake(socket, &config)).await {
-                Ok(Ok(ws)) => {
-                    let _ = tx.send(server_connection(ws, peer.to_string())).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-                Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
-            }
-        });
-    }
-}
-
-async fn handshake(
-    socket: TcpStream,
-    config: &WsConfig,
-) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
-    let _ = socket.set_nodelay(true);
-    let path = config.path.clone();
-    // The signature is tungstenite's callback type.
-    #[allow(clippy::result_large_err)]
-    let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == path {
-            Ok(resp)
-        } else {
-            let mut not_found = ErrorResponse::new(Some(format!("roomkit speaks WebSocket at {path}")));
-            *not_found.status_mut() = StatusCode::NOT_FOUND;
-            Err(not_found)
-        }
-    };
-    tokio_tungstenite::accept_hdr_async_with_config(socket, check_path, Some(config.websocket())).await
 }
 
 /// A listener fed by code that accepts connections itself — for example an HTTP server

@@ -18,14 +18,6 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-/// Wraps an accepted (server-side) WebSocket stream.
-pub fn server_connection<S>(ws: WebSocketStream<S>, peer: String) -> Connection
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    ws_connection(ws, peer)
-}
-
 /// Wraps any established WebSocket stream, client or server side.
 pub fn ws_connection<S>(ws: WebSocketStream<S>, peer: String) -> Connection
 where

@@ -1,19 +1,11 @@
-//! The real `roomkit-server` binary, run as a child process on loopback ports.
-//!
-//! The binary belongs to another package, so `env!("CARGO_BIN_EXE_roomkit-server")` is not
-//! available here. It is found beside this test's executable instead (`target/<profile>/`,
-//! the parent of `deps/`). When it is missing, or older than a source file of the workspace's
-//! crates (so that a stale binary is not tested), it is built first with `cargo build -p
-//! roomkit-server --bin roomkit-server` into the same target directory and profile.
+//! The real `roomkit-server` binary, run as a child process on loopback ports. Cargo builds
+//! it for these tests (`CARGO_BIN_EXE_roomkit-server`).
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        OnceLock,
-    },
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -21,11 +13,12 @@ use roomkit_client::{
     ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, RoomEvent, RoomKit,
 };
 use roomkit_protocol::{Code, Role};
-use roomkit_server::{jwt::JwtAuthenticator, ServerConfig};
+use roomkit_server::ServerConfig;
 use roomkit_tests::{
     create_params, expect_code, http, join, join_params, join_with, within, Harness, Member, Seen, WsFront,
     WsHarness,
 };
+use roomkit_token::JwtAuthenticator;
 
 /// The secret `--dev` signs tokens with (`DEV_TOKEN_SECRET` in the binary).
 const DEV_TOKEN_SECRET: &[u8] = b"roomkit-development-secret";
@@ -33,106 +26,9 @@ const DEV_TOKEN_SECRET: &[u8] = b"roomkit-development-secret";
 /// Longest the binary may take to start serving or to exit. Bounds hangs only.
 const PROCESS_BOUND: Duration = Duration::from_secs(60);
 
-/// The target directory's profile folder this test runs from: `target/debug` for
-/// `target/debug/deps/e2e-…`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable lives in a folder");
-    let dir = if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent().expect("a profile folder")
-    } else {
-        deps
-    };
-    dir.to_path_buf()
-}
-
-/// The `roomkit-server` binary, built (or found up to date) by `cargo build` into the same
-/// target directory and profile as this test.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let profile_dir = profile_dir();
-        let binary = profile_dir.join(format!("roomkit-server{}", std::env::consts::EXE_SUFFIX));
-        let target_dir = profile_dir.parent().expect("a target folder");
-        if binary_is_fresh(&binary) {
-            return binary;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-p", "roomkit-server", "--bin", "roomkit-server", "--target-dir"])
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null());
-        // Cargo gives this test its package's variables; passed on, they would change what
-        // build scripts see (ring's reruns on CARGO_MANIFEST_DIR) and rebuild the world.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if is_per_package_cargo_var(&name) {
-                build.env_remove(name.as_ref());
-            }
-        }
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let out = build.output().unwrap_or_else(|e| panic!("running {build:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{build:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(binary.is_file(), "{build:?} succeeded but {} does not exist", binary.display());
-        binary
-    })
-}
-
-/// Whether `binary` exists and is newer than every source file of the workspace's crates
-/// and `Cargo.lock`.
-fn binary_is_fresh(binary: &Path) -> bool {
-    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else { return false };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace");
-    let mut newest = SystemTime::UNIX_EPOCH;
-    newest_mtime(&workspace.join("crates"), &mut newest);
-    newest_mtime(&workspace.join("Cargo.lock"), &mut newest);
-    newest_mtime(&workspace.join("Cargo.toml"), &mut newest);
-    newest <= built
-}
-
-/// Raises `newest` to the modification time of `path`, or of any file below it (`target`
-/// folders skipped).
-fn newest_mtime(path: &Path, newest: &mut SystemTime) {
-    let Ok(meta) = std::fs::metadata(path) else { return };
-    if meta.is_dir() {
-        if path.file_name().is_some_and(|n| n == "target") {
-            return;
-        }
-        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            newest_mtime(&entry.path(), newest);
-        }
-    } else if let Ok(modified) = meta.modified() {
-        *newest = (*newest).max(modified);
-    }
-}
-
-/// Whether `name` is one of the variables cargo sets for a package's build or tests.
-fn is_per_package_cargo_var(name: &str) -> bool {
-    name == "OUT_DIR"
-        || name.starts_with("CARGO_PKG_")
-        || name.starts_with("CARGO_MANIFEST_")
-        || name.starts_with("CARGO_BIN_")
-        || matches!(
-            name,
-            "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
-        )
-}
-
 /// A command running the binary with a clean `ROOMKIT_*` environment.
 fn server_command() -> Command {
-    let mut cmd = Command::new(server_binary());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomkit-server"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ROOMKIT_") {
             cmd.env_remove(name);
@@ -226,7 +122,7 @@ impl ServerProcess {
                 .stdout(stdout)
                 .stderr(stderr)
                 .spawn()
-                .unwrap_or_else(|e| panic!("spawning {}: {e}", server_binary().display()));
+                .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_roomkit-server")));
             let mut server = ServerProcess { child, client, admin, dir };
             if server.wait_until_serving().await {
                 return server;
@@ -388,6 +284,31 @@ async fn sdk_clients_chat_through_the_binary() {
     assert_eq!((r.status, body["data"]["member_count"].as_u64()), (200, Some(2)), "{body}");
     let r = http::send(server.admin, http::Request::new("GET", "/v1/rooms").bearer("wrong")).await;
     assert_eq!(r.status, 401);
+    server.stop().await;
+}
+
+/// A fresh binary's `/metrics` lists every metric family before anything happened, each at
+/// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_scrapes_every_metric_family_at_zero() {
+    let server = ServerProcess::start(&[]).await;
+    let r = http::get(server.admin, "/metrics").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let families = include_str!("../../roomkit-server/src/metrics.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! | `"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .collect::<Vec<_>>();
+    assert!(families.len() >= 17, "{families:?}");
+    for name in families {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from a fresh scrape:\n{text}");
+    }
+    for zero in
+        ["roomkit_messages_in_total 0", "roomkit_store_errors_total 0", "roomkit_rate_limited_total 0"]
+    {
+        assert!(text.lines().any(|l| l == zero), "{zero} missing:\n{text}");
+    }
     server.stop().await;
 }
 

@@ -2,6 +2,9 @@
 //!
 //! `roomkit-server --dev` runs with development defaults; `roomkit-server token --account
 //! alice` prints an access token. `roomkit-server --help` lists every setting.
+//!
+//! This package holds what only the binary needs (flags, environment and TOML settings,
+//! logging, the redb store); the `roomkit-server` library stays free of them.
 
 mod config;
 
@@ -12,11 +15,11 @@ use config::{Cli, Command, Settings, TokenArgs, DEV_TOKEN_SECRET};
 use roomkit_protocol::UserUuid;
 use roomkit_server::{
     admin::{self, AdminState},
-    jwt::{JwtAuthenticator, TokenRequest},
-    net,
+    clock, net,
     web::{self, WebConfig},
     Authenticator, DevAuthenticator, Server,
 };
+use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 use roomkit_transport_ws::QueueListener;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -43,18 +46,30 @@ fn token(args: TokenArgs) -> Result<(), String> {
         .or(file.token_secret)
         .or_else(|| (args.dev || file.dev).then(|| DEV_TOKEN_SECRET.to_string()))
         .ok_or("no token secret: pass --token-secret (or ROOMKIT_TOKEN_SECRET, or --config), or --dev")?;
-    let claims = TokenRequest {
+    let request = TokenRequest {
         account: args.account,
         name: args.name,
         ttl: args.ttl,
         rooms: args.rooms,
         admin: args.admin,
         create_rooms: !args.no_create,
-    }
-    .claims()
-    .map_err(|e| format!("--{e}"))?;
-    println!("{}", JwtAuthenticator::new(secret.as_bytes()).mint(&claims));
+    };
+    let issued = JwtAuthenticator::new(secret.as_bytes())
+        .with_clock(clock::now_secs)
+        .issue(request)
+        .map_err(|e| format!("{}: {}", flag(e.field), e.reason))?;
+    println!("{}", issued.token);
     Ok(())
+}
+
+/// The command-line flag of a token request's field.
+fn flag(field: TokenField) -> &'static str {
+    match field {
+        TokenField::Account => "--account",
+        TokenField::Rooms => "--room",
+        TokenField::Ttl => "--ttl",
+        _ => "a token flag",
+    }
 }
 
 fn serve(args: config::ServeArgs) -> Result<(), String> {
@@ -78,7 +93,7 @@ fn init_logs(filter: &str) -> Result<(), String> {
 
 async fn run(settings: Settings) -> Result<(), String> {
     let secret = settings.token_secret.clone().expect("resolve() requires a secret");
-    let jwt = JwtAuthenticator::new(secret.as_bytes());
+    let jwt = JwtAuthenticator::new(secret.as_bytes()).with_clock(clock::now_secs);
     let authenticator: Arc<dyn Authenticator> =
         if settings.dev { Arc::new(DevAuthenticator) } else { Arc::new(jwt.clone()) };
     let admin_key = match &settings.admin_key {
@@ -101,9 +116,10 @@ async fn run(settings: Settings) -> Result<(), String> {
     let ws_url = format!("ws://{client_addr}/v1");
     let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
     let store = settings.open_store()?;
-    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
-    // Count the recorder in from the start, so /metrics shows every connection.
+    // Install the recorder before anything is counted: /metrics then shows every family
+    // from the start, at zero, and every connection.
     let _ = roomkit_server::metrics::prometheus();
+    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // The web page (and, in development mode only, its token endpoint) on the client port.

@@ -194,7 +194,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Lifetime, e.g. `90s`, `30m`, `1h`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = roomkit_server::jwt::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = roomkit_token::parse_duration)]
     pub ttl: Duration,
     /// A room the token may join (repeat for more); none means every room.
     #[arg(long = "room")]
