@@ -179,6 +179,7 @@ impl ChatController {
                     message_uuid,
                     to_user_uuid_list: to,
                     attach_str: attach_str.into(),
+                    persist: true,
                 };
                 session.call_with(&params, options()).await?
             }

@@ -72,6 +72,8 @@ impl Chatroom {
             to_user_uuid_list: draft.to,
             time: now,
             recalled: false,
+            priority: roomkit_protocol::Priority::Normal,
+            persist: true,
             body: draft.body,
         });
         self.remember(Arc::clone(&message));

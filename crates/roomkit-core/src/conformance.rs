@@ -244,6 +244,8 @@ pub mod store {
             to_user_uuid_list: to.map(|to| to.iter().map(|u| user(u)).collect()),
             time,
             recalled: false,
+            priority: roomkit_protocol::Priority::Normal,
+            persist: true,
             body: MessageBody::Text { text: format!("text {seq}") },
         })
     }

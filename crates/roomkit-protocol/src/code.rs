@@ -100,6 +100,11 @@ codes! {
     MESSAGE_TOO_LONG = 3002, 413, "message too long";
     /// No message with this uuid is known.
     MESSAGE_NOT_FOUND = 3003, 404, "message not found";
+    /// The member sends chatroom messages faster than its per-member message rate allows.
+    MESSAGE_RATE_LIMITED = 3004, 429, "sending messages too fast";
+    /// The chatroom has reached its message rate cap; lower-priority messages are refused
+    /// first, the host's never.
+    CHATROOM_RATE_LIMITED = 3005, 429, "chatroom message rate cap reached";
 
     /// The server cannot take more work right now; retry later.
     SERVER_BUSY = 5000, 503, "server busy";
@@ -186,6 +191,8 @@ mod tests {
             ("NOT_IN_CHATROOM", 3001),
             ("MESSAGE_TOO_LONG", 3002),
             ("MESSAGE_NOT_FOUND", 3003),
+            ("MESSAGE_RATE_LIMITED", 3004),
+            ("CHATROOM_RATE_LIMITED", 3005),
             ("SERVER_BUSY", 5000),
             ("INTERNAL", 5001),
             ("SLOW_CONSUMER", 5002),

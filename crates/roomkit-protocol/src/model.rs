@@ -177,9 +177,25 @@ pub struct ChatMessage {
     /// The message was recalled: its text or payload is gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recalled: bool,
+    /// How urgent the message is (see [`Priority`]): the server's scheduling class, set when
+    /// the message is accepted. Not on the wire; an ephemeral message is low priority.
+    #[serde(skip)]
+    pub priority: Priority,
+    /// False for an ephemeral message (`persist: false`): not stored, not in history, and not
+    /// numbered (`seq` is 0). Omitted when true.
+    #[serde(default = "persisted", skip_serializing_if = "is_persisted")]
+    pub persist: bool,
     /// The content.
     #[serde(flatten)]
     pub body: MessageBody,
+}
+
+fn persisted() -> bool {
+    true
+}
+
+fn is_persisted(persist: &bool) -> bool {
+    *persist
 }
 
 impl ChatMessage {
@@ -199,6 +215,31 @@ impl ChatMessage {
             Some(to) => &self.from_user_uuid == user || to.contains(user),
         }
     }
+}
+
+/// How urgent a chat message is. Under a chatroom's message rate cap low-priority messages
+/// are refused first and high-priority ones never; a slow reader's queue sheds low-priority
+/// messages before anything else. Decided by the server; not sent on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Ephemeral messages (`persist: false`: likes, reactions, bullet comments).
+    Low,
+    /// Members' text and custom messages.
+    #[default]
+    Normal,
+    /// The host's messages, the backend's, and server notifications (recall).
+    High,
+}
+
+/// Exact online counts of a room: memberships of the room, and of them those inside its
+/// chatroom. A membership in the reconnect grace period still counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberCounts {
+    /// Members of the room.
+    pub room: u64,
+    /// Members of the room inside its chatroom.
+    pub chatroom: u64,
 }
 
 /// Order of a history query.

@@ -13,7 +13,7 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
-    model::{HistoryOrder, Properties, Role, RoomInfo, RoomMember, SharedMessage},
+    model::{HistoryOrder, MemberCounts, Properties, Role, RoomInfo, RoomMember, SharedMessage},
     MessageUuid, RoomUuid, UserUuid,
 };
 
@@ -114,13 +114,24 @@ pub struct JoinRoom {
     pub resume: bool,
 }
 
-/// The joined room's state.
+/// The joined room's state: everything about a small room, one page of members of a large one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRoomOutput {
     /// The room.
     pub room: RoomInfo,
-    /// Every member, the joiner included.
+    /// The joiner, as it is now in the room.
+    pub member: RoomMember,
+    /// The room's host, when one is in the room (the joiner itself, if it is the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<RoomMember>,
+    /// Exact online counts, the joiner included.
+    pub counts: MemberCounts,
+    /// The first page of members (at most the server's join page size, 50 by default), in the
+    /// order of [`FetchRoomMembers`]. Every member when `next_cursor` is absent.
     pub members: Vec<RoomMember>,
+    /// Where [`FetchRoomMembers`] continues; absent when `members` is the whole room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 macro_rules! room_op {
@@ -220,6 +231,23 @@ pub struct SendCustomMessage {
     pub to_user_uuid_list: Option<Vec<UserUuid>>,
     /// The payload.
     pub attach_str: String,
+    /// `false` for an ephemeral message (likes, reactions, bullet comments): delivered now,
+    /// at low priority, but not stored, not numbered (`seq` 0), not in history, not
+    /// recallable. Default `true`.
+    #[serde(default = "yes", deserialize_with = "null_as_true", skip_serializing_if = "is_true")]
+    pub persist: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn null_as_true<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Option::<bool>::deserialize(deserializer).map(|b| b.unwrap_or(true))
 }
 
 /// The stored message, as every recipient receives it.
@@ -281,6 +309,60 @@ pub struct RecallChatroomMessage {
 pub struct RecallOutput {
     /// The notification message (`message_type: notification`, `event_type: message_recall`).
     pub message: SharedMessage,
+}
+
+/// Reads one page of a room's members (NERoom: the member list), in a stable order: members
+/// present for the whole paging are returned exactly once. Room members only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRoomMembers {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Where to continue: a previous answer's `next_cursor`; absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// At most this many members, 1–100; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Reads one page of the members inside a room's chatroom (NERoom `fetchChatroomMembers`),
+/// with the same paging as [`FetchRoomMembers`]. Room members only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchChatroomMembers {
+    /// The room.
+    pub room_uuid: RoomUuid,
+    /// Where to continue: a previous answer's `next_cursor`; absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// At most this many members, 1–100; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One page of members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersPage {
+    /// The members, in the paging order.
+    pub members: Vec<RoomMember>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Exact online counts now.
+    pub counts: MemberCounts,
+}
+
+room_op!(
+    /// Reads a room's state and exact online counts. Room members only.
+    GetRoomInfo
+);
+
+/// A room's state and exact online counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRoomInfoOutput {
+    /// The room.
+    pub room: RoomInfo,
+    /// Exact online counts now.
+    pub counts: MemberCounts,
 }
 
 /// Does nothing; answers success. For keep-alive and round-trip measurement.
@@ -366,6 +448,9 @@ operations! {
     SendCustomMessage = "send_custom_message" => SendMessageOutput;
     FetchChatroomHistory = "fetch_chatroom_history" => FetchChatroomHistoryOutput;
     RecallChatroomMessage = "recall_chatroom_message" => RecallOutput;
+    FetchRoomMembers = "fetch_room_members" => MembersPage;
+    FetchChatroomMembers = "fetch_chatroom_members" => MembersPage;
+    GetRoomInfo = "get_room_info" => GetRoomInfoOutput;
 }
 
 impl Request {
@@ -387,6 +472,9 @@ impl Request {
             Request::SendCustomMessage(r) => Some(&r.room_uuid),
             Request::FetchChatroomHistory(r) => Some(&r.room_uuid),
             Request::RecallChatroomMessage(r) => Some(&r.room_uuid),
+            Request::FetchRoomMembers(r) => Some(&r.room_uuid),
+            Request::FetchChatroomMembers(r) => Some(&r.room_uuid),
+            Request::GetRoomInfo(r) => Some(&r.room_uuid),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, RoomInfo, RoomMember, RoomUuid,
+    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Priority, RoomInfo, RoomMember, RoomUuid,
     SharedMessage, UserUuid,
 };
 
@@ -60,6 +60,8 @@ fn message(seq: u64, from: &str) -> SharedMessage {
         to_user_uuid_list: None,
         time: seq,
         recalled: false,
+        priority: Priority::Normal,
+        persist: true,
         body: MessageBody::Text { text: format!("message {seq}") },
     })
 }

@@ -103,7 +103,7 @@ impl Room {
         let previous_conn = self.member(user).map(|m| m.conn);
         if previous_conn == Some(caller.conn) {
             // Joining again on the same connection changes nothing.
-            return Ok(Joined { output: self.join_output(), displaced: None });
+            return Ok(Joined { output: self.join_output(user), displaced: None });
         }
         let detached = self.member(user).is_some_and(|m| m.detached_since.is_some());
         if detached || (p.resume && previous_conn.is_some()) {
@@ -117,7 +117,7 @@ impl Room {
                 out.deliver_to(old, Event::RoomEnd { room_uuid, reason: EndReason::KickedByOtherDevice });
                 Left { conn: old, emptied: false }
             });
-            return Ok(Joined { output: self.join_output(), displaced });
+            return Ok(Joined { output: self.join_output(user), displaced });
         }
         self.check_admission(caller, &p, previous_conn.is_some())?;
         // The same account on another connection: that connection is replaced.
@@ -136,7 +136,7 @@ impl Room {
         };
         self.add(info.clone(), caller.conn);
         let audience = self.audience(Some(caller.conn));
-        let output = self.join_output();
+        let output = self.join_output(user);
         out.deliver(audience, Event::MemberJoinRoom { room_uuid: p.room_uuid, members: vec![info] });
         Ok(Joined { output, displaced })
     }
@@ -168,8 +168,15 @@ impl Room {
         Ok(())
     }
 
-    fn join_output(&self) -> JoinRoomOutput {
-        JoinRoomOutput { room: self.info.clone(), members: self.members() }
+    fn join_output(&self, user: &UserUuid) -> JoinRoomOutput {
+        let members = self.members();
+        let member = self.members[user].info.clone();
+        let host = members.iter().find(|m| m.role == Role::Host).cloned();
+        let counts = roomkit_protocol::MemberCounts {
+            room: members.len() as u64,
+            chatroom: members.iter().filter(|m| m.is_in_chatroom).count() as u64,
+        };
+        JoinRoomOutput { room: self.info.clone(), member, host, counts, members, next_cursor: None }
     }
 
     /// `leave_room`.

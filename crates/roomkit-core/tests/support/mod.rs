@@ -415,6 +415,7 @@ pub fn custom(r: &str, attach: &str) -> SendCustomMessage {
         message_uuid: None,
         to_user_uuid_list: None,
         attach_str: attach.into(),
+        persist: true,
     }
 }
 
