@@ -18,8 +18,8 @@ pub use code::{Code, CodeInfo, ALL_CODES};
 pub use event::{Event, MembersChanged, Shedding};
 pub use ids::{IdError, MessageUuid, RoomUuid, UserUuid, MAX_ID_LEN};
 pub use model::{
-    ChatMessage, ChatroomType, EndReason, HistoryOrder, MemberCounts, MessageBody, NotificationType, Priority,
-    Properties, Role, RoomInfo, RoomMember, SharedMessage,
+    ChatMessage, ChatroomType, EndReason, HistoryOrder, MemberCounts, MessageBody, NotificationType,
+    Priority, Properties, Role, RoomInfo, RoomMember, SharedMessage,
 };
 
 /// The protocol version this crate speaks. Clients select it in the connection URL

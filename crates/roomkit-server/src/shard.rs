@@ -59,7 +59,6 @@ pub(crate) fn shard_of(room: &RoomUuid, shards: usize) -> usize {
     (h.finish() % shards as u64) as usize
 }
 
-
 /// Everything a shard task needs besides its messages.
 pub(crate) struct ShardSetup {
     pub(crate) index: usize,

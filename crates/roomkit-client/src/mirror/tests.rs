@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Priority, RoomInfo, RoomMember, RoomUuid,
-    SharedMessage, UserUuid,
+    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Priority, RoomInfo, RoomMember,
+    RoomUuid, SharedMessage, UserUuid,
 };
 
 use super::RoomMirror;
