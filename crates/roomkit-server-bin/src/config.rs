@@ -90,6 +90,10 @@ pub struct LimitArgs {
     /// Frames queued per connection before it is closed as a slow consumer [default: 4096].
     #[arg(long, env = "ROOMKIT_SEND_QUEUE_FRAMES")]
     pub send_queue_frames: Option<usize>,
+    /// Queued frames past which a connection's queue sheds low-priority messages and older
+    /// presence digests [default: 3/4 of send_queue_frames].
+    #[arg(long, env = "ROOMKIT_SEND_QUEUE_HIGH_WATERMARK")]
+    pub send_queue_high_watermark: Option<usize>,
     /// Sustained requests per second per connection [default: 50].
     #[arg(long, env = "ROOMKIT_RATE_LIMIT_PER_SECOND")]
     pub rate_limit_per_second: Option<u32>,
@@ -267,6 +271,7 @@ impl Settings {
         set(&mut server.core.max_message_bytes, l.max_message_bytes);
         set(&mut server.core.max_recipients, l.max_recipients);
         set(&mut server.send_queue_frames, l.send_queue_frames);
+        server.send_queue_high_watermark = l.send_queue_high_watermark;
         let d = RateLimit::default();
         server.rate_limit = RateLimit {
             per_second: l.rate_limit_per_second.unwrap_or(d.per_second),
@@ -359,6 +364,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         max_message_bytes: flags.max_message_bytes.or(file.max_message_bytes),
         max_recipients: flags.max_recipients.or(file.max_recipients),
         send_queue_frames: flags.send_queue_frames.or(file.send_queue_frames),
+        send_queue_high_watermark: flags.send_queue_high_watermark.or(file.send_queue_high_watermark),
         rate_limit_per_second: flags.rate_limit_per_second.or(file.rate_limit_per_second),
         rate_limit_burst: flags.rate_limit_burst.or(file.rate_limit_burst),
         rate_limit_close_after: flags.rate_limit_close_after.or(file.rate_limit_close_after),
@@ -411,6 +417,24 @@ mod tests {
         assert_eq!(s.server.core.max_message_bytes, 100);
         assert_eq!(s.server.shards, 5);
         assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
+        assert_eq!(s.server.high_watermark(), 3072, "three quarters of the default queue");
+    }
+
+    #[test]
+    fn the_high_watermark_comes_from_the_file_and_stays_within_the_queue() {
+        let dir = std::env::temp_dir().join(format!("roomkit-config-hwm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("roomkit.toml");
+        std::fs::write(
+            &path,
+            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
+        assert_eq!(s.server.high_watermark(), 60);
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        args.limits.send_queue_high_watermark = Some(500);
+        assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
+    /// Queued frames past which a connection's queue sheds: its low-priority messages are
+    /// dropped and only the newest `members_changed` per room is kept. `None`: three
+    /// quarters of `send_queue_frames`. Clamped to `1..=send_queue_frames`.
+    pub send_queue_high_watermark: Option<usize>,
     /// Messages queued per shard before readers wait (backpressure on senders only).
     pub shard_queue: usize,
     /// Most requests a shard handles per wake-up: their store operations are one commit
@@ -79,6 +83,15 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Per-connection request rate limit.
     pub rate_limit: RateLimit,
+}
+
+impl ServerConfig {
+    /// The high watermark in effect: `send_queue_high_watermark`, or three quarters of
+    /// `send_queue_frames`.
+    pub fn high_watermark(&self) -> usize {
+        let frames = self.send_queue_frames.max(1);
+        self.send_queue_high_watermark.unwrap_or(frames / 4 * 3 + frames % 4 * 3 / 4).clamp(1, frames)
+    }
 }
 
 /// A token bucket per connection: `per_second` requests refill, up to `burst` at once.
@@ -106,6 +119,7 @@ impl Default for ServerConfig {
             core: CoreConfig::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             send_queue_frames: 4096,
+            send_queue_high_watermark: None,
             shard_queue: 4096,
             shard_batch: 64,
             login_timeout: Duration::from_secs(10),

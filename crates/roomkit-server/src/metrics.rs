@@ -14,6 +14,7 @@
 //! | `roomkit_messages_out_total` | counter | chat message deliveries queued to recipients |
 //! | `roomkit_events_out_total` | counter | event deliveries queued (messages included) |
 //! | `roomkit_queue_drops_total` | counter | frames dropped because a connection's queue was full |
+//! | `roomkit_queue_shed_total{class}` | counter | frames a slow reader's queue shed past its high watermark, by class: `droppable` (low-priority messages), `conflate` (presence digests superseded by a newer one) |
 //! | `roomkit_slow_consumer_closes_total` | counter | connections closed as slow consumers |
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
@@ -47,7 +48,12 @@ enum Label {
     Op,
     /// `code`: every error code's name.
     Code,
+    /// `class`: every shedding class of a queued frame that can be shed.
+    Class,
 }
+
+/// The `class` label values of `roomkit_queue_shed_total`.
+const SHED_CLASSES: &[&str] = &["droppable", "conflate"];
 
 /// Every family the server records: name, kind, label, unit, help. Keep it in step with the
 /// table above (a test checks).
@@ -105,6 +111,13 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Label::None,
         Unit::Count,
         "frames dropped because a connection's queue was full",
+    ),
+    (
+        "roomkit_queue_shed_total",
+        Kind::Counter,
+        Label::Class,
+        Unit::Count,
+        "frames a slow reader's queue shed past its high watermark, by class: droppable (low-priority messages), conflate (presence digests superseded by a newer one)",
     ),
     (
         "roomkit_slow_consumer_closes_total",
@@ -176,11 +189,13 @@ fn register_at_zero() {
             Label::None => vec![""],
             Label::Op => ALL_OPS.to_vec(),
             Label::Code => ALL_CODES.iter().filter(|c| c.code != Code::SUCCESS).map(|c| c.name).collect(),
+            Label::Class => SHED_CLASSES.to_vec(),
         };
         let key = match label {
             Label::None => "",
             Label::Op => "op",
             Label::Code => "code",
+            Label::Class => "class",
         };
         for value in values {
             let labels: Vec<(&'static str, &'static str)> =
@@ -220,5 +235,7 @@ mod tests {
         }
         assert!(text.contains("roomkit_requests_total{op=\"send_text_message\"} 0"), "{text}");
         assert!(text.contains("roomkit_request_errors_total{code=\"RATE_LIMITED\"} 0"), "{text}");
+        assert!(text.contains("roomkit_queue_shed_total{class=\"droppable\"} 0"), "{text}");
+        assert!(text.contains("roomkit_queue_shed_total{class=\"conflate\"} 0"), "{text}");
     }
 }

@@ -1,10 +1,11 @@
-//! A connection's bounded send queue, and the switch that closes the connection.
+//! A connection's bounded send queue, its shedding policy for slow readers, and the switch
+//! that closes the connection.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use roomkit_core::transport::CloseReason;
-use roomkit_protocol::Code;
+use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
 use tokio::sync::{watch, Notify};
 
 /// How a connection ends.
@@ -43,11 +44,49 @@ impl Closer {
     }
 }
 
+/// How a queued frame may be shed when its connection falls behind: an event's
+/// [`Event::shedding`] class, with the room for a conflated one. Answers are [`Shed::Keep`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shed {
+    /// Must be delivered; if it cannot be queued, the connection closes (`SLOW_CONSUMER`).
+    Keep,
+    /// Dropped first once the queue passes its high watermark (low-priority messages).
+    Droppable,
+    /// Past the high watermark only the newest queued frame of its room is kept (presence
+    /// digests).
+    Conflate(RoomUuid),
+}
+
+impl Shed {
+    /// The class of `event`'s frame. Computed once per event, then cloned per recipient (a
+    /// reference count for a conflated one, no allocation).
+    pub(crate) fn of(event: &Event) -> Self {
+        match event.shedding() {
+            Shedding::Keep => Shed::Keep,
+            Shedding::Droppable => Shed::Droppable,
+            Shedding::Conflate => Shed::Conflate(event.room_uuid().clone()),
+        }
+    }
+
+    /// The `class` label of `roomkit_queue_shed_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Shed::Keep => "keep",
+            Shed::Droppable => "droppable",
+            Shed::Conflate(_) => "conflate",
+        }
+    }
+}
+
 /// Where shards and the reader queue frames for one connection. Cheap to clone.
 ///
-/// Queuing never waits: when the queue holds `capacity` frames the connection is closed with
-/// `SLOW_CONSUMER` and its backlog dropped, so one slow reader never blocks a room; the client
-/// resumes from history.
+/// Queuing never waits. Past the high watermark (`send_queue_high_watermark`, three quarters
+/// of the bound by default) the queue sheds: queued [`Shed::Droppable`] frames are dropped,
+/// a new one is not queued, and only the newest [`Shed::Conflate`] frame of each room stays.
+/// When the queue still holds `capacity` frames and a frame that must be delivered arrives,
+/// the connection is closed with `SLOW_CONSUMER` and its backlog dropped, so one slow reader
+/// never blocks a room; the client resumes from history. Every shed frame is counted in
+/// `roomkit_queue_shed_total{class}`.
 ///
 /// A shard queues with [`enqueue`](Self::enqueue), which does not wake the writer, and wakes
 /// each connection it queued to once at the end of its burst ([`wake`](Self::wake)). The
@@ -61,16 +100,76 @@ struct Inner {
     queue: Mutex<Queue>,
     notify: Notify,
     capacity: usize,
+    high_watermark: usize,
     closer: Closer,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     frames: Vec<Bytes>,
+    /// The class of each frame of `frames`, at the same index.
+    classes: Vec<Shed>,
+    /// Queued droppable frames.
+    droppable: usize,
+    /// Queued conflated frames.
+    conflated: usize,
+    /// A conflated frame was queued beside another since the last shedding: one room may
+    /// have two.
+    conflate_due: bool,
     /// A wake-up is due or pending: later frames need not ask for another.
     scheduled: bool,
     /// No more frames are accepted.
     closed: bool,
+}
+
+impl Queue {
+    /// Drops every droppable frame and every conflated frame with a newer one of its room
+    /// queued; returns how many of each class went.
+    fn shed(&mut self) -> (u64, u64) {
+        let (mut dropped, mut conflated) = (0u64, 0u64);
+        // Newest first: the first conflated frame seen of a room is the one to keep.
+        let mut rooms: Vec<&RoomUuid> = Vec::new();
+        let mut keep = vec![true; self.frames.len()];
+        for (i, class) in self.classes.iter().enumerate().rev() {
+            match class {
+                Shed::Keep => {}
+                Shed::Droppable => {
+                    keep[i] = false;
+                    dropped += 1;
+                }
+                Shed::Conflate(room) if rooms.contains(&room) => {
+                    keep[i] = false;
+                    conflated += 1;
+                }
+                Shed::Conflate(room) => rooms.push(room),
+            }
+        }
+        let mut k = keep.iter();
+        self.frames.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        self.classes.retain(|_| *k.next().expect("same length"));
+        self.droppable = 0;
+        self.conflated -= conflated as usize;
+        self.conflate_due = false;
+        (dropped, conflated)
+    }
+
+    /// Removes the queued conflated frames of `room` (a newer one is coming); returns how many.
+    fn supersede(&mut self, room: &RoomUuid) -> u64 {
+        let before = self.frames.len();
+        let mut i = 0;
+        while i < self.classes.len() {
+            if matches!(&self.classes[i], Shed::Conflate(r) if r == room) {
+                self.classes.remove(i);
+                self.frames.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let gone = before - self.frames.len();
+        self.conflated -= gone;
+        gone as u64
+    }
 }
 
 /// The result of [`Outbox::enqueue`].
@@ -81,43 +180,77 @@ pub(crate) enum Enqueued {
     NeedsWake,
     /// Queued; a wake-up is already due.
     Queued,
+    /// Not queued and the connection stays: a droppable frame past the high watermark.
+    Shed,
     /// Not queued: the connection is closing.
     Refused,
 }
 
+fn count_shed(class: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!("roomkit_queue_shed_total", "class" => class).increment(n);
+    }
+}
+
 impl Outbox {
-    pub(crate) fn new(capacity: usize, closer: Closer) -> Self {
+    /// A queue of at most `capacity` frames that sheds past `high_watermark` (clamped to
+    /// `1..=capacity`).
+    pub(crate) fn new(capacity: usize, high_watermark: usize, closer: Closer) -> Self {
+        let capacity = capacity.max(1);
         Self(Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            capacity,
+            high_watermark: high_watermark.clamp(1, capacity),
             closer,
         }))
     }
 
-    /// Queues a frame and wakes the writer. Returns false if the frame was not queued.
+    /// Queues a frame that must be delivered and wakes the writer. Returns false if the
+    /// frame was not queued.
     pub(crate) fn push(&self, frame: Bytes) -> bool {
-        match self.enqueue(frame) {
+        match self.enqueue(frame, Shed::Keep) {
             Enqueued::NeedsWake => {
                 self.wake();
                 true
             }
             Enqueued::Queued => true,
-            Enqueued::Refused => false,
+            Enqueued::Shed | Enqueued::Refused => false,
         }
     }
 
-    /// Queues a frame without waking the writer; see [`Enqueued`].
-    pub(crate) fn enqueue(&self, frame: Bytes) -> Enqueued {
+    /// Queues a frame of class `shed` without waking the writer; see [`Enqueued`].
+    pub(crate) fn enqueue(&self, frame: Bytes, shed: Shed) -> Enqueued {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         if queue.closed {
             return Enqueued::Refused;
         }
+        if queue.frames.len() >= self.0.high_watermark {
+            if queue.droppable > 0 || queue.conflate_due {
+                let (dropped, conflated) = queue.shed();
+                count_shed("droppable", dropped);
+                count_shed("conflate", conflated);
+            }
+            match &shed {
+                Shed::Droppable if queue.frames.len() >= self.0.high_watermark => {
+                    count_shed(shed.label(), 1);
+                    return Enqueued::Shed;
+                }
+                Shed::Conflate(room) if queue.conflated > 0 => {
+                    let gone = queue.supersede(room);
+                    count_shed(shed.label(), gone);
+                }
+                _ => {}
+            }
+        }
         if queue.frames.len() >= self.0.capacity {
             queue.closed = true;
+            // The backlog and the frame that did not fit.
+            let dropped = queue.frames.len() as u64 + 1;
             queue.frames = Vec::new();
+            queue.classes = Vec::new();
             drop(queue);
-            metrics::counter!("roomkit_queue_drops_total").increment(1);
+            metrics::counter!("roomkit_queue_drops_total").increment(dropped);
             let first = self
                 .0
                 .closer
@@ -127,7 +260,16 @@ impl Outbox {
             }
             return Enqueued::Refused;
         }
+        match &shed {
+            Shed::Keep => {}
+            Shed::Droppable => queue.droppable += 1,
+            Shed::Conflate(_) => {
+                queue.conflate_due |= queue.conflated > 0;
+                queue.conflated += 1;
+            }
+        }
         queue.frames.push(frame);
+        queue.classes.push(shed);
         if std::mem::replace(&mut queue.scheduled, true) {
             Enqueued::Queued
         } else {
@@ -149,6 +291,10 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
+        queue.classes.clear();
+        queue.droppable = 0;
+        queue.conflated = 0;
+        queue.conflate_due = false;
         queue.scheduled = false;
     }
 
@@ -156,38 +302,141 @@ impl Outbox {
     pub(crate) fn shut(&self) -> Vec<Bytes> {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.closed = true;
+        queue.classes = Vec::new();
         std::mem::take(&mut queue.frames)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use roomkit_protocol::{MemberCounts, MembersChanged};
+
     use super::*;
 
     fn frame() -> Bytes {
         Bytes::from_static(b"{}")
     }
 
+    fn named(name: &str) -> Bytes {
+        Bytes::copy_from_slice(name.as_bytes())
+    }
+
+    fn room(name: &str) -> Shed {
+        Shed::Conflate(RoomUuid::new(name).expect("valid id"))
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<String> {
+        let mut batch = Vec::new();
+        outbox.take(&mut batch);
+        batch.iter().map(|b| String::from_utf8(b.to_vec()).expect("utf-8")).collect()
+    }
+
+    fn shed_count(class: &str) -> u64 {
+        let text = crate::metrics::prometheus().render();
+        let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.parse().expect("a number"))
+    }
+
     #[test]
     fn only_the_first_frame_of_a_burst_asks_for_a_wake() {
-        let outbox = Outbox::new(10, Closer::new());
-        assert_eq!(outbox.enqueue(frame()), Enqueued::NeedsWake);
-        assert_eq!(outbox.enqueue(frame()), Enqueued::Queued);
+        let outbox = Outbox::new(10, 10, Closer::new());
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
         let mut batch = Vec::new();
         outbox.take(&mut batch);
         assert_eq!(batch.len(), 2);
-        assert_eq!(outbox.enqueue(frame()), Enqueued::NeedsWake);
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
     }
 
     #[tokio::test]
     async fn overflow_closes_as_slow_consumer_and_drops_the_backlog() {
         let closer = Closer::new();
-        let outbox = Outbox::new(2, closer.clone());
+        let outbox = Outbox::new(2, 2, closer.clone());
         assert!(outbox.push(frame()));
         assert!(outbox.push(frame()));
         assert!(!outbox.push(frame()));
         assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
         assert!(outbox.shut().is_empty(), "the backlog is dropped");
-        assert_eq!(outbox.enqueue(frame()), Enqueued::Refused);
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused);
+    }
+
+    #[test]
+    fn below_the_watermark_nothing_is_shed() {
+        let outbox = Outbox::new(8, 6, Closer::new());
+        for (name, class) in
+            [("low1", Shed::Droppable), ("d1", room("r")), ("d2", room("r")), ("low2", Shed::Droppable)]
+        {
+            assert_ne!(outbox.enqueue(named(name), class), Enqueued::Shed);
+        }
+        assert_eq!(taken(&outbox), ["low1", "d1", "d2", "low2"]);
+    }
+
+    #[test]
+    fn past_the_watermark_low_priority_frames_go_and_only_the_newest_digest_per_room_stays() {
+        let before = (shed_count("droppable"), shed_count("conflate"));
+        let closer = Closer::new();
+        let outbox = Outbox::new(8, 6, closer.clone());
+        let queued = [
+            ("a", Shed::Keep),
+            ("low1", Shed::Droppable),
+            ("r-old", room("r")),
+            ("s-only", room("s")),
+            ("b", Shed::Keep),
+            ("r-mid", room("r")),
+        ];
+        for (name, class) in queued {
+            outbox.enqueue(named(name), class);
+        }
+        // The queue is at the watermark: the next frame sheds first.
+        assert_eq!(outbox.enqueue(named("c"), Shed::Keep), Enqueued::Queued);
+        assert_eq!(outbox.enqueue(named("r-new"), room("r")), Enqueued::Queued);
+        assert_eq!(outbox.enqueue(named("d"), Shed::Keep), Enqueued::Queued);
+        assert_eq!(
+            outbox.enqueue(named("low2"), Shed::Droppable),
+            Enqueued::Shed,
+            "still past the watermark"
+        );
+        assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
+        assert!(closer.0.borrow().is_none(), "shedding keeps the connection");
+        assert_eq!(shed_count("droppable") - before.0, 2);
+        assert_eq!(shed_count("conflate") - before.1, 2);
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_must_be_delivered_closes_the_connection_only_when_shedding_cannot_make_room() {
+        let closer = Closer::new();
+        let outbox = Outbox::new(3, 3, closer.clone());
+        for class in [Shed::Keep, Shed::Droppable, Shed::Droppable] {
+            outbox.enqueue(frame(), class);
+        }
+        assert_eq!(
+            outbox.enqueue(frame(), Shed::Keep),
+            Enqueued::Queued,
+            "the low-priority frames made room"
+        );
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
+        assert!(closer.0.borrow().is_none());
+        assert_eq!(outbox.enqueue(frame(), room("r")), Enqueued::Refused, "three frames that must go");
+        assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
+    }
+
+    #[test]
+    fn a_digest_is_conflated_and_an_answer_is_kept() {
+        let digest = Event::MembersChanged(Box::new(MembersChanged {
+            room_uuid: RoomUuid::new("big").expect("valid id"),
+            counts: MemberCounts { room: 600, chatroom: 10 },
+            joined_count: 1,
+            left_count: 0,
+            chatroom_joined_count: 0,
+            chatroom_left_count: 0,
+            joined: Vec::new(),
+            left: Vec::new(),
+            chatroom_joined: Vec::new(),
+            chatroom_left: Vec::new(),
+        }));
+        assert_eq!(Shed::of(&digest), room("big"));
+        let locked =
+            Event::RoomLockStateChanged { room_uuid: RoomUuid::new("big").expect("valid id"), locked: true };
+        assert_eq!(Shed::of(&locked), Shed::Keep);
     }
 }

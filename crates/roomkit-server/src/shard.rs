@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::now_ms,
-    outbox::{Enqueued, Outbox},
+    outbox::{Enqueued, Outbox, Shed},
 };
 
 /// A job run on a shard's registry, with the current time.
@@ -218,14 +218,19 @@ impl ShardState {
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes) -> bool {
+        self.send_as(conn, frame, Shed::Keep)
+    }
+
+    /// Queues `frame` of shedding class `shed` for `conn`; false if it was not queued.
+    fn send_as(&mut self, conn: ConnId, frame: Bytes, shed: Shed) -> bool {
         let Some(outbox) = self.outboxes.get(&conn) else { return false };
-        match outbox.enqueue(frame) {
+        match outbox.enqueue(frame, shed) {
             Enqueued::NeedsWake => {
                 self.wake.push(outbox.clone());
                 true
             }
             Enqueued::Queued => true,
-            Enqueued::Refused => false,
+            Enqueued::Shed | Enqueued::Refused => false,
         }
     }
 
@@ -250,9 +255,10 @@ impl ShardState {
             Output::Deliver { audience, event } => {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
                 let frame = codec::encode_event(&event);
+                let shed = Shed::of(&event);
                 let mut queued = 0u64;
                 for conn in audience.iter() {
-                    queued += u64::from(self.send(conn, frame.clone()));
+                    queued += u64::from(self.send_as(conn, frame.clone(), shed.clone()));
                 }
                 metrics::counter!("roomkit_events_out_total").increment(queued);
                 if is_message {
