@@ -9,6 +9,11 @@
 //! - **latency**: one member broadcasts at a fixed rate (default 1000 msg/s) for a few seconds;
 //!   reports p50/p99/p999 of send-to-receive time over every delivery (hdrhistogram).
 //!
+//! - **join storm** (`join.rs`): at each of `--join-sizes` (1k, 5k, 10k, 50k), members connect,
+//!   log in, join one room and its chatroom; reports total time, time per 1,000 joins, server
+//!   bytes per join, RSS and the room's counts. Sizes past the file limit run in process,
+//!   partly over the in-memory transport (see `join.rs`).
+//!
 //! - **durable send**: 1 and 16 members each send texts one at a time, waiting for each
 //!   acknowledgement, into one chatroom; with the redb store (fsync per commit) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
@@ -18,6 +23,8 @@
 //!
 //! ```text
 //! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
+//!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
+//!                   [--no-fanout] [--no-join] [--no-durable]
 //! ```
 
 use std::{
@@ -38,10 +45,17 @@ use serde_json::{json, Value};
 use tokio::{net::TcpStream, process::Child, task::JoinHandle};
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
+mod durable;
+mod join;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Options {
     skip_durable: bool,
+    skip_fanout: bool,
+    join_sizes: Vec<usize>,
+    join_concurrency: usize,
+    join_addresses: usize,
     durable_messages: usize,
     sizes: Vec<usize>,
     rate: u64,
@@ -52,6 +66,10 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         skip_durable: false,
+        skip_fanout: false,
+        join_sizes: vec![1000, 5000, 10_000, 50_000],
+        join_concurrency: 256,
+        join_addresses: 16,
         durable_messages: 4000,
         sizes: vec![100, 1000, 5000],
         rate: 1000,
@@ -62,12 +80,14 @@ fn options() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
-            "--sizes" => {
-                o.sizes = value()?
-                    .split(',')
-                    .map(|s| s.trim().parse().map_err(|_| format!("bad size `{s}`")))
-                    .collect::<Result<_, _>>()?
+            "--sizes" => o.sizes = sizes(&value()?)?,
+            "--join-sizes" => o.join_sizes = sizes(&value()?)?,
+            "--join-concurrency" => {
+                o.join_concurrency = value()?.parse().map_err(|_| "bad --join-concurrency")?
             }
+            "--join-addresses" => o.join_addresses = value()?.parse().map_err(|_| "bad --join-addresses")?,
+            "--no-join" => o.join_sizes.clear(),
+            "--no-fanout" => o.skip_fanout = true,
             "--rate" => o.rate = value()?.parse().map_err(|_| "bad --rate")?,
             "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
             "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
@@ -76,13 +96,17 @@ fn options() -> Result<Options, String> {
             }
             "--no-durable" => o.skip_durable = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(o)
+}
+
+fn sizes(list: &str) -> Result<Vec<usize>, String> {
+    list.split(',').map(|s| s.trim().parse().map_err(|_| format!("bad size `{s}`"))).collect()
 }
 
 #[tokio::main]
@@ -108,7 +132,11 @@ async fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut rows = Vec::new();
-    for &size in &options.sizes {
+    if !options.join_sizes.is_empty() {
+        rows.extend(join_storms(&server_bin, &options).await);
+    }
+    let fanout_sizes: &[usize] = if options.skip_fanout { &[] } else { &options.sizes };
+    for &size in fanout_sizes {
         match run_size(&server_bin, size, &options).await {
             Ok(row) => rows.push(row),
             Err(e) => {
@@ -117,12 +145,14 @@ async fn main() {
             }
         }
     }
-    print_table(&rows);
+    if !options.skip_fanout {
+        print_table(&rows);
+    }
     if !options.skip_durable {
         let mut durable = Vec::new();
         for store in ["memory", "redb"] {
             for senders in [1usize, 16] {
-                match durable_send(&server_bin, store, senders, options.durable_messages).await {
+                match durable::durable_send(&server_bin, store, senders, options.durable_messages).await {
                     Ok(row) => durable.push(row),
                     Err(e) => {
                         eprintln!("durable send ({store}, {senders} senders): {e}");
@@ -154,6 +184,32 @@ async fn main() {
         println!("{row}");
     }
     println!("\nappended to {}", path.display());
+}
+
+/// The join storms, one per size: against the server binary while the file limit allows a
+/// socket per member, in process beyond.
+async fn join_storms(server_bin: &std::path::Path, o: &Options) -> Vec<Value> {
+    let limit = join::raise_file_limit();
+    println!("open file limit: {limit}");
+    let mut rows = Vec::new();
+    for &size in &o.join_sizes {
+        let result = if size <= join::socket_budget(limit, false) {
+            join::against_process(server_bin, size, o.join_concurrency, o.join_addresses).await
+        } else {
+            let sockets = join::socket_budget(limit, true);
+            println!("{size} members: more than the file limit allows; {sockets} over WebSocket, the rest in memory");
+            join::in_process(size, sockets, o.join_concurrency, o.join_addresses).await
+        };
+        match result {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                eprintln!("join storm of {size}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    join::print_table(&rows);
+    rows
 }
 
 fn free_port() -> u16 {
@@ -475,71 +531,6 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
         "latency_p99_ms": ms(0.99),
         "latency_p999_ms": ms(0.999),
         "latency_max_ms": merged.max() as f64 / 1e6,
-    }))
-}
-
-/// `senders` members send `total` messages between them into one chatroom, each waiting for
-/// the acknowledgement of one before sending the next.
-async fn durable_send(
-    bin: &std::path::Path,
-    store: &str,
-    senders: usize,
-    total: usize,
-) -> Result<Value, String> {
-    let dir = std::env::temp_dir().join(format!("roomkit-bench-{}-{store}-{senders}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let dir_arg = dir.display().to_string();
-    let (child, addr, _) = start_server_with(bin, &["--store", store, "--data-dir", &dir_arg]).await?;
-    let room = "durable";
-    let mut creator = member_connect(addr).await?;
-    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
-    call(
-        &mut creator,
-        2,
-        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
-    )
-    .await?;
-    let mut members = Vec::new();
-    for i in 0..senders {
-        members.push(member(addr, i, room).await?);
-    }
-    let per_sender = (total / senders).max(1);
-    let pb = bar((per_sender * senders) as u64, &format!("{store}: {senders} senders"));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (i, mut ws) in members.into_iter().enumerate() {
-        let pb = pb.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3).expect("histogram");
-            for n in 0..per_sender {
-                let id = 10 + n as u64;
-                let text = format!("D{i}-{n}-{}", "x".repeat(90));
-                let sent = Instant::now();
-                let request = json!({"op": "send_text_message", "room_uuid": room, "message_uuid": format!("d{i}n{n}"), "text": text});
-                call(&mut ws, id, request).await?;
-                h.record(sent.elapsed().as_nanos() as u64).expect("in range");
-                pb.inc(1);
-            }
-            Ok::<_, String>(h)
-        }));
-    }
-    let mut merged = Histogram::<u64>::new(3).expect("histogram");
-    for t in tasks {
-        merged.add(t.await.map_err(|e| e.to_string())??).expect("same bounds");
-    }
-    let elapsed = start.elapsed();
-    pb.finish_and_clear();
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-    let acks = (per_sender * senders) as f64;
-    Ok(json!({
-        "scenario": "durable_send",
-        "store": store,
-        "senders": senders,
-        "acks": acks,
-        "acks_per_sec": (acks / elapsed.as_secs_f64()).round(),
-        "ack_p50_ms": merged.value_at_quantile(0.5) as f64 / 1e6,
-        "ack_p99_ms": merged.value_at_quantile(0.99) as f64 / 1e6,
     }))
 }
 

@@ -1,0 +1,73 @@
+//! The durable-send scenario: acknowledged sends per second with each store.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::{bar, call, member, member_connect, start_server_with};
+
+/// `senders` members send `total` messages between them into one chatroom, each waiting for
+/// the acknowledgement of one before sending the next.
+pub(crate) async fn durable_send(
+    bin: &std::path::Path,
+    store: &str,
+    senders: usize,
+    total: usize,
+) -> Result<Value, String> {
+    let dir = std::env::temp_dir().join(format!("roomkit-bench-{}-{store}-{senders}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.display().to_string();
+    let (child, addr, _) = start_server_with(bin, &["--store", store, "--data-dir", &dir_arg]).await?;
+    let room = "durable";
+    let mut creator = member_connect(addr).await?;
+    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+    call(
+        &mut creator,
+        2,
+        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
+    )
+    .await?;
+    let mut members = Vec::new();
+    for i in 0..senders {
+        members.push(member(addr, i, room).await?);
+    }
+    let per_sender = (total / senders).max(1);
+    let pb = bar((per_sender * senders) as u64, &format!("{store}: {senders} senders"));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut ws) in members.into_iter().enumerate() {
+        let pb = pb.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            for n in 0..per_sender {
+                let id = 10 + n as u64;
+                let text = format!("D{i}-{n}-{}", "x".repeat(90));
+                let sent = Instant::now();
+                let request = json!({"op": "send_text_message", "room_uuid": room, "message_uuid": format!("d{i}n{n}"), "text": text});
+                call(&mut ws, id, request).await?;
+                h.record(sent.elapsed().as_nanos() as u64).expect("in range");
+                pb.inc(1);
+            }
+            Ok::<_, String>(h)
+        }));
+    }
+    let mut merged = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        merged.add(t.await.map_err(|e| e.to_string())??).expect("same bounds");
+    }
+    let elapsed = start.elapsed();
+    pb.finish_and_clear();
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let acks = (per_sender * senders) as f64;
+    Ok(json!({
+        "scenario": "durable_send",
+        "store": store,
+        "senders": senders,
+        "acks": acks,
+        "acks_per_sec": (acks / elapsed.as_secs_f64()).round(),
+        "ack_p50_ms": merged.value_at_quantile(0.5) as f64 / 1e6,
+        "ack_p99_ms": merged.value_at_quantile(0.99) as f64 / 1e6,
+    }))
+}

@@ -1,0 +1,370 @@
+//! The join storm: `size` members connect, log in, join one room and enter its chatroom
+//! (`concurrency` at a time), then stay and read what the server sends them.
+//!
+//! Reported: the total time, the time each successive 1,000 joins took (flat when a join
+//! costs the same whatever the room's size), the bytes the server sent per join (from
+//! `/proc/<pid>/io` when the server is a process of its own, and counted by the clients in
+//! every case), the server's RSS, and the room's online counts as `get_room_info` reports
+//! them once the storm is over.
+//!
+//! Loopback TCP runs out of source ports near 28,000 connections per address pair, so the
+//! clients bind their sockets to 127.0.0.2, 127.0.0.3, … in turn. Every socket costs a file
+//! descriptor on each side: the bench raises its soft limit to the hard one (the server it
+//! spawns inherits it). A room larger than the limit allows runs against a server inside
+//! the bench process, its first members over WebSocket and the rest over the in-memory
+//! transport: the same server code, minus the sockets it cannot have.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use roomkit_core::transport::{Connection, Connector};
+use roomkit_server::{DevAuthenticator, RateLimit, Server, ServerConfig};
+use roomkit_transport_memory::MemoryConnector;
+use roomkit_transport_ws::{QueueListener, WsConfig};
+use serde_json::{json, Value};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::{mpsc, watch, Semaphore},
+};
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+use crate::{bar, rss_bytes, start_server};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// File descriptors kept free for everything that is not a member's socket.
+const SPARE_FDS: u64 = 512;
+
+/// Raises the soft limit on open files to the hard limit; returns the limit in effect.
+pub(crate) fn raise_file_limit() -> u64 {
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else { return 1024 };
+    if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// Where the members connect.
+#[derive(Clone)]
+enum Target {
+    /// The `roomkit-server` binary, every member over WebSocket.
+    Process { addr: SocketAddr, pid: u32 },
+    /// A server inside the bench: members below `sockets` over WebSocket, the rest in memory.
+    InProcess { addr: SocketAddr, memory: MemoryConnector, sockets: usize },
+}
+
+/// A member's connection.
+enum Link {
+    Ws(Box<Ws>),
+    Memory(Connection),
+}
+
+impl Link {
+    async fn open(target: &Target, i: usize, addresses: usize) -> Result<Link, String> {
+        let addr = match target {
+            Target::InProcess { memory, sockets, .. } if i >= *sockets => {
+                return memory.connect().await.map(Link::Memory).map_err(|e| e.to_string());
+            }
+            Target::Process { addr, .. } | Target::InProcess { addr, .. } => *addr,
+        };
+        let source = Ipv4Addr::new(127, 0, 0, 2 + (i % addresses.clamp(1, 250)) as u8);
+        let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).map_err(|e| format!("bind {source}: {e}"))?;
+        let stream = socket.connect(addr).await.map_err(|e| format!("connect from {source}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let url = format!("ws://{addr}/v1");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Link::Ws(Box::new(ws)))
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), String> {
+        match self {
+            Link::Ws(ws) => ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string()),
+            Link::Memory(c) => c.sink.send(&[Bytes::from(text)]).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The next frame from the server; `None` once the connection is gone.
+    async fn recv(&mut self) -> Option<Bytes> {
+        match self {
+            Link::Ws(ws) => loop {
+                match ws.next().await? {
+                    Ok(Message::Text(text)) => return Some(Bytes::from(text)),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            },
+            Link::Memory(c) => c.stream.recv().await.ok(),
+        }
+    }
+
+    /// Sends a request and waits for its answer, counting every byte received.
+    async fn call(&mut self, received: &AtomicU64, id: u64, mut request: Value) -> Result<Value, String> {
+        request["id"] = json!(id);
+        self.send(request.to_string()).await?;
+        let prefix = format!("{{\"id\":{id},");
+        loop {
+            let frame = self.recv().await.ok_or("connection closed")?;
+            received.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            if !frame.starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&frame).map_err(|e| e.to_string())?;
+            return if v["code"] == json!(0) { Ok(v) } else { Err(format!("{request} failed: {v}")) };
+        }
+    }
+}
+
+/// What every member task shares.
+struct Storm {
+    target: Target,
+    room: String,
+    addresses: usize,
+    gate: Semaphore,
+    received: AtomicU64,
+    stop: watch::Receiver<bool>,
+}
+
+/// One member: joins (holding a permit of the gate), reports, then reads until told to stop.
+async fn member(storm: Arc<Storm>, i: usize, done: mpsc::UnboundedSender<Result<(), String>>) {
+    let joined = async {
+        let _permit = storm.gate.acquire().await.map_err(|e| e.to_string())?;
+        let mut link = Link::open(&storm.target, i, storm.addresses).await?;
+        let account = format!("j{i}");
+        let r = &storm.received;
+        link.call(r, 1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
+        link.call(r, 2, json!({"op": "join_room", "room_uuid": storm.room, "user_name": account})).await?;
+        link.call(r, 3, json!({"op": "join_chatroom", "room_uuid": storm.room})).await?;
+        Ok::<_, String>(link)
+    }
+    .await;
+    let mut link = match joined {
+        Ok(link) => link,
+        Err(e) => {
+            let _ = done.send(Err(format!("member {i}: {e}")));
+            return;
+        }
+    };
+    let _ = done.send(Ok(()));
+    let mut stop = storm.stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            frame = link.recv() => match frame {
+                Some(frame) => {
+                    storm.received.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// Bytes the process has written (sockets included), from `/proc/<pid>/io`.
+fn written_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Creates the room as an account that does not join it, so the members are exactly `size`.
+async fn create_room(target: &Target, room: &str) -> Result<(), String> {
+    let received = AtomicU64::new(0);
+    let mut link = Link::open(target, 0, 1).await?;
+    link.call(&received, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+    let create = json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true});
+    link.call(&received, 2, create).await?;
+    Ok(())
+}
+
+/// Runs one storm against `target`; the caller measures the server.
+async fn storm(target: Target, size: usize, concurrency: usize, addresses: usize) -> Result<Value, String> {
+    let room = format!("storm-{size}");
+    create_room(&target, &room).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let storm = Arc::new(Storm {
+        target: target.clone(),
+        room: room.clone(),
+        addresses,
+        gate: Semaphore::new(concurrency.max(1)),
+        received: AtomicU64::new(0),
+        stop,
+    });
+    let pid = match &target {
+        Target::Process { pid, .. } => *pid,
+        Target::InProcess { .. } => std::process::id(),
+    };
+    let written_before = written_bytes(pid);
+    let rss_before = rss_bytes(pid);
+    let pb = bar(size as u64, &format!("join storm, {size} members"));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    for i in 0..size {
+        tokio::spawn(member(Arc::clone(&storm), i, done_tx.clone()));
+    }
+    let mut per_1000 = Vec::new();
+    let mut last = start;
+    for n in 1..=size {
+        done.recv().await.ok_or("a member task vanished")??;
+        pb.inc(1);
+        if n % 1000 == 0 {
+            per_1000.push(last.elapsed().as_secs_f64() * 1000.0);
+            last = Instant::now();
+        }
+    }
+    let total = start.elapsed();
+    pb.finish_and_clear();
+    // The last digests go out one interval after the last join: wait until the room is quiet.
+    settle(&storm.received, Duration::from_millis(1500), Duration::from_secs(60)).await;
+    let counts = room_counts(&target, &room, size).await;
+    // In process, the bench's own writes would be counted too.
+    let written = match &target {
+        Target::Process { .. } => json!(written_bytes(pid).saturating_sub(written_before) / size as u64),
+        Target::InProcess { .. } => Value::Null,
+    };
+    let received = storm.received.load(Ordering::Relaxed);
+    let rss = rss_bytes(pid);
+    let _ = stop_tx.send(true);
+    Ok(json!({
+        "scenario": "join_storm",
+        "members": size,
+        "concurrency": concurrency,
+        "join_storm_secs": total.as_secs_f64(),
+        "joins_per_sec": (size as f64 / total.as_secs_f64()).round(),
+        "per_1000_joins_ms": per_1000.iter().map(|ms| (ms * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        "server_written_bytes_per_join": written,
+        "client_received_bytes_per_join": received / size as u64,
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss,
+        "rss_per_member_bytes": rss.saturating_sub(rss_before) / size as u64,
+        "counts": counts,
+    }))
+}
+
+/// The room's counts as a new member's `get_room_info` sees them (that member included).
+async fn room_counts(target: &Target, room: &str, size: usize) -> Value {
+    let received = AtomicU64::new(0);
+    let check = async {
+        let mut link = Link::open(target, size, 1).await?;
+        link.call(&received, 1, json!({"op": "login", "account_id": "counter", "token": "bench"})).await?;
+        link.call(&received, 2, json!({"op": "join_room", "room_uuid": room, "user_name": "counter"}))
+            .await?;
+        let info = link.call(&received, 3, json!({"op": "get_room_info", "room_uuid": room})).await?;
+        Ok::<_, String>(info["data"]["counts"].clone())
+    };
+    check.await.unwrap_or_else(|e| json!(e))
+}
+
+async fn settle(counter: &AtomicU64, quiet: Duration, limit: Duration) {
+    crate::settle(counter, quiet, limit).await;
+}
+
+/// A join storm of `size` members against the release server binary.
+pub(crate) async fn against_process(
+    bin: &std::path::Path,
+    size: usize,
+    concurrency: usize,
+    addresses: usize,
+) -> Result<Value, String> {
+    let (child, addr, _) = start_server(bin).await?;
+    let pid = child.id().ok_or("server exited")?;
+    let mut row = storm(Target::Process { addr, pid }, size, concurrency, addresses).await?;
+    row["server"] = json!("process");
+    row["websocket_members"] = json!(size);
+    drop(child);
+    Ok(row)
+}
+
+/// A join storm of `size` members against a server inside the bench process: the first
+/// `sockets` members over WebSocket, the rest over the in-memory transport. RSS is the
+/// whole process's, clients included.
+pub(crate) async fn in_process(
+    size: usize,
+    sockets: usize,
+    concurrency: usize,
+    addresses: usize,
+) -> Result<Value, String> {
+    let mut config = ServerConfig::default();
+    config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
+    config.send_queue_frames = 65_536;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+    let mut ws = WsConfig::default();
+    ws.accept_backlog = 4096;
+    let (listener, sender) = QueueListener::new(addr.to_string(), ws.accept_backlog);
+    let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
+    let (stop_http, stop_rx) = watch::channel(false);
+    let router = roomkit_server::net::client_router(ws, sender.clone());
+    let http = tokio::spawn(roomkit_server::net::serve(tcp, router, Duration::from_secs(10), stop_rx));
+    let (mut memory_listener, memory) = roomkit_transport_memory::transport();
+    let forward = tokio::spawn(async move {
+        use roomkit_core::transport::Listener;
+        while let Ok(connection) = memory_listener.accept().await {
+            if sender.send(connection).await.is_err() {
+                return;
+            }
+        }
+    });
+    let sockets = sockets.min(size);
+    let mut row = storm(Target::InProcess { addr, memory, sockets }, size, concurrency, addresses).await?;
+    row["server"] = json!("in_process");
+    row["websocket_members"] = json!(sockets);
+    let _ = stop_http.send(true);
+    forward.abort();
+    let _ = http.await;
+    server.shutdown().await;
+    Ok(row)
+}
+
+/// How many members can be sockets: against a separate server, every member (each side
+/// has its own limit); in process, both ends of each socket count against one limit.
+pub(crate) fn socket_budget(file_limit: u64, in_process: bool) -> usize {
+    let free = file_limit.saturating_sub(SPARE_FDS);
+    (if in_process { free / 2 } else { free }) as usize
+}
+
+/// Prints the storms' rows as a table.
+pub(crate) fn print_table(rows: &[Value]) {
+    println!(
+        "{:>8} {:>11} {:>9} {:>10} {:>22} {:>12} {:>12} {:>10}",
+        "members",
+        "server",
+        "sockets",
+        "total",
+        "per 1000 (first/mid/last)",
+        "srv B/join",
+        "recv B/join",
+        "RSS"
+    );
+    for r in rows {
+        let per: Vec<f64> = r["per_1000_joins_ms"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let pick = |i: usize| per.get(i).copied().unwrap_or(0.0);
+        let spread =
+            format!("{:.0}/{:.0}/{:.0} ms", pick(0), pick(per.len() / 2), pick(per.len().saturating_sub(1)));
+        println!(
+            "{:>8} {:>11} {:>9} {:>9.2}s {:>22} {:>12} {:>12} {:>8}MB",
+            r["members"],
+            r["server"].as_str().unwrap_or(""),
+            r["websocket_members"],
+            r["join_storm_secs"].as_f64().unwrap_or(0.0),
+            spread,
+            r["server_written_bytes_per_join"],
+            r["client_received_bytes_per_join"],
+            r["rss_after_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
+        );
+        println!("{:>8} counts {}", "", r["counts"]);
+    }
+    println!();
+}
