@@ -10,8 +10,8 @@ mod timers;
 use std::collections::HashMap;
 
 use roomkit_protocol::{
-    ops::{CreateRoom, CreateRoomOutput, Empty, Request, Response},
-    EndReason, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
+    ops::{CreateRoom, CreateRoomOutput, Empty, MembersPage, Request, Response},
+    EndReason, MemberCounts, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 pub(crate) use output::Outputs;
@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     config::MAX_HISTORY_LIMIT,
-    room::{Caller, Left, Room},
+    room::{Caller, Left, MemberList, Room},
     store::{RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -211,6 +211,19 @@ impl RoomRegistry {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
                 Response::RecallChatroomMessage(room.recall(now, config, caller, &p.message_uuid, out)?)
             }
+            Request::FetchRoomMembers(p) => {
+                let room = self.room_parts(&p.room_uuid)?.0;
+                let page = room.fetch_members(caller, MemberList::Room, p.cursor.as_deref(), p.limit);
+                Response::FetchRoomMembers(page?)
+            }
+            Request::FetchChatroomMembers(p) => {
+                let room = self.room_parts(&p.room_uuid)?.0;
+                let page = room.fetch_members(caller, MemberList::Chatroom, p.cursor.as_deref(), p.limit);
+                Response::FetchChatroomMembers(page?)
+            }
+            Request::GetRoomInfo(p) => {
+                Response::GetRoomInfo(self.room_parts(&p.room_uuid)?.0.get_info(caller)?)
+            }
             _ => return Err(Error::Forbidden("operation not handled by rooms")),
         };
         Ok(Some(response))
@@ -326,7 +339,7 @@ impl RoomRegistry {
     /// the retry window. The idle timer starts at `now`.
     pub fn restore_room(&mut self, now: u64, record: RoomRecord, last_seq: u64, recent: Vec<SharedMessage>) {
         let uuid = record.info.room_uuid.clone();
-        let mut room = Room::new(record.info, record.password, self.config.dedupe_window);
+        let mut room = Room::new(record.info, record.password, &self.config);
         room.empty_since = Some(now);
         if let Some(chat) = room.chatroom.as_mut() {
             chat.resume_after(last_seq);
@@ -379,24 +392,57 @@ impl RoomRegistry {
         self.rooms.get(room_uuid).map(|r| &r.info)
     }
 
-    /// A live room's members, in join order (as far as removals allow).
+    /// A live room's members, in join order. Copies every member: for tests and small
+    /// rooms; page with [`room_members_page`](Self::room_members_page).
     pub fn members(&self, room_uuid: &RoomUuid) -> Option<Vec<RoomMember>> {
         self.rooms.get(room_uuid).map(Room::members)
     }
 
-    /// A live room's chatroom members.
+    /// A live room's chatroom members, in the order they entered. Copies every member; page
+    /// with [`chatroom_members_page`](Self::chatroom_members_page).
     pub fn chatroom_members(&self, room_uuid: &RoomUuid) -> Option<Vec<RoomMember>> {
         self.rooms.get(room_uuid).map(Room::chatroom_members)
     }
 
-    /// Total members of all rooms, and of all chatrooms.
+    /// One page of a live room's members in join order, as `fetch_room_members` answers it
+    /// (`cursor` is a previous page's `next_cursor`), for any `limit`; O(log n + limit).
+    pub fn room_members_page(
+        &self,
+        room_uuid: &RoomUuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<MembersPage, Error> {
+        self.live(room_uuid)?.members_page(MemberList::Room, cursor, limit)
+    }
+
+    /// One page of a live room's chatroom members, as `fetch_chatroom_members` answers it.
+    pub fn chatroom_members_page(
+        &self,
+        room_uuid: &RoomUuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<MembersPage, Error> {
+        self.live(room_uuid)?.members_page(MemberList::Chatroom, cursor, limit)
+    }
+
+    /// A live room's exact online counts, in O(1).
+    pub fn room_counts(&self, room_uuid: &RoomUuid) -> Option<MemberCounts> {
+        self.rooms.get(room_uuid).map(Room::counts)
+    }
+
+    /// Total members of all rooms, and of all chatrooms: O(rooms), no member is visited.
     pub fn member_counts(&self) -> (usize, usize) {
-        self.rooms.values().fold((0, 0), |(m, c), r| {
-            (m + r.member_count(), c + r.chatroom.as_ref().map_or(0, |ch| ch.roster.len()))
-        })
+        self.rooms
+            .values()
+            .map(Room::counts)
+            .fold((0, 0), |(m, c), counts| (m + counts.room as usize, c + counts.chatroom as usize))
     }
 
     // ---- routing ------------------------------------------------------------------------
+
+    fn live(&self, room_uuid: &RoomUuid) -> Result<&Room, Error> {
+        self.rooms.get(room_uuid).ok_or_else(|| self.ended.missing(room_uuid))
+    }
 
     /// A live room, with what its rules need: the configuration and the output queue.
     fn room_parts(&mut self, room_uuid: &RoomUuid) -> Result<(&mut Room, &CoreConfig, &mut Outputs), Error> {

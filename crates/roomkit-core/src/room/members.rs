@@ -53,7 +53,7 @@ impl Room {
             return Err(Error::bad("max_members", "must be at least 1"));
         }
         check_properties("initial_room_properties", &p.initial_room_properties, config)?;
-        Ok(Self::new_created(now, identity, p, password, config.dedupe_window))
+        Ok(Self::new_created(now, identity, p, password, config))
     }
 
     fn new_created(
@@ -61,7 +61,7 @@ impl Room {
         identity: &Identity,
         p: CreateRoom,
         password: Option<String>,
-        dedupe: usize,
+        config: &CoreConfig,
     ) -> Self {
         let info = RoomInfo {
             room_uuid: p.room_uuid,
@@ -74,7 +74,7 @@ impl Room {
             has_password: password.is_some(),
             created_at: now,
         };
-        Room::new(info, password, dedupe)
+        Room::new(info, password, config)
     }
 
     /// The checks of `join_room` that need no room: grants and fields.
@@ -166,17 +166,6 @@ impl Room {
             }
         }
         Ok(())
-    }
-
-    fn join_output(&self, user: &UserUuid) -> JoinRoomOutput {
-        let members = self.members();
-        let member = self.members[user].info.clone();
-        let host = members.iter().find(|m| m.role == Role::Host).cloned();
-        let counts = roomkit_protocol::MemberCounts {
-            room: members.len() as u64,
-            chatroom: members.iter().filter(|m| m.is_in_chatroom).count() as u64,
-        };
-        JoinRoomOutput { room: self.info.clone(), member, host, counts, members, next_cursor: None }
     }
 
     /// `leave_room`.
