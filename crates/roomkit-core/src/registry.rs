@@ -131,7 +131,12 @@ impl RoomRegistry {
         let caller = Caller { conn, identity };
         let acknowledges_message =
             matches!(request, Request::SendTextMessage(_) | Request::SendCustomMessage(_));
-        let result = match self.dispatch(now, caller, request_id, request) {
+        let room_uuid = request.room_uuid().cloned();
+        let dispatched = self.dispatch(now, caller, request_id, request);
+        if let Some(room_uuid) = room_uuid {
+            self.arm_digest_timer(&room_uuid);
+        }
+        let result = match dispatched {
             Ok(None) => return, // answered with an `Output::History`
             Ok(Some(response)) => Ok(response),
             Err(e) => Err(e),
@@ -183,12 +188,12 @@ impl RoomRegistry {
                     return Err(Error::bad("history_count", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
                 }
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.join_chatroom(caller, request_id, p.history_count, out)?;
+                room.join_chatroom(now, caller, request_id, p.history_count, out)?;
                 return Ok(None);
             }
             Request::LeaveChatroom(p) => {
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                Response::LeaveChatroom(room.leave_chatroom(caller, out).map(done)?)
+                Response::LeaveChatroom(room.leave_chatroom(now, caller, out).map(done)?)
             }
             Request::SendTextMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
@@ -258,6 +263,11 @@ impl RoomRegistry {
                         .is_some_and(|since| since.saturating_add(idle) <= now);
                     if expired {
                         self.close_room_now(&room_uuid, EndReason::EndOfLife);
+                    }
+                }
+                Timer::Digest(room_uuid) => {
+                    if let Some(room) = self.rooms.get_mut(&room_uuid) {
+                        room.digest_due(now, &mut self.outputs);
                     }
                 }
                 Timer::Grace(room_uuid, user) => {
@@ -485,6 +495,14 @@ impl RoomRegistry {
         let Some(room) = self.rooms.get_mut(room_uuid) else { return };
         if let Some(left) = room.remove_member(now, user, None, &mut self.outputs) {
             self.forget_conn(now, room_uuid, left);
+        }
+        self.arm_digest_timer(room_uuid);
+    }
+
+    /// Arms the room's digest timer if a change started a new digest.
+    fn arm_digest_timer(&mut self, room_uuid: &RoomUuid) {
+        if let Some(due) = self.rooms.get_mut(room_uuid).and_then(Room::take_digest_timer) {
+            self.timers.arm_digest(due, room_uuid.clone());
         }
     }
 

@@ -7,6 +7,7 @@
 mod chat;
 mod members;
 mod paging;
+mod presence;
 mod properties;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use crate::{
 pub(crate) use chat::Send;
 pub(crate) use members::Left;
 pub(crate) use paging::MemberList;
+pub(crate) use presence::Change;
 
 /// Who sent a request: its connection and the account it is logged in as.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +64,8 @@ pub(crate) struct Room {
     pub(crate) empty_since: Option<u64>,
     /// Most members in a `join_room` answer.
     join_member_page: usize,
+    /// How members learn of each other's comings and goings, by the room's size.
+    presence: presence::Presence,
 }
 
 impl Room {
@@ -77,6 +81,7 @@ impl Room {
             chatroom,
             empty_since,
             join_member_page: config.join_member_page,
+            presence: presence::Presence::new(config),
         }
     }
 
