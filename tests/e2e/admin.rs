@@ -511,3 +511,57 @@ async fn members_away_within_the_grace_period_are_still_listed() {
     ms[0].assert_quiet().await;
     stop(h, admin).await;
 }
+
+/// Reads every page of `path` (`limit` per page) and returns the member uuids in order, and
+/// the counts of the last page.
+async fn all_pages(admin: &Admin, path: &str, limit: u32) -> (Vec<String>, Value) {
+    let mut uuids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = success(&admin.get(&format!("{path}?cursor={cursor}&limit={limit}")).await, 200);
+        let members = page["members"].as_array().expect("members");
+        assert!(members.len() <= limit as usize, "{page}");
+        uuids.extend(members.iter().filter_map(|m| m["uuid"].as_str().map(str::to_string)));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => return (uuids, page["counts"].clone()),
+        }
+    }
+}
+
+/// Member listings are paged like `fetch_room_members`: every member exactly once, in join
+/// order, with the counts; the limit is 1–100 and a cursor must be one the server made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_listings_are_paged_with_the_counts() {
+    let (h, admin) = start().await;
+    let accounts = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"];
+    let _ms = start_room(&h, "r", &accounts, true, &["grace", "bob", "alice", "erin"]).await;
+
+    let (room, counts) = all_pages(&admin, "/v1/rooms/r/members", 3).await;
+    assert_eq!(room, accounts, "every member once, in join order");
+    assert_eq!(counts, json!({"room": 7, "chatroom": 4}));
+    let (chat, counts) = all_pages(&admin, "/v1/rooms/r/chatroom/members", 2).await;
+    assert_eq!(chat, ["grace", "bob", "alice", "erin"], "in the order they entered");
+    assert_eq!(counts, json!({"room": 7, "chatroom": 4}));
+
+    let first = success(&admin.get("/v1/rooms/r/members").await, 200);
+    assert_eq!(first["members"].as_array().map(Vec::len), Some(7), "50 by default: {first}");
+    assert!(first.get("next_cursor").is_none(), "{first}");
+
+    for bad in ["limit=0", "limit=101", "limit=ten", "limit=-1"] {
+        failure(&admin.get(&format!("/v1/rooms/r/members?{bad}")).await, 400, Code::BAD_REQUEST, "limit");
+        failure(
+            &admin.get(&format!("/v1/rooms/r/chatroom/members?{bad}")).await,
+            400,
+            Code::BAD_REQUEST,
+            "limit",
+        );
+    }
+    failure(&admin.get("/v1/rooms/r/members?cursor=zzz").await, 400, Code::BAD_REQUEST, "cursor");
+    failure(&admin.get("/v1/rooms/r/chatroom/members?cursor=-3").await, 400, Code::BAD_REQUEST, "cursor");
+    assert_eq!(
+        success(&admin.get("/v1/rooms/r/members?limit=100").await, 200)["members"].as_array().map(Vec::len),
+        Some(7)
+    );
+    stop(h, admin).await;
+}

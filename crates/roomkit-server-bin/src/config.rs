@@ -3,7 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use roomkit_core::store::{MemoryStore, MessageStore, Retention};
+use roomkit_core::{
+    store::{MemoryStore, MessageStore, Retention},
+    CoreConfig,
+};
 use roomkit_server::{RateLimit, ServerConfig};
 use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 use roomkit_transport_ws::WsConfig;
@@ -173,6 +176,36 @@ pub struct LimitArgs {
     /// Seconds messages are kept in the store [default: 30 days].
     #[arg(long, env = "ROOMKIT_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// Most members in a join_room answer; larger rooms are paged [default: 50].
+    #[arg(long, env = "ROOMKIT_JOIN_MEMBER_PAGE")]
+    pub join_member_page: Option<usize>,
+    /// Largest room told of each join and leave one by one; above it, digests [default: 500].
+    #[arg(long, env = "ROOMKIT_PRESENCE_PER_MEMBER_MAX")]
+    pub presence_per_member_max: Option<usize>,
+    /// Milliseconds between members_changed digests [default: 1000].
+    #[arg(long, env = "ROOMKIT_PRESENCE_DIGEST_MS")]
+    pub presence_digest_ms: Option<u64>,
+    /// Most members a digest names per list (the host always) [default: 20].
+    #[arg(long, env = "ROOMKIT_PRESENCE_DIGEST_NAMES")]
+    pub presence_digest_names: Option<usize>,
+    /// Above this many members digests carry counts and the host only [default: 20000].
+    #[arg(long, env = "ROOMKIT_PRESENCE_COUNT_ONLY_MIN")]
+    pub presence_count_only_min: Option<usize>,
+    /// Hysteresis of the presence thresholds, percent [default: 20].
+    #[arg(long, env = "ROOMKIT_PRESENCE_HYSTERESIS_PERCENT")]
+    pub presence_hysteresis_percent: Option<u8>,
+    /// Chatroom messages per second one member may send; 0 for no limit [default: 20].
+    #[arg(long, env = "ROOMKIT_MEMBER_MESSAGE_RATE")]
+    pub member_message_rate: Option<u32>,
+    /// ...and at once [default: 40].
+    #[arg(long, env = "ROOMKIT_MEMBER_MESSAGE_BURST")]
+    pub member_message_burst: Option<u32>,
+    /// Messages per second one chatroom accepts from all its members; 0 for no limit [default: 100].
+    #[arg(long, env = "ROOMKIT_CHATROOM_MESSAGE_RATE")]
+    pub chatroom_message_rate: Option<u32>,
+    /// ...and at once [default: 200].
+    #[arg(long, env = "ROOMKIT_CHATROOM_MESSAGE_BURST")]
+    pub chatroom_message_burst: Option<u32>,
     /// `immediate` (fsync before acknowledging) or `eventual` (fsync at most once a second)
     /// [default: immediate].
     #[arg(long, env = "ROOMKIT_DURABILITY")]
@@ -294,6 +327,7 @@ impl Settings {
         set(&mut c.dedupe_window, l.dedupe_window);
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
+        set_presence_and_rates(c, &l);
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
@@ -352,7 +386,21 @@ impl Settings {
     }
 }
 
-fn set<T>(target: &mut T, value: Option<T>) {
+/// The large-room rules: join page, presence thresholds and digests, message rates.
+fn set_presence_and_rates(c: &mut CoreConfig, l: &LimitArgs) {
+    set(&mut c.join_member_page, l.join_member_page);
+    set(&mut c.presence_per_member_max, l.presence_per_member_max);
+    set(&mut c.presence_digest_ms, l.presence_digest_ms);
+    set(&mut c.presence_digest_names, l.presence_digest_names);
+    set(&mut c.presence_count_only_min, l.presence_count_only_min);
+    set(&mut c.presence_hysteresis_percent, l.presence_hysteresis_percent);
+    set(&mut c.member_message_rate.per_second, l.member_message_rate);
+    set(&mut c.member_message_rate.burst, l.member_message_burst);
+    set(&mut c.chatroom_message_rate.per_second, l.chatroom_message_rate);
+    set(&mut c.chatroom_message_rate.burst, l.chatroom_message_burst);
+}
+
+fn set<T: Copy>(target: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *target = v;
     }
@@ -392,6 +440,16 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
         durability: flags.durability.or(file.durability),
+        join_member_page: flags.join_member_page.or(file.join_member_page),
+        presence_per_member_max: flags.presence_per_member_max.or(file.presence_per_member_max),
+        presence_digest_ms: flags.presence_digest_ms.or(file.presence_digest_ms),
+        presence_digest_names: flags.presence_digest_names.or(file.presence_digest_names),
+        presence_count_only_min: flags.presence_count_only_min.or(file.presence_count_only_min),
+        presence_hysteresis_percent: flags.presence_hysteresis_percent.or(file.presence_hysteresis_percent),
+        member_message_rate: flags.member_message_rate.or(file.member_message_rate),
+        member_message_burst: flags.member_message_burst.or(file.member_message_burst),
+        chatroom_message_rate: flags.chatroom_message_rate.or(file.chatroom_message_rate),
+        chatroom_message_burst: flags.chatroom_message_burst.or(file.chatroom_message_burst),
     }
 }
 
@@ -435,6 +493,35 @@ mod tests {
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);
+    }
+
+    #[test]
+    fn the_large_room_rules_are_settings() {
+        let dir = std::env::temp_dir().join(format!("roomkit-config-large-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("roomkit.toml");
+        std::fs::write(
+            &path,
+            "dev = true\n[limits]\njoin_member_page = 10\npresence_per_member_max = 100\npresence_digest_ms = 250\n\
+             presence_digest_names = 5\npresence_count_only_min = 5000\npresence_hysteresis_percent = 10\n\
+             member_message_rate = 5\nmember_message_burst = 6\nchatroom_message_rate = 50\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        args.limits.chatroom_message_burst = Some(70);
+        let c = Settings::resolve(args).unwrap().server.core;
+        assert_eq!(
+            (c.join_member_page, c.presence_per_member_max, c.presence_digest_ms, c.presence_digest_names),
+            (10, 100, 250, 5)
+        );
+        assert_eq!((c.presence_count_only_min, c.presence_hysteresis_percent), (5000, 10));
+        assert_eq!((c.member_message_rate.per_second, c.member_message_rate.burst), (5, 6));
+        assert_eq!((c.chatroom_message_rate.per_second, c.chatroom_message_rate.burst), (50, 70));
+        let d = Settings::resolve(ServeArgs { dev: true, ..Default::default() }).unwrap().server.core;
+        assert_eq!(
+            (d.join_member_page, d.presence_per_member_max, d.member_message_rate.per_second),
+            (50, 500, 20)
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! | `POST /v1/rooms` | create a room (same parameters and checks as `create_room`) |
 //! | `GET /v1/rooms` | list live rooms |
 //! | `GET /v1/rooms/{uuid}` | one room |
-//! | `GET /v1/rooms/{uuid}/members` | its members |
-//! | `GET /v1/rooms/{uuid}/chatroom/members` | its chatroom's members |
+//! | `GET /v1/rooms/{uuid}/members?cursor=&limit=` | one page of its members, as `fetch_room_members` |
+//! | `GET /v1/rooms/{uuid}/chatroom/members?cursor=&limit=` | one page of its chatroom's members, as `fetch_chatroom_members` |
 //! | `POST /v1/rooms/{uuid}/chatroom/messages` | send a text message from the backend to the chatroom |
 //! | `DELETE /v1/rooms/{uuid}` | end the room (`room_end` with `close_by_backend`) |
 //! | `POST /v1/tokens` | mint an access token |
@@ -21,13 +21,16 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
-use roomkit_core::{Error as CoreError, Identity, RoomRegistry};
+use roomkit_core::{
+    config::{DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT},
+    Error as CoreError, Identity, RoomRegistry,
+};
 use roomkit_protocol::{ops::CreateRoom, Code, EndReason, RoomInfo, RoomUuid, UserUuid};
 use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -155,13 +158,46 @@ pub struct RoomSummary {
     pub chatroom_member_count: usize,
 }
 
+/// The room's summary, from its counts (O(1): no member is visited).
 fn summary(registry: &RoomRegistry, room: &RoomUuid) -> Option<RoomSummary> {
     let info = registry.room_info(room)?.clone();
+    let counts = registry.room_counts(room).unwrap_or_default();
     Some(RoomSummary {
         room: info,
-        member_count: registry.members(room).map_or(0, |m| m.len()),
-        chatroom_member_count: registry.chatroom_members(room).map_or(0, |m| m.len()),
+        member_count: counts.room as usize,
+        chatroom_member_count: counts.chatroom as usize,
     })
+}
+
+/// `?cursor=&limit=` of a member listing: the paging of `fetch_room_members`.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    /// A previous answer's `next_cursor`; absent (or empty) for the first page.
+    #[serde(default)]
+    cursor: Option<String>,
+    /// At most this many members, 1–100; default 50.
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+impl PageQuery {
+    /// The cursor and the checked limit.
+    fn parse(self) -> Result<(Option<String>, usize), ApiError> {
+        let bad = || {
+            ApiError::new(
+                Code::BAD_REQUEST,
+                format!("bad request: field `limit`: must be 1 to {MAX_MEMBERS_LIMIT}"),
+            )
+        };
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_MEMBERS_LIMIT,
+            Some(text) => text.parse::<u32>().map_err(|_| bad())?,
+        };
+        if limit == 0 || limit > MAX_MEMBERS_LIMIT {
+            return Err(bad());
+        }
+        Ok((self.cursor.filter(|c| !c.is_empty()), limit as usize))
+    }
 }
 
 async fn create_room(
@@ -208,32 +244,30 @@ async fn room_members(
     State(state): State<AdminState>,
     headers: HeaderMap,
     Path(uuid): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let room = parse_room(&uuid)?;
+    let (cursor, limit) = page.parse()?;
     let r = room.clone();
-    let members = on_room(&state, &room, move |reg, _| reg.members(&r)).await?;
-    let members = members.ok_or(CoreError::RoomNotExist(room))?;
-    Ok(ok(StatusCode::OK, serde_json::json!({ "members": members })))
+    let page =
+        on_room(&state, &room, move |reg, _| reg.room_members_page(&r, cursor.as_deref(), limit)).await??;
+    Ok(ok(StatusCode::OK, page))
 }
 
 async fn chatroom_members(
     State(state): State<AdminState>,
     headers: HeaderMap,
     Path(uuid): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let room = parse_room(&uuid)?;
+    let (cursor, limit) = page.parse()?;
     let r = room.clone();
-    let result = on_room(&state, &room, move |reg, _| {
-        let info = reg.room_info(&r).ok_or_else(|| CoreError::RoomNotExist(r.clone()))?;
-        if !info.chatroom_enabled {
-            return Err(CoreError::ChatroomNotEnabled(r.clone()));
-        }
-        Ok(reg.chatroom_members(&r).unwrap_or_default())
-    })
-    .await??;
-    Ok(ok(StatusCode::OK, serde_json::json!({ "members": result })))
+    let page = on_room(&state, &room, move |reg, _| reg.chatroom_members_page(&r, cursor.as_deref(), limit))
+        .await??;
+    Ok(ok(StatusCode::OK, page))
 }
 
 /// Body of `POST /v1/rooms/{uuid}/chatroom/messages`.
