@@ -1,11 +1,13 @@
 //! The end-to-end tests: the behaviour suite over the in-memory transport (once with the
 //! transport's defaults, once with one-frame channels, where every send waits for the peer
 //! to read) and over WebSocket on loopback ([`websocket`]); bad input on a real socket
-//! ([`wire`]); JWT logins ([`auth`]); and the admin HTTP API ([`admin`]). The tests of the
+//! ([`wire`]); JWT logins ([`auth`]); the admin HTTP API ([`admin`]); and a 2,000-member room over
+//! WebSocket ([`large_room`]). The tests of the
 //! `roomkit-server` binary itself live in its package, `roomkit-server-bin`.
 
 mod admin;
 mod auth;
+mod large_room;
 mod memory_transport;
 mod tiny;
 mod websocket;
