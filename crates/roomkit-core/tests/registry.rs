@@ -782,7 +782,7 @@ fn l_history_default_limit_is_100() {
     let a = alice();
     h.setup(&a, "r1", &[&a], &[&a]);
     for i in 1..=120 {
-        h.advance(1);
+        h.advance(50); // the member's message rate: 20 per second
         h.ok(&a, text("r1", &format!("m{i}")));
     }
     let got = h.ok(&a, fetch("r1", None, None, HistoryOrder::Desc)).history();
