@@ -103,6 +103,8 @@ impl ServerProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--rate-limit-per-second", "100000", "--rate-limit-burst", "100000"])
+            // The senders flood on purpose: no message rates.
+            .args(["--member-message-rate", "0", "--chatroom-message-rate", "0"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
