@@ -2,10 +2,11 @@
 //! (`concurrency` at a time), then stay and read what the server sends them.
 //!
 //! Reported: the total time, the time each successive 1,000 joins took (flat when a join
-//! costs the same whatever the room's size), the bytes the server sent per join (from
-//! `/proc/<pid>/io` when the server is a process of its own, and counted by the clients in
-//! every case), the server's RSS, and the room's online counts as `get_room_info` reports
-//! them once the storm is over.
+//! costs the same whatever the room's size), the bytes the server sent per join (counted by
+//! the clients: WebSocket payloads, everything from the login answer to the last digest; the
+//! server writes with `sendmsg`, which `/proc/<pid>/io` does not count), the CPU time of the
+//! server and of the bench during the storm, the server's RSS, and the room's online counts
+//! as `get_room_info` reports them once the storm is over.
 //!
 //! Loopback TCP runs out of source ports near 28,000 connections per address pair, so the
 //! clients bind their sockets to 127.0.0.2, 127.0.0.3, … in turn. Every socket costs a file
@@ -36,7 +37,7 @@ use tokio::{
 };
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
-use crate::{bar, rss_bytes, start_server};
+use crate::{bar, cpu_secs, rss_bytes, start_server};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -170,12 +171,6 @@ async fn member(storm: Arc<Storm>, i: usize, done: mpsc::UnboundedSender<Result<
     }
 }
 
-/// Bytes the process has written (sockets included), from `/proc/<pid>/io`.
-fn written_bytes(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-}
-
 /// Creates the room as an account that does not join it, so the members are exactly `size`.
 async fn create_room(target: &Target, room: &str) -> Result<(), String> {
     let received = AtomicU64::new(0);
@@ -203,7 +198,7 @@ async fn storm(target: Target, size: usize, concurrency: usize, addresses: usize
         Target::Process { pid, .. } => *pid,
         Target::InProcess { .. } => std::process::id(),
     };
-    let written_before = written_bytes(pid);
+    let cpu_before = (cpu_secs(pid), cpu_secs(std::process::id()));
     let rss_before = rss_bytes(pid);
     let pb = bar(size as u64, &format!("join storm, {size} members"));
     let (done_tx, mut done) = mpsc::unbounded_channel();
@@ -222,15 +217,11 @@ async fn storm(target: Target, size: usize, concurrency: usize, addresses: usize
         }
     }
     let total = start.elapsed();
+    let cpu = (cpu_secs(pid) - cpu_before.0, cpu_secs(std::process::id()) - cpu_before.1);
     pb.finish_and_clear();
     // The last digests go out one interval after the last join: wait until the room is quiet.
     settle(&storm.received, Duration::from_millis(1500), Duration::from_secs(60)).await;
     let counts = room_counts(&target, &room, size).await;
-    // In process, the bench's own writes would be counted too.
-    let written = match &target {
-        Target::Process { .. } => json!(written_bytes(pid).saturating_sub(written_before) / size as u64),
-        Target::InProcess { .. } => Value::Null,
-    };
     let received = storm.received.load(Ordering::Relaxed);
     let rss = rss_bytes(pid);
     let _ = stop_tx.send(true);
@@ -241,7 +232,11 @@ async fn storm(target: Target, size: usize, concurrency: usize, addresses: usize
         "join_storm_secs": total.as_secs_f64(),
         "joins_per_sec": (size as f64 / total.as_secs_f64()).round(),
         "per_1000_joins_ms": per_1000.iter().map(|ms| (ms * 10.0).round() / 10.0).collect::<Vec<_>>(),
-        "server_written_bytes_per_join": written,
+        "server_cpu_secs": match &target {
+            Target::Process { .. } => json!(cpu.0),
+            Target::InProcess { .. } => Value::Null,
+        },
+        "bench_cpu_secs": cpu.1,
         "client_received_bytes_per_join": received / size as u64,
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss,
@@ -335,14 +330,14 @@ pub(crate) fn socket_budget(file_limit: u64, in_process: bool) -> usize {
 /// Prints the storms' rows as a table.
 pub(crate) fn print_table(rows: &[Value]) {
     println!(
-        "{:>8} {:>11} {:>9} {:>10} {:>22} {:>12} {:>12} {:>10}",
+        "{:>8} {:>11} {:>9} {:>10} {:>26} {:>12} {:>12} {:>10}",
         "members",
         "server",
         "sockets",
         "total",
         "per 1000 (first/mid/last)",
-        "srv B/join",
-        "recv B/join",
+        "server CPU",
+        "B/join",
         "RSS"
     );
     for r in rows {
@@ -354,14 +349,14 @@ pub(crate) fn print_table(rows: &[Value]) {
         let spread =
             format!("{:.0}/{:.0}/{:.0} ms", pick(0), pick(per.len() / 2), pick(per.len().saturating_sub(1)));
         println!(
-            "{:>8} {:>11} {:>9} {:>9.2}s {:>22} {:>12} {:>12} {:>8}MB",
-            r["members"],
+            "{:>8} {:>11} {:>9} {:>9.2}s {:>26} {:>11.2}s {:>12} {:>8}MB",
+            r["members"].as_u64().unwrap_or(0),
             r["server"].as_str().unwrap_or(""),
-            r["websocket_members"],
+            r["websocket_members"].as_u64().unwrap_or(0),
             r["join_storm_secs"].as_f64().unwrap_or(0.0),
             spread,
-            r["server_written_bytes_per_join"],
-            r["client_received_bytes_per_join"],
+            r["server_cpu_secs"].as_f64().unwrap_or(f64::NAN),
+            r["client_received_bytes_per_join"].as_u64().unwrap_or(0),
             r["rss_after_bytes"].as_u64().unwrap_or(0) / (1024 * 1024),
         );
         println!("{:>8} counts {}", "", r["counts"]);
