@@ -282,7 +282,6 @@ async fn two_thousand_members_join_in_a_storm_and_see_exact_counts_and_every_mes
     for _ in 1..EARLY {
         within("an early member to join", joined.recv()).await.expect("a member joined");
     }
-    eprintln!("early members joined after {:?}", started.elapsed());
     // The storm, while the host chats.
     let storm = MEMBERS - EARLY;
     let (progress_tx, progress) = watch::channel(0usize);
@@ -292,9 +291,6 @@ async fn two_thousand_members_join_in_a_storm_and_see_exact_counts_and_every_mes
     for n in 1..=storm {
         within("a storm member to join", joined.recv()).await.expect("a member joined");
         progress_tx.send_replace(n);
-        if n % 250 == 0 {
-            eprintln!("{n} joined after {:?}", started.elapsed());
-        }
     }
     eprintln!("{MEMBERS} members joined after {:?}", started.elapsed());
     let (mut host, sent) = within("the host's messages", chat).await.expect("the host's task");

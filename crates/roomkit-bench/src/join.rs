@@ -331,14 +331,7 @@ pub(crate) fn socket_budget(file_limit: u64, in_process: bool) -> usize {
 pub(crate) fn print_table(rows: &[Value]) {
     println!(
         "{:>8} {:>11} {:>9} {:>10} {:>26} {:>12} {:>12} {:>10}",
-        "members",
-        "server",
-        "sockets",
-        "total",
-        "per 1000 (first/mid/last)",
-        "server CPU",
-        "B/join",
-        "RSS"
+        "members", "server", "sockets", "total", "per 1000 (first/mid/last)", "server CPU", "B/join", "RSS"
     );
     for r in rows {
         let per: Vec<f64> = r["per_1000_joins_ms"]
