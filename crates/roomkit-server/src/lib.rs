@@ -50,7 +50,10 @@ use roomkit_core::{
     ConnId, CoreConfig, RoomRegistry,
 };
 use roomkit_protocol::{Code, RoomUuid};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
 
 use crate::{
     outbox::Closer,
@@ -196,10 +199,12 @@ async fn accept_loop<L: Listener>(
     mut listener: L,
     shared: Arc<ServerShared>,
     mut stop: oneshot::Receiver<()>,
-) -> Vec<JoinHandle<()>> {
+) -> JoinSet<()> {
     tracing::info!(addr = %listener.local_addr(), "accepting connections");
     let next_id = AtomicU64::new(1);
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    // Finished connections are reaped as they end (O(1) each), not searched for at every
+    // accept: that search made a join storm quadratic in the number of connections.
+    let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -208,8 +213,8 @@ async fn accept_loop<L: Listener>(
         match accepted {
             Ok(connection) => {
                 let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
-                tasks.retain(|t| !t.is_finished());
-                tasks.push(tokio::spawn(connection::run(id, connection, Arc::clone(&shared))));
+                while tasks.try_join_next().is_some() {}
+                tasks.spawn(connection::run(id, connection, Arc::clone(&shared)));
             }
             Err(TransportError::Closed(_)) => break,
             Err(e) => tracing::warn!(error = %e, "accept failed"),
@@ -223,7 +228,7 @@ pub struct ServerHandle {
     rooms: Rooms,
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
-    accept: JoinHandle<Vec<JoinHandle<()>>>,
+    accept: JoinHandle<JoinSet<()>>,
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -292,7 +297,7 @@ impl ServerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let tasks = (&mut self.accept).await.unwrap_or_default();
+        let mut tasks = (&mut self.accept).await.unwrap_or_default();
         for shard in &self.shared.shards {
             let (done, wait) = oneshot::channel();
             if shard.tx.send(ShardMsg::Shutdown(done)).await.is_ok() {
@@ -304,9 +309,11 @@ impl ServerHandle {
         for closer in closers {
             closer.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
         }
-        let all = futures_join_all(tasks);
+        let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.shared.config.shutdown_grace, all).await.is_err() {
             tracing::warn!("connections did not close within the shutdown grace period");
+            // Left to finish on their own, as before the grace period ran out.
+            tasks.detach_all();
         }
     }
 }
@@ -321,10 +328,4 @@ async fn run_on<R: Send + 'static>(
     });
     shard.tx.send(ShardMsg::Run(job)).await.ok()?;
     rx.await.ok()
-}
-
-async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
-    }
 }
