@@ -260,6 +260,9 @@ async fn start_server_with(
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
         .args(["--send-queue-frames", "65536"])
+        // The fan-out and durable-send scenarios send as fast as they can on purpose: no
+        // per-member or per-chatroom message rates.
+        .args(["--member-message-rate", "0", "--chatroom-message-rate", "0"])
         .args(extra)
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -454,7 +457,11 @@ async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Val
         if sent % 50 == 0 || sent == messages {
             sender.flush().await.map_err(|e| e.to_string())?;
             pb.set_position(sent);
+            let stalled = Instant::now() + Duration::from_secs(30);
             while counters.delivered.load(Ordering::Relaxed) - base + window * receivers < sent * receivers {
+                if Instant::now() > stalled {
+                    return Err(format!("fan-out: deliveries stalled after {sent} messages"));
+                }
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
