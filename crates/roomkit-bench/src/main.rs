@@ -135,6 +135,7 @@ async fn main() {
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);
     }
+    let fanout_start = rows.len();
     let fanout_sizes: &[usize] = if options.skip_fanout { &[] } else { &options.sizes };
     for &size in fanout_sizes {
         match run_size(&server_bin, size, &options).await {
@@ -146,7 +147,7 @@ async fn main() {
         }
     }
     if !options.skip_fanout {
-        print_table(&rows);
+        print_table(&rows[fanout_start..]);
     }
     if !options.skip_durable {
         let mut durable = Vec::new();
