@@ -170,8 +170,8 @@ impl Room {
 
     fn join_output(&self, user: &UserUuid) -> JoinRoomOutput {
         let members = self.members();
-        let member = self.members[user].info.clone();
-        let host = members.iter().find(|m| m.role == Role::Host).cloned();
+        let member = Box::new(self.members[user].info.clone());
+        let host = members.iter().find(|m| m.role == Role::Host).cloned().map(Box::new);
         let counts = roomkit_protocol::MemberCounts {
             room: members.len() as u64,
             chatroom: members.iter().filter(|m| m.is_in_chatroom).count() as u64,
