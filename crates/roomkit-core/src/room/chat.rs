@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ops::{FetchChatroomHistory, RecallOutput, SendMessageOutput},
-    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Role, SharedMessage, UserUuid,
+    ops::{FetchChatroomHistory, RecallOutput, SendCustomMessage, SendMessageOutput, SendTextMessage},
+    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
 };
 
-use super::{Caller, Room};
+use super::{Caller, Change, Room};
 use crate::{
     chatroom::{Chatroom, Draft},
     config::MAX_HISTORY_LIMIT,
@@ -24,6 +24,22 @@ pub(crate) struct Send {
     pub(crate) message_uuid: Option<MessageUuid>,
     pub(crate) to: Option<Vec<UserUuid>>,
     pub(crate) body: MessageBody,
+    /// `false` for an ephemeral message.
+    pub(crate) persist: bool,
+}
+
+impl Send {
+    /// A `send_text_message`.
+    pub(crate) fn text(p: SendTextMessage) -> Self {
+        let body = MessageBody::Text { text: p.text };
+        Self { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body, persist: true }
+    }
+
+    /// A `send_custom_message`, ephemeral without `persist`.
+    pub(crate) fn custom(p: SendCustomMessage) -> Self {
+        let body = MessageBody::Custom { attach_str: p.attach_str };
+        Self { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body, persist: p.persist }
+    }
 }
 
 impl Room {
@@ -39,6 +55,7 @@ impl Room {
     /// the chatroom's newest sequence number and, with `history_count`, its last messages.
     pub(crate) fn join_chatroom(
         &mut self,
+        now: u64,
         caller: Caller<'_>,
         request_id: u64,
         history_count: Option<u32>,
@@ -47,9 +64,15 @@ impl Room {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
         if let Some(member) = self.enter_chatroom(caller.user()) {
-            let event =
-                Event::MemberJoinChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
-            out.deliver(self.audience(None), event);
+            if self.presence.per_member() {
+                let room_uuid = self.info.room_uuid.clone();
+                out.deliver(
+                    self.audience(None),
+                    Event::MemberJoinChatroom { room_uuid, members: vec![member] },
+                );
+            } else {
+                self.presence.record(now, Change::EnteredChatroom, &member);
+            }
         } // else already inside: success, no second event
         let range = match history_count {
             Some(_) => HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
@@ -62,20 +85,32 @@ impl Room {
     }
 
     /// `leave_chatroom`, announced to the others.
-    pub(crate) fn leave_chatroom(&mut self, caller: Caller<'_>, out: &mut Outputs) -> Result<(), Error> {
+    pub(crate) fn leave_chatroom(
+        &mut self,
+        now: u64,
+        caller: Caller<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
         let Some(member) = self.exit_chatroom(caller.user()) else {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
         };
-        let event =
-            Event::MemberLeaveChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
-        out.deliver(self.audience(Some(caller.conn)), event);
+        if self.presence.per_member() {
+            let room_uuid = self.info.room_uuid.clone();
+            out.deliver(
+                self.audience(Some(caller.conn)),
+                Event::MemberLeaveChatroom { room_uuid, members: vec![member] },
+            );
+        } else {
+            self.presence.record(now, Change::LeftChatroom, &member);
+        }
         Ok(())
     }
 
     /// A member's message, to the whole chatroom but the sender, or to the listed members. A
     /// retry (an id this sender used before) answers the stored message and delivers nothing.
+    /// An ephemeral message is delivered without being stored or numbered.
     pub(crate) fn send(
         &mut self,
         now: u64,
@@ -86,6 +121,13 @@ impl Room {
     ) -> Result<SendMessageOutput, Error> {
         let sender = self.member_on(caller.conn, caller.user())?;
         let (from_nick, from_avatar) = (sender.info.name.clone(), sender.info.avatar.clone());
+        let priority = if !send.persist {
+            Priority::Low
+        } else if sender.info.role == Role::Host || caller.identity.grants.room_admin {
+            Priority::High
+        } else {
+            Priority::Normal
+        };
         self.chat()?;
         if !self.is_in_chatroom(caller.user()) {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
@@ -96,18 +138,13 @@ impl Room {
         if let Some(missing) = to.iter().flatten().find(|u| !self.is_in_chatroom(u)) {
             return Err(Error::MemberNotFound(missing.clone()));
         }
-        let audience = match &to {
-            Some(list) => Audience::only(
-                list.iter()
-                    .filter_map(|u| self.member(u))
-                    .map(|m| m.conn)
-                    .filter(|c| *c != caller.conn)
-                    .collect(),
-            ),
-            None => self.chat()?.roster.audience(Some(caller.conn)),
-        };
-        let chat = self.chat_mut()?;
-        if let Some(earlier) = send.message_uuid.as_ref().and_then(|id| chat.find_recent(id)) {
+        let audience = self.send_audience(caller.conn, to.as_deref())?;
+        let earlier = send
+            .message_uuid
+            .as_ref()
+            .filter(|_| send.persist)
+            .and_then(|id| self.chat().ok()?.find_recent(id));
+        if let Some(earlier) = earlier {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
             if earlier.from_user_uuid == *caller.user() {
@@ -115,6 +152,7 @@ impl Room {
             }
             return Err(Error::bad("message_uuid", "already used by another sender"));
         }
+        self.take_rate(now, caller.user(), priority)?;
         let draft = Draft {
             id: send.message_uuid,
             id_prefix: 's',
@@ -124,10 +162,63 @@ impl Room {
             from_backend: false,
             to,
             body: send.body,
+            priority,
         };
-        let message = chat.accept(now, draft);
-        out.message(&self.info.room_uuid, &message, audience);
+        let chat = self.chat_mut()?;
+        let message = if send.persist {
+            let message = chat.accept(now, draft);
+            out.message(&self.info.room_uuid, &message, audience);
+            message
+        } else {
+            let message = chat.accept_ephemeral(now, draft);
+            let room_uuid = self.info.room_uuid.clone();
+            out.deliver(
+                audience,
+                Event::ChatroomMessagesReceived { room_uuid, messages: vec![message.clone()] },
+            );
+            message
+        };
         Ok(SendMessageOutput { message })
+    }
+
+    /// Who receives a member's message: the listed members, or the whole chatroom, never the
+    /// sender.
+    fn send_audience(&self, sender: ConnId, to: Option<&[UserUuid]>) -> Result<Audience, Error> {
+        Ok(match to {
+            Some(list) => Audience::only(
+                list.iter().filter_map(|u| self.member(u)).map(|m| m.conn).filter(|c| *c != sender).collect(),
+            ),
+            None => self.chat()?.roster.audience(Some(sender)),
+        })
+    }
+
+    /// Spends one message of `user`'s rate and of the chatroom's cap, or refuses: over the
+    /// member's rate with `MESSAGE_RATE_LIMITED`; over the chatroom's cap with
+    /// `CHATROOM_RATE_LIMITED`, a low-priority message once half its burst is used, a normal
+    /// one once all of it is, a high-priority one never.
+    fn take_rate(&mut self, now: u64, user: &UserUuid, priority: Priority) -> Result<(), Error> {
+        let room_uuid = self.info.room_uuid.clone();
+        let member_rate = self.member_rate;
+        let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
+            return Err(Error::NotInChatroom(room_uuid));
+        };
+        if !member.sending.allows(now, 0) {
+            return Err(Error::MessageRateLimited {
+                per_second: member_rate.per_second,
+                burst: member_rate.burst,
+            });
+        }
+        let fits = match priority {
+            Priority::Low => chat.rate.allows(now, 50),
+            Priority::Normal => chat.rate.allows(now, 0),
+            Priority::High => true,
+        };
+        if !fits {
+            return Err(Error::ChatroomRateLimited(room_uuid));
+        }
+        member.sending.take(now);
+        chat.rate.take(now);
+        Ok(())
     }
 
     /// A text message from the application's backend to every chatroom member, with
@@ -153,7 +244,9 @@ impl Room {
             from_backend: true,
             to: None,
             body,
+            priority: Priority::High,
         };
+        chat.rate.take(now); // counts against the cap, never refused
         let message = chat.accept(now, draft);
         let audience = chat.roster.audience(None);
         out.message(&self.info.room_uuid, &message, audience);
@@ -213,8 +306,10 @@ impl Room {
                 operate_by: Some(caller.user().clone()),
                 recalled_message_id: Some(message_uuid.clone()),
             },
+            priority: Priority::High,
         };
         let chat = self.chat_mut()?;
+        chat.rate.take(now); // counts against the cap, never refused
         let notification = chat.accept(now, draft);
         let recalled = recalled_form(&original);
         chat.replace(Arc::clone(&recalled));
