@@ -25,6 +25,9 @@ pub(crate) struct Chatroom {
     dedupe_capacity: usize,
     /// The chatroom's message rate cap, shared by all its senders.
     pub(crate) rate: TokenBucket,
+    /// Ephemeral messages accepted so far: numbers their server-made ids, which must be unique
+    /// though the messages have no sequence number.
+    ephemeral_count: u64,
 }
 
 /// A message about to be accepted: everything but its number and time.
@@ -53,6 +56,7 @@ impl Chatroom {
             recent_order: VecDeque::new(),
             dedupe_capacity,
             rate: TokenBucket::new(rate),
+            ephemeral_count: 0,
         }
     }
 
@@ -72,8 +76,15 @@ impl Chatroom {
 
     /// Accepts an ephemeral message (`persist: false`) at `now`: not numbered (seq 0), not
     /// remembered (so neither deduplicated nor recallable), low priority.
+    /// Without a client id it gets `<id_prefix><time>-e<n>`, `n` counting the chatroom's
+    /// ephemeral messages.
     pub(crate) fn accept_ephemeral(&mut self, now: u64, draft: Draft) -> SharedMessage {
-        stamp(now, 0, Draft { priority: Priority::Low, ..draft }, false)
+        self.ephemeral_count += 1;
+        let id = draft.id.clone().unwrap_or_else(|| {
+            MessageUuid::new(format!("{}{now}-e{}", draft.id_prefix, self.ephemeral_count))
+                .expect("a letter, digits, a dash and a letter")
+        });
+        stamp(now, 0, Draft { id: Some(id), priority: Priority::Low, ..draft }, false)
     }
 
     /// The message accepted earlier with this id, if it is still in the window.

@@ -184,6 +184,10 @@ fn ephemeral_messages_are_delivered_but_not_stored_numbered_or_recallable() {
     let direct = h
         .ok(&b, SendCustomMessage { to_user_uuid_list: Some(vec![uid("carol")]), ..ephemeral("r1", "psst") });
     assert_eq!(direct.recipients(), [cc.conn].into_iter().collect());
+    // Without a client id, each gets an id of its own.
+    let first = h.ok(&b, ephemeral("r1", "x")).message().message_uuid.clone();
+    let second = h.ok(&b, ephemeral("r1", "y")).message().message_uuid.clone();
+    assert_ne!(first, second, "same millisecond, distinct ids");
     // Not in history, not numbered: the next stored message follows the last stored one.
     let history = h.ok(&a, fetch("r1", None, None, HistoryOrder::Asc)).history();
     assert_eq!(texts(&history), ["stored"]);

@@ -119,11 +119,11 @@ pub struct JoinRoom {
 pub struct JoinRoomOutput {
     /// The room.
     pub room: RoomInfo,
-    /// The joiner, as it is now in the room.
-    pub member: RoomMember,
+    /// The joiner, as it is now in the room. (Boxed, as is `host`, to keep responses small.)
+    pub member: Box<RoomMember>,
     /// The room's host, when one is in the room (the joiner itself, if it is the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<RoomMember>,
+    pub host: Option<Box<RoomMember>>,
     /// Exact online counts, the joiner included.
     pub counts: MemberCounts,
     /// The first page of members (at most the server's join page size, 50 by default), in the

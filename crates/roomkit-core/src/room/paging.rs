@@ -32,8 +32,8 @@ impl Room {
         let (members, next_cursor) = self.page_of(&self.roster, 0, self.join_member_page);
         JoinRoomOutput {
             room: self.info.clone(),
-            member: self.members[user].info.clone(),
-            host: self.host().cloned(),
+            member: Box::new(self.members[user].info.clone()),
+            host: self.host().cloned().map(Box::new),
             counts: self.counts(),
             members,
             next_cursor,
