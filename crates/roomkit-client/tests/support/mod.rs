@@ -5,6 +5,9 @@
 //! Nothing here waits on a clock to decide an outcome: every wait is for a condition, and
 //! its time limit only keeps a broken build from hanging.
 
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
 use std::{
     future::Future,
     sync::{
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use roomkit_client::{
     ChatController, ChatMessage, ClientConfig, ConnectionEvents, ConnectionState, CreateRoomOptions,
     CreateRoomParams, EndReason, FetchHistoryOptions, IntoConnector, JoinRoomOptions, JoinRoomParams,
-    ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
+    MemberCounts, ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
 };
 use roomkit_core::transport::{CloseReason, Connection, Connector, FrameSink, FrameStream, TransportError};
 use roomkit_server::{RateLimit, ServerConfig};
@@ -199,6 +202,24 @@ impl Recorder {
             .collect()
     }
 
+    /// The counts told by `member_count_changed`, in order.
+    pub fn counts(&self) -> Vec<MemberCounts> {
+        self.events
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|e| match e {
+                RoomEvent::MemberCountChanged(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every event told so far.
+    pub fn all(&self) -> Vec<RoomEvent> {
+        self.events.lock().expect("not poisoned").clone()
+    }
+
     /// Waits until a message with `text` is told.
     pub async fn wait_for_text(&self, text: &str) {
         eventually(&format!("the message {text:?}"), || self.has_text(text)).await;
@@ -254,6 +275,9 @@ impl RoomEventCallback for Recorder {
     }
     fn room_resumed(&self, recovered: bool) {
         self.push(RoomEvent::Resumed { recovered });
+    }
+    fn member_count_changed(&self, counts: MemberCounts) {
+        self.push(RoomEvent::MemberCountChanged(counts));
     }
 }
 
