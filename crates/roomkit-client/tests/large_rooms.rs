@@ -33,7 +33,8 @@ async fn member(connector: &MemoryConnector, user: &str) -> Member {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_small_room_counts_move_with_every_join_and_leave() {
     let (server, connector) = memory_server(server_config(0));
-    let alice = login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
+    let alice =
+        login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
     create_room(&alice, ROOM).await;
     let alice = Member::join(alice, ROOM).await;
     assert_eq!(alice.ctx.member_counts(), counts(1, 1), "her own entry, from her own calls");
