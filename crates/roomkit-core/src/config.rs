@@ -40,6 +40,45 @@ pub struct CoreConfig {
     pub reconnect_grace_ms: u64,
     /// A sender may recall its message this long after sending it; the host at any time.
     pub recall_window_ms: u64,
+    /// Most members in a `join_room` answer: a room up to this size is complete in it, a
+    /// larger one is read on with `fetch_room_members`.
+    pub join_member_page: usize,
+    /// Largest room whose members are told of each join and leave one by one; above it they
+    /// get one `members_changed` digest per `presence_digest_ms`.
+    pub presence_per_member_max: usize,
+    /// Interval of `members_changed` digests: one is sent this long after the first change
+    /// following the previous one.
+    pub presence_digest_ms: u64,
+    /// Most members a digest names per list (the host is always named, beyond this).
+    pub presence_digest_names: usize,
+    /// Above this many members a digest carries counts and the host only, no other names.
+    /// Should be above `presence_per_member_max`.
+    pub presence_count_only_min: usize,
+    /// Hysteresis of both presence thresholds, in percent: a room returns to the smaller
+    /// room's presence only once it has shrunk to `100 - this` percent of the threshold.
+    pub presence_hysteresis_percent: u8,
+    /// Chatroom messages one member may send (NERoom: 20 per second per user), refused
+    /// with `MESSAGE_RATE_LIMITED` beyond.
+    pub member_message_rate: MessageRate,
+    /// Chatroom messages one chatroom accepts from everyone together, refused with
+    /// `CHATROOM_RATE_LIMITED` beyond: low-priority ones once half the burst is used, normal
+    /// ones once it is used up, high-priority ones never (they still use it up).
+    pub chatroom_message_rate: MessageRate,
+}
+
+/// A token bucket's rate: `per_second` on average, up to `burst` at once. `per_second: 0`
+/// means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRate {
+    /// Messages per second, on average; 0 for no limit.
+    pub per_second: u32,
+    /// Messages at once (the bucket's size).
+    pub burst: u32,
+}
+
+impl MessageRate {
+    /// No limit.
+    pub const UNLIMITED: MessageRate = MessageRate { per_second: 0, burst: 0 };
 }
 
 impl Default for CoreConfig {
@@ -60,9 +99,23 @@ impl Default for CoreConfig {
             dedupe_window: 10_000,
             reconnect_grace_ms: 30_000,
             recall_window_ms: 2 * 60 * 1000,
+            join_member_page: 50,
+            presence_per_member_max: 500,
+            presence_digest_ms: 1000,
+            presence_digest_names: 20,
+            presence_count_only_min: 20_000,
+            presence_hysteresis_percent: 20,
+            member_message_rate: MessageRate { per_second: 20, burst: 40 },
+            chatroom_message_rate: MessageRate { per_second: 100, burst: 200 },
         }
     }
 }
 
 /// Most messages one history query returns (NERoom: 100).
 pub const MAX_HISTORY_LIMIT: u32 = 100;
+
+/// Most members one `fetch_room_members` / `fetch_chatroom_members` page returns.
+pub const MAX_MEMBERS_LIMIT: u32 = 100;
+
+/// Members per page when a fetch names no `limit`.
+pub const DEFAULT_MEMBERS_LIMIT: u32 = 50;

@@ -10,8 +10,8 @@ mod timers;
 use std::collections::HashMap;
 
 use roomkit_protocol::{
-    ops::{CreateRoom, CreateRoomOutput, Empty, Request, Response},
-    EndReason, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
+    ops::{CreateRoom, CreateRoomOutput, Empty, MembersPage, Request, Response},
+    EndReason, MemberCounts, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 pub(crate) use output::Outputs;
@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     config::MAX_HISTORY_LIMIT,
-    room::{Caller, Left, Room},
+    room::{Caller, Left, MemberList, Room},
     store::{RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -131,7 +131,12 @@ impl RoomRegistry {
         let caller = Caller { conn, identity };
         let acknowledges_message =
             matches!(request, Request::SendTextMessage(_) | Request::SendCustomMessage(_));
-        let result = match self.dispatch(now, caller, request_id, request) {
+        let room_uuid = request.room_uuid().cloned();
+        let dispatched = self.dispatch(now, caller, request_id, request);
+        if let Some(room_uuid) = room_uuid {
+            self.arm_digest_timer(&room_uuid);
+        }
+        let result = match dispatched {
             Ok(None) => return, // answered with an `Output::History`
             Ok(Some(response)) => Ok(response),
             Err(e) => Err(e),
@@ -183,12 +188,12 @@ impl RoomRegistry {
                     return Err(Error::bad("history_count", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
                 }
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.join_chatroom(caller, request_id, p.history_count, out)?;
+                room.join_chatroom(now, caller, request_id, p.history_count, out)?;
                 return Ok(None);
             }
             Request::LeaveChatroom(p) => {
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                Response::LeaveChatroom(room.leave_chatroom(caller, out).map(done)?)
+                Response::LeaveChatroom(room.leave_chatroom(now, caller, out).map(done)?)
             }
             Request::SendTextMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
@@ -210,6 +215,19 @@ impl RoomRegistry {
             Request::RecallChatroomMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
                 Response::RecallChatroomMessage(room.recall(now, config, caller, &p.message_uuid, out)?)
+            }
+            Request::FetchRoomMembers(p) => {
+                let room = self.room_parts(&p.room_uuid)?.0;
+                let page = room.fetch_members(caller, MemberList::Room, p.cursor.as_deref(), p.limit);
+                Response::FetchRoomMembers(page?)
+            }
+            Request::FetchChatroomMembers(p) => {
+                let room = self.room_parts(&p.room_uuid)?.0;
+                let page = room.fetch_members(caller, MemberList::Chatroom, p.cursor.as_deref(), p.limit);
+                Response::FetchChatroomMembers(page?)
+            }
+            Request::GetRoomInfo(p) => {
+                Response::GetRoomInfo(self.room_parts(&p.room_uuid)?.0.get_info(caller)?)
             }
             _ => return Err(Error::Forbidden("operation not handled by rooms")),
         };
@@ -245,6 +263,11 @@ impl RoomRegistry {
                         .is_some_and(|since| since.saturating_add(idle) <= now);
                     if expired {
                         self.close_room_now(&room_uuid, EndReason::EndOfLife);
+                    }
+                }
+                Timer::Digest(room_uuid) => {
+                    if let Some(room) = self.rooms.get_mut(&room_uuid) {
+                        room.digest_due(now, &mut self.outputs);
                     }
                 }
                 Timer::Grace(room_uuid, user) => {
@@ -326,7 +349,7 @@ impl RoomRegistry {
     /// the retry window. The idle timer starts at `now`.
     pub fn restore_room(&mut self, now: u64, record: RoomRecord, last_seq: u64, recent: Vec<SharedMessage>) {
         let uuid = record.info.room_uuid.clone();
-        let mut room = Room::new(record.info, record.password, self.config.dedupe_window);
+        let mut room = Room::new(record.info, record.password, &self.config);
         room.empty_since = Some(now);
         if let Some(chat) = room.chatroom.as_mut() {
             chat.resume_after(last_seq);
@@ -379,24 +402,57 @@ impl RoomRegistry {
         self.rooms.get(room_uuid).map(|r| &r.info)
     }
 
-    /// A live room's members, in join order (as far as removals allow).
+    /// A live room's members, in join order. Copies every member: for tests and small
+    /// rooms; page with [`room_members_page`](Self::room_members_page).
     pub fn members(&self, room_uuid: &RoomUuid) -> Option<Vec<RoomMember>> {
         self.rooms.get(room_uuid).map(Room::members)
     }
 
-    /// A live room's chatroom members.
+    /// A live room's chatroom members, in the order they entered. Copies every member; page
+    /// with [`chatroom_members_page`](Self::chatroom_members_page).
     pub fn chatroom_members(&self, room_uuid: &RoomUuid) -> Option<Vec<RoomMember>> {
         self.rooms.get(room_uuid).map(Room::chatroom_members)
     }
 
-    /// Total members of all rooms, and of all chatrooms.
+    /// One page of a live room's members in join order, as `fetch_room_members` answers it
+    /// (`cursor` is a previous page's `next_cursor`), for any `limit`; O(log n + limit).
+    pub fn room_members_page(
+        &self,
+        room_uuid: &RoomUuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<MembersPage, Error> {
+        self.live(room_uuid)?.members_page(MemberList::Room, cursor, limit)
+    }
+
+    /// One page of a live room's chatroom members, as `fetch_chatroom_members` answers it.
+    pub fn chatroom_members_page(
+        &self,
+        room_uuid: &RoomUuid,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<MembersPage, Error> {
+        self.live(room_uuid)?.members_page(MemberList::Chatroom, cursor, limit)
+    }
+
+    /// A live room's exact online counts, in O(1).
+    pub fn room_counts(&self, room_uuid: &RoomUuid) -> Option<MemberCounts> {
+        self.rooms.get(room_uuid).map(Room::counts)
+    }
+
+    /// Total members of all rooms, and of all chatrooms: O(rooms), no member is visited.
     pub fn member_counts(&self) -> (usize, usize) {
-        self.rooms.values().fold((0, 0), |(m, c), r| {
-            (m + r.member_count(), c + r.chatroom.as_ref().map_or(0, |ch| ch.roster.len()))
-        })
+        self.rooms
+            .values()
+            .map(Room::counts)
+            .fold((0, 0), |(m, c), counts| (m + counts.room as usize, c + counts.chatroom as usize))
     }
 
     // ---- routing ------------------------------------------------------------------------
+
+    fn live(&self, room_uuid: &RoomUuid) -> Result<&Room, Error> {
+        self.rooms.get(room_uuid).ok_or_else(|| self.ended.missing(room_uuid))
+    }
 
     /// A live room, with what its rules need: the configuration and the output queue.
     fn room_parts(&mut self, room_uuid: &RoomUuid) -> Result<(&mut Room, &CoreConfig, &mut Outputs), Error> {
@@ -439,6 +495,14 @@ impl RoomRegistry {
         let Some(room) = self.rooms.get_mut(room_uuid) else { return };
         if let Some(left) = room.remove_member(now, user, None, &mut self.outputs) {
             self.forget_conn(now, room_uuid, left);
+        }
+        self.arm_digest_timer(room_uuid);
+    }
+
+    /// Arms the room's digest timer if a change started a new digest.
+    fn arm_digest_timer(&mut self, room_uuid: &RoomUuid) {
+        if let Some(due) = self.rooms.get_mut(room_uuid).and_then(Room::take_digest_timer) {
+            self.timers.arm_digest(due, room_uuid.clone());
         }
     }
 

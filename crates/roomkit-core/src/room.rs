@@ -1,21 +1,29 @@
 //! One room: its own state, its members and its chatroom, and the rules that decide what a
 //! request does to them. The rules are `impl Room` blocks spread over files by concern:
-//! [`members`] (join, leave, remove), [`properties`] (lock, properties), [`chat`] (the
-//! chatroom). Each takes the configuration, the caller and the output queue; the registry only
+//! [`members`] (join, leave, remove), [`paging`] (member pages and counts), [`properties`]
+//! (lock, properties), [`chat`] (the chatroom). Each takes the configuration, the caller and the output queue; the registry only
 //! finds the room and keeps its indexes.
 
 mod chat;
 mod members;
+mod paging;
+mod presence;
 mod properties;
 
 use std::collections::HashMap;
 
-use roomkit_protocol::{RoomInfo, RoomMember, UserUuid};
+use roomkit_protocol::{MemberCounts, Role, RoomInfo, RoomMember, UserUuid};
 
-use crate::{chatroom::Chatroom, roster::Roster, ConnId, Error, Identity};
+use crate::{
+    chatroom::Chatroom,
+    roster::{Place, Roster},
+    ConnId, CoreConfig, Error, Identity,
+};
 
 pub(crate) use chat::Send;
 pub(crate) use members::Left;
+pub(crate) use paging::MemberList;
+pub(crate) use presence::Change;
 
 /// Who sent a request: its connection and the account it is logged in as.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +43,8 @@ impl Caller<'_> {
 pub(crate) struct Member {
     pub(crate) info: RoomMember,
     pub(crate) conn: ConnId,
-    room_slot: usize,
-    chat_slot: Option<usize>,
+    room_place: Place,
+    chat_place: Option<Place>,
     /// Since when the member's connection has been gone (it may come back within the
     /// reconnect grace period without anyone noticing).
     pub(crate) detached_since: Option<u64>,
@@ -49,16 +57,32 @@ pub(crate) struct Room {
     pub(crate) password: Option<String>,
     members: HashMap<UserUuid, Member>,
     roster: Roster,
+    /// The member whose role is host, if one is in the room (kept so that no rule searches).
+    host: Option<UserUuid>,
     pub(crate) chatroom: Option<Chatroom>,
     /// Since when the room has had no members (creation counts as the start).
     pub(crate) empty_since: Option<u64>,
+    /// Most members in a `join_room` answer.
+    join_member_page: usize,
+    /// How members learn of each other's comings and goings, by the room's size.
+    presence: presence::Presence,
 }
 
 impl Room {
-    pub(crate) fn new(info: RoomInfo, password: Option<String>, dedupe: usize) -> Self {
-        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(dedupe));
+    pub(crate) fn new(info: RoomInfo, password: Option<String>, config: &CoreConfig) -> Self {
+        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(config.dedupe_window));
         let empty_since = Some(info.created_at);
-        Self { info, password, members: HashMap::new(), roster: Roster::default(), chatroom, empty_since }
+        Self {
+            info,
+            password,
+            members: HashMap::new(),
+            roster: Roster::default(),
+            host: None,
+            chatroom,
+            empty_since,
+            join_member_page: config.join_member_page,
+            presence: presence::Presence::new(config),
+        }
     }
 
     /// What survives a restart.
@@ -96,19 +120,32 @@ impl Room {
     }
 
     pub(crate) fn has_host(&self) -> bool {
-        self.members.values().any(|m| m.info.role == roomkit_protocol::Role::Host)
+        self.host.is_some()
     }
 
-    /// Every member, in roster order.
+    /// The host, if one is in the room.
+    pub(crate) fn host(&self) -> Option<&RoomMember> {
+        self.host.as_ref().and_then(|u| self.members.get(u)).map(|m| &m.info)
+    }
+
+    /// Exact online counts, in O(1).
+    pub(crate) fn counts(&self) -> MemberCounts {
+        MemberCounts {
+            room: self.roster.len() as u64,
+            chatroom: self.chatroom.as_ref().map_or(0, |c| c.roster.len() as u64),
+        }
+    }
+
+    /// Every member, in join order.
     pub(crate) fn members(&self) -> Vec<RoomMember> {
-        self.roster.users().iter().map(|u| self.members[u].info.clone()).collect()
+        self.roster.in_join_order().map(|u| self.members[u].info.clone()).collect()
     }
 
-    /// Chatroom members, in chatroom roster order.
+    /// Chatroom members, in the order they entered.
     pub(crate) fn chatroom_members(&self) -> Vec<RoomMember> {
         self.chatroom
             .as_ref()
-            .map(|c| c.roster.users().iter().map(|u| self.members[u].info.clone()).collect())
+            .map(|c| c.roster.in_join_order().map(|u| self.members[u].info.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -118,8 +155,11 @@ impl Room {
 
     pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId) {
         let user = info.uuid.clone();
-        let room_slot = self.roster.push(user.clone(), conn);
-        self.members.insert(user, Member { info, conn, room_slot, chat_slot: None, detached_since: None });
+        let room_place = self.roster.push(user.clone(), conn);
+        if info.role == Role::Host {
+            self.host = Some(user.clone());
+        }
+        self.members.insert(user, Member { info, conn, room_place, chat_place: None, detached_since: None });
         self.empty_since = None;
     }
 
@@ -127,9 +167,13 @@ impl Room {
     pub(crate) fn remove(&mut self, user: &UserUuid, now: u64) -> Option<Member> {
         self.exit_chatroom(user);
         let member = self.members.remove(user)?;
-        if let Some(moved) = self.roster.remove(member.room_slot) {
+        if let Some(moved) = self.roster.remove(member.room_place) {
             let moved = moved.clone();
-            self.members.get_mut(&moved).expect("roster and members agree").room_slot = member.room_slot;
+            self.members.get_mut(&moved).expect("roster and members agree").room_place.slot =
+                member.room_place.slot;
+        }
+        if self.host.as_ref() == Some(user) {
+            self.host = None;
         }
         if self.members.is_empty() {
             self.empty_since = Some(now);
@@ -149,14 +193,14 @@ impl Room {
         let Some(member) = self.members.get_mut(user) else { return };
         member.conn = conn;
         member.detached_since = None;
-        self.roster.set_conn(member.room_slot, conn);
-        if let (Some(slot), Some(chat)) = (member.chat_slot, self.chatroom.as_mut()) {
-            chat.roster.set_conn(slot, conn);
+        self.roster.set_conn(member.room_place.slot, conn);
+        if let (Some(place), Some(chat)) = (member.chat_place, self.chatroom.as_mut()) {
+            chat.roster.set_conn(place.slot, conn);
         }
     }
 
     pub(crate) fn is_in_chatroom(&self, user: &UserUuid) -> bool {
-        self.members.get(user).is_some_and(|m| m.chat_slot.is_some())
+        self.members.get(user).is_some_and(|m| m.chat_place.is_some())
     }
 
     /// Puts a member in the chatroom; returns it as it is now, or `None` if it already was in.
@@ -164,10 +208,10 @@ impl Room {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
             return None;
         };
-        if member.chat_slot.is_some() {
+        if member.chat_place.is_some() {
             return None;
         }
-        member.chat_slot = Some(chat.roster.push(user.clone(), member.conn));
+        member.chat_place = Some(chat.roster.push(user.clone(), member.conn));
         member.info.is_in_chatroom = true;
         Some(member.info.clone())
     }
@@ -177,12 +221,15 @@ impl Room {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
             return None;
         };
-        let slot = member.chat_slot.take()?;
+        let place = member.chat_place.take()?;
         member.info.is_in_chatroom = false;
         let info = member.info.clone();
-        if let Some(moved) = chat.roster.remove(slot) {
+        if let Some(moved) = chat.roster.remove(place) {
             let moved = moved.clone();
-            self.members.get_mut(&moved).expect("roster and members agree").chat_slot = Some(slot);
+            let moved = self.members.get_mut(&moved).expect("roster and members agree");
+            if let Some(p) = moved.chat_place.as_mut() {
+                p.slot = place.slot;
+            }
         }
         Some(info)
     }
@@ -219,7 +266,7 @@ mod tests {
 
     #[test]
     fn slots_stay_consistent_through_removals() {
-        let mut room = Room::new(info("r"), None, 10);
+        let mut room = Room::new(info("r"), None, &CoreConfig::default());
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
             room.add(member(u), ConnId(i as u64));
             assert!(room.enter_chatroom(&u.parse().unwrap()).is_some());
@@ -230,7 +277,8 @@ mod tests {
         let names: Vec<_> = room.chatroom_members().into_iter().map(|m| m.name).collect();
         assert_eq!(names, vec!["c"]);
         let all: Vec<_> = room.members().into_iter().map(|m| m.name).collect();
-        assert_eq!(all.len(), 2);
+        assert_eq!(all, vec!["b", "c"], "join order survives swaps in the audience array");
+        assert_eq!(room.counts(), MemberCounts { room: 2, chatroom: 1 });
         assert!(room.is_in_chatroom(&"c".parse().unwrap()));
         room.remove(&"b".parse().unwrap(), 7);
         room.remove(&"c".parse().unwrap(), 8);

@@ -1,6 +1,7 @@
-//! The audience of a room or a chatroom, kept ready to hand to the driver.
+//! The audience of a room or a chatroom, kept ready to hand to the driver, and its members
+//! in join order for paging.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use roomkit_protocol::UserUuid;
 
@@ -43,15 +44,30 @@ impl Audience {
     }
 }
 
-/// Members' connections in a dense array with O(1) insert and remove.
+/// Members' connections in a dense array with O(1) insert and remove, and the members in
+/// join order for paging, O(log n) insert and remove.
 ///
 /// Each member remembers its slot; removing swaps the last entry into the hole and reports
 /// whose slot moved. The array sits behind an `Arc` handed out as [`Audience`]; the driver
 /// drops audiences before the next input, so `Arc::make_mut` does not copy in steady state.
+///
+/// Each member also gets an order number, increasing with every insert and never reused:
+/// a page is a range of the order map after the cursor (the last order number returned), so
+/// it costs O(log n + limit), and a member present throughout a paging is returned once.
 #[derive(Debug, Default)]
 pub(crate) struct Roster {
     conns: Arc<Vec<ConnId>>,
     users: Vec<UserUuid>,
+    order: BTreeMap<u64, UserUuid>,
+    /// Order numbers handed out so far (the next one is this plus one).
+    last_order: u64,
+}
+
+/// A member's place in a [`Roster`]: its slot in the audience array and its order number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) slot: usize,
+    pub(crate) order: u64,
 }
 
 impl Roster {
@@ -59,18 +75,43 @@ impl Roster {
         self.users.len()
     }
 
-    /// Adds a member; returns its slot.
-    pub(crate) fn push(&mut self, user: UserUuid, conn: ConnId) -> usize {
+    /// Adds a member last in join order; returns its place.
+    pub(crate) fn push(&mut self, user: UserUuid, conn: ConnId) -> Place {
         Arc::make_mut(&mut self.conns).push(conn);
+        self.last_order += 1;
+        self.order.insert(self.last_order, user.clone());
         self.users.push(user);
-        self.users.len() - 1
+        Place { slot: self.users.len() - 1, order: self.last_order }
     }
 
-    /// Removes the member at `slot`; returns the member now at `slot`, if one was moved there.
-    pub(crate) fn remove(&mut self, slot: usize) -> Option<&UserUuid> {
-        Arc::make_mut(&mut self.conns).swap_remove(slot);
-        self.users.swap_remove(slot);
-        self.users.get(slot)
+    /// Removes the member at `place`; returns the member now at its slot, if one was moved
+    /// there.
+    pub(crate) fn remove(&mut self, place: Place) -> Option<&UserUuid> {
+        Arc::make_mut(&mut self.conns).swap_remove(place.slot);
+        self.users.swap_remove(place.slot);
+        self.order.remove(&place.order);
+        self.users.get(place.slot)
+    }
+
+    /// Up to `limit` members in join order after order number `after` (0: from the first),
+    /// and the order number of the last one returned when more follow.
+    pub(crate) fn page(&self, after: u64, limit: usize) -> (Vec<&UserUuid>, Option<u64>) {
+        let mut range = self.order.range(after.saturating_add(1)..);
+        let page: Vec<(&u64, &UserUuid)> = range.by_ref().take(limit).collect();
+        let more = range.next().is_some();
+        let next = page.last().map(|(order, _)| **order).filter(|_| more);
+        (page.into_iter().map(|(_, user)| user).collect(), next)
+    }
+
+    /// Whether `order` is an order number this roster handed out (so a cursor made of it is
+    /// one the server made).
+    pub(crate) fn issued(&self, order: u64) -> bool {
+        order <= self.last_order
+    }
+
+    /// Members in join order.
+    pub(crate) fn in_join_order(&self) -> impl Iterator<Item = &UserUuid> {
+        self.order.values()
     }
 
     /// Points the member at `slot` at another connection.
@@ -79,6 +120,7 @@ impl Roster {
     }
 
     /// Members in slot order.
+    #[cfg(test)]
     pub(crate) fn users(&self) -> &[UserUuid] {
         &self.users
     }
@@ -100,14 +142,33 @@ mod tests {
     #[test]
     fn remove_reports_the_moved_member() {
         let mut r = Roster::default();
-        assert_eq!(r.push(user("a"), ConnId(1)), 0);
-        assert_eq!(r.push(user("b"), ConnId(2)), 1);
-        assert_eq!(r.push(user("c"), ConnId(3)), 2);
-        assert_eq!(r.remove(0), Some(&user("c")));
+        let a = r.push(user("a"), ConnId(1));
+        assert_eq!(a, Place { slot: 0, order: 1 });
+        let b = r.push(user("b"), ConnId(2));
+        assert_eq!(b, Place { slot: 1, order: 2 });
+        assert_eq!(r.push(user("c"), ConnId(3)), Place { slot: 2, order: 3 });
+        assert_eq!(r.remove(a), Some(&user("c")));
         assert_eq!(r.users(), &[user("c"), user("b")]);
-        assert_eq!(r.remove(1), None);
+        assert_eq!(r.remove(Place { slot: 1, order: b.order }), None);
         let a = r.audience(None);
         assert_eq!(a.iter().collect::<Vec<_>>(), vec![ConnId(3)]);
+    }
+
+    #[test]
+    fn pages_follow_join_order_and_skip_the_departed() {
+        let mut r = Roster::default();
+        let places: Vec<Place> = ["a", "b", "c", "d"].iter().map(|u| r.push(user(u), ConnId(0))).collect();
+        let (page, next) = r.page(0, 2);
+        assert_eq!(page, vec![&user("a"), &user("b")]);
+        assert_eq!(next, Some(2));
+        r.remove(places[2]); // c leaves between pages
+        r.push(user("e"), ConnId(0)); // e joins between pages
+        let (page, next) = r.page(2, 2);
+        assert_eq!(page, vec![&user("d"), &user("e")]);
+        assert_eq!(next, None);
+        assert!(r.issued(5) && !r.issued(6));
+        let all: Vec<_> = r.in_join_order().collect();
+        assert_eq!(all, vec![&user("a"), &user("b"), &user("d"), &user("e")]);
     }
 
     #[test]

@@ -169,10 +169,13 @@ fn c_join_room_announces_the_joiner_to_the_others_only() {
     assert_eq!((members[0].name.as_str(), members[0].role), ("Carol", Role::Member));
     assert!(!members[0].is_in_chatroom);
     let Response::JoinRoom(out) = o.ok() else { panic!() };
-    let mut names: Vec<_> = out.members.iter().map(|m| m.uuid.to_string()).collect();
-    names.sort();
-    assert_eq!(names, ["alice", "bob", "carol"]);
+    let names: Vec<_> = out.members.iter().map(|m| m.uuid.to_string()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"], "a small room is complete, in join order");
+    assert_eq!(out.next_cursor, None);
     assert_eq!(out.room.room_uuid, room("r1"));
+    assert_eq!(out.member.uuid, c.uuid());
+    assert_eq!(out.host, None, "nobody joined as host");
+    assert_eq!(out.counts, roomkit_protocol::MemberCounts { room: 3, chatroom: 0 });
 
     // Joining again on the same connection changes nothing and tells nobody.
     let o = h.ok(&c, join("r1", "Carol"));
@@ -288,7 +291,10 @@ fn c_only_the_creator_may_join_as_host() {
     let o = h.ok(&a, join_host("r1", "Alice"));
     let Response::JoinRoom(out) = o.ok() else { panic!() };
     assert_eq!(out.members[0].role, Role::Host);
-    h.ok(&b, join("r1", "Bob"));
+    assert_eq!(out.host.as_ref(), Some(&out.member), "the host joiner is its own host");
+    let o = h.ok(&b, join("r1", "Bob"));
+    let Response::JoinRoom(out) = o.ok() else { panic!() };
+    assert_eq!(out.host.as_ref().map(|m| (m.uuid.to_string(), m.role)), Some(("alice".into(), Role::Host)));
     let roles: BTreeMap<_, _> =
         h.reg.members(&room("r1")).unwrap().into_iter().map(|m| (m.uuid.to_string(), m.role)).collect();
     assert_eq!(roles, BTreeMap::from([("alice".into(), Role::Host), ("bob".into(), Role::Member)]));

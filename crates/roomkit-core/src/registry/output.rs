@@ -22,6 +22,9 @@ use crate::{
 /// after every input and after every [`handle_commit`](crate::RoomRegistry::handle_commit).
 #[derive(Debug)]
 #[must_use]
+// A reply is the most common output and lives only until the driver takes it: boxing it
+// would cost an allocation per request to save queue bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Answer request `request_id` of connection `conn`.
     Reply {

@@ -1,5 +1,5 @@
 //! The registry's deadlines: rooms that may have been empty for the idle timeout, members
-//! whose connection may have been gone for the reconnect grace period.
+//! whose connection may have been gone for the reconnect grace period, presence digests.
 
 use std::{cmp::Reverse, collections::BinaryHeap};
 
@@ -13,6 +13,9 @@ pub(crate) enum Timer {
     RoomIdle(RoomUuid),
     /// The member's connection may have been gone for the reconnect grace period.
     Grace(RoomUuid, UserUuid),
+    /// The room's pending `members_changed` digest may be due. Stale once the room ends (a
+    /// room of the same uuid made later checks its own digest's due time).
+    Digest(RoomUuid),
 }
 
 /// Deadlines in the order they come due.
@@ -30,6 +33,11 @@ impl TimerTable {
     /// The detached member may leave `grace_ms` after `now`.
     pub(crate) fn arm_grace(&mut self, now: u64, grace_ms: u64, room: RoomUuid, user: UserUuid) {
         self.heap.push(Reverse((now.saturating_add(grace_ms), Timer::Grace(room, user))));
+    }
+
+    /// The room's digest is due at `due`.
+    pub(crate) fn arm_digest(&mut self, due: u64, room: RoomUuid) {
+        self.heap.push(Reverse((due, Timer::Digest(room))));
     }
 
     /// The earliest timer due at `now`, removed.

@@ -8,7 +8,7 @@ use roomkit_protocol::{
     Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Role, SharedMessage, UserUuid,
 };
 
-use super::{Caller, Room};
+use super::{Caller, Change, Room};
 use crate::{
     chatroom::{Chatroom, Draft},
     config::MAX_HISTORY_LIMIT,
@@ -39,6 +39,7 @@ impl Room {
     /// the chatroom's newest sequence number and, with `history_count`, its last messages.
     pub(crate) fn join_chatroom(
         &mut self,
+        now: u64,
         caller: Caller<'_>,
         request_id: u64,
         history_count: Option<u32>,
@@ -47,9 +48,15 @@ impl Room {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
         if let Some(member) = self.enter_chatroom(caller.user()) {
-            let event =
-                Event::MemberJoinChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
-            out.deliver(self.audience(None), event);
+            if self.presence.per_member() {
+                let room_uuid = self.info.room_uuid.clone();
+                out.deliver(
+                    self.audience(None),
+                    Event::MemberJoinChatroom { room_uuid, members: vec![member] },
+                );
+            } else {
+                self.presence.record(now, Change::EnteredChatroom, &member);
+            }
         } // else already inside: success, no second event
         let range = match history_count {
             Some(_) => HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
@@ -62,15 +69,26 @@ impl Room {
     }
 
     /// `leave_chatroom`, announced to the others.
-    pub(crate) fn leave_chatroom(&mut self, caller: Caller<'_>, out: &mut Outputs) -> Result<(), Error> {
+    pub(crate) fn leave_chatroom(
+        &mut self,
+        now: u64,
+        caller: Caller<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
         let Some(member) = self.exit_chatroom(caller.user()) else {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
         };
-        let event =
-            Event::MemberLeaveChatroom { room_uuid: self.info.room_uuid.clone(), members: vec![member] };
-        out.deliver(self.audience(Some(caller.conn)), event);
+        if self.presence.per_member() {
+            let room_uuid = self.info.room_uuid.clone();
+            out.deliver(
+                self.audience(Some(caller.conn)),
+                Event::MemberLeaveChatroom { room_uuid, members: vec![member] },
+            );
+        } else {
+            self.presence.record(now, Change::LeftChatroom, &member);
+        }
         Ok(())
     }
 

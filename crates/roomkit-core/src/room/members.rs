@@ -6,7 +6,7 @@ use roomkit_protocol::{
     EndReason, Event, Role, RoomInfo, RoomMember, UserUuid,
 };
 
-use super::{Caller, Room};
+use super::{Caller, Change, Room};
 use crate::{
     registry::Outputs,
     validate::{check_bytes, check_chars, check_properties},
@@ -53,7 +53,7 @@ impl Room {
             return Err(Error::bad("max_members", "must be at least 1"));
         }
         check_properties("initial_room_properties", &p.initial_room_properties, config)?;
-        Ok(Self::new_created(now, identity, p, password, config.dedupe_window))
+        Ok(Self::new_created(now, identity, p, password, config))
     }
 
     fn new_created(
@@ -61,7 +61,7 @@ impl Room {
         identity: &Identity,
         p: CreateRoom,
         password: Option<String>,
-        dedupe: usize,
+        config: &CoreConfig,
     ) -> Self {
         let info = RoomInfo {
             room_uuid: p.room_uuid,
@@ -74,7 +74,7 @@ impl Room {
             has_password: password.is_some(),
             created_at: now,
         };
-        Room::new(info, password, dedupe)
+        Room::new(info, password, config)
     }
 
     /// The checks of `join_room` that need no room: grants and fields.
@@ -134,11 +134,15 @@ impl Room {
             properties: p.initial_my_properties,
             is_in_chatroom: false,
         };
+        self.resize_presence(self.member_count() + 1, out);
         self.add(info.clone(), caller.conn);
-        let audience = self.audience(Some(caller.conn));
-        let output = self.join_output(user);
-        out.deliver(audience, Event::MemberJoinRoom { room_uuid: p.room_uuid, members: vec![info] });
-        Ok(Joined { output, displaced })
+        if self.presence.per_member() {
+            let audience = self.audience(Some(caller.conn));
+            out.deliver(audience, Event::MemberJoinRoom { room_uuid: p.room_uuid, members: vec![info] });
+        } else {
+            self.presence.record(now, Change::JoinedRoom, &info);
+        }
+        Ok(Joined { output: self.join_output(user), displaced })
     }
 
     /// Lock, password, capacity and host role, for a join that is not a silent return.
@@ -168,17 +172,6 @@ impl Room {
         Ok(())
     }
 
-    fn join_output(&self, user: &UserUuid) -> JoinRoomOutput {
-        let members = self.members();
-        let member = self.members[user].info.clone();
-        let host = members.iter().find(|m| m.role == Role::Host).cloned();
-        let counts = roomkit_protocol::MemberCounts {
-            room: members.len() as u64,
-            chatroom: members.iter().filter(|m| m.is_in_chatroom).count() as u64,
-        };
-        JoinRoomOutput { room: self.info.clone(), member, host, counts, members, next_cursor: None }
-    }
-
     /// `leave_room`.
     pub(crate) fn leave(&mut self, now: u64, caller: Caller<'_>, out: &mut Outputs) -> Result<Left, Error> {
         self.member_on(caller.conn, caller.user())?;
@@ -196,21 +189,58 @@ impl Room {
         ended: Option<EndReason>,
         out: &mut Outputs,
     ) -> Option<Left> {
+        self.member(user)?;
         let was_in_chatroom = self.is_in_chatroom(user);
+        self.resize_presence(self.member_count() - 1, out);
         let member = self.remove(user, now)?;
         let room_uuid = &self.info.room_uuid;
-        let others = self.audience(None);
         let mut info = member.info;
         info.is_in_chatroom = false;
-        if was_in_chatroom {
-            let event =
-                Event::MemberLeaveChatroom { room_uuid: room_uuid.clone(), members: vec![info.clone()] };
-            out.deliver(others.clone(), event);
+        if !self.presence.per_member() {
+            if was_in_chatroom {
+                self.presence.record(now, Change::LeftChatroom, &info);
+            }
+            self.presence.record(now, Change::LeftRoom, &info);
+        } else {
+            let others = self.audience(None);
+            if was_in_chatroom {
+                let event =
+                    Event::MemberLeaveChatroom { room_uuid: room_uuid.clone(), members: vec![info.clone()] };
+                out.deliver(others.clone(), event);
+            }
+            out.deliver(others, Event::MemberLeaveRoom { room_uuid: room_uuid.clone(), members: vec![info] });
         }
-        out.deliver(others, Event::MemberLeaveRoom { room_uuid: room_uuid.clone(), members: vec![info] });
+        let room_uuid = &self.info.room_uuid;
         if let Some(reason) = ended {
             out.deliver_to(member.conn, Event::RoomEnd { room_uuid: room_uuid.clone(), reason });
         }
         Some(Left { conn: member.conn, emptied: self.member_count() == 0 })
+    }
+}
+
+impl Room {
+    /// The room is about to have `count` members: if that changes its presence mode, the
+    /// digest gathered so far goes out first.
+    fn resize_presence(&mut self, count: usize, out: &mut Outputs) {
+        if let Some(pending) = self.presence.resize(count) {
+            self.send_digest(pending, out);
+        }
+    }
+
+    /// Sends the pending digest if it is due at `now` (the registry's digest timer fired).
+    pub(crate) fn digest_due(&mut self, now: u64, out: &mut Outputs) {
+        if let Some(pending) = self.presence.take_due(now) {
+            self.send_digest(pending, out);
+        }
+    }
+
+    /// When a digest timer must be armed for this room, once.
+    pub(crate) fn take_digest_timer(&mut self) -> Option<u64> {
+        self.presence.take_arm()
+    }
+
+    fn send_digest(&mut self, pending: super::presence::Pending, out: &mut Outputs) {
+        let digest = pending.into_event(self.info.room_uuid.clone(), self.counts());
+        out.deliver(self.audience(None), Event::MembersChanged(Box::new(digest)));
     }
 }
