@@ -61,3 +61,88 @@ async fn close_all(members: &[&Member]) {
         within("closing a client", m.kit.close()).await;
     }
 }
+
+/// A server whose rooms switch to digests past two members, digest every 20 ms, and answer a
+/// join with a page of two.
+fn digest_server() -> (ServerHandle, MemoryConnector) {
+    let mut config = server_config(0);
+    config.core.presence_per_member_max = 2;
+    config.core.presence_digest_ms = 20;
+    config.core.join_member_page = 2;
+    memory_server(config)
+}
+
+/// Every member's `user`s, page by page with `limit`, through `fetch`.
+async fn page_all<F, Fut>(limit: u32, fetch: F) -> Vec<String>
+where
+    F: Fn(Option<String>, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<roomkit_client::MembersPage, roomkit_client::Error>>,
+{
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = within("a page of members", fetch(cursor.take(), limit)).await.expect("a page");
+        assert!(page.members.len() <= limit as usize);
+        seen.extend(page.members.iter().map(|m| m.uuid.to_string()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_digest_mode_the_named_members_fire_the_neroom_callbacks_and_counts_track() {
+    let (server, connector) = digest_server();
+    let alice =
+        login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
+    create_room(&alice, ROOM).await;
+    let alice = Member::join(alice, ROOM).await;
+    let bob = member(&connector, "bob").await;
+    let carol = member(&connector, "carol").await;
+    // Past two members: joins come as digests from now on. The one naming carol is out first.
+    eventually("alice counts carol", || alice.ctx.member_counts() == counts(3, 3)).await;
+    let mark = alice.recorder.len();
+    let dave = member(&connector, "dave").await;
+    let erin = member(&connector, "erin").await;
+    eventually("alice counts dave and erin", || alice.ctx.member_counts() == counts(5, 5)).await;
+    let told = alice.recorder.since(mark);
+    for user in ["dave", "erin"] {
+        assert_eq!(member_events_of(&told, user), ["join_room", "join_chatroom"], "{user}: {told:?}");
+        assert!(alice.ctx.get_member(user).is_some_and(|m| m.is_in_chatroom), "{user} is seen");
+    }
+    assert_eq!(alice.recorder.counts().last(), Some(&counts(5, 5)), "the last count told is the truth");
+
+    // Dave's join answer showed a page of two, the host and himself; paging shows everyone once.
+    eventually("dave counts erin", || dave.ctx.member_counts() == counts(5, 5)).await;
+    assert!(dave.ctx.get_member("carol").is_none(), "carol was neither on dave's page nor named to him");
+    let mut everyone = page_all(2, |c, l| {
+        let ctx = dave.ctx.clone();
+        async move { ctx.fetch_room_members(c.as_deref(), l).await }
+    })
+    .await;
+    assert_eq!(everyone, ["alice", "bob", "carol", "dave", "erin"], "join order, each once");
+    everyone.sort();
+    let mut remote: Vec<String> = dave.ctx.remote_members().iter().map(|m| m.uuid.to_string()).collect();
+    remote.sort();
+    assert_eq!(remote, ["alice", "bob", "carol", "erin"], "the pages fetched are seen");
+    let chatting = page_all(3, |c, l| {
+        let chat = dave.chat.clone();
+        async move { chat.fetch_chatroom_members(c.as_deref(), l).await }
+    })
+    .await;
+    assert_eq!(chatting.len(), 5, "{chatting:?}");
+
+    // Erin leaves: the others are told by digest, leave of the chatroom before the room's.
+    let mark = alice.recorder.len();
+    within("erin leaves", erin.ctx.leave_room()).await.expect("leave");
+    for m in [&alice, &bob, &carol, &dave] {
+        eventually(&format!("{} counts erin out", m.user), || m.ctx.member_counts() == counts(4, 4)).await;
+    }
+    assert_eq!(member_events_of(&alice.recorder.since(mark), "erin"), ["leave_chatroom", "leave_room"]);
+    assert!(alice.ctx.get_member("erin").is_none());
+    let info = within("get_room_info", bob.ctx.get_room_info()).await.expect("room info");
+    assert_eq!(info.counts, counts(4, 4));
+    close_all(&[&alice, &bob, &carol, &dave]).await;
+    server.shutdown().await;
+}

@@ -24,6 +24,7 @@ use roomkit_client::{
     CreateRoomParams, EndReason, FetchHistoryOptions, IntoConnector, JoinRoomOptions, JoinRoomParams,
     MemberCounts, ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
 };
+use roomkit_core::config::MessageRate;
 use roomkit_core::transport::{CloseReason, Connection, Connector, FrameSink, FrameStream, TransportError};
 use roomkit_server::{RateLimit, ServerConfig};
 use roomkit_transport_memory::MemoryConnector;
@@ -61,11 +62,14 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     .await;
 }
 
-/// A server configuration with the given reconnect grace period and no practical rate limit
-/// (the tests send as fast as acknowledgements come back).
+/// A server configuration with the given reconnect grace period and no practical rate limit,
+/// of requests or of chatroom messages (the tests send as fast as acknowledgements come
+/// back, past NERoom's 20 messages per second per member).
 pub fn server_config(grace_ms: u64) -> ServerConfig {
     let mut config = ServerConfig::default();
     config.core.reconnect_grace_ms = grace_ms;
+    config.core.member_message_rate = MessageRate::UNLIMITED;
+    config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: 1_000_000 };
     config
 }

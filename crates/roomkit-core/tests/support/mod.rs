@@ -469,7 +469,11 @@ pub fn describe(e: &Event) -> String {
         Event::RoomLockStateChanged { locked, .. } => format!("locked {locked}"),
         Event::MembersChanged(d) => format!(
             "members_changed {}/{} +{} -{} chat +{} -{}",
-            d.counts.room, d.counts.chatroom, d.joined_count, d.left_count, d.chatroom_joined_count,
+            d.counts.room,
+            d.counts.chatroom,
+            d.joined_count,
+            d.left_count,
+            d.chatroom_joined_count,
             d.chatroom_left_count
         ),
         other => format!("{other:?}"),
