@@ -37,7 +37,7 @@ pub(crate) fn message(m: &ChatMessage, me: &UserUuid, name_of: impl Fn(&UserUuid
     }
     match &m.body {
         MessageBody::Text { text } => format!("[{time}] {from}: {}", clean(text)),
-        MessageBody::Custom { attach_str } if !m.persist && attach_str == crate::chat::LIKE => {
+        MessageBody::Custom { attach_str } if attach_str == crate::chat::LIKE => {
             format!("[{time}] {from} sent a like")
         }
         MessageBody::Custom { attach_str } => {
