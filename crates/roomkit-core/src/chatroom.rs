@@ -6,9 +6,11 @@ use std::{
     sync::Arc,
 };
 
-use roomkit_protocol::{ChatMessage, ChatroomType, MessageBody, MessageUuid, SharedMessage, UserUuid};
+use roomkit_protocol::{
+    ChatMessage, ChatroomType, MessageBody, MessageUuid, Priority, SharedMessage, UserUuid,
+};
 
-use crate::roster::Roster;
+use crate::{config::MessageRate, rate::TokenBucket, roster::Roster};
 
 /// The chatroom of a room created with `enable_chatroom`.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub(crate) struct Chatroom {
     recent_ids: HashMap<MessageUuid, SharedMessage>,
     recent_order: VecDeque<MessageUuid>,
     dedupe_capacity: usize,
+    /// The chatroom's message rate cap, shared by all its senders.
+    pub(crate) rate: TokenBucket,
 }
 
 /// A message about to be accepted: everything but its number and time.
@@ -36,16 +40,19 @@ pub(crate) struct Draft {
     pub(crate) from_backend: bool,
     pub(crate) to: Option<Vec<UserUuid>>,
     pub(crate) body: MessageBody,
+    /// Set by the rules that accept it (see [`Priority`]).
+    pub(crate) priority: Priority,
 }
 
 impl Chatroom {
-    pub(crate) fn new(dedupe_capacity: usize) -> Self {
+    pub(crate) fn new(dedupe_capacity: usize, rate: MessageRate) -> Self {
         Self {
             roster: Roster::default(),
             next_seq: 1,
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),
             dedupe_capacity,
+            rate: TokenBucket::new(rate),
         }
     }
 
@@ -58,26 +65,15 @@ impl Chatroom {
     pub(crate) fn accept(&mut self, now: u64, draft: Draft) -> SharedMessage {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let message_uuid = draft.id.unwrap_or_else(|| {
-            MessageUuid::new(format!("{}{now}-{seq}", draft.id_prefix)).expect("a letter, digits and a dash")
-        });
-        let message = Arc::new(ChatMessage {
-            message_uuid,
-            seq,
-            chatroom_type: ChatroomType::Common,
-            from_user_uuid: draft.from,
-            from_nick: draft.from_nick,
-            from_avatar: draft.from_avatar,
-            from_backend: draft.from_backend,
-            to_user_uuid_list: draft.to,
-            time: now,
-            recalled: false,
-            priority: roomkit_protocol::Priority::Normal,
-            persist: true,
-            body: draft.body,
-        });
+        let message = stamp(now, seq, draft, true);
         self.remember(Arc::clone(&message));
         message
+    }
+
+    /// Accepts an ephemeral message (`persist: false`) at `now`: not numbered (seq 0), not
+    /// remembered (so neither deduplicated nor recallable), low priority.
+    pub(crate) fn accept_ephemeral(&mut self, now: u64, draft: Draft) -> SharedMessage {
+        stamp(now, 0, Draft { priority: Priority::Low, ..draft }, false)
     }
 
     /// The message accepted earlier with this id, if it is still in the window.
@@ -113,4 +109,26 @@ impl Chatroom {
             self.recent_order.retain(|id| *id != message.message_uuid);
         }
     }
+}
+
+/// The message `draft` becomes, numbered `seq` at `now`.
+fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
+    let message_uuid = draft.id.unwrap_or_else(|| {
+        MessageUuid::new(format!("{}{now}-{seq}", draft.id_prefix)).expect("a letter, digits and a dash")
+    });
+    Arc::new(ChatMessage {
+        message_uuid,
+        seq,
+        chatroom_type: ChatroomType::Common,
+        from_user_uuid: draft.from,
+        from_nick: draft.from_nick,
+        from_avatar: draft.from_avatar,
+        from_backend: draft.from_backend,
+        to_user_uuid_list: draft.to,
+        time: now,
+        recalled: false,
+        priority: draft.priority,
+        persist,
+        body: draft.body,
+    })
 }

@@ -67,6 +67,17 @@ pub enum Error {
     /// No such message.
     #[error("message `{0}` not found")]
     MessageNotFound(MessageUuid),
+    /// The member sends chatroom messages faster than `member_message_rate` allows.
+    #[error("sending messages too fast: at most {per_second} per second (bursts of {burst})")]
+    MessageRateLimited {
+        /// The rate.
+        per_second: u32,
+        /// The burst.
+        burst: u32,
+    },
+    /// The chatroom is at its `chatroom_message_rate` cap for a message of this priority.
+    #[error("the chatroom of room `{0}` is at its message rate cap: retry later")]
+    ChatroomRateLimited(RoomUuid),
     /// The store could not make the message durable: it was neither kept nor delivered, and
     /// a retry with the same message id stores it as new.
     #[error("the message could not be stored")]
@@ -92,6 +103,8 @@ impl Error {
             Error::NotInChatroom(_) => Code::NOT_IN_CHATROOM,
             Error::MessageTooLong { .. } => Code::MESSAGE_TOO_LONG,
             Error::MessageNotFound(_) => Code::MESSAGE_NOT_FOUND,
+            Error::MessageRateLimited { .. } => Code::MESSAGE_RATE_LIMITED,
+            Error::ChatroomRateLimited(_) => Code::CHATROOM_RATE_LIMITED,
             Error::NotStored => Code::INTERNAL,
         }
     }

@@ -15,6 +15,7 @@ mod chatroom;
 pub mod config;
 mod error;
 mod identity;
+mod rate;
 mod registry;
 mod room;
 mod roster;
@@ -25,7 +26,7 @@ mod validate;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use config::CoreConfig;
+pub use config::{CoreConfig, MessageRate};
 pub use error::Error;
 pub use identity::{Grants, Identity, RoomGrant};
 pub use registry::{HistoryRequest, Output, RoomRegistry};

@@ -129,8 +129,12 @@ impl RoomRegistry {
         request: Request,
     ) {
         let caller = Caller { conn, identity };
-        let acknowledges_message =
-            matches!(request, Request::SendTextMessage(_) | Request::SendCustomMessage(_));
+        // An ephemeral message is stored nowhere: its answer never waits on a commit's fate.
+        let acknowledges_message = match &request {
+            Request::SendTextMessage(_) => true,
+            Request::SendCustomMessage(p) => p.persist,
+            _ => false,
+        };
         let room_uuid = request.room_uuid().cloned();
         let dispatched = self.dispatch(now, caller, request_id, request);
         if let Some(room_uuid) = room_uuid {
@@ -198,13 +202,23 @@ impl RoomRegistry {
             Request::SendTextMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
                 let body = roomkit_protocol::MessageBody::Text { text: p.text };
-                let send = crate::room::Send { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body };
+                let send = crate::room::Send {
+                    message_uuid: p.message_uuid,
+                    to: p.to_user_uuid_list,
+                    body,
+                    persist: true,
+                };
                 Response::SendTextMessage(room.send(now, config, caller, send, out)?)
             }
             Request::SendCustomMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
                 let body = roomkit_protocol::MessageBody::Custom { attach_str: p.attach_str };
-                let send = crate::room::Send { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body };
+                let send = crate::room::Send {
+                    message_uuid: p.message_uuid,
+                    to: p.to_user_uuid_list,
+                    body,
+                    persist: p.persist,
+                };
                 Response::SendCustomMessage(room.send(now, config, caller, send, out)?)
             }
             Request::FetchChatroomHistory(p) => {

@@ -16,6 +16,8 @@ use roomkit_protocol::{MemberCounts, Role, RoomInfo, RoomMember, UserUuid};
 
 use crate::{
     chatroom::Chatroom,
+    config::MessageRate,
+    rate::TokenBucket,
     roster::{Place, Roster},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -48,6 +50,8 @@ pub(crate) struct Member {
     /// Since when the member's connection has been gone (it may come back within the
     /// reconnect grace period without anyone noticing).
     pub(crate) detached_since: Option<u64>,
+    /// The member's chatroom message rate.
+    sending: TokenBucket,
 }
 
 /// A live room.
@@ -66,11 +70,14 @@ pub(crate) struct Room {
     join_member_page: usize,
     /// How members learn of each other's comings and goings, by the room's size.
     presence: presence::Presence,
+    /// Each member's chatroom message rate.
+    member_rate: MessageRate,
 }
 
 impl Room {
     pub(crate) fn new(info: RoomInfo, password: Option<String>, config: &CoreConfig) -> Self {
-        let chatroom = info.chatroom_enabled.then(|| Chatroom::new(config.dedupe_window));
+        let chatroom =
+            info.chatroom_enabled.then(|| Chatroom::new(config.dedupe_window, config.chatroom_message_rate));
         let empty_since = Some(info.created_at);
         Self {
             info,
@@ -82,6 +89,7 @@ impl Room {
             empty_since,
             join_member_page: config.join_member_page,
             presence: presence::Presence::new(config),
+            member_rate: config.member_message_rate,
         }
     }
 
@@ -159,7 +167,9 @@ impl Room {
         if info.role == Role::Host {
             self.host = Some(user.clone());
         }
-        self.members.insert(user, Member { info, conn, room_place, chat_place: None, detached_since: None });
+        let sending = TokenBucket::new(self.member_rate);
+        let member = Member { info, conn, room_place, chat_place: None, detached_since: None, sending };
+        self.members.insert(user, member);
         self.empty_since = None;
     }
 

@@ -782,7 +782,7 @@ fn l_history_default_limit_is_100() {
     let a = alice();
     h.setup(&a, "r1", &[&a], &[&a]);
     for i in 1..=120 {
-        h.advance(1);
+        h.advance(50); // the member's message rate: 20 per second
         h.ok(&a, text("r1", &format!("m{i}")));
     }
     let got = h.ok(&a, fetch("r1", None, None, HistoryOrder::Desc)).history();
@@ -1065,6 +1065,32 @@ enum Op {
     Disconnect(usize),
     /// The user starts using a new connection; the old one stays open (and in its rooms).
     NewDevice(usize),
+    /// The registry's timers run (presence digests come due).
+    Tick,
+}
+
+/// The model's presence thresholds: per-member events up to 3 members, digests above, back to
+/// per-member events at 1 member or fewer (34 % hysteresis); a digest 3 ms after the first
+/// change. Small, so that random sequences cross them both ways.
+const PER_MEMBER_MAX: usize = 3;
+const PER_MEMBER_BACK: usize = 1;
+const DIGEST_MS: u64 = 3;
+
+fn model_config() -> CoreConfig {
+    config(|c| {
+        c.presence_per_member_max = PER_MEMBER_MAX;
+        c.presence_hysteresis_percent = 34;
+        c.presence_digest_ms = DIGEST_MS;
+        // Rates have tests of their own; a random sequence may send in bursts.
+        c.member_message_rate = roomkit_core::MessageRate::UNLIMITED;
+    })
+}
+
+/// A digest being gathered by the model: when it is due, and joined / left room / chatroom.
+#[derive(Debug, Clone, Default)]
+struct ModelDigest {
+    due: u64,
+    counts: [u64; 4],
 }
 
 /// An operation, and whether to steer it (see [`Model::steer`]) towards an actor for whom it
@@ -1080,6 +1106,7 @@ fn op_strategy() -> impl Strategy<Value = (Op, bool)> {
         3 => (0..USERS, 0..ROOMS, 0..USERS).prop_map(|(u, r, t)| Op::Direct(u, r, t)),
         1 => (0..USERS).prop_map(Op::Disconnect),
         1 => (0..USERS).prop_map(Op::NewDevice),
+        2 => Just(Op::Tick),
     ];
     (op, proptest::bool::weighted(0.8))
 }
@@ -1106,6 +1133,11 @@ struct Model {
     next_conn: u64,
     /// Per room: the last sequence number.
     seq: Vec<u64>,
+    /// Per room: whether it is in digest mode, and its pending digest.
+    digest_mode: Vec<bool>,
+    pending: Vec<Option<ModelDigest>>,
+    /// The time, as the harness has it.
+    now: u64,
 }
 
 impl Model {
@@ -1116,7 +1148,41 @@ impl Model {
             devices: (0..USERS).map(|u| vec![ConnId(u as u64 + 1)]).collect(),
             next_conn: 100,
             seq: vec![0; ROOMS],
+            digest_mode: vec![false; ROOMS],
+            pending: vec![None; ROOMS],
+            now: 0,
         }
+    }
+
+    /// Exact counts of room `r`: members, and of them in the chatroom.
+    fn counts(&self, r: usize) -> (u64, u64) {
+        let m = &self.rooms[r];
+        (m.len() as u64, m.values().filter(|x| x.1).count() as u64)
+    }
+
+    /// Sends room `r`'s pending digest to every member, if there is one.
+    fn flush(&mut self, ex: &mut Expected, r: usize) {
+        let Some(d) = self.pending[r].take() else { return };
+        let (room, chat) = self.counts(r);
+        let [j, l, cj, cl] = d.counts;
+        for (c, _) in self.rooms[r].values() {
+            Self::push(ex, *c, r, format!("members_changed {room}/{chat} +{j} -{l} chat +{cj} -{cl}"));
+        }
+    }
+
+    /// Room `r` is about to have `count` members: a change of mode sends the pending digest.
+    fn resize(&mut self, ex: &mut Expected, r: usize, count: usize) {
+        let digest = if self.digest_mode[r] { count > PER_MEMBER_BACK } else { count > PER_MEMBER_MAX };
+        if digest != self.digest_mode[r] {
+            self.flush(ex, r);
+            self.digest_mode[r] = digest;
+        }
+    }
+
+    /// Counts change `i` (0 joined, 1 left, 2 entered the chatroom, 3 left it) in the digest.
+    fn record(&mut self, r: usize, i: usize) {
+        let due = self.now + DIGEST_MS;
+        self.pending[r].get_or_insert_with(|| ModelDigest { due, ..Default::default() }).counts[i] += 1;
     }
 
     fn conn(&self, u: usize) -> ConnId {
@@ -1158,7 +1224,7 @@ impl Model {
                 pick(u, pairs(&|x, r| r == 0 && self.conn_rooms.contains_key(&self.conn(x))))
                     .map(|(u, _)| Op::Disconnect(u))
             }
-            Op::NewDevice(_) => None,
+            Op::NewDevice(_) | Op::Tick => None,
         };
         steered.unwrap_or_else(|| op.clone())
     }
@@ -1176,15 +1242,23 @@ impl Model {
     }
 
     fn remove(&mut self, ex: &mut Expected, u: usize, r: usize, kicked: bool) {
+        self.resize(ex, r, self.rooms[r].len() - 1);
         let (conn, chat) = self.rooms[r].remove(&u).expect("member");
         let others: Vec<ConnId> = self.rooms[r].values().map(|(c, _)| *c).collect();
-        if chat {
-            for o in &others {
-                Self::push(ex, *o, r, format!("leave_chatroom {}", uname(u)));
+        if self.digest_mode[r] {
+            if chat {
+                self.record(r, 3);
             }
-        }
-        for o in &others {
-            Self::push(ex, *o, r, format!("leave_room {}", uname(u)));
+            self.record(r, 1);
+        } else {
+            if chat {
+                for o in &others {
+                    Self::push(ex, *o, r, format!("leave_chatroom {}", uname(u)));
+                }
+            }
+            for o in &others {
+                Self::push(ex, *o, r, format!("leave_room {}", uname(u)));
+            }
         }
         if kicked {
             Self::push(ex, conn, r, "room_end KickedByOtherDevice".into());
@@ -1211,8 +1285,13 @@ impl Model {
                         if previous.is_some() {
                             self.remove(&mut ex, u, r, true);
                         }
-                        for (c, _) in self.rooms[r].values() {
-                            Self::push(&mut ex, *c, r, format!("join_room {}", uname(u)));
+                        self.resize(&mut ex, r, self.rooms[r].len() + 1);
+                        if self.digest_mode[r] {
+                            self.record(r, 0);
+                        } else {
+                            for (c, _) in self.rooms[r].values() {
+                                Self::push(&mut ex, *c, r, format!("join_room {}", uname(u)));
+                            }
                         }
                         self.rooms[r].insert(u, (conn, false));
                         self.conn_rooms.entry(conn).or_default().push(r);
@@ -1224,8 +1303,12 @@ impl Model {
             Op::JoinChatroom(u, r) => Some(self.member_here(u, r).map(|chat| {
                 if !chat {
                     self.rooms[r].get_mut(&u).expect("member").1 = true;
-                    for (c, _) in self.rooms[r].values() {
-                        Self::push(&mut ex, *c, r, format!("join_chatroom {}", uname(u)));
+                    if self.digest_mode[r] {
+                        self.record(r, 2);
+                    } else {
+                        for (c, _) in self.rooms[r].values() {
+                            Self::push(&mut ex, *c, r, format!("join_chatroom {}", uname(u)));
+                        }
                     }
                 }
             })),
@@ -1234,9 +1317,13 @@ impl Model {
                 Ok(false) => Err(Code::NOT_IN_CHATROOM),
                 Ok(true) => {
                     self.rooms[r].get_mut(&u).expect("member").1 = false;
-                    for (other, (c, _)) in &self.rooms[r] {
-                        if *other != u {
-                            Self::push(&mut ex, *c, r, format!("leave_chatroom {}", uname(u)));
+                    if self.digest_mode[r] {
+                        self.record(r, 3);
+                    } else {
+                        for (other, (c, _)) in &self.rooms[r] {
+                            if *other != u {
+                                Self::push(&mut ex, *c, r, format!("leave_chatroom {}", uname(u)));
+                            }
                         }
                     }
                     Ok(())
@@ -1288,6 +1375,18 @@ impl Model {
                 self.devices[u].push(fresh);
                 None
             }
+            Op::Tick => {
+                // Due digests go out in the order they came due.
+                let mut due: Vec<(u64, usize)> = (0..ROOMS)
+                    .filter_map(|r| self.pending[r].as_ref().map(|d| (d.due, r)))
+                    .filter(|(at, _)| *at <= self.now)
+                    .collect();
+                due.sort();
+                for (_, r) in due {
+                    self.flush(&mut ex, r);
+                }
+                None
+            }
         };
         (reply, ex, seq)
     }
@@ -1306,7 +1405,7 @@ fn actual_events(deliveries: &[(ConnId, Event)]) -> Result<Expected, TestCaseErr
 }
 
 fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
-    let mut h = Harness::default();
+    let mut h = Harness::new(model_config());
     let owner = User::new("owner", 1_000);
     for r in 0..ROOMS {
         h.ok(&owner, create(&rname(r), true));
@@ -1315,6 +1414,7 @@ fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
     for (step, (op, steer)) in ops.iter().enumerate() {
         let op = &if *steer { model.steer(op) } else { op.clone() };
         h.advance(1);
+        model.now = h.now;
         let (user, room_ix) = match *op {
             Op::JoinRoom(u, r)
             | Op::LeaveRoom(u, r)
@@ -1323,6 +1423,7 @@ fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
             | Op::Broadcast(u, r)
             | Op::Direct(u, r, _) => (u, Some(r)),
             Op::Disconnect(u) | Op::NewDevice(u) => (u, None),
+            Op::Tick => (0, None),
         };
         let who = User { id: Identity::unrestricted(uid(&uname(user))), conn: model.conn(user) };
         let r = room_ix.map(rname).unwrap_or_default();
@@ -1333,7 +1434,7 @@ fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
             Op::LeaveChatroom(..) => Some(leave_chat(&r).into()),
             Op::Broadcast(..) => Some(text(&r, &format!("step {step}")).into()),
             Op::Direct(_, _, t) => Some(direct(&r, &[&uname(t)], &format!("step {step}")).into()),
-            Op::Disconnect(_) | Op::NewDevice(_) => None,
+            Op::Disconnect(_) | Op::NewDevice(_) | Op::Tick => None,
         };
         let (expected_reply, expected_events, expected_seq) = model.apply(op);
         let deliveries = match request {
@@ -1352,7 +1453,11 @@ fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
                 o.out.deliveries
             }
             None => {
-                let d = if matches!(op, Op::Disconnect(_)) { h.disconnect(who.conn) } else { h.drain() };
+                let d = match op {
+                    Op::Disconnect(_) => h.disconnect(who.conn),
+                    Op::Tick => h.timeout_at(h.now),
+                    _ => h.drain(),
+                };
                 prop_assert!(d.replies.is_empty() && d.ended.is_empty());
                 d.deliveries
             }
@@ -1365,6 +1470,15 @@ fn run_model(ops: &[(Op, bool)]) -> Result<(), TestCaseError> {
             let want_chat: Vec<String> = members.iter().filter(|m| m.1 .1).map(|(u, _)| uname(*u)).collect();
             prop_assert_eq!(h.members(&rname(ri)), want, "step {}: members of r{}", step, ri);
             prop_assert_eq!(h.chatroom_members(&rname(ri)), want_chat, "step {}: chatroom of r{}", step, ri);
+            let (in_room, in_chatroom) = model.counts(ri);
+            let exact = roomkit_protocol::MemberCounts { room: in_room, chatroom: in_chatroom };
+            prop_assert_eq!(
+                h.reg.room_counts(&room(&rname(ri))),
+                Some(exact),
+                "step {}: counts of r{}",
+                step,
+                ri
+            );
             counts.0 += members.len();
             counts.1 += members.values().filter(|m| m.1).count();
         }
@@ -1412,6 +1526,26 @@ fn model_fixed_sequence() {
         LeaveRoom(2, 0),
         LeaveRoom(2, 0),
         Disconnect(1),
+        JoinRoom(1, 0),
+        // Past the presence threshold (3) and back below its hysteresis (1).
+        JoinRoom(2, 0),
+        JoinRoom(3, 0),
+        JoinRoom(4, 0),
+        JoinChatroom(4, 0),
+        Tick,
+        Tick,
+        Tick,
+        LeaveRoom(4, 0),
+        NewDevice(3),
+        JoinRoom(3, 0),
+        Tick,
+        Tick,
+        Tick,
+        Tick,
+        LeaveRoom(3, 0),
+        LeaveRoom(2, 0),
+        Disconnect(1),
+        Tick,
         JoinRoom(1, 0),
     ];
     let ops: Vec<_> = ops.into_iter().map(|op| (op, false)).collect();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use roomkit_protocol::{
     ops::{FetchChatroomHistory, RecallOutput, SendMessageOutput},
-    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Role, SharedMessage, UserUuid,
+    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
 };
 
 use super::{Caller, Change, Room};
@@ -24,6 +24,8 @@ pub(crate) struct Send {
     pub(crate) message_uuid: Option<MessageUuid>,
     pub(crate) to: Option<Vec<UserUuid>>,
     pub(crate) body: MessageBody,
+    /// `false` for an ephemeral message.
+    pub(crate) persist: bool,
 }
 
 impl Room {
@@ -94,6 +96,7 @@ impl Room {
 
     /// A member's message, to the whole chatroom but the sender, or to the listed members. A
     /// retry (an id this sender used before) answers the stored message and delivers nothing.
+    /// An ephemeral message is delivered without being stored or numbered.
     pub(crate) fn send(
         &mut self,
         now: u64,
@@ -104,6 +107,13 @@ impl Room {
     ) -> Result<SendMessageOutput, Error> {
         let sender = self.member_on(caller.conn, caller.user())?;
         let (from_nick, from_avatar) = (sender.info.name.clone(), sender.info.avatar.clone());
+        let priority = if !send.persist {
+            Priority::Low
+        } else if sender.info.role == Role::Host || caller.identity.grants.room_admin {
+            Priority::High
+        } else {
+            Priority::Normal
+        };
         self.chat()?;
         if !self.is_in_chatroom(caller.user()) {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
@@ -114,18 +124,13 @@ impl Room {
         if let Some(missing) = to.iter().flatten().find(|u| !self.is_in_chatroom(u)) {
             return Err(Error::MemberNotFound(missing.clone()));
         }
-        let audience = match &to {
-            Some(list) => Audience::only(
-                list.iter()
-                    .filter_map(|u| self.member(u))
-                    .map(|m| m.conn)
-                    .filter(|c| *c != caller.conn)
-                    .collect(),
-            ),
-            None => self.chat()?.roster.audience(Some(caller.conn)),
-        };
-        let chat = self.chat_mut()?;
-        if let Some(earlier) = send.message_uuid.as_ref().and_then(|id| chat.find_recent(id)) {
+        let audience = self.send_audience(caller.conn, to.as_deref())?;
+        let earlier = send
+            .message_uuid
+            .as_ref()
+            .filter(|_| send.persist)
+            .and_then(|id| self.chat().ok()?.find_recent(id));
+        if let Some(earlier) = earlier {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
             if earlier.from_user_uuid == *caller.user() {
@@ -133,6 +138,7 @@ impl Room {
             }
             return Err(Error::bad("message_uuid", "already used by another sender"));
         }
+        self.take_rate(now, caller.user(), priority)?;
         let draft = Draft {
             id: send.message_uuid,
             id_prefix: 's',
@@ -142,10 +148,63 @@ impl Room {
             from_backend: false,
             to,
             body: send.body,
+            priority,
         };
-        let message = chat.accept(now, draft);
-        out.message(&self.info.room_uuid, &message, audience);
+        let chat = self.chat_mut()?;
+        let message = if send.persist {
+            let message = chat.accept(now, draft);
+            out.message(&self.info.room_uuid, &message, audience);
+            message
+        } else {
+            let message = chat.accept_ephemeral(now, draft);
+            let room_uuid = self.info.room_uuid.clone();
+            out.deliver(
+                audience,
+                Event::ChatroomMessagesReceived { room_uuid, messages: vec![message.clone()] },
+            );
+            message
+        };
         Ok(SendMessageOutput { message })
+    }
+
+    /// Who receives a member's message: the listed members, or the whole chatroom, never the
+    /// sender.
+    fn send_audience(&self, sender: ConnId, to: Option<&[UserUuid]>) -> Result<Audience, Error> {
+        Ok(match to {
+            Some(list) => Audience::only(
+                list.iter().filter_map(|u| self.member(u)).map(|m| m.conn).filter(|c| *c != sender).collect(),
+            ),
+            None => self.chat()?.roster.audience(Some(sender)),
+        })
+    }
+
+    /// Spends one message of `user`'s rate and of the chatroom's cap, or refuses: over the
+    /// member's rate with `MESSAGE_RATE_LIMITED`; over the chatroom's cap with
+    /// `CHATROOM_RATE_LIMITED`, a low-priority message once half its burst is used, a normal
+    /// one once all of it is, a high-priority one never.
+    fn take_rate(&mut self, now: u64, user: &UserUuid, priority: Priority) -> Result<(), Error> {
+        let room_uuid = self.info.room_uuid.clone();
+        let member_rate = self.member_rate;
+        let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
+            return Err(Error::NotInChatroom(room_uuid));
+        };
+        if !member.sending.allows(now, 0) {
+            return Err(Error::MessageRateLimited {
+                per_second: member_rate.per_second,
+                burst: member_rate.burst,
+            });
+        }
+        let fits = match priority {
+            Priority::Low => chat.rate.allows(now, 50),
+            Priority::Normal => chat.rate.allows(now, 0),
+            Priority::High => true,
+        };
+        if !fits {
+            return Err(Error::ChatroomRateLimited(room_uuid));
+        }
+        member.sending.take(now);
+        chat.rate.take(now);
+        Ok(())
     }
 
     /// A text message from the application's backend to every chatroom member, with
@@ -171,7 +230,9 @@ impl Room {
             from_backend: true,
             to: None,
             body,
+            priority: Priority::High,
         };
+        chat.rate.take(now); // counts against the cap, never refused
         let message = chat.accept(now, draft);
         let audience = chat.roster.audience(None);
         out.message(&self.info.room_uuid, &message, audience);
@@ -231,8 +292,10 @@ impl Room {
                 operate_by: Some(caller.user().clone()),
                 recalled_message_id: Some(message_uuid.clone()),
             },
+            priority: Priority::High,
         };
         let chat = self.chat_mut()?;
+        chat.rate.take(now); // counts against the cap, never refused
         let notification = chat.accept(now, draft);
         let recalled = recalled_form(&original);
         chat.replace(Arc::clone(&recalled));
