@@ -146,3 +146,57 @@ async fn in_digest_mode_the_named_members_fire_the_neroom_callbacks_and_counts_t
     close_all(&[&alice, &bob, &carol, &dave]).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_message_is_told_at_once_with_seq_0_and_never_kept() {
+    let (server, connector) = memory_server(server_config(0));
+    let alice =
+        login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
+    create_room(&alice, ROOM).await;
+    let alice = Member::join(alice, ROOM).await;
+    let bob = member(&connector, "bob").await;
+    bob.send("a stored message").await;
+    alice.recorder.wait_for_text("a stored message").await;
+    let seen = alice.chat.last_seq();
+
+    let like = roomkit_client::CustomMessageOptions { persist: false, ..Default::default() };
+    let sent = within("a like", bob.chat.send_custom_message(r#"{"type":"like"}"#, like.clone()))
+        .await
+        .expect("an ephemeral send");
+    assert_eq!((sent.seq, sent.persist), (0, false));
+    within("a second like", bob.chat.send_custom_message(r#"{"type":"like"}"#, like)).await.expect("again");
+    eventually("alice gets both likes", || {
+        alice.recorder.messages().iter().filter(|m| !m.persist && m.seq == 0).count() == 2
+    })
+    .await;
+    assert_eq!(alice.chat.last_seq(), seen, "an ephemeral message takes no place in the sequence");
+    let history = full_history(&alice.chat).await;
+    assert!(history.iter().all(|m| m.persist), "never in history: {history:?}");
+    close_all(&[&alice, &bob]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_rate_codes_reach_the_caller_unretried() {
+    let mut config = server_config(0);
+    config.core.member_message_rate = roomkit_core::config::MessageRate { per_second: 1, burst: 3 };
+    let (server, connector) = memory_server(config);
+    let alice =
+        login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
+    create_room(&alice, ROOM).await;
+    let alice = Member::join(alice, ROOM).await;
+    // Sends as fast as answers come: the bucket of three runs dry long before it refills.
+    let mut accepted = 0;
+    let refusal = loop {
+        match within("a send", alice.chat.send_broadcast_text_message("fast")).await {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100, "never refused");
+    };
+    assert_eq!(refusal.code(), roomkit_client::ErrorCode::MESSAGE_RATE_LIMITED, "{refusal}");
+    let history = full_history(&alice.chat).await;
+    assert_eq!(history.len(), accepted, "the refused send was not retried behind the caller's back");
+    close_all(&[&alice]).await;
+    server.shutdown().await;
+}
