@@ -107,6 +107,10 @@ impl ChatController {
         let room = Arc::clone(&self.room.room);
         // On the receive task, before the chatroom's next message is told.
         let apply: Apply = Box::new(move |response| {
+            // An error's missing data would decode as an empty answer: look at the code first.
+            if !response.code.is_success() {
+                return;
+            }
             let Ok(out) = response.output::<JoinChatroom>() else { return };
             room.update(|m| {
                 // What was said before entering is history, not something missed: a later
@@ -192,7 +196,8 @@ impl ChatController {
         };
         let room = Arc::clone(&self.room.room);
         let apply: Apply = Box::new(move |response| {
-            if let Ok(page) = response.output::<FetchChatroomMembers>() {
+            if let (true, Ok(page)) = (response.code.is_success(), response.output::<FetchChatroomMembers>())
+            {
                 room.update(|m| m.fetched(&page));
             }
         });

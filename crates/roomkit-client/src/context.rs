@@ -101,7 +101,7 @@ impl RoomContext {
         };
         let room = Arc::clone(&self.room);
         let apply: Apply = Box::new(move |response| {
-            if let Ok(page) = response.output::<FetchRoomMembers>() {
+            if let (true, Ok(page)) = (response.code.is_success(), response.output::<FetchRoomMembers>()) {
                 room.update(|m| m.fetched(&page));
             }
         });
@@ -113,7 +113,7 @@ impl RoomContext {
     pub async fn get_room_info(&self) -> Result<GetRoomInfoOutput, Error> {
         let room = Arc::clone(&self.room);
         let apply: Apply = Box::new(move |response| {
-            if let Ok(out) = response.output::<GetRoomInfo>() {
+            if let (true, Ok(out)) = (response.code.is_success(), response.output::<GetRoomInfo>()) {
                 room.update(|m| m.room_info(out.room, out.counts));
             }
         });
