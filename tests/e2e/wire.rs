@@ -485,6 +485,9 @@ async fn a_slow_consumer_is_closed_and_the_others_get_every_message() {
     let mut config = ServerConfig::default();
     config.send_queue_frames = 8;
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: u32::MAX };
+    // The flood is the point: no message rate in the way.
+    config.core.member_message_rate = roomkit_core::MessageRate::UNLIMITED;
+    config.core.chatroom_message_rate = roomkit_core::MessageRate::UNLIMITED;
     let mut f = Fixture::start(config, WsFront::default()).await;
     let mut slow = f.raw_member("slow").await;
     // From here on, slow reads nothing.

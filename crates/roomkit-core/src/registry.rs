@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     config::MAX_HISTORY_LIMIT,
-    room::{Caller, Left, MemberList, Room},
+    room::{Caller, Left, MemberList, Room, Send as MessageSend},
     store::{RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -201,25 +201,11 @@ impl RoomRegistry {
             }
             Request::SendTextMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
-                let body = roomkit_protocol::MessageBody::Text { text: p.text };
-                let send = crate::room::Send {
-                    message_uuid: p.message_uuid,
-                    to: p.to_user_uuid_list,
-                    body,
-                    persist: true,
-                };
-                Response::SendTextMessage(room.send(now, config, caller, send, out)?)
+                Response::SendTextMessage(room.send(now, config, caller, MessageSend::text(p), out)?)
             }
             Request::SendCustomMessage(p) => {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
-                let body = roomkit_protocol::MessageBody::Custom { attach_str: p.attach_str };
-                let send = crate::room::Send {
-                    message_uuid: p.message_uuid,
-                    to: p.to_user_uuid_list,
-                    body,
-                    persist: p.persist,
-                };
-                Response::SendCustomMessage(room.send(now, config, caller, send, out)?)
+                Response::SendCustomMessage(room.send(now, config, caller, MessageSend::custom(p), out)?)
             }
             Request::FetchChatroomHistory(p) => {
                 let (room, _, out) = self.room_parts(&p.room_uuid)?;
@@ -230,22 +216,27 @@ impl RoomRegistry {
                 let (room, config, out) = self.room_parts(&p.room_uuid)?;
                 Response::RecallChatroomMessage(room.recall(now, config, caller, &p.message_uuid, out)?)
             }
+            other => return self.read(caller, other).map(Some),
+        };
+        Ok(Some(response))
+    }
+
+    /// The requests that only read a room: member pages and counts.
+    fn read(&self, caller: Caller<'_>, request: Request) -> Result<Response, Error> {
+        Ok(match request {
             Request::FetchRoomMembers(p) => {
-                let room = self.room_parts(&p.room_uuid)?.0;
+                let room = self.live(&p.room_uuid)?;
                 let page = room.fetch_members(caller, MemberList::Room, p.cursor.as_deref(), p.limit);
                 Response::FetchRoomMembers(page?)
             }
             Request::FetchChatroomMembers(p) => {
-                let room = self.room_parts(&p.room_uuid)?.0;
+                let room = self.live(&p.room_uuid)?;
                 let page = room.fetch_members(caller, MemberList::Chatroom, p.cursor.as_deref(), p.limit);
                 Response::FetchChatroomMembers(page?)
             }
-            Request::GetRoomInfo(p) => {
-                Response::GetRoomInfo(self.room_parts(&p.room_uuid)?.0.get_info(caller)?)
-            }
+            Request::GetRoomInfo(p) => Response::GetRoomInfo(self.live(&p.room_uuid)?.get_info(caller)?),
             _ => return Err(Error::Forbidden("operation not handled by rooms")),
-        };
-        Ok(Some(response))
+        })
     }
 
     /// The connection is gone. Its members stay for `reconnect_grace_ms`, silently: if they

@@ -50,6 +50,10 @@ struct Envelope<'a> {
 /// Decodes a client request frame.
 pub fn decode_request(bytes: &[u8]) -> Result<RequestFrame, DecodeError> {
     let malformed = |id, message: String| DecodeError { id, code: Code::MALFORMED_FRAME, message };
+    // serde reads a struct from a JSON array too; a frame must be an object.
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(malformed(None, "frame is not a JSON object with `id` and `op`: it is an array".into()));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(bytes)
         .map_err(|e| malformed(None, format!("frame is not a JSON object with `id` and `op`: {e}")))?;
     let id = match envelope.id {
@@ -237,6 +241,8 @@ mod tests {
         assert_eq!((e.id, e.code), (Some(102), Code::MALFORMED_FRAME));
         let e = decode_request(br#"{"id":103,"op":null}"#).unwrap_err();
         assert_eq!((e.id, e.code), (Some(103), Code::MALFORMED_FRAME));
+        let e = decode_request(br#"[105,"ping"]"#).unwrap_err();
+        assert_eq!((e.id, e.code), (None, Code::MALFORMED_FRAME));
         let e = decode_request(br#"{"id":"104","op":"ping"}"#).unwrap_err();
         assert_eq!((e.id, e.code), (None, Code::MALFORMED_FRAME));
         let f = decode_request(br#"{"id":105,"op":"p\u0069ng"}"#).unwrap();

@@ -40,6 +40,7 @@ const EVENT_KINDS: &[&str] = &[
     "room_properties_changed",
     "room_properties_deleted",
     "room_lock_state_changed",
+    "members_changed",
 ];
 
 fn read_doc() -> String {
@@ -133,6 +134,9 @@ fn reencode_request(id: u64, request: &Request) -> Value {
         SendCustomMessage,
         FetchChatroomHistory,
         RecallChatroomMessage,
+        FetchRoomMembers,
+        FetchChatroomMembers,
+        GetRoomInfo,
     )
 }
 
@@ -168,6 +172,9 @@ fn reencode_success(op: &str, id: u64, frame: &ResponseFrame, line: usize) -> Va
         SendCustomMessage,
         FetchChatroomHistory,
         RecallChatroomMessage,
+        FetchRoomMembers,
+        FetchChatroomMembers,
+        GetRoomInfo,
     )
 }
 

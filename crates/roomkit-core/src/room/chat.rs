@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ops::{FetchChatroomHistory, RecallOutput, SendMessageOutput},
+    ops::{FetchChatroomHistory, RecallOutput, SendCustomMessage, SendMessageOutput, SendTextMessage},
     Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
 };
 
@@ -26,6 +26,20 @@ pub(crate) struct Send {
     pub(crate) body: MessageBody,
     /// `false` for an ephemeral message.
     pub(crate) persist: bool,
+}
+
+impl Send {
+    /// A `send_text_message`.
+    pub(crate) fn text(p: SendTextMessage) -> Self {
+        let body = MessageBody::Text { text: p.text };
+        Self { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body, persist: true }
+    }
+
+    /// A `send_custom_message`, ephemeral without `persist`.
+    pub(crate) fn custom(p: SendCustomMessage) -> Self {
+        let body = MessageBody::Custom { attach_str: p.attach_str };
+        Self { message_uuid: p.message_uuid, to: p.to_user_uuid_list, body, persist: p.persist }
+    }
 }
 
 impl Room {
