@@ -181,7 +181,13 @@ impl RoomMirror {
 /// The members a join answer shows: its page, the joiner and the host.
 fn seen_in(joined: JoinRoomOutput) -> HashMap<UserUuid, RoomMember> {
     let JoinRoomOutput { member, host, members, .. } = joined;
+    let (member, host) = (unboxed(&member), host.as_ref().map(unboxed));
     members.into_iter().chain(host).chain([member]).map(|m| (m.uuid.clone(), m)).collect()
+}
+
+/// The join answer's joiner and host, boxed or not.
+fn unboxed(m: &impl std::borrow::Borrow<RoomMember>) -> RoomMember {
+    m.borrow().clone()
 }
 
 fn is_ephemeral(m: &ChatMessage) -> bool {

@@ -188,7 +188,7 @@ mod tests {
             answer(vec![member("dave", false), member("m1", true), member("m2", false)], (900, 600));
         let mut host = member("alice", true);
         host.role = Role::Host;
-        joined.host = Some(host);
+        joined.host = Some(host.into());
         joined.next_cursor = Some("3".into());
         RoomMirror::new(user("dave"), joined)
     }

@@ -47,7 +47,7 @@ fn info() -> RoomInfo {
 pub(crate) fn answer(members: Vec<RoomMember>, counts: (u64, u64)) -> JoinRoomOutput {
     JoinRoomOutput {
         room: info(),
-        member: members[0].clone(),
+        member: members[0].clone().into(),
         host: None,
         counts: MemberCounts { room: counts.0, chatroom: counts.1 },
         members,
