@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use roomkit_client::MemberCounts;
+use roomkit_client::{MemberCounts, RoomEvent};
 use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
 use roomkit_transport_memory::MemoryConnector;
 use support::*;
@@ -198,5 +198,74 @@ async fn the_message_rate_codes_reach_the_caller_unretried() {
     let history = full_history(&alice.chat).await;
     assert_eq!(history.len(), accepted, "the refused send was not retried behind the caller's back");
     close_all(&[&alice]).await;
+    server.shutdown().await;
+}
+
+/// Members joined by the storm test, past its per-member presence threshold.
+const STORM: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_join_storm_past_the_threshold_every_member_counts_the_truth() {
+    let mut config = server_config(0);
+    config.core.presence_per_member_max = 100;
+    config.core.presence_digest_names = 5;
+    config.core.presence_digest_ms = 500;
+    let (server, connector) = memory_server(config);
+    let backoff = std::time::Duration::from_millis(50);
+    let host = Member::join(
+        {
+            let kit = login(connector.separate(), client_config(backoff), "host").await;
+            create_room(&kit, ROOM).await;
+            kit
+        },
+        ROOM,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let joins: Vec<_> = (0..STORM)
+        .map(|i| {
+            let connector = connector.separate();
+            tokio::spawn(async move {
+                Member::join(login(connector, client_config(backoff), &format!("m{i:04}")).await, ROOM).await
+            })
+        })
+        .collect();
+    let mut members = Vec::with_capacity(STORM);
+    for join in joins {
+        members.push(join.await.expect("a member joined"));
+    }
+    let joined_in = started.elapsed();
+    let truth = counts(STORM as u64 + 1, STORM as u64 + 1);
+    for m in members.iter().chain([&host]) {
+        eventually(&format!("{} counts everyone", m.user), || m.ctx.member_counts() == truth).await;
+    }
+    let told = host.recorder.all();
+    let named: std::collections::HashSet<String> = told
+        .iter()
+        .filter_map(|e| match e {
+            RoomEvent::MemberJoinRoom(m) => Some(m.iter().map(|m| m.uuid.to_string())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    println!(
+        "{STORM} members joined in {joined_in:?}; the host was told {} events ({} count changes) \
+         and {} of the joiners by name",
+        told.len(),
+        host.recorder.counts().len(),
+        named.len()
+    );
+    assert!(named.len() < STORM, "past the threshold only some joiners are named: {}", named.len());
+    let m0 = members[0].clone();
+    let everyone = page_all(100, |c, l| {
+        let ctx = m0.ctx.clone();
+        async move { ctx.fetch_room_members(c.as_deref(), l).await }
+    })
+    .await;
+    let distinct: std::collections::HashSet<&String> = everyone.iter().collect();
+    assert_eq!((everyone.len(), distinct.len()), (STORM + 1, STORM + 1), "every member, each once");
+    for m in members.iter().chain([&host]) {
+        within("closing a client", m.kit.close()).await;
+    }
     server.shutdown().await;
 }
