@@ -1,7 +1,7 @@
 //! A join storm against core alone, without a server or a store: N members join one room and
 //! its chatroom, each drained as a driver would, then every member reads the member list page
-//! by page. Prints the time per 1000 joins and the events delivered per join at each size, to
-//! show that both stay flat. `cargo run --release -p roomkit-core --example join_storm [N...]`
+//! by page. Prints the time per 1000 joins, the events delivered per join and the process's resident
+//! memory after each size (sizes run one after the other in one process). `cargo run --release -p roomkit-core --example join_storm [N...]`
 
 use std::time::Instant;
 
@@ -93,10 +93,14 @@ fn storm(n: usize) {
         }
     }
     assert_eq!(seen, n);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l[6..].trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
     let (first, last) = (laps.first().copied().unwrap_or(0.0), laps.last().copied().unwrap_or(0.0));
     println!(
         "{n:>6} members: joined in {:>7.1} ms; per 1000 joins: first {first:.1} ms, last {last:.1} ms; \
-         events delivered per join {:.1}; all {n} paged (100 per page) in {:.1} ms",
+         events delivered per join {:.1}; all {n} paged (100 per page) in {:.1} ms; process RSS {rss}",
         joined.as_secs_f64() * 1000.0,
         delivered as f64 / n as f64,
         paged.elapsed().as_secs_f64() * 1000.0,
