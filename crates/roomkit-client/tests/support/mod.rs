@@ -71,9 +71,6 @@ pub fn server_config(grace_ms: u64) -> ServerConfig {
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: 1_000_000 };
-    // The chaos tests send as fast as they can: no message rate caps either.
-    config.core.member_message_rate = roomkit_core::MessageRate::UNLIMITED;
-    config.core.chatroom_message_rate = roomkit_core::MessageRate::UNLIMITED;
     config
 }
 
