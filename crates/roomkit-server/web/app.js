@@ -749,14 +749,20 @@ function membersChanged(digest) {
   };
   const joined = others(digest.joined);
   const left = others(digest.left);
+  const entered = others(digest.chatroom_joined);
+  const wentOut = others(digest.chatroom_left);
   for (const m of joined) room.members.set(m.uuid, m);
-  setInChat(others(digest.chatroom_joined), true);
-  setInChat(others(digest.chatroom_left), false);
+  setInChat(entered, true);
+  setInChat(wentOut, false);
   for (const m of left) room.members.delete(m.uuid);
   if (digest.counts) room.counts = { ...digest.counts };
   renderMembers();
-  told(joined, digest.joined_count - (digest.joined || []).length + joined.length, "joined the room");
-  told(left, digest.left_count - (digest.left || []).length + left.length, "left the room");
+  // How many, without ourselves when we are named (we know our own changes).
+  const total = (count, list, mine) => (count || 0) - (list || []).length + mine.length;
+  told(joined, total(digest.joined_count, digest.joined, joined), "joined the room");
+  told(entered, total(digest.chatroom_joined_count, digest.chatroom_joined, entered), "joined the chatroom");
+  told(wentOut, total(digest.chatroom_left_count, digest.chatroom_left, wentOut), "left the chatroom");
+  told(left, total(digest.left_count, digest.left, left), "left the room");
 }
 
 // ---------------------------------------------------------------------------------------------
