@@ -625,7 +625,10 @@ async function toggleChatroom() {
   // In a small room our own member_join_chatroom arrived before the response; in a large one
   // no event comes, and we count ourselves in.
   const me = state.room.members.get(state.me.user_uuid);
-  if (me && !me.is_in_chatroom) state.room.counts.chatroom += 1;
+  if (me && !me.is_in_chatroom) {
+    state.room.counts.chatroom += 1;
+    notice("You joined the chatroom.");
+  }
   if (me) me.is_in_chatroom = true;
   renderMembers();
   const data = await state.conn.call("fetch_chatroom_history", { room_uuid, limit: 50, order: "desc" });
