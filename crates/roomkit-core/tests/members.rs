@@ -230,3 +230,23 @@ fn the_registry_pages_members_for_the_admin_api() {
     assert_eq!(e.code(), Code::BAD_REQUEST);
     assert_eq!(h.reg.room_members_page(&room("gone"), None, 1).unwrap_err().code(), Code::ROOM_NOT_EXIST);
 }
+
+#[test]
+fn a_join_answer_names_the_host_even_off_its_page() {
+    let mut h = harness(2);
+    let u = users(5);
+    h.ok(&u[0], create("r", true));
+    for x in &u[1..4] {
+        h.ok(x, join("r", x.name()));
+    }
+    h.ok(&u[0], join_host("r", "Host")); // fourth in join order: not on a page of two
+    let o = h.ok(&u[4], join("r", "late"));
+    let Response::JoinRoom(out) = o.ok() else { panic!() };
+    assert_eq!(out.members.iter().map(|m| m.uuid.to_string()).collect::<Vec<_>>(), ["u001", "u002"]);
+    assert_eq!(out.host.as_ref().map(|m| m.uuid.to_string()), Some("u000".into()));
+    assert_eq!(out.counts, counts(5, 0));
+    h.ok(&u[0], roomkit_protocol::ops::LeaveRoom { room_uuid: room("r") });
+    let o = h.ok(&u[4], join("r", "late"));
+    let Response::JoinRoom(out) = o.ok() else { panic!() };
+    assert_eq!(out.host, None, "the host left");
+}
