@@ -2,7 +2,10 @@
 
 use std::{io::BufRead, time::Duration};
 
-use roomkit_client::{ChatController, ConnectionState, EndReason, RoomContext, RoomEvent, RoomKit};
+use roomkit_client::{
+    ChatController, ConnectionState, CustomMessageOptions, EndReason, MemberCounts, RoomContext, RoomEvent,
+    RoomKit,
+};
 use roomkit_protocol::{Code, Role, RoomUuid, UserUuid};
 use tokio::sync::mpsc;
 
@@ -12,16 +15,33 @@ const HELP: &str = "\
 commands:
   TEXT              send TEXT to everyone in the chatroom (//TEXT sends a line starting with /)
   /dm USER TEXT     send TEXT to one member only (USER: a user uuid or display name)
-  /members          list the room's members and who is in the chatroom
+  /members          the online counts and the first page of members (who is in the chatroom)
+  /members more     the next page of members, in a large room
+  /like             send a like: delivered now, never stored or in history
   /history [N]      print the last N messages (default 20)
   /recall [ID]      recall your last message, or the message ID (the host may recall any)
   /leave            leave the chatroom but stay in the room (/join enters it again)
   /join             enter the chatroom again
   /quit             leave the room and exit (so does end of input)";
 
+/// Members listed per page of `/members`.
+const MEMBER_PAGE: u32 = 20;
+
+/// The payload `/like` sends.
+pub(crate) const LIKE: &str = r#"{"type":"like"}"#;
+
 enum Flow {
     Continue,
     Quit,
+}
+
+/// What the session remembers between commands.
+#[derive(Default)]
+struct Local {
+    /// The id of the last message sent, for `/recall`.
+    last_sent: Option<String>,
+    /// Where `/members more` continues, if there is more.
+    members_cursor: Option<String>,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> Result<(), Failure> {
@@ -64,7 +84,7 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
         print::clean(&args.name),
         account
     );
-    members(&room, &me);
+    joined_members(&room, &me);
     if args.recent > 0 {
         let messages = recent(&chat, args.recent).await?;
         if !messages.is_empty() {
@@ -78,7 +98,7 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
     let mut lines = stdin_lines();
     let mut connection = kit.connection_events();
     let mut watchdog = tokio::time::interval(Duration::from_millis(250));
-    let mut last_sent: Option<String> = None;
+    let mut local = Local::default();
     loop {
         tokio::select! {
             line = lines.recv() => {
@@ -88,7 +108,7 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
                     return Ok(());
                 };
                 let line = line.trim_end_matches(['\r', '\n']);
-                if let Flow::Quit = command(line, &room, &chat, &me, &mut last_sent).await? {
+                if let Flow::Quit = command(line, &room, &chat, &me, &mut local).await? {
                     return Ok(());
                 }
             }
@@ -146,15 +166,52 @@ fn name_of(room: &RoomContext, user: &UserUuid) -> String {
     room.get_member(user.as_str()).map_or_else(|| user.to_string(), |m| m.name)
 }
 
-fn members(room: &RoomContext, me: &UserUuid) {
-    let mut all = room.remote_members();
-    all.push(room.local_member());
-    all.sort_by(|a, b| (a.role != Role::Host, &a.name).cmp(&(b.role != Role::Host, &b.name)));
-    let chatting = all.iter().filter(|m| m.is_in_chatroom).count();
-    let plural = if all.len() == 1 { "" } else { "s" };
-    println!("* {} member{plural}, {chatting} in the chatroom:", all.len());
-    for m in &all {
+/// `N members, M in the chatroom`.
+fn counted(counts: MemberCounts) -> String {
+    let plural = if counts.room == 1 { "" } else { "s" };
+    format!("{} member{plural}, {} in the chatroom", counts.room, counts.chatroom)
+}
+
+/// On joining: the counts, and the members the join answer showed (every one in a small
+/// room; the host and a first page in a large one).
+fn joined_members(room: &RoomContext, me: &UserUuid) {
+    let mut seen = room.remote_members();
+    seen.push(room.local_member());
+    seen.sort_by(|a, b| (a.role != Role::Host, &a.name).cmp(&(b.role != Role::Host, &b.name)));
+    let counts = room.member_counts();
+    println!("* {}:", counted(counts));
+    for m in seen.iter().take(MEMBER_PAGE as usize) {
         println!("{}", print::member(m, me));
+    }
+    if counts.room > seen.len().min(MEMBER_PAGE as usize) as u64 {
+        println!("* /members lists them page by page");
+    }
+}
+
+/// `/members` (first page) and `/members more` (the next one).
+async fn members_page(room: &RoomContext, me: &UserUuid, local: &mut Local, more: bool) {
+    if more && local.members_cursor.is_none() {
+        println!("* no more members: /members starts again from the first");
+        return;
+    }
+    let cursor = if more { local.members_cursor.take() } else { None };
+    match room.fetch_room_members(cursor.as_deref(), MEMBER_PAGE).await {
+        Ok(page) => {
+            if !more {
+                println!("* {}:", counted(page.counts));
+            }
+            for m in &page.members {
+                println!("{}", print::member(m, me));
+            }
+            if page.next_cursor.is_some() {
+                println!("* more members: /members more");
+            }
+            local.members_cursor = page.next_cursor;
+        }
+        Err(e) => {
+            local.members_cursor = cursor;
+            eprintln!("roomkit: {}", Failure::from(e));
+        }
     }
 }
 
@@ -171,6 +228,7 @@ fn show(event: RoomEvent, room: &RoomContext, me: &UserUuid) {
         RoomEvent::MemberLeaveRoom(m) => println!("* {} left the room", who(&m)),
         RoomEvent::MemberJoinChatroom(m) => println!("* {} entered the chatroom", who(&m)),
         RoomEvent::MemberLeaveChatroom(m) => println!("* {} left the chatroom", who(&m)),
+        RoomEvent::MemberCountChanged(counts) => println!("* online: {}", counted(counts)),
         RoomEvent::ChatroomMessagesReceived(messages) => {
             for m in &messages {
                 println!("{}", print::message(m, me, |u| name_of(room, u)));
@@ -200,7 +258,7 @@ async fn command(
     room: &RoomContext,
     chat: &ChatController,
     me: &UserUuid,
-    last_sent: &mut Option<String>,
+    local: &mut Local,
 ) -> Result<Flow, Failure> {
     if line.trim().is_empty() {
         return Ok(Flow::Continue);
@@ -212,7 +270,7 @@ async fn command(
     };
     if let Some(text) = text {
         match chat.send_broadcast_text_message(text).await {
-            Ok(m) => *last_sent = Some(m.message_uuid.to_string()),
+            Ok(m) => local.last_sent = Some(m.message_uuid.to_string()),
             Err(e) => eprintln!("roomkit: {}", Failure::from(e)),
         }
         return Ok(Flow::Continue);
@@ -222,39 +280,20 @@ async fn command(
     let args = args.trim();
     match name {
         "help" | "?" => println!("{HELP}"),
-        "dm" | "msg" => {
-            let Some((user, text)) = args.split_once(char::is_whitespace) else {
-                eprintln!("usage: /dm USER TEXT");
-                return Ok(Flow::Continue);
-            };
-            match find_member(room, user) {
-                Some(to) => match chat.send_direct_text_message(to.as_str(), text.trim()).await {
-                    Ok(m) => {
-                        println!("{}", print::message(&m, me, |u| name_of(room, u)));
-                        *last_sent = Some(m.message_uuid.to_string());
-                    }
-                    Err(e) => eprintln!("roomkit: {}", Failure::from(e)),
-                },
-                None => eprintln!("roomkit: no member `{}` in the room (see /members)", print::clean(user)),
+        "dm" | "msg" => direct(args, room, chat, me, local).await,
+        "members" | "who" => match args {
+            "" => members_page(room, me, local, false).await,
+            "more" | "next" => members_page(room, me, local, true).await,
+            _ => eprintln!("usage: /members [more]"),
+        },
+        "like" => {
+            let ephemeral = CustomMessageOptions { persist: false, ..Default::default() };
+            if report(chat.send_custom_message(LIKE, ephemeral).await) {
+                println!("* you sent a like");
             }
         }
-        "members" | "who" => members(room, me),
-        "history" => {
-            let limit = if args.is_empty() { Ok(20) } else { args.parse::<u32>() };
-            match limit {
-                Ok(limit @ 1..=100) => match recent(chat, limit).await {
-                    Ok(messages) if messages.is_empty() => println!("* no messages yet"),
-                    Ok(messages) => {
-                        for m in &messages {
-                            println!("{}", print::message(m, me, |u| name_of(room, u)));
-                        }
-                    }
-                    Err(e) => eprintln!("roomkit: {e}"),
-                },
-                _ => eprintln!("usage: /history [N], N from 1 to 100"),
-            }
-        }
-        "recall" => match (args, last_sent.as_deref()) {
+        "history" => history(args, room, chat, me).await,
+        "recall" => match (args, local.last_sent.as_deref()) {
             ("", None) => eprintln!("roomkit: nothing to recall yet: /recall ID names a message"),
             (id, last) => {
                 let id = if id.is_empty() { last.unwrap_or_default() } else { id };
@@ -280,7 +319,43 @@ async fn command(
     Ok(Flow::Continue)
 }
 
-/// A member by user uuid, or else by display name (ignoring case).
+/// `/dm USER TEXT`.
+async fn direct(args: &str, room: &RoomContext, chat: &ChatController, me: &UserUuid, local: &mut Local) {
+    let Some((user, text)) = args.split_once(char::is_whitespace) else {
+        eprintln!("usage: /dm USER TEXT");
+        return;
+    };
+    match find_member(room, user) {
+        Some(to) => match chat.send_direct_text_message(to.as_str(), text.trim()).await {
+            Ok(m) => {
+                println!("{}", print::message(&m, me, |u| name_of(room, u)));
+                local.last_sent = Some(m.message_uuid.to_string());
+            }
+            Err(e) => eprintln!("roomkit: {}", Failure::from(e)),
+        },
+        None => eprintln!("roomkit: no member `{}` in the room (see /members)", print::clean(user)),
+    }
+}
+
+/// `/history [N]`.
+async fn history(args: &str, room: &RoomContext, chat: &ChatController, me: &UserUuid) {
+    let limit = if args.is_empty() { Ok(20) } else { args.parse::<u32>() };
+    match limit {
+        Ok(limit @ 1..=100) => match recent(chat, limit).await {
+            Ok(messages) if messages.is_empty() => println!("* no messages yet"),
+            Ok(messages) => {
+                for m in &messages {
+                    println!("{}", print::message(m, me, |u| name_of(room, u)));
+                }
+            }
+            Err(e) => eprintln!("roomkit: {e}"),
+        },
+        _ => eprintln!("usage: /history [N], N from 1 to 100"),
+    }
+}
+
+/// A member by user uuid, or else by display name (ignoring case), among the members seen.
+/// In a large room a member not seen yet is named by uuid: the server checks it.
 fn find_member(room: &RoomContext, user: &str) -> Option<UserUuid> {
     if let Some(m) = room.get_member(user) {
         return Some(m.uuid);
@@ -290,6 +365,7 @@ fn find_member(room: &RoomContext, user: &str) -> Option<UserUuid> {
     let mut by_name = all.into_iter().filter(|m| m.name.eq_ignore_ascii_case(user));
     match (by_name.next(), by_name.next()) {
         (Some(m), None) => Some(m.uuid),
+        (None, _) if room.online_count() > room.remote_members().len() as u64 + 1 => UserUuid::new(user).ok(),
         _ => None,
     }
 }

@@ -37,6 +37,9 @@ pub(crate) fn message(m: &ChatMessage, me: &UserUuid, name_of: impl Fn(&UserUuid
     }
     match &m.body {
         MessageBody::Text { text } => format!("[{time}] {from}: {}", clean(text)),
+        MessageBody::Custom { attach_str } if attach_str == crate::chat::LIKE => {
+            format!("[{time}] {from} sent a like")
+        }
         MessageBody::Custom { attach_str } => {
             format!("[{time}] {from} sent custom data: {}", clean(attach_str))
         }
@@ -110,6 +113,17 @@ mod tests {
         assert_eq!(message(&m, &me, |u| u.to_string()), "[10:00:12] ALICE (to you): psst");
         let m = text_message("bob", Some(vec!["alice"]), "psst");
         assert_eq!(message(&m, &me, |_| "Alice".into()), "[10:00:12] you → Alice: psst");
+    }
+
+    #[test]
+    fn an_ephemeral_like_reads_as_a_like() {
+        let me: UserUuid = "bob".parse().unwrap();
+        let like: ChatMessage = serde_json::from_value(serde_json::json!({
+            "message_uuid": "m1", "seq": 0, "from_user_uuid": "alice", "from_nick": "Alice", "persist": false,
+            "time": 1_767_261_612_000u64, "message_type": "custom", "attach_str": crate::chat::LIKE,
+        }))
+        .unwrap();
+        assert_eq!(message(&like, &me, |u| u.to_string()), "[10:00:12] Alice sent a like");
     }
 
     #[test]

@@ -40,6 +40,10 @@ impl Drop for Live {
 }
 
 fn live_server() -> Live {
+    live_server_with(ServerConfig::default())
+}
+
+fn live_server_with(config: ServerConfig) -> Live {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (server, stop, client_addr, admin_addr) = runtime.block_on(async {
         let client_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,7 +52,7 @@ fn live_server() -> Live {
         let admin_addr: SocketAddr = admin_tcp.local_addr().unwrap();
         let ws = WsConfig::default();
         let (listener, sender) = QueueListener::new(format!("ws://{client_addr}/v1"), ws.accept_backlog);
-        let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+        let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
         let (stop, stop_rx) = watch::channel(false);
         let timeout = Duration::from_secs(10);
         tokio::spawn(net::serve(client_tcp, net::client_router(ws, sender), timeout, stop_rx.clone()));
@@ -165,7 +169,13 @@ fn two_chat_sessions_talk() {
     alice.expect("joined room cli-chat");
     let mut bob = Cli::spawn(&["chat", "--server", server, "--room", "cli-chat", "--name", "Bob"]);
     bob.expect("joined room cli-chat");
+    bob.expect("* 2 members, 2 in the chatroom:");
+    alice.expect("* online: 2 members, 1 in the chatroom");
     alice.expect("* Bob entered the chatroom");
+    alice.expect("* online: 2 members, 2 in the chatroom");
+    bob.say("/like");
+    bob.expect("* you sent a like");
+    alice.expect("Bob sent a like");
 
     alice.say("hello bob");
     let line = bob.expect("Alice: hello bob");
@@ -271,4 +281,60 @@ fn token_mints_what_the_server_checks() {
     let (status, _, err) = run(&["token", "--secret", "s", "--account", "not valid"]);
     assert!(!status.success());
     assert!(err.contains("1002"), "{err}");
+}
+
+#[test]
+fn a_large_room_shows_counts_and_pages_its_members() {
+    let mut config = ServerConfig::default();
+    config.core.join_member_page = 3;
+    config.core.presence_per_member_max = 5;
+    config.core.presence_digest_ms = 20;
+    let live = live_server_with(config);
+    let server = live.ws_url.as_str();
+    let mut alice = Cli::spawn(&["chat", "--server", server, "--room", "big", "--name", "Alice", "--create"]);
+    alice.expect("joined room big");
+    alice.expect("1 member, 1 in the chatroom");
+    // 24 viewers join the room and its chatroom through the SDK.
+    let viewers: Vec<roomkit_client::RoomKit> = live.runtime.block_on(async {
+        let mut viewers = Vec::new();
+        for i in 0..24 {
+            let kit = roomkit_client::RoomKit::connect(server).await.unwrap();
+            kit.login(&format!("v{i:02}"), "dev-token").await.unwrap();
+            let params = roomkit_client::JoinRoomParams {
+                room_uuid: "big".into(),
+                user_name: format!("Viewer {i:02}"),
+                ..Default::default()
+            };
+            let room = kit.room_service().join_room(params, Default::default()).await.unwrap();
+            room.chat_controller().join_chatroom().await.unwrap();
+            viewers.push(kit);
+        }
+        viewers
+    });
+    alice.expect("* online: 25 members, 25 in the chatroom");
+    alice.say("/members");
+    alice.expect("* 25 members, 25 in the chatroom:");
+    alice.expect("Viewer 18 (v18)");
+    alice.expect("* more members: /members more");
+    alice.say("/members more");
+    alice.expect("Viewer 19 (v19)");
+    alice.expect("Viewer 23 (v23)");
+    alice.say("/members more");
+    alice.expect("* no more members");
+
+    let mut bob = Cli::spawn(&["chat", "--server", server, "--room", "big", "--name", "Bob"]);
+    bob.expect("* 26 members, 26 in the chatroom:");
+    bob.expect("* /members lists them page by page");
+    bob.say("/quit");
+    let (status, out, stderr) = bob.finish();
+    assert!(status.success(), "bob: {status}; {stderr}");
+    assert!(!out.contains("Viewer 10"), "bob's join shows a page, not the roster: {out}");
+    alice.say("/quit");
+    let (status, _, stderr) = alice.finish();
+    assert!(status.success(), "alice: {status}; {stderr}");
+    live.runtime.block_on(async {
+        for kit in viewers {
+            kit.close().await;
+        }
+    });
 }

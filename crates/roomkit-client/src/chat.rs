@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use roomkit_protocol::{
     ops::{
-        FetchChatroomHistory, JoinChatroom, LeaveChatroom, RecallChatroomMessage, SendCustomMessage,
-        SendMessageOutput, SendTextMessage,
+        FetchChatroomHistory, FetchChatroomMembers, JoinChatroom, LeaveChatroom, MembersPage,
+        RecallChatroomMessage, SendCustomMessage, SendMessageOutput, SendTextMessage,
     },
     ChatMessage, HistoryOrder, MessageUuid, UserUuid,
 };
@@ -35,6 +35,31 @@ impl Default for FetchHistoryOptions {
     }
 }
 
+/// Options of [`ChatController::send_custom_message`].
+///
+/// ```
+/// # use roomkit_client::CustomMessageOptions;
+/// // A like: delivered now to everyone in the chatroom, never stored.
+/// let like = CustomMessageOptions { persist: false, ..Default::default() };
+/// # assert!(like.to_user_uuids.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomMessageOptions {
+    /// The recipients (chatroom members), or `None` for everyone in the chatroom but the
+    /// sender.
+    pub to_user_uuids: Option<Vec<String>>,
+    /// `false` sends an ephemeral message (likes, reactions, bullet comments): delivered at
+    /// once at low priority, but not stored, not numbered (`seq` 0), not in history, not
+    /// recallable, and not resent after a reconnect (it might arrive twice). Default `true`.
+    pub persist: bool,
+}
+
+impl Default for CustomMessageOptions {
+    fn default() -> Self {
+        Self { to_user_uuids: None, persist: true }
+    }
+}
+
 /// The room's chatroom (NERoom `NERoomChatController`).
 #[derive(Clone, Debug)]
 pub struct ChatController {
@@ -44,7 +69,7 @@ pub struct ChatController {
 /// What a send carries.
 enum Content<'a> {
     Text(&'a str),
-    Custom(&'a str),
+    Custom { attach_str: &'a str, persist: bool },
 }
 
 impl ChatController {
@@ -79,13 +104,23 @@ impl ChatController {
 
     async fn enter(&self, history_count: Option<u32>) -> Result<Vec<ChatMessage>, Error> {
         let params = JoinChatroom { room_uuid: self.room.room_uuid(), history_count };
-        let out = self.room.session.call(&params).await?;
-        // What was said before entering is history, not something missed: a later resume
-        // catches up from here.
-        self.room.room.update(|m| {
-            m.note_seq(out.last_seq);
-            None
+        let room = Arc::clone(&self.room.room);
+        // On the receive task, before the chatroom's next message is told.
+        let apply: Apply = Box::new(move |response| {
+            // An error's missing data would decode as an empty answer: look at the code first.
+            if !response.code.is_success() {
+                return;
+            }
+            let Ok(out) = response.output::<JoinChatroom>() else { return };
+            room.update(|m| {
+                // What was said before entering is history, not something missed: a later
+                // resume catches up from here.
+                m.note_seq(out.last_seq);
+                m.local_entered_chatroom()
+            });
         });
+        let options = CallOptions { apply: Some(apply), resend: false };
+        let out = self.room.session.call_with(&params, options).await?;
         Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
@@ -95,10 +130,7 @@ impl ChatController {
         let room = Arc::clone(&self.room.room);
         let apply: Apply = Box::new(move |response| {
             if response.code.is_success() {
-                room.update(|m| {
-                    m.set_local_in_chatroom(false);
-                    None
-                });
+                room.update(|m| m.local_left_chatroom());
             }
         });
         let options = CallOptions { apply: Some(apply), resend: false };
@@ -129,7 +161,47 @@ impl ChatController {
 
     /// Sends an application-defined payload to every chatroom member but the caller.
     pub async fn send_broadcast_custom_message(&self, attach_str: &str) -> Result<ChatMessage, Error> {
-        self.send(None, Content::Custom(attach_str)).await
+        self.send(None, Content::Custom { attach_str, persist: true }).await
+    }
+
+    /// Sends an application-defined payload with options: to some members only, or
+    /// ephemeral (`persist: false`) for likes and reactions. An ephemeral message comes back
+    /// with `seq` 0; under the chatroom's rate cap it is the first refused
+    /// (`CHATROOM_RATE_LIMITED`), and the SDK does not retry it.
+    pub async fn send_custom_message(
+        &self,
+        attach_str: &str,
+        options: CustomMessageOptions,
+    ) -> Result<ChatMessage, Error> {
+        let to = match &options.to_user_uuids {
+            Some(users) => Some(users.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        self.send(to, Content::Custom { attach_str, persist: options.persist }).await
+    }
+
+    /// One page of the members inside the chatroom (NERoom `fetchChatroomMembers`), in the
+    /// order they entered: `cursor` is `None` for the first page, then the previous page's
+    /// `next_cursor`; `limit` is 1–100. The page's members and counts update the room's
+    /// mirror ([`RoomContext::remote_members`], [`RoomContext::online_count`]).
+    pub async fn fetch_chatroom_members(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<MembersPage, Error> {
+        let params = FetchChatroomMembers {
+            room_uuid: self.room.room_uuid(),
+            cursor: cursor.map(str::to_owned),
+            limit: Some(limit),
+        };
+        let room = Arc::clone(&self.room.room);
+        let apply: Apply = Box::new(move |response| {
+            if let (true, Ok(page)) = (response.code.is_success(), response.output::<FetchChatroomMembers>())
+            {
+                room.update(|m| m.fetched(&page));
+            }
+        });
+        self.room.session.call_with(&params, CallOptions { apply: Some(apply), resend: false }).await
     }
 
     /// Recent chatroom history the caller may see: broadcasts, and directed messages to or
@@ -161,11 +233,14 @@ impl ChatController {
 
     /// The one send path. A send is resendable: if the connection drops before the answer,
     /// it is written again after the reconnect with the same message id, so it is stored
-    /// and delivered once. Its sequence number counts as seen.
+    /// and delivered once. Its sequence number counts as seen. An ephemeral send is not
+    /// resent (the server does not deduplicate it). A refusal, `MESSAGE_RATE_LIMITED` and
+    /// `CHATROOM_RATE_LIMITED` included, is returned as it is, never retried.
     async fn send(&self, to: Option<Vec<UserUuid>>, content: Content<'_>) -> Result<ChatMessage, Error> {
         let room_uuid = self.room.room_uuid();
         let message_uuid = Some(new_message_uuid());
-        let options = || CallOptions { apply: None, resend: true };
+        let resend = !matches!(content, Content::Custom { persist: false, .. });
+        let options = || CallOptions { apply: None, resend };
         let session = &self.room.session;
         let SendMessageOutput { message } = match content {
             Content::Text(text) => {
@@ -173,21 +248,18 @@ impl ChatController {
                     SendTextMessage { room_uuid, message_uuid, to_user_uuid_list: to, text: text.into() };
                 session.call_with(&params, options()).await?
             }
-            Content::Custom(attach_str) => {
+            Content::Custom { attach_str, persist } => {
                 let params = SendCustomMessage {
                     room_uuid,
                     message_uuid,
                     to_user_uuid_list: to,
                     attach_str: attach_str.into(),
-                    persist: true,
+                    persist,
                 };
                 session.call_with(&params, options()).await?
             }
         };
-        self.room.room.update(|m| {
-            m.note_seq(message.seq);
-            None
-        });
+        self.room.room.change(|m| m.note_seq(message.seq));
         Ok(Arc::unwrap_or_clone(message))
     }
 }

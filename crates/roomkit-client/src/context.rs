@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ops::{DeleteRoomProperty, EndRoom, LeaveRoom, LockRoom, UnlockRoom, UpdateRoomProperty},
-    Properties, RoomInfo, RoomMember, RoomUuid,
+    ops::{
+        DeleteRoomProperty, EndRoom, FetchRoomMembers, GetRoomInfo, GetRoomInfoOutput, LeaveRoom, LockRoom,
+        MembersPage, UnlockRoom, UpdateRoomProperty,
+    },
+    MemberCounts, Properties, RoomInfo, RoomMember, RoomUuid,
 };
 
 use crate::{
     events::{RoomEventCallback, RoomEvents},
     room::Room,
-    rpc::CallOptions,
+    rpc::{Apply, CallOptions},
     session::Session,
     ChatController, Error,
 };
@@ -52,9 +55,70 @@ impl RoomContext {
         self.room.read(|m| m.local_member().cloned()).expect("the local member is in its own room")
     }
 
-    /// Every member but the local one (NERoom `remoteMembers`). Order is unspecified.
+    /// The members other than the local one that this client has seen (NERoom
+    /// `remoteMembers`), in no particular order.
+    ///
+    /// In a room that fits in the join answer's page (50 members by default) and stays under
+    /// the server's per-member presence threshold (500), that is every member. In a large
+    /// room it holds only the members the client has seen: the join answer's page and host,
+    /// those named by events and digests, and the pages read with
+    /// [`fetch_room_members`](Self::fetch_room_members) and
+    /// [`ChatController::fetch_chatroom_members`]; a member who left unnamed by a digest may
+    /// still be listed. Use [`online_count`](Self::online_count) for how many there are,
+    /// and page the member list for who they are.
     pub fn remote_members(&self) -> Vec<RoomMember> {
         self.room.read(|m| m.remote_members().cloned().collect())
+    }
+
+    /// How many members the room has, the local one included: exact as of the last answer
+    /// or digest, kept current by per-member events in between. Changes are told as
+    /// [`RoomEvent::MemberCountChanged`](crate::RoomEvent::MemberCountChanged).
+    pub fn online_count(&self) -> u64 {
+        self.room.read(|m| m.counts().room)
+    }
+
+    /// How many of the room's members are in its chatroom (see
+    /// [`online_count`](Self::online_count)).
+    pub fn chatroom_online_count(&self) -> u64 {
+        self.room.read(|m| m.counts().chatroom)
+    }
+
+    /// Both online counts.
+    pub fn member_counts(&self) -> MemberCounts {
+        self.room.read(|m| m.counts())
+    }
+
+    /// One page of the room's members, in join order: `cursor` is `None` for the first page,
+    /// then the previous page's `next_cursor`; `limit` is 1–100. Paging from first to last
+    /// returns every member present throughout exactly once. The page's members become
+    /// known to [`get_member`](Self::get_member) and [`remote_members`](Self::remote_members),
+    /// and its exact counts replace the local ones.
+    pub async fn fetch_room_members(&self, cursor: Option<&str>, limit: u32) -> Result<MembersPage, Error> {
+        let params = FetchRoomMembers {
+            room_uuid: self.room_uuid(),
+            cursor: cursor.map(str::to_owned),
+            limit: Some(limit),
+        };
+        let room = Arc::clone(&self.room);
+        let apply: Apply = Box::new(move |response| {
+            if let (true, Ok(page)) = (response.code.is_success(), response.output::<FetchRoomMembers>()) {
+                room.update(|m| m.fetched(&page));
+            }
+        });
+        self.session.call_with(&params, CallOptions { apply: Some(apply), resend: false }).await
+    }
+
+    /// Reads the room and its exact online counts from the server (cheap at any size) and
+    /// refreshes the local copies.
+    pub async fn get_room_info(&self) -> Result<GetRoomInfoOutput, Error> {
+        let room = Arc::clone(&self.room);
+        let apply: Apply = Box::new(move |response| {
+            if let (true, Ok(out)) = (response.code.is_success(), response.output::<GetRoomInfo>()) {
+                room.update(|m| m.room_info(out.room, out.counts));
+            }
+        });
+        let options = CallOptions { apply: Some(apply), resend: false };
+        self.session.call_with(&GetRoomInfo { room_uuid: self.room_uuid() }, options).await
     }
 
     /// A member by uuid, local or remote.

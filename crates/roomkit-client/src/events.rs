@@ -5,21 +5,28 @@ use std::{
     task::{Context, Poll},
 };
 
-use roomkit_protocol::{ChatMessage, EndReason, Properties, RoomMember};
+use roomkit_protocol::{ChatMessage, EndReason, MemberCounts, Properties, RoomMember};
 use tokio::sync::mpsc;
 
 /// Something that happened in a room, as seen by the local member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RoomEvent {
-    /// Members joined the room.
+    /// Members joined the room. In a large room (past the server's per-member presence
+    /// threshold, 500 by default) joins come in digests and only the members a digest names
+    /// are told; [`MemberCountChanged`](Self::MemberCountChanged) tells how many there are.
     MemberJoinRoom(Vec<RoomMember>),
-    /// Members left the room.
+    /// Members left the room (in a large room, those a digest names).
     MemberLeaveRoom(Vec<RoomMember>),
-    /// Members entered the chatroom (the local member included).
+    /// Members entered the chatroom (the local member included; in a large room, those a
+    /// digest names).
     MemberJoinChatroom(Vec<RoomMember>),
-    /// Other members left the chatroom.
+    /// Other members left the chatroom (in a large room, those a digest names).
     MemberLeaveChatroom(Vec<RoomMember>),
+    /// The room's online counts changed: told after the member events that changed them, and
+    /// whenever an answer or a digest brings different counts. Exact as of the moment the
+    /// server sent them.
+    MemberCountChanged(MemberCounts),
     /// Chatroom messages arrived, in sequence order.
     ChatroomMessagesReceived(Vec<ChatMessage>),
     /// The room ended for the local member; the context is gone.
@@ -66,6 +73,9 @@ pub trait RoomEventCallback: Send + Sync {
     fn member_join_chatroom(&self, members: &[RoomMember]) {}
     /// NERoom `memberLeaveChatroom`.
     fn member_leave_chatroom(&self, members: &[RoomMember]) {}
+    /// The online counts changed; see [`RoomEvent::MemberCountChanged`]. (NERoom has no such
+    /// callback: its member counts are read from the room.)
+    fn member_count_changed(&self, counts: MemberCounts) {}
     /// NERoom `chatroomMessagesReceived`.
     fn chatroom_messages_received(&self, messages: &[ChatMessage]) {}
     /// NERoom `roomEnd`.
@@ -86,6 +96,7 @@ pub(crate) fn call(callback: &dyn RoomEventCallback, event: &RoomEvent) {
         RoomEvent::MemberLeaveRoom(m) => callback.member_leave_room(m),
         RoomEvent::MemberJoinChatroom(m) => callback.member_join_chatroom(m),
         RoomEvent::MemberLeaveChatroom(m) => callback.member_leave_chatroom(m),
+        RoomEvent::MemberCountChanged(c) => callback.member_count_changed(*c),
         RoomEvent::ChatroomMessagesReceived(m) => callback.chatroom_messages_received(m),
         RoomEvent::RoomEnd(r) => callback.room_end(*r),
         RoomEvent::RoomPropertiesChanged(p) => callback.room_properties_changed(p),

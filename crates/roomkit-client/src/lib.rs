@@ -47,7 +47,7 @@ mod session;
 
 use std::{sync::Arc, time::Duration};
 
-pub use chat::{ChatController, FetchHistoryOptions};
+pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions};
 pub use context::RoomContext;
 pub use error::Error;
 pub use events::{RoomEvent, RoomEventCallback, RoomEvents};
@@ -56,7 +56,10 @@ use roomkit_protocol::{
     ops::{CreateRoom, JoinRoom, Login},
     Code, Properties, Role, RoomInfo, RoomUuid, UserUuid,
 };
-pub use roomkit_protocol::{ChatMessage, Code as ErrorCode, EndReason, HistoryOrder, RoomMember};
+pub use roomkit_protocol::{
+    ops::{GetRoomInfoOutput, MembersPage},
+    ChatMessage, Code as ErrorCode, EndReason, HistoryOrder, MemberCounts, RoomMember,
+};
 
 use crate::{rpc::CallOptions, session::Session};
 

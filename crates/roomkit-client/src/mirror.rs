@@ -5,19 +5,31 @@
 //! the answers to its own sends) and tells the app the [`RoomEvent`]s it returns. What to tell,
 //! in which order, and what never to tell twice is decided here and unit-tested without a
 //! runtime; locks and sockets live one layer up (`room.rs`, `session.rs`).
+//!
+//! Who is in the room and how many are online is kept in `presence.rs`.
 
 use std::{collections::HashMap, sync::Arc};
 
-use roomkit_protocol::{ChatMessage, Event, RoomInfo, RoomMember, SharedMessage, UserUuid};
+use roomkit_protocol::{
+    ops::JoinRoomOutput, ChatMessage, Event, MemberCounts, RoomInfo, RoomMember, SharedMessage, UserUuid,
+};
 
 use crate::RoomEvent;
+
+mod presence;
 
 /// A joined room as the local member knows it.
 #[derive(Debug)]
 pub(crate) struct RoomMirror {
     local: UserUuid,
     info: RoomInfo,
+    /// The members this client has seen: the join answer's page, the joiner and the host,
+    /// per-member events, the members digests name, and fetched pages. In a small room that
+    /// is every member; in a large one only some.
     members: HashMap<UserUuid, RoomMember>,
+    /// Exact online counts as of the last answer or event that carried them, kept current
+    /// by per-member events in between.
+    counts: MemberCounts,
     /// Highest chatroom sequence number told, sent, or current when the chatroom was entered.
     last_seq: u64,
     /// While catching up after a reconnect, live messages wait here so that everything is
@@ -27,8 +39,10 @@ pub(crate) struct RoomMirror {
 
 impl RoomMirror {
     /// The mirror of a room just joined by `local`, from the join answer.
-    pub(crate) fn new(local: UserUuid, info: RoomInfo, members: Vec<RoomMember>) -> Self {
-        Self { local, info, members: by_uuid(members), last_seq: 0, held: None }
+    pub(crate) fn new(local: UserUuid, joined: JoinRoomOutput) -> Self {
+        let JoinRoomOutput { room, counts, .. } = &joined;
+        let (info, counts) = (room.clone(), *counts);
+        Self { local, info, members: seen_in(joined), counts, last_seq: 0, held: None }
     }
 
     /// The room's state as last seen.
@@ -46,7 +60,7 @@ impl RoomMirror {
         self.members.get(user_uuid)
     }
 
-    /// Every member but the local one, in no particular order.
+    /// Every member seen but the local one, in no particular order.
     pub(crate) fn remote_members(&self) -> impl Iterator<Item = &RoomMember> {
         self.members.values().filter(|m| m.uuid != self.local)
     }
@@ -61,18 +75,13 @@ impl RoomMirror {
         self.last_seq
     }
 
-    /// Replaces room and members with a fresh snapshot (a join answer), keeping the
-    /// sequence number and any catch-up under way.
-    pub(crate) fn refresh(&mut self, info: RoomInfo, members: Vec<RoomMember>) {
-        self.info = info;
-        self.members = by_uuid(members);
-    }
-
-    /// The local member entered or left the chatroom (its own call's answer).
-    pub(crate) fn set_local_in_chatroom(&mut self, inside: bool) {
-        if let Some(m) = self.members.get_mut(&self.local) {
-            m.is_in_chatroom = inside;
-        }
+    /// Replaces room, members and counts with a fresh snapshot (a join answer), keeping the
+    /// sequence number and any catch-up under way. Tells the new counts if they changed.
+    pub(crate) fn refresh(&mut self, joined: JoinRoomOutput) -> Vec<RoomEvent> {
+        self.info = joined.room.clone();
+        let counts = joined.counts;
+        self.members = seen_in(joined);
+        self.set_counts(counts)
     }
 
     /// A sequence number the local member knows without being told: its own sends, and the
@@ -81,30 +90,17 @@ impl RoomMirror {
         self.last_seq = self.last_seq.max(seq);
     }
 
-    /// Applies a server event; returns what to tell the app, if anything.
-    pub(crate) fn apply(&mut self, event: Event) -> Option<RoomEvent> {
-        Some(match event {
-            Event::MemberJoinRoom { members, .. } => {
-                for m in &members {
-                    self.members.insert(m.uuid.clone(), m.clone());
-                }
-                RoomEvent::MemberJoinRoom(members)
+    /// Applies a server event; returns what to tell the app, in order.
+    pub(crate) fn apply(&mut self, event: Event) -> Vec<RoomEvent> {
+        let event = match event {
+            Event::MemberJoinRoom { members, .. } => return self.joined_room(members),
+            Event::MemberLeaveRoom { members, .. } => return self.left_room(members),
+            Event::MemberJoinChatroom { members, .. } => return self.joined_chatroom(members),
+            Event::MemberLeaveChatroom { members, .. } => return self.left_chatroom(members),
+            Event::MembersChanged(digest) => return self.digest(*digest),
+            Event::ChatroomMessagesReceived { messages, .. } => {
+                return self.live(unshare(messages)).into_iter().collect()
             }
-            Event::MemberLeaveRoom { members, .. } => {
-                for m in &members {
-                    self.members.remove(&m.uuid);
-                }
-                RoomEvent::MemberLeaveRoom(members)
-            }
-            Event::MemberJoinChatroom { members, .. } => {
-                self.set_in_chatroom(&members, true);
-                RoomEvent::MemberJoinChatroom(members)
-            }
-            Event::MemberLeaveChatroom { members, .. } => {
-                self.set_in_chatroom(&members, false);
-                RoomEvent::MemberLeaveChatroom(members)
-            }
-            Event::ChatroomMessagesReceived { messages, .. } => return self.live(unshare(messages)),
             Event::RoomEnd { reason, .. } => RoomEvent::RoomEnd(reason),
             Event::RoomPropertiesChanged { properties, .. } => {
                 self.info.properties.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -120,8 +116,9 @@ impl RoomMirror {
                 self.info.locked = locked;
                 RoomEvent::RoomLockStateChanged(locked)
             }
-            _ => return None,
-        })
+            _ => return Vec::new(),
+        };
+        vec![event]
     }
 
     /// Whether live messages are being held back for a catch-up.
@@ -151,13 +148,20 @@ impl RoomMirror {
         messages_event(fresh)
     }
 
+    /// Live messages. Ephemeral ones (`persist: false`, `seq` 0) are told at once, even
+    /// during a catch-up: they are never in history, have no place in the sequence and are
+    /// not deduplicated. The others are told in sequence order, once, after any catch-up.
     fn live(&mut self, messages: Vec<ChatMessage>) -> Option<RoomEvent> {
-        if let Some(held) = self.held.as_mut() {
-            held.extend(messages);
-            return None;
-        }
-        let fresh = self.take_fresh(messages);
-        messages_event(fresh)
+        let (ephemeral, numbered): (Vec<_>, Vec<_>) = messages.into_iter().partition(is_ephemeral);
+        let mut told = match self.held.as_mut() {
+            Some(held) => {
+                held.extend(numbered);
+                Vec::new()
+            }
+            None => self.take_fresh(numbered),
+        };
+        told.extend(ephemeral);
+        messages_event(told)
     }
 
     /// The messages newer than any seen, in order; advances the last sequence number. This
@@ -172,18 +176,22 @@ impl RoomMirror {
         });
         messages
     }
-
-    fn set_in_chatroom(&mut self, members: &[RoomMember], inside: bool) {
-        for m in members {
-            if let Some(known) = self.members.get_mut(&m.uuid) {
-                known.is_in_chatroom = inside;
-            }
-        }
-    }
 }
 
-fn by_uuid(members: Vec<RoomMember>) -> HashMap<UserUuid, RoomMember> {
-    members.into_iter().map(|m| (m.uuid.clone(), m)).collect()
+/// The members a join answer shows: its page, the joiner and the host.
+fn seen_in(joined: JoinRoomOutput) -> HashMap<UserUuid, RoomMember> {
+    let JoinRoomOutput { member, host, members, .. } = joined;
+    let (member, host) = (unboxed(&member), host.as_ref().map(unboxed));
+    members.into_iter().chain(host).chain([member]).map(|m| (m.uuid.clone(), m)).collect()
+}
+
+/// The join answer's joiner and host, boxed or not.
+fn unboxed(m: &impl std::borrow::Borrow<RoomMember>) -> RoomMember {
+    m.borrow().clone()
+}
+
+fn is_ephemeral(m: &ChatMessage) -> bool {
+    !m.persist || m.seq == 0
 }
 
 fn unshare(messages: Vec<SharedMessage>) -> Vec<ChatMessage> {

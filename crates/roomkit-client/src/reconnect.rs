@@ -134,17 +134,11 @@ async fn resume(session: &Session) -> Result<(), Error> {
 /// messages back until the missed ones are told.
 async fn rejoin(session: &Session, room: &Arc<Room>) -> Result<(), Error> {
     let in_chatroom = room.read(|m| m.local_in_chatroom());
-    room.update(|m| {
-        m.begin_resume();
-        None
-    });
+    room.change(|m| m.begin_resume());
     let target = Arc::clone(room);
     let apply: Apply = Box::new(move |response| {
         if let Ok(out) = response.output::<JoinRoom>() {
-            target.update(|m| {
-                m.refresh(out.room, out.members);
-                None
-            });
+            target.update(|m| m.refresh(out));
         }
     });
     let join = JoinRoom { resume: true, ..room.join_params().clone() };
@@ -161,11 +155,15 @@ async fn rejoin(session: &Session, room: &Arc<Room>) -> Result<(), Error> {
         room.update(|m| m.end_resume());
         return Ok(());
     }
-    session.call_now(&JoinChatroom { room_uuid: room.uuid.clone(), history_count: None }, None).await?;
-    room.update(|m| {
-        m.set_local_in_chatroom(true);
-        None
+    let target = Arc::clone(room);
+    let apply: Apply = Box::new(move |response| {
+        if response.code.is_success() {
+            target.update(|m| m.local_entered_chatroom());
+        }
     });
+    session
+        .call_now(&JoinChatroom { room_uuid: room.uuid.clone(), history_count: None }, Some(apply))
+        .await?;
     let recovered = catch_up(session, room).await?;
     room.update(|m| m.end_resume());
     room.tell(RoomEvent::Resumed { recovered });

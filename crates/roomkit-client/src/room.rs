@@ -61,13 +61,20 @@ impl Room {
         f(&self.state().mirror)
     }
 
-    /// Changes the mirror and tells listeners what it returns.
-    pub(crate) fn update(&self, f: impl FnOnce(&mut RoomMirror) -> Option<RoomEvent>) {
+    /// Changes the mirror without telling anything.
+    pub(crate) fn change(&self, f: impl FnOnce(&mut RoomMirror)) {
+        f(&mut self.state().mirror);
+    }
+
+    /// Changes the mirror and tells listeners what it returns, in order.
+    pub(crate) fn update<I: IntoIterator<Item = RoomEvent>>(&self, f: impl FnOnce(&mut RoomMirror) -> I) {
         let mut state = self.state();
-        let Some(event) = f(&mut state.mirror) else { return };
-        state.outbox.push_back(event);
-        if state.telling {
-            return; // the task telling now tells this one after the ones before it
+        let before = state.outbox.len();
+        let produced = f(&mut state.mirror);
+        state.outbox.extend(produced);
+        if state.outbox.len() == before || state.telling {
+            // Nothing new, or the task telling now tells these after the ones before them.
+            return;
         }
         state.telling = true;
         drop(state);
@@ -90,7 +97,7 @@ impl Room {
 
     /// Tells listeners something the mirror does not decide (a rejoin's outcome).
     pub(crate) fn tell(&self, event: RoomEvent) {
-        self.update(|_| Some(event));
+        self.update(|_| [event]);
     }
 
     /// How the room was joined.
@@ -180,13 +187,13 @@ impl Rooms {
         Box::new(move |response| {
             let Ok(out) = response.output::<JoinRoom>() else { return };
             let mut map = rooms.map();
-            match map.get(&out.room.room_uuid) {
-                Some(room) => room.update(|m| {
-                    m.refresh(out.room, out.members);
-                    None
-                }),
+            match map.get(&out.room.room_uuid).cloned() {
+                Some(room) => {
+                    drop(map); // telling may run callbacks, which may look rooms up
+                    room.update(|m| m.refresh(out));
+                }
                 None => {
-                    let room = Arc::new(Room::new(join, RoomMirror::new(local, out.room, out.members)));
+                    let room = Arc::new(Room::new(join, RoomMirror::new(local, out)));
                     map.insert(room.uuid.clone(), room);
                 }
             }

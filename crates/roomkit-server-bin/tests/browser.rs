@@ -246,6 +246,8 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
     visible(bob, "view-room").await;
     until(bob, "the banner to clear", "document.getElementById('banner').hidden").await;
     until(alice, "bob's join notice", &has_notice("bob joined the room.")).await;
+    until(alice, "the count with bob", &count_is("2 online · 0 chatting")).await;
+    until(bob, "bob's count from the join answer", &count_is("2 online · 0 chatting")).await;
 
     // Both enter the chatroom; the member list shows who is in it.
     click(alice, "chat-toggle").await;
@@ -266,6 +268,13 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
         "document.querySelectorAll('#members .member.in-chat').length === 2",
     )
     .await;
+    until(alice, "the count of two chatting", &count_is("2 online · 2 chatting")).await;
+    until(bob, "bob counting himself in", &count_is("2 online · 2 chatting")).await;
+
+    // A like is ephemeral: counted in the room's head, never a message in the list.
+    click(bob, "like").await;
+    until(alice, "bob's like", "document.getElementById('likes').textContent === '♥ 1'").await;
+    until(bob, "his own like", "document.getElementById('likes').textContent === '♥ 1'").await;
 
     // They exchange messages.
     send(alice, "hello from alice").await;
@@ -317,6 +326,8 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
     until(alice, "bob's leave notice", &has_notice("bob left the chatroom.")).await;
     until(alice, "one member chatting", "document.querySelectorAll('#members .member.in-chat').length === 1")
         .await;
+    until(alice, "the count after bob left the chatroom", &count_is("2 online · 1 chatting")).await;
+    until(bob, "bob counting himself out", &count_is("2 online · 1 chatting")).await;
     send(alice, "see you, bob").await;
 
     // Phone width: nothing sticks out sideways.
@@ -325,5 +336,51 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
 
     save_screenshot(alice, "desktop.png").await;
     save_screenshot(bob, "phone.png").await;
+
+    // A room past the join answer's page (50 members): 50 viewers join through the SDK; Bob
+    // leaves and joins again, sees a first page and the exact count, and loads the rest.
+    let viewers = viewers(url, "browser-room", 50).await;
+    until(alice, "the count with the viewers", &count_is("52 online · 1 chatting")).await;
+    click(bob, "leave-room").await;
+    visible(bob, "view-lobby").await;
+    until(alice, "the count without bob", &count_is("51 online · 1 chatting")).await;
+    fill(bob, "join-uuid", "browser-room").await;
+    click(bob, "join-btn").await;
+    visible(bob, "view-room").await;
+    until(bob, "the exact count", &count_is("52 online · 1 chatting")).await;
+    let listed = "document.querySelectorAll('#members .member').length";
+    assert_eq!(eval(bob, listed).await, 51, "the first page, the host and himself");
+    until(bob, "the load-more button", "!document.getElementById('members-more').hidden").await;
+    save_screenshot(bob, "phone-large-room.png").await;
+    click(bob, "members-more").await;
+    until(bob, "every member listed", &format!("{listed} === 52")).await;
+    until(bob, "no more to load", "document.getElementById('members-more').hidden").await;
+    for kit in viewers {
+        kit.close().await;
+    }
+    until(alice, "the viewers gone", &count_is("2 online · 1 chatting")).await;
     Ok(())
+}
+
+/// JavaScript: whether the member panel's count reads `text`.
+fn count_is(text: &str) -> String {
+    format!("document.getElementById('member-count').textContent === {}", json!(text))
+}
+
+/// `n` SDK clients in `room` (not in its chatroom), over the page's own WebSocket endpoint.
+async fn viewers(page_url: &str, room: &str, n: usize) -> Vec<roomkit_client::RoomKit> {
+    let ws = page_url.trim_end_matches('/').replacen("http://", "ws://", 1) + "/v1";
+    let mut kits = Vec::new();
+    for i in 0..n {
+        let kit = roomkit_client::RoomKit::connect(ws.as_str()).await.expect("connect a viewer");
+        kit.login(&format!("viewer-{i:02}"), "dev-token").await.expect("log a viewer in");
+        let params = roomkit_client::JoinRoomParams {
+            room_uuid: room.into(),
+            user_name: format!("Viewer {i:02}"),
+            ..Default::default()
+        };
+        kit.room_service().join_room(params, Default::default()).await.expect("a viewer joins");
+        kits.push(kit);
+    }
+    kits
 }

@@ -32,6 +32,8 @@ const CODES = {
   3001: ["NOT_IN_CHATROOM", "Join the chatroom first."],
   3002: ["MESSAGE_TOO_LONG", "That message is too long."],
   3003: ["MESSAGE_NOT_FOUND", "That message is gone: it cannot be found any more."],
+  3004: ["MESSAGE_RATE_LIMITED", "Slow down: you are sending messages too fast."],
+  3005: ["CHATROOM_RATE_LIMITED", "The chatroom is very busy right now. Try again in a moment."],
   5000: ["SERVER_BUSY", "The server is busy. Try again in a moment."],
   5001: ["INTERNAL", "The server ran into an internal error."],
   5002: ["SLOW_CONSUMER", "The connection fell behind and the server closed it. Sign in again to continue."],
@@ -74,6 +76,12 @@ function describe(error) {
 // The connection: requests with ids, responses matched by id, events to a callback.
 
 const REQUEST_TIMEOUT_MS = 10000;
+
+/** Members asked for per "Load more" (the server's limit is 1–100). */
+const MEMBER_PAGE = 50;
+
+/** What the like button sends: an ephemeral custom message (not stored, not in history). */
+const LIKE = JSON.stringify({ type: "like" });
 
 class Connection {
   constructor(url, { onEvent, onClose }) {
@@ -374,21 +382,33 @@ async function joinRoom(room_uuid, password, role) {
   if (role) params.role = role;
   const data = await state.conn.call("join_room", params);
   $("join-password").value = "";
-  enterRoom(data.room, data.members);
+  enterRoom(data);
 }
 
 // ---------------------------------------------------------------------------------------------
 // A joined room
 
-function enterRoom(info, members) {
+/**
+ * A joined room from the join answer: the room, the joiner, the host, the exact online counts
+ * and the first page of members (every member of a small room; `next_cursor` says there are
+ * more, read with "Load more"). In a large room `members` holds only the members seen.
+ */
+function enterRoom(joined) {
+  const info = joined.room;
+  const members = new Map((joined.members || []).map((m) => [m.uuid, m]));
+  for (const m of [joined.host, joined.member]) if (m) members.set(m.uuid, m);
   state.room = {
     info,
-    members: new Map(members.map((m) => [m.uuid, m])),
+    members,
+    counts: { ...(joined.counts || { room: members.size, chatroom: 0 }) },
+    nextCursor: joined.next_cursor || null,
+    likes: 0,
     messages: new Map(), // message_uuid → {message, node}
     recalled: new Set(), // message uuids recalled before (or without) being shown
   };
   history.replaceState(null, "", `#room=${encodeURIComponent(info.room_uuid)}`);
   $("messages").replaceChildren();
+  $("likes").textContent = "";
   $("text").value = "";
   renderRoomHead();
   renderMembers();
@@ -417,7 +437,7 @@ function renderRoomHead() {
   toggle.hidden = !info.chatroom_enabled;
   toggle.textContent = inChat() ? "Leave chatroom" : "Join chatroom";
   const inside = inChat();
-  for (const id of ["to", "text", "send"]) $(id).disabled = !inside;
+  for (const id of ["to", "text", "send", "like"]) $(id).disabled = !inside;
   $("text").placeholder = inside
     ? "Message"
     : info.chatroom_enabled ? "Join the chatroom to chat" : "This room has no chatroom";
@@ -439,8 +459,11 @@ function renderMembers() {
     isMe ? el("span", { class: "tag" }, "you") : null,
     m.role === "host" ? el("span", { class: "tag" }, "host") : null);
   }));
-  const inChatCount = list.filter((m) => m.is_in_chatroom).length;
-  $("member-count").textContent = `${list.length} · ${inChatCount} chatting`;
+  // The exact online counts from the server, not the length of a list that may be partial.
+  $("member-count").textContent = `${room.counts.room} online · ${room.counts.chatroom} chatting`;
+  const more = $("members-more");
+  more.hidden = !room.nextCursor;
+  more.textContent = `Load more (${list.length} of ${room.counts.room} shown)`;
 
   // Recipients: everyone, or one member in the chatroom.
   const select = $("to");
@@ -481,6 +504,10 @@ function showMessage(message) {
     }
     return;
   }
+  if (message.persist === false) {
+    ephemeral(message);
+    return;
+  }
   if (room.messages.has(message.message_uuid)) return;
   const mine = message.from_user_uuid === state.me.user_uuid;
   const to = message.to_user_uuid_list;
@@ -519,6 +546,42 @@ function showMessage(message) {
   if (!later) scrollToEnd();
 }
 
+/** An ephemeral message (seq 0, never stored): a like adds to the room's like count. */
+function ephemeral(message) {
+  const room = state.room;
+  if (message.message_type === "custom" && message.attach_str === LIKE) {
+    room.likes += 1;
+    const likes = $("likes");
+    likes.textContent = `♥ ${room.likes}`;
+    likes.title = `${room.likes} likes; the last from ${message.from_nick}`;
+    likes.classList.remove("pop");
+    void likes.offsetWidth; // restart the animation
+    likes.classList.add("pop");
+  }
+}
+
+async function like() {
+  const room_uuid = state.room.info.room_uuid;
+  const data = await state.conn.call("send_custom_message", { room_uuid, attach_str: LIKE, persist: false });
+  if (data && data.message) showMessage({ ...data.message, persist: false });
+}
+
+/** The next page of members ("Load more"): members join the list, counts are refreshed. */
+async function loadMoreMembers() {
+  const room = state.room;
+  if (!room.nextCursor) return;
+  const page = await state.conn.call("fetch_room_members", {
+    room_uuid: room.info.room_uuid,
+    cursor: room.nextCursor,
+    limit: MEMBER_PAGE,
+  });
+  if (state.room !== room) return;
+  for (const m of page.members || []) room.members.set(m.uuid, m);
+  room.nextCursor = page.next_cursor || null;
+  if (page.counts) room.counts = { ...page.counts };
+  renderMembers();
+}
+
 function amHost() {
   const me = state.room && state.room.members.get(state.me.user_uuid);
   return Boolean(me && me.role === "host");
@@ -552,14 +615,20 @@ async function toggleChatroom() {
   if (inChat()) {
     await state.conn.call("leave_chatroom", { room_uuid });
     const me = state.room.members.get(state.me.user_uuid);
+    if (me && me.is_in_chatroom) state.room.counts.chatroom = Math.max(0, state.room.counts.chatroom - 1);
     if (me) me.is_in_chatroom = false;
     renderMembers();
     notice("You left the chatroom.");
     return;
   }
   await state.conn.call("join_chatroom", { room_uuid });
-  // Our own member_join_chatroom arrived before the response; make sure either way.
+  // In a small room our own member_join_chatroom arrived before the response; in a large one
+  // no event comes, and we count ourselves in.
   const me = state.room.members.get(state.me.user_uuid);
+  if (me && !me.is_in_chatroom) {
+    state.room.counts.chatroom += 1;
+    notice("You joined the chatroom.");
+  }
   if (me) me.is_in_chatroom = true;
   renderMembers();
   const data = await state.conn.call("fetch_chatroom_history", { room_uuid, limit: 50, order: "desc" });
@@ -606,29 +675,30 @@ function onEvent(event) {
   switch (event.event) {
     case "member_join_room":
       for (const m of members) room.members.set(m.uuid, m);
+      room.counts.room += members.length;
       renderMembers();
       notice(`${names()} joined the room.`);
       break;
     case "member_leave_room":
       for (const m of members) room.members.delete(m.uuid);
+      room.counts.room = Math.max(0, room.counts.room - members.length);
       renderMembers();
       notice(`${names()} left the room.`);
       break;
     case "member_join_chatroom":
-      for (const m of members) {
-        const known = room.members.get(m.uuid);
-        if (known) known.is_in_chatroom = true;
-      }
+      setInChat(members, true);
+      room.counts.chatroom += members.length;
       renderMembers();
       notice(`${names()} joined the chatroom.`);
       break;
     case "member_leave_chatroom":
-      for (const m of members) {
-        const known = room.members.get(m.uuid);
-        if (known) known.is_in_chatroom = false;
-      }
+      setInChat(members, false);
+      room.counts.chatroom = Math.max(0, room.counts.chatroom - members.length);
       renderMembers();
       notice(`${names()} left the chatroom.`);
+      break;
+    case "members_changed":
+      membersChanged(event);
       break;
     case "chatroom_messages_received":
       for (const message of event.messages || []) showMessage(message);
@@ -656,6 +726,48 @@ function onEvent(event) {
   }
 }
 
+/** Marks members in or out of the chatroom; members not seen before are seen now. */
+function setInChat(members, inside) {
+  const room = state.room;
+  for (const m of members) {
+    const known = room.members.get(m.uuid) || { ...m };
+    known.is_in_chatroom = inside;
+    room.members.set(m.uuid, known);
+  }
+}
+
+/**
+ * A large room's presence digest: exact counts, and some of those who came and went by name
+ * (never ourselves: we know our own comings and goings from our own calls).
+ */
+function membersChanged(digest) {
+  const room = state.room;
+  const others = (list) => (list || []).filter((m) => m.uuid !== state.me.user_uuid);
+  const told = (list, total, what) => {
+    if (!total) return;
+    const named = list.map((m) => m.name);
+    const rest = total - named.length;
+    if (rest > 0) named.push(`${rest} ${named.length ? "more" : (rest === 1 ? "member" : "members")}`);
+    notice(`${named.join(", ")} ${what}.`);
+  };
+  const joined = others(digest.joined);
+  const left = others(digest.left);
+  const entered = others(digest.chatroom_joined);
+  const wentOut = others(digest.chatroom_left);
+  for (const m of joined) room.members.set(m.uuid, m);
+  setInChat(entered, true);
+  setInChat(wentOut, false);
+  for (const m of left) room.members.delete(m.uuid);
+  if (digest.counts) room.counts = { ...digest.counts };
+  renderMembers();
+  // How many, without ourselves when we are named (we know our own changes).
+  const total = (count, list, mine) => (count || 0) - (list || []).length + mine.length;
+  told(joined, total(digest.joined_count, digest.joined, joined), "joined the room");
+  told(entered, total(digest.chatroom_joined_count, digest.chatroom_joined, entered), "joined the chatroom");
+  told(wentOut, total(digest.chatroom_left_count, digest.chatroom_left, wentOut), "left the chatroom");
+  told(left, total(digest.left_count, digest.left, left), "left the room");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Wiring
 
@@ -673,6 +785,8 @@ onSubmit("join-form", () => joinRoom($("join-uuid").value.trim(), $("join-passwo
 onSubmit("composer", send);
 $("chat-toggle").addEventListener("click", (ev) => busy(ev.currentTarget, toggleChatroom));
 $("leave-room").addEventListener("click", (ev) => busy(ev.currentTarget, leaveRoom));
+$("members-more").addEventListener("click", (ev) => busy(ev.currentTarget, loadMoreMembers));
+$("like").addEventListener("click", (ev) => busy(ev.currentTarget, like));
 $("signout").addEventListener("click", signOut);
 $("banner-close").addEventListener("click", hideError);
 $("copy-link").addEventListener("click", async () => {

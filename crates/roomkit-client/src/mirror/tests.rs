@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ChatMessage, ChatroomType, EndReason, Event, MessageBody, MessageUuid, Priority, RoomInfo, RoomMember,
-    RoomUuid, SharedMessage, UserUuid,
+    ops::JoinRoomOutput, ChatMessage, ChatroomType, EndReason, Event, MemberCounts, MessageBody, MessageUuid,
+    Priority, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 use super::RoomMirror;
@@ -14,11 +14,11 @@ fn user(s: &str) -> UserUuid {
     UserUuid::new(s).expect("valid id")
 }
 
-fn room() -> RoomUuid {
+pub(crate) fn room() -> RoomUuid {
     RoomUuid::new("r1").expect("valid id")
 }
 
-fn member(uuid: &str, in_chatroom: bool) -> RoomMember {
+pub(crate) fn member(uuid: &str, in_chatroom: bool) -> RoomMember {
     RoomMember {
         uuid: user(uuid),
         name: uuid.to_uppercase(),
@@ -43,9 +43,27 @@ fn info() -> RoomInfo {
     }
 }
 
+/// A join answer showing `members` (the first of them the joiner) of a room of `counts`.
+// `into()`: the protocol boxes the joiner and the host in newer versions.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn answer(members: Vec<RoomMember>, counts: (u64, u64)) -> JoinRoomOutput {
+    JoinRoomOutput {
+        room: info(),
+        member: members[0].clone().into(),
+        host: None,
+        counts: MemberCounts { room: counts.0, chatroom: counts.1 },
+        members,
+        next_cursor: None,
+    }
+}
+
 /// Alice's mirror of a room she and Bob are in, both in the chatroom.
 pub(crate) fn alice() -> RoomMirror {
-    RoomMirror::new(user("alice"), info(), vec![member("alice", true), member("bob", true)])
+    RoomMirror::new(user("alice"), answer(vec![member("alice", true), member("bob", true)], (2, 2)))
+}
+
+pub(crate) fn counts(room: u64, chatroom: u64) -> MemberCounts {
+    MemberCounts { room, chatroom }
 }
 
 fn message(seq: u64, from: &str) -> SharedMessage {
@@ -66,6 +84,11 @@ fn message(seq: u64, from: &str) -> SharedMessage {
     })
 }
 
+/// A message as received.
+pub(crate) fn live_message(seq: u64, from: &str) -> ChatMessage {
+    Arc::unwrap_or_clone(message(seq, from))
+}
+
 fn live(seqs: &[u64]) -> Event {
     Event::ChatroomMessagesReceived {
         room_uuid: room(),
@@ -74,11 +97,14 @@ fn live(seqs: &[u64]) -> Event {
 }
 
 /// The sequence numbers an event tells, or `None` if it tells nothing.
-fn told(event: Option<RoomEvent>) -> Option<Vec<u64>> {
-    match event? {
+fn told(events: impl IntoIterator<Item = RoomEvent>) -> Option<Vec<u64>> {
+    let mut events = events.into_iter();
+    let told = match events.next()? {
         RoomEvent::ChatroomMessagesReceived(messages) => Some(messages.iter().map(|m| m.seq).collect()),
         other => panic!("expected messages, got {other:?}"),
-    }
+    };
+    assert_eq!(events.next(), None, "one event");
+    told
 }
 
 #[test]
@@ -153,9 +179,10 @@ fn a_join_answer_keeps_the_sequence_and_the_catch_up() {
     let mut mirror = alice();
     assert_eq!(told(mirror.apply(live(&[1, 2]))), Some(vec![1, 2]));
     mirror.begin_resume();
-    let mut fresh = info();
-    fresh.locked = true;
-    mirror.refresh(fresh, vec![member("alice", false), member("carol", false)]);
+    let mut fresh = answer(vec![member("alice", false), member("carol", false)], (2, 0));
+    fresh.room.locked = true;
+    let told = mirror.refresh(fresh);
+    assert_eq!(told, [RoomEvent::MemberCountChanged(MemberCounts { room: 2, chatroom: 0 })]);
     assert!(mirror.info().locked);
     assert!(mirror.member("bob").is_none() && mirror.member("carol").is_some());
     assert!(mirror.is_resuming());
@@ -167,18 +194,24 @@ fn membership_events_update_the_roster() {
     let mut mirror = alice();
     let carol = member("carol", false);
     let joined = mirror.apply(Event::MemberJoinRoom { room_uuid: room(), members: vec![carol.clone()] });
-    assert_eq!(joined, Some(RoomEvent::MemberJoinRoom(vec![carol.clone()])));
+    assert_eq!(
+        joined,
+        [RoomEvent::MemberJoinRoom(vec![carol.clone()]), RoomEvent::MemberCountChanged(counts(3, 2))]
+    );
     mirror.apply(Event::MemberJoinChatroom { room_uuid: room(), members: vec![carol.clone()] });
     assert!(mirror.member("carol").is_some_and(|m| m.is_in_chatroom));
     mirror.apply(Event::MemberLeaveChatroom { room_uuid: room(), members: vec![member("bob", true)] });
     assert!(mirror.member("bob").is_some_and(|m| !m.is_in_chatroom));
+    mirror.apply(Event::MemberLeaveChatroom { room_uuid: room(), members: vec![carol.clone()] });
     mirror.apply(Event::MemberLeaveRoom { room_uuid: room(), members: vec![carol] });
     let mut remote: Vec<_> = mirror.remote_members().map(|m| m.uuid.to_string()).collect();
     remote.sort();
     assert_eq!(remote, ["bob"]);
+    assert_eq!(mirror.counts(), counts(2, 1), "carol came and went, bob left the chatroom");
     assert!(mirror.local_in_chatroom());
-    mirror.set_local_in_chatroom(false);
+    assert_eq!(mirror.local_left_chatroom(), [RoomEvent::MemberCountChanged(counts(2, 0))]);
     assert!(!mirror.local_in_chatroom());
+    assert_eq!(mirror.local_left_chatroom(), [], "leaving twice changes nothing");
 }
 
 #[test]
@@ -189,10 +222,10 @@ fn room_events_update_properties_and_lock() {
     assert_eq!(mirror.info().properties.get("topic").map(String::as_str), Some("maths"));
     let deleted =
         mirror.apply(Event::RoomPropertiesDeleted { room_uuid: room(), keys: vec!["topic".into()] });
-    assert_eq!(deleted, Some(RoomEvent::RoomPropertiesDeleted(vec!["topic".into()])));
+    assert_eq!(deleted, [RoomEvent::RoomPropertiesDeleted(vec!["topic".into()])]);
     assert!(mirror.info().properties.is_empty());
     mirror.apply(Event::RoomLockStateChanged { room_uuid: room(), locked: true });
     assert!(mirror.info().locked);
     let end = mirror.apply(Event::RoomEnd { room_uuid: room(), reason: EndReason::KickOut });
-    assert_eq!(end, Some(RoomEvent::RoomEnd(EndReason::KickOut)));
+    assert_eq!(end, [RoomEvent::RoomEnd(EndReason::KickOut)]);
 }

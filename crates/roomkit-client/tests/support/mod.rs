@@ -5,6 +5,9 @@
 //! Nothing here waits on a clock to decide an outcome: every wait is for a condition, and
 //! its time limit only keeps a broken build from hanging.
 
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
 use std::{
     future::Future,
     sync::{
@@ -19,8 +22,9 @@ use bytes::Bytes;
 use roomkit_client::{
     ChatController, ChatMessage, ClientConfig, ConnectionEvents, ConnectionState, CreateRoomOptions,
     CreateRoomParams, EndReason, FetchHistoryOptions, IntoConnector, JoinRoomOptions, JoinRoomParams,
-    ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
+    MemberCounts, ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
 };
+use roomkit_core::config::MessageRate;
 use roomkit_core::transport::{CloseReason, Connection, Connector, FrameSink, FrameStream, TransportError};
 use roomkit_server::{RateLimit, ServerConfig};
 use roomkit_transport_memory::MemoryConnector;
@@ -58,15 +62,15 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     .await;
 }
 
-/// A server configuration with the given reconnect grace period and no practical rate limit
-/// (the tests send as fast as acknowledgements come back).
+/// A server configuration with the given reconnect grace period and no practical rate limit,
+/// of requests or of chatroom messages (the tests send as fast as acknowledgements come
+/// back, past NERoom's 20 messages per second per member).
 pub fn server_config(grace_ms: u64) -> ServerConfig {
     let mut config = ServerConfig::default();
     config.core.reconnect_grace_ms = grace_ms;
+    config.core.member_message_rate = MessageRate::UNLIMITED;
+    config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: 1_000_000 };
-    // The chaos tests send as fast as they can: no message rate caps either.
-    config.core.member_message_rate = roomkit_core::MessageRate::UNLIMITED;
-    config.core.chatroom_message_rate = roomkit_core::MessageRate::UNLIMITED;
     config
 }
 
@@ -202,6 +206,24 @@ impl Recorder {
             .collect()
     }
 
+    /// The counts told by `member_count_changed`, in order.
+    pub fn counts(&self) -> Vec<MemberCounts> {
+        self.events
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|e| match e {
+                RoomEvent::MemberCountChanged(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every event told so far.
+    pub fn all(&self) -> Vec<RoomEvent> {
+        self.events.lock().expect("not poisoned").clone()
+    }
+
     /// Waits until a message with `text` is told.
     pub async fn wait_for_text(&self, text: &str) {
         eventually(&format!("the message {text:?}"), || self.has_text(text)).await;
@@ -257,6 +279,9 @@ impl RoomEventCallback for Recorder {
     }
     fn room_resumed(&self, recovered: bool) {
         self.push(RoomEvent::Resumed { recovered });
+    }
+    fn member_count_changed(&self, counts: MemberCounts) {
+        self.push(RoomEvent::MemberCountChanged(counts));
     }
 }
 
