@@ -37,7 +37,7 @@ use tokio::{
 };
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
-use crate::{bar, cpu_secs, rss_bytes, start_server};
+use crate::{bar, client_config, cpu_secs, rss_bytes, start_server};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -97,9 +97,13 @@ impl Link {
         let stream = socket.connect(addr).await.map_err(|e| format!("connect from {source}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let url = format!("ws://{addr}/v1");
-        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(client_config()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(Link::Ws(Box::new(ws)))
     }
 
