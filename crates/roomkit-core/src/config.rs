@@ -81,6 +81,35 @@ impl MessageRate {
     pub const UNLIMITED: MessageRate = MessageRate { per_second: 0, burst: 0 };
 }
 
+impl CoreConfig {
+    /// Refuses settings that would silently break a rule: a rate whose burst refuses every
+    /// message, an empty join page, thresholds in the wrong order. The message names the
+    /// setting.
+    pub fn check(&self) -> Result<(), String> {
+        if self.join_member_page == 0 {
+            return Err("join_member_page must be at least 1".into());
+        }
+        if self.presence_count_only_min < self.presence_per_member_max {
+            return Err("presence_count_only_min must be at least presence_per_member_max".into());
+        }
+        if self.presence_hysteresis_percent > 100 {
+            return Err("presence_hysteresis_percent must be 0 to 100".into());
+        }
+        if self.presence_digest_ms == 0 {
+            return Err("presence_digest_ms must be at least 1".into());
+        }
+        let rates = [("member_message", self.member_message_rate, 1), ("chatroom_message", self.chatroom_message_rate, 2)];
+        for (name, rate, min_burst) in rates {
+            if rate.per_second > 0 && rate.burst < min_burst {
+                // The chatroom's low-priority messages need half a burst spare: a burst of 1
+                // would refuse every one of them.
+                return Err(format!("{name}_burst must be at least {min_burst} when {name}_rate is set"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
@@ -119,3 +148,28 @@ pub const MAX_MEMBERS_LIMIT: u32 = 100;
 
 /// Members per page when a fetch names no `limit`.
 pub const DEFAULT_MEMBERS_LIMIT: u32 = 50;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_break_a_rule_are_refused_by_name() {
+        assert_eq!(CoreConfig::default().check(), Ok(()));
+        let refused = |f: fn(&mut CoreConfig), name: &str| {
+            let mut c = CoreConfig::default();
+            f(&mut c);
+            let e = c.check().expect_err(name);
+            assert!(e.contains(name), "{e}");
+        };
+        refused(|c| c.join_member_page = 0, "join_member_page");
+        refused(|c| c.presence_count_only_min = c.presence_per_member_max - 1, "presence_count_only_min");
+        refused(|c| c.presence_digest_ms = 0, "presence_digest_ms");
+        refused(|c| c.member_message_rate.burst = 0, "member_message_burst");
+        refused(|c| c.chatroom_message_rate.burst = 1, "chatroom_message_burst");
+        let mut unlimited = CoreConfig::default();
+        unlimited.member_message_rate = MessageRate::UNLIMITED;
+        unlimited.chatroom_message_rate = MessageRate::UNLIMITED;
+        assert_eq!(unlimited.check(), Ok(()), "no rate needs no burst");
+    }
+}

@@ -1,5 +1,9 @@
 //! Token buckets for chatroom message rates, with time as an input.
 
+use std::collections::{HashMap, VecDeque};
+
+use roomkit_protocol::UserUuid;
+
 use crate::config::MessageRate;
 
 /// One message, in the bucket's unit (thousandths of a message, so that a refill of
@@ -62,6 +66,64 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// When the bucket will be full again, or `None` if it is full at `now` (or unlimited).
+    fn full_at(&mut self, now: u64) -> Option<u64> {
+        if self.unlimited() {
+            return None;
+        }
+        self.refill(now);
+        let missing = Self::capacity(self.rate) - self.units;
+        let per_ms = i64::from(self.rate.per_second);
+        (missing > 0).then(|| now + u64::try_from((missing + per_ms - 1) / per_ms).unwrap_or(u64::MAX))
+    }
+}
+
+/// The buckets of members who left a room before theirs refilled, so that leaving and joining
+/// again does not buy a fresh burst. An entry is kept only until its bucket would be full,
+/// so the map holds no more than the members who left in the last burst-refill time.
+#[derive(Debug, Default)]
+pub(crate) struct DepartedRates {
+    buckets: HashMap<UserUuid, TokenBucket>,
+    /// When each kept bucket is full again, oldest first (a user may appear twice; only the
+    /// bucket in `buckets` counts).
+    expiry: VecDeque<(u64, UserUuid)>,
+}
+
+impl DepartedRates {
+    /// Keeps `user`'s bucket as it leaves, if it is not full.
+    pub(crate) fn keep(&mut self, now: u64, user: &UserUuid, mut bucket: TokenBucket) {
+        self.prune(now);
+        if let Some(full_at) = bucket.full_at(now) {
+            self.expiry.push_back((full_at, user.clone()));
+            self.buckets.insert(user.clone(), bucket);
+        }
+    }
+
+    /// The bucket `user` left with, if it is kept. (A bucket refills by the clock, so one
+    /// kept past its expiry is simply full.)
+    pub(crate) fn take(&mut self, user: &UserUuid) -> Option<TokenBucket> {
+        self.buckets.remove(user)
+    }
+
+    fn prune(&mut self, now: u64) {
+        while let Some((at, _)) = self.expiry.front() {
+            if *at > now {
+                break;
+            }
+            let (_, user) = self.expiry.pop_front().expect("front exists");
+            if self.buckets.get_mut(&user).is_some_and(|b| b.full_at(now).is_none()) {
+                self.buckets.remove(&user);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +173,24 @@ mod tests {
             assert!(b.allows(0, 50));
             b.take(0);
         }
+    }
+
+    #[test]
+    fn a_bucket_kept_on_leaving_comes_back_and_is_dropped_once_full() {
+        let rate = MessageRate { per_second: 20, burst: 40 };
+        let mut kept = DepartedRates::default();
+        let user = UserUuid::new("u").unwrap();
+        let mut b = TokenBucket::new(rate);
+        for _ in 0..40 {
+            b.take(1000);
+        }
+        kept.keep(1000, &user, b);
+        let mut back = kept.take(&user).expect("kept while not full");
+        assert!(!back.allows(1000, 0), "no fresh burst after leaving and joining again");
+        assert!(back.allows(1050, 0), "the rate still refills it");
+        kept.keep(1050, &user, back);
+        // Full again 2 s after it was emptied: pruned by the next departure.
+        kept.keep(4000, &UserUuid::new("v").unwrap(), TokenBucket::new(rate));
+        assert_eq!(kept.len(), 0, "full buckets are not kept");
     }
 }

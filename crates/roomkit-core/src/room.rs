@@ -17,7 +17,7 @@ use roomkit_protocol::{MemberCounts, Role, RoomInfo, RoomMember, UserUuid};
 use crate::{
     chatroom::Chatroom,
     config::MessageRate,
-    rate::TokenBucket,
+    rate::{DepartedRates, TokenBucket},
     roster::{Place, Roster},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -52,6 +52,8 @@ pub(crate) struct Member {
     pub(crate) detached_since: Option<u64>,
     /// The member's chatroom message rate.
     sending: TokenBucket,
+    /// The host or a room admin: always named in presence digests.
+    pub(crate) privileged: bool,
 }
 
 /// A live room.
@@ -72,6 +74,8 @@ pub(crate) struct Room {
     presence: presence::Presence,
     /// Each member's chatroom message rate.
     member_rate: MessageRate,
+    /// The buckets of members who left before theirs refilled.
+    departed_rates: DepartedRates,
 }
 
 impl Room {
@@ -90,6 +94,7 @@ impl Room {
             join_member_page: config.join_member_page,
             presence: presence::Presence::new(config),
             member_rate: config.member_message_rate,
+            departed_rates: DepartedRates::default(),
         }
     }
 
@@ -161,14 +166,18 @@ impl Room {
         self.roster.audience(except)
     }
 
-    pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId) {
+    /// Adds a member; `room_admin` is the caller's grant (the host is privileged by its role).
+    pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId, room_admin: bool) {
         let user = info.uuid.clone();
         let room_place = self.roster.push(user.clone(), conn);
+        let privileged = room_admin || info.role == Role::Host;
         if info.role == Role::Host {
             self.host = Some(user.clone());
         }
-        let sending = TokenBucket::new(self.member_rate);
-        let member = Member { info, conn, room_place, chat_place: None, detached_since: None, sending };
+        // A member back soon after leaving gets its bucket back, not a fresh burst.
+        let sending = self.departed_rates.take(&user).unwrap_or_else(|| TokenBucket::new(self.member_rate));
+        let member =
+            Member { info, conn, room_place, chat_place: None, detached_since: None, sending, privileged };
         self.members.insert(user, member);
         self.empty_since = None;
     }
@@ -177,6 +186,7 @@ impl Room {
     pub(crate) fn remove(&mut self, user: &UserUuid, now: u64) -> Option<Member> {
         self.exit_chatroom(user);
         let member = self.members.remove(user)?;
+        self.departed_rates.keep(now, user, member.sending.clone());
         if let Some(moved) = self.roster.remove(member.room_place) {
             let moved = moved.clone();
             self.members.get_mut(&moved).expect("roster and members agree").room_place.slot =
@@ -278,7 +288,7 @@ mod tests {
     fn slots_stay_consistent_through_removals() {
         let mut room = Room::new(info("r"), None, &CoreConfig::default());
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
-            room.add(member(u), ConnId(i as u64));
+            room.add(member(u), ConnId(i as u64), false);
             assert!(room.enter_chatroom(&u.parse().unwrap()).is_some());
         }
         room.remove(&"a".parse().unwrap(), 5);

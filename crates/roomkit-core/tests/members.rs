@@ -170,7 +170,7 @@ fn bad_cursors_and_limits_are_refused_naming_the_field() {
     for x in &u {
         h.ok(x, join("r", x.name()));
     }
-    for bad in ["abc", "0", "007", "+2", "4", "18446744073709551616", ""] {
+    for bad in ["abc", "0", "r0", "r007", "r+2", "r4", "r18446744073709551616", "", "2", "r", "c1x"] {
         let e = h.fails(&u[0], fetch_room("r", Some(bad), None), Code::BAD_REQUEST);
         assert!(e.to_string().contains("`cursor`"), "{bad:?}: {e}");
         let e = h.fails(&u[0], fetch_chat("r", Some(bad), None), Code::BAD_REQUEST);
@@ -181,7 +181,16 @@ fn bad_cursors_and_limits_are_refused_naming_the_field() {
         assert!(e.to_string().contains("`limit`"), "{e}");
     }
     assert_eq!(names(&page(&mut h, &u[0], fetch_room("r", None, Some(100)))).len(), 3);
-    assert_eq!(names(&page(&mut h, &u[0], fetch_room("r", Some("3"), None))).len(), 0);
+    assert_eq!(names(&page(&mut h, &u[0], fetch_room("r", Some("r3"), None))).len(), 0);
+    // A cursor belongs to its list: a room cursor is not a chatroom cursor.
+    for x in &u {
+        h.ok(x, join_chat("r"));
+    }
+    let room_cursor = page(&mut h, &u[0], fetch_room("r", None, Some(1))).next_cursor.unwrap();
+    let chat_cursor = page(&mut h, &u[0], fetch_chat("r", None, Some(1))).next_cursor.unwrap();
+    assert_eq!((room_cursor.as_str(), chat_cursor.as_str()), ("r1", "c1"));
+    h.fails(&u[0], fetch_chat("r", Some(&room_cursor), None), Code::BAD_REQUEST);
+    h.fails(&u[0], fetch_room("r", Some(&chat_cursor), None), Code::BAD_REQUEST);
 }
 
 #[test]

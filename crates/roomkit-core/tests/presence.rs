@@ -116,6 +116,51 @@ fn names_are_capped_and_the_host_is_always_named() {
 }
 
 #[test]
+fn a_member_who_leaves_and_comes_back_within_an_interval_is_named_once_as_present() {
+    let mut h = Harness::new(small());
+    let u = users(10);
+    room_of(&mut h, &u, 6);
+    h.ok(&u[2], join_chat("r"));
+    h.timeout_at(h.now + 1000);
+    // u02 leaves (room and chatroom) and joins the room again; u03 joins from a second
+    // device (a leave and a join in one request); u07 joins and leaves.
+    h.ok(&u[2], LeaveRoom { room_uuid: room("r") });
+    h.ok(&u[2], join("r", "two again"));
+    h.ok(&u[3].on(50), join("r", "three elsewhere"));
+    h.ok(&u[7], join("r", "seven"));
+    h.ok(&u[7], LeaveRoom { room_uuid: room("r") });
+    let d = h.timeout_at(h.now + 1000);
+    let digest = &digests(&d.deliveries, u[1].conn)[0];
+    assert_eq!((digest.joined_count, digest.left_count), (3, 3), "every change is counted");
+    assert_eq!(uuids(&digest.joined), ["u02", "u03"], "named by their last change");
+    assert_eq!(uuids(&digest.left), ["u07"]);
+    assert_eq!((digest.chatroom_left_count, uuids(&digest.chatroom_left)), (1, vec!["u02".to_string()]));
+    assert_eq!(digest.counts, MemberCounts { room: 6, chatroom: 0 });
+}
+
+#[test]
+fn a_room_admin_is_named_like_the_host() {
+    let mut h = Harness::new(small());
+    let u = users(12);
+    room_of(&mut h, &u, 10);
+    h.timeout_at(h.now + 1000);
+    let admin = User {
+        id: roomkit_core::Identity {
+            grants: roomkit_core::Grants { room_admin: true, ..roomkit_core::Grants::default() },
+            ..roomkit_core::Identity::unrestricted(uid("root"))
+        },
+        conn: ConnId(99),
+    };
+    h.ok(&u[11], join("r", "eleven")); // 11 members: counts only
+    h.ok(&admin, join("r", "Root")); // privileged: named all the same
+    h.ok(&admin, join_chat("r"));
+    let d = h.timeout_at(h.now + 1000);
+    let digest = &digests(&d.deliveries, u[1].conn)[0];
+    assert_eq!(uuids(&digest.joined), ["root"]);
+    assert_eq!(uuids(&digest.chatroom_joined), ["root"]);
+}
+
+#[test]
 fn above_the_count_only_threshold_digests_name_the_host_only() {
     let mut h = Harness::new(small());
     let u = users(14);

@@ -223,3 +223,44 @@ fn an_ephemeral_message_survives_the_failed_commit_it_queued_behind() {
     }
     assert_eq!(seen, ["reply 1 Err(INTERNAL(5001))", "deliver 0 to 2", "reply 2 Ok(())"]);
 }
+
+#[test]
+fn leaving_and_joining_again_does_not_refill_a_members_rate() {
+    let mut h = rig(config(|c| c.member_message_rate = MessageRate { per_second: 20, burst: 40 }));
+    let b = bob();
+    for i in 0..40 {
+        h.ok(&b, text("r1", &format!("m{i}")));
+    }
+    h.fails(&b, text("r1", "over"), Code::MESSAGE_RATE_LIMITED);
+    h.ok(&b, roomkit_protocol::ops::LeaveRoom { room_uuid: room("r1") });
+    h.ok(&b, join("r1", "Bob"));
+    h.ok(&b, join_chat("r1"));
+    h.fails(&b, text("r1", "still over"), Code::MESSAGE_RATE_LIMITED);
+    h.advance(50);
+    h.ok(&b, text("r1", "the rate refills it as before"));
+    // Once the bucket would be full anyway, a member coming back has its whole burst.
+    h.ok(&b, roomkit_protocol::ops::LeaveRoom { room_uuid: room("r1") });
+    h.advance(2000);
+    h.ok(&b, join("r1", "Bob"));
+    h.ok(&b, join_chat("r1"));
+    for i in 0..40 {
+        h.ok(&b, text("r1", &format!("n{i}")));
+    }
+}
+
+#[test]
+fn a_members_recalls_spend_its_own_rate_the_hosts_do_not() {
+    let mut h = rig(config(|c| c.member_message_rate = MessageRate { per_second: 1, burst: 2 }));
+    let (a, b) = (alice(), bob());
+    let first = h.ok(&b, text("r1", "one")).message().message_uuid.clone();
+    let second = h.ok(&b, text("r1", "two")).message().message_uuid.clone();
+    h.advance(1000);
+    h.ok(&b, RecallChatroomMessage { room_uuid: room("r1"), message_uuid: first });
+    let e = h.fails(
+        &b,
+        RecallChatroomMessage { room_uuid: room("r1"), message_uuid: second.clone() },
+        Code::MESSAGE_RATE_LIMITED,
+    );
+    assert!(e.to_string().contains("1 per second"), "{e}");
+    h.ok(&a, RecallChatroomMessage { room_uuid: room("r1"), message_uuid: second });
+}

@@ -328,6 +328,7 @@ impl Settings {
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set_presence_and_rates(c, &l);
+        c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);

@@ -243,6 +243,12 @@ impl Outbox {
                 _ => {}
             }
         }
+        if queue.frames.len() >= self.0.capacity && matches!(shed, Shed::Conflate(_)) {
+            // A digest that does not fit is not worth the connection: the next one carries
+            // the exact counts.
+            count_shed(shed.label(), 1);
+            return Enqueued::Shed;
+        }
         if queue.frames.len() >= self.0.capacity {
             queue.closed = true;
             // The backlog and the frame that did not fit.
@@ -416,7 +422,9 @@ mod tests {
         );
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
         assert!(closer.0.borrow().is_none());
-        assert_eq!(outbox.enqueue(frame(), room("r")), Enqueued::Refused, "three frames that must go");
+        assert_eq!(outbox.enqueue(frame(), room("r")), Enqueued::Shed, "a digest that does not fit is dropped");
+        assert!(closer.0.borrow().is_none(), "not worth the connection");
+        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused, "three frames that must go");
         assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
     }
 

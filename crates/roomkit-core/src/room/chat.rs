@@ -71,7 +71,8 @@ impl Room {
                     Event::MemberJoinChatroom { room_uuid, members: vec![member] },
                 );
             } else {
-                self.presence.record(now, Change::EnteredChatroom, &member);
+                let privileged = self.member(caller.user()).is_some_and(|m| m.privileged);
+                self.presence.record(now, Change::EnteredChatroom, &member, privileged);
             }
         } // else already inside: success, no second event
         let range = match history_count {
@@ -103,7 +104,8 @@ impl Room {
                 Event::MemberLeaveChatroom { room_uuid, members: vec![member] },
             );
         } else {
-            self.presence.record(now, Change::LeftChatroom, &member);
+            let privileged = self.member(caller.user()).is_some_and(|m| m.privileged);
+            self.presence.record(now, Change::LeftChatroom, &member, privileged);
         }
         Ok(())
     }
@@ -203,10 +205,7 @@ impl Room {
             return Err(Error::NotInChatroom(room_uuid));
         };
         if !member.sending.allows(now, 0) {
-            return Err(Error::MessageRateLimited {
-                per_second: member_rate.per_second,
-                burst: member_rate.burst,
-            });
+            return Err(member_rate_limited(member_rate));
         }
         let fits = match priority {
             Priority::Low => chat.rate.allows(now, 50),
@@ -218,6 +217,17 @@ impl Room {
         }
         member.sending.take(now);
         chat.rate.take(now);
+        Ok(())
+    }
+
+    /// Spends one message of `user`'s own rate only (a recall), or refuses.
+    fn take_member_rate(&mut self, now: u64, user: &UserUuid) -> Result<(), Error> {
+        let rate = self.member_rate;
+        let member = self.members.get_mut(user).ok_or_else(|| Error::NotInRoom(self.info.room_uuid.clone()))?;
+        if !member.sending.allows(now, 0) {
+            return Err(member_rate_limited(rate));
+        }
+        member.sending.take(now);
         Ok(())
     }
 
@@ -308,6 +318,10 @@ impl Room {
             },
             priority: Priority::High,
         };
+        if !is_host {
+            // A member's recall is a broadcast like a send: it spends the member's rate.
+            self.take_member_rate(now, caller.user())?;
+        }
         let chat = self.chat_mut()?;
         chat.rate.take(now); // counts against the cap, never refused
         let notification = chat.accept(now, draft);
@@ -371,4 +385,8 @@ fn recalled_form(original: &SharedMessage) -> SharedMessage {
         other => other,
     };
     Arc::new(recalled)
+}
+
+fn member_rate_limited(rate: crate::config::MessageRate) -> Error {
+    Error::MessageRateLimited { per_second: rate.per_second, burst: rate.burst }
 }

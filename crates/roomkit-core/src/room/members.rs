@@ -135,12 +135,13 @@ impl Room {
             is_in_chatroom: false,
         };
         self.resize_presence(self.member_count() + 1, out);
-        self.add(info.clone(), caller.conn);
+        let room_admin = caller.identity.grants.room_admin;
+        self.add(info.clone(), caller.conn, room_admin);
         if self.presence.per_member() {
             let audience = self.audience(Some(caller.conn));
             out.deliver(audience, Event::MemberJoinRoom { room_uuid: p.room_uuid, members: vec![info] });
         } else {
-            self.presence.record(now, Change::JoinedRoom, &info);
+            self.presence.record(now, Change::JoinedRoom, &info, room_admin || info.role == Role::Host);
         }
         Ok(Joined { output: self.join_output(user), displaced })
     }
@@ -198,9 +199,9 @@ impl Room {
         info.is_in_chatroom = false;
         if !self.presence.per_member() {
             if was_in_chatroom {
-                self.presence.record(now, Change::LeftChatroom, &info);
+                self.presence.record(now, Change::LeftChatroom, &info, member.privileged);
             }
-            self.presence.record(now, Change::LeftRoom, &info);
+            self.presence.record(now, Change::LeftRoom, &info, member.privileged);
         } else {
             let others = self.audience(None);
             if was_in_chatroom {

@@ -1,8 +1,9 @@
 //! Reading a room's members a page at a time, and its exact online counts: the answer to
 //! `join_room`, `fetch_room_members`, `fetch_chatroom_members` and `get_room_info`.
 //!
-//! A cursor is the order number of the last member a page returned (see [`Roster`]); it is
-//! opaque to clients, and a cursor the room never handed out is refused.
+//! A cursor names its list (`r` for the room's members, `c` for the chatroom's) and the order
+//! number of the last member a page returned (see [`Roster`]), e.g. `r50`; it is opaque to
+//! clients, and a cursor the room never handed out, or one of the other list, is refused.
 
 use roomkit_protocol::{
     ops::{GetRoomInfoOutput, JoinRoomOutput, MembersPage},
@@ -29,7 +30,7 @@ impl Room {
     /// The answer to a successful `join_room` by `user`: the room, the joiner, the host, the
     /// counts and the first page of members.
     pub(crate) fn join_output(&self, user: &UserUuid) -> JoinRoomOutput {
-        let (members, next_cursor) = self.page_of(&self.roster, 0, self.join_member_page);
+        let (members, next_cursor) = self.page_of(MemberList::Room, &self.roster, 0, self.join_member_page);
         JoinRoomOutput {
             room: self.info.clone(),
             member: Box::new(self.members[user].info.clone()),
@@ -73,8 +74,8 @@ impl Room {
                     .roster
             }
         };
-        let after = parse_cursor(roster, cursor)?;
-        let (members, next_cursor) = self.page_of(roster, after, limit);
+        let after = parse_cursor(list, roster, cursor)?;
+        let (members, next_cursor) = self.page_of(list, roster, after, limit);
         Ok(MembersPage { members, next_cursor, counts: self.counts() })
     }
 
@@ -84,21 +85,39 @@ impl Room {
         Ok(GetRoomInfoOutput { room: self.info.clone(), counts: self.counts() })
     }
 
-    fn page_of(&self, roster: &Roster, after: u64, limit: usize) -> (Vec<RoomMember>, Option<String>) {
+    fn page_of(
+        &self,
+        list: MemberList,
+        roster: &Roster,
+        after: u64,
+        limit: usize,
+    ) -> (Vec<RoomMember>, Option<String>) {
         let (users, next) = roster.page(after, limit);
         let members = users.into_iter().map(|u| self.members[u].info.clone()).collect();
-        (members, next.map(|order| order.to_string()))
+        (members, next.map(|order| format!("{}{order}", list.cursor_prefix())))
     }
 }
 
-/// The order number a cursor continues after (0 for none). Only a decimal number the roster
-/// handed out, written as the server writes it, is a cursor.
-fn parse_cursor(roster: &Roster, cursor: Option<&str>) -> Result<u64, Error> {
+impl MemberList {
+    /// The letter a cursor into this list starts with.
+    fn cursor_prefix(self) -> char {
+        match self {
+            MemberList::Room => 'r',
+            MemberList::Chatroom => 'c',
+        }
+    }
+}
+
+/// The order number a cursor continues after (0 for none). Only the list's letter and a
+/// decimal number the roster handed out, written as the server writes them, is a cursor.
+fn parse_cursor(list: MemberList, roster: &Roster, cursor: Option<&str>) -> Result<u64, Error> {
     let Some(cursor) = cursor else { return Ok(0) };
-    let not_ours =
-        || Error::bad("cursor", "not a cursor this server made: pass a previous answer's `next_cursor`");
-    let order: u64 = cursor.parse().map_err(|_| not_ours())?;
-    if order == 0 || order.to_string() != cursor || !roster.issued(order) {
+    let not_ours = || {
+        Error::bad("cursor", "not a cursor of this list: pass the previous page's `next_cursor` of the same operation")
+    };
+    let digits = cursor.strip_prefix(list.cursor_prefix()).ok_or_else(not_ours)?;
+    let order: u64 = digits.parse().map_err(|_| not_ours())?;
+    if order == 0 || order.to_string() != digits || !roster.issued(order) {
         return Err(not_ours());
     }
     Ok(order)

@@ -7,7 +7,7 @@
 //! and sends what it returns. The timer that sends a digest lives in the registry's table:
 //! [`Presence::take_arm`] says when one must be armed.
 
-use roomkit_protocol::{MemberCounts, MembersChanged, Role, RoomMember, RoomUuid};
+use roomkit_protocol::{MemberCounts, MembersChanged, RoomMember, RoomUuid};
 
 use crate::CoreConfig;
 
@@ -29,6 +29,18 @@ pub(crate) enum Change {
     LeftRoom,
     EnteredChatroom,
     LeftChatroom,
+}
+
+impl Change {
+    /// The change that undoes this one.
+    fn opposite(self) -> Change {
+        match self {
+            Change::JoinedRoom => Change::LeftRoom,
+            Change::LeftRoom => Change::JoinedRoom,
+            Change::EnteredChatroom => Change::LeftChatroom,
+            Change::LeftChatroom => Change::EnteredChatroom,
+        }
+    }
 }
 
 /// The thresholds, copied from [`CoreConfig`].
@@ -113,8 +125,13 @@ impl Presence {
     }
 
     /// Counts (and maybe names) a change in the pending digest, arming it if it is the first
-    /// since the last one. Only in a digest mode.
-    pub(crate) fn record(&mut self, now: u64, change: Change, member: &RoomMember) {
+    /// since the last one. Only in a digest mode. `privileged` members (the host, room
+    /// admins) are always named.
+    ///
+    /// Names are netted per member: a member named in this digest appears once, in the list
+    /// of its last change (a member that leaves and joins again within one interval is named
+    /// as joined, not as both — a client applies `joined` before `left`).
+    pub(crate) fn record(&mut self, now: u64, change: Change, member: &RoomMember, privileged: bool) {
         debug_assert!(!self.per_member());
         let digest_ms = self.policy.digest_ms;
         let pending = self.pending.get_or_insert_with(|| {
@@ -124,9 +141,16 @@ impl Presence {
         });
         let i = change as usize;
         pending.digest.counts[i] += 1;
+        let opposite = change.opposite() as usize;
+        let was_named = [i, opposite].into_iter().fold(false, |found, list| {
+            let names = &mut pending.digest.names[list];
+            let before = names.len();
+            names.retain(|m| m.uuid != member.uuid);
+            found || names.len() != before
+        });
         let names = &mut pending.digest.names[i];
         let room_for_names = self.mode == Mode::Digest && names.len() < self.policy.names;
-        if member.role == Role::Host || room_for_names {
+        if privileged || was_named || room_for_names {
             names.push(member.clone());
         }
     }
