@@ -58,8 +58,10 @@ impl RoomContext {
     /// The members other than the local one that this client has seen (NERoom
     /// `remoteMembers`), in no particular order.
     ///
-    /// In a room that fits in the join answer's page (50 members by default) and stays under
-    /// the server's per-member presence threshold (500), that is every member. In a large
+    /// In a room of up to [`ClientConfig::complete_member_list_max`](crate::ClientConfig)
+    /// members (500) when it was joined, that is every member: `join_room` read the whole
+    /// list, and per-member events keep it whole while the room stays under the server's
+    /// per-member presence threshold (500). In a large
     /// room it holds only the members the client has seen: the join answer's page and host,
     /// those named by events and digests, and the pages read with
     /// [`fetch_room_members`](Self::fetch_room_members) and

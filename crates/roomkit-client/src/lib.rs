@@ -71,11 +71,20 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// What to do when the connection drops.
     pub reconnect: ReconnectPolicy,
+    /// `join_room` reads the whole member list, page by page, when the room has at most this
+    /// many members (default 500, the server's default `presence_per_member_max`): such a
+    /// room sends per-member events, so the list then stays complete, as in NERoom. A larger
+    /// room's context holds the first page and the members seen since; 0 never pages.
+    pub complete_member_list_max: u64,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        Self { request_timeout: Duration::from_secs(10), reconnect: ReconnectPolicy::default() }
+        Self {
+            request_timeout: Duration::from_secs(10),
+            reconnect: ReconnectPolicy::default(),
+            complete_member_list_max: 500,
+        }
     }
 }
 
@@ -360,7 +369,15 @@ impl RoomService {
             .session
             .room(&out.room.room_uuid)
             .ok_or_else(|| Error::new(Code::ROOM_ENDED, "the room ended while joining"))?;
-        Ok(RoomContext { session: Arc::clone(&self.session), room })
+        let context = RoomContext { session: Arc::clone(&self.session), room };
+        if out.counts.room <= self.session.config.complete_member_list_max {
+            // The per-member events that follow keep a complete list complete.
+            let mut cursor = out.next_cursor;
+            while let Some(after) = cursor {
+                cursor = context.fetch_room_members(Some(&after), MAX_PAGE).await?.next_cursor;
+            }
+        }
+        Ok(context)
     }
 
     /// The context of a joined room, or `None` if this client is not in it.
@@ -370,6 +387,9 @@ impl RoomService {
         Some(RoomContext { session: Arc::clone(&self.session), room })
     }
 }
+
+/// Members per page when `join_room` reads a small room's whole list.
+const MAX_PAGE: u32 = 100;
 
 fn parse_room(s: &str) -> Result<RoomUuid, Error> {
     RoomUuid::new(s).map_err(|e| Error::bad_id("room_uuid", e))

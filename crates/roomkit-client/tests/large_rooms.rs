@@ -26,8 +26,44 @@ fn memory_server(config: ServerConfig) -> (ServerHandle, MemoryConnector) {
 
 /// `user` logged in over its own connection, in the room and its chatroom.
 async fn member(connector: &MemoryConnector, user: &str) -> Member {
-    let kit = login(connector.separate(), client_config(std::time::Duration::from_millis(50)), user).await;
+    member_paging(connector, user, roomkit_client::ClientConfig::default().complete_member_list_max).await
+}
+
+/// [`member`], reading the whole member list on joining rooms of up to `complete` members.
+async fn member_paging(connector: &MemoryConnector, user: &str, complete: u64) -> Member {
+    let mut config = client_config(std::time::Duration::from_millis(50));
+    config.complete_member_list_max = complete;
+    let kit = login(connector.separate(), config, user).await;
     Member::join(kit, ROOM).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_room_larger_than_the_join_page_is_complete_after_join_room() {
+    let mut config = server_config(0);
+    config.core.join_member_page = 2;
+    let (server, connector) = memory_server(config);
+    let alice =
+        login(connector.separate(), client_config(std::time::Duration::from_millis(50)), "alice").await;
+    create_room(&alice, ROOM).await;
+    let alice = Member::join(alice, ROOM).await;
+    let mut others = Vec::new();
+    for user in ["bob", "carol", "dave", "erin"] {
+        others.push(member(&connector, user).await);
+    }
+    let erin = others.last().expect("erin");
+    let mut seen: Vec<String> = erin.ctx.remote_members().iter().map(|m| m.uuid.to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, ["alice", "bob", "carol", "dave"], "three pages read by join_room");
+    // With paging turned off, a join shows the first page only.
+    let frank = member_paging(&connector, "frank", 0).await;
+    let mut seen: Vec<String> = frank.ctx.remote_members().iter().map(|m| m.uuid.to_string()).collect();
+    seen.sort();
+    assert_eq!(seen, ["alice", "bob"], "the join answer's page");
+    assert_eq!(frank.ctx.online_count(), 6, "the counts are exact all the same");
+    let mut all: Vec<&Member> = others.iter().collect();
+    all.extend([&alice, &frank]);
+    close_all(&all).await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +139,8 @@ async fn in_digest_mode_the_named_members_fire_the_neroom_callbacks_and_counts_t
     // Past two members: joins come as digests from now on. The one naming carol is out first.
     eventually("alice counts carol", || alice.ctx.member_counts() == counts(3, 3)).await;
     let mark = alice.recorder.len();
-    let dave = member(&connector, "dave").await;
+    // Dave reads no more than the join answer's page, as in a room past the SDK's paging size.
+    let dave = member_paging(&connector, "dave", 0).await;
     let erin = member(&connector, "erin").await;
     eventually("alice counts dave and erin", || alice.ctx.member_counts() == counts(5, 5)).await;
     let told = alice.recorder.since(mark);

@@ -98,7 +98,10 @@ impl CoreConfig {
         if self.presence_digest_ms == 0 {
             return Err("presence_digest_ms must be at least 1".into());
         }
-        let rates = [("member_message", self.member_message_rate, 1), ("chatroom_message", self.chatroom_message_rate, 2)];
+        let rates = [
+            ("member_message", self.member_message_rate, 1),
+            ("chatroom_message", self.chatroom_message_rate, 2),
+        ];
         for (name, rate, min_burst) in rates {
             if rate.per_second > 0 && rate.burst < min_burst {
                 // The chatroom's low-priority messages need half a burst spare: a burst of 1

@@ -422,7 +422,11 @@ mod tests {
         );
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
         assert!(closer.0.borrow().is_none());
-        assert_eq!(outbox.enqueue(frame(), room("r")), Enqueued::Shed, "a digest that does not fit is dropped");
+        assert_eq!(
+            outbox.enqueue(frame(), room("r")),
+            Enqueued::Shed,
+            "a digest that does not fit is dropped"
+        );
         assert!(closer.0.borrow().is_none(), "not worth the connection");
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused, "three frames that must go");
         assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);

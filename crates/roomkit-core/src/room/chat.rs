@@ -223,7 +223,8 @@ impl Room {
     /// Spends one message of `user`'s own rate only (a recall), or refuses.
     fn take_member_rate(&mut self, now: u64, user: &UserUuid) -> Result<(), Error> {
         let rate = self.member_rate;
-        let member = self.members.get_mut(user).ok_or_else(|| Error::NotInRoom(self.info.room_uuid.clone()))?;
+        let member =
+            self.members.get_mut(user).ok_or_else(|| Error::NotInRoom(self.info.room_uuid.clone()))?;
         if !member.sending.allows(now, 0) {
             return Err(member_rate_limited(rate));
         }

@@ -113,7 +113,10 @@ impl MemberList {
 fn parse_cursor(list: MemberList, roster: &Roster, cursor: Option<&str>) -> Result<u64, Error> {
     let Some(cursor) = cursor else { return Ok(0) };
     let not_ours = || {
-        Error::bad("cursor", "not a cursor of this list: pass the previous page's `next_cursor` of the same operation")
+        Error::bad(
+            "cursor",
+            "not a cursor of this list: pass the previous page's `next_cursor` of the same operation",
+        )
     };
     let digits = cursor.strip_prefix(list.cursor_prefix()).ok_or_else(not_ours)?;
     let order: u64 = digits.parse().map_err(|_| not_ours())?;
