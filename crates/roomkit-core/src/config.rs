@@ -170,9 +170,11 @@ mod tests {
         refused(|c| c.presence_digest_ms = 0, "presence_digest_ms");
         refused(|c| c.member_message_rate.burst = 0, "member_message_burst");
         refused(|c| c.chatroom_message_rate.burst = 1, "chatroom_message_burst");
-        let mut unlimited = CoreConfig::default();
-        unlimited.member_message_rate = MessageRate::UNLIMITED;
-        unlimited.chatroom_message_rate = MessageRate::UNLIMITED;
+        let unlimited = CoreConfig {
+            member_message_rate: MessageRate::UNLIMITED,
+            chatroom_message_rate: MessageRate::UNLIMITED,
+            ..CoreConfig::default()
+        };
         assert_eq!(unlimited.check(), Ok(()), "no rate needs no burst");
     }
 }
