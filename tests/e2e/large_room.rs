@@ -59,6 +59,8 @@ struct Seen {
     seqs: Vec<u64>,
     /// Members in its join answer, and whether the answer said more pages follow.
     join_page: (usize, bool),
+    /// The chatroom's newest `seq` when it entered (`join_chatroom`'s `last_seq`).
+    entered_after: u64,
 }
 
 impl Seen {
@@ -101,9 +103,12 @@ struct Seq {
     seq: u64,
 }
 
-/// The `data` of a `join_room` answer (other answers have none of these fields).
+/// The `data` of a `join_room` or `join_chatroom` answer (other answers have none of these
+/// fields).
 #[derive(Debug, Deserialize)]
 struct Data {
+    #[serde(default)]
+    last_seq: Option<u64>,
     #[serde(default)]
     counts: Option<Counts>,
     #[serde(default)]
@@ -158,7 +163,8 @@ async fn member(
     let answer = call(&mut ws, &mut seen, 2, join).await?.ok_or("a join answer without data")?;
     seen.counts = answer.counts.map(|c| (c.room, c.chatroom));
     seen.join_page = (answer.members.len(), answer.next_cursor.is_some());
-    call(&mut ws, &mut seen, 3, json!({"op": "join_chatroom", "room_uuid": ROOM})).await?;
+    let entered = call(&mut ws, &mut seen, 3, json!({"op": "join_chatroom", "room_uuid": ROOM})).await?;
+    seen.entered_after = entered.and_then(|d| d.last_seq).unwrap_or(0);
     drop(permit);
     let _ = joined.send(());
     loop {
@@ -322,15 +328,28 @@ async fn two_thousand_members_join_in_a_storm_and_see_exact_counts_and_every_mes
     h.stop().await;
 }
 
-/// An early member received every message in order; a storm member, every message from
-/// the moment it entered, in order, none missing.
+/// An early member received every message in order; a storm member, every message after
+/// the chatroom's newest when it entered (its `join_chatroom` answer's `last_seq`), in
+/// order, none missing.
 fn check_messages(seen: &Seen, sent: &[u64]) {
     let early = seen.account.as_str() < format!("m{EARLY:04}").as_str();
     if early {
         assert_eq!(seen.seqs, sent, "{} was in the chatroom for every message", seen.account);
         return;
     }
-    let Some(first) = seen.seqs.first() else { return };
-    let from = sent.iter().position(|s| s == first).expect("a message the host sent");
+    // Every message after `last_seq` must arrive; one accepted while the answer was read may
+    // arrive live too, just before it (at or below `last_seq`).
+    let after = sent.partition_point(|s| *s <= seen.entered_after);
+    let from = match seen.seqs.first() {
+        Some(first) => sent.iter().position(|s| s == first).expect("a message the host sent"),
+        None => sent.len(),
+    };
+    assert!(
+        from <= after,
+        "{}: missed messages after seq {}: {:?}",
+        seen.account,
+        seen.entered_after,
+        seen.seqs
+    );
     assert_eq!(seen.seqs, sent[from..], "{}: complete and in order from its entry", seen.account);
 }
