@@ -31,7 +31,7 @@ use roomkit_client::{
     ChatController, ChatMessage, CreateRoomOptions, CreateRoomParams, Error, FetchHistoryOptions,
     JoinRoomOptions, JoinRoomParams, RoomContext, RoomEvent, RoomEvents, RoomKit, RoomMember,
 };
-use roomkit_core::transport::{Connection, Connector, FrameSink, FrameStream, TransportError};
+use roomkit_core::transport::{Connection, Connector, Frame, FrameSink, FrameStream, TransportError};
 use roomkit_protocol::{
     codec::{self, ResponseFrame, ServerFrame},
     Code, EndReason, Event, Role, RoomInfo,
@@ -620,7 +620,8 @@ impl RawClient {
 
     /// Sends one frame of arbitrary bytes.
     pub async fn send_bytes(&mut self, frame: impl Into<Bytes>) {
-        within("a raw send", self.sink.send(&[frame.into()])).await.expect("raw send");
+        let frame: Bytes = frame.into();
+        within("a raw send", self.sink.send(&[Frame::text(&frame)])).await.expect("raw send");
     }
 
     /// Sends one JSON frame as is.

@@ -110,7 +110,7 @@ impl Link {
     async fn send(&mut self, text: String) -> Result<(), String> {
         match self {
             Link::Ws(ws) => ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string()),
-            Link::Memory(c) => c.sink.send(&[Bytes::from(text)]).await.map_err(|e| e.to_string()),
+            Link::Memory(c) => c.sink.send(&[text.as_str().into()]).await.map_err(|e| e.to_string()),
         }
     }
 

@@ -13,8 +13,7 @@ use std::{
     },
 };
 
-use bytes::Bytes;
-use roomkit_core::transport::{CloseReason, FrameSink, FrameStream, TransportError};
+use roomkit_core::transport::{CloseReason, Frame, FrameSink, FrameStream, TransportError};
 use roomkit_protocol::{
     codec::{self, ResponseFrame, ServerFrame},
     ops::Operation,
@@ -52,7 +51,7 @@ struct Pending {
     tx: oneshot::Sender<ResponseFrame>,
     apply: Option<Apply>,
     /// The frame to write again after a reconnect, for a resendable call.
-    frame: Option<Bytes>,
+    frame: Option<Frame>,
 }
 
 /// Request ids, calls waiting for their answers, and the current connection's sending half.
@@ -116,7 +115,7 @@ impl Rpc {
     ) -> Result<(oneshot::Receiver<ResponseFrame>, u64), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let frame = codec::encode_request(id, params);
+        let frame = Frame::from(codec::encode_request(id, params));
         let pending = Pending { tx, apply: options.apply, frame: options.resend.then(|| frame.clone()) };
         self.pending.lock().expect("not poisoned").insert(id, pending);
         let mut sink = self.sink.lock().await;
@@ -156,7 +155,7 @@ impl Rpc {
 
     /// Writes again what was sent, resendable, and not answered.
     pub(crate) async fn resend_pending(&self) {
-        let frames: Vec<Bytes> =
+        let frames: Vec<Frame> =
             self.pending.lock().expect("not poisoned").values().filter_map(|p| p.frame.clone()).collect();
         if frames.is_empty() {
             return;

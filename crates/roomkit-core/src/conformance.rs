@@ -19,11 +19,10 @@
 //! whichever executor it uses: the caller names the test attribute. Each case panics with what
 //! was expected.
 
-use bytes::Bytes;
 use futures::future::join;
 use roomkit_protocol::Code;
 
-use crate::transport::{CloseReason, Connection, Connector, Listener, TransportError};
+use crate::transport::{CloseReason, Connection, Connector, Frame, Listener, TransportError};
 
 /// Expands to `mod transport_conformance`, one test per case of the transport suite.
 ///
@@ -64,8 +63,8 @@ async fn pair<L: Listener, C: Connector>(listener: &mut L, connector: &C) -> (Co
     (server.expect("accept"), client.expect("connect"))
 }
 
-fn frame(i: usize) -> Bytes {
-    Bytes::from(format!("{{\"n\":{i}}}"))
+fn frame(i: usize) -> Frame {
+    Frame::from(format!("{{\"n\":{i}}}").as_str())
 }
 
 /// Frames sent one by one arrive whole and in order, both ways.
@@ -79,7 +78,11 @@ pub async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listene
     };
     let recv = async {
         for i in 0..n {
-            assert_eq!(server.stream.recv().await.expect("server recv"), frame(i), "client→server frame {i}");
+            assert_eq!(
+                server.stream.recv().await.expect("server recv"),
+                frame(i).payload(),
+                "client→server frame {i}"
+            );
         }
     };
     join(send, recv).await;
@@ -90,7 +93,11 @@ pub async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listene
     };
     let recv = async {
         for i in 0..n {
-            assert_eq!(client.stream.recv().await.expect("client recv"), frame(i), "server→client frame {i}");
+            assert_eq!(
+                client.stream.recv().await.expect("client recv"),
+                frame(i).payload(),
+                "server→client frame {i}"
+            );
         }
     };
     join(send, recv).await;
@@ -99,7 +106,7 @@ pub async fn frames_arrive_whole_and_in_order<L: Listener, C: Connector>(listene
 /// A batch of frames arrives frame by frame, in order; an empty batch is fine.
 pub async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
-    let batch: Vec<Bytes> = (0..64).map(frame).collect();
+    let batch: Vec<Frame> = (0..64).map(frame).collect();
     let send = async {
         for _ in 0..10 {
             server.sink.send(&batch).await.expect("batch send");
@@ -110,7 +117,7 @@ pub async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L
         for round in 0..10 {
             for (i, expected) in batch.iter().enumerate() {
                 let got = client.stream.recv().await.expect("recv");
-                assert_eq!(&got, expected, "round {round} frame {i}");
+                assert_eq!(got, expected.payload(), "round {round} frame {i}");
             }
         }
     };
@@ -120,10 +127,10 @@ pub async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L
 /// A 60 KiB frame arrives whole.
 pub async fn large_frames_arrive_whole<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
     let (mut server, mut client) = pair(listener, connector).await;
-    let big = Bytes::from(format!("\"{}\"", "x".repeat(60 * 1024)));
+    let big = Frame::from(format!("\"{}\"", "x".repeat(60 * 1024)).as_str());
     let (sent, got) = join(client.sink.send(std::slice::from_ref(&big)), server.stream.recv()).await;
     sent.expect("send large");
-    assert_eq!(got.expect("recv large"), big);
+    assert_eq!(got.expect("recv large"), big.payload());
 }
 
 /// A server close sends what was queued, then the close reason; close is idempotent.
@@ -132,7 +139,7 @@ pub async fn close_reason_reaches_the_peer<L: Listener, C: Connector>(listener: 
     let reason = CloseReason::new(Code::SLOW_CONSUMER, "send queue full");
     server.sink.send(&[frame(1)]).await.expect("send before close");
     server.sink.close(reason.clone()).await.expect("close");
-    assert_eq!(client.stream.recv().await.expect("frame sent before close"), frame(1));
+    assert_eq!(client.stream.recv().await.expect("frame sent before close"), frame(1).payload());
     match client.stream.recv().await {
         Err(TransportError::Closed(Some(got))) => assert_eq!(got, reason),
         other => panic!("expected Closed({reason}), got {other:?}"),
@@ -174,7 +181,11 @@ pub async fn many_connections_are_independent<L: Listener, C: Connector>(listene
         server.sink.send(&[frame(i)]).await.expect("send");
     }
     for (i, (_, client)) in pairs.iter_mut().enumerate().rev() {
-        assert_eq!(client.stream.recv().await.expect("recv"), frame(i), "connection {i} got another's frame");
+        assert_eq!(
+            client.stream.recv().await.expect("recv"),
+            frame(i).payload(),
+            "connection {i} got another's frame"
+        );
     }
 }
 

@@ -56,12 +56,88 @@ pub enum TransportError {
     Io(String),
 }
 
+/// One outgoing frame, encoded once for all its recipients: a JSON text with the header of an
+/// unmasked WebSocket text frame already in front of it.
+///
+/// A server's WebSocket frames are the same bytes for every recipient, so the frame is built
+/// once where its event is encoded, and every recipient's queue holds the same
+/// reference-counted buffer: a WebSocket connection writes [`wire`](Self::wire) as it is,
+/// with vectored I/O; other transports (and clients, whose frames are masked) take the
+/// [`payload`](Self::payload), a slice of the same buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    wire: Bytes,
+    /// Where the payload starts in `wire` (the header's length: 2, 4 or 10).
+    payload_at: u8,
+}
+
+impl Frame {
+    /// The frame carrying `payload` (copied once, behind its header).
+    pub fn text(payload: &[u8]) -> Frame {
+        let len = payload.len();
+        let mut wire = Vec::with_capacity(len + 10);
+        wire.push(0x81); // FIN, text
+        if len < 126 {
+            wire.push(len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            wire.push(126);
+            wire.extend_from_slice(&len.to_be_bytes());
+        } else {
+            wire.push(127);
+            wire.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let payload_at = wire.len() as u8;
+        wire.extend_from_slice(payload);
+        Frame { wire: Bytes::from(wire), payload_at }
+    }
+
+    /// The whole WebSocket frame: header and payload.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The payload (the JSON text), without copying.
+    pub fn payload(&self) -> Bytes {
+        self.wire.slice(usize::from(self.payload_at)..)
+    }
+
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.wire.len() - usize::from(self.payload_at)
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Frame {
+    fn from(payload: Bytes) -> Frame {
+        Frame::text(&payload)
+    }
+}
+
+impl From<&str> for Frame {
+    fn from(payload: &str) -> Frame {
+        Frame::text(payload.as_bytes())
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Frame")
+            .field(&String::from_utf8_lossy(&self.wire[usize::from(self.payload_at)..]))
+            .finish()
+    }
+}
+
 /// The sending half of a connection.
 #[async_trait]
 pub trait FrameSink: Send {
     /// Sends `frames` in order, flushing once after the last: a batch is one write where
     /// the transport allows it.
-    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError>;
 
     /// Tells the peer why the connection ends, then closes it. Idempotent.
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
@@ -107,4 +183,24 @@ pub trait Listener: Send {
 pub trait Connector: Send + Sync {
     /// Opens a new connection.
     async fn connect(&self) -> Result<Connection, TransportError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_has_the_websocket_header_for_its_length_and_a_payload_without_it() {
+        for (len, header) in [(0, vec![0x81, 0]), (125, vec![0x81, 125]), (126, vec![0x81, 126, 0, 126])] {
+            let payload = "x".repeat(len);
+            let frame = Frame::text(payload.as_bytes());
+            assert_eq!(&frame.wire()[..header.len()], &header[..], "{len}");
+            assert_eq!(frame.payload(), payload.as_bytes());
+            assert_eq!(frame.len(), len);
+        }
+        let big = vec![b'y'; 70_000];
+        let frame = Frame::text(&big);
+        assert_eq!(&frame.wire()[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(frame.payload().len(), 70_000);
+    }
 }

@@ -152,12 +152,10 @@ pub struct LimitArgs {
     /// Requests queued per shard before readers wait [default: 4096].
     #[arg(long, env = "ROOMKIT_SHARD_QUEUE")]
     pub shard_queue: Option<usize>,
-    /// WebSocket read buffer per connection, bytes [default: 4096].
+    /// Bytes asked of a socket per read while a WebSocket frame is incomplete [default:
+    /// 4096]; an idle connection holds no read buffer.
     #[arg(long, env = "ROOMKIT_READ_BUFFER_BYTES")]
     pub read_buffer_bytes: Option<usize>,
-    /// WebSocket write gathering buffer per connection, bytes [default: 16384].
-    #[arg(long, env = "ROOMKIT_WRITE_BUFFER_BYTES")]
-    pub write_buffer_bytes: Option<usize>,
     /// Seconds shutdown waits for connections to flush [default: 5].
     #[arg(long, env = "ROOMKIT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -332,7 +330,6 @@ impl Settings {
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
-        set(&mut ws.write_buffer_bytes, l.write_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
@@ -433,7 +430,6 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         shard_queue: flags.shard_queue.or(file.shard_queue),
         shard_batch: flags.shard_batch.or(file.shard_batch),
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
-        write_buffer_bytes: flags.write_buffer_bytes.or(file.write_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),
         dedupe_window: flags.dedupe_window.or(file.dedupe_window),

@@ -54,7 +54,6 @@ impl Authenticator for DevAuthenticator {
 mod tests {
     use std::sync::Arc;
 
-    use bytes::Bytes;
     use roomkit_core::transport::{Connector, Listener};
     use roomkit_protocol::codec::{self, ServerFrame};
 
@@ -68,7 +67,7 @@ mod tests {
         assert_eq!(local, "memory");
         let server = Server::new(ServerConfig::default(), Arc::new(auth)).spawn(listener);
         let mut conn = connector.connect().await.unwrap();
-        conn.sink.send(&[Bytes::from_static(frame.as_bytes())]).await.unwrap();
+        conn.sink.send(&[frame.into()]).await.unwrap();
         let reply = conn.stream.recv().await.unwrap();
         server.shutdown().await;
         match codec::decode_server_frame(&reply).unwrap() {

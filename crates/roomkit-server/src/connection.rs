@@ -141,7 +141,7 @@ impl Reader {
                 self.reply_error(Some(id), Code::ALREADY_LOGGED_IN, "this connection is already logged in")
             }
             Request::Ping(_) => {
-                self.outbox.push(codec::encode_output::<Ping>(id, &Empty {}));
+                self.outbox.push(codec::encode_output::<Ping>(id, &Empty {}).into());
             }
             request => {
                 let Some(room) = request.room_uuid() else {
@@ -173,14 +173,14 @@ impl Reader {
                 let output = LoginOutput { user_uuid: identity.user.clone(), name: identity.name.clone() };
                 tracing::debug!(conn = self.conn_id.0, user = %identity.user, "logged in");
                 self.identity = Some(Arc::new(identity));
-                self.outbox.push(codec::encode_output::<Login>(id, &output));
+                self.outbox.push(codec::encode_output::<Login>(id, &output).into());
             }
             Err(e) => self.reply_error(Some(id), e.code(), &e.to_string()),
         }
     }
 
     fn reply_error(&self, id: Option<u64>, code: Code, msg: &str) {
-        self.outbox.push(codec::encode_error(id, code, msg));
+        self.outbox.push(codec::encode_error(id, code, msg).into());
     }
 }
 

@@ -16,8 +16,11 @@ use axum::{
     Router,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use roomkit_transport_ws::{ws_connection, QueueSender, WsConfig};
-use tokio::{net::TcpListener, sync::watch};
+use roomkit_transport_ws::{socket_connection, ws_connection, QueueSender, WsConfig};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tokio_tungstenite::{
     tungstenite::{handshake::derive_accept_key, protocol::Role},
     WebSocketStream,
@@ -69,10 +72,21 @@ async fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws =
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(st.config.websocket())).await;
-                let _ = st.sender.send(ws_connection(ws, peer.to_string())).await;
+                // The server frames its own WebSocket on the bare TCP socket (see
+                // `roomkit_transport_ws::socket_connection`); any other stream goes through
+                // the WebSocket library.
+                let connection = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        socket_connection(parts.io.into_inner(), parts.read_buf, &st.config, peer.to_string())
+                    }
+                    Err(upgraded) => {
+                        let io = TokioIo::new(upgraded);
+                        let config = Some(st.config.websocket());
+                        let ws = WebSocketStream::from_raw_socket(io, Role::Server, config).await;
+                        ws_connection(ws, peer.to_string())
+                    }
+                };
+                let _ = st.sender.send(connection).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }

@@ -3,8 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use roomkit_core::transport::CloseReason;
+use roomkit_core::transport::{CloseReason, Frame};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
 use tokio::sync::{watch, Notify};
 
@@ -106,7 +105,7 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Queue {
-    frames: Vec<Bytes>,
+    frames: Vec<Frame>,
     /// The class of each frame of `frames`, at the same index.
     classes: Vec<Shed>,
     /// Queued droppable frames.
@@ -208,7 +207,7 @@ impl Outbox {
 
     /// Queues a frame that must be delivered and wakes the writer. Returns false if the
     /// frame was not queued.
-    pub(crate) fn push(&self, frame: Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Frame) -> bool {
         match self.enqueue(frame, Shed::Keep) {
             Enqueued::NeedsWake => {
                 self.wake();
@@ -220,7 +219,7 @@ impl Outbox {
     }
 
     /// Queues a frame of class `shed` without waking the writer; see [`Enqueued`].
-    pub(crate) fn enqueue(&self, frame: Bytes, shed: Shed) -> Enqueued {
+    pub(crate) fn enqueue(&self, frame: Frame, shed: Shed) -> Enqueued {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         if queue.closed {
             return Enqueued::Refused;
@@ -294,7 +293,7 @@ impl Outbox {
     }
 
     /// Writer side: moves every queued frame into `into` (which must be empty).
-    pub(crate) fn take(&self, into: &mut Vec<Bytes>) {
+    pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
         queue.classes.clear();
@@ -305,7 +304,7 @@ impl Outbox {
     }
 
     /// Writer side: accepts no more frames; returns what was still queued.
-    pub(crate) fn shut(&self) -> Vec<Bytes> {
+    pub(crate) fn shut(&self) -> Vec<Frame> {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.closed = true;
         queue.classes = Vec::new();
@@ -319,12 +318,12 @@ mod tests {
 
     use super::*;
 
-    fn frame() -> Bytes {
-        Bytes::from_static(b"{}")
+    fn frame() -> Frame {
+        Frame::from("{}")
     }
 
-    fn named(name: &str) -> Bytes {
-        Bytes::copy_from_slice(name.as_bytes())
+    fn named(name: &str) -> Frame {
+        Frame::from(name)
     }
 
     fn room(name: &str) -> Shed {
@@ -334,7 +333,7 @@ mod tests {
     fn taken(outbox: &Outbox) -> Vec<String> {
         let mut batch = Vec::new();
         outbox.take(&mut batch);
-        batch.iter().map(|b| String::from_utf8(b.to_vec()).expect("utf-8")).collect()
+        batch.iter().map(|b| String::from_utf8(b.payload().to_vec()).expect("utf-8")).collect()
     }
 
     fn shed_count(class: &str) -> u64 {

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use roomkit_core::{
     store::{HistoryQuery, HistoryRange, MessageStore},
+    transport::Frame,
     ConnId, CoreConfig, Identity, Output, RoomRegistry,
 };
 use roomkit_protocol::{
@@ -217,12 +217,12 @@ impl ShardState {
         }
     }
 
-    fn send(&mut self, conn: ConnId, frame: Bytes) -> bool {
+    fn send(&mut self, conn: ConnId, frame: Frame) -> bool {
         self.send_as(conn, frame, Shed::Keep)
     }
 
     /// Queues `frame` of shedding class `shed` for `conn`; false if it was not queued.
-    fn send_as(&mut self, conn: ConnId, frame: Bytes, shed: Shed) -> bool {
+    fn send_as(&mut self, conn: ConnId, frame: Frame, shed: Shed) -> bool {
         let Some(outbox) = self.outboxes.get(&conn) else { return false };
         match outbox.enqueue(frame, shed) {
             Enqueued::NeedsWake => {
@@ -242,19 +242,20 @@ impl ShardState {
                         if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
                             metrics::counter!("roomkit_messages_in_total").increment(1);
                         }
-                        codec::encode_success(request_id, &data)
+                        Frame::from(codec::encode_success(request_id, &data))
                     }
                     Err(e) => {
                         metrics::counter!("roomkit_request_errors_total", "code" => e.code().name())
                             .increment(1);
-                        codec::encode_error(Some(request_id), e.code(), &e.to_string())
+                        Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
                     }
                 };
                 self.send(conn, frame);
             }
             Output::Deliver { audience, event } => {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
-                let frame = codec::encode_event(&event);
+                // Encoded and framed once; every recipient's queue holds the same buffer.
+                let frame = Frame::from(codec::encode_event(&event));
                 let shed = Shed::of(&event);
                 let mut queued = 0u64;
                 for conn in audience.iter() {
@@ -267,10 +268,14 @@ impl ShardState {
             }
             Output::History { conn, request_id, asked_by, room_uuid, query } => {
                 let frame = match self.store.history(&room_uuid, &query, now).await {
-                    Ok(page) => codec::encode_success(request_id, &asked_by.answer(page)),
+                    Ok(page) => Frame::from(codec::encode_success(request_id, &asked_by.answer(page))),
                     Err(e) => {
                         tracing::error!(error = %e, room = %room_uuid, "history read failed");
-                        codec::encode_error(Some(request_id), Code::INTERNAL, "history could not be read")
+                        Frame::from(codec::encode_error(
+                            Some(request_id),
+                            Code::INTERNAL,
+                            "history could not be read",
+                        ))
                     }
                 };
                 self.send(conn, frame);

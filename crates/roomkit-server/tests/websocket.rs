@@ -62,7 +62,7 @@ async fn oversized_frame_is_a_violation() {
     let (mut port, connector) = client_port(config, Duration::from_secs(10)).await;
     let (server, client) = tokio::join!(port.accept(), connector.connect());
     let (mut server, mut client) = (server.unwrap(), client.unwrap());
-    client.sink.send(&[bytes::Bytes::from("x".repeat(2048))]).await.unwrap();
+    client.sink.send(&["x".repeat(2048).as_str().into()]).await.unwrap();
     match server.stream.recv().await {
         Err(TransportError::Violation(reason)) => assert_eq!(reason.code, Code::FRAME_TOO_LARGE),
         other => panic!("expected a FRAME_TOO_LARGE violation, got {other:?}"),

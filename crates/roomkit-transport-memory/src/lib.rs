@@ -11,7 +11,7 @@
 //! let (mut listener, connector) = roomkit_transport_memory::transport();
 //! let (server_side, client_side) = tokio::join!(listener.accept(), connector.connect());
 //! let (mut server_side, mut client_side) = (server_side.unwrap(), client_side.unwrap());
-//! client_side.sink.send(&[bytes::Bytes::from_static(b"{}")]).await.unwrap();
+//! client_side.sink.send(&["{}".into()]).await.unwrap();
 //! assert_eq!(&server_side.stream.recv().await.unwrap()[..], b"{}");
 //! # }
 //! ```
@@ -29,7 +29,7 @@ use std::sync::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use roomkit_core::transport::{
-    CloseReason, Connection, Connector, FrameSink, FrameStream, Listener, TransportError,
+    CloseReason, Connection, Connector, Frame, FrameSink, FrameStream, Listener, TransportError,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -197,13 +197,13 @@ struct MemorySink {
 
 #[async_trait]
 impl FrameSink for MemorySink {
-    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         let tx = self.tx.as_ref().ok_or(TransportError::Closed(None))?;
         for frame in frames {
             if self.cut.is_cut() {
                 return Err(TransportError::Closed(None));
             }
-            tx.send(frame.clone()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
+            tx.send(frame.payload()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
         }
         Ok(())
     }
@@ -293,7 +293,7 @@ mod tests {
             transport_with(MemoryConfig { channel_capacity: 2, accept_backlog: 1 });
         let (server, _client) = tokio::join!(listener.accept(), connector.connect());
         let mut server = server.unwrap();
-        let f = Bytes::from_static(b"{}");
+        let f = Frame::from("{}");
         server.sink.send(&[f.clone(), f.clone()]).await.unwrap();
         let third = server.sink.send(std::slice::from_ref(&f));
         tokio::pin!(third);
@@ -310,11 +310,11 @@ mod tests {
         assert_eq!(connector.sever_all(), 0, "already severed");
         assert_eq!(server.stream.recv().await, Err(TransportError::Closed(None)));
         assert_eq!(client.stream.recv().await, Err(TransportError::Closed(None)));
-        assert!(client.sink.send(&[Bytes::from_static(b"{}")]).await.is_err());
+        assert!(client.sink.send(&["{}".into()]).await.is_err());
         // New connections are unaffected.
         let (server, client) = tokio::join!(listener.accept(), connector.connect());
         let (mut server, mut client) = (server.unwrap(), client.unwrap());
-        client.sink.send(&[Bytes::from_static(b"{}")]).await.unwrap();
+        client.sink.send(&["{}".into()]).await.unwrap();
         assert_eq!(&server.stream.recv().await.unwrap()[..], b"{}");
     }
 

@@ -12,10 +12,13 @@
 //! example `"5002 send queue full"`), under WebSocket close code 1000 (success), 1001 (server
 //! shutting down), 1009 (frame too large), 1011 (internal error) or 4000 (any other code).
 //!
-//! Per-connection costs are kept small: a 4 KiB read buffer and a 16 KiB write buffer that
-//! gathers a batch of frames into few socket writes (the server's writer sends a batch and
-//! flushes once).
+//! The server frames its own WebSocket on each upgraded TCP socket ([`socket_connection`]):
+//! a batch of frames built once for all their recipients is written with vectored I/O, and
+//! an idle connection holds no buffers. Clients ([`WsConnector`]) and any upgraded stream
+//! that is not a bare TCP socket go through the WebSocket library ([`ws_connection`]), with
+//! a 4 KiB read buffer and a 16 KiB write buffer.
 
+mod socket;
 mod stream;
 
 use std::time::Duration;
@@ -25,6 +28,7 @@ use roomkit_core::transport::{Connection, Connector, Listener, TransportError};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+pub use socket::{socket_connection, MAX_IOVECS};
 pub use stream::{close_reason_from_frame, ws_connection};
 
 /// Largest frame a [`WsConnector`] accepts from the server by default (16 MiB).
@@ -40,11 +44,13 @@ pub struct WsConfig {
     /// Largest message accepted, in bytes (default 64 KiB). A larger one closes the
     /// connection with `FRAME_TOO_LARGE`.
     pub max_frame_bytes: usize,
-    /// Read buffer per connection, in bytes (default 4 KiB).
+    /// Bytes read at a time (default 4 KiB). The server's sockets
+    /// ([`socket_connection`]) read this much while a frame is incomplete and hold no
+    /// buffer between frames; the library's streams (clients) keep a buffer this size.
     pub read_buffer_bytes: usize,
-    /// Frames of a batch are gathered up to this many bytes per socket write (default
-    /// 16 KiB); the end of a batch always flushes. Fewer, larger writes are what make
-    /// fan-out cheap; the buffer is per connection, so it is kept small.
+    /// The library's streams (clients) gather a batch's frames up to this many bytes per
+    /// socket write (default 16 KiB). The server's sockets write a batch with vectored I/O
+    /// straight from the frames and have no write buffer.
     pub write_buffer_bytes: usize,
     /// A [`WsConnector`] gives up on a handshake that has not completed in this time (the
     /// server's HTTP front has its own request-head timeout; the binary sets both alike).

@@ -6,7 +6,7 @@ use futures_util::{
     stream::{SplitSink, SplitStream},
     SinkExt, StreamExt,
 };
-use roomkit_core::transport::{CloseReason, Connection, FrameSink, FrameStream, TransportError};
+use roomkit_core::transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError};
 use roomkit_protocol::Code;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::{
@@ -48,12 +48,12 @@ impl<S> FrameSink for WsSink<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         if self.closed {
             return Err(TransportError::Closed(None));
         }
         for frame in frames {
-            let text = Utf8Bytes::try_from(frame.clone())
+            let text = Utf8Bytes::try_from(frame.payload())
                 .map_err(|_| TransportError::Io("frames must be UTF-8 JSON".into()))?;
             self.sink.feed(Message::Text(text)).await.map_err(to_transport)?;
         }
@@ -71,16 +71,21 @@ where
     }
 }
 
-/// The close frame for a roomkit close reason.
-fn close_frame(reason: &CloseReason) -> CloseFrame {
-    let code = match reason.code {
-        Code::SUCCESS => CloseCode::Normal,
-        Code::SERVER_SHUTTING_DOWN => CloseCode::Away,
-        Code::FRAME_TOO_LARGE => CloseCode::Size,
-        Code::INTERNAL => CloseCode::Error,
-        _ => CloseCode::Library(4000),
-    };
-    // A close reason is at most 123 bytes.
+/// The WebSocket close status for a roomkit close code: 1000 (success), 1001 (server
+/// shutting down), 1009 (frame too large), 1011 (internal error), else 4000.
+pub(crate) fn close_code(code: Code) -> u16 {
+    match code {
+        Code::SUCCESS => 1000,
+        Code::SERVER_SHUTTING_DOWN => 1001,
+        Code::FRAME_TOO_LARGE => 1009,
+        Code::INTERNAL => 1011,
+        _ => 4000,
+    }
+}
+
+/// A close frame's reason text for a roomkit close reason: `"<code> <reason>"`, cut to the
+/// 123 bytes a close frame allows.
+pub(crate) fn close_text(reason: &CloseReason) -> String {
     let mut text = format!("{} {}", reason.code.0, reason.reason);
     if text.len() > 123 {
         let mut end = 123;
@@ -89,22 +94,31 @@ fn close_frame(reason: &CloseReason) -> CloseFrame {
         }
         text.truncate(end);
     }
-    CloseFrame { code, reason: text.into() }
+    text
+}
+
+/// The close frame for a roomkit close reason.
+fn close_frame(reason: &CloseReason) -> CloseFrame {
+    CloseFrame { code: CloseCode::from(close_code(reason.code)), reason: close_text(reason).into() }
 }
 
 /// Reads a roomkit close reason back from a close frame: `"<code> <reason>"` in the reason
 /// text, or the WebSocket close code when the text carries none.
 pub fn close_reason_from_frame(frame: &CloseFrame) -> CloseReason {
-    let text = frame.reason.as_str();
+    close_reason_from_parts(frame.code.into(), frame.reason.as_str())
+}
+
+/// [`close_reason_from_frame`] from a close frame's status and reason text.
+pub(crate) fn close_reason_from_parts(status: u16, text: &str) -> CloseReason {
     if let Some((num, rest)) = text.split_once(' ') {
         if let Ok(code) = num.parse::<u32>() {
             return CloseReason::new(Code(code), rest);
         }
     }
-    let code = match frame.code {
-        CloseCode::Normal => Code::SUCCESS,
-        CloseCode::Away => Code::SERVER_SHUTTING_DOWN,
-        CloseCode::Size => Code::FRAME_TOO_LARGE,
+    let code = match status {
+        1000 => Code::SUCCESS,
+        1001 => Code::SERVER_SHUTTING_DOWN,
+        1009 => Code::FRAME_TOO_LARGE,
         _ => Code::CONNECTION_CLOSED,
     };
     CloseReason::new(code, text)

@@ -25,7 +25,9 @@ use roomkit_client::{
     MemberCounts, ReconnectPolicy, RoomContext, RoomEvent, RoomEventCallback, RoomKit, RoomMember,
 };
 use roomkit_core::config::MessageRate;
-use roomkit_core::transport::{CloseReason, Connection, Connector, FrameSink, FrameStream, TransportError};
+use roomkit_core::transport::{
+    CloseReason, Connection, Connector, Frame, FrameSink, FrameStream, TransportError,
+};
 use roomkit_server::{RateLimit, ServerConfig};
 use roomkit_transport_memory::MemoryConnector;
 use tokio::sync::Notify;
@@ -494,7 +496,7 @@ struct FaultySink {
 
 #[async_trait]
 impl FrameSink for FaultySink {
-    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         match self.inner.as_mut() {
             Some(inner) if !self.faults.dead.load(Ordering::SeqCst) => {
                 inner.send(frames).await?;

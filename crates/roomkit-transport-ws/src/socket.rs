@@ -1,0 +1,368 @@
+//! The server's side of a WebSocket on an upgraded TCP socket, framed here rather than by a
+//! WebSocket library ([`socket_connection`]).
+//!
+//! **Writing.** A batch of frames built once for all their recipients ([`Frame::wire`]: the
+//! header is already in front) goes to the socket with vectored writes, up to
+//! [`MAX_IOVECS`] frames per `writev`, straight from the shared buffers: no copy into a
+//! per-connection buffer, and no write buffer that stays at the size of the largest frame
+//! ever sent.
+//!
+//! **Reading.** Bytes are read into a buffer only while a frame is incomplete; once a frame
+//! is whole the buffer is handed on with it, so an idle connection holds no read buffer at
+//! all. Client frames must be masked (RFC 6455 §5.1) and use no extension bits; a text
+//! message may come in fragments (up to the size limit in all); pings are answered with
+//! pongs, a close with a close. The roomkit rules on top are those of the rest of this
+//! crate: a binary message is refused with `UNSUPPORTED_FRAME` (the connection stays), a
+//! message over the limit is `FRAME_TOO_LARGE`, text that is not UTF-8 `MALFORMED_FRAME`.
+//!
+//! The reader and the writer run in different tasks and share the socket; a write lock keeps
+//! a pong or a close from landing inside a frame the writer is part-way through.
+
+use std::{
+    io::{self, IoSlice},
+    net::Shutdown,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use async_trait::async_trait;
+use bytes::{Buf, Bytes, BytesMut};
+use roomkit_core::transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError};
+use roomkit_protocol::Code;
+use tokio::{net::TcpStream, sync::Mutex};
+
+use crate::{
+    stream::{close_code, close_reason_from_parts, close_text},
+    WsConfig,
+};
+
+/// Most frames given to one `writev` (Linux's `IOV_MAX` is 1024; more buys nothing).
+pub const MAX_IOVECS: usize = 64;
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A server connection on `tcp`, whose WebSocket handshake is done; `read_ahead` holds what
+/// the HTTP front read past the handshake (a client may send its first frame at once).
+/// Messages over `config.max_frame_bytes` close the connection; reads ask for
+/// `config.read_buffer_bytes` at a time.
+pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, peer: String) -> Connection {
+    let socket = Arc::new(Socket { tcp, writing: Mutex::new(()), close_sent: AtomicBool::new(false) });
+    Connection {
+        sink: Box::new(SocketSink { socket: Arc::clone(&socket) }),
+        stream: Box::new(SocketStream {
+            socket,
+            buf: BytesMut::from(&read_ahead[..]),
+            message: None,
+            max_message_bytes: config.max_frame_bytes,
+            read_chunk: config.read_buffer_bytes.max(64),
+            closed: None,
+        }),
+        peer,
+    }
+}
+
+struct Socket {
+    tcp: TcpStream,
+    /// Held for every write, so that frames never interleave.
+    writing: Mutex<()>,
+    /// A close frame went out: nothing may follow it.
+    close_sent: AtomicBool,
+}
+
+impl Socket {
+    /// Writes `count` parts (`part(i)`) in order, whole, holding the write lock.
+    async fn write_parts<'a>(&self, count: usize, part: impl Fn(usize) -> &'a [u8]) -> io::Result<()> {
+        let _writing = self.writing.lock().await;
+        if self.close_sent.load(Ordering::Acquire) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let (mut i, mut offset) = (0, 0);
+        while i < count {
+            self.tcp.writable().await?;
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (j, slice) in (i..count).zip(slices.iter_mut()) {
+                *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
+                n += 1;
+            }
+            let mut written = match self.tcp.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => written,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            // Step past what went out: whole parts, then part of one.
+            while i < count {
+                let left = part(i).len() - offset;
+                if written < left {
+                    offset += written;
+                    break;
+                }
+                written -= left;
+                i += 1;
+                offset = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a control frame (pong or close), unless a close already went out.
+    async fn control(&self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        debug_assert!(payload.len() <= 125);
+        let mut frame = Vec::with_capacity(2 + payload.len());
+        frame.extend_from_slice(&[0x80 | opcode, payload.len() as u8]);
+        frame.extend_from_slice(payload);
+        self.write_parts(1, |_| &frame[..]).await
+    }
+
+    /// Sends a close frame and ends the sending direction (the peer sees the close, then
+    /// the end of the stream). Once only.
+    async fn close(&self, status: u16, text: &str) {
+        let mut payload = status.to_be_bytes().to_vec();
+        payload.extend_from_slice(text.as_bytes());
+        let _ = self.control(OP_CLOSE, &payload).await;
+        self.close_sent.store(true, Ordering::Release);
+        let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+    }
+}
+
+struct SocketSink {
+    socket: Arc<Socket>,
+}
+
+#[async_trait]
+impl FrameSink for SocketSink {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.socket
+            .write_parts(frames.len(), |i| &frames[i].wire()[..])
+            .await
+            .map_err(|_| TransportError::Closed(None))
+    }
+
+    async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
+        if !self.socket.close_sent.load(Ordering::Acquire) {
+            self.socket.close(close_code(reason.code), &close_text(&reason)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A text message being assembled from fragments, or a binary one being skipped.
+enum Partial {
+    Text(BytesMut),
+    Binary(usize),
+}
+
+struct SocketStream {
+    socket: Arc<Socket>,
+    /// Bytes read but not yet a whole frame; no allocation between frames.
+    buf: BytesMut,
+    message: Option<Partial>,
+    max_message_bytes: usize,
+    /// Bytes asked of the socket per read while a frame is incomplete.
+    read_chunk: usize,
+    /// Set once the stream has ended, with the peer's reason if it gave one.
+    closed: Option<Option<CloseReason>>,
+}
+
+/// What one whole frame amounted to.
+enum Step {
+    /// A complete text message.
+    Message(Bytes),
+    /// A control frame handled, or a fragment stored: read on.
+    Continue,
+}
+
+fn violation(code: Code, msg: impl Into<String>) -> TransportError {
+    TransportError::Violation(CloseReason::new(code, msg))
+}
+
+impl SocketStream {
+    /// Takes one whole frame off the buffer, if there is one.
+    fn next_frame(&mut self) -> Result<Option<(bool, u8, BytesMut)>, TransportError> {
+        let b = &self.buf[..];
+        if b.len() < 2 {
+            return Ok(None);
+        }
+        let (fin, rsv, opcode) = (b[0] & 0x80 != 0, b[0] & 0x70, b[0] & 0x0f);
+        let (masked, len7) = (b[1] & 0x80 != 0, b[1] & 0x7f);
+        if rsv != 0 {
+            return Err(violation(
+                Code::MALFORMED_FRAME,
+                "reserved WebSocket bits set: no extension was agreed",
+            ));
+        }
+        if !masked {
+            return Err(violation(Code::MALFORMED_FRAME, "a client's WebSocket frames must be masked"));
+        }
+        let (len, at) = match len7 {
+            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")), 10),
+            126 | 127 => return Ok(None),
+            n => (u64::from(n), 2),
+        };
+        if opcode & 0x8 != 0 && (!fin || len > 125) {
+            return Err(violation(
+                Code::MALFORMED_FRAME,
+                "a WebSocket control frame must be whole and at most 125 bytes",
+            ));
+        }
+        let so_far = match &self.message {
+            Some(Partial::Text(m)) => m.len(),
+            Some(Partial::Binary(n)) => *n,
+            None => 0,
+        };
+        let total = u64::try_from(so_far).unwrap_or(u64::MAX).saturating_add(len);
+        if opcode & 0x8 == 0 && total > self.max_message_bytes as u64 {
+            return Err(violation(
+                Code::FRAME_TOO_LARGE,
+                format!("frame of {total} bytes is over the limit of {} bytes", self.max_message_bytes),
+            ));
+        }
+        let len = len as usize; // at most the limit, checked above
+        let whole = at + 4 + len;
+        if self.buf.len() < whole {
+            self.buf.reserve(whole - self.buf.len());
+            return Ok(None);
+        }
+        let mask: [u8; 4] = self.buf[at..at + 4].try_into().expect("4 bytes");
+        let mut frame = self.buf.split_to(whole);
+        frame.advance(at + 4);
+        for (i, byte) in frame.iter_mut().enumerate() {
+            *byte ^= mask[i & 3];
+        }
+        if self.buf.is_empty() {
+            // Give the allocation back with the frame: an idle connection keeps no buffer.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some((fin, opcode, frame)))
+    }
+
+    /// Acts on one whole frame.
+    async fn on_frame(&mut self, fin: bool, opcode: u8, payload: BytesMut) -> Result<Step, TransportError> {
+        let unexpected = || violation(Code::MALFORMED_FRAME, "unexpected WebSocket continuation or fragment");
+        let message = match (opcode, self.message.take()) {
+            (OP_PING, partial) => {
+                self.message = partial;
+                let _ = self.socket.control(OP_PONG, &payload).await;
+                return Ok(Step::Continue);
+            }
+            (OP_PONG, partial) => {
+                self.message = partial;
+                return Ok(Step::Continue);
+            }
+            (OP_CLOSE, _) => return Err(self.on_close(&payload).await),
+            (OP_TEXT, None) => payload,
+            (OP_BINARY, None) => {
+                if !fin {
+                    self.message = Some(Partial::Binary(payload.len()));
+                    return Ok(Step::Continue);
+                }
+                return Err(binary_refused());
+            }
+            (OP_CONTINUATION, Some(Partial::Text(mut text))) => {
+                text.extend_from_slice(&payload);
+                text
+            }
+            (OP_CONTINUATION, Some(Partial::Binary(n))) => {
+                if !fin {
+                    self.message = Some(Partial::Binary(n + payload.len()));
+                    return Ok(Step::Continue);
+                }
+                return Err(binary_refused());
+            }
+            (OP_CONTINUATION | OP_TEXT | OP_BINARY, _) => return Err(unexpected()),
+            _ => return Err(violation(Code::MALFORMED_FRAME, format!("unknown WebSocket opcode {opcode}"))),
+        };
+        if !fin {
+            self.message = Some(Partial::Text(message));
+            return Ok(Step::Continue);
+        }
+        if std::str::from_utf8(&message).is_err() {
+            return Err(violation(Code::MALFORMED_FRAME, "text frame is not valid UTF-8"));
+        }
+        Ok(Step::Message(message.freeze()))
+    }
+
+    /// The peer closes: answer with a close (echoing its status) unless one went out, and end.
+    async fn on_close(&mut self, payload: &[u8]) -> TransportError {
+        let (status, text) = match payload {
+            [hi, lo, text @ ..] => (Some(u16::from_be_bytes([*hi, *lo])), String::from_utf8_lossy(text)),
+            _ => (None, "".into()),
+        };
+        if !self.socket.close_sent.load(Ordering::Acquire) {
+            self.socket.close(status.unwrap_or(1000), "").await;
+        }
+        let reason = status.map(|status| close_reason_from_parts(status, &text));
+        self.closed = Some(reason.clone());
+        TransportError::Closed(reason)
+    }
+
+    /// Reads more bytes; `Closed` at the end of the stream.
+    async fn fill(&mut self) -> Result<(), TransportError> {
+        loop {
+            if self.socket.tcp.readable().await.is_err() {
+                break;
+            }
+            if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
+                self.buf.reserve(self.read_chunk);
+            }
+            match self.socket.tcp.try_read_buf(&mut self.buf) {
+                Ok(0) => break,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
+            }
+        }
+        self.closed = Some(None);
+        Err(TransportError::Closed(None))
+    }
+}
+
+fn binary_refused() -> TransportError {
+    TransportError::Rejected(CloseReason::new(
+        Code::UNSUPPORTED_FRAME,
+        "binary frames are not accepted: send JSON in text frames",
+    ))
+}
+
+#[async_trait]
+impl FrameStream for SocketStream {
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            if let Some(reason) = &self.closed {
+                return Err(TransportError::Closed(reason.clone()));
+            }
+            let frame = match self.next_frame() {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.closed = Some(None);
+                    return Err(e);
+                }
+            };
+            let Some((fin, opcode, payload)) = frame else {
+                self.fill().await?;
+                continue;
+            };
+            match self.on_frame(fin, opcode, payload).await {
+                Ok(Step::Message(text)) => return Ok(text),
+                Ok(Step::Continue) => {}
+                Err(e @ TransportError::Rejected(_)) => return Err(e),
+                Err(e) => {
+                    self.closed.get_or_insert(None);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
