@@ -25,6 +25,7 @@
 pub mod admin;
 mod auth;
 pub mod clock;
+mod commit;
 mod connection;
 mod jwt;
 pub mod metrics;
@@ -156,7 +157,9 @@ impl Server {
     }
 
     /// Keeps rooms and history in `store` instead: with a durable store, rooms and history
-    /// survive a restart, and a message is acknowledged only once it is stored.
+    /// survive a restart, and a message is acknowledged only once it is stored. The shards'
+    /// commits are grouped: one committer writes every commit waiting at once as one
+    /// `apply` (see `commit.rs`).
     pub fn with_store(mut self, store: Arc<dyn MessageStore>) -> Self {
         self.store = Some(store);
         self
@@ -166,7 +169,8 @@ impl Server {
     pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
         let count = self.config.shards.max(1);
         let core = self.config.core.clone();
-        let store = self.store.unwrap_or_else(|| {
+        // A store given to the server is written through one committer for all shards.
+        let store = self.store.map(commit::GroupCommit::wrap).unwrap_or_else(|| {
             // Without a durable store, keep `history_ring_size` messages per chatroom.
             let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
             MemoryStore::shared(keep)

@@ -19,6 +19,7 @@
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
+//! | `roomkit_store_group_size` | histogram | shard commits written together in one store write |
 //! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them were answered with `INTERNAL` |
 
 //!
@@ -146,6 +147,13 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Label::None,
         Unit::Seconds,
         "time of one store commit (one per shard wake-up with changes)",
+    ),
+    (
+        "roomkit_store_group_size",
+        Kind::Histogram,
+        Label::None,
+        Unit::Count,
+        "shard commits written together in one store write (group commit)",
     ),
     (
         "roomkit_store_errors_total",
