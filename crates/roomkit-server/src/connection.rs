@@ -15,7 +15,7 @@ use roomkit_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::{
-    outbox::{Closer, Outbox},
+    outbox::{shrink, Closer, Outbox},
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
     ServerShared,
@@ -216,11 +216,8 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
             outbox.shut();
             return;
         }
-        batch.clear();
-        if batch.capacity() > 1024 {
-            // An idle member should cost little: give back a burst's buffer.
-            batch = Vec::new();
-        }
+        // An idle member should cost little: give back a burst's buffer.
+        shrink(&mut batch);
     };
     let rest = outbox.shut();
     // Flushing and the close frame are bounded: the peer may have stopped reading.

@@ -296,7 +296,9 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
+        shrink(&mut queue.frames);
         queue.classes.clear();
+        shrink(&mut queue.classes);
         queue.droppable = 0;
         queue.conflated = 0;
         queue.conflate_due = false;
@@ -309,6 +311,18 @@ impl Outbox {
         queue.closed = true;
         queue.classes = Vec::new();
         std::mem::take(&mut queue.frames)
+    }
+}
+
+/// Entries a connection's queue vectors keep between bursts: an idle member should cost
+/// little, so a burst's larger buffers are given back.
+pub(crate) const KEPT_CAPACITY: usize = 16;
+
+/// Empties `v`, giving back its buffer if a burst grew it past [`KEPT_CAPACITY`].
+pub(crate) fn shrink<T>(v: &mut Vec<T>) {
+    v.clear();
+    if v.capacity() > KEPT_CAPACITY {
+        *v = Vec::new();
     }
 }
 
@@ -363,6 +377,21 @@ mod tests {
         assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
         assert!(outbox.shut().is_empty(), "the backlog is dropped");
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused);
+    }
+
+    #[test]
+    fn a_burst_leaves_no_large_buffers_behind() {
+        let outbox = Outbox::new(4096, 4096, Closer::new());
+        for _ in 0..1000 {
+            outbox.enqueue(frame(), Shed::Keep);
+        }
+        let mut batch = Vec::new();
+        outbox.take(&mut batch);
+        assert_eq!(batch.len(), 1000);
+        shrink(&mut batch);
+        let queue = outbox.0.queue.lock().unwrap();
+        assert!(batch.capacity() <= KEPT_CAPACITY);
+        assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.classes.capacity() <= KEPT_CAPACITY);
     }
 
     #[test]
