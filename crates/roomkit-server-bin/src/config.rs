@@ -149,6 +149,10 @@ pub struct LimitArgs {
     /// Requests a shard handles per wake-up: one store commit each (group commit) [default: 64].
     #[arg(long, env = "ROOMKIT_SHARD_BATCH")]
     pub shard_batch: Option<usize>,
+    /// Writers a shard wakes at once while queuing a burst: a large room's burst starts
+    /// going out after this many members [default: 1024].
+    #[arg(long, env = "ROOMKIT_WRITER_WAKE_BATCH")]
+    pub writer_wake_batch: Option<usize>,
     /// Requests queued per shard before readers wait [default: 4096].
     #[arg(long, env = "ROOMKIT_SHARD_QUEUE")]
     pub shard_queue: Option<usize>,
@@ -329,6 +333,7 @@ impl Settings {
         c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
+        set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
@@ -429,6 +434,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         ended_rooms_remembered: flags.ended_rooms_remembered.or(file.ended_rooms_remembered),
         shard_queue: flags.shard_queue.or(file.shard_queue),
         shard_batch: flags.shard_batch.or(file.shard_batch),
+        writer_wake_batch: flags.writer_wake_batch.or(file.writer_wake_batch),
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),

@@ -81,6 +81,11 @@ pub struct ServerConfig {
     /// Most requests a shard handles per wake-up: their store operations are one commit
     /// (group commit) and each connection they reach is woken once.
     pub shard_batch: usize,
+    /// Writers a shard wakes at once while it queues a wake-up's frames (default 1024). A
+    /// writer is woken once per wake-up (one write per member per burst), but a burst to a
+    /// large room starts going out after this many members are queued to, not after the
+    /// whole room: it bounds the time from a message's arrival to its first deliveries.
+    pub writer_wake_batch: usize,
     /// A connection that has not logged in within this time is closed.
     pub login_timeout: Duration,
     /// How long shutdown waits for connections to flush before giving up on them.
@@ -126,6 +131,7 @@ impl Default for ServerConfig {
             send_queue_high_watermark: None,
             shard_queue: 4096,
             shard_batch: 64,
+            writer_wake_batch: 1024,
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
@@ -183,6 +189,7 @@ impl Server {
                     config: core.clone(),
                     queue: self.config.shard_queue,
                     batch: self.config.shard_batch,
+                    wake_batch: self.config.writer_wake_batch,
                     store: Arc::clone(&store),
                 })
             })

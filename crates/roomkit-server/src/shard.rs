@@ -67,6 +67,8 @@ pub(crate) struct ShardSetup {
     pub(crate) queue: usize,
     /// Most messages handled per wake-up: one store commit and one wake per writer each.
     pub(crate) batch: usize,
+    /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
+    pub(crate) wake_batch: usize,
     pub(crate) store: Arc<dyn MessageStore>,
 }
 
@@ -81,8 +83,10 @@ struct ShardState {
     registry: RoomRegistry,
     store: Arc<dyn MessageStore>,
     outboxes: HashMap<ConnId, Outbox>,
-    /// Connections queued to during this wake-up; woken once, at its end.
+    /// Connections queued to during this wake-up and not woken yet; woken at its end, or
+    /// as soon as there are `wake_batch` of them.
     wake: Vec<Outbox>,
+    wake_batch: usize,
     /// Connections gone during this wake-up; forgotten once its outputs are sent.
     gone: Vec<ConnId>,
     /// Requests handled during this wake-up, for the latency histogram.
@@ -99,6 +103,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         store: setup.store,
         outboxes: HashMap::new(),
         wake: Vec::new(),
+        wake_batch: setup.wake_batch.max(1),
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
@@ -212,6 +217,10 @@ impl ShardState {
         for done in self.acks.drain(..) {
             let _ = done.send(());
         }
+        self.wake_writers();
+    }
+
+    fn wake_writers(&mut self) {
         for outbox in self.wake.drain(..) {
             outbox.wake();
         }
@@ -227,6 +236,12 @@ impl ShardState {
         match outbox.enqueue(frame, shed) {
             Enqueued::NeedsWake => {
                 self.wake.push(outbox.clone());
+                if self.wake.len() >= self.wake_batch {
+                    // A burst to a large room must not wait for the whole room to be queued:
+                    // the writers queued to so far start now (a writer that took its queue
+                    // asks for a new wake with its next frame, so nothing waits unwoken).
+                    self.wake_writers();
+                }
                 true
             }
             Enqueued::Queued => true,
