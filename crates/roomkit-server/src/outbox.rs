@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use roomkit_core::transport::{CloseReason, Frame};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 /// How a connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,31 +15,52 @@ pub(crate) struct Closing {
     pub(crate) flush: bool,
 }
 
-/// Closes a connection once, from any task; the first reason wins.
+/// Closes a connection once, from any task; the first reason wins. (A mutex and a `Notify`:
+/// every connection has one, so it is kept smaller than a watch channel.)
 #[derive(Debug, Clone)]
-pub(crate) struct Closer(watch::Sender<Option<Closing>>);
+pub(crate) struct Closer(Arc<CloserState>);
+
+#[derive(Debug, Default)]
+pub(crate) struct CloserState {
+    closing: Mutex<Option<Closing>>,
+    notify: Notify,
+}
 
 impl Closer {
     pub(crate) fn new() -> Self {
-        Self(watch::Sender::new(None))
+        Self(Arc::default())
     }
 
     /// Returns true if this call closed it (false if it was closing already).
     pub(crate) fn close(&self, reason: CloseReason, flush: bool) -> bool {
-        self.0.send_if_modified(|state| {
-            if state.is_some() {
+        {
+            let mut closing = self.0.closing.lock().expect("not poisoned");
+            if closing.is_some() {
                 return false;
             }
-            *state = Some(Closing { reason, flush });
-            true
-        })
+            *closing = Some(Closing { reason, flush });
+        }
+        self.0.notify.notify_waiters();
+        true
+    }
+
+    /// How the connection is being closed, if it is.
+    pub(crate) fn closing(&self) -> Option<Closing> {
+        self.0.closing.lock().expect("not poisoned").clone()
     }
 
     /// Resolves once the connection is being closed.
     pub(crate) async fn closed(&self) -> Closing {
-        let mut rx = self.0.subscribe();
-        let state = rx.wait_for(Option::is_some).await.expect("the sender lives in self");
-        state.clone().expect("waited for Some")
+        loop {
+            // Registered before looking, so a close in between is not missed.
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(closing) = self.closing() {
+                return closing;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -316,7 +337,7 @@ impl Outbox {
 
 /// Entries a connection's queue vectors keep between bursts: an idle member should cost
 /// little, so a burst's larger buffers are given back.
-pub(crate) const KEPT_CAPACITY: usize = 16;
+pub(crate) const KEPT_CAPACITY: usize = 4;
 
 /// Empties `v`, giving back its buffer if a burst grew it past [`KEPT_CAPACITY`].
 pub(crate) fn shrink<T>(v: &mut Vec<T>) {
@@ -431,7 +452,7 @@ mod tests {
             "still past the watermark"
         );
         assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
-        assert!(closer.0.borrow().is_none(), "shedding keeps the connection");
+        assert!(closer.closing().is_none(), "shedding keeps the connection");
         assert_eq!(shed_count("droppable") - before.0, 2);
         assert_eq!(shed_count("conflate") - before.1, 2);
     }
@@ -449,13 +470,13 @@ mod tests {
             "the low-priority frames made room"
         );
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
-        assert!(closer.0.borrow().is_none());
+        assert!(closer.closing().is_none());
         assert_eq!(
             outbox.enqueue(frame(), room("r")),
             Enqueued::Shed,
             "a digest that does not fit is dropped"
         );
-        assert!(closer.0.borrow().is_none(), "not worth the connection");
+        assert!(closer.closing().is_none(), "not worth the connection");
         assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused, "three frames that must go");
         assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
     }

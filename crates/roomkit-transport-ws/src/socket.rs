@@ -320,7 +320,12 @@ impl SocketStream {
             match self.socket.tcp.try_read_buf(&mut self.buf) {
                 Ok(0) => break,
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.buf.is_empty() {
+                        // Readiness was stale: wait holding no buffer.
+                        self.buf = BytesMut::new();
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -354,7 +359,8 @@ impl FrameStream for SocketStream {
                 self.fill().await?;
                 continue;
             };
-            match self.on_frame(fin, opcode, payload).await {
+            // Boxed: a waiting reader's future holds only what reading needs.
+            match Box::pin(self.on_frame(fin, opcode, payload)).await {
                 Ok(Step::Message(text)) => return Ok(text),
                 Ok(Step::Continue) => {}
                 Err(e @ TransportError::Rejected(_)) => return Err(e),
@@ -364,5 +370,52 @@ impl FrameStream for SocketStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    use super::*;
+
+    /// A masked client text frame.
+    fn client_text(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        frame
+    }
+
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let socket =
+            Arc::new(Socket { tcp: server, writing: Mutex::new(()), close_sent: AtomicBool::new(false) });
+        let mut stream = SocketStream {
+            socket,
+            buf: BytesMut::new(),
+            message: None,
+            max_message_bytes: 1024,
+            read_chunk: 4096,
+            closed: None,
+        };
+        for _ in 0..3 {
+            client.write_all(&client_text(b"{}")).await.unwrap();
+            assert_eq!(&stream.recv().await.unwrap()[..], b"{}");
+            // Waiting for the next frame, with nothing partial: no buffer.
+            assert!(tokio::time::timeout(Duration::from_millis(50), stream.recv()).await.is_err());
+            assert_eq!(stream.buf.capacity(), 0, "an idle connection keeps no read buffer");
+        }
+        // Half a frame is kept until the rest comes.
+        let frame = client_text(b"{\"half\":1}");
+        client.write_all(&frame[..5]).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(50), stream.recv()).await.is_err());
+        assert!(stream.buf.capacity() > 0);
+        client.write_all(&frame[5..]).await.unwrap();
+        assert_eq!(&stream.recv().await.unwrap()[..], b"{\"half\":1}");
     }
 }
