@@ -48,8 +48,11 @@ Commands:
                     passing ARGS to it (see `cargo xtask run -- --help`).
   demo              Run the in-process demo: a server and three members over
                     the in-memory transport, printing what each member sees.
-  bench [ARGS...]   Run the benchmarks (crates/roomkit-bench) in release mode,
-                    passing ARGS to them.
+  bench [ARGS...]   Install redis-server when missing (the baseline the fan-out
+                    is compared against; through apt when run as root, otherwise
+                    stop and print the command), then run the benchmarks
+                    (crates/roomkit-bench) in release mode, passing ARGS to
+                    them (see `cargo xtask bench -- --help`).
   help              Print this message.
 
 A leading `--` before the ARGS of `run` and `bench` is optional.
@@ -254,8 +257,10 @@ fn run_command(command: &[&str], args: &[String]) -> Result<(), String> {
     cmd(program, &full)
 }
 
-/// `cargo xtask bench`: runs the benchmark crate in release mode.
+/// `cargo xtask bench`: installs the baseline server when missing, then runs the benchmark
+/// crate in release mode.
 fn bench(args: &[String]) -> Result<(), String> {
+    system::ensure(system::BENCH_PACKAGES)?;
     // The benchmark starts the release server binary, so build it first.
     cmd("cargo", &["build", "--release", "--package", "roomkit-server-bin", "--bin", "roomkit-server"])?;
     let mut full = vec!["run", "--release", "--package", BENCH_PACKAGE, "--"];

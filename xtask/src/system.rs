@@ -1,5 +1,5 @@
 //! System packages that the checks need and Cargo cannot provide (a browser for the web
-//! page's test, later servers for baselines), installed through apt when missing.
+//! page's test, the server the bench compares against), installed through apt when missing.
 //!
 //! A newcomer runs `cargo xtask test` on a fresh machine and it must pass: so the command
 //! installs what is missing itself when it runs as root on a Debian-like system, and
@@ -30,6 +30,13 @@ pub(crate) const TEST_PACKAGES: &[SystemPackage] = &[
         needed_by: "the web page's browser test (WebDriver)",
     },
 ];
+
+/// What `cargo xtask bench` needs.
+pub(crate) const BENCH_PACKAGES: &[SystemPackage] = &[SystemPackage {
+    name: "redis-server",
+    provides: "/usr/bin/redis-server",
+    needed_by: "the bench's baseline (redis pub/sub, run beside roomkit's fan-out)",
+}];
 
 /// Makes sure every package in `packages` is installed: installs the missing ones with apt
 /// when running as root, or fails with the command that would install them.

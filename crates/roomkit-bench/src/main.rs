@@ -1,13 +1,15 @@
 //! roomkit's load generator, run by `cargo xtask bench`.
 //!
-//! For each room size S it starts the release `roomkit-server` binary on loopback, then:
-//! - **join storm**: S WebSocket members connect, log in, join the room and its chatroom
-//!   (256 at a time); reports the wall time;
-//! - **memory**: the server's RSS before and after the S members joined, divided by S;
-//! - **fan-out**: one member broadcasts 100-byte texts as fast as the slowest readers allow;
-//!   reports deliveries per second to the other S-1 members;
-//! - **latency**: one member broadcasts at a fixed rate (default 1000 msg/s) for a few seconds;
-//!   reports p50/p99/p999 of send-to-receive time over every delivery (hdrhistogram).
+//! - **fan-out, beside a baseline** (`fanout.rs`, `redis.rs`, `generator.rs`): for each room
+//!   size S, S members join a room and its chatroom on the release `roomkit-server` binary (the
+//!   join storm's time and the server's RSS per member are measured on the way), and then the
+//!   same generator runs against roomkit and against redis pub/sub (S-1 subscribers, one
+//!   publisher): deliveries per second with the publisher as fast as the slowest readers allow,
+//!   then p50/p99/p999 send-to-receive latency at a fixed rate (default 1000 msg/s). Every text
+//!   is 100 bytes and carries a sequence number; losses and out-of-order texts are counted.
+//!   The servers run on one CPU and the generator on another when there are two (`pin.rs`).
+//!   roomkit's figures are printed beside redis's with their ratio, and written to
+//!   `docs/bench/results.json` and `docs/bench/fanout.svg` (`report.rs`, `plot.rs`).
 //!
 //! - **join storm** (`join.rs`): at each of `--join-sizes` (1k, 5k, 10k, 50k), members connect,
 //!   log in, join one room and its chatroom; reports total time, time per 1,000 joins, server
@@ -18,42 +20,46 @@
 //!   acknowledgement, into one chatroom; with the redb store (fsync per commit) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!
-//! Results go to stdout as a table and, one JSON object per line, to
-//! `target/bench/results.jsonl`.
+//! Every row also goes, one JSON object per line, to `target/bench/results.jsonl`.
 //!
 //! ```text
 //! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
 //!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
 //!                   [--no-fanout] [--no-join] [--no-durable]
+//! cargo xtask bench --replot   # redraw docs/bench/fanout.svg from docs/bench/results.json
 //! ```
 
 use std::{
     io::Write,
     net::SocketAddr,
     process::Stdio,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tokio::{net::TcpStream, process::Child, task::JoinHandle};
+use tokio::{net::TcpStream, process::Child};
 use tokio_tungstenite::{
     tungstenite::{protocol::WebSocketConfig, Message},
     MaybeTlsStream, WebSocketStream,
 };
 
 mod durable;
+mod fanout;
+mod generator;
 mod join;
+mod pin;
+mod plot;
+mod redis;
+mod report;
+mod resp;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Options {
+    replot: bool,
     skip_durable: bool,
     skip_fanout: bool,
     join_sizes: Vec<usize>,
@@ -68,6 +74,7 @@ struct Options {
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
+        replot: false,
         skip_durable: false,
         skip_fanout: false,
         join_sizes: vec![1000, 5000, 10_000, 50_000],
@@ -98,8 +105,9 @@ fn options() -> Result<Options, String> {
                 o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?
             }
             "--no-durable" => o.skip_durable = true,
+            "--replot" => o.replot = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--replot]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -121,6 +129,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if options.replot {
+        match report::replot() {
+            Ok(path) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("roomkit-bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let server_bin = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("roomkit-server")))
@@ -138,19 +156,11 @@ async fn main() {
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);
     }
-    let fanout_start = rows.len();
-    let fanout_sizes: &[usize] = if options.skip_fanout { &[] } else { &options.sizes };
-    for &size in fanout_sizes {
-        match run_size(&server_bin, size, &options).await {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                eprintln!("size {size}: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
+    let mut lossless = true;
     if !options.skip_fanout {
-        print_table(&rows[fanout_start..]);
+        let (fanout, all_delivered) = fanout_beside_redis(&server_bin, &options).await;
+        rows.extend(fanout);
+        lossless = all_delivered;
     }
     if !options.skip_durable {
         let mut durable = Vec::new();
@@ -188,6 +198,59 @@ async fn main() {
         println!("{row}");
     }
     println!("\nappended to {}", path.display());
+    if !lossless {
+        eprintln!("roomkit-bench: the fan-out lost texts or delivered them out of order");
+        std::process::exit(1);
+    }
+}
+
+/// The fan-out scenario at every size, against roomkit and then redis, with the generator and
+/// the servers pinned to different CPUs when there are two; prints both tables and writes the
+/// results and the plot under `docs/bench/`. Returns every row, roomkit's and redis's, and
+/// whether every text arrived once and in order.
+async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<Value>, bool) {
+    // S members are S sockets on each side.
+    let limit = join::raise_file_limit();
+    if let Some(&largest) = o.sizes.iter().max() {
+        if largest as u64 + 256 > limit {
+            eprintln!("warning: {largest} members need more open files than the limit ({limit})");
+        }
+    }
+    let plan = pin::pin_generator();
+    match &plan.pinning {
+        Ok(p) => {
+            println!("pinning: servers on CPU {}, this generator on CPU {}", p.server_cpu, p.generator_cpu)
+        }
+        Err(reason) => println!("pinning: not applied ({reason})"),
+    }
+    let server_cpu = plan.pinning().map(|p| p.server_cpu);
+    let redis_version = redis::version();
+    println!("baseline: {}\n", redis_version.as_deref().unwrap_or("redis-server (version unknown)"));
+    let mut compared = Vec::new();
+    for &size in &o.sizes {
+        let result = async {
+            let roomkit = fanout::run_size(server_bin, size, o, server_cpu).await?;
+            let redis = redis::run_size(size, o, server_cpu).await.map_err(|e| format!("redis: {e}"))?;
+            Ok::<_, String>(report::compare(roomkit, redis))
+        };
+        match result.await {
+            Ok(row) => compared.push(row),
+            Err(e) => {
+                eprintln!("size {size}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    plan.restore();
+    let roomkit_rows: Vec<Value> = compared.iter().map(|r| r["roomkit"].clone()).collect();
+    fanout::print_table(&roomkit_rows);
+    let pinning = plan.describe();
+    let lost = report::print_comparison(&compared, &pinning, o.rate);
+    match report::write(&compared, &pinning, o, redis_version) {
+        Ok((json_path, svg_path)) => println!("wrote {} and {}\n", json_path.display(), svg_path.display()),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    (compared.iter().flat_map(|r| [r["roomkit"].clone(), r["redis"].clone()]).collect(), lost == 0)
 }
 
 /// The join storms, one per size: against the server binary while the file limit allows a
@@ -249,10 +312,20 @@ async fn start_server_with(
     bin: &std::path::Path,
     extra: &[&str],
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    start_server_on(bin, extra, None).await
+}
+
+/// Starts the server binary with `extra` arguments, on `cpu` when given (see [`pin`]); returns
+/// it with its client and admin addresses once it listens.
+async fn start_server_on(
+    bin: &std::path::Path,
+    extra: &[&str],
+    cpu: Option<usize>,
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let (port, admin) = (free_port(), free_port());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("valid");
-    let child = tokio::process::Command::new(bin)
+    let child = pin::command(bin, cpu)
         .args([
             "--dev",
             "--log",
@@ -330,43 +403,10 @@ async fn member(addr: SocketAddr, i: usize, room: &str) -> Result<Ws, String> {
     Ok(ws)
 }
 
-struct Counters {
-    delivered: AtomicU64,
-    frames: AtomicU64,
-    epoch: Instant,
-}
-
-/// Reads a member's frames until the connection ends, counting chatroom messages and
-/// recording the latency of `L<nanos>` texts.
-fn spawn_reader(
-    mut stream: futures_util::stream::SplitStream<Ws>,
-    counters: Arc<Counters>,
-    histogram: Arc<Mutex<Histogram<u64>>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            let Message::Text(text) = msg else { continue };
-            counters.frames.fetch_add(1, Ordering::Relaxed);
-            let text = text.as_str();
-            if !text.starts_with("{\"event\":\"chatroom_messages_received\"") {
-                continue;
-            }
-            counters.delivered.fetch_add(1, Ordering::Relaxed);
-            if let Some(at) = text.find("\"text\":\"L") {
-                let digits: String = text[at + 9..].chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(sent) = digits.parse::<u64>() {
-                    let now = counters.epoch.elapsed().as_nanos() as u64;
-                    let _ = histogram.lock().expect("not poisoned").record(now.saturating_sub(sent).max(1));
-                }
-            }
-        }
-    })
-}
-
 fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} {elapsed}")
+        ProgressStyle::with_template("{msg:>34} [{bar:40}] {pos}/{len} {elapsed}")
             .expect("template")
             .progress_chars("=> "),
     );
@@ -391,162 +431,6 @@ async fn settle(counter: &AtomicU64, quiet: Duration, limit: Duration) {
     }
 }
 
-async fn run_size(bin: &std::path::Path, size: usize, o: &Options) -> Result<Value, String> {
-    let (child, addr, admin) = start_server(bin).await?;
-    let pid = child.id().ok_or("server exited")?;
-    let room = format!("bench-{size}");
-    let counters =
-        Arc::new(Counters { delivered: AtomicU64::new(0), frames: AtomicU64::new(0), epoch: Instant::now() });
-
-    // The first member creates the room.
-    let mut creator = member_connect(addr).await?;
-    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
-    call(
-        &mut creator,
-        2,
-        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
-    )
-    .await?;
-    drop(creator);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_bytes(pid);
-
-    // Join storm.
-    let pb = bar(size as u64, &format!("join storm, {size} members"));
-    let start = Instant::now();
-    let mut members: Vec<Option<Ws>> = (0..size).map(|_| None).collect();
-    let mut next = 0;
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    let histograms: Vec<Arc<Mutex<Histogram<u64>>>> = Vec::new();
-    let mut histograms = histograms;
-    let mut readers = Vec::new();
-    let mut sinks = Vec::new();
-    while next < size || !pending.is_empty() {
-        while next < size && pending.len() < 256 {
-            let (i, room) = (next, room.clone());
-            pending.push(async move { (i, member(addr, i, &room).await) });
-            next += 1;
-        }
-        if let Some((i, result)) = pending.next().await {
-            members[i] = Some(result.map_err(|e| format!("member {i}: {e}"))?);
-            pb.inc(1);
-        }
-    }
-    let join_storm = start.elapsed();
-    pb.finish_and_clear();
-    for ws in members.into_iter().flatten() {
-        let (sink, stream) = ws.split();
-        let h = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
-        readers.push(spawn_reader(stream, Arc::clone(&counters), Arc::clone(&h)));
-        histograms.push(h);
-        sinks.push(sink);
-    }
-    // Let the join events drain before measuring memory.
-    settle(&counters.frames, Duration::from_millis(500), Duration::from_secs(120)).await;
-    let rss_after = rss_bytes(pid);
-    let per_member = rss_after.saturating_sub(rss_before) / size as u64;
-
-    // Fan-out at full speed: windowed on the receivers' progress.
-    let receivers = (size - 1).max(1) as u64;
-    let messages = (o.deliveries / receivers).clamp(200, 50_000);
-    let text = format!("F{}", "x".repeat(99));
-    let frame = json!({"id": 0, "op": "send_text_message", "room_uuid": room, "text": text}).to_string();
-    let pb = bar(messages, &format!("fan-out to {}", size - 1));
-    let base = counters.delivered.load(Ordering::Relaxed);
-    let sender = &mut sinks[0];
-    let cpu_before = cpu_secs(pid);
-    let writes_before = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
-    let start = Instant::now();
-    let window: u64 = 200;
-    for sent in 1..=messages {
-        sender.feed(Message::Text(frame.clone().into())).await.map_err(|e| e.to_string())?;
-        if sent % 50 == 0 || sent == messages {
-            sender.flush().await.map_err(|e| e.to_string())?;
-            pb.set_position(sent);
-            let stalled = Instant::now() + Duration::from_secs(30);
-            while counters.delivered.load(Ordering::Relaxed) - base + window * receivers < sent * receivers {
-                if Instant::now() > stalled {
-                    return Err(format!("fan-out: deliveries stalled after {sent} messages"));
-                }
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-        }
-    }
-    let target = base + messages * receivers;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while counters.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-    let elapsed = start.elapsed();
-    let server_cpu = cpu_secs(pid) - cpu_before;
-    pb.finish_and_clear();
-    let delivered = counters.delivered.load(Ordering::Relaxed) - base;
-    let deliveries_per_sec = delivered as f64 / elapsed.as_secs_f64();
-    let deliveries_per_server_cpu_sec = delivered as f64 / server_cpu.max(0.01);
-    let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
-    let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
-
-    // Latency at a fixed rate.
-    for h in &histograms {
-        h.lock().expect("not poisoned").reset();
-    }
-    let total = o.rate * o.rate_secs;
-    let pb = bar(total, &format!("{} msg/s to {}", o.rate, size - 1));
-    let base = counters.delivered.load(Ordering::Relaxed);
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / o.rate.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let sender = &mut sinks[0];
-    for i in 0..total {
-        tick.tick().await;
-        let stamp = counters.epoch.elapsed().as_nanos() as u64;
-        let text = format!("L{stamp:020}{}", "x".repeat(79));
-        let frame = json!({"id": 0, "op": "send_text_message", "room_uuid": room, "text": text}).to_string();
-        sender.send(Message::Text(frame.into())).await.map_err(|e| e.to_string())?;
-        if i % 100 == 0 {
-            pb.set_position(i);
-        }
-    }
-    let target = base + total * receivers;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while counters.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    pb.finish_and_clear();
-    let latency_delivered = counters.delivered.load(Ordering::Relaxed) - base;
-    let mut merged = Histogram::<u64>::new(3).expect("histogram");
-    for h in &histograms {
-        merged.add(&*h.lock().expect("not poisoned")).expect("same bounds");
-    }
-    let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
-
-    drop(sinks);
-    for r in readers {
-        r.abort();
-    }
-    drop(child);
-    Ok(json!({
-        "members": size,
-        "join_storm_secs": join_storm.as_secs_f64(),
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
-        "rss_per_member_bytes": per_member,
-        "fanout_messages": messages,
-        "fanout_deliveries": delivered,
-        "fanout_deliveries_per_sec": deliveries_per_sec.round(),
-        "fanout_server_cpu_secs": server_cpu,
-        "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
-        "fanout_deliveries_per_server_cpu_sec": deliveries_per_server_cpu_sec.round(),
-        "latency_rate_per_sec": o.rate,
-        "latency_messages": total,
-        "latency_deliveries": latency_delivered,
-        "latency_expected_deliveries": total * receivers,
-        "latency_p50_ms": ms(0.5),
-        "latency_p99_ms": ms(0.99),
-        "latency_p999_ms": ms(0.999),
-        "latency_max_ms": merged.max() as f64 / 1e6,
-    }))
-}
-
 async fn member_connect(addr: SocketAddr) -> Result<Ws, String> {
     let url = format!("ws://{addr}/v1");
     tokio_tungstenite::connect_async_with_config(url.as_str(), Some(client_config()), true)
@@ -560,34 +444,4 @@ async fn member_connect(addr: SocketAddr) -> Result<Ws, String> {
 /// spend a quarter of its CPU clearing memory in a join storm.
 pub(crate) fn client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
-}
-
-fn print_table(rows: &[Value]) {
-    println!(
-        "{:>8} {:>11} {:>13} {:>16} {:>18} {:>10} {:>10} {:>10} {:>14}",
-        "members",
-        "join storm",
-        "RSS/member",
-        "fan-out deliv/s",
-        "deliv/server-cpu-s",
-        "p50 ms",
-        "p99 ms",
-        "p999 ms",
-        "delivered"
-    );
-    for r in rows {
-        println!(
-            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>18.0} {:>10.3} {:>10.3} {:>10.3} {:>14}",
-            r["members"],
-            r["join_storm_secs"].as_f64().unwrap_or(0.0),
-            r["rss_per_member_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
-            r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
-            r["fanout_deliveries_per_server_cpu_sec"].as_f64().unwrap_or(0.0),
-            r["latency_p50_ms"].as_f64().unwrap_or(0.0),
-            r["latency_p99_ms"].as_f64().unwrap_or(0.0),
-            r["latency_p999_ms"].as_f64().unwrap_or(0.0),
-            format!("{}/{}", r["latency_deliveries"], r["latency_expected_deliveries"]),
-        );
-    }
-    println!();
 }

@@ -1,0 +1,205 @@
+//! roomkit's fan-out scenario at one room size: S members join a room and its chatroom over
+//! WebSocket against the release server binary (the join storm and the RSS per member are
+//! measured on the way), then the first member publishes and the other S-1 receive, in the
+//! two phases of [`crate::generator`]. The server's CPU time and its frames per socket write
+//! (from its metrics) are read around the fan-out phase.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{stream::SplitSink, SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    bar, call, cpu_secs,
+    generator::{Deliveries, Publish, Receiver, Run},
+    member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on, Options, Ws,
+};
+
+/// The first member's write half: each text becomes a `send_text_message` request.
+struct Publisher<'a> {
+    sink: &'a mut SplitSink<Ws, Message>,
+    room: &'a str,
+}
+
+impl Publish for Publisher<'_> {
+    async fn feed(&mut self, text: &str) -> Result<(), String> {
+        let frame =
+            json!({"id": 0, "op": "send_text_message", "room_uuid": self.room, "text": text}).to_string();
+        self.sink.feed(Message::Text(frame.into())).await.map_err(|e| e.to_string())
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        self.sink.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Reads a member's frames until the connection ends, counting every frame and handing the
+/// text of each chatroom message to `receiver`.
+fn spawn_reader(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    mut receiver: Receiver,
+    frames: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        const TEXT: &str = "\"text\":\"";
+        while let Some(Ok(msg)) = stream.next().await {
+            let Message::Text(text) = msg else { continue };
+            frames.fetch_add(1, Ordering::Relaxed);
+            let text = text.as_str();
+            if !text.starts_with("{\"event\":\"chatroom_messages_received\"") {
+                continue;
+            }
+            // One event may carry several messages, each with its text.
+            let mut rest = text;
+            while let Some(at) = rest.find(TEXT) {
+                rest = &rest[at + TEXT.len()..];
+                receiver.observe(rest.as_bytes());
+            }
+        }
+    })
+}
+
+/// Runs the scenario against a fresh server, started on `server_cpu` when given.
+pub(crate) async fn run_size(
+    bin: &std::path::Path,
+    size: usize,
+    o: &Options,
+    server_cpu: Option<usize>,
+) -> Result<Value, String> {
+    let (child, addr, admin) = start_server_on(bin, &["--store", "memory"], server_cpu).await?;
+    let pid = child.id().ok_or("server exited")?;
+    let room = format!("bench-{size}");
+    let deliveries = Deliveries::new();
+    let frames = Arc::new(AtomicU64::new(0));
+
+    // The first member creates the room.
+    let mut creator = member_connect(addr).await?;
+    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+    call(
+        &mut creator,
+        2,
+        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
+    )
+    .await?;
+    drop(creator);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_bytes(pid);
+
+    // Join storm.
+    let pb = bar(size as u64, &format!("roomkit: join storm, {size} members"));
+    let start = Instant::now();
+    let mut members: Vec<Option<Ws>> = (0..size).map(|_| None).collect();
+    let mut next = 0;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    while next < size || !pending.is_empty() {
+        while next < size && pending.len() < 256 {
+            let (i, room) = (next, room.clone());
+            pending.push(async move { (i, member(addr, i, &room).await) });
+            next += 1;
+        }
+        if let Some((i, result)) = pending.next().await {
+            members[i] = Some(result.map_err(|e| format!("member {i}: {e}"))?);
+            pb.inc(1);
+        }
+    }
+    let join_storm = start.elapsed();
+    pb.finish_and_clear();
+    let mut readers = Vec::new();
+    let mut sinks = Vec::new();
+    for ws in members.into_iter().flatten() {
+        let (sink, stream) = ws.split();
+        readers.push(spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames)));
+        sinks.push(sink);
+    }
+    // Let the join events drain before measuring memory.
+    settle(&frames, Duration::from_millis(500), Duration::from_secs(120)).await;
+    let rss_after = rss_bytes(pid);
+    let per_member = rss_after.saturating_sub(rss_before) / size as u64;
+
+    let receivers = (size - 1).max(1) as u64;
+    let mut publisher = Publisher { sink: &mut sinks[0], room: &room };
+    let mut run = Run::new(&mut publisher, &deliveries, receivers, "roomkit");
+    let cpu_before = cpu_secs(pid);
+    let writes_before = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
+    let fanout = run.fanout(o.deliveries).await?;
+    let server_cpu = cpu_secs(pid) - cpu_before;
+    let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
+    let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
+    let latency = run.latency(o.rate, o.rate_secs).await?;
+    let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
+
+    drop(sinks);
+    for r in readers {
+        r.abort();
+    }
+    drop(child);
+    Ok(json!({
+        "scenario": "fanout",
+        "system": "roomkit",
+        "members": size,
+        "server_cpus": server_cpus,
+        "join_storm_secs": join_storm.as_secs_f64(),
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_per_member_bytes": per_member,
+        "fanout_messages": fanout.messages,
+        "fanout_deliveries": fanout.delivered,
+        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
+        "fanout_lost": fanout.lost,
+        "fanout_out_of_order": fanout.out_of_order,
+        "fanout_server_cpu_secs": server_cpu,
+        "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
+        "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
+        "latency_rate_per_sec": o.rate,
+        "latency_messages": latency.messages,
+        "latency_deliveries": latency.delivered,
+        "latency_expected_deliveries": latency.expected,
+        "latency_lost": latency.lost,
+        "latency_out_of_order": latency.out_of_order,
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p99_ms": latency.p99_ms,
+        "latency_p999_ms": latency.p999_ms,
+        "latency_max_ms": latency.max_ms,
+    }))
+}
+
+/// roomkit's own figures, one line per size.
+pub(crate) fn print_table(rows: &[Value]) {
+    println!(
+        "{:>8} {:>11} {:>13} {:>16} {:>18} {:>10} {:>10} {:>10} {:>14} {:>6}",
+        "members",
+        "join storm",
+        "RSS/member",
+        "fan-out deliv/s",
+        "deliv/server-cpu-s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "delivered",
+        "lost"
+    );
+    for r in rows {
+        println!(
+            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>18.0} {:>10.3} {:>10.3} {:>10.3} {:>14} {:>6}",
+            r["members"],
+            r["join_storm_secs"].as_f64().unwrap_or(0.0),
+            r["rss_per_member_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
+            r["fanout_deliveries_per_server_cpu_sec"].as_f64().unwrap_or(0.0),
+            r["latency_p50_ms"].as_f64().unwrap_or(0.0),
+            r["latency_p99_ms"].as_f64().unwrap_or(0.0),
+            r["latency_p999_ms"].as_f64().unwrap_or(0.0),
+            format!("{}/{}", r["latency_deliveries"], r["latency_expected_deliveries"]),
+            r["fanout_lost"].as_u64().unwrap_or(0) + r["latency_lost"].as_u64().unwrap_or(0),
+        );
+    }
+    println!();
+}

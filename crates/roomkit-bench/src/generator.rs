@@ -1,0 +1,317 @@
+//! The generator's shape, the same for roomkit and for the redis baseline: one publisher,
+//! S-1 receivers, 100-byte texts, and two phases run one after the other on the same
+//! connections.
+//!
+//! - **fan-out**: the publisher sends as fast as the slowest receivers allow (at most
+//!   [`FANOUT_WINDOW`] messages ahead of the deliveries, checked every [`FANOUT_FLUSH_EVERY`]
+//!   messages); the figure is deliveries per second of wall time;
+//! - **latency**: the publisher sends at a fixed rate; each text carries its send time, and each
+//!   receiver records send-to-receive time in its own histogram.
+//!
+//! Every text carries a sequence number, counted across both phases. Each receiver keeps the
+//! next number it expects: a text at or past it is in order (numbers skipped on the way are
+//! lost), a text below it arrived out of order. A phase's losses are the deliveries it should
+//! have made less the in-order ones it saw, so a message that never arrives, or arrives after
+//! the phase gave up waiting, counts as lost.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+use crate::bar;
+
+/// Bytes of every text the publisher sends.
+pub(crate) const PAYLOAD_BYTES: usize = 100;
+
+/// How many messages the fan-out publisher may run ahead of the deliveries.
+const FANOUT_WINDOW: u64 = 200;
+
+/// The fan-out publisher flushes, and checks the window, after this many messages.
+const FANOUT_FLUSH_EVERY: u64 = 50;
+
+/// Digits of a text's sequence number.
+const SEQ_DIGITS: usize = 10;
+
+/// Digits of a latency text's send time (nanoseconds since [`Deliveries::epoch`]).
+const STAMP_DIGITS: usize = 20;
+
+/// A fan-out text: `F`, the sequence number, then padding to [`PAYLOAD_BYTES`].
+pub(crate) fn fanout_text(seq: u64) -> String {
+    let head = format!("F{seq:0SEQ_DIGITS$}");
+    format!("{head}{}", "x".repeat(PAYLOAD_BYTES - head.len()))
+}
+
+/// A latency text: `L`, the sequence number, the send time, then padding.
+pub(crate) fn latency_text(seq: u64, sent_nanos: u64) -> String {
+    let head = format!("L{seq:0SEQ_DIGITS$}{sent_nanos:0STAMP_DIGITS$}");
+    format!("{head}{}", "x".repeat(PAYLOAD_BYTES - head.len()))
+}
+
+fn digits(bytes: &[u8]) -> Option<u64> {
+    bytes.iter().try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+}
+
+/// What every receiver of one run adds to.
+pub(crate) struct Deliveries {
+    /// Texts delivered, in order or not.
+    pub(crate) delivered: AtomicU64,
+    /// Texts that arrived at or past their receiver's next expected sequence number.
+    in_order: AtomicU64,
+    /// Texts that arrived below it.
+    out_of_order: AtomicU64,
+    /// The clock latency texts are stamped against.
+    pub(crate) epoch: Instant,
+    histograms: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+}
+
+impl Deliveries {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            delivered: AtomicU64::new(0),
+            in_order: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
+            epoch: Instant::now(),
+            histograms: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A new receiver's state, expecting sequence number 1 first.
+    pub(crate) fn receiver(self: &Arc<Self>) -> Receiver {
+        let histogram = Arc::new(Mutex::new(Histogram::new(3).expect("histogram")));
+        self.histograms.lock().expect("not poisoned").push(Arc::clone(&histogram));
+        Receiver { next: 1, histogram, shared: Arc::clone(self) }
+    }
+
+    fn reset_histograms(&self) {
+        for h in self.histograms.lock().expect("not poisoned").iter() {
+            h.lock().expect("not poisoned").reset();
+        }
+    }
+
+    fn merged_histogram(&self) -> Histogram<u64> {
+        let mut merged = Histogram::<u64>::new(3).expect("histogram");
+        for h in self.histograms.lock().expect("not poisoned").iter() {
+            merged.add(&*h.lock().expect("not poisoned")).expect("same bounds");
+        }
+        merged
+    }
+}
+
+/// One receiver's view of the sequence, and its latency histogram.
+pub(crate) struct Receiver {
+    next: u64,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    shared: Arc<Deliveries>,
+}
+
+impl Receiver {
+    /// Counts one delivered text: `text` starts with the publisher's text (anything after it,
+    /// such as the rest of a JSON event, is ignored).
+    pub(crate) fn observe(&mut self, text: &[u8]) {
+        let shared = &*self.shared;
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        let Some(seq) = text.get(1..=SEQ_DIGITS).and_then(digits) else { return };
+        if seq >= self.next {
+            self.next = seq + 1;
+            shared.in_order.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        if text.first() == Some(&b'L') {
+            if let Some(sent) = text.get(1 + SEQ_DIGITS..1 + SEQ_DIGITS + STAMP_DIGITS).and_then(digits) {
+                let now = shared.epoch.elapsed().as_nanos() as u64;
+                let _ = self.histogram.lock().expect("not poisoned").record(now.saturating_sub(sent).max(1));
+            }
+        }
+    }
+}
+
+/// The publisher's side of a system under test.
+pub(crate) trait Publish {
+    /// Sends one text without waiting for buffered ones to go out.
+    async fn feed(&mut self, text: &str) -> Result<(), String>;
+    /// Sends everything buffered.
+    async fn flush(&mut self) -> Result<(), String>;
+}
+
+/// The publisher's next sequence number, and the deliveries its receivers count.
+pub(crate) struct Run<'a, P> {
+    pub(crate) publisher: &'a mut P,
+    pub(crate) deliveries: &'a Deliveries,
+    /// How many receivers each text goes to.
+    pub(crate) receivers: u64,
+    /// Prefix of the progress bars' labels (`roomkit`, `redis`).
+    pub(crate) system: &'static str,
+    next_seq: u64,
+}
+
+/// What the fan-out phase measured.
+pub(crate) struct Fanout {
+    pub(crate) messages: u64,
+    pub(crate) delivered: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) lost: u64,
+    pub(crate) out_of_order: u64,
+}
+
+impl Fanout {
+    pub(crate) fn deliveries_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// What the fixed-rate phase measured; latencies in milliseconds.
+pub(crate) struct Latency {
+    pub(crate) messages: u64,
+    pub(crate) delivered: u64,
+    pub(crate) expected: u64,
+    pub(crate) lost: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl<'a, P: Publish> Run<'a, P> {
+    pub(crate) fn new(
+        publisher: &'a mut P,
+        deliveries: &'a Deliveries,
+        receivers: u64,
+        system: &'static str,
+    ) -> Self {
+        Self { publisher, deliveries, receivers, system, next_seq: 1 }
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        let d = self.deliveries;
+        (
+            d.delivered.load(Ordering::Relaxed),
+            d.in_order.load(Ordering::Relaxed),
+            d.out_of_order.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits until `target` deliveries have been counted, or `limit` passes.
+    async fn drain(&self, target: u64, limit: Duration, poll: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.deliveries.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Sends enough messages for about `deliveries` deliveries (200 to 50,000 messages) as fast
+    /// as the window allows, and waits for them all.
+    pub(crate) async fn fanout(&mut self, deliveries: u64) -> Result<Fanout, String> {
+        let receivers = self.receivers;
+        let messages = (deliveries / receivers).clamp(200, 50_000);
+        let pb = bar(messages, &format!("{}: fan-out to {receivers}", self.system));
+        let (base, in_order, out_of_order) = self.counts();
+        let start = Instant::now();
+        for sent in 1..=messages {
+            self.publisher.feed(&fanout_text(self.next_seq)).await?;
+            self.next_seq += 1;
+            if sent % FANOUT_FLUSH_EVERY == 0 || sent == messages {
+                self.publisher.flush().await?;
+                pb.set_position(sent);
+                let stalled = Instant::now() + Duration::from_secs(30);
+                while self.deliveries.delivered.load(Ordering::Relaxed) - base + FANOUT_WINDOW * receivers
+                    < sent * receivers
+                {
+                    if Instant::now() > stalled {
+                        return Err(format!("fan-out: deliveries stalled after {sent} messages"));
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+        }
+        self.drain(base + messages * receivers, Duration::from_secs(120), Duration::from_micros(500)).await;
+        let elapsed = start.elapsed();
+        pb.finish_and_clear();
+        let (after, in_order_after, out_of_order_after) = self.counts();
+        Ok(Fanout {
+            messages,
+            delivered: after - base,
+            elapsed,
+            lost: (messages * receivers).saturating_sub(in_order_after - in_order),
+            out_of_order: out_of_order_after - out_of_order,
+        })
+    }
+
+    /// Sends `rate` messages per second for `secs` seconds, each stamped with its send time,
+    /// and waits for their deliveries.
+    pub(crate) async fn latency(&mut self, rate: u64, secs: u64) -> Result<Latency, String> {
+        self.deliveries.reset_histograms();
+        let receivers = self.receivers;
+        let total = rate * secs;
+        let pb = bar(total, &format!("{}: {rate} msg/s to {receivers}", self.system));
+        let (base, in_order, out_of_order) = self.counts();
+        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for i in 0..total {
+            tick.tick().await;
+            let stamp = self.deliveries.epoch.elapsed().as_nanos() as u64;
+            self.publisher.feed(&latency_text(self.next_seq, stamp)).await?;
+            self.publisher.flush().await?;
+            self.next_seq += 1;
+            if i % 100 == 0 {
+                pb.set_position(i);
+            }
+        }
+        self.drain(base + total * receivers, Duration::from_secs(60), Duration::from_millis(5)).await;
+        pb.finish_and_clear();
+        let (after, in_order_after, out_of_order_after) = self.counts();
+        let merged = self.deliveries.merged_histogram();
+        let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
+        Ok(Latency {
+            messages: total,
+            delivered: after - base,
+            expected: total * receivers,
+            lost: (total * receivers).saturating_sub(in_order_after - in_order),
+            out_of_order: out_of_order_after - out_of_order,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: merged.max() as f64 / 1e6,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_a_hundred_bytes() {
+        assert_eq!(fanout_text(7).len(), PAYLOAD_BYTES);
+        assert_eq!(latency_text(u64::from(u32::MAX), u64::MAX).len(), PAYLOAD_BYTES);
+    }
+
+    #[test]
+    fn a_receiver_counts_gaps_as_losses_and_late_texts_as_out_of_order() {
+        let deliveries = Deliveries::new();
+        let mut receiver = deliveries.receiver();
+        for seq in [1, 2, 4, 3, 5] {
+            receiver.observe(fanout_text(seq).as_bytes());
+        }
+        // 3 was skipped when 4 arrived: four in order out of five sent, one out of order.
+        assert_eq!(deliveries.delivered.load(Ordering::Relaxed), 5);
+        assert_eq!(deliveries.in_order.load(Ordering::Relaxed), 4);
+        assert_eq!(deliveries.out_of_order.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_receiver_records_the_latency_of_stamped_texts() {
+        let deliveries = Deliveries::new();
+        let mut receiver = deliveries.receiver();
+        receiver.observe(latency_text(1, 0).as_bytes());
+        receiver.observe(fanout_text(2).as_bytes());
+        assert_eq!(deliveries.merged_histogram().len(), 1);
+    }
+}

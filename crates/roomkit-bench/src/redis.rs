@@ -1,0 +1,270 @@
+//! The baseline: the same generator against redis pub/sub. At each size S a fresh
+//! `redis-server` (persistence off, no protected mode, room for every client, no cut-off of
+//! subscribers that fall behind) listens on a free loopback port; S-1 connections `SUBSCRIBE`
+//! to one channel and one connection `PUBLISH`es to it, in the two phases of
+//! [`crate::generator`]. The clients mirror roomkit's: Nagle off, a 4 KiB read buffer each, one
+//! write per published message, replies read and counted off the publisher's connection.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    net::{tcp::OwnedWriteHalf, TcpStream},
+    process::Child,
+    task::JoinHandle,
+};
+
+use crate::{
+    bar, cpu_secs, free_port,
+    generator::{Deliveries, Publish, Receiver, Run, PAYLOAD_BYTES},
+    pin, resp, rss_bytes, Options,
+};
+
+/// Where `cargo xtask bench` makes sure redis is installed (Debian's `redis-server`).
+pub(crate) const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// The channel every subscriber listens on.
+const CHANNEL: &[u8] = b"bench";
+
+/// Each client's read buffer, as roomkit's clients have (see [`crate::client_config`]).
+const READ_BUFFER: usize = 4 * 1024;
+
+/// `redis-server --version`, such as `Redis server v=7.0.15 sha=…`.
+pub(crate) fn version() -> Option<String> {
+    let out = std::process::Command::new(REDIS_SERVER).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Starts redis on a free loopback port, on `cpu` when given.
+async fn start_redis(clients: usize, cpu: Option<usize>) -> Result<(Child, SocketAddr), String> {
+    if !std::path::Path::new(REDIS_SERVER).exists() {
+        return Err(format!(
+            "{REDIS_SERVER} not found: run the bench through `cargo xtask bench`, which installs it"
+        ));
+    }
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
+    let child = pin::command(std::path::Path::new(REDIS_SERVER), cpu)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(["--maxclients", &(clients + 64).to_string()])
+        // Subscribers are never cut off for falling behind (roomkit's bench server gets a
+        // send queue of 65,536 frames for the same reason).
+        .args(["--client-output-buffer-limit", "pubsub 1gb 1gb 0"])
+        .args(["--daemonize", "no", "--loglevel", "warning", "--logfile", ""])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting {REDIS_SERVER}: {e}"))?;
+    for _ in 0..200 {
+        if let Ok(mut tcp) = TcpStream::connect(addr).await {
+            let mut ping = Vec::new();
+            resp::command(&mut ping, &[b"PING"]);
+            tcp.write_all(&ping).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            let n = tcp.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if buf[..n].starts_with(b"+PONG") {
+                return Ok((child, addr));
+            }
+            return Err(format!("redis answered PING with {:?}", String::from_utf8_lossy(&buf[..n])));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("redis-server did not start listening".into())
+}
+
+/// A connection's incoming bytes, parsed one RESP value at a time.
+struct RespReader<R> {
+    read: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: AsyncRead + Unpin> RespReader<R> {
+    fn new(read: R) -> Self {
+        Self { read, buf: vec![0; READ_BUFFER], start: 0, end: 0 }
+    }
+
+    /// Calls `each` with every value until the connection ends or `each` says stop.
+    async fn for_each(&mut self, mut each: impl FnMut(&resp::Resp<'_>) -> bool) -> Result<(), String> {
+        loop {
+            while let Some((value, used)) = resp::parse(&self.buf[self.start..self.end])? {
+                self.start += used;
+                if !each(&value) {
+                    return Ok(());
+                }
+            }
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+            }
+            if self.end == self.buf.len() {
+                // A value larger than the buffer: grow for it.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = self.read.read(&mut self.buf[self.end..]).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.end += n;
+        }
+    }
+}
+
+/// Connects a subscriber and waits for redis to confirm its subscription.
+async fn subscriber(addr: SocketAddr) -> Result<RespReader<TcpStream>, String> {
+    let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut subscribe = Vec::new();
+    resp::command(&mut subscribe, &[b"SUBSCRIBE", CHANNEL]);
+    tcp.write_all(&subscribe).await.map_err(|e| e.to_string())?;
+    let mut reader = RespReader::new(tcp);
+    let mut confirmed = false;
+    reader
+        .for_each(|value| {
+            confirmed = matches!(value, resp::Resp::Array(Some(items)) if items.first() == Some(&resp::Resp::Bulk(Some(b"subscribe"))));
+            !confirmed
+        })
+        .await?;
+    Ok(reader)
+}
+
+fn spawn_subscriber(mut reader: RespReader<TcpStream>, mut receiver: Receiver) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = reader
+            .for_each(|value| {
+                if let Some(payload) = resp::message_payload(value) {
+                    receiver.observe(payload);
+                }
+                true
+            })
+            .await;
+    })
+}
+
+/// The publisher's connection: one `PUBLISH` written per text.
+struct Publisher {
+    write: OwnedWriteHalf,
+    frame: Vec<u8>,
+}
+
+impl Publish for Publisher {
+    async fn feed(&mut self, text: &str) -> Result<(), String> {
+        self.frame.clear();
+        resp::command(&mut self.frame, &[b"PUBLISH", CHANNEL, text.as_bytes()]);
+        self.write.write_all(&self.frame).await.map_err(|e| e.to_string())
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        self.write.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the scenario against a fresh redis, started on `server_cpu` when given.
+pub(crate) async fn run_size(size: usize, o: &Options, server_cpu: Option<usize>) -> Result<Value, String> {
+    let (child, addr) = start_redis(size, server_cpu).await?;
+    let pid = child.id().ok_or("redis-server exited")?;
+    let deliveries = Deliveries::new();
+    let receivers = (size - 1).max(1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_bytes(pid);
+
+    let pb = bar(receivers as u64, &format!("redis: {receivers} subscribers"));
+    let start = Instant::now();
+    let mut subscribers = Vec::with_capacity(receivers);
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    let mut next = 0;
+    while next < receivers || !pending.is_empty() {
+        while next < receivers && pending.len() < 256 {
+            pending.push(async move { (next, subscriber(addr).await) });
+            next += 1;
+        }
+        if let Some((i, result)) = pending.next().await {
+            subscribers.push(result.map_err(|e| format!("subscriber {i}: {e}"))?);
+            pb.inc(1);
+        }
+    }
+    let connect_secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let readers: Vec<_> =
+        subscribers.into_iter().map(|s| spawn_subscriber(s, deliveries.receiver())).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = rss_bytes(pid);
+
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (read, write) = tcp.into_split();
+    let replies = Arc::new(AtomicU64::new(0));
+    let reply_reader = {
+        let replies = Arc::clone(&replies);
+        tokio::spawn(async move {
+            RespReader::new(read)
+                .for_each(|value| {
+                    replies.fetch_add(1, Ordering::Relaxed);
+                    !matches!(value, resp::Resp::Error(_))
+                })
+                .await
+        })
+    };
+    let mut publisher = Publisher { write, frame: Vec::with_capacity(PAYLOAD_BYTES + 64) };
+    let mut run = Run::new(&mut publisher, &deliveries, receivers as u64, "redis");
+    let cpu_before = cpu_secs(pid);
+    let fanout = run.fanout(o.deliveries).await?;
+    let server_cpu = cpu_secs(pid) - cpu_before;
+    let latency = run.latency(o.rate, o.rate_secs).await?;
+    let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
+
+    drop(publisher);
+    if reply_reader.is_finished() {
+        if let Ok(Err(e)) = reply_reader.await {
+            return Err(format!("redis publisher: {e}"));
+        }
+    } else {
+        reply_reader.abort();
+    }
+    for r in readers {
+        r.abort();
+    }
+    drop(child);
+    Ok(json!({
+        "scenario": "fanout",
+        "system": "redis",
+        "members": size,
+        "server_cpus": server_cpus,
+        "subscribe_secs": connect_secs,
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_per_member_bytes": rss_after.saturating_sub(rss_before) / size as u64,
+        "fanout_messages": fanout.messages,
+        "fanout_deliveries": fanout.delivered,
+        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
+        "fanout_lost": fanout.lost,
+        "fanout_out_of_order": fanout.out_of_order,
+        "fanout_server_cpu_secs": server_cpu,
+        "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
+        "latency_rate_per_sec": o.rate,
+        "latency_messages": latency.messages,
+        "latency_deliveries": latency.delivered,
+        "latency_expected_deliveries": latency.expected,
+        "latency_lost": latency.lost,
+        "latency_out_of_order": latency.out_of_order,
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p99_ms": latency.p99_ms,
+        "latency_p999_ms": latency.p999_ms,
+        "latency_max_ms": latency.max_ms,
+        "publish_replies": replies.load(Ordering::Relaxed),
+    }))
+}

@@ -1,0 +1,134 @@
+//! Just enough of RESP (the redis wire format) for the baseline: encoding a command and
+//! reading the replies and pushes a subscriber or a publisher gets. Written here rather than
+//! taken from a redis client crate so that the baseline's clients cost what roomkit's cost:
+//! one read buffer per connection and a parse per frame, no extra layers.
+
+/// One RESP value, borrowing its bytes from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resp<'a> {
+    /// `+OK`
+    Simple(&'a [u8]),
+    /// `-ERR …`
+    Error(&'a [u8]),
+    /// `:42`
+    Integer(i64),
+    /// `$3 foo`, or `$-1` (none).
+    Bulk(Option<&'a [u8]>),
+    /// `*2 …`, or `*-1` (none).
+    Array(Option<Vec<Resp<'a>>>),
+}
+
+/// Appends `args` to `out` as one command (an array of bulk strings).
+pub(crate) fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Parses the value at the start of `buf`: `Ok(None)` when `buf` holds only part of it,
+/// else the value and how many bytes it took.
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>, String> {
+    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
+    let Some((&kind, line)) = buf[..line_end].split_first() else {
+        return Err("empty RESP line".into());
+    };
+    let after_line = line_end + 2;
+    let number = || -> Result<i64, String> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad RESP number `{}`", String::from_utf8_lossy(line)))
+    };
+    match kind {
+        b'+' => Ok(Some((Resp::Simple(line), after_line))),
+        b'-' => Ok(Some((Resp::Error(line), after_line))),
+        b':' => Ok(Some((Resp::Integer(number()?), after_line))),
+        b'$' => {
+            let Ok(len) = usize::try_from(number()?) else { return Ok(Some((Resp::Bulk(None), after_line))) };
+            let end = after_line + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err("RESP bulk string without its CRLF".into());
+            }
+            Ok(Some((Resp::Bulk(Some(&buf[after_line..end])), end + 2)))
+        }
+        b'*' => {
+            let Ok(count) = usize::try_from(number()?) else {
+                return Ok(Some((Resp::Array(None), after_line)));
+            };
+            let mut items = Vec::with_capacity(count.min(16));
+            let mut at = after_line;
+            for _ in 0..count {
+                let Some((item, used)) = parse(&buf[at..])? else { return Ok(None) };
+                items.push(item);
+                at += used;
+            }
+            Ok(Some((Resp::Array(Some(items)), at)))
+        }
+        other => Err(format!("unknown RESP type byte {other:#04x}")),
+    }
+}
+
+/// The payload of a pub/sub push `["message", channel, payload]`, if `value` is one.
+pub(crate) fn message_payload<'a>(value: &Resp<'a>) -> Option<&'a [u8]> {
+    match value {
+        Resp::Array(Some(items)) => match items.as_slice() {
+            [Resp::Bulk(Some(b"message")), _, Resp::Bulk(Some(payload))] => Some(payload),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_command() {
+        let mut out = Vec::new();
+        command(&mut out, &[b"PUBLISH", b"ch", b"hi"]);
+        assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$2\r\nhi\r\n");
+    }
+
+    #[test]
+    fn reads_a_subscribe_confirmation_and_a_message() {
+        let buf =
+            b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n";
+        let (first, used) = parse(buf).unwrap().unwrap();
+        assert_eq!(
+            first,
+            Resp::Array(Some(vec![
+                Resp::Bulk(Some(b"subscribe")),
+                Resp::Bulk(Some(b"ch")),
+                Resp::Integer(1)
+            ]))
+        );
+        assert_eq!(message_payload(&first), None);
+        let (second, used2) = parse(&buf[used..]).unwrap().unwrap();
+        assert_eq!(message_payload(&second), Some(&b"hello"[..]));
+        assert_eq!(used + used2, buf.len());
+    }
+
+    #[test]
+    fn waits_for_the_rest_of_a_value() {
+        let buf = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n";
+        for cut in 0..buf.len() {
+            assert_eq!(parse(&buf[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn reads_integers_errors_and_nulls() {
+        assert_eq!(parse(b":12\r\n"), Ok(Some((Resp::Integer(12), 5))));
+        assert_eq!(parse(b"-ERR no\r\n"), Ok(Some((Resp::Error(b"ERR no"), 9))));
+        assert_eq!(parse(b"$-1\r\n"), Ok(Some((Resp::Bulk(None), 5))));
+        assert_eq!(parse(b"+OK\r\n"), Ok(Some((Resp::Simple(b"OK"), 5))));
+        assert!(parse(b"?\r\n").is_err());
+    }
+}
