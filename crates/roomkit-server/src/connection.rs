@@ -15,7 +15,7 @@ use roomkit_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::{
-    outbox::{shrink, Closer, Closing, Outbox},
+    outbox::{Closer, Closing, Outbox},
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
     ServerShared,
@@ -223,8 +223,8 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
             outbox.shut();
             return;
         }
-        // An idle member should cost little: give back a burst's buffer.
-        shrink(&mut batch);
+        // An idle member should cost little: give back a burst's buffers.
+        outbox.settle(&mut batch);
     };
     let rest = outbox.shut();
     // Boxed: an open connection's writer does not carry the closing state.

@@ -317,13 +317,24 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
-        shrink(&mut queue.frames);
         queue.classes.clear();
-        shrink(&mut queue.classes);
         queue.droppable = 0;
         queue.conflated = 0;
         queue.conflate_due = false;
         queue.scheduled = false;
+    }
+
+    /// Writer side, after writing `batch`: empties it, and if nothing new is queued (the
+    /// connection goes idle) gives back the buffers a burst grew. A busy connection keeps
+    /// them, so a steady stream of bursts does not reallocate.
+    pub(crate) fn settle(&self, batch: &mut Vec<Frame>) {
+        batch.clear();
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if queue.frames.is_empty() {
+            shrink(&mut queue.frames);
+            shrink(&mut queue.classes);
+            shrink(batch);
+        }
     }
 
     /// Writer side: accepts no more frames; returns what was still queued.
@@ -335,12 +346,12 @@ impl Outbox {
     }
 }
 
-/// Entries a connection's queue vectors keep between bursts: an idle member should cost
-/// little, so a burst's larger buffers are given back.
+/// Entries a connection's queue vectors keep once it is idle: an idle member should cost
+/// little, so a burst's larger buffers are given back (see [`Outbox::settle`]).
 pub(crate) const KEPT_CAPACITY: usize = 4;
 
 /// Empties `v`, giving back its buffer if a burst grew it past [`KEPT_CAPACITY`].
-pub(crate) fn shrink<T>(v: &mut Vec<T>) {
+fn shrink<T>(v: &mut Vec<T>) {
     v.clear();
     if v.capacity() > KEPT_CAPACITY {
         *v = Vec::new();
@@ -409,7 +420,12 @@ mod tests {
         let mut batch = Vec::new();
         outbox.take(&mut batch);
         assert_eq!(batch.len(), 1000);
-        shrink(&mut batch);
+        // Busy: another frame came while the batch was written; the buffers stay.
+        outbox.enqueue(frame(), Shed::Keep);
+        outbox.settle(&mut batch);
+        assert!(batch.is_empty() && batch.capacity() >= 1000);
+        outbox.take(&mut batch);
+        outbox.settle(&mut batch);
         let queue = outbox.0.queue.lock().unwrap();
         assert!(batch.capacity() <= KEPT_CAPACITY);
         assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.classes.capacity() <= KEPT_CAPACITY);
