@@ -7,8 +7,10 @@ use serde_json::{json, Value};
 
 use crate::{bar, call, member, member_connect, start_server_with};
 
-/// `senders` members send `total` messages between them into one chatroom, each waiting for
-/// the acknowledgement of one before sending the next.
+/// `senders` members send `total` messages between them, each waiting for the
+/// acknowledgement of one before sending the next, into [`rooms_for`] chatrooms (so that
+/// several shards commit at once, and their commits are grouped). The redb store runs with
+/// `--durability immediate`: an acknowledgement means fsynced.
 pub(crate) async fn durable_send(
     bin: &std::path::Path,
     store: &str,
@@ -18,25 +20,25 @@ pub(crate) async fn durable_send(
     let dir = std::env::temp_dir().join(format!("roomkit-bench-{}-{store}-{senders}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_arg = dir.display().to_string();
-    let (child, addr, _) = start_server_with(bin, &["--store", store, "--data-dir", &dir_arg]).await?;
-    let room = "durable";
+    let args = ["--store", store, "--data-dir", &dir_arg, "--durability", "immediate"];
+    let (child, addr, _) = start_server_with(bin, &args).await?;
+    let rooms: Vec<String> = (0..rooms_for(senders)).map(|r| format!("durable-{r}")).collect();
     let mut creator = member_connect(addr).await?;
     call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
-    call(
-        &mut creator,
-        2,
-        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
-    )
-    .await?;
+    for (r, room) in rooms.iter().enumerate() {
+        let create =
+            json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true});
+        call(&mut creator, 2 + r as u64, create).await?;
+    }
     let mut members = Vec::new();
     for i in 0..senders {
-        members.push(member(addr, i, room).await?);
+        members.push((member(addr, i, &rooms[i % rooms.len()]).await?, rooms[i % rooms.len()].clone()));
     }
     let per_sender = (total / senders).max(1);
     let pb = bar((per_sender * senders) as u64, &format!("{store}: {senders} senders"));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (i, mut ws) in members.into_iter().enumerate() {
+    for (i, (mut ws, room)) in members.into_iter().enumerate() {
         let pb = pb.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
@@ -65,9 +67,15 @@ pub(crate) async fn durable_send(
         "scenario": "durable_send",
         "store": store,
         "senders": senders,
+        "rooms": rooms.len(),
         "acks": acks,
         "acks_per_sec": (acks / elapsed.as_secs_f64()).round(),
         "ack_p50_ms": merged.value_at_quantile(0.5) as f64 / 1e6,
         "ack_p99_ms": merged.value_at_quantile(0.99) as f64 / 1e6,
     }))
+}
+
+/// Rooms the senders are spread over: one per 8 senders, at least one.
+fn rooms_for(senders: usize) -> usize {
+    senders.div_ceil(8).max(1)
 }

@@ -16,8 +16,8 @@
 //!   bytes per join, RSS and the room's counts. Sizes past the file limit run in process,
 //!   partly over the in-memory transport (see `join.rs`).
 //!
-//! - **durable send**: 1 and 16 members each send texts one at a time, waiting for each
-//!   acknowledgement, into one chatroom; with the redb store (fsync per commit) and with the
+//! - **durable send**: 1, 16 and 64 members (8 per room) each send texts one at a time, waiting for each
+//!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!
 //! Every row also goes, one JSON object per line, to `target/bench/results.jsonl`.
@@ -165,7 +165,7 @@ async fn main() {
     if !options.skip_durable {
         let mut durable = Vec::new();
         for store in ["memory", "redb"] {
-            for senders in [1usize, 16] {
+            for senders in [1usize, 16, 64] {
                 match durable::durable_send(&server_bin, store, senders, options.durable_messages).await {
                     Ok(row) => durable.push(row),
                     Err(e) => {
@@ -175,12 +175,16 @@ async fn main() {
                 }
             }
         }
-        println!("{:>8} {:>8} {:>12} {:>12} {:>12}", "store", "senders", "acks/s", "p50 ms", "p99 ms");
+        println!(
+            "{:>8} {:>8} {:>6} {:>12} {:>12} {:>12}",
+            "store", "senders", "rooms", "acks/s", "p50 ms", "p99 ms"
+        );
         for r in &durable {
             println!(
-                "{:>8} {:>8} {:>12.0} {:>12.3} {:>12.3}",
+                "{:>8} {:>8} {:>6} {:>12.0} {:>12.3} {:>12.3}",
                 r["store"].as_str().unwrap_or(""),
-                r["senders"],
+                r["senders"].as_u64().unwrap_or(0),
+                r["rooms"].as_u64().unwrap_or(0),
                 r["acks_per_sec"].as_f64().unwrap_or(0.0),
                 r["ack_p50_ms"].as_f64().unwrap_or(0.0),
                 r["ack_p99_ms"].as_f64().unwrap_or(0.0),
