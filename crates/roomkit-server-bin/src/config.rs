@@ -156,6 +156,11 @@ pub struct LimitArgs {
     /// Requests queued per shard before readers wait [default: 4096].
     #[arg(long, env = "ROOMKIT_SHARD_QUEUE")]
     pub shard_queue: Option<usize>,
+    /// Connections the kernel queues for the accept loop on each listening port [default:
+    /// 4096; the kernel caps it at net.core.somaxconn]. A join storm past it sees SYNs dropped
+    /// and retried a second later.
+    #[arg(long, env = "ROOMKIT_LISTEN_BACKLOG")]
+    pub listen_backlog: Option<u32>,
     /// Bytes asked of a socket per read while a WebSocket frame is incomplete [default:
     /// 4096]; an idle connection holds no read buffer.
     #[arg(long, env = "ROOMKIT_READ_BUFFER_BYTES")]
@@ -283,6 +288,8 @@ pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig, String> {
 pub struct Settings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// The accept queue of each listening port.
+    pub listen_backlog: u32,
     pub token_secret: Option<String>,
     pub admin_key: Option<String>,
     pub dev: bool,
@@ -354,6 +361,7 @@ impl Settings {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| "127.0.0.1:7701".parse().expect("valid")),
+            listen_backlog: l.listen_backlog.unwrap_or(4096),
             token_secret,
             admin_key: args.admin_key.or(file.admin_key),
             dev,
@@ -435,6 +443,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         shard_queue: flags.shard_queue.or(file.shard_queue),
         shard_batch: flags.shard_batch.or(file.shard_batch),
         writer_wake_batch: flags.writer_wake_batch.or(file.writer_wake_batch),
+        listen_backlog: flags.listen_backlog.or(file.listen_backlog),
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),

@@ -105,11 +105,8 @@ async fn run(settings: Settings) -> Result<(), String> {
         }
     };
 
-    let client_tcp =
-        TcpListener::bind(settings.listen).await.map_err(|e| format!("binding {}: {e}", settings.listen))?;
-    let admin_tcp = TcpListener::bind(settings.admin_listen)
-        .await
-        .map_err(|e| format!("binding {}: {e}", settings.admin_listen))?;
+    let client_tcp = bind(settings.listen, settings.listen_backlog)?;
+    let admin_tcp = bind(settings.admin_listen, settings.listen_backlog)?;
     let client_addr = client_tcp.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_tcp.local_addr().map_err(|e| e.to_string())?;
 
@@ -189,4 +186,18 @@ fn uuid_like_key() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
+}
+
+/// A listening socket on `addr` whose kernel accept queue holds `backlog` connections (the
+/// usual default, 128, drops SYNs in a join storm: each retried a second later).
+fn bind(addr: std::net::SocketAddr, backlog: u32) -> Result<TcpListener, String> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let listen = || {
+        let socket = socket?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    listen().map_err(|e| format!("binding {addr}: {e}"))
 }
