@@ -77,6 +77,7 @@ async fn in_a_small_room_counts_move_with_every_join_and_leave() {
     let bob = member(&connector, "bob").await;
     assert_eq!(bob.ctx.member_counts(), counts(2, 2), "the join answer's counts, then his entry");
     eventually("alice counts bob", || alice.ctx.member_counts() == counts(2, 2)).await;
+    eventually("alice is told bob's counts", || alice.recorder.counts().len() >= 3).await;
     assert_eq!(alice.recorder.counts(), [counts(1, 1), counts(2, 1), counts(2, 2)], "told as they changed");
     assert_eq!(member_events_of(&alice.recorder.all(), "bob"), ["join_room", "join_chatroom"]);
 
@@ -85,7 +86,8 @@ async fn in_a_small_room_counts_move_with_every_join_and_leave() {
     eventually("alice sees bob leave the chatroom", || alice.ctx.chatroom_online_count() == 1).await;
     within("bob leaves the room", bob.ctx.leave_room()).await.expect("leave the room");
     eventually("alice sees bob leave", || alice.ctx.online_count() == 1).await;
-    assert_eq!(alice.recorder.counts().last(), Some(&counts(1, 1)));
+    // The callback is told just after the state changes: wait for it too.
+    eventually("alice is told the count", || alice.recorder.counts().last() == Some(&counts(1, 1))).await;
     let info = within("get_room_info", alice.ctx.get_room_info()).await.expect("room info");
     assert_eq!(info.counts, counts(1, 1), "what she counted is the server's truth");
     close_all(&[&alice, &bob]).await;
@@ -143,12 +145,14 @@ async fn in_digest_mode_the_named_members_fire_the_neroom_callbacks_and_counts_t
     let dave = member_paging(&connector, "dave", 0).await;
     let erin = member(&connector, "erin").await;
     eventually("alice counts dave and erin", || alice.ctx.member_counts() == counts(5, 5)).await;
+    // Callbacks are told just after the state changes, the count last: wait for it.
+    eventually("the last count told is the truth", || alice.recorder.counts().last() == Some(&counts(5, 5)))
+        .await;
     let told = alice.recorder.since(mark);
     for user in ["dave", "erin"] {
         assert_eq!(member_events_of(&told, user), ["join_room", "join_chatroom"], "{user}: {told:?}");
         assert!(alice.ctx.get_member(user).is_some_and(|m| m.is_in_chatroom), "{user} is seen");
     }
-    assert_eq!(alice.recorder.counts().last(), Some(&counts(5, 5)), "the last count told is the truth");
 
     // Dave's join answer showed a page of two, the host and himself; paging shows everyone once.
     eventually("dave counts erin", || dave.ctx.member_counts() == counts(5, 5)).await;
@@ -176,6 +180,7 @@ async fn in_digest_mode_the_named_members_fire_the_neroom_callbacks_and_counts_t
     for m in [&alice, &bob, &carol, &dave] {
         eventually(&format!("{} counts erin out", m.user), || m.ctx.member_counts() == counts(4, 4)).await;
     }
+    eventually("alice is told the count", || alice.recorder.counts().last() == Some(&counts(4, 4))).await;
     assert_eq!(member_events_of(&alice.recorder.since(mark), "erin"), ["leave_chatroom", "leave_room"]);
     assert!(alice.ctx.get_member("erin").is_none());
     let info = within("get_room_info", bob.ctx.get_room_info()).await.expect("room info");
