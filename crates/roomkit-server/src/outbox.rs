@@ -127,8 +127,10 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Queue {
     frames: Vec<Frame>,
-    /// The class of each frame of `frames`, at the same index.
-    classes: Vec<Shed>,
+    /// The frames that may be shed, by index into `frames`, ascending, with their class
+    /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
+    /// push, not two.
+    marked: Vec<(usize, Shed)>,
     /// Queued droppable frames.
     droppable: usize,
     /// Queued conflated frames.
@@ -149,25 +151,23 @@ impl Queue {
         let (mut dropped, mut conflated) = (0u64, 0u64);
         // Newest first: the first conflated frame seen of a room is the one to keep.
         let mut rooms: Vec<&RoomUuid> = Vec::new();
-        let mut keep = vec![true; self.frames.len()];
-        for (i, class) in self.classes.iter().enumerate().rev() {
+        let mut gone = Vec::new();
+        for (i, class) in self.marked.iter().rev() {
             match class {
                 Shed::Keep => {}
                 Shed::Droppable => {
-                    keep[i] = false;
+                    gone.push(*i);
                     dropped += 1;
                 }
                 Shed::Conflate(room) if rooms.contains(&room) => {
-                    keep[i] = false;
+                    gone.push(*i);
                     conflated += 1;
                 }
                 Shed::Conflate(room) => rooms.push(room),
             }
         }
-        let mut k = keep.iter();
-        self.frames.retain(|_| *k.next().expect("same length"));
-        let mut k = keep.iter();
-        self.classes.retain(|_| *k.next().expect("same length"));
+        gone.reverse();
+        self.remove(&gone);
         self.droppable = 0;
         self.conflated -= conflated as usize;
         self.conflate_due = false;
@@ -176,19 +176,46 @@ impl Queue {
 
     /// Removes the queued conflated frames of `room` (a newer one is coming); returns how many.
     fn supersede(&mut self, room: &RoomUuid) -> u64 {
-        let before = self.frames.len();
-        let mut i = 0;
-        while i < self.classes.len() {
-            if matches!(&self.classes[i], Shed::Conflate(r) if r == room) {
-                self.classes.remove(i);
-                self.frames.remove(i);
-            } else {
-                i += 1;
-            }
+        let gone: Vec<usize> = self
+            .marked
+            .iter()
+            .filter(|(_, class)| matches!(class, Shed::Conflate(r) if r == room))
+            .map(|(i, _)| *i)
+            .collect();
+        self.remove(&gone);
+        self.conflated -= gone.len();
+        gone.len() as u64
+    }
+
+    /// Removes the frames at `gone` (ascending indices of marked frames) and their marks,
+    /// and moves the marks left to the frames' new places.
+    fn remove(&mut self, gone: &[usize]) {
+        if gone.is_empty() {
+            return;
         }
-        let gone = before - self.frames.len();
-        self.conflated -= gone;
-        gone as u64
+        let mut next = gone.iter().peekable();
+        let mut index = 0;
+        self.frames.retain(|_| {
+            let keep = next.peek() != Some(&&index);
+            if !keep {
+                next.next();
+            }
+            index += 1;
+            keep
+        });
+        let mut removed = 0;
+        let mut next = gone.iter().peekable();
+        self.marked.retain_mut(|(i, _)| {
+            while next.peek().is_some_and(|g| **g < *i) {
+                next.next();
+                removed += 1;
+            }
+            if next.peek() == Some(&&*i) {
+                return false;
+            }
+            *i -= removed;
+            true
+        });
     }
 }
 
@@ -274,7 +301,7 @@ impl Outbox {
             // The backlog and the frame that did not fit.
             let dropped = queue.frames.len() as u64 + 1;
             queue.frames = Vec::new();
-            queue.classes = Vec::new();
+            queue.marked = Vec::new();
             drop(queue);
             metrics::counter!("roomkit_queue_drops_total").increment(dropped);
             let first = self
@@ -294,8 +321,11 @@ impl Outbox {
                 queue.conflated += 1;
             }
         }
+        if shed != Shed::Keep {
+            let at = queue.frames.len();
+            queue.marked.push((at, shed));
+        }
         queue.frames.push(frame);
-        queue.classes.push(shed);
         if std::mem::replace(&mut queue.scheduled, true) {
             Enqueued::Queued
         } else {
@@ -317,7 +347,7 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
-        queue.classes.clear();
+        queue.marked.clear();
         queue.droppable = 0;
         queue.conflated = 0;
         queue.conflate_due = false;
@@ -332,7 +362,7 @@ impl Outbox {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         if queue.frames.is_empty() {
             shrink(&mut queue.frames);
-            shrink(&mut queue.classes);
+            shrink(&mut queue.marked);
             shrink(batch);
         }
     }
@@ -341,7 +371,7 @@ impl Outbox {
     pub(crate) fn shut(&self) -> Vec<Frame> {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.closed = true;
-        queue.classes = Vec::new();
+        queue.marked = Vec::new();
         std::mem::take(&mut queue.frames)
     }
 }
@@ -428,7 +458,33 @@ mod tests {
         outbox.settle(&mut batch);
         let queue = outbox.0.queue.lock().unwrap();
         assert!(batch.capacity() <= KEPT_CAPACITY);
-        assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.classes.capacity() <= KEPT_CAPACITY);
+        assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.marked.capacity() <= KEPT_CAPACITY);
+    }
+
+    #[test]
+    fn shedding_twice_keeps_the_right_frames_in_order() {
+        let outbox = Outbox::new(100, 8, Closer::new());
+        let queued = [
+            ("k0", Shed::Keep),
+            ("low1", Shed::Droppable),
+            ("r1", room("r")),
+            ("k1", Shed::Keep),
+            ("s1", room("s")),
+            ("low2", Shed::Droppable),
+            ("r2", room("r")),
+            ("k2", Shed::Keep),
+        ];
+        for (name, class) in queued {
+            outbox.enqueue(named(name), class);
+        }
+        // At the watermark: this frame sheds the queue first (low1, low2 and r1 go).
+        outbox.enqueue(named("k3"), Shed::Keep);
+        // Then a newer digest of s replaces s1, whose index moved with the first shedding.
+        for name in ["k4", "k5", "k6"] {
+            outbox.enqueue(named(name), Shed::Keep);
+        }
+        outbox.enqueue(named("s2"), room("s"));
+        assert_eq!(taken(&outbox), ["k0", "k1", "r2", "k2", "k3", "k4", "k5", "k6", "s2"]);
     }
 
     #[test]
