@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::{
     bar, call, cpu_secs,
     generator::{Deliveries, Publish, Receiver, Run},
-    member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on, Options, Ws,
+    member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on,
+    wsraw::RawMember,
+    Options, Ws,
 };
 
 /// The first member's write half: each text becomes a `send_text_message` request.
@@ -41,28 +43,43 @@ impl Publish for Publisher<'_> {
     }
 }
 
-/// Reads a member's frames until the connection ends, counting every frame and handing the
-/// text of each chatroom message to `receiver`.
+/// Hands the text of each chatroom message in `frame` to `receiver`.
+fn observe(frame: &[u8], receiver: &mut Receiver) {
+    const EVENT: &[u8] = b"{\"event\":\"chatroom_messages_received\"";
+    const TEXT: &[u8] = b"\"text\":\"";
+    if !frame.starts_with(EVENT) {
+        return;
+    }
+    // One event may carry several messages, each with its text.
+    let mut rest = frame;
+    while let Some(at) = rest.windows(TEXT.len()).position(|w| w == TEXT) {
+        rest = &rest[at + TEXT.len()..];
+        receiver.observe(rest);
+    }
+}
+
+/// Reads the publisher's frames until the connection ends, counting them.
 fn spawn_reader(
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut receiver: Receiver,
     frames: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        const TEXT: &str = "\"text\":\"";
         while let Some(Ok(msg)) = stream.next().await {
             let Message::Text(text) = msg else { continue };
             frames.fetch_add(1, Ordering::Relaxed);
-            let text = text.as_str();
-            if !text.starts_with("{\"event\":\"chatroom_messages_received\"") {
-                continue;
-            }
-            // One event may carry several messages, each with its text.
-            let mut rest = text;
-            while let Some(at) = rest.find(TEXT) {
-                rest = &rest[at + TEXT.len()..];
-                receiver.observe(rest.as_bytes());
-            }
+            observe(text.as_bytes(), &mut receiver);
+        }
+    })
+}
+
+/// Reads a receiving member's frames (see [`RawMember`]) until the connection ends, counting
+/// every frame and handing the text of each chatroom message to `receiver`.
+fn spawn_raw_reader(mut member: RawMember, mut receiver: Receiver, frames: Arc<AtomicU64>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(text) = member.next_text().await {
+            frames.fetch_add(1, Ordering::Relaxed);
+            observe(&text, &mut receiver);
         }
     })
 }
@@ -96,13 +113,17 @@ pub(crate) async fn run_size(
     // Join storm.
     let pb = bar(size as u64, &format!("roomkit: join storm, {size} members"));
     let start = Instant::now();
-    let mut members: Vec<Option<Ws>> = (0..size).map(|_| None).collect();
-    let mut next = 0;
+    // The publisher through the WebSocket library (it sends); the receivers through the
+    // generator's own lean reader.
+    let publisher = member(addr, 0, &room).await.map_err(|e| format!("member 0: {e}"))?;
+    pb.inc(1);
+    let mut members: Vec<Option<RawMember>> = (0..size).map(|_| None).collect();
+    let mut next = 1;
     let mut pending = futures_util::stream::FuturesUnordered::new();
     while next < size || !pending.is_empty() {
         while next < size && pending.len() < 256 {
             let (i, room) = (next, room.clone());
-            pending.push(async move { (i, member(addr, i, &room).await) });
+            pending.push(async move { (i, RawMember::join(addr, i, &room).await) });
             next += 1;
         }
         if let Some((i, result)) = pending.next().await {
@@ -112,12 +133,11 @@ pub(crate) async fn run_size(
     }
     let join_storm = start.elapsed();
     pb.finish_and_clear();
-    let mut readers = Vec::new();
-    let mut sinks = Vec::new();
-    for ws in members.into_iter().flatten() {
-        let (sink, stream) = ws.split();
-        readers.push(spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames)));
-        sinks.push(sink);
+    let (sink, stream) = publisher.split();
+    let mut sinks = vec![sink];
+    let mut readers = vec![spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames))];
+    for m in members.into_iter().flatten() {
+        readers.push(spawn_raw_reader(m, deliveries.receiver(), Arc::clone(&frames)));
     }
     // Let the join events drain before measuring memory.
     settle(&frames, Duration::from_millis(500), Duration::from_secs(120)).await;

@@ -55,6 +55,7 @@ mod plot;
 mod redis;
 mod report;
 mod resp;
+mod wsraw;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

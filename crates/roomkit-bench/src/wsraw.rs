@@ -1,0 +1,141 @@
+//! A minimal WebSocket client for the fan-out's receiving members: the handshake, masked
+//! text frames out, and the server's (unmasked, unfragmented) frames in, read straight from
+//! the socket into one buffer per member.
+//!
+//! The fan-out compares roomkit with redis pub/sub through the same generator, whose one core
+//! is often the limit. The redis side reads RESP with a small hand-written reader
+//! (`resp.rs`); this is its counterpart, so that the generator does not spend more per
+//! delivery on roomkit's side (a WebSocket library validates, copies and allocates each
+//! message) than on redis's.
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One member's connection.
+pub(crate) struct RawMember {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawMember {
+    /// Connects to `ws://{addr}/v1` and completes the handshake.
+    pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<RawMember, String> {
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let hello = format!(
+            "GET /v1 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut member = RawMember { tcp, buf: BytesMut::with_capacity(READ_CHUNK) };
+        let end = loop {
+            if let Some(at) = member.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            member.fill().await?;
+        };
+        if !member.buf.starts_with(b"HTTP/1.1 101") {
+            return Err(format!("handshake refused: {}", String::from_utf8_lossy(&member.buf[..end])));
+        }
+        member.buf.advance(end);
+        Ok(member)
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match self.tcp.read_buf(&mut self.buf).await {
+            Ok(0) => Err("connection closed".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sends `text` as one masked text frame.
+    pub(crate) async fn send(&mut self, text: &str) -> Result<(), String> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x81];
+        match text.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).await.map_err(|e| e.to_string())
+    }
+
+    /// The next text message; `None` once the server closes.
+    pub(crate) async fn next_text(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some((opcode, payload)) = self.frame() {
+                match opcode {
+                    0x1 => return Some(payload),
+                    0x8 => return None,
+                    _ => continue,
+                }
+            }
+            self.fill().await.ok()?;
+        }
+    }
+
+    /// Takes one whole server frame off the buffer: (opcode, payload).
+    fn frame(&mut self) -> Option<(u8, Bytes)> {
+        let b = &self.buf[..];
+        if b.len() < 2 {
+            return None;
+        }
+        let (opcode, len7) = (b[0] & 0x0f, b[1] & 0x7f);
+        let (len, at) = match len7 {
+            126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+            126 | 127 => return None,
+            n => (usize::from(n), 2),
+        };
+        let have = b.len();
+        if have < at + len {
+            self.buf.reserve(at + len - have);
+            return None;
+        }
+        self.buf.advance(at);
+        Some((opcode, self.buf.split_to(len).freeze()))
+    }
+
+    /// Sends a request and reads until its answer (skipping events); fails unless it
+    /// succeeded.
+    pub(crate) async fn call(&mut self, id: u64, mut request: Value) -> Result<Value, String> {
+        request["id"] = json!(id);
+        self.send(&request.to_string()).await?;
+        while let Some(text) = self.next_text().await {
+            let v: Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+            if v["id"] == json!(id) {
+                return if v["code"] == json!(0) { Ok(v) } else { Err(format!("{request} failed: {v}")) };
+            }
+        }
+        Err("connection closed".into())
+    }
+
+    /// Connects, logs in as `u{i}` and enters `room` and its chatroom.
+    pub(crate) async fn join(addr: std::net::SocketAddr, i: usize, room: &str) -> Result<RawMember, String> {
+        let mut m = RawMember::connect(addr).await?;
+        let account = format!("u{i}");
+        m.call(1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
+        m.call(2, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
+        m.call(3, json!({"op": "join_chatroom", "room_uuid": room})).await?;
+        Ok(m)
+    }
+}
