@@ -60,7 +60,15 @@ async fn committer(store: Arc<dyn MessageStore>, mut rx: mpsc::UnboundedReceiver
             ops.append(&mut job.ops);
         }
         metrics::histogram!("roomkit_store_group_size").record(group.len() as f64);
-        let result = store.apply(now, &ops).await;
+        // On a task of its own: a store that panics fails this group, not every later one.
+        let (task_store, batch) = (Arc::clone(&store), std::mem::take(&mut ops));
+        let result = match tokio::spawn(async move { (task_store.apply(now, &batch).await, batch) }).await {
+            Ok((result, batch)) => {
+                ops = batch;
+                result
+            }
+            Err(e) => Err(StoreError(format!("the store's commit failed: {e}"))),
+        };
         for job in group.drain(..) {
             let _ = job.done.send(result.clone());
         }
@@ -158,6 +166,7 @@ mod tests {
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!first.is_finished(), "nothing is answered before the store applied it");
         recording.gate.add_permits(2);
         assert_eq!(first.await.unwrap(), Ok(()));
         for w in waiting {

@@ -206,17 +206,25 @@ async fn write_loop(mut sink: Box<dyn FrameSink>, outbox: Outbox, closer: Closer
             continue;
         }
         metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
-        let sent = tokio::select! {
-            biased;
-            // A peer that stopped reading must not keep a closing connection alive.
-            closing = closer.closed() => {
-                if closing.flush {
-                    sink.send(&batch).await
-                } else {
-                    break closing;
+        let sent = {
+            let send = sink.send(&batch);
+            tokio::pin!(send);
+            tokio::select! {
+                biased;
+                // A peer that stopped reading must not keep a closing connection alive: a close
+                // that flushes lets this write go on (the same write, not a new one) for at most
+                // CLOSE_TIMEOUT; one that does not flush drops it (the transport finishes a cut
+                // frame before the close frame).
+                closing = closer.closed() => {
+                    if !closing.flush {
+                        break closing;
+                    }
+                    tokio::time::timeout(CLOSE_TIMEOUT, send)
+                        .await
+                        .unwrap_or(Err(TransportError::Io("flushing timed out".into())))
                 }
+                sent = &mut send => sent,
             }
-            sent = sink.send(&batch) => sent,
         };
         if sent.is_err() {
             closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
@@ -261,7 +269,8 @@ const CLOSE_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 /// consumer, shutdown) while its client was still sending.
 async fn close_gracefully(mut writer: JoinHandle<()>, mut stream: Box<dyn FrameStream>) {
     let peer_closed = {
-        let drain = async { while stream.recv().await.is_ok() {} };
+        // A refused frame (binary) is input like any other: read on.
+        let drain = async { while !matches!(stream.recv().await, Err(TransportError::Closed(_))) {} };
         tokio::pin!(drain);
         tokio::select! {
             _ = &mut writer => false,
@@ -273,7 +282,9 @@ async fn close_gracefully(mut writer: JoinHandle<()>, mut stream: Box<dyn FrameS
         return;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Ok(Ok(_)) = tokio::time::timeout(CLOSE_QUIET, stream.recv()).await {}
+        while let Ok(Ok(_) | Err(TransportError::Rejected(_))) =
+            tokio::time::timeout(CLOSE_QUIET, stream.recv()).await
+        {}
     })
     .await;
 }

@@ -223,7 +223,29 @@ async fn frames_a_client_must_never_send_are_violations() {
             }
             other => panic!("{what}: expected a violation, got {other:?}"),
         }
+        // What the client sends after it is read and dropped until it closes (a socket
+        // closed with unread input would be reset, destroying the answer and the close).
+        p.send(&masked(true, TEXT, b"{\"after\":1}")).await;
+        p.tcp.shutdown().await.unwrap();
         assert!(matches!(p.recv().await, Err(TransportError::Closed(_))), "{what}: the stream stays ended");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_is_answered_as_rfc_6455_says() {
+    for (what, payload, answer) in [
+        ("an empty close", Vec::new(), Vec::new()),
+        ("a normal close", b"\x03\xe8bye".to_vec(), vec![0x03, 0xe8]),
+        ("an application's status", b"\x0f\xa0".to_vec(), vec![0x0f, 0xa0]),
+        ("a one-byte payload", vec![0x03], vec![0x03, 0xea]),
+        ("1005, which no endpoint may send", b"\x03\xed".to_vec(), vec![0x03, 0xea]),
+        ("a status above 4999", b"\x13\x88".to_vec(), vec![0x03, 0xea]),
+        ("a reason that is not UTF-8", b"\x03\xe8\xff".to_vec(), vec![0x03, 0xef]),
+    ] {
+        let mut p = pair(&masked(true, CLOSE, &payload)).await;
+        assert!(matches!(p.recv().await, Err(TransportError::Closed(_))), "{what}");
+        let (fin, opcode, got) = p.frame().await;
+        assert_eq!((fin, opcode, got), (true, CLOSE, answer), "{what}");
     }
 }
 

@@ -53,7 +53,7 @@ const OP_PONG: u8 = 0xA;
 /// Messages over `config.max_frame_bytes` close the connection; reads ask for
 /// `config.read_buffer_bytes` at a time.
 pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, peer: String) -> Connection {
-    let socket = Arc::new(Socket { tcp, writing: Mutex::new(()), close_sent: AtomicBool::new(false) });
+    let socket = Arc::new(Socket { tcp, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
     Connection {
         sink: Box::new(SocketSink { socket: Arc::clone(&socket) }),
         stream: Box::new(SocketStream {
@@ -63,6 +63,7 @@ pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, p
             max_message_bytes: config.max_frame_bytes,
             read_chunk: config.read_buffer_bytes.max(64),
             closed: None,
+            discard: false,
         }),
         peer,
     }
@@ -70,21 +71,57 @@ pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, p
 
 struct Socket {
     tcp: TcpStream,
-    /// Held for every write, so that frames never interleave.
-    writing: Mutex<()>,
+    /// Held for every write, so that frames never interleave. Inside: the frame a cancelled
+    /// write left part-way, and how much of it went out; whoever writes next finishes it
+    /// first, so the stream stays whole whatever future is dropped.
+    writing: Mutex<Option<(Bytes, usize)>>,
     /// A close frame went out: nothing may follow it.
     close_sent: AtomicBool,
 }
 
 impl Socket {
-    /// Writes `count` parts (`part(i)`) in order, whole, holding the write lock.
-    async fn write_parts<'a>(&self, count: usize, part: impl Fn(usize) -> &'a [u8]) -> io::Result<()> {
-        let _writing = self.writing.lock().await;
+    /// Writes `count` parts (`part(i)`) in order, whole, holding the write lock; with `close`,
+    /// then ends the sending direction (a close frame was the last part). Safe to cancel: a
+    /// frame cut part-way is finished by the next write.
+    async fn write_parts<'a>(
+        &self,
+        count: usize,
+        part: impl Fn(usize) -> &'a Bytes,
+        close: bool,
+    ) -> io::Result<()> {
+        let mut writing = self.writing.lock().await;
         if self.close_sent.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let (mut i, mut offset) = (0, 0);
+        if let Some((cut, offset)) = writing.clone() {
+            self.write_all(&mut writing, 1, |_| &cut, offset).await?;
+            if cut.first() == Some(&(0x80 | OP_CLOSE)) {
+                // A cancelled close, now out: nothing may follow it.
+                self.close_sent.store(true, Ordering::Release);
+                let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+        }
+        self.write_all(&mut writing, count, part, 0).await?;
+        if close {
+            self.close_sent.store(true, Ordering::Release);
+            let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// The loop of [`write_parts`](Self::write_parts): vectored writes from part 0 at
+    /// `offset`, recording in `cut` the part under way at every wait.
+    async fn write_all<'a>(
+        &self,
+        cut: &mut Option<(Bytes, usize)>,
+        count: usize,
+        part: impl Fn(usize) -> &'a Bytes,
+        offset: usize,
+    ) -> io::Result<()> {
+        let (mut i, mut offset) = (0, offset);
         while i < count {
+            *cut = (offset > 0).then(|| (part(i).clone(), offset));
             self.tcp.writable().await?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
@@ -110,26 +147,30 @@ impl Socket {
                 offset = 0;
             }
         }
+        *cut = None;
         Ok(())
     }
 
-    /// Sends a control frame (pong or close), unless a close already went out.
+    /// Sends a control frame (pong or close), unless a close already went out; a close
+    /// also ends the sending direction (the peer sees the close, then the end of the
+    /// stream).
     async fn control(&self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         debug_assert!(payload.len() <= 125);
         let mut frame = Vec::with_capacity(2 + payload.len());
         frame.extend_from_slice(&[0x80 | opcode, payload.len() as u8]);
         frame.extend_from_slice(payload);
-        self.write_parts(1, |_| &frame[..]).await
+        let frame = Bytes::from(frame);
+        self.write_parts(1, |_| &frame, opcode == OP_CLOSE).await
     }
 
-    /// Sends a close frame and ends the sending direction (the peer sees the close, then
-    /// the end of the stream). Once only.
-    async fn close(&self, status: u16, text: &str) {
-        let mut payload = status.to_be_bytes().to_vec();
-        payload.extend_from_slice(text.as_bytes());
+    /// Sends a close frame with `status` (none: an empty close) and `text`. Once only.
+    async fn close(&self, status: Option<u16>, text: &str) {
+        let mut payload = Vec::new();
+        if let Some(status) = status {
+            payload.extend_from_slice(&status.to_be_bytes());
+            payload.extend_from_slice(text.as_bytes());
+        }
         let _ = self.control(OP_CLOSE, &payload).await;
-        self.close_sent.store(true, Ordering::Release);
-        let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
     }
 }
 
@@ -144,14 +185,14 @@ impl FrameSink for SocketSink {
             return Ok(());
         }
         self.socket
-            .write_parts(frames.len(), |i| &frames[i].wire()[..])
+            .write_parts(frames.len(), |i| frames[i].wire(), false)
             .await
             .map_err(|_| TransportError::Closed(None))
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
         if !self.socket.close_sent.load(Ordering::Acquire) {
-            self.socket.close(close_code(reason.code), &close_text(&reason)).await;
+            self.socket.close(Some(close_code(reason.code)), &close_text(&reason)).await;
         }
         Ok(())
     }
@@ -173,6 +214,10 @@ struct SocketStream {
     read_chunk: usize,
     /// Set once the stream has ended, with the peer's reason if it gave one.
     closed: Option<Option<CloseReason>>,
+    /// The stream ended on a protocol violation: what the peer still sends is read and
+    /// thrown away until it closes, since a socket closed with unread input is reset, and a
+    /// reset destroys the answer and the close frame the peer has not read yet.
+    discard: bool,
 }
 
 /// What one whole frame amounted to.
@@ -207,7 +252,10 @@ impl SocketStream {
         }
         let (len, at) = match len7 {
             126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")), 10),
+            127 if b.len() >= 10 => match u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")) {
+                len if len >> 63 == 0 => (len, 10),
+                _ => return Err(violation(Code::MALFORMED_FRAME, "a WebSocket length's top bit must be 0")),
+            },
             126 | 127 => return Ok(None),
             n => (u64::from(n), 2),
         };
@@ -297,15 +345,49 @@ impl SocketStream {
     /// The peer closes: answer with a close (echoing its status) unless one went out, and end.
     async fn on_close(&mut self, payload: &[u8]) -> TransportError {
         let (status, text) = match payload {
-            [hi, lo, text @ ..] => (Some(u16::from_be_bytes([*hi, *lo])), String::from_utf8_lossy(text)),
-            _ => (None, "".into()),
+            [hi, lo, text @ ..] => (Some(u16::from_be_bytes([*hi, *lo])), std::str::from_utf8(text).ok()),
+            _ => (None, Some("")),
+        };
+        // The answer (RFC 6455 §5.5.1, §7.4): the same status; an empty close for an empty
+        // one; 1002 for a one-byte payload or a status no endpoint may send; 1007 for a
+        // reason that is not UTF-8.
+        let answer = match (payload.len(), status, text) {
+            (0, _, _) => None,
+            (1, _, _) => Some(1002),
+            (_, Some(s), _) if !sendable_status(s) => Some(1002),
+            (_, _, None) => Some(1007),
+            (_, status, _) => status,
         };
         if !self.socket.close_sent.load(Ordering::Acquire) {
-            self.socket.close(status.unwrap_or(1000), "").await;
+            self.socket.close(answer, "").await;
         }
-        let reason = status.map(|status| close_reason_from_parts(status, &text));
+        let reason = status.map(|status| close_reason_from_parts(status, text.unwrap_or("")));
         self.closed = Some(reason.clone());
         TransportError::Closed(reason)
+    }
+
+    /// The peer broke the protocol: the stream ends, and what follows is thrown away.
+    fn violated(&mut self) {
+        self.closed = Some(None);
+        self.discard = true;
+        self.buf = BytesMut::new();
+        self.message = None;
+    }
+
+    /// Reads and drops input until the peer closes (the caller bounds how long it waits).
+    async fn discard_until_end(&mut self) {
+        while self.socket.tcp.readable().await.is_ok() {
+            let read = {
+                let mut chunk = [0u8; 4096];
+                self.socket.tcp.try_read(&mut chunk)
+            };
+            match read {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Reads more bytes; `Closed` at the end of the stream.
@@ -334,6 +416,12 @@ impl SocketStream {
     }
 }
 
+/// Whether a close frame may carry `status` (RFC 6455 §7.4): the defined codes but 1004,
+/// 1005, 1006 and 1015, and the 3000–4999 range for libraries and applications.
+fn sendable_status(status: u16) -> bool {
+    matches!(status, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 fn binary_refused() -> TransportError {
     TransportError::Rejected(CloseReason::new(
         Code::UNSUPPORTED_FRAME,
@@ -345,13 +433,16 @@ fn binary_refused() -> TransportError {
 impl FrameStream for SocketStream {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
+            if self.closed.is_some() && std::mem::take(&mut self.discard) {
+                self.discard_until_end().await;
+            }
             if let Some(reason) = &self.closed {
                 return Err(TransportError::Closed(reason.clone()));
             }
             let frame = match self.next_frame() {
                 Ok(frame) => frame,
                 Err(e) => {
-                    self.closed = Some(None);
+                    self.violated();
                     return Err(e);
                 }
             };
@@ -364,6 +455,10 @@ impl FrameStream for SocketStream {
                 Ok(Step::Message(text)) => return Ok(text),
                 Ok(Step::Continue) => {}
                 Err(e @ TransportError::Rejected(_)) => return Err(e),
+                Err(e @ TransportError::Violation(_)) => {
+                    self.violated();
+                    return Err(e);
+                }
                 Err(e) => {
                     self.closed.get_or_insert(None);
                     return Err(e);
@@ -394,7 +489,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let socket =
-            Arc::new(Socket { tcp: server, writing: Mutex::new(()), close_sent: AtomicBool::new(false) });
+            Arc::new(Socket { tcp: server, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
         let mut stream = SocketStream {
             socket,
             buf: BytesMut::new(),
@@ -402,6 +497,7 @@ mod tests {
             max_message_bytes: 1024,
             read_chunk: 4096,
             closed: None,
+            discard: false,
         };
         for _ in 0..3 {
             client.write_all(&client_text(b"{}")).await.unwrap();
@@ -417,5 +513,49 @@ mod tests {
         assert!(stream.buf.capacity() > 0);
         client.write_all(&frame[5..]).await.unwrap();
         assert_eq!(&stream.recv().await.unwrap()[..], b"{\"half\":1}");
+    }
+
+    /// Reads the server's frames off `client` until the end of the stream: (opcode, payload).
+    async fn read_frames(client: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        client.read_to_end(&mut bytes).await.unwrap();
+        let mut frames = Vec::new();
+        let mut b = &bytes[..];
+        while !b.is_empty() {
+            assert_eq!(b[0] & 0x80, 0x80, "every frame is whole: FIN set");
+            let (len, at) = match b[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+                127 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+                n => (usize::from(n), 2),
+            };
+            frames.push((b[0] & 0x0f, b[at..at + len].to_vec()));
+            b = &b[at + len..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let socket =
+            Arc::new(Socket { tcp: server, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
+        let mut sink = SocketSink { socket };
+        // Far more than the socket buffers hold while the client does not read: the write
+        // is cut part-way through some frame.
+        let big = "x".repeat(1 << 20);
+        let batch: Vec<Frame> = (0..16).map(|_| Frame::text(big.as_bytes())).collect();
+        let cut = tokio::time::timeout(Duration::from_millis(100), sink.send(&batch)).await;
+        assert!(cut.is_err(), "the write must still be under way when it is dropped");
+        let reader = tokio::spawn(async move { read_frames(&mut client).await });
+        sink.close(CloseReason::new(Code::SLOW_CONSUMER, "send queue full")).await.unwrap();
+        let frames = reader.await.unwrap();
+        let (last, texts) = frames.split_last().expect("frames");
+        assert!(!texts.is_empty() && texts.len() < 16, "{} whole texts", texts.len());
+        assert!(texts.iter().all(|(op, p)| *op == OP_TEXT && p.len() == 1 << 20), "whole frames only");
+        assert_eq!(last.0, OP_CLOSE);
+        assert_eq!(&last.1[..2], &4000u16.to_be_bytes());
     }
 }
