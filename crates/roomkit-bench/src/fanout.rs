@@ -44,7 +44,7 @@ impl Publish for Publisher<'_> {
 }
 
 /// Hands the text of each chatroom message in `frame` to `receiver`.
-fn observe(frame: &[u8], receiver: &mut Receiver) {
+pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) {
     const EVENT: &[u8] = b"{\"event\":\"chatroom_messages_received\"";
     const TEXT: &[u8] = b"\"text\":\"";
     if !frame.starts_with(EVENT) {

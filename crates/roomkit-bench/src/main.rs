@@ -20,6 +20,9 @@
 //!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!
+//! - **in process** (`inprocess.rs`, with `--in-process`): the same fan-out against the server
+//!   as a library in this process, one shard, members over the in-memory transport.
+//!
 //! Every row also goes, one JSON object per line, to `target/bench/results.jsonl`.
 //!
 //! ```text
@@ -49,6 +52,7 @@ use tokio_tungstenite::{
 mod durable;
 mod fanout;
 mod generator;
+mod inprocess;
 mod join;
 mod pin;
 mod plot;
@@ -61,6 +65,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 struct Options {
     replot: bool,
+    in_process: bool,
     skip_durable: bool,
     skip_fanout: bool,
     join_sizes: Vec<usize>,
@@ -76,6 +81,7 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         replot: false,
+        in_process: false,
         skip_durable: false,
         skip_fanout: false,
         join_sizes: vec![1000, 5000, 10_000, 50_000],
@@ -107,14 +113,42 @@ fn options() -> Result<Options, String> {
             }
             "--no-durable" => o.skip_durable = true,
             "--replot" => o.replot = true,
+            "--in-process" => o.in_process = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--replot]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--in-process] [--replot]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(o)
+}
+
+/// The in-process fan-out at each of `--sizes`, and its table.
+async fn in_process(o: &Options) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for &size in &o.sizes {
+        match inprocess::run_size(size, o).await {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                eprintln!("in-process fan-out of {size}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("in-process fan-out (one shard, in-memory transport, generator in the same process):");
+    println!("{:>8} {:>16} {:>12} {:>6}", "members", "deliveries/s", "process CPU", "lost");
+    for r in &rows {
+        println!(
+            "{:>8} {:>16.0} {:>11.2}s {:>6}",
+            r["members"].as_u64().unwrap_or(0),
+            r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
+            r["process_cpu_secs"].as_f64().unwrap_or(0.0),
+            r["fanout_lost"].as_u64().unwrap_or(0) + r["fanout_out_of_order"].as_u64().unwrap_or(0),
+        );
+    }
+    println!();
+    rows
 }
 
 fn sizes(list: &str) -> Result<Vec<usize>, String> {
@@ -154,6 +188,9 @@ async fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut rows = Vec::new();
+    if options.in_process {
+        rows.extend(in_process(&options).await);
+    }
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);
     }
