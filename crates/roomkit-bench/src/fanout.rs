@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     bar, call, cpu_secs,
-    generator::{Deliveries, Publish, Receiver, Run},
+    generator::{add_phases, Deliveries, Publish, Receiver, Run},
     member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on,
     wsraw::RawMember,
     Options, Ws,
@@ -161,7 +161,7 @@ pub(crate) async fn run_size(
         r.abort();
     }
     drop(child);
-    Ok(json!({
+    let mut row = json!({
         "scenario": "fanout",
         "system": "roomkit",
         "members": size,
@@ -170,25 +170,10 @@ pub(crate) async fn run_size(
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_per_member_bytes": per_member,
-        "fanout_messages": fanout.messages,
-        "fanout_deliveries": fanout.delivered,
-        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
-        "fanout_lost": fanout.lost,
-        "fanout_out_of_order": fanout.out_of_order,
-        "fanout_server_cpu_secs": server_cpu,
         "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
-        "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
-        "latency_rate_per_sec": o.rate,
-        "latency_messages": latency.messages,
-        "latency_deliveries": latency.delivered,
-        "latency_expected_deliveries": latency.expected,
-        "latency_lost": latency.lost,
-        "latency_out_of_order": latency.out_of_order,
-        "latency_p50_ms": latency.p50_ms,
-        "latency_p99_ms": latency.p99_ms,
-        "latency_p999_ms": latency.p999_ms,
-        "latency_max_ms": latency.max_ms,
-    }))
+    });
+    add_phases(&mut row, &fanout, server_cpu, &latency, o.rate);
+    Ok(row)
 }
 
 /// roomkit's own figures, one line per size.

@@ -23,6 +23,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
 
 use crate::bar;
 
@@ -163,6 +164,33 @@ pub(crate) struct Fanout {
 impl Fanout {
     pub(crate) fn deliveries_per_sec(&self) -> f64 {
         self.delivered as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The fields a result row of either system shares: the fan-out phase (with the server's CPU
+/// time during it) and the fixed-rate phase at `rate` messages per second, added to `row`.
+pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, latency: &Latency, rate: u64) {
+    let phases = json!({
+        "fanout_messages": fanout.messages,
+        "fanout_deliveries": fanout.delivered,
+        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
+        "fanout_lost": fanout.lost,
+        "fanout_out_of_order": fanout.out_of_order,
+        "fanout_server_cpu_secs": server_cpu,
+        "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
+        "latency_rate_per_sec": rate,
+        "latency_messages": latency.messages,
+        "latency_deliveries": latency.delivered,
+        "latency_expected_deliveries": latency.expected,
+        "latency_lost": latency.lost,
+        "latency_out_of_order": latency.out_of_order,
+        "latency_p50_ms": latency.p50_ms,
+        "latency_p99_ms": latency.p99_ms,
+        "latency_p999_ms": latency.p999_ms,
+        "latency_max_ms": latency.max_ms,
+    });
+    if let (Some(row), Value::Object(phases)) = (row.as_object_mut(), phases) {
+        row.extend::<Map<String, Value>>(phases);
     }
 }
 

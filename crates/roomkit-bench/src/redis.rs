@@ -26,7 +26,7 @@ use tokio::{
 
 use crate::{
     bar, cpu_secs, free_port,
-    generator::{Deliveries, Publish, Receiver, Run, PAYLOAD_BYTES},
+    generator::{add_phases, Deliveries, Publish, Receiver, Run, PAYLOAD_BYTES},
     pin, resp, rss_bytes, Options,
 };
 
@@ -239,7 +239,7 @@ pub(crate) async fn run_size(size: usize, o: &Options, server_cpu: Option<usize>
         r.abort();
     }
     drop(child);
-    Ok(json!({
+    let mut row = json!({
         "scenario": "fanout",
         "system": "redis",
         "members": size,
@@ -248,23 +248,8 @@ pub(crate) async fn run_size(size: usize, o: &Options, server_cpu: Option<usize>
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
         "rss_per_member_bytes": rss_after.saturating_sub(rss_before) / size as u64,
-        "fanout_messages": fanout.messages,
-        "fanout_deliveries": fanout.delivered,
-        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
-        "fanout_lost": fanout.lost,
-        "fanout_out_of_order": fanout.out_of_order,
-        "fanout_server_cpu_secs": server_cpu,
-        "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
-        "latency_rate_per_sec": o.rate,
-        "latency_messages": latency.messages,
-        "latency_deliveries": latency.delivered,
-        "latency_expected_deliveries": latency.expected,
-        "latency_lost": latency.lost,
-        "latency_out_of_order": latency.out_of_order,
-        "latency_p50_ms": latency.p50_ms,
-        "latency_p99_ms": latency.p99_ms,
-        "latency_p999_ms": latency.p999_ms,
-        "latency_max_ms": latency.max_ms,
         "publish_replies": replies.load(Ordering::Relaxed),
-    }))
+    });
+    add_phases(&mut row, &fanout, server_cpu, &latency, o.rate);
+    Ok(row)
 }
