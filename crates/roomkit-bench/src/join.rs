@@ -37,7 +37,7 @@ use tokio::{
 };
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
-use crate::{bar, client_config, cpu_secs, rss_bytes, start_server};
+use crate::{bar, client_config, cpu_secs, rss_bytes, settle, start_server};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -276,10 +276,6 @@ async fn room_counts(target: &Target, room: &str, size: usize) -> Value {
         Ok::<_, String>(info["data"]["counts"].clone())
     };
     check.await.unwrap_or_else(|e| json!(e))
-}
-
-async fn settle(counter: &AtomicU64, quiet: Duration, limit: Duration) {
-    crate::settle(counter, quiet, limit).await;
 }
 
 /// A join storm of `size` members against the release server binary.
