@@ -30,4 +30,4 @@ pub use config::{CoreConfig, MessageRate};
 pub use error::Error;
 pub use identity::{Grants, Identity, RoomGrant};
 pub use registry::{HistoryRequest, Output, RoomRegistry};
-pub use roster::{Audience, ConnId};
+pub use roster::{Audience, ConnId, ConnIdHasher, ConnMap};

@@ -1,13 +1,44 @@
 //! The audience of a room or a chatroom, kept ready to hand to the driver, and its members
 //! in join order for paging.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
+};
 
 use roomkit_protocol::UserUuid;
 
 /// Identifies one client connection. Chosen by the driver; core only compares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// A map keyed by [`ConnId`], hashed with [`ConnIdHasher`]: the fan-out looks up one entry
+/// per delivery.
+pub type ConnMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
+
+/// Hashes a [`ConnId`] with one multiplication. Connection ids are chosen by the driver
+/// (the server counts them up), not by clients, so there is nothing to defend against that
+/// would need SipHash's keyed hashing; the multiplication by an odd constant spreads
+/// consecutive ids over both the low bits (the bucket) and the high bits (the tag).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Who receives one event: a shared list of connections, minus an optional one (the sender
 /// of a broadcast does not receive its own message).
@@ -137,6 +168,19 @@ mod tests {
 
     fn user(s: &str) -> UserUuid {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn consecutive_connection_ids_spread_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<ConnIdHasher>::default();
+        let hashes: Vec<u64> = (5000..5000 + 1024).map(|n| build.hash_one(ConnId(n))).collect();
+        // A table of 1024 buckets indexes by the low bits: every id gets its own.
+        let buckets: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        assert_eq!(buckets.len(), 1024);
+        // The top 7 bits (the control tag) take many values, not one.
+        let tags: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(tags.len() > 100, "{} tags", tags.len());
     }
 
     #[test]

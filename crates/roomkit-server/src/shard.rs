@@ -1,16 +1,17 @@
 //! Shard tasks: each owns the rooms hashed to it and drives a [`RoomRegistry`].
 
 use std::{
-    collections::HashMap,
+    future::Future,
     hash::{DefaultHasher, Hash, Hasher},
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use roomkit_core::{
-    store::{HistoryQuery, HistoryRange, MessageStore},
+    store::{HistoryQuery, HistoryRange, MessageStore, StoreError},
     transport::Frame,
-    ConnId, CoreConfig, Identity, Output, RoomRegistry,
+    ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry,
 };
 use roomkit_protocol::{
     codec,
@@ -82,7 +83,7 @@ pub(crate) fn spawn(setup: ShardSetup) -> Shard {
 struct ShardState {
     registry: RoomRegistry,
     store: Arc<dyn MessageStore>,
-    outboxes: HashMap<ConnId, Outbox>,
+    outboxes: ConnMap<Outbox>,
     /// Connections queued to during this wake-up and not woken yet; woken at its end, or
     /// as soon as there are `wake_batch` of them.
     wake: Vec<Outbox>,
@@ -91,9 +92,15 @@ struct ShardState {
     gone: Vec<ConnId>,
     /// Requests handled during this wake-up, for the latency histogram.
     timings: Vec<(&'static str, Instant)>,
-    /// Shutdown acknowledgements, sent once this wake-up's outputs are out.
+    /// Shutdown acknowledgements, sent once this wake-up's outputs are out and no commit
+    /// is in flight.
     acks: Vec<oneshot::Sender<()>>,
+    /// The commit handed to the store and not yet answered; at most one.
+    commit: Option<CommitFuture>,
 }
+
+/// A commit handed to the store and not yet answered.
+type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
 async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut registry = RoomRegistry::new(setup.config);
@@ -101,24 +108,32 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut state = ShardState {
         registry,
         store: setup.store,
-        outboxes: HashMap::new(),
+        outboxes: ConnMap::default(),
         wake: Vec::new(),
         wake_batch: setup.wake_batch.max(1),
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
+        commit: None,
     };
     let max_batch = setup.batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
-    loop {
+    let mut open = true;
+    // Runs until the channel has closed and the last commit has been reported.
+    while open || state.commit.is_some() {
         let sleep = state.registry.poll_timeout().map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
             tokio::time::sleep(wait)
         });
         tokio::select! {
-            n = rx.recv_many(&mut batch, max_batch) => {
+            // A commit's answer first: it releases outputs that have waited longest.
+            result = async { state.commit.as_mut().expect("guarded").await }, if state.commit.is_some() => {
+                state.commit = None;
+                state.registry.handle_commit(result);
+            }
+            n = rx.recv_many(&mut batch, max_batch), if open => {
                 if n == 0 {
-                    return;
+                    open = false;
                 }
                 for msg in batch.drain(..) {
                     state.handle(msg);
@@ -188,22 +203,31 @@ impl ShardState {
         }
     }
 
-    /// Sends this wake-up's outputs: takes the registry's commit, applies it to the store in
-    /// one durable write and reports the result (core decides what a failure means); then, in
-    /// order, the replies and deliveries (each event encoded once) and history answers read
-    /// from the store; then one wake-up per connection queued to.
+    /// Sends this wake-up's outputs. Commits are pipelined: when none is in flight, the
+    /// registry's pending store operations are handed to the store as one commit, and the
+    /// shard goes on handling requests (of every room) while the store syncs; the outputs
+    /// that follow a commit — its acknowledgements and deliveries — stay held in the registry
+    /// until the store's answer is reported to it (nothing is acknowledged before
+    /// it is durable). Then, in order, the replies and deliveries that are ready (each event
+    /// encoded once) and history answers read from the store; then one wake-up per
+    /// connection queued to.
     async fn flush(&mut self) {
         let now = now_ms();
-        let ops = self.registry.take_commit();
-        if !ops.is_empty() {
-            let started = Instant::now();
-            let result = self.store.apply(now, &ops).await;
-            metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
-            if let Err(e) = &result {
-                metrics::counter!("roomkit_store_errors_total").increment(1);
-                tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
+        if self.commit.is_none() {
+            let ops = self.registry.take_commit();
+            if !ops.is_empty() {
+                let store = Arc::clone(&self.store);
+                self.commit = Some(Box::pin(async move {
+                    let started = Instant::now();
+                    let result = store.apply(now, &ops).await;
+                    metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
+                    if let Err(e) = &result {
+                        metrics::counter!("roomkit_store_errors_total").increment(1);
+                        tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
+                    }
+                    result
+                }));
             }
-            self.registry.handle_commit(result);
         }
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now).await;
@@ -214,8 +238,11 @@ impl ShardState {
         for conn in self.gone.drain(..) {
             self.outboxes.remove(&conn);
         }
-        for done in self.acks.drain(..) {
-            let _ = done.send(());
+        if self.commit.is_none() {
+            // Shutdown is acknowledged once everything taken has been stored and sent.
+            for done in self.acks.drain(..) {
+                let _ = done.send(());
+            }
         }
         self.wake_writers();
     }

@@ -1,16 +1,14 @@
 //! The connection → rooms index: which rooms a connection is in, so that a disconnect
 //! reaches every one of them.
 
-use std::collections::HashMap;
-
 use roomkit_protocol::{RoomUuid, UserUuid};
 
-use crate::ConnId;
+use crate::{ConnId, ConnMap};
 
 /// The user of each connection that is in rooms, and those rooms.
 #[derive(Debug, Default)]
 pub(crate) struct ConnIndex {
-    map: HashMap<ConnId, (UserUuid, Vec<RoomUuid>)>,
+    map: ConnMap<(UserUuid, Vec<RoomUuid>)>,
 }
 
 impl ConnIndex {
