@@ -52,7 +52,9 @@ pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) {
     }
     // One event may carry several messages, each with its text.
     let mut rest = frame;
-    while let Some(at) = rest.windows(TEXT.len()).position(|w| w == TEXT) {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(TEXT));
+    while let Some(at) = FINDER.find(rest) {
         rest = &rest[at + TEXT.len()..];
         receiver.observe(rest);
     }

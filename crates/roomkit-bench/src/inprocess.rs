@@ -1,7 +1,8 @@
-//! In-process fan-out: the server as a library with one shard, its members over the in-memory
-//! transport, the same generator (one publisher, S-1 receivers, 100-byte texts) — what the
-//! server's own path costs (core, shard, queues, writers) without sockets or a kernel.
-//! `--in-process` runs it at `--sizes`.
+//! In-process fan-out: the server as a library, its members over the in-memory transport, the
+//! same generator (one publisher, S-1 receivers, 100-byte texts) — what the server's own path
+//! costs (core, shard, queues, writers) without sockets or a kernel. `--in-process` runs it at
+//! `--sizes`: one room on one shard, then two rooms (their fan-outs at once) on one shard and
+//! on two, which shows what a second shard adds.
 
 use std::{
     sync::{
@@ -59,66 +60,93 @@ async fn call(c: &mut Connection, id: u64, mut request: Value) -> Result<(), Str
     }
 }
 
-/// One size: the server in this process, one shard, no rate limits.
-pub(crate) async fn run_size(size: usize, o: &Options) -> Result<Value, String> {
+/// Rooms whose names hash to shards `0..rooms` of `shards` (one room per shard when there
+/// are as many rooms as shards; all on shard 0 with one shard).
+fn room_names(size: usize, rooms: usize, shards: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for wanted in 0..rooms {
+        let shard = wanted % shards;
+        let name = (0..)
+            .map(|n| format!("in-process-{size}-{wanted}-{n}"))
+            .find(|name| name.parse().is_ok_and(|uuid| roomkit_server::shard_of(&uuid, shards) == shard))
+            .expect("some name hashes to every shard");
+        names.push(name);
+    }
+    names
+}
+
+/// One run: the server in this process with `shards` shards and no rate limits, `rooms`
+/// rooms of `size` members each (one publisher and `size - 1` receivers per room), every
+/// room's fan-out at once.
+pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Options) -> Result<Value, String> {
     let mut config = ServerConfig::default();
-    config.shards = 1;
+    config.shards = shards;
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
     config.send_queue_frames = 65_536;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();
     let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
-    let room = format!("in-process-{size}");
-    let mut members = Vec::with_capacity(size);
-    for i in 0..size {
-        let mut c = connector.connect().await.map_err(|e| e.to_string())?;
-        let account = format!("u{i}");
-        call(&mut c, 1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
-        if i == 0 {
-            let create =
-                json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true});
-            call(&mut c, 2, create).await?;
-        }
-        call(&mut c, 3, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
-        call(&mut c, 4, json!({"op": "join_chatroom", "room_uuid": room})).await?;
-        members.push(c);
-    }
-    let deliveries = Deliveries::new();
     let frames = Arc::new(AtomicU64::new(0));
-    let mut publisher = members.remove(0);
     let mut readers = Vec::new();
-    for c in members {
-        let (mut receiver, frames) = (deliveries.receiver(), Arc::clone(&frames));
-        readers.push(tokio::spawn(async move {
-            // The whole connection moves in: a dropped sink would end it.
-            let Connection { sink: _sink, mut stream, .. } = c;
-            while let Ok(frame) = stream.recv().await {
-                frames.fetch_add(1, Ordering::Relaxed);
-                observe(&frame, &mut receiver);
+    let mut publishers = Vec::new();
+    for (r, room) in room_names(size, rooms, shards).into_iter().enumerate() {
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            let mut c = connector.connect().await.map_err(|e| e.to_string())?;
+            let account = format!("u{r}-{i}");
+            call(&mut c, 1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
+            if i == 0 {
+                let create = json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true});
+                call(&mut c, 2, create).await?;
             }
-        }));
+            call(&mut c, 3, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
+            call(&mut c, 4, json!({"op": "join_chatroom", "room_uuid": room})).await?;
+            members.push(c);
+        }
+        let deliveries = Deliveries::new();
+        let publisher = members.remove(0);
+        for c in members {
+            let (mut receiver, frames) = (deliveries.receiver(), Arc::clone(&frames));
+            readers.push(tokio::spawn(async move {
+                // The whole connection moves in: a dropped sink would end it.
+                let Connection { sink: _sink, mut stream, .. } = c;
+                while let Ok(frame) = stream.recv().await {
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    observe(&frame, &mut receiver);
+                }
+            }));
+        }
+        publishers.push((publisher, room, deliveries));
     }
     settle(&frames, Duration::from_millis(300), Duration::from_secs(60)).await;
     let pid = std::process::id();
     let cpu_before = cpu_secs(pid);
-    let mut p = Publisher { connection: &mut publisher, room: &room, batch: Vec::new() };
     let receivers = (size - 1).max(1) as u64;
-    let fanout = Run::new(&mut p, &deliveries, receivers, "in process").fanout(o.deliveries).await?;
+    let per_room = o.deliveries / rooms as u64;
+    // The publishers take turns on this task; each waits for its deliveries most of the time.
+    let runs = publishers.into_iter().map(|(mut connection, room, deliveries)| async move {
+        let mut p = Publisher { connection: &mut connection, room: &room, batch: Vec::new() };
+        Run::new(&mut p, &deliveries, receivers, "in process").fanout(per_room).await
+    });
+    let fanouts = futures_util::future::join_all(runs).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let cpu = cpu_secs(pid) - cpu_before;
     for r in readers {
         r.abort();
     }
     server.shutdown().await;
+    let delivered: u64 = fanouts.iter().map(|f| f.delivered).sum();
+    let elapsed = fanouts.iter().map(|f| f.elapsed).max().unwrap_or_default();
     Ok(json!({
         "scenario": "in_process_fanout",
         "members": size,
-        "shards": 1,
-        "fanout_messages": fanout.messages,
-        "fanout_deliveries": fanout.delivered,
-        "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
-        "fanout_lost": fanout.lost,
-        "fanout_out_of_order": fanout.out_of_order,
+        "rooms": rooms,
+        "shards": shards,
+        "fanout_messages": fanouts.iter().map(|f| f.messages).sum::<u64>(),
+        "fanout_deliveries": delivered,
+        "fanout_deliveries_per_sec": (delivered as f64 / elapsed.as_secs_f64()).round(),
+        "fanout_lost": fanouts.iter().map(|f| f.lost).sum::<u64>(),
+        "fanout_out_of_order": fanouts.iter().map(|f| f.out_of_order).sum::<u64>(),
         "process_cpu_secs": cpu,
     }))
 }

@@ -128,20 +128,27 @@ fn options() -> Result<Options, String> {
 async fn in_process(o: &Options) -> Vec<Value> {
     let mut rows = Vec::new();
     for &size in &o.sizes {
-        match inprocess::run_size(size, o).await {
-            Ok(row) => rows.push(row),
-            Err(e) => {
-                eprintln!("in-process fan-out of {size}: {e}");
-                std::process::exit(1);
+        for (rooms, shards) in [(1, 1), (2, 1), (2, 2)] {
+            match inprocess::run_size(size, rooms, shards, o).await {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    eprintln!("in-process fan-out of {rooms} x {size} on {shards} shard(s): {e}");
+                    std::process::exit(1);
+                }
             }
         }
     }
-    println!("in-process fan-out (one shard, in-memory transport, generator in the same process):");
-    println!("{:>8} {:>16} {:>12} {:>6}", "members", "deliveries/s", "process CPU", "lost");
+    println!("in-process fan-out (in-memory transport, generator in the same process):");
+    println!(
+        "{:>8} {:>6} {:>7} {:>16} {:>12} {:>6}",
+        "members", "rooms", "shards", "deliveries/s", "process CPU", "lost"
+    );
     for r in &rows {
         println!(
-            "{:>8} {:>16.0} {:>11.2}s {:>6}",
+            "{:>8} {:>6} {:>7} {:>16.0} {:>11.2}s {:>6}",
             r["members"].as_u64().unwrap_or(0),
+            r["rooms"].as_u64().unwrap_or(0),
+            r["shards"].as_u64().unwrap_or(0),
             r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
             r["process_cpu_secs"].as_f64().unwrap_or(0.0),
             r["fanout_lost"].as_u64().unwrap_or(0) + r["fanout_out_of_order"].as_u64().unwrap_or(0),

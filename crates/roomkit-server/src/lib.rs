@@ -51,6 +51,7 @@ use roomkit_core::{
     ConnId, CoreConfig, RoomRegistry,
 };
 use roomkit_protocol::{Code, RoomUuid};
+pub use shard::shard_of;
 use tokio::{
     sync::oneshot,
     task::{JoinHandle, JoinSet},

@@ -53,8 +53,9 @@ pub(crate) struct Shard {
     pub(crate) tx: mpsc::Sender<ShardMsg>,
 }
 
-/// Which shard owns `room`. Stable for the life of the process.
-pub(crate) fn shard_of(room: &RoomUuid, shards: usize) -> usize {
+/// Which of `shards` shard tasks owns `room` (an index from 0). Stable for the life of the
+/// process.
+pub fn shard_of(room: &RoomUuid, shards: usize) -> usize {
     let mut h = DefaultHasher::new();
     room.as_str().hash(&mut h);
     (h.finish() % shards as u64) as usize

@@ -1,4 +1,4 @@
-//! The in-memory transport: connections are pairs of bounded tokio channels.
+//! The in-memory transport: connections are pairs of bounded in-process frame queues.
 //!
 //! Use it to run a roomkit server and any number of clients in one process — in tests of
 //! your own app, or in examples — with the same behaviour as over the network:
@@ -16,14 +16,18 @@
 //! # }
 //! ```
 //!
-//! Each direction of a connection is a channel of [`MemoryConfig::channel_capacity`]
-//! frames: a peer that stops reading makes the other side's `send` wait, as a full socket
-//! buffer would, so slow-consumer handling is exercised for real.
+//! Each direction of a connection is a queue of [`MemoryConfig::channel_capacity`] frames: a
+//! peer that stops reading makes the other side's `send` wait, as a full socket buffer would,
+//! so slow-consumer handling is exercised for real. A batch of frames is handed over under
+//! one lock with one wake-up, and the reader takes every queued frame at once.
 
-use std::sync::{
-    atomic::AtomicBool,
-    atomic::{AtomicU64, Ordering},
-    Arc, Mutex, OnceLock, Weak,
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::AtomicBool,
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock, Weak,
+    },
 };
 
 use async_trait::async_trait;
@@ -178,49 +182,120 @@ impl Connector for MemoryConnector {
     }
 }
 
-/// One direction of a connection: frames, then (once the sender is dropped) the close
-/// reason the sender left, read after every queued frame like a WebSocket close frame.
+/// One direction of a connection: frames, then (once the sender is gone) the close reason
+/// the sender left, read after every queued frame like a WebSocket close frame.
+///
+/// A queue of at most `capacity` frames under a mutex, with one wake-up each way: a `send`
+/// of a batch takes the lock once and wakes the reader once, and the reader takes every
+/// queued frame at once (frames, not batches, are what the capacity counts, so a full queue
+/// still makes `send` wait as a full socket buffer would).
 fn direction(capacity: usize, cut: &Arc<Cut>) -> (MemorySink, MemoryStream) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let reason = Arc::new(OnceLock::new());
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState { frames: VecDeque::new(), sender_gone: false, receiver_gone: false }),
+        capacity,
+        readable: Notify::new(),
+        writable: Notify::new(),
+        reason: OnceLock::new(),
+    });
     (
-        MemorySink { tx: Some(tx), reason: Arc::clone(&reason), cut: Arc::clone(cut) },
-        MemoryStream { rx, reason, closed: false, cut: Arc::clone(cut) },
+        MemorySink { queue: Some(Arc::clone(&queue)), cut: Arc::clone(cut) },
+        MemoryStream { queue, taken: VecDeque::new(), closed: false, cut: Arc::clone(cut) },
     )
 }
 
+struct Queue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+    /// Woken (one permit) when frames were added or the sender left.
+    readable: Notify,
+    /// Woken (one permit) when frames were taken or the receiver left.
+    writable: Notify,
+    /// Why the sender closed, set before it leaves.
+    reason: OnceLock<CloseReason>,
+}
+
+struct QueueState {
+    frames: VecDeque<Bytes>,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().expect("not poisoned")
+    }
+
+    fn sender_leaves(&self) {
+        self.lock().sender_gone = true;
+        self.readable.notify_one();
+    }
+}
+
 struct MemorySink {
-    tx: Option<mpsc::Sender<Bytes>>,
-    reason: Arc<OnceLock<CloseReason>>,
+    queue: Option<Arc<Queue>>,
     cut: Arc<Cut>,
 }
 
 #[async_trait]
 impl FrameSink for MemorySink {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
-        let tx = self.tx.as_ref().ok_or(TransportError::Closed(None))?;
-        for frame in frames {
+        let queue = self.queue.as_ref().ok_or(TransportError::Closed(None))?;
+        let mut rest = frames;
+        while !rest.is_empty() {
             if self.cut.is_cut() {
                 return Err(TransportError::Closed(None));
             }
-            tx.send(frame.payload()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
+            let added = {
+                let mut state = queue.lock();
+                if state.receiver_gone {
+                    return Err(TransportError::Closed(None));
+                }
+                let room = queue.capacity.saturating_sub(state.frames.len()).min(rest.len());
+                state.frames.extend(rest[..room].iter().map(Frame::payload));
+                room
+            };
+            if added > 0 {
+                queue.readable.notify_one();
+                rest = &rest[added..];
+            } else {
+                // Full: wait for the reader to take frames (or leave), or for a cut.
+                let cut = self.cut.notify.notified();
+                tokio::pin!(cut);
+                cut.as_mut().enable();
+                if self.cut.is_cut() {
+                    return Err(TransportError::Closed(None));
+                }
+                tokio::select! {
+                    () = queue.writable.notified() => {}
+                    () = cut => {}
+                }
+            }
         }
         Ok(())
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
-        if self.tx.is_some() {
-            // The reason must be in place before the peer can be woken by the drop.
-            let _ = self.reason.set(reason);
-            self.tx = None;
+        if let Some(queue) = self.queue.take() {
+            // The reason must be in place before the peer can see the sender gone.
+            let _ = queue.reason.set(reason);
+            queue.sender_leaves();
         }
         Ok(())
     }
 }
 
+impl Drop for MemorySink {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            queue.sender_leaves();
+        }
+    }
+}
+
 struct MemoryStream {
-    rx: mpsc::Receiver<Bytes>,
-    reason: Arc<OnceLock<CloseReason>>,
+    queue: Arc<Queue>,
+    /// Frames taken from the queue and not yet returned.
+    taken: VecDeque<Bytes>,
     closed: bool,
     cut: Arc<Cut>,
 }
@@ -228,32 +303,59 @@ struct MemoryStream {
 #[async_trait]
 impl FrameStream for MemoryStream {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
-        if !self.closed && !self.cut.is_cut() {
+        while !self.closed && !self.cut.is_cut() {
+            if let Some(frame) = self.taken.pop_front() {
+                return Ok(frame);
+            }
+            let sender_gone = {
+                let mut state = self.queue.lock();
+                // Swapped, not copied: the two buffers trade places.
+                std::mem::swap(&mut state.frames, &mut self.taken);
+                state.sender_gone
+            };
+            if !self.taken.is_empty() {
+                self.queue.writable.notify_one();
+                continue;
+            }
+            if sender_gone {
+                self.closed = true;
+                break;
+            }
             let cut = self.cut.notify.notified();
             tokio::pin!(cut);
             cut.as_mut().enable();
-            if !self.cut.is_cut() {
-                tokio::select! {
-                    frame = self.rx.recv() => if let Some(frame) = frame {
-                        return Ok(frame);
-                    },
-                    () = cut => {}
-                }
+            if self.cut.is_cut() {
+                break;
             }
-            self.closed = true;
+            tokio::select! {
+                () = self.queue.readable.notified() => {}
+                () = cut => {}
+            }
         }
         if self.cut.is_cut() {
-            self.rx.close();
+            self.taken.clear();
+            self.leave();
             return Err(TransportError::Closed(None));
         }
-        Err(TransportError::Closed(self.reason.get().cloned()))
+        Err(TransportError::Closed(self.queue.reason.get().cloned()))
+    }
+}
+
+impl MemoryStream {
+    /// Lets the peer's pending and later `send`s fail now rather than wait on a reader that
+    /// is gone; the frames still queued are dropped.
+    fn leave(&self) {
+        let mut state = self.queue.lock();
+        state.receiver_gone = true;
+        state.frames.clear();
+        drop(state);
+        self.queue.writable.notify_one();
     }
 }
 
 impl Drop for MemoryStream {
     fn drop(&mut self) {
-        // Let the peer's pending `send` fail now rather than wait on a reader that is gone.
-        self.rx.close();
+        self.leave();
     }
 }
 
