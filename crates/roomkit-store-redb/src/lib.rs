@@ -15,6 +15,8 @@
 //!
 //! [redb]: https://docs.rs/redb
 
+pub mod record;
+
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
