@@ -204,6 +204,9 @@ macro_rules! store_conformance_tests {
             rooms_are_kept_changed_and_deleted,
             retention_by_count,
             retention_by_age,
+            retention_across_many_commits,
+            a_replaced_message_counts_once,
+            a_room_ended_and_created_again_starts_afresh,
             rooms_do_not_mix,
         );
     };
@@ -413,6 +416,68 @@ pub mod store {
         assert!(page.messages.is_empty());
         assert_eq!((page.first_seq, page.last_seq), (6, 5), "nothing kept: the next one would be first");
         assert_eq!(store.rooms().await.expect("rooms")[0].1, 5, "the last seq outlives its messages");
+    }
+
+    /// Retention by count holds commit after commit, one message at a time, and the oldest go
+    /// first.
+    pub async fn retention_across_many_commits<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention { max_messages: Some(10), max_age_ms: None });
+        for i in 1..=50 {
+            append(store, 100, "r", vec![message(i, i, "a", None)]).await;
+            let page = store
+                .history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 100)
+                .await
+                .expect("history");
+            let kept: Vec<u64> = (i.saturating_sub(9).max(1)..=i).collect();
+            assert_eq!(seqs(&page), kept, "after message {i}");
+            assert_eq!((page.first_seq, page.last_seq), (kept[0], i));
+        }
+    }
+
+    /// A message stored again under its sequence number (its recalled form) replaces it and
+    /// does not count twice towards retention.
+    pub async fn a_replaced_message_counts_once<S: MessageStore>(open: impl FnOnce(Retention) -> S) {
+        let store = &open(Retention { max_messages: Some(3), max_age_ms: None });
+        append(store, 10, "r", (1..=3).map(|i| message(i, i, "a", None)).collect()).await;
+        let mut recalled = (*message(2, 2, "a", None)).clone();
+        recalled.recalled = true;
+        recalled.body = MessageBody::Text { text: String::new() };
+        append(store, 10, "r", vec![Arc::new(recalled.clone())]).await;
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 10).await.expect("history");
+        assert_eq!(seqs(&page), vec![1, 2, 3], "still three messages: nothing dropped");
+        assert!(page.messages[1].recalled, "the stored form is the new one");
+        append(store, 10, "r", vec![message(4, 4, "a", None)]).await;
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 10).await.expect("history");
+        assert_eq!(seqs(&page), vec![2, 3, 4]);
+        assert_eq!(*page.messages[0], recalled);
+    }
+
+    /// A room that ended and is created again has no history and numbers from scratch, also
+    /// when both happen in one commit.
+    pub async fn a_room_ended_and_created_again_starts_afresh<S: MessageStore>(
+        open: impl FnOnce(Retention) -> S,
+    ) {
+        let store = &open(Retention { max_messages: Some(5), max_age_ms: None });
+        store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.expect("apply");
+        append(store, 10, "r", (1..=4).map(|i| message(i, i, "a", None)).collect()).await;
+        let ops = [
+            StoreOp::DeleteRoom(room("r")),
+            StoreOp::PutRoom(record("r")),
+            StoreOp::Append { room: room("r"), message: message(1, 20, "b", None) },
+        ];
+        store.apply(20, &ops).await.expect("apply");
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 20).await.expect("history");
+        assert_eq!(seqs(&page), vec![1]);
+        assert_eq!(page.messages[0].from_user_uuid, user("b"), "the new room's message only");
+        assert_eq!((page.first_seq, page.last_seq), (1, 1));
+        assert_eq!(store.rooms().await.expect("rooms"), vec![(record("r"), 1)]);
+        append(store, 30, "r", (2..=8).map(|i| message(i, 20 + i, "b", None)).collect()).await;
+        let page =
+            store.history(&room("r"), &query(HistoryRange::AfterSeq(0), 100), 30).await.expect("history");
+        assert_eq!(seqs(&page), vec![4, 5, 6, 7, 8], "retention counts the new room's messages only");
     }
 
     /// Rooms whose ids share a prefix do not mix.

@@ -86,6 +86,18 @@ pub struct HistoryPage {
     pub first_seq: u64,
     /// The newest sequence number; 0 if none.
     pub last_seq: u64,
+    /// Stored messages the page left out because they failed verification (the store found
+    /// them changed on disk); empty unless the store is damaged. The driver logs them.
+    pub corrupt: Vec<CorruptMessage>,
+}
+
+/// A stored message that failed verification when it was read: not served, only reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptMessage {
+    /// The sequence number it is stored under.
+    pub seq: u64,
+    /// What is wrong with it (e.g. a checksum mismatch).
+    pub reason: String,
 }
 
 /// How long chatroom messages are kept. `None` means no limit of that kind.
@@ -233,6 +245,7 @@ impl MessageStore for MemoryStore {
             // With nothing kept, the next message would be the first one kept.
             first_seq: messages.first_key_value().map_or(last_seq + u64::from(last_seq > 0), |(seq, _)| *seq),
             last_seq,
+            corrupt: Vec::new(),
         })
     }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use roomkit_core::{
-    store::{HistoryQuery, HistoryRange, MessageStore, StoreError},
+    store::{HistoryPage, HistoryQuery, HistoryRange, MessageStore, StoreError},
     transport::Frame,
     ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry,
 };
@@ -170,7 +170,10 @@ async fn restore(registry: &mut RoomRegistry, store: &dyn MessageStore, index: u
             limit: recent,
         };
         let messages = match store.history(&uuid, &query, now).await {
-            Ok(page) => page.messages,
+            Ok(page) => {
+                log_corrupt(&uuid, &page);
+                page.messages
+            }
             Err(e) => {
                 // The room comes back without its retry window: a send retried across the
                 // restart would be stored twice.
@@ -180,6 +183,16 @@ async fn restore(registry: &mut RoomRegistry, store: &dyn MessageStore, index: u
         };
         registry.restore_room(now, record, last_seq, messages);
         tracing::debug!(room = %uuid, last_seq, "room restored");
+    }
+}
+
+/// Logs the stored messages a history page left out because they failed verification.
+fn log_corrupt(room: &RoomUuid, page: &HistoryPage) {
+    for bad in &page.corrupt {
+        tracing::error!(
+            room = %room, seq = bad.seq, reason = %bad.reason,
+            "a stored message failed verification: left out of history"
+        );
     }
 }
 
@@ -311,7 +324,10 @@ impl ShardState {
             }
             Output::History { conn, request_id, asked_by, room_uuid, query } => {
                 let frame = match self.store.history(&room_uuid, &query, now).await {
-                    Ok(page) => Frame::from(codec::encode_success(request_id, &asked_by.answer(page))),
+                    Ok(page) => {
+                        log_corrupt(&room_uuid, &page);
+                        Frame::from(codec::encode_success(request_id, &asked_by.answer(page)))
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, room = %room_uuid, "history read failed");
                         Frame::from(codec::encode_error(

@@ -9,29 +9,59 @@
 //! [`EVENTUAL_SYNC_INTERVAL`]: faster under load, and a crash may lose the acknowledged
 //! messages of up to that interval (it never corrupts the database).
 //!
-//! Layout: `messages` maps `(room, seq)` to the message's time (8 bytes, big-endian) followed
-//! by its JSON; `rooms` maps a room uuid to its [`RoomRecord`] as JSON; `seqs` keeps each
-//! room's newest sequence number, which outlives retention.
+//! Layout (format [`FORMAT_VERSION`]):
+//!
+//! - `meta`: `"format"` → the format version; `"next_room_id"` → the next chatroom id.
+//! - `room_records`: room uuid → its [`RoomRecord`] (a versioned, checksummed record, see
+//!   [`record`]).
+//! - `chatrooms`: room uuid → `(id, last_seq, kept)`: a number standing for the room in
+//!   message keys, its newest sequence number (which outlives retention) and how many of its
+//!   messages are stored (so that retention by count needs no counting).
+//! - `chat_messages`: `(id, seq)` → the message record (binary, checksummed).
+//!
+//! Keys are fixed-width integers, and retention deletes from the front of a chatroom's range
+//! and stops at the first message it keeps: a commit costs the same however long the history
+//! is. A record that fails its checksum is never served: history leaves it out and reports it
+//! in [`HistoryPage::corrupt`]. [`RedbStore::open`] refuses a file that does not open cleanly
+//! (see [`OpenError`]); [`check()`] verifies every record of a data directory.
+//!
+//! A database of format 1 (messages as JSON keyed by room uuid strings, no checksums) is
+//! converted on open, in one transaction.
 //!
 //! [redb]: https://docs.rs/redb
 
+mod check;
+mod migrate;
+mod open;
 pub mod record;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use async_trait::async_trait;
+pub use check::{check, CheckReport};
+pub use open::OpenError;
+use open::{guarded, open_database, prepare};
+pub use record::{decode_message_record, encode_message_record, RecordError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use roomkit_core::store::{
-    HistoryPage, HistoryQuery, HistoryRange, MessageStore, Retention, RoomRecord, StoreError, StoreOp,
+    CorruptMessage, HistoryPage, HistoryQuery, HistoryRange, MessageStore, Retention, RoomRecord, StoreError,
+    StoreOp,
 };
-use roomkit_protocol::{ChatMessage, HistoryOrder, RoomUuid, SharedMessage};
+use roomkit_protocol::{ChatMessage, HistoryOrder, RoomUuid};
 
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
-const SEQS: TableDefinition<&str, u64> = TableDefinition::new("seqs");
+/// The layout this build reads and writes.
+pub const FORMAT_VERSION: u64 = 2;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ROOM_RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("room_records");
+const CHATROOMS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("chatrooms");
+const CHAT_MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("chat_messages");
 
 /// With [`Durability::Eventual`], the longest time between two fsynced commits.
 pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -59,6 +89,32 @@ pub struct RedbConfig {
     pub durability: Durability,
 }
 
+/// A chatroom's row in `chatrooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chatroom {
+    /// Stands for the room in message keys; never reused.
+    id: u64,
+    /// The newest sequence number ever stored.
+    last_seq: u64,
+    /// How many messages are stored.
+    kept: u64,
+}
+
+impl Chatroom {
+    fn row(self) -> (u64, u64, u64) {
+        (self.id, self.last_seq, self.kept)
+    }
+
+    fn from_row((id, last_seq, kept): (u64, u64, u64)) -> Self {
+        Self { id, last_seq, kept }
+    }
+
+    /// The keys of its messages.
+    fn keys(self) -> std::ops::RangeInclusive<(u64, u64)> {
+        (self.id, 0)..=(self.id, u64::MAX)
+    }
+}
+
 /// The durable store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct RedbStore {
@@ -67,6 +123,8 @@ pub struct RedbStore {
     path: PathBuf,
     /// When a commit was last fsynced (for [`Durability::Eventual`]).
     last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// Messages retention has read, kept or deleted, since the store was opened.
+    retention_visits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -80,25 +138,50 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (creating if missing) the store in `data_dir`.
-    pub fn open(data_dir: impl AsRef<Path>, config: RedbConfig) -> Result<Self, StoreError> {
+    /// Opens the store in `data_dir`, creating the directory and an empty database if there is
+    /// no database file. A file that is there but does not open cleanly is refused, never
+    /// replaced: see [`OpenError`] and [`RedbStore::move_aside`]. A format-1 database is
+    /// converted.
+    pub fn open(data_dir: impl AsRef<Path>, config: RedbConfig) -> Result<Self, OpenError> {
         let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io { path: dir.into(), source })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| err(format!("opening {}: {e}", path.display())))?;
-        // Create the tables so that readers find them.
-        let txn = db.begin_write().map_err(err)?;
-        txn.open_table(MESSAGES).map_err(err)?;
-        txn.open_table(ROOMS).map_err(err)?;
-        txn.open_table(SEQS).map_err(err)?;
-        txn.commit().map_err(err)?;
+        let db = open_database(&path, false)?;
+        guarded(&path, || prepare(&db, &path))?;
         let last_sync = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
-        Ok(Self { db: Arc::new(db), config, path, last_sync })
+        Ok(Self { db: Arc::new(db), config, path, last_sync, retention_visits: Arc::default() })
+    }
+
+    /// Renames the database file of `data_dir` (if there is one) to
+    /// `roomkit.redb.damaged-<unix seconds>` beside it, so that the next [`open`](Self::open)
+    /// starts empty while the old file stays for inspection. Returns the new name.
+    pub fn move_aside(data_dir: impl AsRef<Path>) -> std::io::Result<Option<PathBuf>> {
+        let path = data_dir.as_ref().join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut aside = path.with_file_name(format!("{FILE_NAME}.damaged-{secs}"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = path.with_file_name(format!("{FILE_NAME}.damaged-{secs}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(&path, &aside)?;
+        Ok(Some(aside))
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Messages retention has read (kept or deleted) since the store was opened: the work it
+    /// does, which stays proportional to what it deletes, not to the history's length.
+    #[doc(hidden)]
+    pub fn retention_visits(&self) -> u64 {
+        self.retention_visits.load(Ordering::Relaxed)
     }
 
     fn apply_blocking(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
@@ -117,73 +200,93 @@ impl RedbStore {
         };
         txn.set_durability(durability).map_err(err)?;
         {
-            let mut messages = txn.open_table(MESSAGES).map_err(err)?;
-            let mut rooms = txn.open_table(ROOMS).map_err(err)?;
-            let mut seqs = txn.open_table(SEQS).map_err(err)?;
+            let mut meta = txn.open_table(META).map_err(err)?;
+            let mut messages = txn.open_table(CHAT_MESSAGES).map_err(err)?;
+            let mut rooms = txn.open_table(ROOM_RECORDS).map_err(err)?;
+            let mut chatrooms = txn.open_table(CHATROOMS).map_err(err)?;
             let mut appended: Vec<&RoomUuid> = Vec::new();
             for op in ops {
                 match op {
                     StoreOp::Append { room, message } => {
-                        let mut value = message.time.to_be_bytes().to_vec();
-                        serde_json::to_writer(&mut value, message.as_ref()).map_err(err)?;
-                        messages.insert((room.as_str(), message.seq), value.as_slice()).map_err(err)?;
-                        let last = seqs.get(room.as_str()).map_err(err)?.map_or(0, |v| v.value());
-                        if message.seq > last {
-                            seqs.insert(room.as_str(), message.seq).map_err(err)?;
-                        }
+                        let mut chat = match chatrooms.get(room.as_str()).map_err(err)? {
+                            Some(row) => Chatroom::from_row(row.value()),
+                            None => {
+                                let id = meta.get("next_room_id").map_err(err)?.map_or(1, |v| v.value());
+                                meta.insert("next_room_id", id + 1).map_err(err)?;
+                                Chatroom { id, last_seq: 0, kept: 0 }
+                            }
+                        };
+                        let record = encode_message_record(message);
+                        let replaced = messages
+                            .insert((chat.id, message.seq), record.as_slice())
+                            .map_err(err)?
+                            .is_some();
+                        chat.kept += u64::from(!replaced);
+                        chat.last_seq = chat.last_seq.max(message.seq);
+                        chatrooms.insert(room.as_str(), chat.row()).map_err(err)?;
                         if !appended.contains(&room) {
                             appended.push(room);
                         }
                     }
                     StoreOp::PutRoom(record) => {
-                        let json = serde_json::to_vec(record).map_err(err)?;
-                        rooms.insert(record.info.room_uuid.as_str(), json.as_slice()).map_err(err)?;
+                        let bytes = record::encode_room_record(record);
+                        rooms.insert(record.info.room_uuid.as_str(), bytes.as_slice()).map_err(err)?;
                     }
                     StoreOp::DeleteRoom(room) => {
                         rooms.remove(room.as_str()).map_err(err)?;
-                        seqs.remove(room.as_str()).map_err(err)?;
-                        let keys = keys_in(&messages, room, 0, u64::MAX)?;
-                        for seq in keys {
-                            messages.remove((room.as_str(), seq)).map_err(err)?;
+                        let chat = chatrooms
+                            .remove(room.as_str())
+                            .map_err(err)?
+                            .map(|r| Chatroom::from_row(r.value()));
+                        if let Some(chat) = chat {
+                            messages.retain_in(chat.keys(), |_, _| false).map_err(err)?;
                         }
                         appended.retain(|r| *r != room);
                     }
                 }
             }
             for room in appended {
-                self.enforce_retention(&mut messages, room, now)?;
+                self.enforce_retention(&mut messages, &mut chatrooms, room, now)?;
             }
         }
         txn.commit().map_err(err)
     }
 
-    /// Deletes the messages of `room` that retention no longer keeps.
+    /// Deletes the oldest messages of `room` that retention no longer keeps: it walks from the
+    /// front of the chatroom's range and stops at the first message it keeps.
     fn enforce_retention(
         &self,
-        messages: &mut redb::Table<(&str, u64), &[u8]>,
+        messages: &mut redb::Table<(u64, u64), &[u8]>,
+        chatrooms: &mut redb::Table<&str, (u64, u64, u64)>,
         room: &RoomUuid,
         now: u64,
     ) -> Result<(), StoreError> {
         let Retention { max_messages, max_age_ms } = self.config.retention;
+        let Some(mut chat) =
+            chatrooms.get(room.as_str()).map_err(err)?.map(|r| Chatroom::from_row(r.value()))
+        else {
+            return Ok(());
+        };
+        let excess = max_messages.map_or(0, |max| chat.kept.saturating_sub(max));
+        let cutoff = max_age_ms.map(|age| now.saturating_sub(age));
+        if excess == 0 && cutoff.is_none() {
+            return Ok(());
+        }
         let mut doomed = Vec::new();
-        if let Some(max) = max_messages {
-            let all = keys_in(messages, room, 0, u64::MAX)?;
-            let excess = all.len().saturating_sub(max as usize);
-            doomed.extend(all.into_iter().take(excess));
-        }
-        if let Some(age) = max_age_ms {
-            let cutoff = now.saturating_sub(age);
-            for entry in messages.range((room.as_str(), 0)..=(room.as_str(), u64::MAX)).map_err(err)? {
-                let (key, value) = entry.map_err(err)?;
-                if time_of(value.value()) >= cutoff {
-                    break;
-                }
-                doomed.push(key.value().1);
+        for entry in messages.range(chat.keys()).map_err(err)? {
+            let (key, value) = entry.map_err(err)?;
+            self.retention_visits.fetch_add(1, Ordering::Relaxed);
+            let too_many = (doomed.len() as u64) < excess;
+            if !too_many && cutoff.is_none_or(|cutoff| record::time_of(value.value()) >= cutoff) {
+                break;
             }
+            doomed.push(key.value());
         }
-        for seq in doomed {
-            messages.remove((room.as_str(), seq)).map_err(err)?;
+        for key in &doomed {
+            messages.remove(*key).map_err(err)?;
         }
+        chat.kept -= doomed.len() as u64;
+        chatrooms.insert(room.as_str(), chat.row()).map_err(err)?;
         Ok(())
     }
 
@@ -194,105 +297,99 @@ impl RedbStore {
         now: u64,
     ) -> Result<HistoryPage, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let messages = txn.open_table(MESSAGES).map_err(err)?;
-        let seqs = txn.open_table(SEQS).map_err(err)?;
-        let last_seq = seqs.get(room.as_str()).map_err(err)?.map_or(0, |v| v.value());
+        let chatrooms = txn.open_table(CHATROOMS).map_err(err)?;
+        let Some(chat) = chatrooms.get(room.as_str()).map_err(err)?.map(|r| Chatroom::from_row(r.value()))
+        else {
+            return Ok(HistoryPage::default());
+        };
+        let messages = txn.open_table(CHAT_MESSAGES).map_err(err)?;
+        let last_seq = chat.last_seq;
         let cutoff = self.config.retention.max_age_ms.map_or(0, |age| now.saturating_sub(age));
-        let range = messages.range((room.as_str(), 0)..=(room.as_str(), u64::MAX)).map_err(err)?;
         // Retention by age also applies to reads: old messages are invisible before they are
         // deleted by the next append.
-        let mut first_seq = 0;
-        for entry in messages.range((room.as_str(), 0)..=(room.as_str(), u64::MAX)).map_err(err)? {
+        let mut first_seq = last_seq + u64::from(last_seq > 0);
+        for entry in messages.range(chat.keys()).map_err(err)? {
             let (key, value) = entry.map_err(err)?;
-            if time_of(value.value()) >= cutoff {
+            if record::time_of(value.value()) >= cutoff {
                 first_seq = key.value().1;
                 break;
             }
         }
-        if first_seq == 0 && last_seq > 0 {
-            first_seq = last_seq + 1;
-        }
-        let visible = |m: &ChatMessage| query.viewer.as_ref().is_none_or(|v| m.is_visible_to(v));
-        let mut out: Vec<SharedMessage> = Vec::new();
-        let mut take = |value: &[u8]| -> Result<bool, StoreError> {
-            let message = decode(value)?;
-            if visible(&message) {
-                out.push(Arc::new(message));
+        let mut page = HistoryPage { messages: Vec::new(), first_seq, last_seq, corrupt: Vec::new() };
+        // Decodes and verifies one stored message; true once the page is full.
+        let mut take = |seq: u64, value: &[u8]| {
+            match verify(seq, value) {
+                Ok(message) => {
+                    if query.viewer.as_ref().is_none_or(|v| message.is_visible_to(v)) {
+                        page.messages.push(Arc::new(message));
+                    }
+                }
+                Err(reason) => page.corrupt.push(CorruptMessage { seq, reason }),
             }
-            Ok(out.len() >= query.limit)
+            page.messages.len() >= query.limit
         };
+        let id = chat.id;
         match query.range {
             HistoryRange::AfterSeq(after) => {
-                let start = after.saturating_add(1);
-                for entry in
-                    messages.range((room.as_str(), start)..=(room.as_str(), u64::MAX)).map_err(err)?
-                {
-                    let (_, value) = entry.map_err(err)?;
-                    if time_of(value.value()) >= cutoff && take(value.value())? {
+                for entry in messages.range((id, after.saturating_add(1))..=(id, u64::MAX)).map_err(err)? {
+                    let (key, value) = entry.map_err(err)?;
+                    if record::time_of(value.value()) >= cutoff && take(key.value().1, value.value()) {
                         break;
                     }
                 }
             }
             HistoryRange::Time { start_time, order: HistoryOrder::Asc } => {
                 let from = start_time.unwrap_or(0).max(cutoff);
-                for entry in range {
-                    let (_, value) = entry.map_err(err)?;
-                    if time_of(value.value()) >= from && take(value.value())? {
+                for entry in messages.range(chat.keys()).map_err(err)? {
+                    let (key, value) = entry.map_err(err)?;
+                    if record::time_of(value.value()) >= from && take(key.value().1, value.value()) {
                         break;
                     }
                 }
             }
             HistoryRange::Time { start_time, order: HistoryOrder::Desc } => {
                 let until = start_time.unwrap_or(u64::MAX);
-                for entry in range.rev() {
-                    let (_, value) = entry.map_err(err)?;
-                    let time = time_of(value.value());
+                for entry in messages.range(chat.keys()).map_err(err)?.rev() {
+                    let (key, value) = entry.map_err(err)?;
+                    let time = record::time_of(value.value());
                     if time < cutoff {
                         break;
                     }
-                    if time <= until && take(value.value())? {
+                    if time <= until && take(key.value().1, value.value()) {
                         break;
                     }
                 }
             }
         }
-        Ok(HistoryPage { messages: out, first_seq, last_seq })
+        Ok(page)
     }
 
     fn rooms_blocking(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let rooms = txn.open_table(ROOMS).map_err(err)?;
-        let seqs = txn.open_table(SEQS).map_err(err)?;
+        let rooms = txn.open_table(ROOM_RECORDS).map_err(err)?;
+        let chatrooms = txn.open_table(CHATROOMS).map_err(err)?;
         let mut out = Vec::new();
         for entry in rooms.iter().map_err(err)? {
             let (key, value) = entry.map_err(err)?;
-            let record: RoomRecord = serde_json::from_slice(value.value()).map_err(err)?;
-            let last = seqs.get(key.value()).map_err(err)?.map_or(0, |v| v.value());
+            let record = record::decode_room_record(value.value())
+                .map_err(|e| err(format!("the record of room {} is corrupt: {e}", key.value())))?;
+            let last = chatrooms
+                .get(key.value())
+                .map_err(err)?
+                .map_or(0, |v| Chatroom::from_row(v.value()).last_seq);
             out.push((record, last));
         }
         Ok(out)
     }
 }
 
-fn keys_in(
-    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    room: &RoomUuid,
-    from: u64,
-    to: u64,
-) -> Result<Vec<u64>, StoreError> {
-    let mut keys = Vec::new();
-    for entry in messages.range((room.as_str(), from)..=(room.as_str(), to)).map_err(err)? {
-        keys.push(entry.map_err(err)?.0.value().1);
+/// Decodes the message stored under `seq`, checking that it is the one it claims to be.
+fn verify(seq: u64, value: &[u8]) -> Result<ChatMessage, String> {
+    match decode_message_record(value) {
+        Ok(m) if m.seq == seq => Ok(m),
+        Ok(m) => Err(format!("stored under sequence number {seq} but numbered {}", m.seq)),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(keys)
-}
-
-fn time_of(value: &[u8]) -> u64 {
-    value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
-}
-
-fn decode(value: &[u8]) -> Result<ChatMessage, StoreError> {
-    serde_json::from_slice(value.get(8..).unwrap_or_default()).map_err(err)
 }
 
 #[async_trait]

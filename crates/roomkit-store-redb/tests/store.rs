@@ -55,3 +55,32 @@ async fn the_data_directory_is_created_if_missing() {
         RedbStore::open(&dir, RedbConfig { retention: Retention::default(), ..Default::default() }).unwrap();
     assert!(store.path().exists());
 }
+
+/// The work retention does for one more message is the same at any history length: it reads
+/// the message it deletes and the one it stops at, never the whole chatroom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_work_per_append_does_not_grow_with_history() {
+    let mut per_append = Vec::new();
+    for history in [1_000u64, 20_000] {
+        let retention = Retention { max_messages: Some(history), max_age_ms: Some(u64::MAX / 2) };
+        let store = open(retention);
+        let room: roomkit_protocol::RoomUuid = "r".parse().unwrap();
+        for chunk in (1..=history).collect::<Vec<_>>().chunks(1_000) {
+            let ops: Vec<StoreOp> = chunk
+                .iter()
+                .map(|&i| StoreOp::Append { room: room.clone(), message: message(i, i, "a", None) })
+                .collect();
+            store.apply(history, &ops).await.unwrap();
+        }
+        let before = store.retention_visits();
+        for i in history + 1..=history + 10 {
+            let op = StoreOp::Append { room: room.clone(), message: message(i, i, "a", None) };
+            store.apply(i, &[op]).await.unwrap();
+        }
+        per_append.push((store.retention_visits() - before) as f64 / 10.0);
+        let query = HistoryQuery { viewer: None, range: HistoryRange::AfterSeq(0), limit: 1 };
+        let page = store.history(&room, &query, history + 10).await.unwrap();
+        assert_eq!((page.first_seq, page.last_seq), (11, history + 10), "retention still keeps {history}");
+    }
+    assert_eq!(per_append, [2.0, 2.0], "messages read by retention per append, at 1 000 and 20 000");
+}
