@@ -1,14 +1,10 @@
 //! Configuration: defaults < TOML file < environment < flags.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use roomkit_core::{
-    store::{MemoryStore, MessageStore, Retention},
-    CoreConfig,
-};
+use roomkit_core::{store::Retention, CoreConfig};
 use roomkit_server::{RateLimit, ServerConfig};
-use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
 
@@ -31,6 +27,15 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print an access token signed with the configured secret.
     Token(TokenArgs),
+    /// Verify the store in a data directory (every room and message); exit 1 on any problem.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The data directory to verify.
+    #[arg(long, env = "ROOMKIT_DATA_DIR", default_value = "roomkit-data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Args, Default)]
@@ -63,6 +68,10 @@ pub struct ServeArgs {
     /// [default: redb].
     #[arg(long, env = "ROOMKIT_STORE")]
     pub store: Option<StoreKind>,
+    /// If the store does not open cleanly, move its file aside (renamed, not deleted) and start
+    /// with an empty one. Without it such a store stops the server.
+    #[arg(long, env = "ROOMKIT_RESET_STORE")]
+    pub reset_store: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -376,23 +385,6 @@ impl Settings {
                 max_age_ms: Some(l.retention_secs.unwrap_or(30 * 86_400).saturating_mul(1000)),
             },
             durability: l.durability.unwrap_or(DurabilityKind::Immediate),
-        })
-    }
-
-    /// Opens the configured store.
-    pub fn open_store(&self) -> Result<Arc<dyn MessageStore>, String> {
-        Ok(match self.store {
-            StoreKind::Memory => MemoryStore::shared(self.retention),
-            StoreKind::Redb => {
-                let durability = match self.durability {
-                    DurabilityKind::Immediate => Durability::Immediate,
-                    DurabilityKind::Eventual => Durability::Eventual,
-                };
-                let config = RedbConfig { retention: self.retention, durability };
-                let store = RedbStore::open(&self.data_dir, config).map_err(|e| e.to_string())?;
-                tracing::info!(path = %store.path().display(), ?durability, "store opened");
-                Arc::new(store)
-            }
         })
     }
 }

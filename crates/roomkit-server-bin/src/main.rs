@@ -1,12 +1,14 @@
 //! The roomkit server binary: WebSocket clients on one port, the admin HTTP API on another.
 //!
 //! `roomkit-server --dev` runs with development defaults; `roomkit-server token --account
-//! alice` prints an access token. `roomkit-server --help` lists every setting.
+//! alice` prints an access token; `roomkit-server check --data-dir DIR` verifies a store.
+//! `roomkit-server --help` lists every setting.
 //!
 //! This package holds what only the binary needs (flags, environment and TOML settings,
 //! logging, the redb store); the `roomkit-server` library stays free of them.
 
 mod config;
+mod store;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Token(args)) => token(args),
+        Some(Command::Check(args)) => store::check(args),
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     };
@@ -73,11 +76,12 @@ fn flag(field: TokenField) -> &'static str {
 }
 
 fn serve(args: config::ServeArgs) -> Result<(), String> {
+    let reset_store = args.reset_store;
     let settings = Settings::resolve(args)?;
     init_logs(&settings.log)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(run(settings))
+    runtime.block_on(run(settings, reset_store))
 }
 
 fn init_logs(filter: &str) -> Result<(), String> {
@@ -91,7 +95,7 @@ fn init_logs(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+async fn run(settings: Settings, reset_store: bool) -> Result<(), String> {
     let secret = settings.token_secret.clone().expect("resolve() requires a secret");
     let jwt = JwtAuthenticator::new(secret.as_bytes()).with_clock(clock::now_secs);
     let authenticator: Arc<dyn Authenticator> =
@@ -112,7 +116,7 @@ async fn run(settings: Settings) -> Result<(), String> {
 
     let ws_url = format!("ws://{client_addr}/v1");
     let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
-    let store = settings.open_store()?;
+    let store = store::open(&settings, reset_store)?;
     // Install the recorder before anything is counted: /metrics then shows every family
     // from the start, at zero, and every connection.
     let _ = roomkit_server::metrics::prometheus();
