@@ -278,16 +278,22 @@ impl Room {
         let recaller = self.member_on(caller.conn, caller.user())?;
         let is_host = recaller.info.role == Role::Host || caller.identity.grants.room_admin;
         let nick = recaller.info.name.clone();
+        let own = |m: &SharedMessage| m.from_user_uuid == *caller.user();
+        // A directed message the caller could not see is answered as if it did not exist:
+        // any other answer would tell a non-party that a private message has this id.
+        let visible = |m: &SharedMessage| {
+            is_host || own(m) || m.to_user_uuid_list.as_ref().is_none_or(|to| to.contains(caller.user()))
+        };
         let original = self
             .chat()?
             .find_recent(message_uuid)
-            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
+            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }) && visible(m))
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
         if original.recalled {
             return Err(Error::bad("message_uuid", "the message is already recalled"));
         }
-        let own = original.from_user_uuid == *caller.user();
+        let own = own(&original);
         if !(is_host || (own && now.saturating_sub(original.time) <= config.recall_window_ms)) {
             return Err(Error::Forbidden(if own {
                 "the recall window for this message has passed"
