@@ -177,6 +177,31 @@ async fn rooms_are_created_once() {
     stop(h, admin).await;
 }
 
+/// The admin API acts as `backend`, and nobody else can: a login as `backend` (here with
+/// development credentials, which accept any account) is refused with `RESERVED_ACCOUNT`, so
+/// nobody joins a room the API created as its host or ends it; and the API mints no token
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_can_act_as_the_admin_apis_own_identity() {
+    let (h, admin) = start().await;
+    let body = json!({"room_uuid": "class-1", "room_name": "Class 1", "enable_chatroom": true});
+    success(&admin.post("/v1/rooms", body).await, 201);
+    for account in ["backend", "Backend", "system"] {
+        let kit = h.connect().await;
+        let e = expect_code(kit.login(account, "dev-token").await, Code::RESERVED_ACCOUNT);
+        assert!(e.msg().contains("reserved"), "{}", e.msg());
+        assert_eq!(kit.user_uuid(), None);
+        let join = kit.room_service().join_room(join_params("class-1", account), Default::default()).await;
+        expect_code(join, Code::UNAUTHENTICATED);
+    }
+    let r = admin.post("/v1/tokens", json!({"account": "backend"})).await;
+    failure(&r, 400, Code::BAD_REQUEST, "reserved");
+    // The room is untouched: still there, nobody in it.
+    let data = success(&admin.get("/v1/rooms/class-1").await, 200);
+    assert_eq!(data["member_count"], 0, "{data}");
+    stop(h, admin).await;
+}
+
 /// A body that does not parse is 400 with `BAD_REQUEST`, naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_bad_requests_naming_the_field() {

@@ -72,6 +72,9 @@ codes! {
     FORBIDDEN = 1102, 403, "forbidden";
     /// The connection has already logged in.
     ALREADY_LOGGED_IN = 1103, 409, "already logged in";
+    /// The account id is one the server keeps for itself (such as `backend`, the admin API's
+    /// identity): nobody may log in as it or be issued a token for it.
+    RESERVED_ACCOUNT = 1104, 403, "account id reserved";
 
     /// No room has this uuid.
     ROOM_NOT_EXIST = 2000, 404, "room does not exist";
@@ -178,6 +181,7 @@ mod tests {
             ("AUTH_EXPIRED", 1101),
             ("FORBIDDEN", 1102),
             ("ALREADY_LOGGED_IN", 1103),
+            ("RESERVED_ACCOUNT", 1104),
             ("ROOM_NOT_EXIST", 2000),
             ("ROOM_ALREADY_EXISTS", 2001),
             ("ROOM_ENDED", 2002),

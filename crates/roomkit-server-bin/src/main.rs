@@ -128,7 +128,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         rooms: server.rooms(),
         admin_key: admin_key.into(),
         tokens: Some(jwt),
-        backend_user: UserUuid::new("backend").expect("valid id"),
+        backend_user: UserUuid::backend(),
     };
     let admin_http =
         tokio::spawn(net::serve(admin_tcp, admin::router(admin_state), settings.handshake_timeout, stop_rx));

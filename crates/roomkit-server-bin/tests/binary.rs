@@ -360,6 +360,19 @@ async fn an_out_of_range_ttl_is_an_error() {
     }
 }
 
+/// The server's own identity (`backend`, as which the admin API acts) cannot be minted: the
+/// token command refuses it, naming `--account`, and prints nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_refuses_a_reserved_account() {
+    for account in ["backend", "System"] {
+        let out = run_to_end(&["token", "--dev", "--account", account]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{account}: {stderr}");
+        assert!(stderr.contains("--account") && stderr.contains("reserved"), "{account}: {stderr}");
+        assert!(out.stdout.is_empty(), "{account}: a token was printed");
+    }
+}
+
 /// A configuration file's `[limits] max_message_bytes = 10` applies: 10 bytes pass, 11 are
 /// `MESSAGE_TOO_LONG`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

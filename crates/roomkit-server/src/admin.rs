@@ -46,7 +46,8 @@ pub struct AdminState {
     pub admin_key: Arc<str>,
     /// Mints tokens for `POST /v1/tokens`; `None` when the server has no token secret.
     pub tokens: Option<JwtAuthenticator>,
-    /// The user uuid rooms created and messages sent through this API are attributed to.
+    /// The user uuid rooms created and messages sent through this API are attributed to:
+    /// [`UserUuid::backend`], or another reserved id, so that no login can act as it.
     pub backend_user: UserUuid,
 }
 

@@ -175,7 +175,7 @@ impl Reader {
     }
 
     async fn login(&mut self, id: u64, login: Login) {
-        match self.shared.authenticator.authenticate(&login.account_id, &login.token).await {
+        match crate::auth::log_in(self.shared.authenticator.as_ref(), &login.account_id, &login.token).await {
             Ok(identity) => {
                 let output = LoginOutput { user_uuid: identity.user.clone(), name: identity.name.clone() };
                 tracing::debug!(conn = self.conn_id.0, user = %identity.user, "logged in");

@@ -19,6 +19,7 @@ const CODES = {
   1101: ["AUTH_EXPIRED", "Your token has expired. Sign in again with a new one."],
   1102: ["FORBIDDEN", "You are not allowed to do that."],
   1103: ["ALREADY_LOGGED_IN", "You are already signed in."],
+  1104: ["RESERVED_ACCOUNT", "That account id is kept for the server itself: pick another."],
   2000: ["ROOM_NOT_EXIST", "There is no room with this id."],
   2001: ["ROOM_ALREADY_EXISTS", "A room with this id already exists. Pick another id, or join it."],
   2002: ["ROOM_ENDED", "This room has ended."],
