@@ -47,7 +47,7 @@ mod session;
 
 use std::{sync::Arc, time::Duration};
 
-pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions};
+pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions, MessageContent, SentMessage};
 pub use context::RoomContext;
 pub use error::Error;
 pub use events::{RoomEvent, RoomEventCallback, RoomEvents};

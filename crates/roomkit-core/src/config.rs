@@ -64,6 +64,11 @@ pub struct CoreConfig {
     /// `CHATROOM_RATE_LIMITED` beyond: low-priority ones once half the burst is used, normal
     /// ones once it is used up, high-priority ones never (they still use it up).
     pub chatroom_message_rate: MessageRate,
+    /// Whether the store the driver commits to has flushed a commit to disk when it reports
+    /// it (an fsync per commit): the `durable` flag of every send acknowledgement. False by
+    /// default, which is right for an in-memory store or one that syncs only now and then;
+    /// a driver with a store that syncs every commit sets it.
+    pub durable_acks: bool,
 }
 
 /// A token bucket's rate: `per_second` on average, up to `burst` at once. `per_second: 0`
@@ -139,6 +144,7 @@ impl Default for CoreConfig {
             presence_hysteresis_percent: 20,
             member_message_rate: MessageRate { per_second: 20, burst: 40 },
             chatroom_message_rate: MessageRate { per_second: 100, burst: 200 },
+            durable_acks: false,
         }
     }
 }

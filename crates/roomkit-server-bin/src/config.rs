@@ -213,8 +213,10 @@ pub struct LimitArgs {
     /// ...and at once [default: 200].
     #[arg(long, env = "ROOMKIT_CHATROOM_MESSAGE_BURST")]
     pub chatroom_message_burst: Option<u32>,
-    /// `immediate` (fsync before acknowledging) or `eventual` (fsync at most once a second)
-    /// [default: immediate].
+    /// `immediate`: a message is fsynced before it is acknowledged (its answer says
+    /// `durable: true`). `eventual`: fsync at most once a second; acknowledged messages are
+    /// NOT durable (answers say `durable: false`) and a crash loses the last second or so of
+    /// them [default: immediate].
     #[arg(long, env = "ROOMKIT_DURABILITY")]
     pub durability: Option<DurabilityKind>,
 }
@@ -225,7 +227,8 @@ pub struct LimitArgs {
 pub enum DurabilityKind {
     /// fsync before a message is acknowledged.
     Immediate,
-    /// fsync at most once a second: a crash may lose up to a second of messages.
+    /// fsync at most once a second: acknowledgements say `durable: false`, and a crash may
+    /// lose up to a second of acknowledged messages.
     Eventual,
 }
 
@@ -337,6 +340,9 @@ impl Settings {
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set_presence_and_rates(c, &l);
+        let store = args.store.or(file.store).unwrap_or(StoreKind::Redb);
+        let durability = l.durability.unwrap_or(DurabilityKind::Immediate);
+        c.durable_acks = store == StoreKind::Redb && durability == DurabilityKind::Immediate;
         c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
@@ -370,12 +376,12 @@ impl Settings {
             ws,
             handshake_timeout,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("roomkit-data")),
-            store: args.store.or(file.store).unwrap_or(StoreKind::Redb),
+            store,
             retention: Retention {
                 max_messages: Some(l.retention_messages.unwrap_or(100_000)),
                 max_age_ms: Some(l.retention_secs.unwrap_or(30 * 86_400).saturating_mul(1000)),
             },
-            durability: l.durability.unwrap_or(DurabilityKind::Immediate),
+            durability,
         })
     }
 

@@ -10,7 +10,8 @@ use std::{
 };
 
 use roomkit_client::{
-    ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, RoomEvent, RoomKit,
+    ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, MessageContent, RoomEvent,
+    RoomKit,
 };
 use roomkit_protocol::{Code, Role};
 use roomkit_server::ServerConfig;
@@ -285,6 +286,29 @@ async fn sdk_clients_chat_through_the_binary() {
     let r = http::send(server.admin, http::Request::new("GET", "/v1/rooms").bearer("wrong")).await;
     assert_eq!(r.status, 401);
     server.stop().await;
+}
+
+/// A send's acknowledgement says whether the message is on disk: `durable: true` only with
+/// the redb store at `--durability immediate` (the default); `--durability eventual` and the
+/// memory store acknowledge messages a crash can lose, and say so, as `--help` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_say_whether_the_message_is_durable() {
+    let cases: [(&[&str], bool); 3] =
+        [(&[], true), (&["--durability", "eventual"], false), (&["--store", "memory"], false)];
+    for (args, durable) in cases {
+        let server = ServerProcess::start(args).await;
+        let kit = server.client("alice").await;
+        let alice = host(&kit, "r").await;
+        let sent = alice.chat().send_message(None, MessageContent::Text("hello")).await.expect("send");
+        assert_eq!((sent.message.seq, sent.durable), (1, durable), "{args:?}");
+        let like = MessageContent::Custom { attach_str: "{}", persist: false };
+        let sent = alice.chat().send_message(None, like).await.expect("an ephemeral send");
+        assert!(!sent.durable, "{args:?}: an ephemeral message is never stored");
+        server.stop().await;
+    }
+    let help = run_to_end(&["--help"]).await;
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("NOT durable") && help.contains("durable: false"), "{help}");
 }
 
 /// A fresh binary's `/metrics` lists every metric family before anything happened, each at

@@ -150,7 +150,7 @@ impl Room {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
             if earlier.from_user_uuid == *caller.user() {
-                return Ok(SendMessageOutput { message: Arc::clone(earlier) });
+                return Ok(SendMessageOutput { message: Arc::clone(earlier), durable: config.durable_acks });
             }
             return Err(Error::bad("message_uuid", "already used by another sender"));
         }
@@ -167,6 +167,7 @@ impl Room {
             priority,
         };
         let chat = self.chat_mut()?;
+        let durable = send.persist && config.durable_acks;
         let message = if send.persist {
             let message = chat.accept(now, draft);
             out.message(&self.info.room_uuid, &message, audience);
@@ -180,7 +181,7 @@ impl Room {
             );
             message
         };
-        Ok(SendMessageOutput { message })
+        Ok(SendMessageOutput { message, durable })
     }
 
     /// Who receives a member's message: the listed members, or the whole chatroom, never the
