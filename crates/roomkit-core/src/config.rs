@@ -69,6 +69,10 @@ pub struct CoreConfig {
     /// default, which is right for an in-memory store or one that syncs only now and then;
     /// a driver with a store that syncs every commit sets it.
     pub durable_acks: bool,
+    /// A member's display name is the name its credentials carry (a token's `name`): the
+    /// `user_name` a join asks for is ignored. Off by default: a member names itself, and
+    /// clients show the account id beside the name so that one member cannot pass for another.
+    pub pin_display_names: bool,
 }
 
 /// A token bucket's rate: `per_second` on average, up to `burst` at once. `per_second: 0`
@@ -145,6 +149,7 @@ impl Default for CoreConfig {
             member_message_rate: MessageRate { per_second: 20, burst: 40 },
             chatroom_message_rate: MessageRate { per_second: 100, burst: 200 },
             durable_acks: false,
+            pin_display_names: false,
         }
     }
 }

@@ -469,9 +469,9 @@ impl RoomRegistry {
         &mut self,
         now: u64,
         caller: Caller<'_>,
-        p: roomkit_protocol::ops::JoinRoom,
+        mut p: roomkit_protocol::ops::JoinRoom,
     ) -> Result<roomkit_protocol::ops::JoinRoomOutput, Error> {
-        Room::check_join(&self.config, caller, &p)?;
+        Room::check_join(&self.config, caller, &mut p)?;
         let room_uuid = p.room_uuid.clone();
         let (room, _, out) = self.room_parts(&room_uuid)?;
         let joined = room.join(now, caller, p, out)?;

@@ -12,6 +12,8 @@ use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
 
+use crate::access::AccessArgs;
+
 /// The secret `--dev` signs tokens with when none is configured. Development only.
 pub const DEV_TOKEN_SECRET: &str = "roomkit-development-secret";
 
@@ -65,6 +67,8 @@ pub struct ServeArgs {
     pub store: Option<StoreKind>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Which store keeps rooms and history.
@@ -278,6 +282,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     #[serde(default)]
     pub limits: LimitArgs,
+    #[serde(default)]
+    pub access: AccessArgs,
 }
 
 pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig, String> {
@@ -349,6 +355,7 @@ impl Settings {
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
+        AccessArgs::merge(&args.access, &file.access).apply(&mut server);
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;

@@ -6,6 +6,7 @@
 //! This package holds what only the binary needs (flags, environment and TOML settings,
 //! logging, the redb store); the `roomkit-server` library stays free of them.
 
+mod access;
 mod config;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};

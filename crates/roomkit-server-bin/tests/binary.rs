@@ -311,6 +311,25 @@ async fn acknowledgements_say_whether_the_message_is_durable() {
     assert!(help.contains("NOT durable") && help.contains("durable: false"), "{help}");
 }
 
+/// With `--pin-display-names` a member's name is its credentials' name (in development mode,
+/// the account id): asking to be called someone else is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_display_names_ignore_the_name_asked_for() {
+    for (args, expected) in [(&[][..], "alice"), (&["--pin-display-names"][..], "mallory")] {
+        let server = ServerProcess::start(args).await;
+        let kit = server.client("alice").await;
+        let alice = host(&kit, "r").await;
+        let kit = server.client("mallory").await;
+        let mallory =
+            join_with(&kit, JoinRoomParams { user_name: "alice".into(), ..join_params("r", "mallory") })
+                .await;
+        assert_eq!(mallory.ctx.local_member().name, expected, "{args:?}");
+        let seen = alice.ctx.get_member("mallory").map(|m| m.name);
+        assert_eq!(seen.as_deref(), Some(expected), "{args:?}");
+        server.stop().await;
+    }
+}
+
 /// A fresh binary's `/metrics` lists every metric family before anything happened, each at
 /// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -344,11 +344,27 @@ function resetSession() {
 // ---------------------------------------------------------------------------------------------
 // Lobby
 
+/** The room id of a `#room=` link, or null when there is none; throws on a malformed one. */
+function linkedRoom() {
+  if (!location.hash.startsWith("#room=")) return null;
+  try {
+    return decodeURIComponent(location.hash.slice(6));
+  } catch {
+    throw new RoomkitError(1002, "the room link is malformed (its #room= part is not valid percent-encoding)");
+  }
+}
+
 function toLobby() {
   state.room = null;
-  if (location.hash.startsWith("#room=")) {
-    $("join-uuid").value = decodeURIComponent(location.hash.slice(6));
+  let linked = null;
+  try {
+    linked = linkedRoom();
+  } catch (error) {
+    // A broken link must not keep anyone out of the lobby: say so, and carry on.
+    history.replaceState(null, "", location.pathname);
+    showError(error);
   }
+  if (linked !== null) $("join-uuid").value = linked;
   if (!$("create-uuid").value) $("create-uuid").value = randomId("room-");
   show("view-lobby");
 }
@@ -457,6 +473,7 @@ function renderMembers() {
     },
     el("span", { class: "dot", "aria-hidden": "true" }),
     el("span", { class: "name" }, m.name),
+    idTag(m.name, m.uuid),
     isMe ? el("span", { class: "tag" }, "you") : null,
     m.role === "host" ? el("span", { class: "tag" }, "host") : null);
   }));
@@ -472,7 +489,7 @@ function renderMembers() {
   const options = [el("option", { value: "" }, "Everyone")];
   for (const m of list) {
     if (m.uuid !== state.me.user_uuid && m.is_in_chatroom) {
-      options.push(el("option", { value: m.uuid }, `${m.name} (private)`));
+      options.push(el("option", { value: m.uuid }, `${who(m.name, m.uuid)}, private`));
     }
   }
   select.replaceChildren(...options);
@@ -488,6 +505,19 @@ function scrollToEnd() {
 function notice(text, className = "notice") {
   $("messages").append(el("li", { class: className }, text));
   scrollToEnd();
+}
+
+/**
+ * A member as text: the display name with the account id beside it, since display names are
+ * chosen freely and two members may pick the same one. Just the id when the two are equal.
+ */
+function who(name, uuid) {
+  return name === uuid ? uuid : `${name} (${uuid})`;
+}
+
+/** The account id as its own element, beside a display name that differs from it. */
+function idTag(name, uuid) {
+  return name === uuid ? null : el("span", { class: "uuid", title: "account id" }, uuid);
 }
 
 function nameOf(uuid, fallback) {
@@ -519,9 +549,10 @@ function showMessage(message) {
 
   const head = el("div", { class: "msg-head" },
     el("span", { class: "from" }, mine ? "You" : message.from_nick),
+    mine ? null : idTag(message.from_nick, message.from_user_uuid),
     message.from_backend ? el("span", { class: "tag" }, "system") : null,
     to ? el("span", { class: "to" }, mine
-      ? `→ ${to.map((u) => nameOf(u)).join(", ")} (private)`
+      ? `→ ${to.map((u) => who(nameOf(u), u)).join(", ")} (private)`
       : "→ you (private)") : null,
     el("time", { datetime: new Date(message.time).toISOString() }, clock(message.time)));
   const body = message.message_type === "custom"
@@ -554,7 +585,7 @@ function ephemeral(message) {
     room.likes += 1;
     const likes = $("likes");
     likes.textContent = `♥ ${room.likes}`;
-    likes.title = `${room.likes} likes; the last from ${message.from_nick}`;
+    likes.title = `${room.likes} likes; the last from ${who(message.from_nick, message.from_user_uuid)}`;
     likes.classList.remove("pop");
     void likes.offsetWidth; // restart the animation
     likes.classList.add("pop");
@@ -672,7 +703,7 @@ function onEvent(event) {
   const room = state.room;
   if (!room || event.room_uuid !== room.info.room_uuid) return;
   const members = event.members || [];
-  const names = () => members.map((m) => (m.uuid === state.me.user_uuid ? "You" : m.name)).join(", ");
+  const names = () => members.map((m) => (m.uuid === state.me.user_uuid ? "You" : who(m.name, m.uuid))).join(", ");
   switch (event.event) {
     case "member_join_room":
       for (const m of members) room.members.set(m.uuid, m);
@@ -746,7 +777,7 @@ function membersChanged(digest) {
   const others = (list) => (list || []).filter((m) => m.uuid !== state.me.user_uuid);
   const told = (list, total, what) => {
     if (!total) return;
-    const named = list.map((m) => m.name);
+    const named = list.map((m) => who(m.name, m.uuid));
     const rest = total - named.length;
     if (rest > 0) named.push(`${rest} ${named.length ? "more" : (rest === 1 ? "member" : "members")}`);
     notice(`${named.join(", ")} ${what}.`);
