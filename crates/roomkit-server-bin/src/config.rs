@@ -46,10 +46,12 @@ pub struct ServeArgs {
     /// Where the admin HTTP API listens [default: 127.0.0.1:7701].
     #[arg(long, env = "ROOMKIT_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// The secret access tokens are signed with (HS256).
+    /// The secret access tokens are signed with (HS256). Prefer the environment variable or
+    /// the config file: a flag is visible to every user of the machine in the process list.
     #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
-    /// The bearer key of the admin API.
+    /// The bearer key of the admin API. Prefer the environment variable or the config file:
+    /// a flag is visible to every user of the machine in the process list.
     #[arg(long, env = "ROOMKIT_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Development mode: any account logs in with any non-empty token. Never expose it.
@@ -259,7 +261,8 @@ pub struct TokenArgs {
     /// A TOML configuration file to read the secret from.
     #[arg(long, env = "ROOMKIT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The signing secret.
+    /// The signing secret (prefer the environment variable or the config file: a flag is
+    /// visible in the process list).
     #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Use the development secret (for servers started with --dev).
@@ -355,7 +358,7 @@ impl Settings {
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
-        AccessArgs::merge(&args.access, &file.access).apply(&mut server);
+        AccessArgs::merge(&args.access, &file.access).apply(&mut server, &mut ws);
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;

@@ -330,6 +330,33 @@ async fn pinned_display_names_ignore_the_name_asked_for() {
     }
 }
 
+/// A secret given as a flag is visible in the process list: the binary says so at start,
+/// naming the environment variable to use instead; a secret from the environment is not
+/// warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_given_as_flags_are_warned_about() {
+    let out = run_to_end(&["token", "--account", "alice", "--token-secret", "s3cret"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--token-secret on the command line") && stderr.contains("ROOMKIT_TOKEN_SECRET"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the warning must not repeat the secret: {stderr}");
+
+    let mut cmd = server_command();
+    cmd.args(["token", "--account", "alice"]).env("ROOMKIT_TOKEN_SECRET", "s3cret");
+    let out = cmd.output().expect("run the token command");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{out:?}");
+
+    let server = ServerProcess::start(&["--token-secret", "s3cret"]).await;
+    let logs = server.logs();
+    assert!(logs.contains("--token-secret on the command line"), "{logs}");
+    assert!(logs.contains("--admin-key on the command line") && logs.contains("ROOMKIT_ADMIN_KEY"), "{logs}");
+    server.stop().await;
+}
+
 /// A fresh binary's `/metrics` lists every metric family before anything happened, each at
 /// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
