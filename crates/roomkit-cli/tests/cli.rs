@@ -61,6 +61,7 @@ fn live_server_with(config: ServerConfig) -> Live {
             admin_key: ADMIN_KEY.into(),
             tokens: None,
             backend_user: UserUuid::new("backend").unwrap(),
+            limits: Default::default(),
         };
         tokio::spawn(net::serve(admin_tcp, admin::router(state), timeout, stop_rx));
         (server, stop, client_addr, admin_addr)

@@ -3,8 +3,10 @@
 //! Flags and `ROOMKIT_*` variables like every other setting; in the file, the `[access]`
 //! table.
 
+use std::time::Duration;
+
 use clap::Args;
-use roomkit_server::ServerConfig;
+use roomkit_server::{admin::AdminLimits, ServerConfig};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
 
@@ -22,6 +24,19 @@ pub struct AccessArgs {
     /// clients always may [default: every origin].
     #[arg(long, env = "ROOMKIT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Largest admin API request body, bytes; larger is 413 [default: 262144].
+    #[arg(long, env = "ROOMKIT_ADMIN_MAX_BODY_BYTES")]
+    pub admin_max_body_bytes: Option<usize>,
+    /// Seconds an admin API request's body may take to arrive; slower is 408 [default: 10].
+    #[arg(long, env = "ROOMKIT_ADMIN_BODY_TIMEOUT_SECS")]
+    pub admin_body_timeout_secs: Option<u64>,
+}
+
+/// Where the access settings go.
+pub struct AccessTargets<'a> {
+    pub server: &'a mut ServerConfig,
+    pub ws: &'a mut WsConfig,
+    pub admin: &'a mut AdminLimits,
 }
 
 impl AccessArgs {
@@ -30,17 +45,27 @@ impl AccessArgs {
         AccessArgs {
             pin_display_names: flags.pin_display_names.or(file.pin_display_names),
             allowed_origins: flags.allowed_origins.clone().or_else(|| file.allowed_origins.clone()),
+            admin_max_body_bytes: flags.admin_max_body_bytes.or(file.admin_max_body_bytes),
+            admin_body_timeout_secs: flags.admin_body_timeout_secs.or(file.admin_body_timeout_secs),
         }
     }
 
-    /// Sets what these settings say in the server's and the WebSocket front's configuration.
-    pub fn apply(&self, server: &mut ServerConfig, ws: &mut WsConfig) {
+    /// Sets what these settings say in the server's, the WebSocket front's and the admin
+    /// API's configuration.
+    pub fn apply(&self, to: AccessTargets<'_>) {
+        let AccessTargets { server, ws, admin } = to;
         if let Some(pin) = self.pin_display_names {
             server.core.pin_display_names = pin;
         }
         if let Some(origins) = &self.allowed_origins {
             ws.allowed_origins =
                 origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
+        }
+        if let Some(bytes) = self.admin_max_body_bytes {
+            admin.max_body_bytes = bytes;
+        }
+        if let Some(secs) = self.admin_body_timeout_secs {
+            admin.body_timeout = Duration::from_secs(secs.max(1));
         }
     }
 }
@@ -49,24 +74,42 @@ impl AccessArgs {
 mod tests {
     use super::*;
 
+    /// Applies `args` to fresh configurations.
+    fn applied(args: &AccessArgs) -> (ServerConfig, WsConfig, AdminLimits) {
+        let (mut server, mut ws, mut admin) =
+            (ServerConfig::default(), WsConfig::default(), AdminLimits::default());
+        args.apply(AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin });
+        (server, ws, admin)
+    }
+
     #[test]
     fn flags_override_the_file() {
         let file = AccessArgs {
             pin_display_names: Some(true),
             allowed_origins: Some(vec!["https://a.example".into()]),
+            admin_max_body_bytes: Some(1000),
             ..AccessArgs::default()
         };
-        let (mut server, mut ws) = (ServerConfig::default(), WsConfig::default());
-        AccessArgs::merge(&AccessArgs::default(), &file).apply(&mut server, &mut ws);
+        let (server, ws, admin) = applied(&AccessArgs::merge(&AccessArgs::default(), &file));
         assert!(server.core.pin_display_names);
         assert_eq!(ws.allowed_origins, ["https://a.example"]);
+        assert_eq!(admin.max_body_bytes, 1000);
         let flags = AccessArgs {
             pin_display_names: Some(false),
             allowed_origins: Some(vec![" https://b.example".into(), String::new()]),
+            admin_body_timeout_secs: Some(3),
             ..AccessArgs::default()
         };
-        AccessArgs::merge(&flags, &file).apply(&mut server, &mut ws);
+        let (server, ws, admin) = applied(&AccessArgs::merge(&flags, &file));
         assert!(!server.core.pin_display_names);
         assert_eq!(ws.allowed_origins, ["https://b.example"]);
+        assert_eq!((admin.max_body_bytes, admin.body_timeout), (1000, Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn unset_settings_keep_the_defaults() {
+        let (server, ws, admin) = applied(&AccessArgs::default());
+        assert!(!server.core.pin_display_names && ws.allowed_origins.is_empty());
+        assert_eq!(admin, AdminLimits::default());
     }
 }

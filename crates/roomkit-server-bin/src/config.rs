@@ -7,12 +7,12 @@ use roomkit_core::{
     store::{MemoryStore, MessageStore, Retention},
     CoreConfig,
 };
-use roomkit_server::{RateLimit, ServerConfig};
+use roomkit_server::{admin::AdminLimits, RateLimit, ServerConfig};
 use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
 
-use crate::access::AccessArgs;
+use crate::access::{AccessArgs, AccessTargets};
 
 /// The secret `--dev` signs tokens with when none is configured. Development only.
 pub const DEV_TOKEN_SECRET: &str = "roomkit-development-secret";
@@ -309,6 +309,7 @@ pub struct Settings {
     pub server: ServerConfig,
     pub ws: WsConfig,
     pub handshake_timeout: Duration,
+    pub admin_limits: AdminLimits,
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub retention: Retention,
@@ -358,7 +359,9 @@ impl Settings {
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
-        AccessArgs::merge(&args.access, &file.access).apply(&mut server, &mut ws);
+        let mut admin_limits = AdminLimits::default();
+        let targets = AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin_limits };
+        AccessArgs::merge(&args.access, &file.access).apply(targets);
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;
@@ -385,6 +388,7 @@ impl Settings {
             server,
             ws,
             handshake_timeout,
+            admin_limits,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("roomkit-data")),
             store,
             retention: Retention {

@@ -161,6 +161,7 @@ async fn run(settings: Settings) -> Result<(), String> {
         admin_key: admin_key.into(),
         tokens: Some(jwt),
         backend_user: UserUuid::backend(),
+        limits: settings.admin_limits,
     };
     let admin_http =
         tokio::spawn(net::serve(admin_tcp, admin::router(admin_state), settings.handshake_timeout, stop_rx));

@@ -357,6 +357,20 @@ async fn secrets_given_as_flags_are_warned_about() {
     server.stop().await;
 }
 
+/// `--admin-max-body-bytes` bounds what the admin API reads: a larger body is 413 with
+/// `FRAME_TOO_LARGE`, a smaller one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_body_limit_is_a_setting() {
+    let server = ServerProcess::start(&["--admin-max-body-bytes", "100"]).await;
+    let post = |body: serde_json::Value| http::Request::new("POST", "/v1/rooms").bearer("k").json(&body);
+    let big = serde_json::json!({"room_uuid": "r", "room_name": "x".repeat(100)});
+    let r = http::send(server.admin, post(big)).await;
+    assert_eq!((r.status, r.json()["code"].as_u64()), (413, Some(1003)), "{r:?}");
+    let r = http::send(server.admin, post(serde_json::json!({"room_uuid": "r", "room_name": "R"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    server.stop().await;
+}
+
 /// A fresh binary's `/metrics` lists every metric family before anything happened, each at
 /// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
