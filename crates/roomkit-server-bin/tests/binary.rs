@@ -318,12 +318,13 @@ async fn pinned_display_names_ignore_the_name_asked_for() {
     for (args, expected) in [(&[][..], "alice"), (&["--pin-display-names"][..], "mallory")] {
         let server = ServerProcess::start(args).await;
         let kit = server.client("alice").await;
-        let alice = host(&kit, "r").await;
+        let mut alice = host(&kit, "r").await;
         let kit = server.client("mallory").await;
         let mallory =
             join_with(&kit, JoinRoomParams { user_name: "alice".into(), ..join_params("r", "mallory") })
                 .await;
         assert_eq!(mallory.ctx.local_member().name, expected, "{args:?}");
+        alice.expect(Seen::JoinRoom("mallory".into())).await;
         let seen = alice.ctx.get_member("mallory").map(|m| m.name);
         assert_eq!(seen.as_deref(), Some(expected), "{args:?}");
         server.stop().await;
