@@ -2,8 +2,8 @@
 //! transport's defaults, once with one-frame channels, where every send waits for the peer
 //! to read) and over WebSocket on loopback ([`websocket`]); bad input on a real socket
 //! ([`wire`]); JWT logins ([`auth`]); the admin HTTP API ([`admin`]); member paging and
-//! message rates on the wire ([`members_and_rates`]); and a 2,000-member room over WebSocket
-//! ([`large_room`]). The tests of the `roomkit-server` binary itself live in its package,
+//! message rates on the wire ([`members_and_rates`]); connection and room caps
+//! ([`quotas`]); and a 2,000-member room over WebSocket ([`large_room`]). The tests of the `roomkit-server` binary itself live in its package,
 //! `roomkit-server-bin`.
 
 mod admin;
@@ -11,6 +11,7 @@ mod auth;
 mod large_room;
 mod members_and_rates;
 mod memory_transport;
+mod quotas;
 mod tiny;
 mod websocket;
 mod wire;

@@ -65,6 +65,9 @@ pub(crate) async fn run_size(size: usize, o: &Options) -> Result<Value, String> 
     config.shards = 1;
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
     config.send_queue_frames = 65_536;
+    // Every member connects from this process: no connection caps.
+    config.max_connections = 0;
+    config.max_connections_per_address = 0;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();

@@ -69,6 +69,14 @@ pub struct CoreConfig {
     /// default, which is right for an in-memory store or one that syncs only now and then;
     /// a driver with a store that syncs every commit sets it.
     pub durable_acks: bool,
+    /// Live rooms one account may have created (0: no cap); `create_room` beyond it is
+    /// refused with `TOO_MANY_ROOMS`. Rooms count from creation until they end (including
+    /// by the idle timeout). The server's own identity (the admin API) is not held to it.
+    pub max_rooms_per_account: usize,
+    /// Live rooms in total (0: no cap); `create_room` beyond it is refused with
+    /// `SERVER_BUSY`. Every registry sharing a [`RoomTally`](crate::RoomTally) counts
+    /// toward the same caps.
+    pub max_rooms: usize,
     /// A member's display name is the name its credentials carry (a token's `name`): the
     /// `user_name` a join asks for is ignored. Off by default: a member names itself, and
     /// clients show the account id beside the name so that one member cannot pass for another.
@@ -149,6 +157,8 @@ impl Default for CoreConfig {
             member_message_rate: MessageRate { per_second: 20, burst: 40 },
             chatroom_message_rate: MessageRate { per_second: 100, burst: 200 },
             durable_acks: false,
+            max_rooms_per_account: 100,
+            max_rooms: 100_000,
             pin_display_names: false,
         }
     }

@@ -94,6 +94,8 @@ codes! {
     MEMBER_NOT_FOUND = 2007, 404, "member not found";
     /// The role asked for is already taken by as many members as it allows.
     OVER_ROLE_LIMIT_COUNT = 2008, 409, "over role limit count";
+    /// The account already has as many live rooms as one account may create; end one first.
+    TOO_MANY_ROOMS = 2009, 429, "too many rooms";
 
     /// The room was not created with `enable_chatroom`.
     CHATROOM_NOT_ENABLED = 3000, 404, "chatroom not enabled";
@@ -119,6 +121,9 @@ codes! {
     CONNECTION_CLOSED = 5003, 503, "connection closed";
     /// The server is shutting down.
     SERVER_SHUTTING_DOWN = 5004, 503, "server shutting down";
+    /// The account, or the client address, already has as many connections as the server
+    /// allows it.
+    TOO_MANY_CONNECTIONS = 5005, 429, "too many connections";
 }
 
 impl Code {
@@ -191,6 +196,7 @@ mod tests {
             ("NOT_IN_ROOM", 2006),
             ("MEMBER_NOT_FOUND", 2007),
             ("OVER_ROLE_LIMIT_COUNT", 2008),
+            ("TOO_MANY_ROOMS", 2009),
             ("CHATROOM_NOT_ENABLED", 3000),
             ("NOT_IN_CHATROOM", 3001),
             ("MESSAGE_TOO_LONG", 3002),
@@ -202,6 +208,7 @@ mod tests {
             ("SLOW_CONSUMER", 5002),
             ("CONNECTION_CLOSED", 5003),
             ("SERVER_SHUTTING_DOWN", 5004),
+            ("TOO_MANY_CONNECTIONS", 5005),
         ];
         let table: Vec<(&str, u32)> = ALL_CODES.iter().map(|i| (i.name, i.code.0)).collect();
         assert_eq!(table, pinned);

@@ -24,6 +24,26 @@ pub struct AccessArgs {
     /// clients always may [default: every origin].
     #[arg(long, env = "ROOMKIT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Live rooms one account may have created; more is TOO_MANY_ROOMS; 0 for no cap
+    /// [default: 100].
+    #[arg(long, env = "ROOMKIT_MAX_ROOMS_PER_ACCOUNT")]
+    pub max_rooms_per_account: Option<usize>,
+    /// Live rooms in total; more is SERVER_BUSY; 0 for no cap [default: 100000].
+    #[arg(long, env = "ROOMKIT_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Open client connections in total; more are closed with SERVER_BUSY; 0 for no cap
+    /// [default: 100000].
+    #[arg(long, env = "ROOMKIT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open client connections from one IP address, logged in or not; more are closed with
+    /// TOO_MANY_CONNECTIONS; 0 for no cap (behind a proxy, every client has its address)
+    /// [default: 1000].
+    #[arg(long, env = "ROOMKIT_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Connections logged in as one account at once; another login is TOO_MANY_CONNECTIONS;
+    /// 0 for no cap [default: 16].
+    #[arg(long, env = "ROOMKIT_MAX_CONNECTIONS_PER_ACCOUNT")]
+    pub max_connections_per_account: Option<usize>,
     /// Largest admin API request body, bytes; larger is 413 [default: 262144].
     #[arg(long, env = "ROOMKIT_ADMIN_MAX_BODY_BYTES")]
     pub admin_max_body_bytes: Option<usize>,
@@ -45,6 +65,15 @@ impl AccessArgs {
         AccessArgs {
             pin_display_names: flags.pin_display_names.or(file.pin_display_names),
             allowed_origins: flags.allowed_origins.clone().or_else(|| file.allowed_origins.clone()),
+            max_rooms_per_account: flags.max_rooms_per_account.or(file.max_rooms_per_account),
+            max_rooms: flags.max_rooms.or(file.max_rooms),
+            max_connections: flags.max_connections.or(file.max_connections),
+            max_connections_per_address: flags
+                .max_connections_per_address
+                .or(file.max_connections_per_address),
+            max_connections_per_account: flags
+                .max_connections_per_account
+                .or(file.max_connections_per_account),
             admin_max_body_bytes: flags.admin_max_body_bytes.or(file.admin_max_body_bytes),
             admin_body_timeout_secs: flags.admin_body_timeout_secs.or(file.admin_body_timeout_secs),
         }
@@ -61,12 +90,23 @@ impl AccessArgs {
             ws.allowed_origins =
                 origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
         }
+        set(&mut server.core.max_rooms_per_account, self.max_rooms_per_account);
+        set(&mut server.core.max_rooms, self.max_rooms);
+        set(&mut server.max_connections, self.max_connections);
+        set(&mut server.max_connections_per_address, self.max_connections_per_address);
+        set(&mut server.max_connections_per_account, self.max_connections_per_account);
         if let Some(bytes) = self.admin_max_body_bytes {
             admin.max_body_bytes = bytes;
         }
         if let Some(secs) = self.admin_body_timeout_secs {
             admin.body_timeout = Duration::from_secs(secs.max(1));
         }
+    }
+}
+
+fn set<T: Copy>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
     }
 }
 
@@ -104,6 +144,25 @@ mod tests {
         assert!(!server.core.pin_display_names);
         assert_eq!(ws.allowed_origins, ["https://b.example"]);
         assert_eq!((admin.max_body_bytes, admin.body_timeout), (1000, Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn the_caps_are_settings() {
+        let file =
+            AccessArgs { max_rooms: Some(10), max_connections_per_account: Some(2), ..AccessArgs::default() };
+        let flags = AccessArgs {
+            max_rooms_per_account: Some(3),
+            max_connections: Some(50),
+            max_connections_per_address: Some(0),
+            max_connections_per_account: Some(4),
+            ..AccessArgs::default()
+        };
+        let (server, _, _) = applied(&AccessArgs::merge(&flags, &file));
+        assert_eq!((server.core.max_rooms_per_account, server.core.max_rooms), (3, 10));
+        assert_eq!(
+            (server.max_connections, server.max_connections_per_address, server.max_connections_per_account),
+            (50, 0, 4)
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     let mut stream = stream;
     reader.run(&mut stream).await;
 
+    let address = crate::admission::address_of(&peer);
     // Boxed: an open connection's task does not carry the closing state.
     Box::pin(async move {
         closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
@@ -44,6 +45,10 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
             let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
         }
         shared.connections.lock().expect("not poisoned").remove(&conn_id);
+        shared.admission.release(&address);
+        if let Some(identity) = &reader.identity {
+            shared.admission.log_out(&identity.user);
+        }
         close_gracefully(writer, stream).await;
     })
     .await;
@@ -177,6 +182,9 @@ impl Reader {
     async fn login(&mut self, id: u64, login: Login) {
         match crate::auth::log_in(self.shared.authenticator.as_ref(), &login.account_id, &login.token).await {
             Ok(identity) => {
+                if let Err(msg) = self.shared.admission.log_in(&identity.user) {
+                    return self.reply_error(Some(id), Code::TOO_MANY_CONNECTIONS, &msg);
+                }
                 let output = LoginOutput { user_uuid: identity.user.clone(), name: identity.name.clone() };
                 tracing::debug!(conn = self.conn_id.0, user = %identity.user, "logged in");
                 self.identity = Some(Arc::new(identity));
@@ -189,6 +197,18 @@ impl Reader {
     fn reply_error(&self, id: Option<u64>, code: Code, msg: &str) {
         self.outbox.push(codec::encode_error(id, code, msg).into());
     }
+}
+
+/// A connection refused when it was accepted (a connection cap): closed at once with
+/// `reason`, reading and discarding what it sent meanwhile so that the close frame is not
+/// lost to a reset.
+pub(crate) async fn refuse(connection: Connection, reason: CloseReason) {
+    let Connection { mut sink, stream, peer } = connection;
+    tracing::debug!(%peer, %reason, "connection refused");
+    let writer = tokio::spawn(async move {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(reason)).await;
+    });
+    close_gracefully(writer, stream).await;
 }
 
 /// Drains the queue: everything queued since the last write goes out as one batch, flushed

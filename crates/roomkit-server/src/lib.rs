@@ -23,6 +23,7 @@
 //!   produced by one task in one order.
 
 pub mod admin;
+mod admission;
 mod auth;
 pub mod clock;
 mod commit;
@@ -92,6 +93,16 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Per-connection request rate limit.
     pub rate_limit: RateLimit,
+    /// Open connections in total (0: no cap). One more is closed as soon as it is accepted,
+    /// with `SERVER_BUSY`.
+    pub max_connections: usize,
+    /// Open connections from one client IP address, logged in or not (0: no cap). One more
+    /// is closed as soon as it is accepted, with `TOO_MANY_CONNECTIONS`. Behind a proxy every
+    /// client has the proxy's address: raise it, or set 0 and cap at the proxy.
+    pub max_connections_per_address: usize,
+    /// Connections logged in as one account at once (0: no cap). One more login is answered
+    /// `TOO_MANY_CONNECTIONS` (the connection stays, not logged in).
+    pub max_connections_per_account: usize,
 }
 
 impl ServerConfig {
@@ -135,6 +146,9 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
+            max_connections: 100_000,
+            max_connections_per_address: 1000,
+            max_connections_per_account: 16,
         }
     }
 }
@@ -146,6 +160,8 @@ pub(crate) struct ServerShared {
     pub(crate) shards: Vec<Shard>,
     /// Live connections, to close them on shutdown.
     pub(crate) connections: Mutex<HashMap<ConnId, Closer>>,
+    /// The connection caps and what counts against them.
+    pub(crate) admission: admission::Admission,
 }
 
 /// A server, configured but not yet running.
@@ -181,6 +197,7 @@ impl Server {
             let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
             MemoryStore::shared(keep)
         });
+        let tally = roomkit_core::RoomTally::new();
         let shards = (0..count)
             .map(|index| {
                 shard::spawn(ShardSetup {
@@ -191,10 +208,17 @@ impl Server {
                     batch: self.config.shard_batch,
                     wake_batch: self.config.writer_wake_batch,
                     store: Arc::clone(&store),
+                    tally: tally.clone(),
                 })
             })
             .collect();
+        let caps = admission::Caps {
+            total: self.config.max_connections,
+            per_address: self.config.max_connections_per_address,
+            per_account: self.config.max_connections_per_account,
+        };
         let shared = Arc::new(ServerShared {
+            admission: admission::Admission::new(caps),
             config: self.config,
             authenticator: self.authenticator,
             shards,
@@ -223,8 +247,13 @@ async fn accept_loop<L: Listener>(
         };
         match accepted {
             Ok(connection) => {
-                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
                 while tasks.try_join_next().is_some() {}
+                // Over a cap, the connection is closed before it costs more than its refusal.
+                if let Err(reason) = shared.admission.accept(&admission::address_of(&connection.peer)) {
+                    tasks.spawn(connection::refuse(connection, reason));
+                    continue;
+                }
+                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
                 tasks.spawn(connection::run(id, connection, Arc::clone(&shared)));
             }
             Err(TransportError::Closed(_)) => break,

@@ -10,7 +10,7 @@ use std::{
 use roomkit_core::{
     store::{HistoryQuery, HistoryRange, MessageStore},
     transport::Frame,
-    ConnId, CoreConfig, Identity, Output, RoomRegistry,
+    ConnId, CoreConfig, Identity, Output, RoomRegistry, RoomTally,
 };
 use roomkit_protocol::{
     codec,
@@ -70,6 +70,8 @@ pub(crate) struct ShardSetup {
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
     pub(crate) store: Arc<dyn MessageStore>,
+    /// Live rooms by creator, shared by every shard: the room caps hold across shards.
+    pub(crate) tally: RoomTally,
 }
 
 pub(crate) fn spawn(setup: ShardSetup) -> Shard {
@@ -96,7 +98,7 @@ struct ShardState {
 }
 
 async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut registry = RoomRegistry::new(setup.config);
+    let mut registry = RoomRegistry::with_tally(setup.config, setup.tally);
     restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
     let mut state = ShardState {
         registry,

@@ -29,6 +29,7 @@ const CODES = {
   2006: ["NOT_IN_ROOM", "You are not in this room. Join it first."],
   2007: ["MEMBER_NOT_FOUND", "That member is not here (not in the chatroom any more?)."],
   2008: ["OVER_ROLE_LIMIT_COUNT", "That role is taken: the room already has a host."],
+  2009: ["TOO_MANY_ROOMS", "You have as many rooms as you may create. End one of them first."],
   3000: ["CHATROOM_NOT_ENABLED", "This room has no chatroom."],
   3001: ["NOT_IN_CHATROOM", "Join the chatroom first."],
   3002: ["MESSAGE_TOO_LONG", "That message is too long."],
@@ -40,6 +41,7 @@ const CODES = {
   5002: ["SLOW_CONSUMER", "The connection fell behind and the server closed it. Sign in again to continue."],
   5003: ["CONNECTION_CLOSED", "The connection to the server is closed."],
   5004: ["SERVER_SHUTTING_DOWN", "The server is shutting down."],
+  5005: ["TOO_MANY_CONNECTIONS", "Too many connections from this account or address. Close another window first."],
 };
 
 const END_REASONS = {
