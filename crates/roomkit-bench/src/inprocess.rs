@@ -68,6 +68,8 @@ pub(crate) async fn run_size(size: usize, o: &Options) -> Result<Value, String> 
     // Every member connects from this process: no connection caps.
     config.max_connections = 0;
     config.max_connections_per_address = 0;
+    // Its readers answer no pings: no keep-alive.
+    config.ping_interval = std::time::Duration::ZERO;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();

@@ -309,6 +309,8 @@ pub(crate) async fn in_process(
     // Every member connects from this process: no connection caps.
     config.max_connections = 0;
     config.max_connections_per_address = 0;
+    // Its readers answer no pings: no keep-alive.
+    config.ping_interval = std::time::Duration::ZERO;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
     let mut ws = WsConfig::default();

@@ -124,6 +124,9 @@ codes! {
     /// The account, or the client address, already has as many connections as the server
     /// allows it.
     TOO_MANY_CONNECTIONS = 5005, 429, "too many connections";
+    /// Nothing arrived from the client (no frame, no answer to the server's pings) within the
+    /// server's idle timeout: the server closed the connection as dead.
+    KEEPALIVE_TIMEOUT = 5006, 408, "keep-alive timeout";
 }
 
 impl Code {
@@ -209,6 +212,7 @@ mod tests {
             ("CONNECTION_CLOSED", 5003),
             ("SERVER_SHUTTING_DOWN", 5004),
             ("TOO_MANY_CONNECTIONS", 5005),
+            ("KEEPALIVE_TIMEOUT", 5006),
         ];
         let table: Vec<(&str, u32)> = ALL_CODES.iter().map(|i| (i.name, i.code.0)).collect();
         assert_eq!(table, pinned);

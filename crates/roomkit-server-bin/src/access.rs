@@ -44,6 +44,14 @@ pub struct AccessArgs {
     /// 0 for no cap [default: 16].
     #[arg(long, env = "ROOMKIT_MAX_CONNECTIONS_PER_ACCOUNT")]
     pub max_connections_per_account: Option<usize>,
+    /// Seconds between keep-alive sweeps: a connection quiet for half of this is sent a
+    /// WebSocket ping; 0 turns keep-alive off [default: 30].
+    #[arg(long, env = "ROOMKIT_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<u64>,
+    /// Seconds without anything from a client (no frame, no pong) after which its connection
+    /// is closed with KEEPALIVE_TIMEOUT; at least the ping interval [default: 75].
+    #[arg(long, env = "ROOMKIT_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
     /// Largest admin API request body, bytes; larger is 413 [default: 262144].
     #[arg(long, env = "ROOMKIT_ADMIN_MAX_BODY_BYTES")]
     pub admin_max_body_bytes: Option<usize>,
@@ -74,14 +82,17 @@ impl AccessArgs {
             max_connections_per_account: flags
                 .max_connections_per_account
                 .or(file.max_connections_per_account),
+            ping_interval_secs: flags.ping_interval_secs.or(file.ping_interval_secs),
+            idle_timeout_secs: flags.idle_timeout_secs.or(file.idle_timeout_secs),
             admin_max_body_bytes: flags.admin_max_body_bytes.or(file.admin_max_body_bytes),
             admin_body_timeout_secs: flags.admin_body_timeout_secs.or(file.admin_body_timeout_secs),
         }
     }
 
     /// Sets what these settings say in the server's, the WebSocket front's and the admin
-    /// API's configuration.
-    pub fn apply(&self, to: AccessTargets<'_>) {
+    /// API's configuration; refuses an idle timeout shorter than the ping interval, naming
+    /// the settings.
+    pub fn apply(&self, to: AccessTargets<'_>) -> Result<(), String> {
         let AccessTargets { server, ws, admin } = to;
         if let Some(pin) = self.pin_display_names {
             server.core.pin_display_names = pin;
@@ -101,6 +112,16 @@ impl AccessArgs {
         if let Some(secs) = self.admin_body_timeout_secs {
             admin.body_timeout = Duration::from_secs(secs.max(1));
         }
+        set(&mut server.ping_interval, self.ping_interval_secs.map(Duration::from_secs));
+        set(&mut server.idle_timeout, self.idle_timeout_secs.map(Duration::from_secs));
+        if !server.ping_interval.is_zero() && server.idle_timeout < server.ping_interval {
+            return Err(format!(
+                "idle_timeout_secs ({}) must be at least ping_interval_secs ({}): a live client must be pinged before it is judged",
+                server.idle_timeout.as_secs(),
+                server.ping_interval.as_secs()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +139,8 @@ mod tests {
     fn applied(args: &AccessArgs) -> (ServerConfig, WsConfig, AdminLimits) {
         let (mut server, mut ws, mut admin) =
             (ServerConfig::default(), WsConfig::default(), AdminLimits::default());
-        args.apply(AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin });
+        args.apply(AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin })
+            .expect("valid settings");
         (server, ws, admin)
     }
 
@@ -163,6 +185,25 @@ mod tests {
             (server.max_connections, server.max_connections_per_address, server.max_connections_per_account),
             (50, 0, 4)
         );
+    }
+
+    #[test]
+    fn keep_alive_is_a_setting_and_the_timeout_may_not_be_shorter_than_the_interval() {
+        let args =
+            AccessArgs { ping_interval_secs: Some(10), idle_timeout_secs: Some(25), ..AccessArgs::default() };
+        let (server, _, _) = applied(&args);
+        assert_eq!(
+            (server.ping_interval, server.idle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(25))
+        );
+        let off =
+            AccessArgs { ping_interval_secs: Some(0), idle_timeout_secs: Some(1), ..AccessArgs::default() };
+        assert!(applied(&off).0.ping_interval.is_zero());
+        let bad = AccessArgs { idle_timeout_secs: Some(5), ..AccessArgs::default() };
+        let (mut server, mut ws, mut admin) =
+            (ServerConfig::default(), WsConfig::default(), AdminLimits::default());
+        let e = bad.apply(AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin }).unwrap_err();
+        assert!(e.contains("idle_timeout_secs") && e.contains("ping_interval_secs"), "{e}");
     }
 
     #[test]

@@ -361,7 +361,7 @@ impl Settings {
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
         let mut admin_limits = AdminLimits::default();
         let targets = AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin_limits };
-        AccessArgs::merge(&args.access, &file.access).apply(targets);
+        AccessArgs::merge(&args.access, &file.access).apply(targets)?;
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;

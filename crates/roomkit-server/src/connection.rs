@@ -15,6 +15,7 @@ use roomkit_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::{
+    keepalive::{LastSeen, Live},
     outbox::{Closer, Closing, Outbox},
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
@@ -28,12 +29,21 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     metrics::gauge!("roomkit_connections").increment(1.0);
     let closer = Closer::new();
     let outbox = Outbox::new(shared.config.send_queue_frames, shared.config.high_watermark(), closer.clone());
-    shared.connections.lock().expect("not poisoned").insert(conn_id, closer.clone());
+    let seen = LastSeen::now(&shared.clock);
+    let live = Live { closer: closer.clone(), outbox: outbox.clone(), seen: Arc::clone(&seen) };
+    shared.connections.lock().expect("not poisoned").insert(conn_id, live);
     let writer = tokio::spawn(write_loop(sink, outbox.clone(), closer.clone()));
 
     let rate = RateLimiter::new(shared.config.rate_limit, Instant::now());
-    let mut reader =
-        Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None, rate };
+    let mut reader = Reader {
+        conn_id,
+        outbox,
+        closer: closer.clone(),
+        shared: Arc::clone(&shared),
+        identity: None,
+        rate,
+        seen,
+    };
     let mut stream = stream;
     reader.run(&mut stream).await;
 
@@ -63,6 +73,8 @@ struct Reader {
     shared: Arc<ServerShared>,
     identity: Option<Arc<Identity>>,
     rate: RateLimiter,
+    /// When anything last arrived from the peer, for the keep-alive sweep.
+    seen: Arc<LastSeen>,
 }
 
 impl Reader {
@@ -80,10 +92,15 @@ impl Reader {
                     self.closer.close(CloseReason::new(Code::UNAUTHENTICATED, "no login within the login timeout"), true);
                     return;
                 }
-                received = stream.recv() => received,
+                received = stream.recv_or_alive() => received,
             };
+            if !matches!(received, Err(TransportError::Closed(_) | TransportError::Io(_))) {
+                self.seen.touch(&self.shared.clock);
+            }
             match received {
-                Ok(frame) => {
+                // The answer to a keep-alive ping, or a ping: alive, nothing to handle.
+                Ok(None) => {}
+                Ok(Some(frame)) => {
                     if !Box::pin(self.on_frame(&frame)).await {
                         return;
                     }

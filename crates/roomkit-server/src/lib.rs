@@ -29,6 +29,7 @@ pub mod clock;
 mod commit;
 mod connection;
 mod jwt;
+mod keepalive;
 pub mod metrics;
 pub mod net;
 pub mod web;
@@ -103,6 +104,14 @@ pub struct ServerConfig {
     /// Connections logged in as one account at once (0: no cap). One more login is answered
     /// `TOO_MANY_CONNECTIONS` (the connection stays, not logged in).
     pub max_connections_per_account: usize,
+    /// How often the server sweeps its connections for keep-alive (default 30 s): each one
+    /// from which nothing has arrived for half of this is sent a WebSocket ping. Zero turns
+    /// keep-alive off (no pings, no `idle_timeout`).
+    pub ping_interval: Duration,
+    /// A connection from which nothing (no frame, no answer to a ping) has arrived for this
+    /// long is closed with `KEEPALIVE_TIMEOUT` at the next sweep (default 75 s; at least
+    /// `ping_interval`, so that a live peer is pinged before it is judged).
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -149,6 +158,8 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_connections_per_address: 1000,
             max_connections_per_account: 16,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -158,8 +169,10 @@ pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) shards: Vec<Shard>,
-    /// Live connections, to close them on shutdown.
-    pub(crate) connections: Mutex<HashMap<ConnId, Closer>>,
+    /// Live connections, to close them on shutdown and to sweep them for keep-alive.
+    pub(crate) connections: Mutex<HashMap<ConnId, keepalive::Live>>,
+    /// The keep-alive's clock.
+    pub(crate) clock: keepalive::Clock,
     /// The connection caps and what counts against them.
     pub(crate) admission: admission::Admission,
 }
@@ -223,10 +236,20 @@ impl Server {
             authenticator: self.authenticator,
             shards,
             connections: Mutex::new(HashMap::new()),
+            clock: keepalive::Clock::start(),
         });
+        let (ping_interval, idle_timeout) = (shared.config.ping_interval, shared.config.idle_timeout);
+        let keepalive = (!ping_interval.is_zero())
+            .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        ServerHandle { rooms: Rooms { shared: Arc::clone(&shared) }, shared, stop: Some(stop_tx), accept }
+        ServerHandle {
+            rooms: Rooms { shared: Arc::clone(&shared) },
+            shared,
+            stop: Some(stop_tx),
+            accept,
+            keepalive,
+        }
     }
 }
 
@@ -269,6 +292,7 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<JoinSet<()>>,
+    keepalive: Option<JoinHandle<()>>,
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -344,8 +368,17 @@ impl ServerHandle {
                 let _ = wait.await;
             }
         }
-        let closers: Vec<Closer> =
-            self.shared.connections.lock().expect("not poisoned").values().cloned().collect();
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+        let closers: Vec<Closer> = self
+            .shared
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(|l| l.closer.clone())
+            .collect();
         for closer in closers {
             closer.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
         }

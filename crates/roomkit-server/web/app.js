@@ -42,6 +42,7 @@ const CODES = {
   5003: ["CONNECTION_CLOSED", "The connection to the server is closed."],
   5004: ["SERVER_SHUTTING_DOWN", "The server is shutting down."],
   5005: ["TOO_MANY_CONNECTIONS", "Too many connections from this account or address. Close another window first."],
+  5006: ["KEEPALIVE_TIMEOUT", "The connection went quiet and the server closed it. Sign in again to continue."],
 };
 
 const END_REASONS = {

@@ -19,6 +19,12 @@
 //! Each direction of a connection is a channel of [`MemoryConfig::channel_capacity`]
 //! frames: a peer that stops reading makes the other side's `send` wait, as a full socket
 //! buffer would, so slow-consumer handling is exercised for real.
+//!
+//! A keep-alive ping ([`Frame::ping`]) is answered by the transport itself, at once, for as
+//! long as the peer's end is there: an in-memory peer cannot vanish without its end closing
+//! (or the connection being severed), so there is nothing for a round trip to find out. The
+//! answer arrives on the pinging side's [`FrameStream::recv_or_alive`], after what the peer
+//! had sent before it.
 
 use std::sync::{
     atomic::AtomicBool,
@@ -159,8 +165,11 @@ impl Connector for MemoryConnector {
             live.retain(|w| w.strong_count() > 0);
             live.push(Arc::downgrade(&cut));
         }
-        let (to_server, from_client) = direction(cap, &cut);
-        let (to_client, from_server) = direction(cap, &cut);
+        let (mut to_server, from_client) = direction(cap, &cut);
+        let (mut to_client, from_server) = direction(cap, &cut);
+        // A side's pings are answered into its own stream.
+        to_client.answers = to_server.tx.as_ref().map(mpsc::Sender::downgrade);
+        to_server.answers = to_client.tx.as_ref().map(mpsc::Sender::downgrade);
         let server_side = Connection {
             sink: Box::new(to_client),
             stream: Box::new(from_client),
@@ -178,21 +187,45 @@ impl Connector for MemoryConnector {
     }
 }
 
+/// What one direction of a connection carries.
+#[derive(Debug)]
+enum Item {
+    Frame(Bytes),
+    /// The answer to a keep-alive ping this side sent.
+    Alive,
+}
+
 /// One direction of a connection: frames, then (once the sender is dropped) the close
 /// reason the sender left, read after every queued frame like a WebSocket close frame.
 fn direction(capacity: usize, cut: &Arc<Cut>) -> (MemorySink, MemoryStream) {
     let (tx, rx) = mpsc::channel(capacity);
     let reason = Arc::new(OnceLock::new());
     (
-        MemorySink { tx: Some(tx), reason: Arc::clone(&reason), cut: Arc::clone(cut) },
+        MemorySink { tx: Some(tx), reason: Arc::clone(&reason), cut: Arc::clone(cut), answers: None },
         MemoryStream { rx, reason, closed: false, cut: Arc::clone(cut) },
     )
 }
 
 struct MemorySink {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<Item>>,
     reason: Arc<OnceLock<CloseReason>>,
     cut: Arc<Cut>,
+    /// This side's own incoming direction, where the answers to its pings go. Weak: it must
+    /// not keep that direction open once the peer's sink is gone.
+    answers: Option<mpsc::WeakSender<Item>>,
+}
+
+impl MemorySink {
+    /// Answers a ping of this side: the peer is there while its end of this direction is.
+    fn answer_ping(&self, tx: &mpsc::Sender<Item>) {
+        if tx.is_closed() || self.cut.is_cut() {
+            return;
+        }
+        if let Some(answers) = self.answers.as_ref().and_then(mpsc::WeakSender::upgrade) {
+            // A full channel holds frames from the peer: signs of life enough.
+            let _ = answers.try_send(Item::Alive);
+        }
+    }
 }
 
 #[async_trait]
@@ -203,7 +236,13 @@ impl FrameSink for MemorySink {
             if self.cut.is_cut() {
                 return Err(TransportError::Closed(None));
             }
-            tx.send(frame.payload()).await.map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
+            if frame.is_ping() {
+                self.answer_ping(tx);
+                continue;
+            }
+            tx.send(Item::Frame(frame.payload()))
+                .await
+                .map_err(|_| TransportError::Closed(self.reason.get().cloned()))?;
         }
         Ok(())
     }
@@ -219,34 +258,50 @@ impl FrameSink for MemorySink {
 }
 
 struct MemoryStream {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Item>,
     reason: Arc<OnceLock<CloseReason>>,
     closed: bool,
     cut: Arc<Cut>,
 }
 
-#[async_trait]
-impl FrameStream for MemoryStream {
-    async fn recv(&mut self) -> Result<Bytes, TransportError> {
-        if !self.closed && !self.cut.is_cut() {
+impl MemoryStream {
+    /// The next frame, or with `alive`, `None` for the answer to a ping.
+    async fn next(&mut self, alive: bool) -> Result<Option<Bytes>, TransportError> {
+        while !self.closed && !self.cut.is_cut() {
             let cut = self.cut.notify.notified();
             tokio::pin!(cut);
             cut.as_mut().enable();
-            if !self.cut.is_cut() {
-                tokio::select! {
-                    frame = self.rx.recv() => if let Some(frame) = frame {
-                        return Ok(frame);
-                    },
-                    () = cut => {}
-                }
+            if self.cut.is_cut() {
+                break;
+            }
+            tokio::select! {
+                item = self.rx.recv() => match item {
+                    Some(Item::Frame(frame)) => return Ok(Some(frame)),
+                    Some(Item::Alive) if alive => return Ok(None),
+                    Some(Item::Alive) => continue,
+                    None => {}
+                },
+                () = cut => {}
             }
             self.closed = true;
         }
+        self.closed = true;
         if self.cut.is_cut() {
             self.rx.close();
             return Err(TransportError::Closed(None));
         }
         Err(TransportError::Closed(self.reason.get().cloned()))
+    }
+}
+
+#[async_trait]
+impl FrameStream for MemoryStream {
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        Ok(self.next(false).await?.expect("only answers to pings are None"))
+    }
+
+    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.next(true).await
     }
 }
 
@@ -298,6 +353,27 @@ mod tests {
         let third = server.sink.send(std::slice::from_ref(&f));
         tokio::pin!(third);
         assert!(futures_poll_once(third.as_mut()).await.is_none(), "third frame must wait");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_ping_is_answered_while_the_peer_is_there_and_not_after() {
+        let (mut listener, connector) = transport();
+        let (server, client) = tokio::join!(listener.accept(), connector.connect());
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        client.sink.send(&["{\"a\":1}".into()]).await.unwrap();
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        // What the peer sent first comes first; then the answer.
+        assert_eq!(server.stream.recv_or_alive().await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(server.stream.recv_or_alive().await.unwrap(), None);
+        // `recv` passes over answers.
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        client.sink.send(&["{}".into()]).await.unwrap();
+        assert_eq!(&server.stream.recv().await.unwrap()[..], b"{}");
+        // A peer whose end is gone answers nothing: its close comes instead.
+        drop(client.stream);
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        drop(client.sink);
+        assert!(matches!(server.stream.recv_or_alive().await, Err(TransportError::Closed(_))));
     }
 
     #[tokio::test(flavor = "current_thread")]
