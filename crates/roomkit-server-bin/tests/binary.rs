@@ -459,12 +459,13 @@ async fn the_token_command_refuses_a_reserved_account() {
 }
 
 /// A configuration file's `[limits] max_message_bytes = 10` applies: 10 bytes pass, 11 are
-/// `MESSAGE_TOO_LONG`.
+/// `MESSAGE_TOO_LONG`; so does its `[access]` table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_sets_the_limits() {
     let dir = TempDir::new();
     let path = dir.path().join("roomkit.toml");
-    std::fs::write(&path, "[limits]\nmax_message_bytes = 10\n").expect("write the config file");
+    let file = "[limits]\nmax_message_bytes = 10\n[access]\nmax_rooms_per_account = 1\n";
+    std::fs::write(&path, file).expect("write the config file");
     let server = ServerProcess::start(&["--config", path.to_str().expect("UTF-8 path")]).await;
     let alice_kit = server.client("alice").await;
     let alice = host(&alice_kit, "r").await;
@@ -478,6 +479,10 @@ async fn a_config_file_sets_the_limits() {
         expect_code(alice.chat().send_broadcast_text_message("0123456789a").await, Code::MESSAGE_TOO_LONG);
     assert!(e.msg().contains("10"), "{}", e.msg());
     bob.assert_quiet().await;
+    // The [access] table applies too: alice has her one room.
+    let second =
+        alice_kit.room_service().create_room(create_params("r2"), CreateRoomOptions::default()).await;
+    expect_code(second, Code::TOO_MANY_ROOMS);
     server.stop().await;
 }
 
@@ -487,7 +492,8 @@ async fn a_config_file_sets_the_limits() {
 async fn the_environment_overrides_the_file_and_flags_override_both() {
     let dir = TempDir::new();
     let path = dir.path().join("roomkit.toml");
-    std::fs::write(&path, "[limits]\nmax_message_bytes = 10\n").expect("write the config file");
+    let file = "[limits]\nmax_message_bytes = 10\n[access]\nmax_rooms_per_account = 1\n";
+    std::fs::write(&path, file).expect("write the config file");
     let config = path.to_str().expect("UTF-8 path");
     let env = [("ROOMKIT_MAX_MESSAGE_BYTES", "12")];
     for (extra, limit) in
