@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc};
 use roomkit_client::EndReason;
 use roomkit_protocol::{Code, UserUuid};
 use roomkit_server::{
-    admin::{self, AdminState},
+    admin::{self, AdminLimits, AdminState},
     ServerConfig,
 };
 use roomkit_tests::{
@@ -34,6 +34,11 @@ struct Admin {
 impl Admin {
     /// Serves the admin API for `h`'s server; `tokens` mints for `POST /v1/tokens`.
     async fn serve(h: &WsHarness, tokens: Option<JwtAuthenticator>) -> Self {
+        Self::serve_with(h, tokens, AdminLimits::default()).await
+    }
+
+    /// [`serve`](Self::serve) with `limits`.
+    async fn serve_with(h: &WsHarness, tokens: Option<JwtAuthenticator>, limits: AdminLimits) -> Self {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin port");
         let addr = tcp.local_addr().expect("address");
         let state = AdminState {
@@ -41,6 +46,7 @@ impl Admin {
             admin_key: KEY.into(),
             tokens,
             backend_user: UserUuid::new("backend").expect("valid id"),
+            limits,
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(roomkit_server::net::serve(
@@ -174,6 +180,31 @@ async fn rooms_are_created_once() {
     let kit = h.client("alice").await;
     let alice = join(&kit, "class-1").await;
     alice.chat().join_chatroom().await.expect("the room has a chatroom");
+    stop(h, admin).await;
+}
+
+/// The admin API acts as `backend`, and nobody else can: a login as `backend` (here with
+/// development credentials, which accept any account) is refused with `RESERVED_ACCOUNT`, so
+/// nobody joins a room the API created as its host or ends it; and the API mints no token
+/// for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_can_act_as_the_admin_apis_own_identity() {
+    let (h, admin) = start().await;
+    let body = json!({"room_uuid": "class-1", "room_name": "Class 1", "enable_chatroom": true});
+    success(&admin.post("/v1/rooms", body).await, 201);
+    for account in ["backend", "Backend", "system"] {
+        let kit = h.connect().await;
+        let e = expect_code(kit.login(account, "dev-token").await, Code::RESERVED_ACCOUNT);
+        assert!(e.msg().contains("reserved"), "{}", e.msg());
+        assert_eq!(kit.user_uuid(), None);
+        let join = kit.room_service().join_room(join_params("class-1", account), Default::default()).await;
+        expect_code(join, Code::UNAUTHENTICATED);
+    }
+    let r = admin.post("/v1/tokens", json!({"account": "backend"})).await;
+    failure(&r, 400, Code::BAD_REQUEST, "reserved");
+    // The room is untouched: still there, nobody in it.
+    let data = success(&admin.get("/v1/rooms/class-1").await, 200);
+    assert_eq!(data["member_count"], 0, "{data}");
     stop(h, admin).await;
 }
 
@@ -563,5 +594,113 @@ async fn member_listings_are_paged_with_the_counts() {
         success(&admin.get("/v1/rooms/r/members?limit=100").await, 200)["members"].as_array().map(Vec::len),
         Some(7)
     );
+    stop(h, admin).await;
+}
+
+/// Sends `head` and then `body` (raw bytes) to the admin port and reads the answer: its
+/// status line and its body, once whole. The server must answer without more input, and
+/// then close the connection.
+async fn raw_answer(addr: SocketAddr, head: &str, body: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to the admin port");
+    tcp.write_all(head.as_bytes()).await.expect("send the head");
+    tcp.write_all(body).await.expect("send the body");
+    let answer = roomkit_tests::within("the admin port's answer", async {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&bytes[..end]).to_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if bytes.len() >= end + 4 + len {
+                    return bytes;
+                }
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return bytes,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.to_lowercase().contains("connection: close"), "the connection is not kept: {head}");
+    // And closed: nothing more comes.
+    let mut rest = Vec::new();
+    let closed =
+        roomkit_tests::within("the admin port to close the connection", tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_err() || rest.is_empty(), "{closed:?} {rest:?}");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// A request with a wrong key (or none) is refused from its head alone: a 2 MB body that
+/// never comes does not keep it waiting, and no room is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_before_the_body_is_read() {
+    let (h, admin) = start().await;
+    for auth in ["Authorization: Bearer wrong\r\n", ""] {
+        let head = format!(
+            "POST /v1/rooms HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: 2097152\r\n\r\n"
+        );
+        let (status, body) = raw_answer(admin.addr, &head, b"").await;
+        assert!(status.starts_with("HTTP/1.1 401"), "{status} {body}");
+        assert!(body.contains("\"code\":1100"), "{body}");
+    }
+    let data = success(&admin.get("/v1/rooms").await, 200);
+    assert_eq!(data, json!({"rooms": []}));
+    stop(h, admin).await;
+}
+
+/// With the key, a body declared larger than the limit is refused before it is read (413,
+/// `FRAME_TOO_LARGE`), and one that grows past it without declaring its length is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_refused() {
+    let h = WsHarness::start(ServerConfig::default()).await;
+    let mut limits = AdminLimits::default();
+    limits.max_body_bytes = 1000;
+    let admin = Admin::serve_with(&h, None, limits).await;
+    let head = format!(
+        "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n"
+    );
+    let (status, body) = raw_answer(admin.addr, &head, b"").await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status} {body}");
+    assert!(body.contains("\"code\":1003") && body.contains("1000 bytes"), "{body}");
+    let head = format!(
+        "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunk = format!("{:x}\r\n{}\r\n", 1001, "x".repeat(1001));
+    let (status, body) = raw_answer(admin.addr, &head, chunk.as_bytes()).await;
+    assert!(status.starts_with("HTTP/1.1 413"), "{status} {body}");
+    // A body within the limit is served as usual.
+    let room = json!({"room_uuid": "r", "room_name": "R"});
+    success(&admin.post("/v1/rooms", room).await, 201);
+    stop(h, admin).await;
+}
+
+/// A body that trickles in slower than the body timeout is answered 408 (`TIMEOUT`) and the
+/// connection closed, instead of holding it open for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out() {
+    let h = WsHarness::start(ServerConfig::default()).await;
+    let mut limits = AdminLimits::default();
+    limits.body_timeout = std::time::Duration::from_millis(300);
+    let admin = Admin::serve_with(&h, None, limits).await;
+    let head = format!(
+        "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    );
+    let (status, body) = raw_answer(admin.addr, &head, b"{\"room_uuid\":").await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status} {body}");
+    assert!(body.contains("\"code\":1006"), "{body}");
+    let data = success(&admin.get("/v1/rooms").await, 200);
+    assert_eq!(data, json!({"rooms": []}));
     stop(h, admin).await;
 }

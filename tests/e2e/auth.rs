@@ -105,6 +105,19 @@ async fn an_expired_token_is_auth_expired() {
     h.stop().await;
 }
 
+/// A correctly signed token for one of the server's own identities (`backend`, as which the
+/// admin API acts) logs nobody in: `RESERVED_ACCOUNT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_a_reserved_account_is_refused() {
+    let h = start().await;
+    let kit = h.connect().await;
+    let forged = JwtAuthenticator::new(SECRET).mint(&claims("backend", "Backend"));
+    let e = expect_code(kit.login("backend", &forged).await, Code::RESERVED_ACCOUNT);
+    assert!(e.msg().contains("`backend` is reserved"), "{}", e.msg());
+    assert_eq!(kit.user_uuid(), None);
+    h.stop().await;
+}
+
 /// A valid token for another account is `UNAUTHENTICATED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_account_is_unauthenticated() {

@@ -242,6 +242,8 @@ async fn host_chats(
 
 fn config() -> ServerConfig {
     let mut config = ServerConfig::default();
+    // Every member connects from 127.0.0.1.
+    config.max_connections_per_address = 0;
     config.core.presence_digest_ms = DIGEST_MS;
     // Fewer per-member events and smaller digests than by default, so that 2,000 clients of a
     // debug build keep up on two cores; the rules are the same.

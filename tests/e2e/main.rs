@@ -2,15 +2,17 @@
 //! transport's defaults, once with one-frame channels, where every send waits for the peer
 //! to read) and over WebSocket on loopback ([`websocket`]); bad input on a real socket
 //! ([`wire`]); JWT logins ([`auth`]); the admin HTTP API ([`admin`]); member paging and
-//! message rates on the wire ([`members_and_rates`]); and a 2,000-member room over WebSocket
-//! ([`large_room`]). The tests of the `roomkit-server` binary itself live in its package,
+//! message rates on the wire ([`members_and_rates`]); connection and room caps
+//! ([`quotas`]); keep-alive ([`keepalive`]); and a 2,000-member room over WebSocket ([`large_room`]). The tests of the `roomkit-server` binary itself live in its package,
 //! `roomkit-server-bin`.
 
 mod admin;
 mod auth;
+mod keepalive;
 mod large_room;
 mod members_and_rates;
 mod memory_transport;
+mod quotas;
 mod tiny;
 mod websocket;
 mod wire;

@@ -83,6 +83,11 @@ pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Optio
     config.shards = shards;
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
     config.send_queue_frames = 65_536;
+    // Every member connects from this process: no connection caps.
+    config.max_connections = 0;
+    config.max_connections_per_address = 0;
+    // Its readers answer no pings: no keep-alive.
+    config.ping_interval = std::time::Duration::ZERO;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();

@@ -386,6 +386,10 @@ async fn start_server_on(
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
         .args(["--send-queue-frames", "65536"])
+        // Every member connects from loopback, tens of thousands of them: no connection caps.
+        .args(["--max-connections", "0", "--max-connections-per-address", "0"])
+        // The generator's hand-written readers answer no pings: no keep-alive.
+        .args(["--ping-interval-secs", "0"])
         // The fan-out and durable-send scenarios send as fast as they can on purpose: no
         // per-member or per-chatroom message rates.
         .args(["--member-message-rate", "0", "--chatroom-message-rate", "0"])

@@ -15,18 +15,30 @@ pub(crate) fn clean(text: &str) -> String {
     text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '?' } else { c }).collect()
 }
 
-/// One message as a line: `[time] sender: text`, with `(to you)`, `→ bob` and `[server]`
-/// marks. `name_of` names a user uuid (for the recipients of one's own direct messages).
+/// A member as text: its display name with the account id beside it (`Alice (alice)`), since
+/// display names are chosen freely and two members may pick the same one; just the id when
+/// the two are equal.
+pub(crate) fn who(name: &str, uuid: &UserUuid) -> String {
+    if name == uuid.as_str() {
+        uuid.to_string()
+    } else {
+        format!("{} ({uuid})", clean(name))
+    }
+}
+
+/// One message as a line: `[time] sender (account): text`, with `(to you)`, `→ bob` and
+/// `[server]` marks. `name_of` names a user uuid (for the recipients of one's own direct
+/// messages).
 pub(crate) fn message(m: &ChatMessage, me: &UserUuid, name_of: impl Fn(&UserUuid) -> String) -> String {
     let time = clock(m.time);
     let mine = &m.from_user_uuid == me;
-    let mut from = if mine { "you".to_string() } else { clean(&m.from_nick) };
+    let mut from = if mine { "you".to_string() } else { who(&m.from_nick, &m.from_user_uuid) };
     if m.from_backend {
         from.push_str(" [server]");
     }
     match &m.to_user_uuid_list {
         Some(to) if mine => {
-            let names: Vec<String> = to.iter().map(|u| clean(&name_of(u))).collect();
+            let names: Vec<String> = to.iter().map(|u| who(&name_of(u), u)).collect();
             from = format!("{from} → {}", names.join(", "));
         }
         Some(_) => from.push_str(" (to you)"),
@@ -68,9 +80,9 @@ pub(crate) fn member(m: &RoomMember, me: &UserUuid) -> String {
     format!("  {} ({}): {}", clean(&m.name), m.uuid, notes.join(", "))
 }
 
-/// Names of members for a notice: `Alice, Bob`.
+/// Names of members for a notice: `Alice (alice), bob`.
 pub(crate) fn names(members: &[RoomMember]) -> String {
-    members.iter().map(|m| clean(&m.name)).collect::<Vec<_>>().join(", ")
+    members.iter().map(|m| who(&m.name, &m.uuid)).collect::<Vec<_>>().join(", ")
 }
 
 /// Left-aligned columns, two spaces apart.
@@ -108,11 +120,22 @@ mod tests {
     fn messages_read_as_lines() {
         let me: UserUuid = "bob".parse().unwrap();
         let m = text_message("alice", None, "hi\u{1b}[2J all");
-        assert_eq!(message(&m, &me, |u| u.to_string()), "[10:00:12] ALICE: hi?[2J all");
+        assert_eq!(message(&m, &me, |u| u.to_string()), "[10:00:12] ALICE (alice): hi?[2J all");
         let m = text_message("alice", Some(vec!["bob"]), "psst");
-        assert_eq!(message(&m, &me, |u| u.to_string()), "[10:00:12] ALICE (to you): psst");
+        assert_eq!(message(&m, &me, |u| u.to_string()), "[10:00:12] ALICE (alice) (to you): psst");
         let m = text_message("bob", Some(vec!["alice"]), "psst");
-        assert_eq!(message(&m, &me, |_| "Alice".into()), "[10:00:12] you → Alice: psst");
+        assert_eq!(message(&m, &me, |_| "Alice".into()), "[10:00:12] you → Alice (alice): psst");
+    }
+
+    #[test]
+    fn a_member_using_another_ones_name_is_told_apart_by_account_id() {
+        let me: UserUuid = "bob".parse().unwrap();
+        let mut real: ChatMessage = text_message("alice", None, "hi");
+        real.from_nick = "alice".into();
+        let mut spoof = text_message("mallory", None, "hi");
+        spoof.from_nick = "alice".into();
+        assert_eq!(message(&real, &me, |u| u.to_string()), "[10:00:12] alice: hi");
+        assert_eq!(message(&spoof, &me, |u| u.to_string()), "[10:00:12] alice (mallory): hi");
     }
 
     #[test]
@@ -123,7 +146,7 @@ mod tests {
             "time": 1_767_261_612_000u64, "message_type": "custom", "attach_str": crate::chat::LIKE,
         }))
         .unwrap();
-        assert_eq!(message(&like, &me, |u| u.to_string()), "[10:00:12] Alice sent a like");
+        assert_eq!(message(&like, &me, |u| u.to_string()), "[10:00:12] Alice (alice) sent a like");
     }
 
     #[test]

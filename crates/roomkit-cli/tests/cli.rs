@@ -61,6 +61,7 @@ fn live_server_with(config: ServerConfig) -> Live {
             admin_key: ADMIN_KEY.into(),
             tokens: None,
             backend_user: UserUuid::new("backend").unwrap(),
+            limits: Default::default(),
         };
         tokio::spawn(net::serve(admin_tcp, admin::router(state), timeout, stop_rx));
         (server, stop, client_addr, admin_addr)
@@ -171,20 +172,20 @@ fn two_chat_sessions_talk() {
     bob.expect("joined room cli-chat");
     bob.expect("* 2 members, 2 in the chatroom:");
     alice.expect("* online: 2 members, 1 in the chatroom");
-    alice.expect("* Bob entered the chatroom");
+    alice.expect("* Bob (bob) entered the chatroom");
     alice.expect("* online: 2 members, 2 in the chatroom");
     bob.say("/like");
     bob.expect("* you sent a like");
-    alice.expect("Bob sent a like");
+    alice.expect("Bob (bob) sent a like");
 
     alice.say("hello bob");
-    let line = bob.expect("Alice: hello bob");
+    let line = bob.expect("Alice (alice): hello bob");
     assert!(line.starts_with('[') && line.as_bytes()[9] == b']', "time first: {line}");
     bob.say("hi alice");
-    alice.expect("Bob: hi alice");
+    alice.expect("Bob (bob): hi alice");
     bob.say("/dm alice just for you");
-    bob.expect("you → Alice: just for you");
-    alice.expect("Bob (to you): just for you");
+    bob.expect("you → Alice (alice): just for you");
+    alice.expect("Bob (bob) (to you): just for you");
 
     alice.say("/members");
     alice.expect("2 members, 2 in the chatroom");
@@ -192,23 +193,23 @@ fn two_chat_sessions_talk() {
     alice.expect("Bob (bob): in the chatroom");
     alice.say("/history");
     alice.expect("you: hello bob");
-    alice.expect("Bob: hi alice");
+    alice.expect("Bob (bob): hi alice");
 
     // Alice recalls her last message: both are told, and history shows it recalled.
     alice.say("/recall");
     alice.expect("* you recalled a message");
-    bob.expect("* Alice recalled a message");
+    bob.expect("* Alice (alice) recalled a message");
     bob.say("/history");
-    bob.expect("Alice: (recalled)");
+    bob.expect("Alice (alice): (recalled)");
 
     bob.say("/leave");
     bob.expect("you left the chatroom");
-    alice.expect("* Bob left the chatroom");
+    alice.expect("* Bob (bob) left the chatroom");
     bob.say("/quit");
     let (status, _, stderr) = bob.finish();
     assert!(status.success(), "bob: {status}; {stderr}");
     assert!(stderr.contains("development token"), "says it uses a development token: {stderr}");
-    alice.expect("* Bob left the room");
+    alice.expect("* Bob (bob) left the room");
     alice.say("/quit");
     let (status, _, stderr) = alice.finish();
     assert!(status.success(), "alice: {status}; {stderr}");
@@ -231,7 +232,7 @@ fn send_history_and_rooms() {
 
     let (status, out, err) = run(&["history", "--server", server, "--room", "notes"]);
     assert!(status.success(), "{out}\n{err}");
-    assert!(out.contains(&format!("Ann: {text}")), "{out}");
+    assert!(out.contains(&format!("Ann (ann): {text}")), "{out}");
 
     let (status, out, err) = run(&["rooms", "--admin", &live.admin_url, "--admin-key", ADMIN_KEY]);
     assert!(status.success(), "{out}\n{err}");

@@ -66,10 +66,31 @@ pub struct ChatController {
     pub(crate) room: RoomContext,
 }
 
-/// What a send carries.
-enum Content<'a> {
+/// What [`ChatController::send_message`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageContent<'a> {
+    /// A text message.
     Text(&'a str),
-    Custom { attach_str: &'a str, persist: bool },
+    /// An application-defined payload; `persist: false` for an ephemeral one (see
+    /// [`CustomMessageOptions::persist`]).
+    Custom {
+        /// The payload.
+        attach_str: &'a str,
+        /// Stored and numbered (`true`), or ephemeral.
+        persist: bool,
+    },
+}
+
+/// A sent message as its acknowledgement tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SentMessage {
+    /// The message as stored and delivered, with its sequence number and time.
+    pub message: ChatMessage,
+    /// Whether the message was on the server's disk when it was acknowledged. `false` when
+    /// the server runs with eventual durability or an in-memory store (a crash of the server
+    /// can then lose it even though it was acknowledged), and for an ephemeral message.
+    pub durable: bool,
 }
 
 impl ChatController {
@@ -141,12 +162,12 @@ impl ChatController {
     /// Sends text to every chatroom member but the caller; returns the stored message, with
     /// its sequence number.
     pub async fn send_broadcast_text_message(&self, text: &str) -> Result<ChatMessage, Error> {
-        self.send(None, Content::Text(text)).await
+        self.send(None, MessageContent::Text(text)).await
     }
 
     /// Sends text to one chatroom member.
     pub async fn send_direct_text_message(&self, user_uuid: &str, text: &str) -> Result<ChatMessage, Error> {
-        self.send(Some(vec![parse_user(user_uuid)?]), Content::Text(text)).await
+        self.send(Some(vec![parse_user(user_uuid)?]), MessageContent::Text(text)).await
     }
 
     /// Sends text to exactly the listed chatroom members.
@@ -156,12 +177,12 @@ impl ChatController {
         text: &str,
     ) -> Result<ChatMessage, Error> {
         let to = user_uuids.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()?;
-        self.send(Some(to), Content::Text(text)).await
+        self.send(Some(to), MessageContent::Text(text)).await
     }
 
     /// Sends an application-defined payload to every chatroom member but the caller.
     pub async fn send_broadcast_custom_message(&self, attach_str: &str) -> Result<ChatMessage, Error> {
-        self.send(None, Content::Custom { attach_str, persist: true }).await
+        self.send(None, MessageContent::Custom { attach_str, persist: true }).await
     }
 
     /// Sends an application-defined payload with options: to some members only, or
@@ -177,7 +198,21 @@ impl ChatController {
             Some(users) => Some(users.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()?),
             None => None,
         };
-        self.send(to, Content::Custom { attach_str, persist: options.persist }).await
+        self.send(to, MessageContent::Custom { attach_str, persist: options.persist }).await
+    }
+
+    /// Sends `content` to the listed chatroom members, or with `to: None` to every chatroom
+    /// member but the caller, and returns the message with whether its acknowledgement means
+    /// it is on the server's disk ([`SentMessage::durable`]). The other send methods are this
+    /// one, returning the message only.
+    pub async fn send_message(
+        &self,
+        to: Option<&[&str]>,
+        content: MessageContent<'_>,
+    ) -> Result<SentMessage, Error> {
+        let to =
+            to.map(|users| users.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()).transpose()?;
+        self.send_acknowledged(to, content).await
     }
 
     /// One page of the members inside the chatroom (NERoom `fetchChatroomMembers`), in the
@@ -236,19 +271,31 @@ impl ChatController {
     /// and delivered once. Its sequence number counts as seen. An ephemeral send is not
     /// resent (the server does not deduplicate it). A refusal, `MESSAGE_RATE_LIMITED` and
     /// `CHATROOM_RATE_LIMITED` included, is returned as it is, never retried.
-    async fn send(&self, to: Option<Vec<UserUuid>>, content: Content<'_>) -> Result<ChatMessage, Error> {
+    async fn send(
+        &self,
+        to: Option<Vec<UserUuid>>,
+        content: MessageContent<'_>,
+    ) -> Result<ChatMessage, Error> {
+        Ok(self.send_acknowledged(to, content).await?.message)
+    }
+
+    async fn send_acknowledged(
+        &self,
+        to: Option<Vec<UserUuid>>,
+        content: MessageContent<'_>,
+    ) -> Result<SentMessage, Error> {
         let room_uuid = self.room.room_uuid();
         let message_uuid = Some(new_message_uuid());
-        let resend = !matches!(content, Content::Custom { persist: false, .. });
+        let resend = !matches!(content, MessageContent::Custom { persist: false, .. });
         let options = || CallOptions { apply: None, resend };
         let session = &self.room.session;
-        let SendMessageOutput { message } = match content {
-            Content::Text(text) => {
+        let SendMessageOutput { message, durable } = match content {
+            MessageContent::Text(text) => {
                 let params =
                     SendTextMessage { room_uuid, message_uuid, to_user_uuid_list: to, text: text.into() };
                 session.call_with(&params, options()).await?
             }
-            Content::Custom { attach_str, persist } => {
+            MessageContent::Custom { attach_str, persist } => {
                 let params = SendCustomMessage {
                     room_uuid,
                     message_uuid,
@@ -260,7 +307,7 @@ impl ChatController {
             }
         };
         self.room.room.change(|m| m.note_seq(message.seq));
-        Ok(Arc::unwrap_or_clone(message))
+        Ok(SentMessage { message: Arc::unwrap_or_clone(message), durable })
     }
 }
 

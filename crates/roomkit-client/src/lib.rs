@@ -39,6 +39,7 @@ mod chat;
 mod context;
 mod error;
 mod events;
+mod keepalive;
 mod mirror;
 mod reconnect;
 mod room;
@@ -47,7 +48,7 @@ mod session;
 
 use std::{sync::Arc, time::Duration};
 
-pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions};
+pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions, MessageContent, SentMessage};
 pub use context::RoomContext;
 pub use error::Error;
 pub use events::{RoomEvent, RoomEventCallback, RoomEvents};
@@ -76,6 +77,8 @@ pub struct ClientConfig {
     /// room sends per-member events, so the list then stays complete, as in NERoom. A larger
     /// room's context holds the first page and the members seen since; 0 never pages.
     pub complete_member_list_max: u64,
+    /// Noticing a connection that died without closing.
+    pub keep_alive: KeepAlivePolicy,
 }
 
 impl Default for ClientConfig {
@@ -84,7 +87,25 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             reconnect: ReconnectPolicy::default(),
             complete_member_list_max: 500,
+            keep_alive: KeepAlivePolicy::default(),
         }
+    }
+}
+
+/// Keep-alive: once logged in, the client sends `ping` every `interval`; when no answer comes
+/// within `timeout`, the connection is taken for dead, exactly as if it had dropped: the
+/// client reconnects and resumes (with [`ReconnectPolicy::enabled`]), or the session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepAlivePolicy {
+    /// Time between pings (default 30 s); zero sends none.
+    pub interval: Duration,
+    /// How long a ping may wait for its answer (default 10 s).
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlivePolicy {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) }
     }
 }
 

@@ -86,19 +86,20 @@ impl Rpc {
     }
 
     /// Makes a connection current: its sink takes the writes, a new receive loop reads its
-    /// stream on behalf of `owner`.
+    /// stream on behalf of `owner`. Returns the connection's epoch.
     pub(crate) async fn install<H: Inbound>(
         &self,
         owner: &Arc<H>,
         sink: Box<dyn FrameSink>,
         stream: Box<dyn FrameStream>,
-    ) {
+    ) -> u64 {
         *self.sink.lock().await = Some(sink);
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let task = tokio::spawn(receive_loop(stream, Arc::downgrade(owner), epoch));
         if let Some(old) = self.receiver.lock().expect("not poisoned").replace(task) {
             old.abort();
         }
+        epoch
     }
 
     /// Whether `epoch` is the current connection's.

@@ -64,10 +64,13 @@ impl Session {
         session
     }
 
-    /// Makes `connection` the current one.
+    /// Makes `connection` the current one, with its keep-alive.
     pub(crate) async fn install(self: &Arc<Self>, connection: Connection) {
         let Connection { sink, stream, .. } = connection;
-        self.rpc.install(self, sink, stream).await;
+        let epoch = self.rpc.install(self, sink, stream).await;
+        if !self.config.keep_alive.interval.is_zero() {
+            tokio::spawn(crate::keepalive::run(Arc::downgrade(self), epoch));
+        }
     }
 
     pub(crate) fn state(&self) -> ConnectionState {

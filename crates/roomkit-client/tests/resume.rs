@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use roomkit_client::{ChatMessage, ConnectionState, RoomEvent, RoomKit};
+use roomkit_client::{ChatMessage, ConnectionState, KeepAlivePolicy, RoomEvent, RoomKit};
 use roomkit_core::store::{MemoryStore, Retention};
 use roomkit_server::{net, DevAuthenticator, Server, ServerHandle};
 use roomkit_transport_memory::MemoryConnector;
@@ -83,6 +83,37 @@ async fn close_all(members: &[&Member]) {
     for m in members {
         within("closing a client", m.kit.close()).await;
     }
+}
+
+/// A connection that goes silent without closing (everything from the server is lost on the
+/// way) is noticed by the keep-alive: a ping goes unanswered, the client reconnects, resumes,
+/// and catches up on what was said meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_noticed_by_keep_alive_and_resumed() {
+    let (server, connector) = memory_server(30_000, None);
+    let link = FaultyConnector::new(connector.separate());
+    let mut config = client_config(ms(50));
+    config.keep_alive = KeepAlivePolicy { interval: ms(200), timeout: ms(1000) };
+    let alice = login(link.boxed(), config, "alice").await;
+    create_room(&alice, ROOM).await;
+    let alice = Member::join(alice, ROOM).await;
+    let bob = Member::join(login(connector.separate(), client_config(ms(50)), "bob").await, ROOM).await;
+    bob.send("before").await;
+    alice.recorder.wait_for_text("before").await;
+    let mut alice_states = alice.kit.connection_events();
+
+    link.deafen();
+    bob.send("while alice heard nothing").await;
+    assert!(
+        matches!(next_state(&mut alice_states).await, ConnectionState::Reconnecting { .. }),
+        "the unanswered ping counts as a lost connection"
+    );
+    until_connected(&mut alice_states).await;
+    alice.recorder.wait_for_text("while alice heard nothing").await;
+    assert_eq!(link.connects(), 2, "one reconnect");
+    assert_eq!(alice.kit.connection_state(), ConnectionState::Connected);
+    close_all(&[&alice, &bob]).await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

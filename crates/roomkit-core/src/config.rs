@@ -64,6 +64,23 @@ pub struct CoreConfig {
     /// `CHATROOM_RATE_LIMITED` beyond: low-priority ones once half the burst is used, normal
     /// ones once it is used up, high-priority ones never (they still use it up).
     pub chatroom_message_rate: MessageRate,
+    /// Whether the store the driver commits to has flushed a commit to disk when it reports
+    /// it (an fsync per commit): the `durable` flag of every send acknowledgement. False by
+    /// default, which is right for an in-memory store or one that syncs only now and then;
+    /// a driver with a store that syncs every commit sets it.
+    pub durable_acks: bool,
+    /// Live rooms one account may have created (0: no cap); `create_room` beyond it is
+    /// refused with `TOO_MANY_ROOMS`. Rooms count from creation until they end (including
+    /// by the idle timeout). The server's own identity (the admin API) is not held to it.
+    pub max_rooms_per_account: usize,
+    /// Live rooms in total (0: no cap); `create_room` beyond it is refused with
+    /// `SERVER_BUSY`. Every registry sharing a [`RoomTally`](crate::RoomTally) counts
+    /// toward the same caps.
+    pub max_rooms: usize,
+    /// A member's display name is the name its credentials carry (a token's `name`): the
+    /// `user_name` a join asks for is ignored. Off by default: a member names itself, and
+    /// clients show the account id beside the name so that one member cannot pass for another.
+    pub pin_display_names: bool,
 }
 
 /// A token bucket's rate: `per_second` on average, up to `burst` at once. `per_second: 0`
@@ -139,6 +156,10 @@ impl Default for CoreConfig {
             presence_hysteresis_percent: 20,
             member_message_rate: MessageRate { per_second: 20, burst: 40 },
             chatroom_message_rate: MessageRate { per_second: 100, burst: 200 },
+            durable_acks: false,
+            max_rooms_per_account: 100,
+            max_rooms: 100_000,
+            pin_display_names: false,
         }
     }
 }

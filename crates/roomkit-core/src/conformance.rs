@@ -40,6 +40,7 @@ macro_rules! transport_conformance_tests {
             client_close_is_seen_by_the_server,
             dropped_client_is_seen_by_the_server,
             many_connections_are_independent,
+            a_keep_alive_ping_is_answered,
         );
     };
     (@cases #[$test:meta] $setup:expr; $($case:ident,)*) => {
@@ -65,6 +66,30 @@ async fn pair<L: Listener, C: Connector>(listener: &mut L, connector: &C) -> (Co
 
 fn frame(i: usize) -> Frame {
     Frame::from(format!("{{\"n\":{i}}}").as_str())
+}
+
+/// A keep-alive ping from the server is answered while the client reads: the server's next
+/// sign of the client is the answer (`recv_or_alive` gives `None`), and the client never
+/// sees the ping as a message.
+pub async fn a_keep_alive_ping_is_answered<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+    let (mut server, mut client) = pair(listener, connector).await;
+    let server_side = async {
+        server.sink.send(&[Frame::ping()]).await.expect("send a ping");
+        assert_eq!(server.stream.recv_or_alive().await.expect("the answer"), None);
+        server.sink.send(&[frame(1)]).await.expect("server send");
+        client_frame_arrives(&mut server).await;
+    };
+    let client_side = async {
+        let got = client.stream.recv().await.expect("client recv");
+        assert_eq!(got, frame(1).payload(), "the ping is no message");
+        client.sink.send(&[frame(2)]).await.expect("client send");
+    };
+    join(server_side, client_side).await;
+
+    async fn client_frame_arrives(server: &mut Connection) {
+        let got = server.stream.recv_or_alive().await.expect("server recv");
+        assert_eq!(got, Some(frame(2).payload()));
+    }
 }
 
 /// Frames sent one by one arrive whole and in order, both ways.

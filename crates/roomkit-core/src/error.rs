@@ -78,6 +78,18 @@ pub enum Error {
     /// The chatroom is at its `chatroom_message_rate` cap for a message of this priority.
     #[error("the chatroom of room `{0}` is at its message rate cap: retry later")]
     ChatroomRateLimited(RoomUuid),
+    /// The creator already has `max_rooms_per_account` live rooms.
+    #[error("too many rooms: this account already has {max} live rooms; end one first")]
+    TooManyRooms {
+        /// The cap.
+        max: usize,
+    },
+    /// The server holds as many rooms as it may (`max_rooms`).
+    #[error("server busy: it already holds its limit of {max} rooms; retry later")]
+    TooManyRoomsInTotal {
+        /// The cap.
+        max: usize,
+    },
     /// The store could not make the message durable: it was neither kept nor delivered, and
     /// a retry with the same message id stores it as new.
     #[error("the message could not be stored")]
@@ -105,6 +117,8 @@ impl Error {
             Error::MessageNotFound(_) => Code::MESSAGE_NOT_FOUND,
             Error::MessageRateLimited { .. } => Code::MESSAGE_RATE_LIMITED,
             Error::ChatroomRateLimited(_) => Code::CHATROOM_RATE_LIMITED,
+            Error::TooManyRooms { .. } => Code::TOO_MANY_ROOMS,
+            Error::TooManyRoomsInTotal { .. } => Code::SERVER_BUSY,
             Error::NotStored => Code::INTERNAL,
         }
     }

@@ -20,6 +20,7 @@ mod registry;
 mod room;
 mod roster;
 pub mod store;
+mod tally;
 pub mod transport;
 mod validate;
 
@@ -31,3 +32,4 @@ pub use error::Error;
 pub use identity::{Grants, Identity, RoomGrant};
 pub use registry::{HistoryRequest, Output, RoomRegistry};
 pub use roster::{Audience, ConnId, ConnIdHasher, ConnMap};
+pub use tally::RoomTally;

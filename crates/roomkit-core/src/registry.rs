@@ -26,6 +26,7 @@ use crate::{
     config::MAX_HISTORY_LIMIT,
     room::{Caller, Left, MemberList, Room, Send as MessageSend},
     store::{RoomRecord, StoreError, StoreOp},
+    tally::{Over, RoomTally},
     ConnId, CoreConfig, Error, Identity,
 };
 
@@ -91,11 +92,20 @@ pub struct RoomRegistry {
     ended: EndedRooms,
     timers: TimerTable,
     outputs: Outputs,
+    /// Live rooms by creator, for the room caps; shared with the server's other registries.
+    tally: RoomTally,
 }
 
 impl RoomRegistry {
-    /// An empty registry.
+    /// An empty registry, counting its rooms toward the caps on its own.
     pub fn new(config: CoreConfig) -> Self {
+        Self::with_tally(config, RoomTally::new())
+    }
+
+    /// An empty registry whose rooms count toward the caps (`max_rooms_per_account`,
+    /// `max_rooms`) together with those of every registry sharing `tally`: a server with
+    /// several shards gives each shard's registry the same tally.
+    pub fn with_tally(config: CoreConfig, tally: RoomTally) -> Self {
         let ended = EndedRooms::new(config.ended_rooms_remembered);
         Self {
             config,
@@ -104,6 +114,7 @@ impl RoomRegistry {
             ended,
             timers: TimerTable::default(),
             outputs: Outputs::default(),
+            tally,
         }
     }
 
@@ -320,6 +331,15 @@ impl RoomRegistry {
         if self.rooms.contains_key(&room_uuid) {
             return Err(Error::RoomAlreadyExists(room_uuid));
         }
+        // The server's own identity (the admin API's rooms) is held to the total only.
+        let creator = &identity.user;
+        let per_account =
+            Some(self.config.max_rooms_per_account).filter(|m| *m > 0 && !creator.is_reserved());
+        let total = Some(self.config.max_rooms).filter(|m| *m > 0);
+        self.tally.add(creator, per_account, total).map_err(|over| match over {
+            Over::Account(max) => Error::TooManyRooms { max },
+            Over::Total(max) => Error::TooManyRoomsInTotal { max },
+        })?;
         let output = CreateRoomOutput { room: room.info.clone() };
         self.outputs.store(StoreOp::PutRoom(room.record()));
         self.ended.forget(&room_uuid);
@@ -354,6 +374,9 @@ impl RoomRegistry {
     /// the retry window. The idle timer starts at `now`.
     pub fn restore_room(&mut self, now: u64, record: RoomRecord, last_seq: u64, recent: Vec<SharedMessage>) {
         let uuid = record.info.room_uuid.clone();
+        if !self.rooms.contains_key(&uuid) {
+            self.tally.add_anyway(&record.info.creator);
+        }
         let mut room = Room::new(record.info, record.password, &self.config);
         room.empty_since = Some(now);
         if let Some(chat) = room.chatroom.as_mut() {
@@ -469,9 +492,9 @@ impl RoomRegistry {
         &mut self,
         now: u64,
         caller: Caller<'_>,
-        p: roomkit_protocol::ops::JoinRoom,
+        mut p: roomkit_protocol::ops::JoinRoom,
     ) -> Result<roomkit_protocol::ops::JoinRoomOutput, Error> {
-        Room::check_join(&self.config, caller, &p)?;
+        Room::check_join(&self.config, caller, &mut p)?;
         let room_uuid = p.room_uuid.clone();
         let (room, _, out) = self.room_parts(&room_uuid)?;
         let joined = room.join(now, caller, p, out)?;
@@ -522,6 +545,7 @@ impl RoomRegistry {
     /// Ends a room and deletes it from the store; members get `room_end(reason)`.
     fn close_room_now(&mut self, room_uuid: &RoomUuid, reason: EndReason) {
         let Some(room) = self.rooms.remove(room_uuid) else { return };
+        self.tally.remove(&room.info.creator);
         let audience = room.audience(None);
         for conn in audience.iter() {
             self.conns.untrack(conn, room_uuid);

@@ -57,7 +57,8 @@ pub enum TransportError {
 }
 
 /// One outgoing frame, encoded once for all its recipients: a JSON text with the header of an
-/// unmasked WebSocket text frame already in front of it.
+/// unmasked WebSocket text frame already in front of it, or a keep-alive ping
+/// ([`Frame::ping`]).
 ///
 /// A server's WebSocket frames are the same bytes for every recipient, so the frame is built
 /// once where its event is encoded, and every recipient's queue holds the same
@@ -89,6 +90,19 @@ impl Frame {
         let payload_at = wire.len() as u8;
         wire.extend_from_slice(payload);
         Frame { wire: Bytes::from(wire), payload_at }
+    }
+
+    /// A keep-alive ping: a WebSocket ping frame with no payload. A transport sends it as its
+    /// own kind of ping (or answers it itself, if the peer cannot be silent without the
+    /// transport knowing), never as a message; the peer's answer shows up on this side's
+    /// [`FrameStream::recv_or_alive`].
+    pub fn ping() -> Frame {
+        Frame { wire: Bytes::from_static(&[0x89, 0x00]), payload_at: 2 }
+    }
+
+    /// Whether this is a keep-alive ping ([`Frame::ping`]).
+    pub fn is_ping(&self) -> bool {
+        self.wire.first() == Some(&0x89)
     }
 
     /// The whole WebSocket frame: header and payload.
@@ -126,6 +140,9 @@ impl From<&str> for Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_ping() {
+            return f.write_str("Frame(ping)");
+        }
         f.debug_tuple("Frame")
             .field(&String::from_utf8_lossy(&self.wire[usize::from(self.payload_at)..]))
             .finish()
@@ -149,6 +166,14 @@ pub trait FrameStream: Send {
     /// The next whole frame. `Err(Closed)` once the connection has ended; every later call
     /// returns `Err(Closed)` too.
     async fn recv(&mut self) -> Result<Bytes, TransportError>;
+
+    /// Like [`recv`](Self::recv), but also returns `Ok(None)` when the peer showed it is alive
+    /// without sending a frame: it answered a keep-alive ping ([`Frame::ping`]), or pinged.
+    /// A driver that closes silent connections counts both as signs of life. The default,
+    /// for a transport without pings, never returns `None`.
+    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.recv().await.map(Some)
+    }
 }
 
 /// One established connection.
@@ -202,5 +227,16 @@ mod tests {
         let frame = Frame::text(&big);
         assert_eq!(&frame.wire()[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(frame.payload().len(), 70_000);
+        assert!(!frame.is_ping());
+    }
+
+    #[test]
+    fn a_ping_is_a_websocket_ping_frame_with_no_payload() {
+        let ping = Frame::ping();
+        assert!(ping.is_ping());
+        assert_eq!(&ping.wire()[..], &[0x89, 0x00]);
+        assert!(ping.is_empty());
+        assert!(!Frame::text(b"").is_ping());
+        assert_eq!(format!("{ping:?}"), "Frame(ping)");
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use roomkit_core::CoreConfig;
 use roomkit_protocol::{
     ops::{FetchChatroomMembers, FetchRoomMembers, GetRoomInfo, MembersPage, Response},
-    Code, MemberCounts,
+    Code, Event, MemberCounts,
 };
 use support::*;
 
@@ -258,4 +258,40 @@ fn a_join_answer_names_the_host_even_off_its_page() {
     let o = h.ok(&u[4], join("r", "late"));
     let Response::JoinRoom(out) = o.ok() else { panic!() };
     assert_eq!(out.host, None, "the host left");
+}
+
+#[test]
+fn with_pinned_display_names_a_join_takes_the_credentials_name() {
+    for pinned in [false, true] {
+        let mut config = CoreConfig::default();
+        config.pin_display_names = pinned;
+        let mut h = Harness::new(config);
+        let mut alice = User::new("alice", 1);
+        alice.id.name = "Alice".into();
+        let mut mallory = User::new("mallory", 2);
+        mallory.id.name = "Mallory".into();
+        h.ok(&alice, create("r", true));
+        h.ok(&alice, join("r", "Alice"));
+        // Mallory asks to be called Alice: everyone else sees the name the room kept.
+        let o = h.ok(&mallory, join("r", "Alice"));
+        let told: Vec<String> = o
+            .out
+            .events_for(alice.conn)
+            .iter()
+            .filter_map(|e| match e {
+                Event::MemberJoinRoom { members, .. } => Some(members[0].name.clone()),
+                _ => None,
+            })
+            .collect();
+        let expected = if pinned { "Mallory" } else { "Alice" };
+        assert_eq!(told, [expected], "pinned: {pinned}");
+        let names: Vec<String> = h
+            .reg
+            .members(&room("r"))
+            .unwrap()
+            .into_iter()
+            .map(|m| format!("{} {}", m.uuid, m.name))
+            .collect();
+        assert_eq!(names, ["alice Alice".to_string(), format!("mallory {expected}")], "pinned: {pinned}");
+    }
 }

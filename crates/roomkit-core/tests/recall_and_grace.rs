@@ -309,3 +309,31 @@ fn a_second_recall_is_refused_and_tells_nobody() {
         assert!(delivered.is_empty());
     }
 }
+
+#[test]
+fn a_directed_message_is_not_found_by_those_who_could_not_see_it() {
+    let (mut rig, _host, alice, bob) = setup();
+    let carol = id("carol");
+    rig.enter(4, &carol, Role::Member);
+    let Ok(Response::SendTextMessage(sent)) = rig.req(2, &alice, directed("psst", &bob)).0 else { panic!() };
+    let unknown: roomkit_protocol::MessageUuid = "no-such-message".parse().unwrap();
+    let (reply, _) = rig.req(4, &carol, recall(&unknown));
+    let for_unknown = reply.unwrap_err();
+    assert_eq!(for_unknown.code(), Code::MESSAGE_NOT_FOUND);
+    // Carol, no party to it, cannot tell the private message from one that does not exist.
+    let (reply, delivered) = rig.req(4, &carol, recall(&sent.message.message_uuid));
+    let e = reply.unwrap_err();
+    assert_eq!(e.code(), Code::MESSAGE_NOT_FOUND, "{e}");
+    assert_eq!(
+        e.to_string().replace(sent.message.message_uuid.as_str(), "no-such-message"),
+        for_unknown.to_string()
+    );
+    assert!(delivered.is_empty());
+    // Bob, its recipient, knows it exists: he is refused for not being its sender.
+    let (reply, _) = rig.req(3, &bob, recall(&sent.message.message_uuid));
+    assert_eq!(reply.unwrap_err().code(), Code::FORBIDDEN);
+    // Once recalled, still nothing to see for Carol.
+    rig.req(2, &alice, recall(&sent.message.message_uuid)).0.unwrap();
+    let (reply, _) = rig.req(4, &carol, recall(&sent.message.message_uuid));
+    assert_eq!(reply.unwrap_err().code(), Code::MESSAGE_NOT_FOUND);
+}

@@ -72,6 +72,9 @@ codes! {
     FORBIDDEN = 1102, 403, "forbidden";
     /// The connection has already logged in.
     ALREADY_LOGGED_IN = 1103, 409, "already logged in";
+    /// The account id is one the server keeps for itself (such as `backend`, the admin API's
+    /// identity): nobody may log in as it or be issued a token for it.
+    RESERVED_ACCOUNT = 1104, 403, "account id reserved";
 
     /// No room has this uuid.
     ROOM_NOT_EXIST = 2000, 404, "room does not exist";
@@ -91,6 +94,8 @@ codes! {
     MEMBER_NOT_FOUND = 2007, 404, "member not found";
     /// The role asked for is already taken by as many members as it allows.
     OVER_ROLE_LIMIT_COUNT = 2008, 409, "over role limit count";
+    /// The account already has as many live rooms as one account may create; end one first.
+    TOO_MANY_ROOMS = 2009, 429, "too many rooms";
 
     /// The room was not created with `enable_chatroom`.
     CHATROOM_NOT_ENABLED = 3000, 404, "chatroom not enabled";
@@ -116,6 +121,12 @@ codes! {
     CONNECTION_CLOSED = 5003, 503, "connection closed";
     /// The server is shutting down.
     SERVER_SHUTTING_DOWN = 5004, 503, "server shutting down";
+    /// The account, or the client address, already has as many connections as the server
+    /// allows it.
+    TOO_MANY_CONNECTIONS = 5005, 429, "too many connections";
+    /// Nothing arrived from the client (no frame, no answer to the server's pings) within the
+    /// server's idle timeout: the server closed the connection as dead.
+    KEEPALIVE_TIMEOUT = 5006, 408, "keep-alive timeout";
 }
 
 impl Code {
@@ -178,6 +189,7 @@ mod tests {
             ("AUTH_EXPIRED", 1101),
             ("FORBIDDEN", 1102),
             ("ALREADY_LOGGED_IN", 1103),
+            ("RESERVED_ACCOUNT", 1104),
             ("ROOM_NOT_EXIST", 2000),
             ("ROOM_ALREADY_EXISTS", 2001),
             ("ROOM_ENDED", 2002),
@@ -187,6 +199,7 @@ mod tests {
             ("NOT_IN_ROOM", 2006),
             ("MEMBER_NOT_FOUND", 2007),
             ("OVER_ROLE_LIMIT_COUNT", 2008),
+            ("TOO_MANY_ROOMS", 2009),
             ("CHATROOM_NOT_ENABLED", 3000),
             ("NOT_IN_CHATROOM", 3001),
             ("MESSAGE_TOO_LONG", 3002),
@@ -198,6 +211,8 @@ mod tests {
             ("SLOW_CONSUMER", 5002),
             ("CONNECTION_CLOSED", 5003),
             ("SERVER_SHUTTING_DOWN", 5004),
+            ("TOO_MANY_CONNECTIONS", 5005),
+            ("KEEPALIVE_TIMEOUT", 5006),
         ];
         let table: Vec<(&str, u32)> = ALL_CODES.iter().map(|i| (i.name, i.code.0)).collect();
         assert_eq!(table, pinned);

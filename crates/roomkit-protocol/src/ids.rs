@@ -135,9 +135,42 @@ id_type!(
     MessageUuid
 );
 
+/// Account ids the server keeps for itself, compared without regard to ASCII case: `backend`
+/// is who the admin API acts as (rooms it creates, messages it sends), and `system` is how
+/// backend messages are named by default. No login and no token may use them.
+pub const RESERVED_USER_UUIDS: &[&str] = &["backend", "system"];
+
+impl UserUuid {
+    /// The identity the server's own admin API acts as: the creator of the rooms it creates
+    /// and the sender of the messages it sends. Reserved: nobody can log in as it.
+    pub fn backend() -> UserUuid {
+        UserUuid(Arc::from(RESERVED_USER_UUIDS[0]))
+    }
+
+    /// Whether this id is one the server keeps for itself ([`RESERVED_USER_UUIDS`]).
+    pub fn is_reserved(&self) -> bool {
+        is_reserved_user_uuid(&self.0)
+    }
+}
+
+/// Whether `id` is one of [`RESERVED_USER_UUIDS`], ignoring ASCII case.
+pub fn is_reserved_user_uuid(id: &str) -> bool {
+    RESERVED_USER_UUIDS.iter().any(|r| r.eq_ignore_ascii_case(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_servers_own_ids_are_reserved_in_any_case() {
+        assert!(UserUuid::backend().is_reserved());
+        for id in ["backend", "Backend", "SYSTEM"] {
+            assert!(UserUuid::new(id).unwrap().is_reserved(), "{id}");
+        }
+        assert!(!UserUuid::new("backend2").unwrap().is_reserved());
+        assert!(!UserUuid::new("alice").unwrap().is_reserved());
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

@@ -16,7 +16,9 @@ pub mod ops;
 
 pub use code::{Code, CodeInfo, ALL_CODES};
 pub use event::{Event, MembersChanged, Shedding};
-pub use ids::{IdError, MessageUuid, RoomUuid, UserUuid, MAX_ID_LEN};
+pub use ids::{
+    is_reserved_user_uuid, IdError, MessageUuid, RoomUuid, UserUuid, MAX_ID_LEN, RESERVED_USER_UUIDS,
+};
 pub use model::{
     ChatMessage, ChatroomType, EndReason, HistoryOrder, MemberCounts, MessageBody, NotificationType,
     Priority, Properties, Role, RoomInfo, RoomMember, SharedMessage,

@@ -255,6 +255,13 @@ fn null_as_true<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<boo
 pub struct SendMessageOutput {
     /// The message with its sequence number and time.
     pub message: SharedMessage,
+    /// Whether the message was on disk when this answer was sent: true only when the server's
+    /// store flushes every commit before acknowledging it (`roomkit-server --durability
+    /// immediate`, the default). False with eventual durability or an in-memory store, where
+    /// a crash can lose a message already acknowledged, and for an ephemeral message, which
+    /// is never stored. Absent (from an older server) reads as false.
+    #[serde(default)]
+    pub durable: bool,
 }
 
 /// Reads chatroom history (NERoom `fetchChatroomHistoryMessages`).

@@ -4,9 +4,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use roomkit_core::{store::Retention, CoreConfig};
-use roomkit_server::{RateLimit, ServerConfig};
+use roomkit_server::{admin::AdminLimits, RateLimit, ServerConfig};
 use roomkit_transport_ws::WsConfig;
 use serde::Deserialize;
+
+use crate::access::{AccessArgs, AccessTargets};
 
 /// The secret `--dev` signs tokens with when none is configured. Development only.
 pub const DEV_TOKEN_SECRET: &str = "roomkit-development-secret";
@@ -49,10 +51,12 @@ pub struct ServeArgs {
     /// Where the admin HTTP API listens [default: 127.0.0.1:7701].
     #[arg(long, env = "ROOMKIT_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// The secret access tokens are signed with (HS256).
+    /// The secret access tokens are signed with (HS256). Prefer the environment variable or
+    /// the config file: a flag is visible to every user of the machine in the process list.
     #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
-    /// The bearer key of the admin API.
+    /// The bearer key of the admin API. Prefer the environment variable or the config file:
+    /// a flag is visible to every user of the machine in the process list.
     #[arg(long, env = "ROOMKIT_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Development mode: any account logs in with any non-empty token. Never expose it.
@@ -74,6 +78,8 @@ pub struct ServeArgs {
     pub reset_store: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// Which store keeps rooms and history.
@@ -222,8 +228,10 @@ pub struct LimitArgs {
     /// ...and at once [default: 200].
     #[arg(long, env = "ROOMKIT_CHATROOM_MESSAGE_BURST")]
     pub chatroom_message_burst: Option<u32>,
-    /// `immediate` (fsync before acknowledging) or `eventual` (fsync at most once a second)
-    /// [default: immediate].
+    /// `immediate`: a message is fsynced before it is acknowledged (its answer says
+    /// `durable: true`). `eventual`: fsync at most once a second; acknowledged messages are
+    /// NOT durable (answers say `durable: false`) and a crash loses the last second or so of
+    /// them [default: immediate].
     #[arg(long, env = "ROOMKIT_DURABILITY")]
     pub durability: Option<DurabilityKind>,
 }
@@ -234,7 +242,8 @@ pub struct LimitArgs {
 pub enum DurabilityKind {
     /// fsync before a message is acknowledged.
     Immediate,
-    /// fsync at most once a second: a crash may lose up to a second of messages.
+    /// fsync at most once a second: acknowledgements say `durable: false`, and a crash may
+    /// lose up to a second of acknowledged messages.
     Eventual,
 }
 
@@ -261,7 +270,8 @@ pub struct TokenArgs {
     /// A TOML configuration file to read the secret from.
     #[arg(long, env = "ROOMKIT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The signing secret.
+    /// The signing secret (prefer the environment variable or the config file: a flag is
+    /// visible in the process list).
     #[arg(long, env = "ROOMKIT_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Use the development secret (for servers started with --dev).
@@ -284,6 +294,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     #[serde(default)]
     pub limits: LimitArgs,
+    #[serde(default)]
+    pub access: AccessArgs,
 }
 
 pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig, String> {
@@ -306,6 +318,7 @@ pub struct Settings {
     pub server: ServerConfig,
     pub ws: WsConfig,
     pub handshake_timeout: Duration,
+    pub admin_limits: AdminLimits,
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub retention: Retention,
@@ -346,12 +359,18 @@ impl Settings {
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set_presence_and_rates(c, &l);
+        let store = args.store.or(file.store).unwrap_or(StoreKind::Redb);
+        let durability = l.durability.unwrap_or(DurabilityKind::Immediate);
+        c.durable_acks = store == StoreKind::Redb && durability == DurabilityKind::Immediate;
         c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
+        let mut admin_limits = AdminLimits::default();
+        let targets = AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin_limits };
+        AccessArgs::merge(&args.access, &file.access).apply(targets)?;
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;
@@ -378,13 +397,14 @@ impl Settings {
             server,
             ws,
             handshake_timeout,
+            admin_limits,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("roomkit-data")),
-            store: args.store.or(file.store).unwrap_or(StoreKind::Redb),
+            store,
             retention: Retention {
                 max_messages: Some(l.retention_messages.unwrap_or(100_000)),
                 max_age_ms: Some(l.retention_secs.unwrap_or(30 * 86_400).saturating_mul(1000)),
             },
-            durability: l.durability.unwrap_or(DurabilityKind::Immediate),
+            durability,
         })
     }
 }

@@ -7,12 +7,13 @@
 //! This package holds what only the binary needs (flags, environment and TOML settings,
 //! logging, the redb store); the `roomkit-server` library stays free of them.
 
+mod access;
 mod config;
 mod store;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use config::{Cli, Command, Settings, TokenArgs, DEV_TOKEN_SECRET};
 use roomkit_protocol::UserUuid;
 use roomkit_server::{
@@ -26,7 +27,12 @@ use roomkit_transport_ws::QueueListener;
 use tokio::{net::TcpListener, sync::watch};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    warn_of_secret_flags(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Some(Command::Token(args)) => token(args),
         Some(Command::Check(args)) => store::check(args),
@@ -41,6 +47,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Secrets given as flags are readable by every user of the machine (`ps`, `/proc/PID/cmdline`):
+/// say so at start, naming the safer ways.
+fn warn_of_secret_flags(matches: &clap::ArgMatches) {
+    let mut found = Vec::new();
+    let levels = [Some(matches), matches.subcommand_matches("serve"), matches.subcommand_matches("token")];
+    for m in levels.into_iter().flatten() {
+        for (id, flag, env) in SECRET_FLAGS {
+            let on_command_line = m.try_get_raw(id).ok().flatten().is_some()
+                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            if on_command_line && !found.contains(&flag) {
+                found.push(flag);
+                eprintln!(
+                    "roomkit-server: warning: {flag} on the command line is visible to every user of this \
+                     machine (ps, /proc); set {env} or put it in the --config file instead"
+                );
+            }
+        }
+    }
+}
+
+/// The flags that carry secrets: (argument id, flag, environment variable).
+const SECRET_FLAGS: [(&str, &str, &str); 2] = [
+    ("token_secret", "--token-secret", "ROOMKIT_TOKEN_SECRET"),
+    ("admin_key", "--admin-key", "ROOMKIT_ADMIN_KEY"),
+];
 
 fn token(args: TokenArgs) -> Result<(), String> {
     let file = config::read_file(args.config.as_ref())?;
@@ -132,7 +164,8 @@ async fn run(settings: Settings, reset_store: bool) -> Result<(), String> {
         rooms: server.rooms(),
         admin_key: admin_key.into(),
         tokens: Some(jwt),
-        backend_user: UserUuid::new("backend").expect("valid id"),
+        backend_user: UserUuid::backend(),
+        limits: settings.admin_limits,
     };
     let admin_http =
         tokio::spawn(net::serve(admin_tcp, admin::router(admin_state), settings.handshake_timeout, stop_rx));

@@ -10,7 +10,8 @@ use std::{
 };
 
 use roomkit_client::{
-    ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, RoomEvent, RoomKit,
+    ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, MessageContent, RoomEvent,
+    RoomKit,
 };
 use roomkit_protocol::{Code, Role};
 use roomkit_server::ServerConfig;
@@ -287,6 +288,90 @@ async fn sdk_clients_chat_through_the_binary() {
     server.stop().await;
 }
 
+/// A send's acknowledgement says whether the message is on disk: `durable: true` only with
+/// the redb store at `--durability immediate` (the default); `--durability eventual` and the
+/// memory store acknowledge messages a crash can lose, and say so, as `--help` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_say_whether_the_message_is_durable() {
+    let cases: [(&[&str], bool); 3] =
+        [(&[], true), (&["--durability", "eventual"], false), (&["--store", "memory"], false)];
+    for (args, durable) in cases {
+        let server = ServerProcess::start(args).await;
+        let kit = server.client("alice").await;
+        let alice = host(&kit, "r").await;
+        let sent = alice.chat().send_message(None, MessageContent::Text("hello")).await.expect("send");
+        assert_eq!((sent.message.seq, sent.durable), (1, durable), "{args:?}");
+        let like = MessageContent::Custom { attach_str: "{}", persist: false };
+        let sent = alice.chat().send_message(None, like).await.expect("an ephemeral send");
+        assert!(!sent.durable, "{args:?}: an ephemeral message is never stored");
+        server.stop().await;
+    }
+    let help = run_to_end(&["--help"]).await;
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("NOT durable") && help.contains("durable: false"), "{help}");
+}
+
+/// With `--pin-display-names` a member's name is its credentials' name (in development mode,
+/// the account id): asking to be called someone else is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_display_names_ignore_the_name_asked_for() {
+    for (args, expected) in [(&[][..], "alice"), (&["--pin-display-names"][..], "mallory")] {
+        let server = ServerProcess::start(args).await;
+        let kit = server.client("alice").await;
+        let mut alice = host(&kit, "r").await;
+        let kit = server.client("mallory").await;
+        let mallory =
+            join_with(&kit, JoinRoomParams { user_name: "alice".into(), ..join_params("r", "mallory") })
+                .await;
+        assert_eq!(mallory.ctx.local_member().name, expected, "{args:?}");
+        alice.expect(Seen::JoinRoom("mallory".into())).await;
+        let seen = alice.ctx.get_member("mallory").map(|m| m.name);
+        assert_eq!(seen.as_deref(), Some(expected), "{args:?}");
+        server.stop().await;
+    }
+}
+
+/// A secret given as a flag is visible in the process list: the binary says so at start,
+/// naming the environment variable to use instead; a secret from the environment is not
+/// warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_given_as_flags_are_warned_about() {
+    let out = run_to_end(&["token", "--account", "alice", "--token-secret", "s3cret"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--token-secret on the command line") && stderr.contains("ROOMKIT_TOKEN_SECRET"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the warning must not repeat the secret: {stderr}");
+
+    let mut cmd = server_command();
+    cmd.args(["token", "--account", "alice"]).env("ROOMKIT_TOKEN_SECRET", "s3cret");
+    let out = cmd.output().expect("run the token command");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{out:?}");
+
+    let server = ServerProcess::start(&["--token-secret", "s3cret"]).await;
+    let logs = server.logs();
+    assert!(logs.contains("--token-secret on the command line"), "{logs}");
+    assert!(logs.contains("--admin-key on the command line") && logs.contains("ROOMKIT_ADMIN_KEY"), "{logs}");
+    server.stop().await;
+}
+
+/// `--admin-max-body-bytes` bounds what the admin API reads: a larger body is 413 with
+/// `FRAME_TOO_LARGE`, a smaller one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_body_limit_is_a_setting() {
+    let server = ServerProcess::start(&["--admin-max-body-bytes", "100"]).await;
+    let post = |body: serde_json::Value| http::Request::new("POST", "/v1/rooms").bearer("k").json(&body);
+    let big = serde_json::json!({"room_uuid": "r", "room_name": "x".repeat(100)});
+    let r = http::send(server.admin, post(big)).await;
+    assert_eq!((r.status, r.json()["code"].as_u64()), (413, Some(1003)), "{r:?}");
+    let r = http::send(server.admin, post(serde_json::json!({"room_uuid": "r", "room_name": "R"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    server.stop().await;
+}
+
 /// A fresh binary's `/metrics` lists every metric family before anything happened, each at
 /// zero (the families are the names in the metrics table of `roomkit_server::metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,13 +445,27 @@ async fn an_out_of_range_ttl_is_an_error() {
     }
 }
 
+/// The server's own identity (`backend`, as which the admin API acts) cannot be minted: the
+/// token command refuses it, naming `--account`, and prints nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_refuses_a_reserved_account() {
+    for account in ["backend", "System"] {
+        let out = run_to_end(&["token", "--dev", "--account", account]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{account}: {stderr}");
+        assert!(stderr.contains("--account") && stderr.contains("reserved"), "{account}: {stderr}");
+        assert!(out.stdout.is_empty(), "{account}: a token was printed");
+    }
+}
+
 /// A configuration file's `[limits] max_message_bytes = 10` applies: 10 bytes pass, 11 are
-/// `MESSAGE_TOO_LONG`.
+/// `MESSAGE_TOO_LONG`; so does its `[access]` table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_sets_the_limits() {
     let dir = TempDir::new();
     let path = dir.path().join("roomkit.toml");
-    std::fs::write(&path, "[limits]\nmax_message_bytes = 10\n").expect("write the config file");
+    let file = "[limits]\nmax_message_bytes = 10\n[access]\nmax_rooms_per_account = 1\n";
+    std::fs::write(&path, file).expect("write the config file");
     let server = ServerProcess::start(&["--config", path.to_str().expect("UTF-8 path")]).await;
     let alice_kit = server.client("alice").await;
     let alice = host(&alice_kit, "r").await;
@@ -380,6 +479,10 @@ async fn a_config_file_sets_the_limits() {
         expect_code(alice.chat().send_broadcast_text_message("0123456789a").await, Code::MESSAGE_TOO_LONG);
     assert!(e.msg().contains("10"), "{}", e.msg());
     bob.assert_quiet().await;
+    // The [access] table applies too: alice has her one room.
+    let second =
+        alice_kit.room_service().create_room(create_params("r2"), CreateRoomOptions::default()).await;
+    expect_code(second, Code::TOO_MANY_ROOMS);
     server.stop().await;
 }
 
@@ -389,7 +492,8 @@ async fn a_config_file_sets_the_limits() {
 async fn the_environment_overrides_the_file_and_flags_override_both() {
     let dir = TempDir::new();
     let path = dir.path().join("roomkit.toml");
-    std::fs::write(&path, "[limits]\nmax_message_bytes = 10\n").expect("write the config file");
+    let file = "[limits]\nmax_message_bytes = 10\n[access]\nmax_rooms_per_account = 1\n";
+    std::fs::write(&path, file).expect("write the config file");
     let config = path.to_str().expect("UTF-8 path");
     let env = [("ROOMKIT_MAX_MESSAGE_BYTES", "12")];
     for (extra, limit) in

@@ -224,7 +224,14 @@ async fn two_people_chat_in_the_browser() {
 async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String> {
     // Both sign in by picking a name: the page fetches a development token.
     sign_in(alice, url, "alice").await;
-    sign_in(bob, url, "bob").await;
+    // Bob follows a broken room link: he still reaches the lobby, told the link is bad.
+    sign_in(bob, &format!("{url}#room=%E0%A4%A"), "bob").await;
+    until(bob, "the bad link banner", "!document.getElementById('banner').hidden").await;
+    let banner = eval(bob, "document.getElementById('banner').innerText").await;
+    let banner = banner.as_str().unwrap_or_default();
+    assert!(banner.contains("room link is malformed") && !banner.contains("URI malformed"), "{banner}");
+    assert_eq!(eval(bob, "document.getElementById('join-uuid').value").await, "");
+    assert_eq!(eval(bob, "location.hash").await, "");
 
     // A clear message for an error code: joining a room that does not exist.
     fill(bob, "join-uuid", "no-such-room").await;
@@ -293,6 +300,26 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
     until(alice, "the direct message", &has_message("just for you")).await;
     until(alice, "the private label", "[...document.querySelectorAll('#messages .msg.direct .to')].some(e => e.textContent === '→ you (private)')").await;
     bob.execute("document.getElementById('to').value = '';", vec![]).await.map_err(|e| e.to_string())?;
+
+    // Mallory joins calling herself "alice": her messages and her place in the member list
+    // carry her account id beside the name, Alice's (whose name is her id) do not.
+    let (mallory, in_room) = spoofer(url, "browser-room", "alice").await;
+    in_room.chat_controller().send_broadcast_text_message("I am alice").await.map_err(|e| e.to_string())?;
+    until(bob, "mallory's message", &has_message("I am alice")).await;
+    let head = |text: &str, part: &str| {
+        format!(
+            "[...document.querySelectorAll('#messages .msg')].find(li => li.querySelector('.msg-text').textContent === {}).querySelector('.msg-head {part}')",
+            json!(text)
+        )
+    };
+    assert_eq!(eval(bob, &format!("{}.textContent", head("I am alice", ".from"))).await, "alice");
+    assert_eq!(eval(bob, &format!("{}.textContent", head("I am alice", ".uuid"))).await, "mallory");
+    assert_eq!(eval(bob, &format!("{} === null", head("hello from alice", ".uuid"))).await, true);
+    let listed = "document.querySelector('#members .member[data-uuid=\"mallory\"] .uuid')";
+    until(bob, "mallory's id in the member list", &format!("{listed} && {listed}.textContent === 'mallory'"))
+        .await;
+    mallory.close().await;
+    until(alice, "mallory gone", &count_is("2 online · 2 chatting")).await;
 
     // Markup in a message is shown as text, never run.
     let script = "<script>alert(1)</script> <b>bold?</b> <img src=x onerror=alert(2)>";
@@ -365,6 +392,25 @@ async fn scenario(alice: &Client, bob: &Client, url: &str) -> Result<(), String>
 /// JavaScript: whether the member panel's count reads `text`.
 fn count_is(text: &str) -> String {
     format!("document.getElementById('member-count').textContent === {}", json!(text))
+}
+
+/// An SDK client, account `mallory`, in `room` and its chatroom under the display name `name`.
+async fn spoofer(
+    page_url: &str,
+    room: &str,
+    name: &str,
+) -> (roomkit_client::RoomKit, roomkit_client::RoomContext) {
+    let ws = page_url.trim_end_matches('/').replacen("http://", "ws://", 1) + "/v1";
+    let kit = roomkit_client::RoomKit::connect(ws.as_str()).await.expect("connect mallory");
+    kit.login("mallory", "dev-token").await.expect("log mallory in");
+    let params = roomkit_client::JoinRoomParams {
+        room_uuid: room.into(),
+        user_name: name.into(),
+        ..Default::default()
+    };
+    let ctx = kit.room_service().join_room(params, Default::default()).await.expect("mallory joins");
+    ctx.chat_controller().join_chatroom().await.expect("mallory enters the chatroom");
+    (kit, ctx)
 }
 
 /// `n` SDK clients in `room` (not in its chatroom), over the page's own WebSocket endpoint.

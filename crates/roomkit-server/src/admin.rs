@@ -16,13 +16,19 @@
 //!
 //! Responses use the protocol's shape: `{"code": 0, "msg": "success", "data": ...}`, and errors
 //! the same code table with the matching HTTP status.
+//!
+//! A `/v1` request is checked in this order, so that a client without the key costs nothing:
+//! the key, from the request head alone (401, body unread, connection closed); the declared
+//! body size ([`AdminLimits::max_body_bytes`], 413); then the body is read within
+//! [`AdminLimits::body_timeout`] (408) and its size checked as it comes.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
-    body::Bytes,
-    extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    body::{Body, Bytes},
+    extract::{DefaultBodyLimit, Path, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -46,22 +52,102 @@ pub struct AdminState {
     pub admin_key: Arc<str>,
     /// Mints tokens for `POST /v1/tokens`; `None` when the server has no token secret.
     pub tokens: Option<JwtAuthenticator>,
-    /// The user uuid rooms created and messages sent through this API are attributed to.
+    /// The user uuid rooms created and messages sent through this API are attributed to:
+    /// [`UserUuid::backend`], or another reserved id, so that no login can act as it.
     pub backend_user: UserUuid,
+    /// How much of a request the API reads, and how long it waits for it.
+    pub limits: AdminLimits,
+}
+
+/// What the admin API reads of a request, and how long it waits for it. (How long it waits
+/// for a request's head is the HTTP front's `header_timeout`, see [`crate::net::serve`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdminLimits {
+    /// Largest request body, in bytes (default 256 KiB, room for a room's largest set of
+    /// initial properties). A larger one is answered 413 with `FRAME_TOO_LARGE`: before it is
+    /// read when its `Content-Length` says so, otherwise as soon as it passes the limit.
+    pub max_body_bytes: usize,
+    /// Longest time a request's body may take to arrive once its head is in (default 10 s).
+    /// A slower one is answered 408 with `TIMEOUT`, and the connection is closed.
+    pub body_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024, body_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// The admin API's routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let limits = state.limits;
+    let v1 = Router::new()
         .route("/v1/rooms", post(create_room).get(list_rooms))
         .route("/v1/rooms/{uuid}", get(get_room).delete(end_room))
         .route("/v1/rooms/{uuid}/members", get(room_members))
         .route("/v1/rooms/{uuid}/chatroom/members", get(chatroom_members))
         .route("/v1/rooms/{uuid}/chatroom/messages", post(send_message))
         .route("/v1/tokens", post(mint_token))
+        // The last layer added runs first: the key, then the body.
+        .route_layer(middleware::from_fn_with_state(limits, read_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes));
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .merge(v1)
         .with_state(state)
+}
+
+/// Refuses a request without the admin key from its head alone: its body is never read, and
+/// the connection is closed rather than kept to drain it.
+async fn require_key(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => closing(e.into_response()),
+    }
+}
+
+/// Reads the body before the handler runs, within [`AdminLimits`]: refused unread when its
+/// declared length is over the limit, cut off when it grows past it or takes too long.
+async fn read_body(State(limits): State<AdminLimits>, request: Request, next: Next) -> Response {
+    let too_large = || {
+        let msg = format!("request body over the limit of {} bytes", limits.max_body_bytes);
+        closing(ApiError::new(Code::FRAME_TOO_LARGE, msg).into_response())
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            let msg = format!("bad request: the request body could not be read: {e}");
+            closing(ApiError::new(Code::BAD_REQUEST, msg).into_response())
+        }
+        Err(_) => {
+            let msg = format!("the request body did not arrive within {:?}", limits.body_timeout);
+            let mut response = ApiError::new(Code::TIMEOUT, msg).into_response();
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            closing(response)
+        }
+    }
+}
+
+/// `response`, telling the client the connection closes after it (hyper then closes it).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// An admin API failure: a protocol code and a message, answered with the code's HTTP status.
@@ -200,12 +286,7 @@ impl PageQuery {
     }
 }
 
-async fn create_room(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn create_room(State(state): State<AdminState>, body: Bytes) -> Result<Response, ApiError> {
     let params: CreateRoom = parse_body(&body)?;
     let identity = Identity::unrestricted(state.backend_user.clone());
     let room = params.room_uuid.clone();
@@ -213,8 +294,7 @@ async fn create_room(
     Ok(ok(StatusCode::CREATED, created))
 }
 
-async fn list_rooms(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn list_rooms(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let per_shard = state
         .rooms
         .with_every_shard(|reg, _| {
@@ -227,12 +307,7 @@ async fn list_rooms(State(state): State<AdminState>, headers: HeaderMap) -> Resu
     Ok(ok(StatusCode::OK, serde_json::json!({ "rooms": rooms })))
 }
 
-async fn get_room(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    Path(uuid): Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn get_room(State(state): State<AdminState>, Path(uuid): Path<String>) -> Result<Response, ApiError> {
     let room = parse_room(&uuid)?;
     let r = room.clone();
     let found = on_room(&state, &room, move |reg, _| summary(reg, &r)).await?;
@@ -242,11 +317,9 @@ async fn get_room(
 
 async fn room_members(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     Path(uuid): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let room = parse_room(&uuid)?;
     let (cursor, limit) = page.parse()?;
     let r = room.clone();
@@ -257,11 +330,9 @@ async fn room_members(
 
 async fn chatroom_members(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     Path(uuid): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let room = parse_room(&uuid)?;
     let (cursor, limit) = page.parse()?;
     let r = room.clone();
@@ -280,11 +351,9 @@ struct BackendMessage {
 
 async fn send_message(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     Path(uuid): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let room = parse_room(&uuid)?;
     let message: BackendMessage = parse_body(&body)?;
     let from = state.backend_user.clone();
@@ -296,12 +365,7 @@ async fn send_message(
     Ok(ok(StatusCode::CREATED, serde_json::json!({ "message": sent })))
 }
 
-async fn end_room(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    Path(uuid): Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn end_room(State(state): State<AdminState>, Path(uuid): Path<String>) -> Result<Response, ApiError> {
     let room = parse_room(&uuid)?;
     let r = room.clone();
     on_room(&state, &room, move |reg, _| reg.close_room(&r, EndReason::CloseByBackend)).await??;
@@ -325,12 +389,7 @@ struct TokenBody {
     create_rooms: Option<bool>,
 }
 
-async fn mint_token(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn mint_token(State(state): State<AdminState>, body: Bytes) -> Result<Response, ApiError> {
     let tokens = state
         .tokens
         .as_ref()

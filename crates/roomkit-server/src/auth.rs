@@ -14,16 +14,39 @@ pub enum AuthError {
     /// The credentials were valid but have expired.
     #[error("credentials expired")]
     Expired,
+    /// The account id is one the server keeps for itself
+    /// ([`RESERVED_USER_UUIDS`](roomkit_protocol::RESERVED_USER_UUIDS)).
+    #[error("account id `{0}` is reserved for the server's own use")]
+    Reserved(UserUuid),
 }
 
 impl AuthError {
-    /// The wire code: `UNAUTHENTICATED` or `AUTH_EXPIRED`.
+    /// The wire code: `UNAUTHENTICATED`, `AUTH_EXPIRED` or `RESERVED_ACCOUNT`.
     pub fn code(&self) -> Code {
         match self {
             AuthError::Invalid(_) => Code::UNAUTHENTICATED,
             AuthError::Expired => Code::AUTH_EXPIRED,
+            AuthError::Reserved(_) => Code::RESERVED_ACCOUNT,
         }
     }
+}
+
+/// Logs `account_id` in through `authenticator`, unless it is reserved: the server's own
+/// identities (the admin API's `backend`) are refused before any authenticator sees them, so
+/// that no credentials, development ones included, can act as the server.
+pub(crate) async fn log_in(
+    authenticator: &dyn Authenticator,
+    account_id: &UserUuid,
+    token: &str,
+) -> Result<Identity, AuthError> {
+    if account_id.is_reserved() {
+        return Err(AuthError::Reserved(account_id.clone()));
+    }
+    let identity = authenticator.authenticate(account_id, token).await?;
+    if identity.user.is_reserved() {
+        return Err(AuthError::Reserved(identity.user));
+    }
+    Ok(identity)
 }
 
 /// Checks credentials. The server calls it once per connection, on `login`; the identity it
@@ -103,6 +126,18 @@ mod tests {
         auth.expect_authenticate().times(0);
         let (code, _) = login_with(auth, r#"{"id":1,"op":"join_chatroom","room_uuid":"r"}"#).await;
         assert_eq!(code, Code::UNAUTHENTICATED);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_account_is_refused_before_the_authenticator_is_asked() {
+        for account in ["backend", "System"] {
+            let mut auth = MockAuthenticator::new();
+            auth.expect_authenticate().times(0);
+            let frame = format!(r#"{{"id":1,"op":"login","account_id":"{account}","token":"t"}}"#);
+            let (code, msg) = login_with(auth, Box::leak(frame.into_boxed_str())).await;
+            assert_eq!(code, Code::RESERVED_ACCOUNT, "{msg}");
+            assert!(msg.contains(account) && msg.contains("reserved"), "{msg}");
+        }
     }
 
     #[tokio::test]

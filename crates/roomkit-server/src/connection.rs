@@ -15,6 +15,7 @@ use roomkit_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::{
+    keepalive::{LastSeen, Live},
     outbox::{Closer, Closing, Outbox},
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
@@ -28,15 +29,25 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     metrics::gauge!("roomkit_connections").increment(1.0);
     let closer = Closer::new();
     let outbox = Outbox::new(shared.config.send_queue_frames, shared.config.high_watermark(), closer.clone());
-    shared.connections.lock().expect("not poisoned").insert(conn_id, closer.clone());
+    let seen = LastSeen::now(&shared.clock);
+    let live = Live { closer: closer.clone(), outbox: outbox.clone(), seen: Arc::clone(&seen) };
+    shared.connections.lock().expect("not poisoned").insert(conn_id, live);
     let writer = tokio::spawn(write_loop(sink, outbox.clone(), closer.clone()));
 
     let rate = RateLimiter::new(shared.config.rate_limit, Instant::now());
-    let mut reader =
-        Reader { conn_id, outbox, closer: closer.clone(), shared: Arc::clone(&shared), identity: None, rate };
+    let mut reader = Reader {
+        conn_id,
+        outbox,
+        closer: closer.clone(),
+        shared: Arc::clone(&shared),
+        identity: None,
+        rate,
+        seen,
+    };
     let mut stream = stream;
     reader.run(&mut stream).await;
 
+    let address = crate::admission::address_of(&peer);
     // Boxed: an open connection's task does not carry the closing state.
     Box::pin(async move {
         closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
@@ -44,6 +55,10 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
             let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
         }
         shared.connections.lock().expect("not poisoned").remove(&conn_id);
+        shared.admission.release(&address);
+        if let Some(identity) = &reader.identity {
+            shared.admission.log_out(&identity.user);
+        }
         close_gracefully(writer, stream).await;
     })
     .await;
@@ -58,6 +73,8 @@ struct Reader {
     shared: Arc<ServerShared>,
     identity: Option<Arc<Identity>>,
     rate: RateLimiter,
+    /// When anything last arrived from the peer, for the keep-alive sweep.
+    seen: Arc<LastSeen>,
 }
 
 impl Reader {
@@ -75,10 +92,15 @@ impl Reader {
                     self.closer.close(CloseReason::new(Code::UNAUTHENTICATED, "no login within the login timeout"), true);
                     return;
                 }
-                received = stream.recv() => received,
+                received = stream.recv_or_alive() => received,
             };
+            if !matches!(received, Err(TransportError::Closed(_) | TransportError::Io(_))) {
+                self.seen.touch(&self.shared.clock);
+            }
             match received {
-                Ok(frame) => {
+                // The answer to a keep-alive ping, or a ping: alive, nothing to handle.
+                Ok(None) => {}
+                Ok(Some(frame)) => {
                     if !Box::pin(self.on_frame(&frame)).await {
                         return;
                     }
@@ -175,8 +197,11 @@ impl Reader {
     }
 
     async fn login(&mut self, id: u64, login: Login) {
-        match self.shared.authenticator.authenticate(&login.account_id, &login.token).await {
+        match crate::auth::log_in(self.shared.authenticator.as_ref(), &login.account_id, &login.token).await {
             Ok(identity) => {
+                if let Err(msg) = self.shared.admission.log_in(&identity.user) {
+                    return self.reply_error(Some(id), Code::TOO_MANY_CONNECTIONS, &msg);
+                }
                 let output = LoginOutput { user_uuid: identity.user.clone(), name: identity.name.clone() };
                 tracing::debug!(conn = self.conn_id.0, user = %identity.user, "logged in");
                 self.identity = Some(Arc::new(identity));
@@ -189,6 +214,18 @@ impl Reader {
     fn reply_error(&self, id: Option<u64>, code: Code, msg: &str) {
         self.outbox.push(codec::encode_error(id, code, msg).into());
     }
+}
+
+/// A connection refused when it was accepted (a connection cap): closed at once with
+/// `reason`, reading and discarding what it sent meanwhile so that the close frame is not
+/// lost to a reset.
+pub(crate) async fn refuse(connection: Connection, reason: CloseReason) {
+    let Connection { mut sink, stream, peer } = connection;
+    tracing::debug!(%peer, %reason, "connection refused");
+    let writer = tokio::spawn(async move {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(reason)).await;
+    });
+    close_gracefully(writer, stream).await;
 }
 
 /// Drains the queue: everything queued since the last write goes out as one batch, flushed

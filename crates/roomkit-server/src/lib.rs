@@ -23,11 +23,13 @@
 //!   produced by one task in one order.
 
 pub mod admin;
+mod admission;
 mod auth;
 pub mod clock;
 mod commit;
 mod connection;
 mod jwt;
+mod keepalive;
 pub mod metrics;
 pub mod net;
 pub mod web;
@@ -93,6 +95,24 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Per-connection request rate limit.
     pub rate_limit: RateLimit,
+    /// Open connections in total (0: no cap). One more is closed as soon as it is accepted,
+    /// with `SERVER_BUSY`.
+    pub max_connections: usize,
+    /// Open connections from one client IP address, logged in or not (0: no cap). One more
+    /// is closed as soon as it is accepted, with `TOO_MANY_CONNECTIONS`. Behind a proxy every
+    /// client has the proxy's address: raise it, or set 0 and cap at the proxy.
+    pub max_connections_per_address: usize,
+    /// Connections logged in as one account at once (0: no cap). One more login is answered
+    /// `TOO_MANY_CONNECTIONS` (the connection stays, not logged in).
+    pub max_connections_per_account: usize,
+    /// How often the server sweeps its connections for keep-alive (default 30 s): each one
+    /// from which nothing has arrived for half of this is sent a WebSocket ping. Zero turns
+    /// keep-alive off (no pings, no `idle_timeout`).
+    pub ping_interval: Duration,
+    /// A connection from which nothing (no frame, no answer to a ping) has arrived for this
+    /// long is closed with `KEEPALIVE_TIMEOUT` at the next sweep (default 75 s; at least
+    /// `ping_interval`, so that a live peer is pinged before it is judged).
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -136,6 +156,11 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
+            max_connections: 100_000,
+            max_connections_per_address: 1000,
+            max_connections_per_account: 16,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }
@@ -145,8 +170,12 @@ pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) shards: Vec<Shard>,
-    /// Live connections, to close them on shutdown.
-    pub(crate) connections: Mutex<HashMap<ConnId, Closer>>,
+    /// Live connections, to close them on shutdown and to sweep them for keep-alive.
+    pub(crate) connections: Mutex<HashMap<ConnId, keepalive::Live>>,
+    /// The keep-alive's clock.
+    pub(crate) clock: keepalive::Clock,
+    /// The connection caps and what counts against them.
+    pub(crate) admission: admission::Admission,
 }
 
 /// A server, configured but not yet running.
@@ -182,6 +211,7 @@ impl Server {
             let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
             MemoryStore::shared(keep)
         });
+        let tally = roomkit_core::RoomTally::new();
         let shards = (0..count)
             .map(|index| {
                 shard::spawn(ShardSetup {
@@ -192,18 +222,35 @@ impl Server {
                     batch: self.config.shard_batch,
                     wake_batch: self.config.writer_wake_batch,
                     store: Arc::clone(&store),
+                    tally: tally.clone(),
                 })
             })
             .collect();
+        let caps = admission::Caps {
+            total: self.config.max_connections,
+            per_address: self.config.max_connections_per_address,
+            per_account: self.config.max_connections_per_account,
+        };
         let shared = Arc::new(ServerShared {
+            admission: admission::Admission::new(caps),
             config: self.config,
             authenticator: self.authenticator,
             shards,
             connections: Mutex::new(HashMap::new()),
+            clock: keepalive::Clock::start(),
         });
+        let (ping_interval, idle_timeout) = (shared.config.ping_interval, shared.config.idle_timeout);
+        let keepalive = (!ping_interval.is_zero())
+            .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        ServerHandle { rooms: Rooms { shared: Arc::clone(&shared) }, shared, stop: Some(stop_tx), accept }
+        ServerHandle {
+            rooms: Rooms { shared: Arc::clone(&shared) },
+            shared,
+            stop: Some(stop_tx),
+            accept,
+            keepalive,
+        }
     }
 }
 
@@ -224,8 +271,13 @@ async fn accept_loop<L: Listener>(
         };
         match accepted {
             Ok(connection) => {
-                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
                 while tasks.try_join_next().is_some() {}
+                // Over a cap, the connection is closed before it costs more than its refusal.
+                if let Err(reason) = shared.admission.accept(&admission::address_of(&connection.peer)) {
+                    tasks.spawn(connection::refuse(connection, reason));
+                    continue;
+                }
+                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
                 tasks.spawn(connection::run(id, connection, Arc::clone(&shared)));
             }
             Err(TransportError::Closed(_)) => break,
@@ -241,6 +293,7 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<JoinSet<()>>,
+    keepalive: Option<JoinHandle<()>>,
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -316,8 +369,17 @@ impl ServerHandle {
                 let _ = wait.await;
             }
         }
-        let closers: Vec<Closer> =
-            self.shared.connections.lock().expect("not poisoned").values().cloned().collect();
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+        let closers: Vec<Closer> = self
+            .shared
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(|l| l.closer.clone())
+            .collect();
         for closer in closers {
             closer.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
         }

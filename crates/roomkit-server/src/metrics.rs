@@ -16,6 +16,7 @@
 //! | `roomkit_queue_drops_total` | counter | frames dropped because a connection's queue was full |
 //! | `roomkit_queue_shed_total{class}` | counter | frames a slow reader's queue shed past its high watermark, by class: `droppable` (low-priority messages), `conflate` (presence digests superseded by a newer one) |
 //! | `roomkit_slow_consumer_closes_total` | counter | connections closed as slow consumers |
+//! | `roomkit_keepalive_closes_total` | counter | connections closed because nothing arrived from the client within the idle timeout |
 //! | `roomkit_rate_limited_total` | counter | requests refused by the rate limiter |
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
@@ -126,6 +127,13 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Label::None,
         Unit::Count,
         "connections closed as slow consumers",
+    ),
+    (
+        "roomkit_keepalive_closes_total",
+        Kind::Counter,
+        Label::None,
+        Unit::Count,
+        "connections closed because nothing arrived from the client within the idle timeout",
     ),
     (
         "roomkit_rate_limited_total",

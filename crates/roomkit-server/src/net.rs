@@ -50,12 +50,33 @@ fn header_is(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .is_some_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
 }
 
+/// Whether a browser page from the request's `Origin` may open a WebSocket: no `Origin` (not a
+/// browser), no list (every origin), the server's own origin (the `Host` the request names),
+/// or an origin on the list.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    if allowed.is_empty() {
+        return true;
+    }
+    let Ok(origin) = origin.to_str() else { return false };
+    let origin = origin.trim().trim_end_matches('/');
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    authority.eq_ignore_ascii_case(host.trim())
+        || allowed.iter().any(|a| a.trim().trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
 async fn upgrade(
     State(st): State<Upgrade>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
+    if !origin_allowed(&st.config.allowed_origins, headers) {
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("?");
+        tracing::debug!(%peer, origin, "WebSocket upgrade from an origin not allowed");
+        return (StatusCode::FORBIDDEN, format!("origin {origin} may not connect here\n")).into_response();
+    }
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let is_upgrade =
         header_is(headers, header::CONNECTION, "upgrade") && header_is(headers, header::UPGRADE, "websocket");

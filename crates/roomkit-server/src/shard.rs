@@ -11,7 +11,7 @@ use std::{
 use roomkit_core::{
     store::{HistoryPage, HistoryQuery, HistoryRange, MessageStore, StoreError},
     transport::Frame,
-    ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry,
+    ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry, RoomTally,
 };
 use roomkit_protocol::{
     codec,
@@ -72,6 +72,8 @@ pub(crate) struct ShardSetup {
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
     pub(crate) store: Arc<dyn MessageStore>,
+    /// Live rooms by creator, shared by every shard: the room caps hold across shards.
+    pub(crate) tally: RoomTally,
 }
 
 pub(crate) fn spawn(setup: ShardSetup) -> Shard {
@@ -104,7 +106,7 @@ struct ShardState {
 type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
 async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut registry = RoomRegistry::new(setup.config);
+    let mut registry = RoomRegistry::with_tally(setup.config, setup.tally);
     restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
     let mut state = ShardState {
         registry,

@@ -103,3 +103,46 @@ async fn a_stalled_handshake_times_out_and_blocks_nobody() {
     let rest = String::from_utf8_lossy(&rest);
     assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{rest}");
 }
+
+/// The status line of a WebSocket upgrade of `/v1` on `addr`, with the `Host` and (if any)
+/// `Origin` given.
+async fn upgrade_status(addr: SocketAddr, host: &str, origin: Option<&str>) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    let head = format!(
+        "GET /v1 HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0; 512];
+    let n = tcp.read(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response[..n]);
+    head.lines().next().unwrap_or_default().to_string()
+}
+
+/// With allowed origins set, a browser page from another origin is refused with 403 before
+/// any WebSocket exists; listed origins, the server's own origin and clients sending no
+/// `Origin` are let through. Without the setting every origin is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_from_origins_not_allowed_are_refused() {
+    let mut config = WsConfig::default();
+    config.allowed_origins = vec!["https://app.example".into()];
+    let (port, _) = client_port(config, Duration::from_secs(10)).await;
+    let own = port.addr.to_string();
+    let cases = [
+        (Some("https://evil.example"), "HTTP/1.1 403"),
+        (Some("null"), "HTTP/1.1 403"),
+        (Some("https://app.example"), "HTTP/1.1 101"),
+        (Some("https://APP.example/"), "HTTP/1.1 101"),
+        (Some(format!("http://{own}").as_str()), "HTTP/1.1 101"),
+        (None, "HTTP/1.1 101"),
+    ]
+    .map(|(o, s)| (o.map(str::to_owned), s));
+    for (origin, expected) in cases {
+        let status = upgrade_status(port.addr, &own, origin.as_deref()).await;
+        assert!(status.starts_with(expected), "{origin:?}: {status}");
+    }
+    let (open, _) = setup().await;
+    let status = upgrade_status(open.addr, &open.addr.to_string(), Some("https://evil.example")).await;
+    assert!(status.starts_with("HTTP/1.1 101"), "no list: every origin ({status})");
+}

@@ -51,6 +51,8 @@ struct Pair {
     tcp: TcpStream,
     sink: Box<dyn FrameSink>,
     received: mpsc::UnboundedReceiver<Result<Bytes, TransportError>>,
+    /// One entry per sign of life the server's stream reported (a ping or a pong).
+    alive: mpsc::UnboundedReceiver<()>,
     _stop: watch::Sender<bool>,
 }
 
@@ -79,17 +81,25 @@ async fn pair(first: &[u8]) -> Pair {
     assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the accept key of RFC 6455's example: {head}");
     let server: Connection = tokio::time::timeout(LIMIT, listener.accept()).await.unwrap().unwrap();
     let (tx, received) = mpsc::unbounded_channel();
+    let (alive_tx, alive) = mpsc::unbounded_channel();
     let mut stream = server.stream;
     tokio::spawn(async move {
         loop {
-            let got = stream.recv().await;
+            let got = match stream.recv_or_alive().await {
+                Ok(None) => {
+                    let _ = alive_tx.send(());
+                    continue;
+                }
+                Ok(Some(message)) => Ok(message),
+                Err(e) => Err(e),
+            };
             let ended = matches!(got, Err(TransportError::Closed(_)));
             if tx.send(got).is_err() || ended {
                 return;
             }
         }
     });
-    Pair { tcp: client, sink: server.sink, received, _stop: stop }
+    Pair { tcp: client, sink: server.sink, received, alive, _stop: stop }
 }
 
 impl Pair {
@@ -274,4 +284,20 @@ impl FrameSink for NoSink {
     async fn close(&mut self, _: CloseReason) -> Result<(), TransportError> {
         Ok(())
     }
+}
+
+/// A keep-alive ping goes out as a ping frame; the client's pong, and a ping of its own, are
+/// signs of life on the server's stream, never messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pings_go_out_and_answers_are_signs_of_life() {
+    let mut p = pair(b"").await;
+    p.sink.send(&[Frame::ping()]).await.unwrap();
+    assert_eq!(p.frame().await, (true, PING, vec![]));
+    p.send(&masked(true, PONG, b"")).await;
+    tokio::time::timeout(LIMIT, p.alive.recv()).await.expect("the pong reported").unwrap();
+    p.send(&masked(true, PING, b"hi")).await;
+    assert_eq!(p.frame().await, (true, PONG, b"hi".to_vec()), "a client's ping is answered");
+    tokio::time::timeout(LIMIT, p.alive.recv()).await.expect("the ping reported").unwrap();
+    p.send(&masked(true, TEXT, b"{}")).await;
+    assert_eq!(&p.recv().await.unwrap()[..], b"{}", "no message came of the ping and the pong");
 }

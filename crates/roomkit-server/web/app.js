@@ -19,6 +19,7 @@ const CODES = {
   1101: ["AUTH_EXPIRED", "Your token has expired. Sign in again with a new one."],
   1102: ["FORBIDDEN", "You are not allowed to do that."],
   1103: ["ALREADY_LOGGED_IN", "You are already signed in."],
+  1104: ["RESERVED_ACCOUNT", "That account id is kept for the server itself: pick another."],
   2000: ["ROOM_NOT_EXIST", "There is no room with this id."],
   2001: ["ROOM_ALREADY_EXISTS", "A room with this id already exists. Pick another id, or join it."],
   2002: ["ROOM_ENDED", "This room has ended."],
@@ -28,6 +29,7 @@ const CODES = {
   2006: ["NOT_IN_ROOM", "You are not in this room. Join it first."],
   2007: ["MEMBER_NOT_FOUND", "That member is not here (not in the chatroom any more?)."],
   2008: ["OVER_ROLE_LIMIT_COUNT", "That role is taken: the room already has a host."],
+  2009: ["TOO_MANY_ROOMS", "You have as many rooms as you may create. End one of them first."],
   3000: ["CHATROOM_NOT_ENABLED", "This room has no chatroom."],
   3001: ["NOT_IN_CHATROOM", "Join the chatroom first."],
   3002: ["MESSAGE_TOO_LONG", "That message is too long."],
@@ -39,6 +41,8 @@ const CODES = {
   5002: ["SLOW_CONSUMER", "The connection fell behind and the server closed it. Sign in again to continue."],
   5003: ["CONNECTION_CLOSED", "The connection to the server is closed."],
   5004: ["SERVER_SHUTTING_DOWN", "The server is shutting down."],
+  5005: ["TOO_MANY_CONNECTIONS", "Too many connections from this account or address. Close another window first."],
+  5006: ["KEEPALIVE_TIMEOUT", "The connection went quiet and the server closed it. Sign in again to continue."],
 };
 
 const END_REASONS = {
@@ -343,11 +347,27 @@ function resetSession() {
 // ---------------------------------------------------------------------------------------------
 // Lobby
 
+/** The room id of a `#room=` link, or null when there is none; throws on a malformed one. */
+function linkedRoom() {
+  if (!location.hash.startsWith("#room=")) return null;
+  try {
+    return decodeURIComponent(location.hash.slice(6));
+  } catch {
+    throw new RoomkitError(1002, "the room link is malformed (its #room= part is not valid percent-encoding)");
+  }
+}
+
 function toLobby() {
   state.room = null;
-  if (location.hash.startsWith("#room=")) {
-    $("join-uuid").value = decodeURIComponent(location.hash.slice(6));
+  let linked = null;
+  try {
+    linked = linkedRoom();
+  } catch (error) {
+    // A broken link must not keep anyone out of the lobby: say so, and carry on.
+    history.replaceState(null, "", location.pathname);
+    showError(error);
   }
+  if (linked !== null) $("join-uuid").value = linked;
   if (!$("create-uuid").value) $("create-uuid").value = randomId("room-");
   show("view-lobby");
 }
@@ -456,6 +476,7 @@ function renderMembers() {
     },
     el("span", { class: "dot", "aria-hidden": "true" }),
     el("span", { class: "name" }, m.name),
+    idTag(m.name, m.uuid),
     isMe ? el("span", { class: "tag" }, "you") : null,
     m.role === "host" ? el("span", { class: "tag" }, "host") : null);
   }));
@@ -471,7 +492,7 @@ function renderMembers() {
   const options = [el("option", { value: "" }, "Everyone")];
   for (const m of list) {
     if (m.uuid !== state.me.user_uuid && m.is_in_chatroom) {
-      options.push(el("option", { value: m.uuid }, `${m.name} (private)`));
+      options.push(el("option", { value: m.uuid }, `${who(m.name, m.uuid)}, private`));
     }
   }
   select.replaceChildren(...options);
@@ -487,6 +508,19 @@ function scrollToEnd() {
 function notice(text, className = "notice") {
   $("messages").append(el("li", { class: className }, text));
   scrollToEnd();
+}
+
+/**
+ * A member as text: the display name with the account id beside it, since display names are
+ * chosen freely and two members may pick the same one. Just the id when the two are equal.
+ */
+function who(name, uuid) {
+  return name === uuid ? uuid : `${name} (${uuid})`;
+}
+
+/** The account id as its own element, beside a display name that differs from it. */
+function idTag(name, uuid) {
+  return name === uuid ? null : el("span", { class: "uuid", title: "account id" }, uuid);
 }
 
 function nameOf(uuid, fallback) {
@@ -518,9 +552,10 @@ function showMessage(message) {
 
   const head = el("div", { class: "msg-head" },
     el("span", { class: "from" }, mine ? "You" : message.from_nick),
+    mine ? null : idTag(message.from_nick, message.from_user_uuid),
     message.from_backend ? el("span", { class: "tag" }, "system") : null,
     to ? el("span", { class: "to" }, mine
-      ? `→ ${to.map((u) => nameOf(u)).join(", ")} (private)`
+      ? `→ ${to.map((u) => who(nameOf(u), u)).join(", ")} (private)`
       : "→ you (private)") : null,
     el("time", { datetime: new Date(message.time).toISOString() }, clock(message.time)));
   const body = message.message_type === "custom"
@@ -553,7 +588,7 @@ function ephemeral(message) {
     room.likes += 1;
     const likes = $("likes");
     likes.textContent = `♥ ${room.likes}`;
-    likes.title = `${room.likes} likes; the last from ${message.from_nick}`;
+    likes.title = `${room.likes} likes; the last from ${who(message.from_nick, message.from_user_uuid)}`;
     likes.classList.remove("pop");
     void likes.offsetWidth; // restart the animation
     likes.classList.add("pop");
@@ -671,7 +706,7 @@ function onEvent(event) {
   const room = state.room;
   if (!room || event.room_uuid !== room.info.room_uuid) return;
   const members = event.members || [];
-  const names = () => members.map((m) => (m.uuid === state.me.user_uuid ? "You" : m.name)).join(", ");
+  const names = () => members.map((m) => (m.uuid === state.me.user_uuid ? "You" : who(m.name, m.uuid))).join(", ");
   switch (event.event) {
     case "member_join_room":
       for (const m of members) room.members.set(m.uuid, m);
@@ -745,7 +780,7 @@ function membersChanged(digest) {
   const others = (list) => (list || []).filter((m) => m.uuid !== state.me.user_uuid);
   const told = (list, total, what) => {
     if (!total) return;
-    const named = list.map((m) => m.name);
+    const named = list.map((m) => who(m.name, m.uuid));
     const rest = total - named.length;
     if (rest > 0) named.push(`${rest} ${named.length ? "more" : (rest === 1 ? "member" : "members")}`);
     notice(`${named.join(", ")} ${what}.`);

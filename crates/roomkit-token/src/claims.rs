@@ -125,8 +125,11 @@ impl TokenRequest {
     /// The claims of a token minted at `now_secs` (seconds since the Unix epoch), after
     /// checking the account and room ids and the lifetime.
     pub fn claims(self, now_secs: u64) -> Result<Claims, TokenError> {
-        UserUuid::new(&self.account)
+        let account = UserUuid::new(&self.account)
             .map_err(|e| TokenError::new(TokenField::Account, format!("`{}` {e}", self.account)))?;
+        if account.is_reserved() {
+            return Err(reserved(&self.account));
+        }
         for room in &self.rooms {
             RoomUuid::new(room).map_err(|e| TokenError::new(TokenField::Rooms, format!("`{room}` {e}")))?;
         }
@@ -147,11 +150,19 @@ impl TokenRequest {
     }
 }
 
+/// The refusal of an account id the server keeps for itself.
+fn reserved(account: &str) -> TokenError {
+    TokenError::new(TokenField::Account, format!("`{account}` is reserved for the server's own use"))
+}
+
 impl Claims {
     /// The identity of a connection logged in with these (verified) claims.
     pub fn identity(&self) -> Result<Identity, TokenError> {
         let user = UserUuid::new(&self.sub)
             .map_err(|e| TokenError::new(TokenField::Account, format!("token subject `{}` {e}", self.sub)))?;
+        if user.is_reserved() {
+            return Err(reserved(&self.sub));
+        }
         let join = match &self.grants.rooms {
             None => RoomGrant::All,
             Some(rooms) => RoomGrant::Only(
@@ -238,5 +249,20 @@ mod tests {
         assert_eq!(claims.identity().unwrap_err().field, TokenField::Rooms);
         claims.sub = "a b".into();
         assert_eq!(claims.identity().unwrap_err().field, TokenField::Account);
+    }
+
+    #[test]
+    fn the_servers_own_identities_cannot_be_minted_or_used() {
+        for account in ["backend", "BACKEND", "system"] {
+            let e = TokenRequest::new(account, Duration::from_secs(60)).claims(0).unwrap_err();
+            assert_eq!(e.field, TokenField::Account);
+            assert!(e.reason.contains("reserved"), "{e}");
+        }
+        // Claims signed some other way are refused when they become an identity.
+        let mut claims = TokenRequest::new("alice", Duration::from_secs(60)).claims(0).unwrap();
+        claims.sub = "backend".into();
+        let e = claims.identity().unwrap_err();
+        assert_eq!(e.field, TokenField::Account);
+        assert!(e.reason.contains("reserved"), "{e}");
     }
 }

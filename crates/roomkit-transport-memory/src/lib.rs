@@ -20,6 +20,12 @@
 //! peer that stops reading makes the other side's `send` wait, as a full socket buffer would,
 //! so slow-consumer handling is exercised for real. A batch of frames is handed over under
 //! one lock with one wake-up, and the reader takes every queued frame at once.
+//!
+//! A keep-alive ping ([`Frame::ping`]) is answered by the transport itself, at once, for as
+//! long as the peer's end is there: an in-memory peer cannot vanish without its end closing
+//! (or the connection being severed), so there is nothing for a round trip to find out. The
+//! answer arrives on the pinging side's [`FrameStream::recv_or_alive`], after what the peer
+//! had sent before it.
 
 use std::{
     collections::VecDeque,
@@ -163,8 +169,11 @@ impl Connector for MemoryConnector {
             live.retain(|w| w.strong_count() > 0);
             live.push(Arc::downgrade(&cut));
         }
-        let (to_server, from_client) = direction(cap, &cut);
-        let (to_client, from_server) = direction(cap, &cut);
+        let (mut to_server, from_client) = direction(cap, &cut);
+        let (mut to_client, from_server) = direction(cap, &cut);
+        // A side's pings are answered into its own stream.
+        to_client.answers = to_server.queue.as_ref().map(Arc::downgrade);
+        to_server.answers = to_client.queue.as_ref().map(Arc::downgrade);
         let server_side = Connection {
             sink: Box::new(to_client),
             stream: Box::new(from_client),
@@ -198,7 +207,7 @@ fn direction(capacity: usize, cut: &Arc<Cut>) -> (MemorySink, MemoryStream) {
         reason: OnceLock::new(),
     });
     (
-        MemorySink { queue: Some(Arc::clone(&queue)), cut: Arc::clone(cut) },
+        MemorySink { queue: Some(Arc::clone(&queue)), cut: Arc::clone(cut), answers: None },
         MemoryStream { queue, taken: VecDeque::new(), closed: false, cut: Arc::clone(cut) },
     )
 }
@@ -214,8 +223,16 @@ struct Queue {
     reason: OnceLock<CloseReason>,
 }
 
+/// What one direction of a connection carries.
+#[derive(Debug)]
+enum Item {
+    Frame(Bytes),
+    /// The answer to a keep-alive ping this side sent.
+    Alive,
+}
+
 struct QueueState {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Item>,
     sender_gone: bool,
     receiver_gone: bool,
 }
@@ -234,6 +251,28 @@ impl Queue {
 struct MemorySink {
     queue: Option<Arc<Queue>>,
     cut: Arc<Cut>,
+    /// This side's own incoming direction, where the answers to its pings go. Weak: the
+    /// queue belongs to the peer's sink and this side's stream.
+    answers: Option<Weak<Queue>>,
+}
+
+impl MemorySink {
+    /// Answers a ping of this side: the peer is there while its end of this direction is.
+    fn answer_ping(&self, queue: &Queue) {
+        if queue.lock().receiver_gone || self.cut.is_cut() {
+            return;
+        }
+        if let Some(answers) = self.answers.as_ref().and_then(Weak::upgrade) {
+            let mut state = answers.lock();
+            // A full queue holds frames from the peer: signs of life enough.
+            if state.sender_gone || state.receiver_gone || state.frames.len() >= answers.capacity {
+                return;
+            }
+            state.frames.push_back(Item::Alive);
+            drop(state);
+            answers.readable.notify_one();
+        }
+    }
 }
 
 #[async_trait]
@@ -248,10 +287,26 @@ impl FrameSink for MemorySink {
             let added = {
                 let mut state = queue.lock();
                 if state.receiver_gone {
-                    return Err(TransportError::Closed(None));
+                    // A ping to a peer that is gone is not answered; a frame fails.
+                    return if rest.iter().all(Frame::is_ping) {
+                        Ok(())
+                    } else {
+                        Err(TransportError::Closed(None))
+                    };
                 }
                 let room = queue.capacity.saturating_sub(state.frames.len()).min(rest.len());
-                state.frames.extend(rest[..room].iter().map(Frame::payload));
+                let mut pinged = false;
+                for frame in &rest[..room] {
+                    if frame.is_ping() {
+                        pinged = true;
+                    } else {
+                        state.frames.push_back(Item::Frame(frame.payload()));
+                    }
+                }
+                drop(state);
+                if pinged {
+                    self.answer_ping(queue);
+                }
                 room
             };
             if added > 0 {
@@ -294,18 +349,21 @@ impl Drop for MemorySink {
 
 struct MemoryStream {
     queue: Arc<Queue>,
-    /// Frames taken from the queue and not yet returned.
-    taken: VecDeque<Bytes>,
+    /// Items taken from the queue and not yet returned.
+    taken: VecDeque<Item>,
     closed: bool,
     cut: Arc<Cut>,
 }
 
-#[async_trait]
-impl FrameStream for MemoryStream {
-    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+impl MemoryStream {
+    /// The next frame, or with `alive`, `None` for the answer to a ping.
+    async fn next(&mut self, alive: bool) -> Result<Option<Bytes>, TransportError> {
         while !self.closed && !self.cut.is_cut() {
-            if let Some(frame) = self.taken.pop_front() {
-                return Ok(frame);
+            match self.taken.pop_front() {
+                Some(Item::Frame(frame)) => return Ok(Some(frame)),
+                Some(Item::Alive) if alive => return Ok(None),
+                Some(Item::Alive) => continue,
+                None => {}
             }
             let sender_gone = {
                 let mut state = self.queue.lock();
@@ -339,9 +397,7 @@ impl FrameStream for MemoryStream {
         }
         Err(TransportError::Closed(self.queue.reason.get().cloned()))
     }
-}
 
-impl MemoryStream {
     /// Lets the peer's pending and later `send`s fail now rather than wait on a reader that
     /// is gone; the frames still queued are dropped.
     fn leave(&self) {
@@ -350,6 +406,17 @@ impl MemoryStream {
         state.frames.clear();
         drop(state);
         self.queue.writable.notify_one();
+    }
+}
+
+#[async_trait]
+impl FrameStream for MemoryStream {
+    async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        Ok(self.next(false).await?.expect("only answers to pings are None"))
+    }
+
+    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.next(true).await
     }
 }
 
@@ -400,6 +467,27 @@ mod tests {
         let third = server.sink.send(std::slice::from_ref(&f));
         tokio::pin!(third);
         assert!(futures_poll_once(third.as_mut()).await.is_none(), "third frame must wait");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_ping_is_answered_while_the_peer_is_there_and_not_after() {
+        let (mut listener, connector) = transport();
+        let (server, client) = tokio::join!(listener.accept(), connector.connect());
+        let (mut server, mut client) = (server.unwrap(), client.unwrap());
+        client.sink.send(&["{\"a\":1}".into()]).await.unwrap();
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        // What the peer sent first comes first; then the answer.
+        assert_eq!(server.stream.recv_or_alive().await.unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(server.stream.recv_or_alive().await.unwrap(), None);
+        // `recv` passes over answers.
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        client.sink.send(&["{}".into()]).await.unwrap();
+        assert_eq!(&server.stream.recv().await.unwrap()[..], b"{}");
+        // A peer whose end is gone answers nothing: its close comes instead.
+        drop(client.stream);
+        server.sink.send(&[Frame::ping()]).await.unwrap();
+        drop(client.sink);
+        assert!(matches!(server.stream.recv_or_alive().await, Err(TransportError::Closed(_))));
     }
 
     #[tokio::test(flavor = "current_thread")]

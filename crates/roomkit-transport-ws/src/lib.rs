@@ -60,6 +60,12 @@ pub struct WsConfig {
     pub accept_backlog: usize,
     /// The path the server's HTTP front upgrades to WebSocket (`/v1`).
     pub path: String,
+    /// Origins (`scheme://host[:port]`) whose browser pages the server's HTTP front lets
+    /// open a WebSocket; an upgrade naming any other `Origin` is refused with 403. Empty (the
+    /// default): every origin. A page of the server's own origin (an `Origin` naming the host
+    /// the request was sent to) and clients that send no `Origin` (no browser) are always let
+    /// through.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WsConfig {
@@ -71,6 +77,7 @@ impl Default for WsConfig {
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 1024,
             path: PATH_V1.into(),
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -15,6 +15,10 @@
 //! crate: a binary message is refused with `UNSUPPORTED_FRAME` (the connection stays), a
 //! message over the limit is `FRAME_TOO_LARGE`, text that is not UTF-8 `MALFORMED_FRAME`.
 //!
+//! **Keep-alive.** A [`Frame::ping`] goes out like any frame (its wire form is a ping frame);
+//! the client's pong, and any ping of its own, is reported by
+//! [`FrameStream::recv_or_alive`] as a sign of life (`None`) and passed over by `recv`.
+//!
 //! The reader and the writer run in different tasks and share the socket; a write lock keeps
 //! a pong or a close from landing inside a frame the writer is part-way through.
 
@@ -224,7 +228,9 @@ struct SocketStream {
 enum Step {
     /// A complete text message.
     Message(Bytes),
-    /// A control frame handled, or a fragment stored: read on.
+    /// A ping (answered) or a pong: the peer is alive.
+    Alive,
+    /// A fragment stored: read on.
     Continue,
 }
 
@@ -303,11 +309,11 @@ impl SocketStream {
             (OP_PING, partial) => {
                 self.message = partial;
                 let _ = self.socket.control(OP_PONG, &payload).await;
-                return Ok(Step::Continue);
+                return Ok(Step::Alive);
             }
             (OP_PONG, partial) => {
                 self.message = partial;
-                return Ok(Step::Continue);
+                return Ok(Step::Alive);
             }
             (OP_CLOSE, _) => return Err(self.on_close(&payload).await),
             (OP_TEXT, None) => payload,
@@ -433,6 +439,21 @@ fn binary_refused() -> TransportError {
 impl FrameStream for SocketStream {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         loop {
+            if let Some(message) = self.next_message(false).await? {
+                return Ok(message);
+            }
+        }
+    }
+
+    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.next_message(true).await
+    }
+}
+
+impl SocketStream {
+    /// The next message, or with `alive`, `None` for a ping or a pong.
+    async fn next_message(&mut self, alive: bool) -> Result<Option<Bytes>, TransportError> {
+        loop {
             if self.closed.is_some() && std::mem::take(&mut self.discard) {
                 self.discard_until_end().await;
             }
@@ -452,8 +473,9 @@ impl FrameStream for SocketStream {
             };
             // Boxed: a waiting reader's future holds only what reading needs.
             match Box::pin(self.on_frame(fin, opcode, payload)).await {
-                Ok(Step::Message(text)) => return Ok(text),
-                Ok(Step::Continue) => {}
+                Ok(Step::Message(text)) => return Ok(Some(text)),
+                Ok(Step::Alive) if alive => return Ok(None),
+                Ok(Step::Alive | Step::Continue) => {}
                 Err(e @ TransportError::Rejected(_)) => return Err(e),
                 Err(e @ TransportError::Violation(_)) => {
                     self.violated();

@@ -53,6 +53,10 @@ where
             return Err(TransportError::Closed(None));
         }
         for frame in frames {
+            if frame.is_ping() {
+                self.sink.feed(Message::Ping(Bytes::new())).await.map_err(to_transport)?;
+                continue;
+            }
             let text = Utf8Bytes::try_from(frame.payload())
                 .map_err(|_| TransportError::Io("frames must be UTF-8 JSON".into()))?;
             self.sink.feed(Message::Text(text)).await.map_err(to_transport)?;
@@ -135,18 +139,38 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
+        loop {
+            if let Some(frame) = self.next(false).await? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
+        self.next(true).await
+    }
+}
+
+impl<S> WsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// The next message, or with `alive`, `None` for a ping or a pong. (The library answers a
+    /// ping by itself, on the next read or write.)
+    async fn next(&mut self, alive: bool) -> Result<Option<Bytes>, TransportError> {
         if let Some(reason) = &self.closed {
             return Err(TransportError::Closed(reason.clone()));
         }
         loop {
             let reason = match self.stream.next().await {
-                Some(Ok(Message::Text(text))) => return Ok(Bytes::from(text)),
+                Some(Ok(Message::Text(text))) => return Ok(Some(Bytes::from(text))),
                 Some(Ok(Message::Binary(_))) => {
                     return Err(TransportError::Rejected(CloseReason::new(
                         Code::UNSUPPORTED_FRAME,
                         "binary frames are not accepted: send JSON in text frames",
                     )))
                 }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) if alive => return Ok(None),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(frame))) => frame.as_ref().map(close_reason_from_frame),
                 Some(Err(WsError::Capacity(e))) => {

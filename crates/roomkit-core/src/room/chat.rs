@@ -150,7 +150,7 @@ impl Room {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
             if earlier.from_user_uuid == *caller.user() {
-                return Ok(SendMessageOutput { message: Arc::clone(earlier) });
+                return Ok(SendMessageOutput { message: Arc::clone(earlier), durable: config.durable_acks });
             }
             return Err(Error::bad("message_uuid", "already used by another sender"));
         }
@@ -167,6 +167,7 @@ impl Room {
             priority,
         };
         let chat = self.chat_mut()?;
+        let durable = send.persist && config.durable_acks;
         let message = if send.persist {
             let message = chat.accept(now, draft);
             out.message(&self.info.room_uuid, &message, audience);
@@ -180,7 +181,7 @@ impl Room {
             );
             message
         };
-        Ok(SendMessageOutput { message })
+        Ok(SendMessageOutput { message, durable })
     }
 
     /// Who receives a member's message: the listed members, or the whole chatroom, never the
@@ -278,16 +279,22 @@ impl Room {
         let recaller = self.member_on(caller.conn, caller.user())?;
         let is_host = recaller.info.role == Role::Host || caller.identity.grants.room_admin;
         let nick = recaller.info.name.clone();
+        let own = |m: &SharedMessage| m.from_user_uuid == *caller.user();
+        // A directed message the caller could not see is answered as if it did not exist:
+        // any other answer would tell a non-party that a private message has this id.
+        let visible = |m: &SharedMessage| {
+            is_host || own(m) || m.to_user_uuid_list.as_ref().is_none_or(|to| to.contains(caller.user()))
+        };
         let original = self
             .chat()?
             .find_recent(message_uuid)
-            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
+            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }) && visible(m))
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
         if original.recalled {
             return Err(Error::bad("message_uuid", "the message is already recalled"));
         }
-        let own = original.from_user_uuid == *caller.user();
+        let own = own(&original);
         if !(is_host || (own && now.saturating_sub(original.time) <= config.recall_window_ms)) {
             return Err(Error::Forbidden(if own {
                 "the recall window for this message has passed"

@@ -77,10 +77,14 @@ impl Room {
         Room::new(info, password, config)
     }
 
-    /// The checks of `join_room` that need no room: grants and fields.
-    pub(crate) fn check_join(config: &CoreConfig, caller: Caller<'_>, p: &JoinRoom) -> Result<(), Error> {
+    /// The checks of `join_room` that need no room: grants and fields. With
+    /// `pin_display_names`, the display name asked for is replaced by the credentials' name.
+    pub(crate) fn check_join(config: &CoreConfig, caller: Caller<'_>, p: &mut JoinRoom) -> Result<(), Error> {
         if !caller.identity.grants.join.allows(&p.room_uuid) {
             return Err(Error::Forbidden("the credentials do not grant joining this room"));
+        }
+        if config.pin_display_names && p.user_name != caller.identity.name {
+            p.user_name.clone_from(&caller.identity.name);
         }
         check_chars("user_name", &p.user_name, 1, config.max_user_name_chars)?;
         if let Some(a) = &p.avatar {

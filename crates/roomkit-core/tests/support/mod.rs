@@ -199,7 +199,12 @@ impl Harness {
 
     /// A fresh registry with `config` and `store`, at time 1 000 000.
     pub fn with_store(config: CoreConfig, store: Arc<dyn MessageStore>) -> Self {
-        Self { reg: RoomRegistry::new(config), store, now: 1_000_000, next_request: 1 }
+        Self::with_registry(RoomRegistry::new(config), store)
+    }
+
+    /// `reg` with `store`, at time 1 000 000.
+    pub fn with_registry(reg: RoomRegistry, store: Arc<dyn MessageStore>) -> Self {
+        Self { reg, store, now: 1_000_000, next_request: 1 }
     }
 
     /// Moves the clock forward.

@@ -1,0 +1,99 @@
+//! Keep-alive: noticing peers that are gone without closing.
+//!
+//! Every connection records when anything last arrived from its peer (a request, any frame,
+//! the answer to a ping: [`FrameStream::recv_or_alive`](roomkit_core::transport::FrameStream)).
+//! One task for the whole server sweeps the connections every `ping_interval`: it queues a
+//! keep-alive ping ([`Frame::ping`]) to each one quiet for at least half an interval, and
+//! closes each one quiet for `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus
+//! costs a timestamp, not a timer of its own.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Weak,
+    },
+    time::Duration,
+};
+
+use roomkit_core::transport::{CloseReason, Frame};
+use roomkit_protocol::Code;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::{
+    outbox::{Closer, Enqueued, Outbox, Shed},
+    ServerShared,
+};
+
+/// What the sweep needs of a live connection.
+pub(crate) struct Live {
+    pub(crate) closer: Closer,
+    pub(crate) outbox: Outbox,
+    pub(crate) seen: Arc<LastSeen>,
+}
+
+/// When anything last arrived from a connection's peer, in milliseconds of the server's
+/// [`Clock`].
+#[derive(Debug, Default)]
+pub(crate) struct LastSeen(AtomicU64);
+
+impl LastSeen {
+    pub(crate) fn now(clock: &Clock) -> Arc<LastSeen> {
+        Arc::new(LastSeen(AtomicU64::new(clock.now_ms())))
+    }
+
+    pub(crate) fn touch(&self, clock: &Clock) {
+        self.0.store(clock.now_ms(), Ordering::Relaxed);
+    }
+
+    fn quiet_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The keep-alive's time: milliseconds since the server started, on tokio's clock (so that
+/// tests with paused time drive it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// Sweeps the server's connections every `ping_interval` until the server is gone.
+pub(crate) async fn sweep(shared: Weak<ServerShared>, ping_interval: Duration, idle_timeout: Duration) {
+    let mut tick = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (ping_after, close_after) = (ping_interval.as_millis() as u64 / 2, idle_timeout.as_millis() as u64);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let now = shared.clock.now_ms();
+        let (mut quiet, mut silent) = (Vec::new(), Vec::new());
+        for live in shared.connections.lock().expect("not poisoned").values() {
+            match live.seen.quiet_ms(now) {
+                q if q >= close_after => silent.push(live.closer.clone()),
+                q if q >= ping_after => quiet.push(live.outbox.clone()),
+                _ => {}
+            }
+        }
+        for outbox in quiet {
+            // Droppable: a queue backed up past its watermark is not worth a ping.
+            if outbox.enqueue(Frame::ping(), Shed::Droppable) == Enqueued::NeedsWake {
+                outbox.wake();
+            }
+        }
+        let secs = idle_timeout.as_secs_f64();
+        for closer in silent {
+            let reason = format!("nothing from the client for {secs} s (no frame, no answer to pings)");
+            if closer.close(CloseReason::new(Code::KEEPALIVE_TIMEOUT, reason), false) {
+                metrics::counter!("roomkit_keepalive_closes_total").increment(1);
+            }
+        }
+    }
+}
