@@ -203,7 +203,14 @@ impl Server {
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        ServerHandle { rooms: Rooms { shared: Arc::clone(&shared) }, shared, stop: Some(stop_tx), accept }
+        let upkeep = metrics::spawn_upkeep();
+        ServerHandle {
+            rooms: Rooms { shared: Arc::clone(&shared) },
+            shared,
+            stop: Some(stop_tx),
+            accept,
+            upkeep,
+        }
     }
 }
 
@@ -241,6 +248,8 @@ pub struct ServerHandle {
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<JoinSet<()>>,
+    /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
+    upkeep: JoinHandle<()>,
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -309,6 +318,7 @@ impl ServerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.upkeep.abort();
         let mut tasks = (&mut self.accept).await.unwrap_or_default();
         for shard in &self.shared.shards {
             let (done, wait) = oneshot::channel();
