@@ -261,13 +261,13 @@ impl RoomRegistry {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::RoomIdle(room_uuid) => {
-                    let expired = self
-                        .rooms
-                        .get(&room_uuid)
-                        .and_then(|r| r.empty_since)
-                        .is_some_and(|since| since.saturating_add(idle) <= now);
-                    if expired {
+                    let Some(since) = self.rooms.get(&room_uuid).and_then(|r| r.empty_since) else {
+                        continue;
+                    };
+                    if since.saturating_add(idle) <= now {
                         self.close_room_now(&room_uuid, EndReason::EndOfLife);
+                    } else {
+                        self.timers.arm_idle(since, idle, room_uuid);
                     }
                 }
                 Timer::Digest(room_uuid) => {
@@ -384,6 +384,13 @@ impl RoomRegistry {
         self.outputs.pop()
     }
 
+    /// Deadlines pending: at most one idle timer and one digest timer per room, and one grace
+    /// period per detached member; a timer that lost its purpose (a room joined again, a room
+    /// ended) is gone.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
@@ -478,6 +485,9 @@ impl RoomRegistry {
         if let Some(left) = joined.displaced {
             self.forget_conn(now, &room_uuid, left);
         }
+        // The room has a member, and this one a connection: their timers have no purpose.
+        self.timers.cancel(Timer::RoomIdle(room_uuid.clone()));
+        self.timers.cancel(Timer::Grace(room_uuid.clone(), caller.user().clone()));
         self.conns.track(caller.conn, caller.user(), room_uuid);
         Ok(joined.output)
     }
@@ -497,6 +507,7 @@ impl RoomRegistry {
 
     /// Removes `user` from the room (its connection is gone for good).
     fn remove_member(&mut self, now: u64, room_uuid: &RoomUuid, user: &UserUuid) {
+        self.timers.cancel(Timer::Grace(room_uuid.clone(), user.clone()));
         let Some(room) = self.rooms.get_mut(room_uuid) else { return };
         if let Some(left) = room.remove_member(now, user, None, &mut self.outputs) {
             self.forget_conn(now, room_uuid, left);
@@ -522,6 +533,11 @@ impl RoomRegistry {
     /// Ends a room and deletes it from the store; members get `room_end(reason)`.
     fn close_room_now(&mut self, room_uuid: &RoomUuid, reason: EndReason) {
         let Some(room) = self.rooms.remove(room_uuid) else { return };
+        self.timers.cancel(Timer::RoomIdle(room_uuid.clone()));
+        self.timers.cancel(Timer::Digest(room_uuid.clone()));
+        for user in room.detached_members() {
+            self.timers.cancel(Timer::Grace(room_uuid.clone(), user.clone()));
+        }
         let audience = room.audience(None);
         for conn in audience.iter() {
             self.conns.untrack(conn, room_uuid);
