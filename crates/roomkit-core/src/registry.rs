@@ -358,7 +358,7 @@ impl RoomRegistry {
         room.empty_since = Some(now);
         if let Some(chat) = room.chatroom.as_mut() {
             chat.resume_after(last_seq);
-            for message in recent {
+            for message in &recent {
                 chat.remember(message);
             }
         }

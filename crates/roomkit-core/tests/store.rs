@@ -151,6 +151,17 @@ fn a_retried_send_returns_the_stored_message_and_is_delivered_once() {
         }
         other => panic!("{other:?}"),
     }
+    // The window keeps a hash of the content, not the content: a "retry" carrying other
+    // text is refused rather than answered as if that text had been stored.
+    let changed = rig.req(1, &alice, send("not what was said", "m1"));
+    match changed.last() {
+        Some(Output::Reply { result: Err(e), .. }) => {
+            assert_eq!(e.code(), Code::BAD_REQUEST);
+            assert!(e.to_string().contains("other content"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rig.committed.is_empty(), "nothing stored");
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! Chatroom rules: entering and leaving, sending (members and the backend), recalling, and
 //! history queries, which are answered from the store.
 
-use std::sync::Arc;
-
 use roomkit_protocol::{
     ops::{FetchChatroomHistory, RecallOutput, SendCustomMessage, SendMessageOutput, SendTextMessage},
     Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
@@ -141,18 +139,21 @@ impl Room {
             return Err(Error::MemberNotFound(missing.clone()));
         }
         let audience = self.send_audience(caller.conn, to.as_deref())?;
-        let earlier = send
-            .message_uuid
-            .as_ref()
-            .filter(|_| send.persist)
-            .and_then(|id| self.chat().ok()?.find_recent(id));
-        if let Some(earlier) = earlier {
+        let chat = self.chat()?;
+        let earlier = send.message_uuid.as_ref().filter(|_| send.persist).and_then(|id| {
+            let recent = chat.find_recent(id)?;
+            Some((id, recent, chat.content_hash(&send.body, to.as_deref())))
+        });
+        if let Some((id, earlier, content)) = earlier {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
-            if earlier.from_user_uuid == *caller.user() {
-                return Ok(SendMessageOutput { message: Arc::clone(earlier) });
+            if earlier.from != *caller.user() {
+                return Err(Error::bad("message_uuid", "already used by another sender"));
             }
-            return Err(Error::bad("message_uuid", "already used by another sender"));
+            let message = earlier.retried(id, content, send.body).ok_or_else(|| {
+                Error::bad("message_uuid", "already used for a message with other content or recipients")
+            })?;
+            return Ok(SendMessageOutput { message });
         }
         self.take_rate(now, caller.user(), priority)?;
         let draft = Draft {
@@ -281,13 +282,13 @@ impl Room {
         let original = self
             .chat()?
             .find_recent(message_uuid)
-            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }))
+            .filter(|m| !m.is_notification())
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
         if original.recalled {
             return Err(Error::bad("message_uuid", "the message is already recalled"));
         }
-        let own = original.from_user_uuid == *caller.user();
+        let own = original.from == *caller.user();
         if !(is_host || (own && now.saturating_sub(original.time) <= config.recall_window_ms)) {
             return Err(Error::Forbidden(if own {
                 "the recall window for this message has passed"
@@ -296,10 +297,10 @@ impl Room {
             }));
         }
         // A directed message's recall is news only to those who could see it.
-        let parties = original.to_user_uuid_list.as_ref().map(|to| {
+        let parties = original.to.as_ref().map(|to| {
             let mut parties = to.clone();
-            if !parties.contains(&original.from_user_uuid) {
-                parties.push(original.from_user_uuid.clone());
+            if !parties.contains(&original.from) {
+                parties.push(original.from.clone());
             }
             parties
         });
@@ -326,8 +327,8 @@ impl Room {
         let chat = self.chat_mut()?;
         chat.rate.take(now); // counts against the cap, never refused
         let notification = chat.accept(now, draft);
-        let recalled = recalled_form(&original);
-        chat.replace(Arc::clone(&recalled));
+        let recalled = original.recalled_form(message_uuid);
+        chat.mark_recalled(message_uuid);
         out.store(StoreOp::Append { room: self.info.room_uuid.clone(), message: recalled });
         out.message(&self.info.room_uuid, &notification, audience);
         Ok(RecallOutput { message: notification })
@@ -374,18 +375,6 @@ impl Room {
         out.history(caller.conn, request_id, HistoryRequest::FetchChatroomHistory, &p.room_uuid, query);
         Ok(())
     }
-}
-
-/// A message as history shows it once recalled: same id, seq, time and sender, content gone.
-fn recalled_form(original: &SharedMessage) -> SharedMessage {
-    let mut recalled = (**original).clone();
-    recalled.recalled = true;
-    recalled.body = match recalled.body {
-        MessageBody::Text { .. } => MessageBody::Text { text: String::new() },
-        MessageBody::Custom { .. } => MessageBody::Custom { attach_str: String::new() },
-        other => other,
-    };
-    Arc::new(recalled)
 }
 
 fn member_rate_limited(rate: crate::config::MessageRate) -> Error {
