@@ -83,6 +83,7 @@ pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Optio
     config.shards = shards;
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
     config.send_queue_frames = 65_536;
+    config.send_queue_bytes = 1 << 30;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();

@@ -306,6 +306,7 @@ pub(crate) async fn in_process(
     let mut config = ServerConfig::default();
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
     config.send_queue_frames = 65_536;
+    config.send_queue_bytes = 1 << 30;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
     let mut ws = WsConfig::default();

@@ -385,7 +385,7 @@ async fn start_server_on(
             &format!("127.0.0.1:{admin}"),
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
-        .args(["--send-queue-frames", "65536"])
+        .args(["--send-queue-frames", "65536", "--send-queue-bytes", "1073741824"])
         // The fan-out and durable-send scenarios send as fast as they can on purpose: no
         // per-member or per-chatroom message rates.
         .args(["--member-message-rate", "0", "--chatroom-message-rate", "0"])

@@ -102,6 +102,10 @@ pub struct LimitArgs {
     /// Frames queued per connection before it is closed as a slow consumer [default: 4096].
     #[arg(long, env = "ROOMKIT_SEND_QUEUE_FRAMES")]
     pub send_queue_frames: Option<usize>,
+    /// Bytes queued per connection before it is closed as a slow consumer; past 3/4 of it the
+    /// queue sheds [default: 4194304].
+    #[arg(long, env = "ROOMKIT_SEND_QUEUE_BYTES")]
+    pub send_queue_bytes: Option<usize>,
     /// Queued frames past which a connection's queue sheds low-priority messages and older
     /// presence digests [default: 3/4 of send_queue_frames].
     #[arg(long, env = "ROOMKIT_SEND_QUEUE_HIGH_WATERMARK")]
@@ -322,6 +326,7 @@ impl Settings {
         set(&mut server.core.max_message_bytes, l.max_message_bytes);
         set(&mut server.core.max_recipients, l.max_recipients);
         set(&mut server.send_queue_frames, l.send_queue_frames);
+        set(&mut server.send_queue_bytes, l.send_queue_bytes);
         server.send_queue_high_watermark = l.send_queue_high_watermark;
         let d = RateLimit::default();
         server.rate_limit = RateLimit {
@@ -415,6 +420,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         max_message_bytes: flags.max_message_bytes.or(file.max_message_bytes),
         max_recipients: flags.max_recipients.or(file.max_recipients),
         send_queue_frames: flags.send_queue_frames.or(file.send_queue_frames),
+        send_queue_bytes: flags.send_queue_bytes.or(file.send_queue_bytes),
         send_queue_high_watermark: flags.send_queue_high_watermark.or(file.send_queue_high_watermark),
         rate_limit_per_second: flags.rate_limit_per_second.or(file.rate_limit_per_second),
         rate_limit_burst: flags.rate_limit_burst.or(file.rate_limit_burst),
@@ -480,6 +486,7 @@ mod tests {
         assert_eq!(s.server.shards, 5);
         assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
         assert_eq!(s.server.high_watermark(), 3072, "three quarters of the default queue");
+        assert_eq!(s.server.send_queue_bytes, 4 << 20);
     }
 
     #[test]
@@ -489,11 +496,11 @@ mod tests {
         let path = dir.join("roomkit.toml");
         std::fs::write(
             &path,
-            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\n",
+            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n",
         )
         .unwrap();
         let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
-        assert_eq!(s.server.high_watermark(), 60);
+        assert_eq!((s.server.high_watermark(), s.server.send_queue_bytes), (60, 65536));
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);

@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
+    /// Bytes queued per connection (whole frames) before it is closed as a slow consumer;
+    /// past three quarters of it the queue sheds as past `send_queue_high_watermark`. One
+    /// frame is accepted into an empty queue whatever its size.
+    pub send_queue_bytes: usize,
     /// Queued frames past which a connection's queue sheds: its low-priority messages are
     /// dropped and only the newest `members_changed` per room is kept. `None`: three
     /// quarters of `send_queue_frames`. Clamped to `1..=send_queue_frames`.
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             core: CoreConfig::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             send_queue_frames: 4096,
+            send_queue_bytes: 4 * 1024 * 1024,
             send_queue_high_watermark: None,
             shard_queue: 4096,
             shard_batch: 64,
