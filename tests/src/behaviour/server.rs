@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use roomkit_client::JoinRoomOptions;
-use roomkit_core::transport::TransportError;
+use roomkit_core::{transport::TransportError, MessageRate};
 use roomkit_protocol::{codec, Code, Event};
 use roomkit_server::{RateLimit, ServerConfig};
 use serde_json::json;
@@ -189,6 +189,8 @@ async fn overflow_a_slow_consumer<H: Harness>(mut config: ServerConfig) -> (H, V
     // Alice sends as fast as the readers keep up; transports with big buffers need many
     // messages, which the default rate limit would refuse.
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: u32::MAX };
+    config.core.member_message_rate = MessageRate::UNLIMITED;
+    config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let h = H::start_with(config, TransportOptions { small_buffers: true }).await;
     let mut ms = start_chatroom(&h, "r", &["alice", "bob", "carol"]).await;
     let mut slow = h.raw_client().await;
