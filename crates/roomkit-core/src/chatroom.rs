@@ -66,6 +66,11 @@ impl Chatroom {
         }
     }
 
+    /// The newest sequence number given out (0 before the first message).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// Continues numbering after `last_seq` (a room restored from the store).
     pub(crate) fn resume_after(&mut self, last_seq: u64) {
         self.next_seq = self.next_seq.max(last_seq + 1);

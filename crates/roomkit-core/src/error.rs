@@ -82,6 +82,9 @@ pub enum Error {
     /// a retry with the same message id stores it as new.
     #[error("the message could not be stored")]
     NotStored,
+    /// The store could not be read to answer a history request (the driver logs why).
+    #[error("history could not be read")]
+    HistoryNotRead(#[source] crate::store::StoreError),
 }
 
 impl Error {
@@ -105,7 +108,7 @@ impl Error {
             Error::MessageNotFound(_) => Code::MESSAGE_NOT_FOUND,
             Error::MessageRateLimited { .. } => Code::MESSAGE_RATE_LIMITED,
             Error::ChatroomRateLimited(_) => Code::CHATROOM_RATE_LIMITED,
-            Error::NotStored => Code::INTERNAL,
+            Error::NotStored | Error::HistoryNotRead(_) => Code::INTERNAL,
         }
     }
 

@@ -14,8 +14,8 @@ use roomkit_protocol::{
     EndReason, MemberCounts, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
+pub use output::Output;
 pub(crate) use output::Outputs;
-pub use output::{HistoryRequest, Output};
 
 use self::{
     conns::ConnIndex,
@@ -191,8 +191,8 @@ impl RoomRegistry {
                 if p.history_count.is_some_and(|n| n == 0 || n > MAX_HISTORY_LIMIT) {
                     return Err(Error::bad("history_count", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
                 }
-                let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.join_chatroom(now, caller, request_id, p.history_count, out)?;
+                let (room, config, out) = self.room_parts(&p.room_uuid)?;
+                room.join_chatroom(now, config, caller, request_id, p.history_count, out)?;
                 return Ok(None);
             }
             Request::LeaveChatroom(p) => {
@@ -208,8 +208,8 @@ impl RoomRegistry {
                 Response::SendCustomMessage(room.send(now, config, caller, MessageSend::custom(p), out)?)
             }
             Request::FetchChatroomHistory(p) => {
-                let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.fetch_history(caller, request_id, p, out)?;
+                let (room, config, out) = self.room_parts(&p.room_uuid)?;
+                room.fetch_history(config, caller, request_id, p, out)?;
                 return Ok(None);
             }
             Request::RecallChatroomMessage(p) => {

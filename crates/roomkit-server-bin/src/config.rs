@@ -184,6 +184,10 @@ pub struct LimitArgs {
     /// Message ids remembered per chatroom, so a retried send is stored once [default: 10000].
     #[arg(long, env = "ROOMKIT_DEDUPE_WINDOW")]
     pub dedupe_window: Option<usize>,
+    /// Stored messages one history request may read; past it the page ends with a cursor
+    /// [default: 1000; at least 100].
+    #[arg(long, env = "ROOMKIT_HISTORY_SCAN_LIMIT")]
+    pub history_scan_limit: Option<usize>,
     /// Seconds a dropped member stays before leaving, if it does not come back [default: 30].
     #[arg(long, env = "ROOMKIT_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
@@ -348,6 +352,7 @@ impl Settings {
         set(&mut c.max_properties, l.max_properties);
         set(&mut c.ended_rooms_remembered, l.ended_rooms_remembered);
         set(&mut c.dedupe_window, l.dedupe_window);
+        set(&mut c.history_scan_limit, l.history_scan_limit);
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set_presence_and_rates(c, &l);
@@ -446,6 +451,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),
         dedupe_window: flags.dedupe_window.or(file.dedupe_window),
+        history_scan_limit: flags.history_scan_limit.or(file.history_scan_limit),
         reconnect_grace_secs: flags.reconnect_grace_secs.or(file.reconnect_grace_secs),
         recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
@@ -487,6 +493,7 @@ mod tests {
         assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
         assert_eq!(s.server.high_watermark(), 3072, "three quarters of the default queue");
         assert_eq!(s.server.send_queue_bytes, 4 << 20);
+        assert_eq!(s.server.core.history_scan_limit, 1000);
     }
 
     #[test]
@@ -496,11 +503,13 @@ mod tests {
         let path = dir.join("roomkit.toml");
         std::fs::write(
             &path,
-            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n",
+            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n\
+             history_scan_limit = 500\n",
         )
         .unwrap();
         let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
         assert_eq!((s.server.high_watermark(), s.server.send_queue_bytes), (60, 65536));
+        assert_eq!(s.server.core.history_scan_limit, 500);
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);

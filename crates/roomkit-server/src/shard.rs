@@ -11,12 +11,12 @@ use std::{
 use roomkit_core::{
     store::{HistoryPage, HistoryQuery, HistoryRange, MessageStore, StoreError},
     transport::Frame,
-    ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry,
+    ConnId, ConnMap, CoreConfig, Error, HistoryRead, Identity, Output, RoomRegistry,
 };
 use roomkit_protocol::{
     codec,
     ops::{Request, Response},
-    Code, Event, RoomUuid,
+    Event, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -196,6 +196,22 @@ fn log_corrupt(room: &RoomUuid, page: &HistoryPage) {
     }
 }
 
+/// Answers a history request from the store: [`HistoryRead`]'s loop, logging what the store
+/// found damaged on the way.
+async fn read_history(
+    store: &dyn MessageStore,
+    room: &RoomUuid,
+    mut read: HistoryRead,
+    now: u64,
+) -> Result<Response, Error> {
+    while let Some(query) = read.next_query() {
+        let page = store.history(room, &query, now).await.map_err(Error::HistoryNotRead)?;
+        log_corrupt(room, &page);
+        read.handle_page(page);
+    }
+    Ok(read.into_response())
+}
+
 impl ShardState {
     /// Feeds one message to the registry. Outputs wait for [`flush`](Self::flush).
     fn handle(&mut self, msg: ShardMsg) {
@@ -322,19 +338,14 @@ impl ShardState {
                     metrics::counter!("roomkit_messages_out_total").increment(queued);
                 }
             }
-            Output::History { conn, request_id, asked_by, room_uuid, query } => {
-                let frame = match self.store.history(&room_uuid, &query, now).await {
-                    Ok(page) => {
-                        log_corrupt(&room_uuid, &page);
-                        Frame::from(codec::encode_success(request_id, &asked_by.answer(page)))
-                    }
+            Output::History { conn, request_id, room_uuid, read } => {
+                let frame = match read_history(self.store.as_ref(), &room_uuid, read, now).await {
+                    Ok(response) => Frame::from(codec::encode_success(request_id, &response)),
                     Err(e) => {
-                        tracing::error!(error = %e, room = %room_uuid, "history read failed");
-                        Frame::from(codec::encode_error(
-                            Some(request_id),
-                            Code::INTERNAL,
-                            "history could not be read",
-                        ))
+                        if let Error::HistoryNotRead(cause) = &e {
+                            tracing::error!(error = %cause, room = %room_uuid, "history read failed");
+                        }
+                        Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
                     }
                 };
                 self.send(conn, frame);

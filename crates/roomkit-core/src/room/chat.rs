@@ -3,15 +3,16 @@
 
 use roomkit_protocol::{
     ops::{FetchChatroomHistory, RecallOutput, SendCustomMessage, SendMessageOutput, SendTextMessage},
-    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
+    Event, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
 };
 
 use super::{Caller, Change, Room};
 use crate::{
     chatroom::{Chatroom, Draft},
     config::MAX_HISTORY_LIMIT,
-    registry::{HistoryRequest, Outputs},
-    store::{HistoryQuery, HistoryRange, StoreOp},
+    history::{HistoryRead, HistoryRequest, Start},
+    registry::Outputs,
+    store::StoreOp,
     validate::{check_body, check_recipients},
     Audience, ConnId, CoreConfig, Error,
 };
@@ -54,6 +55,7 @@ impl Room {
     pub(crate) fn join_chatroom(
         &mut self,
         now: u64,
+        config: &CoreConfig,
         caller: Caller<'_>,
         request_id: u64,
         history_count: Option<u32>,
@@ -73,13 +75,16 @@ impl Room {
                 self.presence.record(now, Change::EnteredChatroom, &member, privileged);
             }
         } // else already inside: success, no second event
-        let range = match history_count {
-            Some(_) => HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
-            None => HistoryRange::AfterSeq(u64::MAX),
-        };
-        let limit = history_count.unwrap_or(0) as usize;
-        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit };
-        out.history(caller.conn, request_id, HistoryRequest::JoinChatroom, &self.info.room_uuid, query);
+        let read = HistoryRead::new(
+            HistoryRequest::JoinChatroom,
+            Some(caller.user().clone()),
+            Start::Newest,
+            history_count.unwrap_or(0) as usize,
+            None,
+            self.chat()?.last_seq(),
+            config.history_scan_limit,
+        )?;
+        out.history(caller.conn, request_id, &self.info.room_uuid, read);
         Ok(())
     }
 
@@ -356,6 +361,7 @@ impl Room {
     /// `fetch_chatroom_history`: a query for the store, visible to the caller.
     pub(crate) fn fetch_history(
         &self,
+        config: &CoreConfig,
         caller: Caller<'_>,
         request_id: u64,
         p: FetchChatroomHistory,
@@ -367,12 +373,20 @@ impl Room {
         if limit == 0 || limit > MAX_HISTORY_LIMIT {
             return Err(Error::bad("limit", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
         }
-        let range = match p.after_seq {
-            Some(after) => HistoryRange::AfterSeq(after),
-            None => HistoryRange::Time { start_time: p.start_time, order: p.order },
+        let start = match p.after_seq {
+            Some(after) => Start::AfterSeq(after),
+            None => Start::Time { start_time: p.start_time, order: p.order },
         };
-        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit: limit as usize };
-        out.history(caller.conn, request_id, HistoryRequest::FetchChatroomHistory, &p.room_uuid, query);
+        let read = HistoryRead::new(
+            HistoryRequest::FetchChatroomHistory,
+            Some(caller.user().clone()),
+            start,
+            limit as usize,
+            p.cursor.as_deref(),
+            self.chat()?.last_seq(),
+            config.history_scan_limit,
+        )?;
+        out.history(caller.conn, request_id, &p.room_uuid, read);
         Ok(())
     }
 }
