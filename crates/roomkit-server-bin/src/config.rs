@@ -188,6 +188,9 @@ pub struct LimitArgs {
     /// [default: 1000; at least 100].
     #[arg(long, env = "ROOMKIT_HISTORY_SCAN_LIMIT")]
     pub history_scan_limit: Option<usize>,
+    /// History reads one connection may have under way; more are TOO_MANY_PENDING [default: 8].
+    #[arg(long, env = "ROOMKIT_READS_IN_FLIGHT")]
+    pub reads_in_flight: Option<usize>,
     /// Seconds a dropped member stays before leaving, if it does not come back [default: 30].
     #[arg(long, env = "ROOMKIT_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
@@ -359,6 +362,7 @@ impl Settings {
         c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
+        set(&mut server.reads_in_flight, l.reads_in_flight.map(|v| v.max(1)));
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
@@ -452,6 +456,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         retention_messages: flags.retention_messages.or(file.retention_messages),
         dedupe_window: flags.dedupe_window.or(file.dedupe_window),
         history_scan_limit: flags.history_scan_limit.or(file.history_scan_limit),
+        reads_in_flight: flags.reads_in_flight.or(file.reads_in_flight),
         reconnect_grace_secs: flags.reconnect_grace_secs.or(file.reconnect_grace_secs),
         recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
@@ -493,7 +498,7 @@ mod tests {
         assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
         assert_eq!(s.server.high_watermark(), 3072, "three quarters of the default queue");
         assert_eq!(s.server.send_queue_bytes, 4 << 20);
-        assert_eq!(s.server.core.history_scan_limit, 1000);
+        assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (8, 1000));
     }
 
     #[test]
@@ -504,12 +509,12 @@ mod tests {
         std::fs::write(
             &path,
             "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n\
-             history_scan_limit = 500\n",
+             reads_in_flight = 2\nhistory_scan_limit = 500\n",
         )
         .unwrap();
         let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
         assert_eq!((s.server.high_watermark(), s.server.send_queue_bytes), (60, 65536));
-        assert_eq!(s.server.core.history_scan_limit, 500);
+        assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (2, 500));
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);

@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Per-connection request rate limit.
     pub rate_limit: RateLimit,
+    /// Most history reads (`join_chatroom`, `fetch_chatroom_history`) one connection may have
+    /// under way; one more is answered `TOO_MANY_PENDING`.
+    pub reads_in_flight: usize,
 }
 
 impl ServerConfig {
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
+            reads_in_flight: 8,
         }
     }
 }
@@ -196,6 +200,7 @@ impl Server {
                     queue: self.config.shard_queue,
                     batch: self.config.shard_batch,
                     wake_batch: self.config.writer_wake_batch,
+                    reads_in_flight: self.config.reads_in_flight,
                     store: Arc::clone(&store),
                 })
             })

@@ -1,7 +1,10 @@
 //! A connection's bounded send queue, its shedding policy for slow readers, and the switch
 //! that closes the connection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
 
 use roomkit_core::transport::{CloseReason, Frame};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
@@ -131,6 +134,8 @@ struct Inner {
     capacity_bytes: usize,
     high_watermark_bytes: usize,
     closer: Closer,
+    /// Store reads under way for this connection (see [`Outbox::begin_read`]).
+    reads: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -267,7 +272,24 @@ impl Outbox {
             capacity_bytes,
             high_watermark_bytes: capacity_bytes / 4 * 3 + capacity_bytes % 4 * 3 / 4,
             closer,
+            reads: AtomicUsize::new(0),
         }))
+    }
+
+    /// Counts a store read for this connection, unless `max` are under way already; the read
+    /// counts until the returned slot is dropped. Every shard reads for the same connection
+    /// through the same outbox, so the bound is per connection.
+    pub(crate) fn begin_read(&self, max: usize) -> Option<ReadSlot> {
+        self.0
+            .reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ReadSlot(self.clone()))
+    }
+
+    /// Whether the connection is closing: nothing more will be queued.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.queue.lock().expect("not poisoned").closed
     }
 
     /// Whether queuing `len` more bytes would take the queue past its high watermark.
@@ -408,6 +430,24 @@ impl Outbox {
         queue.marked = Vec::new();
         queue.bytes = 0;
         std::mem::take(&mut queue.frames)
+    }
+}
+
+/// A store read counted against its connection's bound until dropped; see
+/// [`Outbox::begin_read`].
+#[derive(Debug)]
+pub(crate) struct ReadSlot(Outbox);
+
+impl ReadSlot {
+    /// The connection the read is for.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.0
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        self.0 .0.reads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

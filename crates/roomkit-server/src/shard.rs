@@ -16,13 +16,13 @@ use roomkit_core::{
 use roomkit_protocol::{
     codec,
     ops::{Request, Response},
-    Event, RoomUuid,
+    Code, Event, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::now_ms,
-    outbox::{Enqueued, Outbox, Shed},
+    outbox::{Enqueued, Outbox, ReadSlot, Shed},
 };
 
 /// A job run on a shard's registry, with the current time.
@@ -71,6 +71,8 @@ pub(crate) struct ShardSetup {
     pub(crate) batch: usize,
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
+    /// Most history reads one connection may have under way (`reads_in_flight`).
+    pub(crate) reads_in_flight: usize,
     pub(crate) store: Arc<dyn MessageStore>,
 }
 
@@ -89,6 +91,7 @@ struct ShardState {
     /// as soon as there are `wake_batch` of them.
     wake: Vec<Outbox>,
     wake_batch: usize,
+    reads_in_flight: usize,
     /// Connections gone during this wake-up; forgotten once its outputs are sent.
     gone: Vec<ConnId>,
     /// Requests handled during this wake-up, for the latency histogram.
@@ -112,6 +115,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         outboxes: ConnMap::default(),
         wake: Vec::new(),
         wake_batch: setup.wake_batch.max(1),
+        reads_in_flight: setup.reads_in_flight.max(1),
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
@@ -239,8 +243,8 @@ impl ShardState {
     /// that follow a commit — its acknowledgements and deliveries — stay held in the registry
     /// until the store's answer is reported to it (nothing is acknowledged before
     /// it is durable). Then, in order, the replies and deliveries that are ready (each event
-    /// encoded once) and history answers read from the store; then one wake-up per
-    /// connection queued to.
+    /// encoded once), starting the history reads on tasks of their own (see
+    /// [`answer_history`]); then one wake-up per connection queued to.
     async fn flush(&mut self) {
         let now = now_ms();
         if self.commit.is_none() {
@@ -260,7 +264,7 @@ impl ShardState {
             }
         }
         while let Some(output) = self.registry.poll_output() {
-            self.dispatch(output, now).await;
+            self.dispatch(output, now);
         }
         for (op, received) in self.timings.drain(..) {
             metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
@@ -306,7 +310,7 @@ impl ShardState {
         }
     }
 
-    async fn dispatch(&mut self, output: Output, now: u64) {
+    fn dispatch(&mut self, output: Output, now: u64) {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let frame = match result {
@@ -339,20 +343,60 @@ impl ShardState {
                 }
             }
             Output::History { conn, request_id, room_uuid, read } => {
-                let frame = match read_history(self.store.as_ref(), &room_uuid, read, now).await {
-                    Ok(response) => Frame::from(codec::encode_success(request_id, &response)),
-                    Err(e) => {
-                        if let Error::HistoryNotRead(cause) = &e {
-                            tracing::error!(error = %cause, room = %room_uuid, "history read failed");
-                        }
-                        Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
-                    }
+                let Some(outbox) = self.outboxes.get(&conn) else { return };
+                let Some(slot) = outbox.begin_read(self.reads_in_flight) else {
+                    let code = Code::TOO_MANY_PENDING;
+                    metrics::counter!("roomkit_request_errors_total", "code" => code.name()).increment(1);
+                    let msg = format!(
+                        "{} history reads of this connection are under way: retry once one is answered",
+                        self.reads_in_flight
+                    );
+                    self.send(conn, Frame::from(codec::encode_error(Some(request_id), code, &msg)));
+                    return;
                 };
-                self.send(conn, frame);
+                let store = Arc::clone(&self.store);
+                tokio::spawn(answer_history(store, slot, request_id, room_uuid, read, now));
             }
             Output::RoomEnded { room_uuid, reason } => {
                 tracing::info!(room = %room_uuid, ?reason, "room ended");
             }
         }
     }
+}
+
+/// Reads a history answer and queues it for its connection, on a task of its own: a read may
+/// take long (a large chatroom, a slow disk) and must not hold up the shard's other rooms.
+/// The order clients rely on holds: the shard queued every event and answer that precedes
+/// the request before starting the read, and the read answers for the messages accepted
+/// before the request (later ones reach the connection live; see [`HistoryRead`]). The
+/// connection's read slot is given back once the answer is queued.
+async fn answer_history(
+    store: Arc<dyn MessageStore>,
+    slot: ReadSlot,
+    request_id: u64,
+    room: RoomUuid,
+    read: HistoryRead,
+    now: u64,
+) {
+    let outbox = slot.outbox().clone();
+    if outbox.is_closed() {
+        return;
+    }
+    // On a task of its own again: a store that panics fails this read only.
+    let task_room = room.clone();
+    let result = tokio::spawn(async move { read_history(store.as_ref(), &task_room, read, now).await })
+        .await
+        .unwrap_or_else(|e| Err(Error::HistoryNotRead(StoreError(format!("the read panicked: {e}")))));
+    let frame = match result {
+        Ok(response) => Frame::from(codec::encode_success(request_id, &response)),
+        Err(e) => {
+            if let Error::HistoryNotRead(cause) = &e {
+                tracing::error!(error = %cause, room = %room, "history read failed");
+            }
+            metrics::counter!("roomkit_request_errors_total", "code" => e.code().name()).increment(1);
+            Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
+        }
+    };
+    outbox.push(frame);
+    drop(slot);
 }
