@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod history;
 mod keepalive;
 mod large_room;
 mod members_and_rates;

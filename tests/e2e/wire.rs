@@ -682,12 +682,16 @@ async fn a_send_retried_after_a_dropped_connection_is_delivered_once() {
     let retry = eve.request_ok(send.clone()).await;
     let message = &retry["data"]["message"];
     assert_eq!((message["message_uuid"].as_str(), message["text"].as_str()), (Some("eve-42"), Some("once")));
-    let again = eve
-        .request_ok(
+    let again = eve.request_ok(send.clone()).await;
+    assert_eq!(again["data"]["message"], *message, "a repeat returns the stored message");
+    // The id is taken: other text under it is refused, not answered as stored.
+    let other = eve
+        .request(
             json!({"op": "send_text_message", "room_uuid": ROOM, "message_uuid": "eve-42", "text": "twice?"}),
         )
         .await;
-    assert_eq!(again["data"]["message"], *message, "a repeat returns the stored message");
+    assert_eq!(code_of(&other), Code::BAD_REQUEST, "{other}");
+    assert!(msg_of(&other).contains("message_uuid"), "{other}");
     for m in &mut ms {
         let got = m.messages(1).await.pop().expect("one");
         assert_eq!((got.message_uuid.as_str(), got.seq), ("eve-42", message["seq"].as_u64().expect("seq")));

@@ -629,6 +629,12 @@ impl RawClient {
         self.send_bytes(serde_json::to_vec(&frame).expect("JSON")).await;
     }
 
+    /// Sends one JSON frame as is; false if the connection is gone (the server closed it).
+    pub async fn try_send_json(&mut self, frame: serde_json::Value) -> bool {
+        let bytes = serde_json::to_vec(&frame).expect("JSON");
+        within("a raw send", self.sink.send(&[Frame::text(&bytes)])).await.is_ok()
+    }
+
     /// The next frame, or the transport's error (a closed connection).
     pub async fn recv_bytes(&mut self) -> Result<Bytes, TransportError> {
         within("a raw frame", self.stream.recv()).await
@@ -759,6 +765,7 @@ macro_rules! behaviour_suite {
                 identity_comes_from_login_not_from_the_payload,
                 slow_consumer_is_closed_without_holding_up_the_room,
                 stalled_slow_consumer_does_not_hold_up_shutdown,
+                a_client_that_does_not_read_its_history_is_cut_off_by_the_byte_bound,
             }
         }
     };

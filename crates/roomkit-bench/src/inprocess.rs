@@ -88,6 +88,7 @@ pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Optio
     config.max_connections_per_address = 0;
     // Its readers answer no pings: no keep-alive.
     config.ping_interval = std::time::Duration::ZERO;
+    config.send_queue_bytes = 1 << 30;
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let (listener, connector) = roomkit_transport_memory::transport();

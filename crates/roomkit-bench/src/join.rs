@@ -311,6 +311,7 @@ pub(crate) async fn in_process(
     config.max_connections_per_address = 0;
     // Its readers answer no pings: no keep-alive.
     config.ping_interval = std::time::Duration::ZERO;
+    config.send_queue_bytes = 1 << 30;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = tcp.local_addr().map_err(|e| e.to_string())?;
     let mut ws = WsConfig::default();

@@ -385,7 +385,7 @@ async fn start_server_on(
             &format!("127.0.0.1:{admin}"),
         ])
         .args(["--rate-limit-per-second", "100000000", "--rate-limit-burst", "100000000"])
-        .args(["--send-queue-frames", "65536"])
+        .args(["--send-queue-frames", "65536", "--send-queue-bytes", "1073741824"])
         // Every member connects from loopback, tens of thousands of them: no connection caps.
         .args(["--max-connections", "0", "--max-connections-per-address", "0"])
         // The generator's hand-written readers answer no pings: no keep-alive.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use roomkit_protocol::{
     ops::{
-        FetchChatroomHistory, FetchChatroomMembers, JoinChatroom, LeaveChatroom, MembersPage,
-        RecallChatroomMessage, SendCustomMessage, SendMessageOutput, SendTextMessage,
+        FetchChatroomHistory, FetchChatroomHistoryOutput, FetchChatroomMembers, JoinChatroom, LeaveChatroom,
+        MembersPage, RecallChatroomMessage, SendCustomMessage, SendMessageOutput, SendTextMessage,
     },
     ChatMessage, HistoryOrder, MessageUuid, UserUuid,
 };
@@ -27,11 +27,15 @@ pub struct FetchHistoryOptions {
     pub order: HistoryOrder,
     /// By sequence number instead: the messages after this one, oldest first.
     pub after_seq: Option<u64>,
+    /// Continues a page the server cut short: its
+    /// [`next_cursor`](FetchChatroomHistoryOutput::next_cursor), with the other options
+    /// unchanged (see [`ChatController::fetch_chatroom_history_page`]).
+    pub cursor: Option<String>,
 }
 
 impl Default for FetchHistoryOptions {
     fn default() -> Self {
-        Self { start_time: None, limit: 100, order: HistoryOrder::Desc, after_seq: None }
+        Self { start_time: None, limit: 100, order: HistoryOrder::Desc, after_seq: None, cursor: None }
     }
 }
 
@@ -241,19 +245,34 @@ impl ChatController {
 
     /// Recent chatroom history the caller may see: broadcasts, and directed messages to or
     /// from the caller.
+    ///
+    /// One page: the server reads a bounded number of stored messages per request, so a
+    /// caller who may see few of them can get fewer than `limit` with more to come; page on
+    /// with [`fetch_chatroom_history_page`](Self::fetch_chatroom_history_page).
     pub async fn fetch_chatroom_history_messages(
         &self,
         options: FetchHistoryOptions,
     ) -> Result<Vec<ChatMessage>, Error> {
+        let out = self.fetch_chatroom_history_page(options).await?;
+        Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    /// One page of chatroom history, as the server answers it: the messages, the chatroom's
+    /// `first_seq` and `last_seq`, and a `next_cursor` when the server stopped reading before
+    /// the page was full (pass it back as [`FetchHistoryOptions::cursor`] to continue).
+    pub async fn fetch_chatroom_history_page(
+        &self,
+        options: FetchHistoryOptions,
+    ) -> Result<FetchChatroomHistoryOutput, Error> {
         let params = FetchChatroomHistory {
             room_uuid: self.room.room_uuid(),
             start_time: options.start_time,
             limit: Some(options.limit),
             order: options.order,
             after_seq: options.after_seq,
+            cursor: options.cursor,
         };
-        let out = self.room.session.call(&params).await?;
-        Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
+        self.room.session.call(&params).await
     }
 
     /// Recalls a message (NERoom `recallChatroomMessage`): its sender within the server's

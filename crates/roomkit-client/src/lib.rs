@@ -58,7 +58,7 @@ use roomkit_protocol::{
     Code, Properties, Role, RoomInfo, RoomUuid, UserUuid,
 };
 pub use roomkit_protocol::{
-    ops::{GetRoomInfoOutput, MembersPage},
+    ops::{FetchChatroomHistoryOutput, GetRoomInfoOutput, MembersPage},
     ChatMessage, Code as ErrorCode, EndReason, HistoryOrder, MemberCounts, RoomMember,
 };
 

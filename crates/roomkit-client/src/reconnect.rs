@@ -176,6 +176,7 @@ async fn catch_up(session: &Session, room: &Room) -> Result<bool, Error> {
     let seen = room.read(|m| m.last_seq());
     let mut recovered = true;
     let mut after = seen;
+    let mut cursor = None;
     loop {
         let fetch = FetchChatroomHistory {
             room_uuid: room.uuid.clone(),
@@ -183,6 +184,7 @@ async fn catch_up(session: &Session, room: &Room) -> Result<bool, Error> {
             limit: Some(PAGE),
             order: HistoryOrder::Asc,
             after_seq: Some(after),
+            cursor: cursor.take(),
         };
         let page = session.call_now(&fetch, None).await?;
         if after == seen && page.first_seq > seen + 1 && page.last_seq > seen {
@@ -193,6 +195,12 @@ async fn catch_up(session: &Session, room: &Room) -> Result<bool, Error> {
             after = last.seq;
         }
         room.update(|m| m.replayed(page.messages));
+        // A page the server cut short (most of what it read was not for this member)
+        // continues at its cursor, full or not.
+        if page.next_cursor.is_some() {
+            cursor = page.next_cursor;
+            continue;
+        }
         if count < PAGE as usize || after >= page.last_seq {
             return Ok(recovered);
         }

@@ -1,8 +1,10 @@
 //! A room's chatroom: its members, its sequence numbers, and the window of recent message ids
-//! that makes a retried send idempotent. Its history lives in the store.
+//! that makes a retried send idempotent and a recent message recallable. Its history lives in
+//! the store.
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     sync::Arc,
 };
 
@@ -19,10 +21,13 @@ pub(crate) struct Chatroom {
     pub(crate) roster: Roster,
     /// The sequence number of the next accepted message.
     next_seq: u64,
-    /// Recently accepted messages by id, oldest first, at most `dedupe_capacity`.
-    recent_ids: HashMap<MessageUuid, SharedMessage>,
+    /// What the id window keeps of recently accepted messages, by id; at most
+    /// `dedupe_capacity`, the oldest forgotten first.
+    recent_ids: HashMap<MessageUuid, Recent>,
     recent_order: VecDeque<MessageUuid>,
     dedupe_capacity: usize,
+    /// Hashes messages' content (see [`Recent::content`]), with keys of this process.
+    hasher: RandomState,
     /// The chatroom's message rate cap, shared by all its senders.
     pub(crate) rate: TokenBucket,
     /// Ephemeral messages accepted so far: numbers their server-made ids, which must be unique
@@ -55,9 +60,15 @@ impl Chatroom {
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),
             dedupe_capacity,
+            hasher: RandomState::new(),
             rate: TokenBucket::new(rate),
             ephemeral_count: 0,
         }
+    }
+
+    /// The newest sequence number given out (0 before the first message).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
     }
 
     /// Continues numbering after `last_seq` (a room restored from the store).
@@ -70,7 +81,7 @@ impl Chatroom {
         let seq = self.next_seq;
         self.next_seq += 1;
         let message = stamp(now, seq, draft, true);
-        self.remember(Arc::clone(&message));
+        self.remember(&message);
         message
     }
 
@@ -87,13 +98,15 @@ impl Chatroom {
         stamp(now, 0, Draft { id: Some(id), priority: Priority::Low, ..draft }, false)
     }
 
-    /// The message accepted earlier with this id, if it is still in the window.
-    pub(crate) fn find_recent(&self, id: &MessageUuid) -> Option<&SharedMessage> {
+    /// What the window keeps of the message accepted earlier with this id, if it is still in
+    /// the window.
+    pub(crate) fn find_recent(&self, id: &MessageUuid) -> Option<&Recent> {
         self.recent_ids.get(id)
     }
 
-    /// Keeps `message` in the id window, evicting the oldest when full.
-    pub(crate) fn remember(&mut self, message: SharedMessage) {
+    /// Keeps what retries and recall need of `message` in the id window, evicting the oldest
+    /// when full. Its content is not kept, only a hash of it.
+    pub(crate) fn remember(&mut self, message: &ChatMessage) {
         if self.dedupe_capacity == 0 {
             return;
         }
@@ -102,14 +115,28 @@ impl Chatroom {
                 self.recent_ids.remove(&old);
             }
         }
+        let recent = Recent {
+            seq: message.seq,
+            time: message.time,
+            from: message.from_user_uuid.clone(),
+            from_nick: message.from_nick.clone(),
+            from_avatar: message.from_avatar.clone(),
+            to: message.to_user_uuid_list.clone(),
+            content: self.content_hash(&message.body, message.to_user_uuid_list.as_deref()),
+            kind: Kind::of(&message.body),
+            chatroom_type: message.chatroom_type,
+            priority: message.priority,
+            from_backend: message.from_backend,
+            recalled: message.recalled,
+        };
         self.recent_order.push_back(message.message_uuid.clone());
-        self.recent_ids.insert(message.message_uuid.clone(), message);
+        self.recent_ids.insert(message.message_uuid.clone(), recent);
     }
 
-    /// Replaces a remembered message (same id and seq) with `message`, e.g. its recalled form.
-    pub(crate) fn replace(&mut self, message: SharedMessage) {
-        if let Some(slot) = self.recent_ids.get_mut(&message.message_uuid) {
-            *slot = message;
+    /// Marks a remembered message as recalled.
+    pub(crate) fn mark_recalled(&mut self, id: &MessageUuid) {
+        if let Some(recent) = self.recent_ids.get_mut(id) {
+            recent.recalled = true;
         }
     }
 
@@ -119,6 +146,104 @@ impl Chatroom {
             self.recent_ids.remove(&message.message_uuid);
             self.recent_order.retain(|id| *id != message.message_uuid);
         }
+    }
+
+    /// The hash a retry's content must match: its body and its recipients.
+    pub(crate) fn content_hash(&self, body: &MessageBody, to: Option<&[UserUuid]>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match body {
+            MessageBody::Text { text } => (0u8, text).hash(&mut h),
+            MessageBody::Custom { attach_str } => (1u8, attach_str).hash(&mut h),
+            // Members send no notifications: no retry matches one.
+            MessageBody::Notification { .. } => 2u8.hash(&mut h),
+        }
+        to.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// What the id window keeps of an accepted message: what answering a retry and recalling it
+/// need — who sent it, when, to whom, its number — and a hash of its content, never the
+/// content itself (up to `max_message_bytes` per message, times `dedupe_window` messages per
+/// chatroom).
+#[derive(Debug, Clone)]
+pub(crate) struct Recent {
+    pub(crate) seq: u64,
+    pub(crate) time: u64,
+    pub(crate) from: UserUuid,
+    from_nick: String,
+    from_avatar: Option<String>,
+    pub(crate) to: Option<Vec<UserUuid>>,
+    /// [`Chatroom::content_hash`] of the body and recipients.
+    content: u64,
+    kind: Kind,
+    chatroom_type: ChatroomType,
+    priority: Priority,
+    from_backend: bool,
+    pub(crate) recalled: bool,
+}
+
+/// A remembered message's kind of body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Custom,
+    Notification,
+}
+
+impl Kind {
+    fn of(body: &MessageBody) -> Self {
+        match body {
+            MessageBody::Text { .. } => Kind::Text,
+            MessageBody::Custom { .. } => Kind::Custom,
+            MessageBody::Notification { .. } => Kind::Notification,
+        }
+    }
+}
+
+impl Recent {
+    /// A server notification (a recall's), which cannot itself be recalled.
+    pub(crate) fn is_notification(&self) -> bool {
+        self.kind == Kind::Notification
+    }
+
+    /// The answer to a retry with content hashing to `content` (`body` is the retry's): the
+    /// stored message as it was answered the first time — or as history shows it once
+    /// recalled. `None` if the retry carries other content than the message stored under
+    /// its id.
+    pub(crate) fn retried(&self, id: &MessageUuid, content: u64, body: MessageBody) -> Option<SharedMessage> {
+        if self.recalled {
+            return Some(self.recalled_form(id));
+        }
+        (content == self.content).then(|| self.message(id, body, false))
+    }
+
+    /// The message `id` as history shows it once recalled: same id, number, time and
+    /// sender, content gone.
+    pub(crate) fn recalled_form(&self, id: &MessageUuid) -> SharedMessage {
+        let body = match self.kind {
+            Kind::Custom => MessageBody::Custom { attach_str: String::new() },
+            Kind::Text | Kind::Notification => MessageBody::Text { text: String::new() },
+        };
+        self.message(id, body, true)
+    }
+
+    fn message(&self, id: &MessageUuid, body: MessageBody, recalled: bool) -> SharedMessage {
+        Arc::new(ChatMessage {
+            message_uuid: id.clone(),
+            seq: self.seq,
+            chatroom_type: self.chatroom_type,
+            from_user_uuid: self.from.clone(),
+            from_nick: self.from_nick.clone(),
+            from_avatar: self.from_avatar.clone(),
+            from_backend: self.from_backend,
+            to_user_uuid_list: self.to.clone(),
+            time: self.time,
+            recalled,
+            priority: self.priority,
+            persist: true,
+            body,
+        })
     }
 }
 
@@ -142,4 +267,58 @@ fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
         persist,
         body: draft.body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> MessageUuid {
+        MessageUuid::new(s).expect("valid id")
+    }
+
+    fn draft(message_id: &str, text: String) -> Draft {
+        Draft {
+            id: Some(id(message_id)),
+            id_prefix: 's',
+            from: "alice".parse().expect("valid id"),
+            from_nick: "Alice".into(),
+            from_avatar: None,
+            from_backend: false,
+            to: None,
+            body: MessageBody::Text { text },
+            priority: Priority::Normal,
+        }
+    }
+
+    /// The window holds no reference to an accepted message and no copy of its content: a
+    /// 5 KiB message costs the window a small fixed entry, and the message is freed once
+    /// delivered and stored.
+    #[test]
+    fn the_id_window_keeps_no_message_content() {
+        let mut chat = Chatroom::new(10, MessageRate::UNLIMITED);
+        let text = "x".repeat(5 * 1024);
+        let message = chat.accept(1_000, draft("m1", text.clone()));
+        assert_eq!(Arc::strong_count(&message), 1, "the window shares the message");
+        assert!(std::mem::size_of::<Recent>() <= 192, "{} bytes", std::mem::size_of::<Recent>());
+        let kept = chat.find_recent(&id("m1")).expect("remembered");
+        assert_eq!((kept.seq, kept.time), (1, 1_000));
+        // A retry with the same content is answered with the message as stored ...
+        let content = chat.content_hash(&message.body, None);
+        let body = MessageBody::Text { text };
+        assert_eq!(kept.retried(&id("m1"), content, body.clone()), Some(message));
+        // ... one with other content is not.
+        let other = chat.content_hash(&MessageBody::Text { text: "y".into() }, None);
+        assert_eq!(kept.retried(&id("m1"), other, body), None);
+    }
+
+    #[test]
+    fn the_window_forgets_the_oldest_ids_first() {
+        let mut chat = Chatroom::new(2, MessageRate::UNLIMITED);
+        for name in ["m1", "m2", "m3"] {
+            let _ = chat.accept(1, draft(name, name.into()));
+        }
+        assert!(chat.find_recent(&id("m1")).is_none());
+        assert!(chat.find_recent(&id("m2")).is_some() && chat.find_recent(&id("m3")).is_some());
+    }
 }

@@ -35,6 +35,11 @@ pub struct CoreConfig {
     /// Message ids remembered per chatroom: a send repeating one of them (a retry) returns
     /// the stored message instead of storing it again.
     pub dedupe_window: usize,
+    /// Most stored messages one history request reads (`join_chatroom`,
+    /// `fetch_chatroom_history`). A caller who may see few of them gets the page found so far
+    /// and a `next_cursor` to continue. At least `MAX_HISTORY_LIMIT`, so that a page of
+    /// messages the caller may all see is never cut.
+    pub history_scan_limit: usize,
     /// A member whose connection drops stays a member this long: if it joins again (from a
     /// new connection) in time, nobody sees it leave or join. 0 leaves at once.
     pub reconnect_grace_ms: u64,
@@ -112,6 +117,9 @@ impl CoreConfig {
         if self.presence_hysteresis_percent > 100 {
             return Err("presence_hysteresis_percent must be 0 to 100".into());
         }
+        if self.history_scan_limit < MAX_HISTORY_LIMIT as usize {
+            return Err(format!("history_scan_limit must be at least {MAX_HISTORY_LIMIT}"));
+        }
         if self.presence_digest_ms == 0 {
             return Err("presence_digest_ms must be at least 1".into());
         }
@@ -146,6 +154,7 @@ impl Default for CoreConfig {
             room_idle_timeout_ms: 24 * 60 * 60 * 1000,
             ended_rooms_remembered: 4096,
             dedupe_window: 10_000,
+            history_scan_limit: 1000,
             reconnect_grace_ms: 30_000,
             recall_window_ms: 2 * 60 * 1000,
             join_member_page: 50,
@@ -189,6 +198,7 @@ mod tests {
         refused(|c| c.join_member_page = 0, "join_member_page");
         refused(|c| c.presence_count_only_min = c.presence_per_member_max - 1, "presence_count_only_min");
         refused(|c| c.presence_digest_ms = 0, "presence_digest_ms");
+        refused(|c| c.history_scan_limit = 99, "history_scan_limit");
         refused(|c| c.member_message_rate.burst = 0, "member_message_burst");
         refused(|c| c.chatroom_message_rate.burst = 1, "chatroom_message_burst");
         let unlimited = CoreConfig {

@@ -94,6 +94,9 @@ pub enum Error {
     /// a retry with the same message id stores it as new.
     #[error("the message could not be stored")]
     NotStored,
+    /// The store could not be read to answer a history request (the driver logs why).
+    #[error("history could not be read")]
+    HistoryNotRead(#[source] crate::store::StoreError),
 }
 
 impl Error {
@@ -119,7 +122,7 @@ impl Error {
             Error::ChatroomRateLimited(_) => Code::CHATROOM_RATE_LIMITED,
             Error::TooManyRooms { .. } => Code::TOO_MANY_ROOMS,
             Error::TooManyRoomsInTotal { .. } => Code::SERVER_BUSY,
-            Error::NotStored => Code::INTERNAL,
+            Error::NotStored | Error::HistoryNotRead(_) => Code::INTERNAL,
         }
     }
 

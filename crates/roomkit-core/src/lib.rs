@@ -14,6 +14,7 @@
 mod chatroom;
 pub mod config;
 mod error;
+mod history;
 mod identity;
 mod rate;
 mod registry;
@@ -29,7 +30,8 @@ pub mod conformance;
 
 pub use config::{CoreConfig, MessageRate};
 pub use error::Error;
+pub use history::{HistoryRead, HistoryRequest};
 pub use identity::{Grants, Identity, RoomGrant};
-pub use registry::{HistoryRequest, Output, RoomRegistry};
+pub use registry::{Output, RoomRegistry};
 pub use roster::{Audience, ConnId, ConnIdHasher, ConnMap};
 pub use tally::RoomTally;

@@ -14,8 +14,8 @@ use roomkit_protocol::{
     EndReason, MemberCounts, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
+pub use output::Output;
 pub(crate) use output::Outputs;
-pub use output::{HistoryRequest, Output};
 
 use self::{
     conns::ConnIndex,
@@ -202,8 +202,8 @@ impl RoomRegistry {
                 if p.history_count.is_some_and(|n| n == 0 || n > MAX_HISTORY_LIMIT) {
                     return Err(Error::bad("history_count", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
                 }
-                let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.join_chatroom(now, caller, request_id, p.history_count, out)?;
+                let (room, config, out) = self.room_parts(&p.room_uuid)?;
+                room.join_chatroom(now, config, caller, request_id, p.history_count, out)?;
                 return Ok(None);
             }
             Request::LeaveChatroom(p) => {
@@ -219,8 +219,8 @@ impl RoomRegistry {
                 Response::SendCustomMessage(room.send(now, config, caller, MessageSend::custom(p), out)?)
             }
             Request::FetchChatroomHistory(p) => {
-                let (room, _, out) = self.room_parts(&p.room_uuid)?;
-                room.fetch_history(caller, request_id, p, out)?;
+                let (room, config, out) = self.room_parts(&p.room_uuid)?;
+                room.fetch_history(config, caller, request_id, p, out)?;
                 return Ok(None);
             }
             Request::RecallChatroomMessage(p) => {
@@ -272,13 +272,13 @@ impl RoomRegistry {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::RoomIdle(room_uuid) => {
-                    let expired = self
-                        .rooms
-                        .get(&room_uuid)
-                        .and_then(|r| r.empty_since)
-                        .is_some_and(|since| since.saturating_add(idle) <= now);
-                    if expired {
+                    let Some(since) = self.rooms.get(&room_uuid).and_then(|r| r.empty_since) else {
+                        continue;
+                    };
+                    if since.saturating_add(idle) <= now {
                         self.close_room_now(&room_uuid, EndReason::EndOfLife);
+                    } else {
+                        self.timers.arm_idle(since, idle, room_uuid);
                     }
                 }
                 Timer::Digest(room_uuid) => {
@@ -381,7 +381,7 @@ impl RoomRegistry {
         room.empty_since = Some(now);
         if let Some(chat) = room.chatroom.as_mut() {
             chat.resume_after(last_seq);
-            for message in recent {
+            for message in &recent {
                 chat.remember(message);
             }
         }
@@ -405,6 +405,13 @@ impl RoomRegistry {
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop()
+    }
+
+    /// Deadlines pending: at most one idle timer and one digest timer per room, and one grace
+    /// period per detached member; a timer that lost its purpose (a room joined again, a room
+    /// ended) is gone.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
@@ -501,6 +508,9 @@ impl RoomRegistry {
         if let Some(left) = joined.displaced {
             self.forget_conn(now, &room_uuid, left);
         }
+        // The room has a member, and this one a connection: their timers have no purpose.
+        self.timers.cancel(Timer::RoomIdle(room_uuid.clone()));
+        self.timers.cancel(Timer::Grace(room_uuid.clone(), caller.user().clone()));
         self.conns.track(caller.conn, caller.user(), room_uuid);
         Ok(joined.output)
     }
@@ -520,6 +530,7 @@ impl RoomRegistry {
 
     /// Removes `user` from the room (its connection is gone for good).
     fn remove_member(&mut self, now: u64, room_uuid: &RoomUuid, user: &UserUuid) {
+        self.timers.cancel(Timer::Grace(room_uuid.clone(), user.clone()));
         let Some(room) = self.rooms.get_mut(room_uuid) else { return };
         if let Some(left) = room.remove_member(now, user, None, &mut self.outputs) {
             self.forget_conn(now, room_uuid, left);
@@ -546,6 +557,11 @@ impl RoomRegistry {
     fn close_room_now(&mut self, room_uuid: &RoomUuid, reason: EndReason) {
         let Some(room) = self.rooms.remove(room_uuid) else { return };
         self.tally.remove(&room.info.creator);
+        self.timers.cancel(Timer::RoomIdle(room_uuid.clone()));
+        self.timers.cancel(Timer::Digest(room_uuid.clone()));
+        for user in room.detached_members() {
+            self.timers.cancel(Timer::Grace(room_uuid.clone(), user.clone()));
+        }
         let audience = room.audience(None);
         for conn in audience.iter() {
             self.conns.untrack(conn, room_uuid);

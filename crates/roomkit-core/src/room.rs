@@ -208,6 +208,11 @@ impl Room {
         }
     }
 
+    /// The members whose connection is gone (within the reconnect grace period).
+    pub(crate) fn detached_members(&self) -> impl Iterator<Item = &UserUuid> {
+        self.members.iter().filter(|(_, m)| m.detached_since.is_some()).map(|(user, _)| user)
+    }
+
     /// Gives a detached member its new connection, silently.
     pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId) {
         let Some(member) = self.members.get_mut(user) else { return };

@@ -240,8 +240,13 @@ impl MessageStore for MemoryStore {
             });
         };
         retain(messages, self.retention, now);
+        // A read after a sequence number starts there, not at the oldest message.
+        let from = match query.range {
+            HistoryRange::AfterSeq(after) => after.saturating_add(1),
+            HistoryRange::Time { .. } => 0,
+        };
         Ok(HistoryPage {
-            messages: select(messages.values(), query),
+            messages: select(messages.range(from..).map(|(_, m)| m), query),
             // With nothing kept, the next message would be the first one kept.
             first_seq: messages.first_key_value().map_or(last_seq + u64::from(last_seq > 0), |(seq, _)| *seq),
             last_seq,

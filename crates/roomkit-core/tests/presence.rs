@@ -243,3 +243,14 @@ fn a_room_that_ends_sends_no_digest_and_its_timer_does_not_touch_a_new_room() {
     let d = h.timeout_at(t0 + 1500);
     assert_eq!(digests(&d.deliveries, u[1].conn).len(), 1);
 }
+
+/// A room that ends with a digest pending takes its digest timer with it.
+#[test]
+fn an_ended_room_leaves_no_digest_timer_behind() {
+    let mut h = Harness::new(small());
+    let u = users(8);
+    room_of(&mut h, &u, 6);
+    assert_eq!(h.reg.timer_count(), 1, "the digest of the sixth join");
+    h.reg.close_room(&room("r"), roomkit_protocol::EndReason::CloseByBackend).expect("live room");
+    assert_eq!(h.reg.timer_count(), 0);
+}

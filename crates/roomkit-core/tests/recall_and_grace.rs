@@ -146,6 +146,7 @@ fn a_sender_recalls_within_the_window_and_everyone_is_notified() {
         limit: None,
         order: Default::default(),
         after_seq: Some(0),
+        cursor: None,
     };
     let Ok(Response::FetchChatroomHistory(page)) = rig.req(3, &id("bob"), fetch).0 else { panic!() };
     let original = page.messages.iter().find(|m| m.seq == sent.seq).expect("still in history");

@@ -624,6 +624,49 @@ fn j_a_disconnect_emptying_a_room_starts_its_idle_timer() {
     assert_eq!(h.timeout_at(gone + IDLE).ended, [(room("r1"), EndReason::EndOfLife)]);
 }
 
+/// Every leave that empties a room arms its idle timer, and a join cancels it: a room joined
+/// and left over and over holds one timer at most, not one per leave (each kept for the whole
+/// idle timeout).
+#[test]
+fn j_join_and_leave_cycles_keep_at_most_one_idle_timer() {
+    let mut h = idle_harness();
+    let a = alice();
+    h.setup(&a, "r1", &[&a], &[]);
+    for _ in 0..1000 {
+        h.advance(1);
+        h.ok(&a, leave("r1"));
+        assert_eq!(h.reg.timer_count(), 1, "the emptied room's idle timer");
+        h.ok(&a, join("r1", "Alice"));
+        assert_eq!(h.reg.timer_count(), 0, "a room with a member needs no idle timer");
+    }
+    let left = h.now;
+    h.ok(&a, leave("r1"));
+    assert_eq!(h.timeout_at(left + IDLE).ended, [(room("r1"), EndReason::EndOfLife)]);
+    assert_eq!(h.reg.timer_count(), 0);
+}
+
+/// A member whose connection keeps dropping and coming back within the grace period holds
+/// one grace timer at most; a room that ends takes its timers with it.
+#[test]
+fn j_reconnect_cycles_keep_one_grace_timer_and_an_ended_room_keeps_none() {
+    let mut h = Harness::new(config(|c| c.reconnect_grace_ms = 30_000));
+    let (a, b) = (alice(), bob());
+    h.setup(&a, "r1", &[&a, &b], &[&a, &b]);
+    let mut conn = b.conn.0;
+    for _ in 0..1000 {
+        h.advance(1);
+        h.disconnect(ConnId(conn));
+        assert_eq!(h.reg.timer_count(), 1, "bob's grace period");
+        conn += 1;
+        h.ok(&b.on(conn), join("r1", "Bob"));
+        assert_eq!(h.reg.timer_count(), 0, "bob is back");
+    }
+    h.disconnect(ConnId(conn));
+    assert_eq!(h.reg.timer_count(), 1);
+    h.reg.close_room(&room("r1"), EndReason::CloseByBackend).expect("live room");
+    assert_eq!(h.reg.timer_count(), 0, "the grace timer of an ended room is gone");
+}
+
 // ---- k. ending rooms -----------------------------------------------------------------------
 
 #[test]

@@ -151,6 +151,17 @@ fn a_retried_send_returns_the_stored_message_and_is_delivered_once() {
         }
         other => panic!("{other:?}"),
     }
+    // The window keeps a hash of the content, not the content: a "retry" carrying other
+    // text is refused rather than answered as if that text had been stored.
+    let changed = rig.req(1, &alice, send("not what was said", "m1"));
+    match changed.last() {
+        Some(Output::Reply { result: Err(e), .. }) => {
+            assert_eq!(e.code(), Code::BAD_REQUEST);
+            assert!(e.to_string().contains("other content"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(rig.committed.is_empty(), "nothing stored");
 }
 
 #[test]
@@ -165,14 +176,22 @@ fn history_is_asked_of_the_store_when_there_is_one() {
         limit: Some(10),
         order: HistoryOrder::Desc,
         after_seq: Some(3),
+        cursor: None,
     };
+    // Five messages: the read covers them and none later.
+    for i in 0..5 {
+        rig.req(1, &alice, send("hi", &format!("m{i}")));
+    }
     let out = rig.req(1, &alice, fetch);
     match &out[..] {
-        [Output::History { conn, query, asked_by, .. }] => {
-            assert_eq!(*asked_by, HistoryRequest::FetchChatroomHistory);
+        [Output::History { conn, read, .. }] => {
+            assert_eq!(read.asked_by(), HistoryRequest::FetchChatroomHistory);
             assert_eq!(*conn, ConnId(1));
-            assert_eq!(query.viewer, Some(alice.user.clone()));
-            assert_eq!(query.limit, 10);
+            assert_eq!(read.viewer(), Some(&alice.user));
+            assert_eq!((read.limit(), read.newest()), (10, 5));
+            let mut read = read.clone();
+            let query = read.next_query().expect("a read");
+            assert_eq!(query.viewer, None, "the read filters what it reads itself");
             assert_eq!(query.range, roomkit_core::store::HistoryRange::AfterSeq(3));
         }
         other => panic!("{other:?}"),
@@ -236,12 +255,12 @@ fn joining_the_chatroom_can_ask_for_its_last_messages_in_the_same_call() {
     rig.req(2, &bob, join);
     let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: Some(2) });
     match &out[..] {
-        [Output::Deliver { event: Event::MemberJoinChatroom { .. }, .. }, Output::History { conn, query, asked_by, .. }] =>
+        [Output::Deliver { event: Event::MemberJoinChatroom { .. }, .. }, Output::History { conn, read, .. }] =>
         {
-            assert_eq!(*asked_by, HistoryRequest::JoinChatroom, "answered as join_chatroom");
+            assert_eq!(read.asked_by(), HistoryRequest::JoinChatroom, "answered as join_chatroom");
             assert_eq!(*conn, ConnId(2));
-            assert_eq!(query.limit, 2);
-            assert_eq!(query.viewer, Some(bob.user.clone()));
+            assert_eq!(read.limit(), 2);
+            assert_eq!(read.viewer(), Some(&bob.user));
         }
         other => panic!("{other:?}"),
     }
@@ -254,10 +273,10 @@ fn joining_the_chatroom_can_ask_for_its_last_messages_in_the_same_call() {
     // point.
     let out = rig.req(2, &bob, JoinChatroom { room_uuid: r(), history_count: None });
     match &out[..] {
-        [Output::History { asked_by, room_uuid, query, .. }] => {
-            assert_eq!(query.limit, 0);
-            let page = block_on(rig.store.history(room_uuid, query, 2_000)).unwrap();
-            let Response::JoinChatroom(page) = asked_by.answer(page) else {
+        [Output::History { room_uuid, read, .. }] => {
+            assert_eq!(read.limit(), 0);
+            let Ok(Response::JoinChatroom(page)) = block_on(read.clone().run(&rig.store, room_uuid, 2_000))
+            else {
                 panic!("not join_chatroom's answer")
             };
             assert_eq!(page.last_seq, 3);

@@ -63,6 +63,9 @@ codes! {
     UNSUPPORTED_FRAME = 1005, 400, "unsupported frame type";
     /// The request did not complete in time.
     TIMEOUT = 1006, 504, "request timed out";
+    /// The connection already has as many store reads (history) in flight as it may; retry
+    /// once an answer has arrived.
+    TOO_MANY_PENDING = 1007, 429, "too many requests pending";
 
     /// The connection has not logged in, or the credentials are invalid.
     UNAUTHENTICATED = 1100, 401, "unauthenticated";
@@ -185,6 +188,7 @@ mod tests {
             ("RATE_LIMITED", 1004),
             ("UNSUPPORTED_FRAME", 1005),
             ("TIMEOUT", 1006),
+            ("TOO_MANY_PENDING", 1007),
             ("UNAUTHENTICATED", 1100),
             ("AUTH_EXPIRED", 1101),
             ("FORBIDDEN", 1102),

@@ -282,6 +282,10 @@ pub struct FetchChatroomHistory {
     /// (`start_time` and `order` are then ignored). Used to catch up after a reconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_seq: Option<u64>,
+    /// Continues a page the server cut short: the previous answer's `next_cursor`, with the
+    /// same other parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A page of history.
@@ -294,9 +298,15 @@ pub struct FetchChatroomHistoryOutput {
     /// that last saw an older one has missed messages that are gone.
     #[serde(default)]
     pub first_seq: u64,
-    /// The newest sequence number of the chatroom (0 when it has none).
+    /// The newest sequence number of the chatroom (0 when it has none) when the request was
+    /// handled.
     #[serde(default)]
     pub last_seq: u64,
+    /// Present when the server stopped reading before the page was full, having examined as
+    /// many stored messages as one request may (most of them not the caller's to see): more
+    /// may follow. Ask again with the same parameters and this as `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Recalls a chatroom message (NERoom `recallChatroomMessage`): its sender within the recall

@@ -108,6 +108,10 @@ pub struct LimitArgs {
     /// Frames queued per connection before it is closed as a slow consumer [default: 4096].
     #[arg(long, env = "ROOMKIT_SEND_QUEUE_FRAMES")]
     pub send_queue_frames: Option<usize>,
+    /// Bytes queued per connection before it is closed as a slow consumer; past 3/4 of it the
+    /// queue sheds [default: 4194304].
+    #[arg(long, env = "ROOMKIT_SEND_QUEUE_BYTES")]
+    pub send_queue_bytes: Option<usize>,
     /// Queued frames past which a connection's queue sheds low-priority messages and older
     /// presence digests [default: 3/4 of send_queue_frames].
     #[arg(long, env = "ROOMKIT_SEND_QUEUE_HIGH_WATERMARK")]
@@ -186,6 +190,13 @@ pub struct LimitArgs {
     /// Message ids remembered per chatroom, so a retried send is stored once [default: 10000].
     #[arg(long, env = "ROOMKIT_DEDUPE_WINDOW")]
     pub dedupe_window: Option<usize>,
+    /// Stored messages one history request may read; past it the page ends with a cursor
+    /// [default: 1000; at least 100].
+    #[arg(long, env = "ROOMKIT_HISTORY_SCAN_LIMIT")]
+    pub history_scan_limit: Option<usize>,
+    /// History reads one connection may have under way; more are TOO_MANY_PENDING [default: 8].
+    #[arg(long, env = "ROOMKIT_READS_IN_FLIGHT")]
+    pub reads_in_flight: Option<usize>,
     /// Seconds a dropped member stays before leaving, if it does not come back [default: 30].
     #[arg(long, env = "ROOMKIT_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
@@ -335,6 +346,7 @@ impl Settings {
         set(&mut server.core.max_message_bytes, l.max_message_bytes);
         set(&mut server.core.max_recipients, l.max_recipients);
         set(&mut server.send_queue_frames, l.send_queue_frames);
+        set(&mut server.send_queue_bytes, l.send_queue_bytes);
         server.send_queue_high_watermark = l.send_queue_high_watermark;
         let d = RateLimit::default();
         server.rate_limit = RateLimit {
@@ -356,6 +368,7 @@ impl Settings {
         set(&mut c.max_properties, l.max_properties);
         set(&mut c.ended_rooms_remembered, l.ended_rooms_remembered);
         set(&mut c.dedupe_window, l.dedupe_window);
+        set(&mut c.history_scan_limit, l.history_scan_limit);
         set(&mut c.reconnect_grace_ms, l.reconnect_grace_secs.map(|s| s.saturating_mul(1000)));
         set(&mut c.recall_window_ms, l.recall_window_secs.map(|s| s.saturating_mul(1000)));
         set_presence_and_rates(c, &l);
@@ -365,6 +378,7 @@ impl Settings {
         c.check()?;
         set(&mut server.shard_queue, l.shard_queue);
         set(&mut server.shard_batch, l.shard_batch);
+        set(&mut server.reads_in_flight, l.reads_in_flight.map(|v| v.max(1)));
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
@@ -435,6 +449,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         max_message_bytes: flags.max_message_bytes.or(file.max_message_bytes),
         max_recipients: flags.max_recipients.or(file.max_recipients),
         send_queue_frames: flags.send_queue_frames.or(file.send_queue_frames),
+        send_queue_bytes: flags.send_queue_bytes.or(file.send_queue_bytes),
         send_queue_high_watermark: flags.send_queue_high_watermark.or(file.send_queue_high_watermark),
         rate_limit_per_second: flags.rate_limit_per_second.or(file.rate_limit_per_second),
         rate_limit_burst: flags.rate_limit_burst.or(file.rate_limit_burst),
@@ -460,6 +475,8 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         shutdown_grace_secs: flags.shutdown_grace_secs.or(file.shutdown_grace_secs),
         retention_messages: flags.retention_messages.or(file.retention_messages),
         dedupe_window: flags.dedupe_window.or(file.dedupe_window),
+        history_scan_limit: flags.history_scan_limit.or(file.history_scan_limit),
+        reads_in_flight: flags.reads_in_flight.or(file.reads_in_flight),
         reconnect_grace_secs: flags.reconnect_grace_secs.or(file.reconnect_grace_secs),
         recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
@@ -500,6 +517,8 @@ mod tests {
         assert_eq!(s.server.shards, 5);
         assert_eq!(s.ws.max_frame_bytes, 64 * 1024);
         assert_eq!(s.server.high_watermark(), 3072, "three quarters of the default queue");
+        assert_eq!(s.server.send_queue_bytes, 4 << 20);
+        assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (8, 1000));
     }
 
     #[test]
@@ -509,11 +528,13 @@ mod tests {
         let path = dir.join("roomkit.toml");
         std::fs::write(
             &path,
-            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\n",
+            "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n\
+             reads_in_flight = 2\nhistory_scan_limit = 500\n",
         )
         .unwrap();
         let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
-        assert_eq!(s.server.high_watermark(), 60);
+        assert_eq!((s.server.high_watermark(), s.server.send_queue_bytes), (60, 65536));
+        assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (2, 500));
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);

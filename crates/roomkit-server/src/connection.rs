@@ -28,7 +28,13 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     metrics::counter!("roomkit_connections_total").increment(1);
     metrics::gauge!("roomkit_connections").increment(1.0);
     let closer = Closer::new();
-    let outbox = Outbox::new(shared.config.send_queue_frames, shared.config.high_watermark(), closer.clone());
+    let config = &shared.config;
+    let outbox = Outbox::new(
+        config.send_queue_frames,
+        config.high_watermark(),
+        config.send_queue_bytes,
+        closer.clone(),
+    );
     let seen = LastSeen::now(&shared.clock);
     let live = Live { closer: closer.clone(), outbox: outbox.clone(), seen: Arc::clone(&seen) };
     shared.connections.lock().expect("not poisoned").insert(conn_id, live);

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
+    /// Bytes queued per connection (whole frames) before it is closed as a slow consumer;
+    /// past three quarters of it the queue sheds as past `send_queue_high_watermark`. One
+    /// frame is accepted into an empty queue whatever its size.
+    pub send_queue_bytes: usize,
     /// Queued frames past which a connection's queue sheds: its low-priority messages are
     /// dropped and only the newest `members_changed` per room is kept. `None`: three
     /// quarters of `send_queue_frames`. Clamped to `1..=send_queue_frames`.
@@ -95,6 +99,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Per-connection request rate limit.
     pub rate_limit: RateLimit,
+    /// Most history reads (`join_chatroom`, `fetch_chatroom_history`) one connection may have
+    /// under way; one more is answered `TOO_MANY_PENDING`.
+    pub reads_in_flight: usize,
     /// Open connections in total (0: no cap). One more is closed as soon as it is accepted,
     /// with `SERVER_BUSY`.
     pub max_connections: usize,
@@ -149,6 +156,7 @@ impl Default for ServerConfig {
             core: CoreConfig::default(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             send_queue_frames: 4096,
+            send_queue_bytes: 4 * 1024 * 1024,
             send_queue_high_watermark: None,
             shard_queue: 4096,
             shard_batch: 64,
@@ -156,6 +164,7 @@ impl Default for ServerConfig {
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
+            reads_in_flight: 8,
             max_connections: 100_000,
             max_connections_per_address: 1000,
             max_connections_per_account: 16,
@@ -221,6 +230,7 @@ impl Server {
                     queue: self.config.shard_queue,
                     batch: self.config.shard_batch,
                     wake_batch: self.config.writer_wake_batch,
+                    reads_in_flight: self.config.reads_in_flight,
                     store: Arc::clone(&store),
                     tally: tally.clone(),
                 })
@@ -244,12 +254,14 @@ impl Server {
             .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
+        let upkeep = metrics::spawn_upkeep();
         ServerHandle {
             rooms: Rooms { shared: Arc::clone(&shared) },
             shared,
             stop: Some(stop_tx),
             accept,
             keepalive,
+            upkeep,
         }
     }
 }
@@ -294,6 +306,8 @@ pub struct ServerHandle {
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<JoinSet<()>>,
     keepalive: Option<JoinHandle<()>>,
+    /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
+    upkeep: JoinHandle<()>,
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -362,6 +376,7 @@ impl ServerHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.upkeep.abort();
         let mut tasks = (&mut self.accept).await.unwrap_or_default();
         for shard in &self.shared.shards {
             let (done, wait) = oneshot::channel();

@@ -27,8 +27,18 @@
 //! Every family is described and registered at zero when the recorder is installed (the
 //! labelled ones once per known operation or error code), so a scrape of a fresh server
 //! already lists them all.
+//!
+//! The recorder keeps each histogram sample until it is folded into the buckets: a scrape
+//! does that, and so does the upkeep every running server does every [`UPKEEP_INTERVAL`]
+//! ([`spawn_upkeep`]), so a server nobody scrapes does not grow by every request it times.
 
-use std::sync::OnceLock;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+    time::Duration,
+};
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -192,6 +202,32 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// How often a running server folds the recorder's pending samples into its histograms.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Upkeeps run so far in this process (see [`run_upkeep`]).
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Folds the histogram samples recorded since the last scrape or upkeep into their buckets
+/// (the recorder keeps every sample until then), and drops what it no longer needs.
+pub fn run_upkeep() {
+    prometheus().run_upkeep();
+    UPKEEPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Runs [`run_upkeep`] every [`UPKEEP_INTERVAL`] on the current tokio runtime until the
+/// returned task is aborted. [`Server::spawn`](crate::Server::spawn) starts one.
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            run_upkeep();
+        }
+    })
+}
+
 /// Describes every family and registers each of its series, so that it is scraped at zero
 /// before its first event.
 fn register_at_zero() {
@@ -253,5 +289,21 @@ mod tests {
         assert!(text.contains("roomkit_request_errors_total{code=\"RATE_LIMITED\"} 0"), "{text}");
         assert!(text.contains("roomkit_queue_shed_total{class=\"droppable\"} 0"), "{text}");
         assert!(text.contains("roomkit_queue_shed_total{class=\"conflate\"} 0"), "{text}");
+    }
+
+    /// A running server folds its histogram samples on a timer, scraped or not: without
+    /// that, every timed request stays in memory until the next scrape.
+    #[tokio::test(start_paused = true)]
+    async fn a_running_server_runs_the_upkeep_without_a_scrape() {
+        let (listener, connector) = roomkit_transport_memory::transport();
+        let server =
+            crate::Server::new(crate::ServerConfig::default(), std::sync::Arc::new(crate::DevAuthenticator))
+                .spawn(listener);
+        let before = UPKEEPS.load(Ordering::Relaxed);
+        tokio::time::sleep(UPKEEP_INTERVAL * 3 + Duration::from_millis(1)).await;
+        let ran = UPKEEPS.load(Ordering::Relaxed) - before;
+        assert!(ran >= 3, "{ran} upkeeps in three intervals");
+        drop(connector);
+        server.shutdown().await;
     }
 }

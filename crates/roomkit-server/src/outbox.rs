@@ -1,7 +1,10 @@
 //! A connection's bounded send queue, its shedding policy for slow readers, and the switch
 //! that closes the connection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
+};
 
 use roomkit_core::transport::{CloseReason, Frame};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
@@ -100,12 +103,19 @@ impl Shed {
 
 /// Where shards and the reader queue frames for one connection. Cheap to clone.
 ///
-/// Queuing never waits. Past the high watermark (`send_queue_high_watermark`, three quarters
-/// of the bound by default) the queue sheds: queued [`Shed::Droppable`] frames are dropped,
-/// a new one is not queued, and only the newest [`Shed::Conflate`] frame of each room stays.
-/// When the queue still holds `capacity` frames and a frame that must be delivered arrives,
-/// the connection is closed with `SLOW_CONSUMER` and its backlog dropped, so one slow reader
-/// never blocks a room; the client resumes from history. Every shed frame is counted in
+/// The queue is bounded twice: in frames (`send_queue_frames`) and in bytes
+/// (`send_queue_bytes`, whole frames; a frame shared by a fan-out counts in every queue that
+/// holds it), since one frame may be a few bytes or a history page of half a megabyte. A
+/// frame is always accepted into an empty queue, so the bytes a queue holds stay below the
+/// byte bound plus one frame.
+///
+/// Queuing never waits. Past the high watermark (`send_queue_high_watermark` frames, three
+/// quarters of the frame bound by default, or three quarters of the byte bound) the queue
+/// sheds: queued [`Shed::Droppable`] frames are dropped, a new one is not queued, and only the
+/// newest [`Shed::Conflate`] frame of each room stays. When a frame that must be delivered
+/// does not fit in either bound, the connection is closed with `SLOW_CONSUMER` and its
+/// backlog dropped, so one slow reader never blocks a room nor holds more than its bounds;
+/// the client resumes from history. Every shed frame is counted in
 /// `roomkit_queue_shed_total{class}`.
 ///
 /// A shard queues with [`enqueue`](Self::enqueue), which does not wake the writer, and wakes
@@ -121,12 +131,18 @@ struct Inner {
     notify: Notify,
     capacity: usize,
     high_watermark: usize,
+    capacity_bytes: usize,
+    high_watermark_bytes: usize,
     closer: Closer,
+    /// Store reads under way for this connection (see [`Outbox::begin_read`]).
+    reads: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     frames: Vec<Frame>,
+    /// The bytes of `frames`, headers included.
+    bytes: usize,
     /// The frames that may be shed, by index into `frames`, ascending, with their class
     /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
     /// push, not two.
@@ -195,14 +211,17 @@ impl Queue {
         }
         let mut next = gone.iter().peekable();
         let mut index = 0;
-        self.frames.retain(|_| {
+        let mut freed = 0;
+        self.frames.retain(|frame| {
             let keep = next.peek() != Some(&&index);
             if !keep {
                 next.next();
+                freed += frame.wire().len();
             }
             index += 1;
             keep
         });
+        self.bytes -= freed;
         let mut removed = 0;
         let mut next = gone.iter().peekable();
         self.marked.retain_mut(|(i, _)| {
@@ -240,17 +259,49 @@ fn count_shed(class: &'static str, n: u64) {
 }
 
 impl Outbox {
-    /// A queue of at most `capacity` frames that sheds past `high_watermark` (clamped to
-    /// `1..=capacity`).
-    pub(crate) fn new(capacity: usize, high_watermark: usize, closer: Closer) -> Self {
+    /// A queue of at most `capacity` frames and `capacity_bytes` bytes that sheds past
+    /// `high_watermark` frames (clamped to `1..=capacity`) or three quarters of
+    /// `capacity_bytes`.
+    pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize, closer: Closer) -> Self {
         let capacity = capacity.max(1);
         Self(Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             capacity,
             high_watermark: high_watermark.clamp(1, capacity),
+            capacity_bytes,
+            high_watermark_bytes: capacity_bytes / 4 * 3 + capacity_bytes % 4 * 3 / 4,
             closer,
+            reads: AtomicUsize::new(0),
         }))
+    }
+
+    /// Counts a store read for this connection, unless `max` are under way already; the read
+    /// counts until the returned slot is dropped. Every shard reads for the same connection
+    /// through the same outbox, so the bound is per connection.
+    pub(crate) fn begin_read(&self, max: usize) -> Option<ReadSlot> {
+        self.0
+            .reads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| ReadSlot(self.clone()))
+    }
+
+    /// Whether the connection is closing: nothing more will be queued.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.queue.lock().expect("not poisoned").closed
+    }
+
+    /// Whether queuing `len` more bytes would take the queue past its high watermark.
+    fn past_watermark(&self, queue: &Queue, len: usize) -> bool {
+        queue.frames.len() >= self.0.high_watermark
+            || (!queue.frames.is_empty() && queue.bytes.saturating_add(len) > self.0.high_watermark_bytes)
+    }
+
+    /// Whether a frame of `len` bytes does not fit (an empty queue takes any frame).
+    fn full(&self, queue: &Queue, len: usize) -> bool {
+        queue.frames.len() >= self.0.capacity
+            || (!queue.frames.is_empty() && queue.bytes.saturating_add(len) > self.0.capacity_bytes)
     }
 
     /// Queues a frame that must be delivered and wakes the writer. Returns false if the
@@ -272,14 +323,15 @@ impl Outbox {
         if queue.closed {
             return Enqueued::Refused;
         }
-        if queue.frames.len() >= self.0.high_watermark {
+        let len = frame.wire().len();
+        if self.past_watermark(&queue, len) {
             if queue.droppable > 0 || queue.conflate_due {
                 let (dropped, conflated) = queue.shed();
                 count_shed("droppable", dropped);
                 count_shed("conflate", conflated);
             }
             match &shed {
-                Shed::Droppable if queue.frames.len() >= self.0.high_watermark => {
+                Shed::Droppable if self.past_watermark(&queue, len) => {
                     count_shed(shed.label(), 1);
                     return Enqueued::Shed;
                 }
@@ -290,18 +342,20 @@ impl Outbox {
                 _ => {}
             }
         }
-        if queue.frames.len() >= self.0.capacity && matches!(shed, Shed::Conflate(_)) {
-            // A digest that does not fit is not worth the connection: the next one carries
-            // the exact counts.
+        let full = self.full(&queue, len);
+        if full && shed != Shed::Keep {
+            // A digest (or a low-priority message) that does not fit is not worth the
+            // connection: the next digest carries the exact counts.
             count_shed(shed.label(), 1);
             return Enqueued::Shed;
         }
-        if queue.frames.len() >= self.0.capacity {
+        if full {
             queue.closed = true;
             // The backlog and the frame that did not fit.
             let dropped = queue.frames.len() as u64 + 1;
             queue.frames = Vec::new();
             queue.marked = Vec::new();
+            queue.bytes = 0;
             drop(queue);
             metrics::counter!("roomkit_queue_drops_total").increment(dropped);
             let first = self
@@ -326,6 +380,7 @@ impl Outbox {
             queue.marked.push((at, shed));
         }
         queue.frames.push(frame);
+        queue.bytes += len;
         if std::mem::replace(&mut queue.scheduled, true) {
             Enqueued::Queued
         } else {
@@ -347,6 +402,7 @@ impl Outbox {
     pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
+        queue.bytes = 0;
         queue.marked.clear();
         queue.droppable = 0;
         queue.conflated = 0;
@@ -372,7 +428,26 @@ impl Outbox {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.closed = true;
         queue.marked = Vec::new();
+        queue.bytes = 0;
         std::mem::take(&mut queue.frames)
+    }
+}
+
+/// A store read counted against its connection's bound until dropped; see
+/// [`Outbox::begin_read`].
+#[derive(Debug)]
+pub(crate) struct ReadSlot(Outbox);
+
+impl ReadSlot {
+    /// The connection the read is for.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.0
+    }
+}
+
+impl Drop for ReadSlot {
+    fn drop(&mut self) {
+        self.0 .0.reads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -389,187 +464,4 @@ fn shrink<T>(v: &mut Vec<T>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use roomkit_protocol::{MemberCounts, MembersChanged};
-
-    use super::*;
-
-    fn frame() -> Frame {
-        Frame::from("{}")
-    }
-
-    fn named(name: &str) -> Frame {
-        Frame::from(name)
-    }
-
-    fn room(name: &str) -> Shed {
-        Shed::Conflate(RoomUuid::new(name).expect("valid id"))
-    }
-
-    fn taken(outbox: &Outbox) -> Vec<String> {
-        let mut batch = Vec::new();
-        outbox.take(&mut batch);
-        batch.iter().map(|b| String::from_utf8(b.payload().to_vec()).expect("utf-8")).collect()
-    }
-
-    fn shed_count(class: &str) -> u64 {
-        let text = crate::metrics::prometheus().render();
-        let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.parse().expect("a number"))
-    }
-
-    #[test]
-    fn only_the_first_frame_of_a_burst_asks_for_a_wake() {
-        let outbox = Outbox::new(10, 10, Closer::new());
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
-        let mut batch = Vec::new();
-        outbox.take(&mut batch);
-        assert_eq!(batch.len(), 2);
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
-    }
-
-    #[tokio::test]
-    async fn overflow_closes_as_slow_consumer_and_drops_the_backlog() {
-        let closer = Closer::new();
-        let outbox = Outbox::new(2, 2, closer.clone());
-        assert!(outbox.push(frame()));
-        assert!(outbox.push(frame()));
-        assert!(!outbox.push(frame()));
-        assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
-        assert!(outbox.shut().is_empty(), "the backlog is dropped");
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused);
-    }
-
-    #[test]
-    fn a_burst_leaves_no_large_buffers_behind() {
-        let outbox = Outbox::new(4096, 4096, Closer::new());
-        for _ in 0..1000 {
-            outbox.enqueue(frame(), Shed::Keep);
-        }
-        let mut batch = Vec::new();
-        outbox.take(&mut batch);
-        assert_eq!(batch.len(), 1000);
-        // Busy: another frame came while the batch was written; the buffers stay.
-        outbox.enqueue(frame(), Shed::Keep);
-        outbox.settle(&mut batch);
-        assert!(batch.is_empty() && batch.capacity() >= 1000);
-        outbox.take(&mut batch);
-        outbox.settle(&mut batch);
-        let queue = outbox.0.queue.lock().unwrap();
-        assert!(batch.capacity() <= KEPT_CAPACITY);
-        assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.marked.capacity() <= KEPT_CAPACITY);
-    }
-
-    #[test]
-    fn shedding_twice_keeps_the_right_frames_in_order() {
-        let outbox = Outbox::new(100, 8, Closer::new());
-        let queued = [
-            ("k0", Shed::Keep),
-            ("low1", Shed::Droppable),
-            ("r1", room("r")),
-            ("k1", Shed::Keep),
-            ("s1", room("s")),
-            ("low2", Shed::Droppable),
-            ("r2", room("r")),
-            ("k2", Shed::Keep),
-        ];
-        for (name, class) in queued {
-            outbox.enqueue(named(name), class);
-        }
-        // At the watermark: this frame sheds the queue first (low1, low2 and r1 go).
-        outbox.enqueue(named("k3"), Shed::Keep);
-        // Then a newer digest of s replaces s1, whose index moved with the first shedding.
-        for name in ["k4", "k5", "k6"] {
-            outbox.enqueue(named(name), Shed::Keep);
-        }
-        outbox.enqueue(named("s2"), room("s"));
-        assert_eq!(taken(&outbox), ["k0", "k1", "r2", "k2", "k3", "k4", "k5", "k6", "s2"]);
-    }
-
-    #[test]
-    fn below_the_watermark_nothing_is_shed() {
-        let outbox = Outbox::new(8, 6, Closer::new());
-        for (name, class) in
-            [("low1", Shed::Droppable), ("d1", room("r")), ("d2", room("r")), ("low2", Shed::Droppable)]
-        {
-            assert_ne!(outbox.enqueue(named(name), class), Enqueued::Shed);
-        }
-        assert_eq!(taken(&outbox), ["low1", "d1", "d2", "low2"]);
-    }
-
-    #[test]
-    fn past_the_watermark_low_priority_frames_go_and_only_the_newest_digest_per_room_stays() {
-        let before = (shed_count("droppable"), shed_count("conflate"));
-        let closer = Closer::new();
-        let outbox = Outbox::new(8, 6, closer.clone());
-        let queued = [
-            ("a", Shed::Keep),
-            ("low1", Shed::Droppable),
-            ("r-old", room("r")),
-            ("s-only", room("s")),
-            ("b", Shed::Keep),
-            ("r-mid", room("r")),
-        ];
-        for (name, class) in queued {
-            outbox.enqueue(named(name), class);
-        }
-        // The queue is at the watermark: the next frame sheds first.
-        assert_eq!(outbox.enqueue(named("c"), Shed::Keep), Enqueued::Queued);
-        assert_eq!(outbox.enqueue(named("r-new"), room("r")), Enqueued::Queued);
-        assert_eq!(outbox.enqueue(named("d"), Shed::Keep), Enqueued::Queued);
-        assert_eq!(
-            outbox.enqueue(named("low2"), Shed::Droppable),
-            Enqueued::Shed,
-            "still past the watermark"
-        );
-        assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
-        assert!(closer.closing().is_none(), "shedding keeps the connection");
-        assert_eq!(shed_count("droppable") - before.0, 2);
-        assert_eq!(shed_count("conflate") - before.1, 2);
-    }
-
-    #[tokio::test]
-    async fn a_frame_that_must_be_delivered_closes_the_connection_only_when_shedding_cannot_make_room() {
-        let closer = Closer::new();
-        let outbox = Outbox::new(3, 3, closer.clone());
-        for class in [Shed::Keep, Shed::Droppable, Shed::Droppable] {
-            outbox.enqueue(frame(), class);
-        }
-        assert_eq!(
-            outbox.enqueue(frame(), Shed::Keep),
-            Enqueued::Queued,
-            "the low-priority frames made room"
-        );
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
-        assert!(closer.closing().is_none());
-        assert_eq!(
-            outbox.enqueue(frame(), room("r")),
-            Enqueued::Shed,
-            "a digest that does not fit is dropped"
-        );
-        assert!(closer.closing().is_none(), "not worth the connection");
-        assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused, "three frames that must go");
-        assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
-    }
-
-    #[test]
-    fn a_digest_is_conflated_and_an_answer_is_kept() {
-        let digest = Event::MembersChanged(Box::new(MembersChanged {
-            room_uuid: RoomUuid::new("big").expect("valid id"),
-            counts: MemberCounts { room: 600, chatroom: 10 },
-            joined_count: 1,
-            left_count: 0,
-            chatroom_joined_count: 0,
-            chatroom_left_count: 0,
-            joined: Vec::new(),
-            left: Vec::new(),
-            chatroom_joined: Vec::new(),
-            chatroom_left: Vec::new(),
-        }));
-        assert_eq!(Shed::of(&digest), room("big"));
-        let locked =
-            Event::RoomLockStateChanged { room_uuid: RoomUuid::new("big").expect("valid id"), locked: true };
-        assert_eq!(Shed::of(&locked), Shed::Keep);
-    }
-}
+mod tests;

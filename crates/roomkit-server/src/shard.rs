@@ -11,7 +11,7 @@ use std::{
 use roomkit_core::{
     store::{HistoryPage, HistoryQuery, HistoryRange, MessageStore, StoreError},
     transport::Frame,
-    ConnId, ConnMap, CoreConfig, Identity, Output, RoomRegistry, RoomTally,
+    ConnId, ConnMap, CoreConfig, Error, HistoryRead, Identity, Output, RoomRegistry, RoomTally,
 };
 use roomkit_protocol::{
     codec,
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::now_ms,
-    outbox::{Enqueued, Outbox, Shed},
+    outbox::{Enqueued, Outbox, ReadSlot, Shed},
 };
 
 /// A job run on a shard's registry, with the current time.
@@ -71,6 +71,8 @@ pub(crate) struct ShardSetup {
     pub(crate) batch: usize,
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
+    /// Most history reads one connection may have under way (`reads_in_flight`).
+    pub(crate) reads_in_flight: usize,
     pub(crate) store: Arc<dyn MessageStore>,
     /// Live rooms by creator, shared by every shard: the room caps hold across shards.
     pub(crate) tally: RoomTally,
@@ -91,6 +93,7 @@ struct ShardState {
     /// as soon as there are `wake_batch` of them.
     wake: Vec<Outbox>,
     wake_batch: usize,
+    reads_in_flight: usize,
     /// Connections gone during this wake-up; forgotten once its outputs are sent.
     gone: Vec<ConnId>,
     /// Requests handled during this wake-up, for the latency histogram.
@@ -114,6 +117,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         outboxes: ConnMap::default(),
         wake: Vec::new(),
         wake_batch: setup.wake_batch.max(1),
+        reads_in_flight: setup.reads_in_flight.max(1),
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
@@ -198,6 +202,22 @@ fn log_corrupt(room: &RoomUuid, page: &HistoryPage) {
     }
 }
 
+/// Answers a history request from the store: [`HistoryRead`]'s loop, logging what the store
+/// found damaged on the way.
+async fn read_history(
+    store: &dyn MessageStore,
+    room: &RoomUuid,
+    mut read: HistoryRead,
+    now: u64,
+) -> Result<Response, Error> {
+    while let Some(query) = read.next_query() {
+        let page = store.history(room, &query, now).await.map_err(Error::HistoryNotRead)?;
+        log_corrupt(room, &page);
+        read.handle_page(page);
+    }
+    Ok(read.into_response())
+}
+
 impl ShardState {
     /// Feeds one message to the registry. Outputs wait for [`flush`](Self::flush).
     fn handle(&mut self, msg: ShardMsg) {
@@ -225,8 +245,8 @@ impl ShardState {
     /// that follow a commit — its acknowledgements and deliveries — stay held in the registry
     /// until the store's answer is reported to it (nothing is acknowledged before
     /// it is durable). Then, in order, the replies and deliveries that are ready (each event
-    /// encoded once) and history answers read from the store; then one wake-up per
-    /// connection queued to.
+    /// encoded once), starting the history reads on tasks of their own (see
+    /// [`answer_history`]); then one wake-up per connection queued to.
     async fn flush(&mut self) {
         let now = now_ms();
         if self.commit.is_none() {
@@ -246,7 +266,7 @@ impl ShardState {
             }
         }
         while let Some(output) = self.registry.poll_output() {
-            self.dispatch(output, now).await;
+            self.dispatch(output, now);
         }
         for (op, received) in self.timings.drain(..) {
             metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
@@ -292,7 +312,7 @@ impl ShardState {
         }
     }
 
-    async fn dispatch(&mut self, output: Output, now: u64) {
+    fn dispatch(&mut self, output: Output, now: u64) {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let frame = match result {
@@ -324,26 +344,61 @@ impl ShardState {
                     metrics::counter!("roomkit_messages_out_total").increment(queued);
                 }
             }
-            Output::History { conn, request_id, asked_by, room_uuid, query } => {
-                let frame = match self.store.history(&room_uuid, &query, now).await {
-                    Ok(page) => {
-                        log_corrupt(&room_uuid, &page);
-                        Frame::from(codec::encode_success(request_id, &asked_by.answer(page)))
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, room = %room_uuid, "history read failed");
-                        Frame::from(codec::encode_error(
-                            Some(request_id),
-                            Code::INTERNAL,
-                            "history could not be read",
-                        ))
-                    }
+            Output::History { conn, request_id, room_uuid, read } => {
+                let Some(outbox) = self.outboxes.get(&conn) else { return };
+                let Some(slot) = outbox.begin_read(self.reads_in_flight) else {
+                    let code = Code::TOO_MANY_PENDING;
+                    metrics::counter!("roomkit_request_errors_total", "code" => code.name()).increment(1);
+                    let msg = format!(
+                        "{} history reads of this connection are under way: retry once one is answered",
+                        self.reads_in_flight
+                    );
+                    self.send(conn, Frame::from(codec::encode_error(Some(request_id), code, &msg)));
+                    return;
                 };
-                self.send(conn, frame);
+                let store = Arc::clone(&self.store);
+                tokio::spawn(answer_history(store, slot, request_id, room_uuid, read, now));
             }
             Output::RoomEnded { room_uuid, reason } => {
                 tracing::info!(room = %room_uuid, ?reason, "room ended");
             }
         }
     }
+}
+
+/// Reads a history answer and queues it for its connection, on a task of its own: a read may
+/// take long (a large chatroom, a slow disk) and must not hold up the shard's other rooms.
+/// The order clients rely on holds: the shard queued every event and answer that precedes
+/// the request before starting the read, and the read answers for the messages accepted
+/// before the request (later ones reach the connection live; see [`HistoryRead`]). The
+/// connection's read slot is given back once the answer is queued.
+async fn answer_history(
+    store: Arc<dyn MessageStore>,
+    slot: ReadSlot,
+    request_id: u64,
+    room: RoomUuid,
+    read: HistoryRead,
+    now: u64,
+) {
+    let outbox = slot.outbox().clone();
+    if outbox.is_closed() {
+        return;
+    }
+    // On a task of its own again: a store that panics fails this read only.
+    let task_room = room.clone();
+    let result = tokio::spawn(async move { read_history(store.as_ref(), &task_room, read, now).await })
+        .await
+        .unwrap_or_else(|e| Err(Error::HistoryNotRead(StoreError(format!("the read panicked: {e}")))));
+    let frame = match result {
+        Ok(response) => Frame::from(codec::encode_success(request_id, &response)),
+        Err(e) => {
+            if let Error::HistoryNotRead(cause) = &e {
+                tracing::error!(error = %cause, room = %room, "history read failed");
+            }
+            metrics::counter!("roomkit_request_errors_total", "code" => e.code().name()).increment(1);
+            Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
+        }
+    };
+    outbox.push(frame);
+    drop(slot);
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use roomkit_client::JoinRoomOptions;
-use roomkit_core::transport::TransportError;
+use roomkit_core::{transport::TransportError, MessageRate};
 use roomkit_protocol::{codec, Code, Event};
 use roomkit_server::{RateLimit, ServerConfig};
 use serde_json::json;
@@ -189,6 +189,8 @@ async fn overflow_a_slow_consumer<H: Harness>(mut config: ServerConfig) -> (H, V
     // Alice sends as fast as the readers keep up; transports with big buffers need many
     // messages, which the default rate limit would refuse.
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: u32::MAX };
+    config.core.member_message_rate = MessageRate::UNLIMITED;
+    config.core.chatroom_message_rate = MessageRate::UNLIMITED;
     let h = H::start_with(config, TransportOptions { small_buffers: true }).await;
     let mut ms = start_chatroom(&h, "r", &["alice", "bob", "carol"]).await;
     let mut slow = h.raw_client().await;
@@ -274,4 +276,66 @@ pub async fn stalled_slow_consumer_does_not_hold_up_shutdown<H: Harness>() {
     let stopped = tokio::time::timeout(Duration::from_secs(20), h.stop()).await;
     assert!(stopped.is_ok(), "shutdown waited for a closed slow consumer that never reads");
     drop((ms, slow));
+}
+
+/// Most history requests a client that reads nothing may send before it must have been closed.
+const MAX_REQUESTS_TO_OVERFLOW: u64 = 400;
+
+/// A client that asks for history pages and reads none of the answers costs the server a
+/// bounded amount: its send queue is bounded in bytes (here 64 KiB, about three pages of
+/// five 4 KB messages), so it is closed with `SLOW_CONSUMER` after a few dozen unread pages at
+/// most — not after `send_queue_frames` (4096) of them, some 80 MB — and the room's other
+/// members see it leave and go on chatting.
+pub async fn a_client_that_does_not_read_its_history_is_cut_off_by_the_byte_bound<H: Harness>() {
+    let mut config = ServerConfig::default();
+    config.send_queue_bytes = 64 * 1024;
+    config.core.reconnect_grace_ms = 0;
+    config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: u32::MAX };
+    let h = H::start_with(config, TransportOptions { small_buffers: true }).await;
+    let mut ms = start_chatroom(&h, "r", &["alice", "bob"]).await;
+    for n in 1..=5 {
+        let m = ms[0].chat().send_broadcast_text_message(&bulky(n)).await.expect("broadcast");
+        ms[1].expect(Seen::message(&m)).await;
+    }
+    let mut flood = h.raw_client().await;
+    flood.login("flood").await;
+    flood.request_ok(json!({"op": "join_room", "room_uuid": "r", "user_name": "Flood"})).await;
+    for m in &mut ms {
+        m.expect(Seen::JoinRoom("flood".into())).await;
+    }
+    // From here on, flood only asks.
+    let mut asked = 0;
+    for id in 100..100 + MAX_REQUESTS_TO_OVERFLOW {
+        let fetch = json!({"id": id, "op": "fetch_chatroom_history", "room_uuid": "r", "limit": 5});
+        if !flood.try_send_json(fetch).await {
+            break;
+        }
+        asked += 1;
+    }
+    for m in &mut ms {
+        m.expect(Seen::LeaveRoom("flood".into())).await;
+    }
+    let m = ms[0].chat().send_broadcast_text_message("still here").await.expect("broadcast");
+    ms[1].expect(Seen::message(&m)).await;
+
+    let (frames, end) = flood.read_to_end().await;
+    match end {
+        TransportError::Closed(Some(reason)) => assert_eq!(reason.code, Code::SLOW_CONSUMER, "{reason}"),
+        other => panic!("flood's connection should end with SLOW_CONSUMER, got {other:?}"),
+    }
+    let mut ids = Vec::new();
+    for frame in frames {
+        match frame {
+            codec::ServerFrame::Response(r) if matches!(r.code, Code::SUCCESS | Code::TOO_MANY_PENDING) => {
+                ids.extend(r.id)
+            }
+            other => panic!("flood received an unexpected frame {other:?}"),
+        }
+    }
+    // History answers are read off the shard and may overtake each other: match them by id.
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(ids.iter().all(|id| (100..100 + asked).contains(id)), "answers to what flood asked: {ids:?}");
+    assert!((ids.len() as u64) < asked, "flood's unread answers were dropped ({} of {asked})", ids.len());
+    h.stop().await;
 }

@@ -8,15 +8,9 @@
 
 use std::{collections::VecDeque, mem};
 
-use roomkit_protocol::{
-    ops::{FetchChatroomHistoryOutput, Response},
-    EndReason, Event, RoomUuid, SharedMessage,
-};
+use roomkit_protocol::{ops::Response, EndReason, Event, RoomUuid, SharedMessage};
 
-use crate::{
-    store::{HistoryPage, HistoryQuery, StoreOp},
-    Audience, ConnId, Error,
-};
+use crate::{store::StoreOp, Audience, ConnId, Error, HistoryRead};
 
 /// What the driver must do next. Drain with [`RoomRegistry::poll_output`](crate::RoomRegistry::poll_output)
 /// after every input and after every [`handle_commit`](crate::RoomRegistry::handle_commit).
@@ -40,18 +34,18 @@ pub enum Output {
         event: Event,
     },
     /// Answer request `request_id` of `conn` with a page of the room's history, read from the
-    /// store; [`HistoryRequest::answer`] turns the page into the response.
+    /// store by [`HistoryRead::run`] (or step by step: see [`HistoryRead`]). The read may run
+    /// off the driver's critical path: its answer covers the messages accepted before the
+    /// request, and every later one reaches the asker live.
     History {
         /// The connection that asked.
         conn: ConnId,
         /// The request's id.
         request_id: u64,
-        /// Which operation asked (its response is encoded as that operation's).
-        asked_by: HistoryRequest,
         /// The room.
         room_uuid: RoomUuid,
-        /// What to read; visibility is already set to the asking member.
-        query: HistoryQuery,
+        /// What to read, for whom, and the answer it makes.
+        read: HistoryRead,
     },
     /// A room ended; informational (logs, metrics). Its members were sent `room_end`.
     RoomEnded {
@@ -60,31 +54,6 @@ pub enum Output {
         /// Why.
         reason: EndReason,
     },
-}
-
-/// The operation an [`Output::History`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HistoryRequest {
-    /// `join_chatroom`: the chatroom's newest sequence number and, if asked, its last messages.
-    JoinChatroom,
-    /// `fetch_chatroom_history`.
-    FetchChatroomHistory,
-}
-
-impl HistoryRequest {
-    /// The response to the operation that asked, carrying `page`.
-    pub fn answer(self, page: HistoryPage) -> Response {
-        let out = FetchChatroomHistoryOutput {
-            messages: page.messages,
-            first_seq: page.first_seq,
-            last_seq: page.last_seq,
-        };
-        match self {
-            HistoryRequest::JoinChatroom => Response::JoinChatroom(out),
-            HistoryRequest::FetchChatroomHistory => Response::FetchChatroomHistory(out),
-        }
-    }
 }
 
 /// What becomes of a queued output if the commit it waits for fails.
@@ -176,16 +145,9 @@ impl Outputs {
     }
 
     /// Asks the driver to answer a request from the store.
-    pub(crate) fn history(
-        &mut self,
-        conn: ConnId,
-        request_id: u64,
-        asked_by: HistoryRequest,
-        room_uuid: &RoomUuid,
-        query: HistoryQuery,
-    ) {
+    pub(crate) fn history(&mut self, conn: ConnId, request_id: u64, room_uuid: &RoomUuid, read: HistoryRead) {
         let room_uuid = room_uuid.clone();
-        self.push(Output::History { conn, request_id, asked_by, room_uuid, query }, IfLost::Send);
+        self.push(Output::History { conn, request_id, room_uuid, read }, IfLost::Send);
     }
 
     /// Tells the driver a room ended.

@@ -1,19 +1,18 @@
 //! Chatroom rules: entering and leaving, sending (members and the backend), recalling, and
 //! history queries, which are answered from the store.
 
-use std::sync::Arc;
-
 use roomkit_protocol::{
     ops::{FetchChatroomHistory, RecallOutput, SendCustomMessage, SendMessageOutput, SendTextMessage},
-    Event, HistoryOrder, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
+    Event, MessageBody, MessageUuid, NotificationType, Priority, Role, SharedMessage, UserUuid,
 };
 
 use super::{Caller, Change, Room};
 use crate::{
-    chatroom::{Chatroom, Draft},
+    chatroom::{Chatroom, Draft, Recent},
     config::MAX_HISTORY_LIMIT,
-    registry::{HistoryRequest, Outputs},
-    store::{HistoryQuery, HistoryRange, StoreOp},
+    history::{HistoryRead, HistoryRequest, Start},
+    registry::Outputs,
+    store::StoreOp,
     validate::{check_body, check_recipients},
     Audience, ConnId, CoreConfig, Error,
 };
@@ -56,6 +55,7 @@ impl Room {
     pub(crate) fn join_chatroom(
         &mut self,
         now: u64,
+        config: &CoreConfig,
         caller: Caller<'_>,
         request_id: u64,
         history_count: Option<u32>,
@@ -75,13 +75,16 @@ impl Room {
                 self.presence.record(now, Change::EnteredChatroom, &member, privileged);
             }
         } // else already inside: success, no second event
-        let range = match history_count {
-            Some(_) => HistoryRange::Time { start_time: None, order: HistoryOrder::Desc },
-            None => HistoryRange::AfterSeq(u64::MAX),
-        };
-        let limit = history_count.unwrap_or(0) as usize;
-        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit };
-        out.history(caller.conn, request_id, HistoryRequest::JoinChatroom, &self.info.room_uuid, query);
+        let read = HistoryRead::new(
+            HistoryRequest::JoinChatroom,
+            Some(caller.user().clone()),
+            Start::Newest,
+            history_count.unwrap_or(0) as usize,
+            None,
+            self.chat()?.last_seq(),
+            config.history_scan_limit,
+        )?;
+        out.history(caller.conn, request_id, &self.info.room_uuid, read);
         Ok(())
     }
 
@@ -141,18 +144,21 @@ impl Room {
             return Err(Error::MemberNotFound(missing.clone()));
         }
         let audience = self.send_audience(caller.conn, to.as_deref())?;
-        let earlier = send
-            .message_uuid
-            .as_ref()
-            .filter(|_| send.persist)
-            .and_then(|id| self.chat().ok()?.find_recent(id));
-        if let Some(earlier) = earlier {
+        let chat = self.chat()?;
+        let earlier = send.message_uuid.as_ref().filter(|_| send.persist).and_then(|id| {
+            let recent = chat.find_recent(id)?;
+            Some((id, recent, chat.content_hash(&send.body, to.as_deref())))
+        });
+        if let Some((id, earlier, content)) = earlier {
             // A retry: the message is stored already; answer as the first time, deliver
             // nothing again.
-            if earlier.from_user_uuid == *caller.user() {
-                return Ok(SendMessageOutput { message: Arc::clone(earlier), durable: config.durable_acks });
+            if earlier.from != *caller.user() {
+                return Err(Error::bad("message_uuid", "already used by another sender"));
             }
-            return Err(Error::bad("message_uuid", "already used by another sender"));
+            let message = earlier.retried(id, content, send.body).ok_or_else(|| {
+                Error::bad("message_uuid", "already used for a message with other content or recipients")
+            })?;
+            return Ok(SendMessageOutput { message, durable: config.durable_acks });
         }
         self.take_rate(now, caller.user(), priority)?;
         let draft = Draft {
@@ -279,16 +285,15 @@ impl Room {
         let recaller = self.member_on(caller.conn, caller.user())?;
         let is_host = recaller.info.role == Role::Host || caller.identity.grants.room_admin;
         let nick = recaller.info.name.clone();
-        let own = |m: &SharedMessage| m.from_user_uuid == *caller.user();
+        let own = |m: &Recent| m.from == *caller.user();
         // A directed message the caller could not see is answered as if it did not exist:
         // any other answer would tell a non-party that a private message has this id.
-        let visible = |m: &SharedMessage| {
-            is_host || own(m) || m.to_user_uuid_list.as_ref().is_none_or(|to| to.contains(caller.user()))
-        };
+        let visible =
+            |m: &Recent| is_host || own(m) || m.to.as_ref().is_none_or(|to| to.contains(caller.user()));
         let original = self
             .chat()?
             .find_recent(message_uuid)
-            .filter(|m| !matches!(m.body, MessageBody::Notification { .. }) && visible(m))
+            .filter(|m| !m.is_notification() && visible(m))
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
         if original.recalled {
@@ -303,10 +308,10 @@ impl Room {
             }));
         }
         // A directed message's recall is news only to those who could see it.
-        let parties = original.to_user_uuid_list.as_ref().map(|to| {
+        let parties = original.to.as_ref().map(|to| {
             let mut parties = to.clone();
-            if !parties.contains(&original.from_user_uuid) {
-                parties.push(original.from_user_uuid.clone());
+            if !parties.contains(&original.from) {
+                parties.push(original.from.clone());
             }
             parties
         });
@@ -333,8 +338,8 @@ impl Room {
         let chat = self.chat_mut()?;
         chat.rate.take(now); // counts against the cap, never refused
         let notification = chat.accept(now, draft);
-        let recalled = recalled_form(&original);
-        chat.replace(Arc::clone(&recalled));
+        let recalled = original.recalled_form(message_uuid);
+        chat.mark_recalled(message_uuid);
         out.store(StoreOp::Append { room: self.info.room_uuid.clone(), message: recalled });
         out.message(&self.info.room_uuid, &notification, audience);
         Ok(RecallOutput { message: notification })
@@ -362,6 +367,7 @@ impl Room {
     /// `fetch_chatroom_history`: a query for the store, visible to the caller.
     pub(crate) fn fetch_history(
         &self,
+        config: &CoreConfig,
         caller: Caller<'_>,
         request_id: u64,
         p: FetchChatroomHistory,
@@ -373,26 +379,22 @@ impl Room {
         if limit == 0 || limit > MAX_HISTORY_LIMIT {
             return Err(Error::bad("limit", format!("must be 1 to {MAX_HISTORY_LIMIT}")));
         }
-        let range = match p.after_seq {
-            Some(after) => HistoryRange::AfterSeq(after),
-            None => HistoryRange::Time { start_time: p.start_time, order: p.order },
+        let start = match p.after_seq {
+            Some(after) => Start::AfterSeq(after),
+            None => Start::Time { start_time: p.start_time, order: p.order },
         };
-        let query = HistoryQuery { viewer: Some(caller.user().clone()), range, limit: limit as usize };
-        out.history(caller.conn, request_id, HistoryRequest::FetchChatroomHistory, &p.room_uuid, query);
+        let read = HistoryRead::new(
+            HistoryRequest::FetchChatroomHistory,
+            Some(caller.user().clone()),
+            start,
+            limit as usize,
+            p.cursor.as_deref(),
+            self.chat()?.last_seq(),
+            config.history_scan_limit,
+        )?;
+        out.history(caller.conn, request_id, &p.room_uuid, read);
         Ok(())
     }
-}
-
-/// A message as history shows it once recalled: same id, seq, time and sender, content gone.
-fn recalled_form(original: &SharedMessage) -> SharedMessage {
-    let mut recalled = (**original).clone();
-    recalled.recalled = true;
-    recalled.body = match recalled.body {
-        MessageBody::Text { .. } => MessageBody::Text { text: String::new() },
-        MessageBody::Custom { .. } => MessageBody::Custom { attach_str: String::new() },
-        other => other,
-    };
-    Arc::new(recalled)
 }
 
 fn member_rate_limited(rate: crate::config::MessageRate) -> Error {

@@ -160,9 +160,10 @@ pub fn settle(reg: &mut RoomRegistry, store: &dyn MessageStore, now: u64) -> Vec
     assert!(reg.take_commit().is_empty(), "one commit per input");
     std::iter::from_fn(|| reg.poll_output())
         .map(|o| match o {
-            Output::History { conn, request_id, asked_by, room_uuid, query } => {
-                let page = block_on(store.history(&room_uuid, &query, now)).expect("the memory store reads");
-                Output::Reply { conn, request_id, result: Ok(asked_by.answer(page)) }
+            Output::History { conn, request_id, room_uuid, read } => {
+                let result = block_on(read.run(store, &room_uuid, now));
+                assert!(result.is_ok(), "the memory store reads: {result:?}");
+                Output::Reply { conn, request_id, result }
             }
             other => other,
         })
@@ -431,7 +432,7 @@ pub fn fetch(
     limit: Option<u32>,
     order: HistoryOrder,
 ) -> FetchChatroomHistory {
-    FetchChatroomHistory { room_uuid: room(r), start_time, limit, order, after_seq: None }
+    FetchChatroomHistory { room_uuid: room(r), start_time, limit, order, after_seq: None, cursor: None }
 }
 
 /// The texts of `messages`, in order.

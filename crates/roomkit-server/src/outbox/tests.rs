@@ -1,0 +1,223 @@
+//! The outbox's bounds and shedding policy, frame by frame.
+
+use roomkit_protocol::{MemberCounts, MembersChanged};
+
+use super::*;
+
+fn frame() -> Frame {
+    Frame::from("{}")
+}
+
+fn named(name: &str) -> Frame {
+    Frame::from(name)
+}
+
+fn room(name: &str) -> Shed {
+    Shed::Conflate(RoomUuid::new(name).expect("valid id"))
+}
+
+fn taken(outbox: &Outbox) -> Vec<String> {
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    batch.iter().map(|b| String::from_utf8(b.payload().to_vec()).expect("utf-8")).collect()
+}
+
+fn shed_count(class: &str) -> u64 {
+    let text = crate::metrics::prometheus().render();
+    let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.parse().expect("a number"))
+}
+
+#[test]
+fn only_the_first_frame_of_a_burst_asks_for_a_wake() {
+    let outbox = Outbox::new(10, 10, usize::MAX, Closer::new());
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert_eq!(batch.len(), 2);
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::NeedsWake);
+}
+
+#[tokio::test]
+async fn overflow_closes_as_slow_consumer_and_drops_the_backlog() {
+    let closer = Closer::new();
+    let outbox = Outbox::new(2, 2, usize::MAX, closer.clone());
+    assert!(outbox.push(frame()));
+    assert!(outbox.push(frame()));
+    assert!(!outbox.push(frame()));
+    assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
+    assert!(outbox.shut().is_empty(), "the backlog is dropped");
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused);
+}
+
+#[test]
+fn a_burst_leaves_no_large_buffers_behind() {
+    let outbox = Outbox::new(4096, 4096, usize::MAX, Closer::new());
+    for _ in 0..1000 {
+        outbox.enqueue(frame(), Shed::Keep);
+    }
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert_eq!(batch.len(), 1000);
+    // Busy: another frame came while the batch was written; the buffers stay.
+    outbox.enqueue(frame(), Shed::Keep);
+    outbox.settle(&mut batch);
+    assert!(batch.is_empty() && batch.capacity() >= 1000);
+    outbox.take(&mut batch);
+    outbox.settle(&mut batch);
+    let queue = outbox.0.queue.lock().unwrap();
+    assert!(batch.capacity() <= KEPT_CAPACITY);
+    assert!(queue.frames.capacity() <= KEPT_CAPACITY && queue.marked.capacity() <= KEPT_CAPACITY);
+}
+
+#[test]
+fn shedding_twice_keeps_the_right_frames_in_order() {
+    let outbox = Outbox::new(100, 8, usize::MAX, Closer::new());
+    let queued = [
+        ("k0", Shed::Keep),
+        ("low1", Shed::Droppable),
+        ("r1", room("r")),
+        ("k1", Shed::Keep),
+        ("s1", room("s")),
+        ("low2", Shed::Droppable),
+        ("r2", room("r")),
+        ("k2", Shed::Keep),
+    ];
+    for (name, class) in queued {
+        outbox.enqueue(named(name), class);
+    }
+    // At the watermark: this frame sheds the queue first (low1, low2 and r1 go).
+    outbox.enqueue(named("k3"), Shed::Keep);
+    // Then a newer digest of s replaces s1, whose index moved with the first shedding.
+    for name in ["k4", "k5", "k6"] {
+        outbox.enqueue(named(name), Shed::Keep);
+    }
+    outbox.enqueue(named("s2"), room("s"));
+    assert_eq!(taken(&outbox), ["k0", "k1", "r2", "k2", "k3", "k4", "k5", "k6", "s2"]);
+}
+
+#[test]
+fn below_the_watermark_nothing_is_shed() {
+    let outbox = Outbox::new(8, 6, usize::MAX, Closer::new());
+    for (name, class) in
+        [("low1", Shed::Droppable), ("d1", room("r")), ("d2", room("r")), ("low2", Shed::Droppable)]
+    {
+        assert_ne!(outbox.enqueue(named(name), class), Enqueued::Shed);
+    }
+    assert_eq!(taken(&outbox), ["low1", "d1", "d2", "low2"]);
+}
+
+#[test]
+fn past_the_watermark_low_priority_frames_go_and_only_the_newest_digest_per_room_stays() {
+    let before = (shed_count("droppable"), shed_count("conflate"));
+    let closer = Closer::new();
+    let outbox = Outbox::new(8, 6, usize::MAX, closer.clone());
+    let queued = [
+        ("a", Shed::Keep),
+        ("low1", Shed::Droppable),
+        ("r-old", room("r")),
+        ("s-only", room("s")),
+        ("b", Shed::Keep),
+        ("r-mid", room("r")),
+    ];
+    for (name, class) in queued {
+        outbox.enqueue(named(name), class);
+    }
+    // The queue is at the watermark: the next frame sheds first.
+    assert_eq!(outbox.enqueue(named("c"), Shed::Keep), Enqueued::Queued);
+    assert_eq!(outbox.enqueue(named("r-new"), room("r")), Enqueued::Queued);
+    assert_eq!(outbox.enqueue(named("d"), Shed::Keep), Enqueued::Queued);
+    assert_eq!(outbox.enqueue(named("low2"), Shed::Droppable), Enqueued::Shed, "still past the watermark");
+    assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
+    assert!(closer.closing().is_none(), "shedding keeps the connection");
+    assert_eq!(shed_count("droppable") - before.0, 2);
+    assert_eq!(shed_count("conflate") - before.1, 2);
+}
+
+#[tokio::test]
+async fn a_frame_that_must_be_delivered_closes_the_connection_only_when_shedding_cannot_make_room() {
+    let closer = Closer::new();
+    let outbox = Outbox::new(3, 3, usize::MAX, closer.clone());
+    for class in [Shed::Keep, Shed::Droppable, Shed::Droppable] {
+        outbox.enqueue(frame(), class);
+    }
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued, "the low-priority frames made room");
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Queued);
+    assert!(closer.closing().is_none());
+    assert_eq!(outbox.enqueue(frame(), room("r")), Enqueued::Shed, "a digest that does not fit is dropped");
+    assert!(closer.closing().is_none(), "not worth the connection");
+    assert_eq!(outbox.enqueue(frame(), Shed::Keep), Enqueued::Refused, "three frames that must go");
+    assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
+}
+
+#[test]
+fn a_digest_is_conflated_and_an_answer_is_kept() {
+    let digest = Event::MembersChanged(Box::new(MembersChanged {
+        room_uuid: RoomUuid::new("big").expect("valid id"),
+        counts: MemberCounts { room: 600, chatroom: 10 },
+        joined_count: 1,
+        left_count: 0,
+        chatroom_joined_count: 0,
+        chatroom_left_count: 0,
+        joined: Vec::new(),
+        left: Vec::new(),
+        chatroom_joined: Vec::new(),
+        chatroom_left: Vec::new(),
+    }));
+    assert_eq!(Shed::of(&digest), room("big"));
+    let locked =
+        Event::RoomLockStateChanged { room_uuid: RoomUuid::new("big").expect("valid id"), locked: true };
+    assert_eq!(Shed::of(&locked), Shed::Keep);
+}
+
+/// A frame of `n` payload bytes (its wire size is `n` plus a header of 2, 4 or 10 bytes).
+fn sized(n: usize) -> Frame {
+    Frame::text(&vec![b'x'; n])
+}
+
+#[tokio::test]
+async fn a_queue_bounded_in_bytes_closes_as_slow_consumer_long_before_its_frame_bound() {
+    let closer = Closer::new();
+    // Room for 4096 frames but only 10 000 bytes: three frames of 3 000 bytes fit.
+    let outbox = Outbox::new(4096, 4096, 10_000, closer.clone());
+    for _ in 0..3 {
+        assert_ne!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused);
+    }
+    assert!(closer.closing().is_none());
+    assert_eq!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused, "a fourth does not fit");
+    assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
+    assert!(outbox.shut().is_empty(), "the backlog is dropped");
+}
+
+#[test]
+fn past_three_quarters_of_the_byte_bound_low_priority_frames_are_shed() {
+    let closer = Closer::new();
+    let outbox = Outbox::new(4096, 4096, 10_000, closer.clone());
+    outbox.enqueue(sized(4_000), Shed::Keep);
+    outbox.enqueue(sized(1_000), Shed::Droppable);
+    outbox.enqueue(sized(2_000), Shed::Keep);
+    // About 7 000 bytes queued: another 1 000 would pass 7 500, the high watermark, so the
+    // queued low-priority frame goes first.
+    assert_eq!(outbox.enqueue(sized(1_000), Shed::Keep), Enqueued::Queued);
+    // Still past it with what must be delivered: a new low-priority frame is not queued.
+    outbox.enqueue(sized(500), Shed::Keep);
+    assert_eq!(outbox.enqueue(sized(1_000), Shed::Droppable), Enqueued::Shed);
+    assert!(closer.closing().is_none(), "shedding keeps the connection");
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert_eq!(batch.iter().map(Frame::len).collect::<Vec<_>>(), [4_000, 2_000, 1_000, 500]);
+}
+
+#[test]
+fn an_empty_queue_takes_a_frame_larger_than_its_byte_bound_and_taking_frees_the_bytes() {
+    let closer = Closer::new();
+    let outbox = Outbox::new(4096, 4096, 1_000, closer.clone());
+    assert_eq!(outbox.enqueue(sized(5_000), Shed::Keep), Enqueued::NeedsWake, "alone, it goes");
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert_eq!(outbox.enqueue(sized(600), Shed::Keep), Enqueued::NeedsWake, "the written bytes are free");
+    assert_eq!(outbox.enqueue(sized(100), Shed::Keep), Enqueued::Queued);
+    assert_eq!(outbox.enqueue(sized(600), room("r")), Enqueued::Shed, "a digest that does not fit goes");
+    assert!(closer.closing().is_none());
+}

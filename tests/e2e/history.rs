@@ -1,0 +1,180 @@
+//! History reads run off the shard: a read that blocks in the store holds up neither the
+//! other rooms of its shard nor the asker's other requests, and a connection may have only
+//! `reads_in_flight` of them under way.
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+use roomkit_core::store::{
+    HistoryPage, HistoryQuery, MemoryStore, MessageStore, Retention, RoomRecord, StoreError, StoreOp,
+};
+use roomkit_protocol::{codec::ServerFrame, Code, Event, RoomUuid};
+use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
+use roomkit_tests::{within, RawClient};
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// A [`MemoryStore`] whose history reads wait while its gate is closed.
+#[derive(Default)]
+struct GatedStore {
+    inner: MemoryStore,
+    closed: AtomicBool,
+    opened: Notify,
+    /// Reads that reached the gate while it was closed.
+    waiting: AtomicUsize,
+    arrived: Notify,
+}
+
+impl GatedStore {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    /// Waits until `n` reads wait at the closed gate.
+    async fn until_waiting(&self, n: usize) {
+        loop {
+            let arrived = self.arrived.notified();
+            if self.waiting.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            arrived.await;
+        }
+    }
+}
+
+#[async_trait]
+impl MessageStore for GatedStore {
+    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.inner.apply(now, ops).await
+    }
+
+    async fn history(
+        &self,
+        room: &RoomUuid,
+        query: &HistoryQuery,
+        now: u64,
+    ) -> Result<HistoryPage, StoreError> {
+        let mut counted = false;
+        loop {
+            let opened = self.opened.notified();
+            if !self.closed.load(Ordering::SeqCst) {
+                break;
+            }
+            if !counted {
+                counted = true;
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                self.arrived.notify_waiters();
+            }
+            opened.await;
+        }
+        self.inner.history(room, query, now).await
+    }
+
+    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
+        self.inner.rooms().await
+    }
+}
+
+/// One shard, so that every room shares it; the gated store; the in-memory transport.
+fn start(config: ServerConfig) -> (ServerHandle, roomkit_transport_memory::MemoryConnector, Arc<GatedStore>) {
+    let store = Arc::new(GatedStore { inner: MemoryStore::new(Retention::default()), ..Default::default() });
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = Server::new(config, Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
+        .spawn(listener);
+    (server, connector, store)
+}
+
+async fn member(
+    connector: &roomkit_transport_memory::MemoryConnector,
+    account: &str,
+    room: &str,
+) -> RawClient {
+    use roomkit_core::transport::Connector;
+    let mut raw = RawClient::new(within("a connection", connector.connect()).await.expect("connect"));
+    raw.login(account).await;
+    let create = raw
+        .request(json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}));
+    let code = create.await.code;
+    assert!(code == Code::SUCCESS || code == Code::ROOM_ALREADY_EXISTS, "{code:?}");
+    raw.request_ok(json!({"op": "join_room", "room_uuid": room, "user_name": account})).await;
+    raw.request_ok(json!({"op": "join_chatroom", "room_uuid": room})).await;
+    raw.take_events();
+    raw
+}
+
+fn config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.shards = 1;
+    config
+}
+
+/// While Alice's history read of room "big" is stuck in the store, Bob's message in room
+/// "small" — same shard — is acknowledged and delivered to Carol; Alice's answer comes once
+/// the store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_history_read_does_not_delay_a_send_in_another_room_of_its_shard() {
+    let (server, connector, store) = start(config());
+    let mut alice = member(&connector, "alice", "big").await;
+    let mut bob = member(&connector, "bob", "small").await;
+    let mut carol = member(&connector, "carol", "small").await;
+    bob.take_events();
+
+    store.close();
+    alice.send_json(json!({"id": 50, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
+    within("alice's read to reach the store", store.until_waiting(1)).await;
+
+    let sent =
+        bob.request(json!({"op": "send_text_message", "room_uuid": "small", "text": "meanwhile"})).await;
+    assert_eq!(sent.code, Code::SUCCESS, "{}", sent.msg);
+    match carol.recv_frame().await {
+        ServerFrame::Event(Event::ChatroomMessagesReceived { messages, .. }) => {
+            assert_eq!(messages[0].text(), Some("meanwhile"));
+        }
+        other => panic!("carol expected bob's message, got {other:?}"),
+    }
+
+    store.open();
+    let answer = alice.response().await;
+    assert_eq!((answer.id, answer.code), (Some(50), Code::SUCCESS));
+    server.shutdown().await;
+}
+
+/// A connection may have `reads_in_flight` history reads under way; one more is answered
+/// `TOO_MANY_PENDING` at once, and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_past_the_in_flight_bound_are_answered_too_many_pending() {
+    let mut config = config();
+    config.reads_in_flight = 2;
+    let (server, connector, store) = start(config);
+    let mut alice = member(&connector, "alice", "big").await;
+
+    store.close();
+    for id in [100, 101] {
+        alice.send_json(json!({"id": id, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
+    }
+    within("both reads to reach the store", store.until_waiting(2)).await;
+    let refused = alice.request(json!({"op": "fetch_chatroom_history", "room_uuid": "big"})).await;
+    assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
+    assert!(refused.msg.contains("2 history reads"), "{}", refused.msg);
+    alice.request_ok(json!({"op": "ping"})).await;
+
+    store.open();
+    let mut answered = [alice.response().await, alice.response().await];
+    answered.sort_by_key(|r| r.id);
+    assert_eq!(
+        answered.iter().map(|r| (r.id, r.code)).collect::<Vec<_>>(),
+        [(Some(100), Code::SUCCESS), (Some(101), Code::SUCCESS)]
+    );
+    // The slots are free again.
+    alice.request_ok(json!({"op": "fetch_chatroom_history", "room_uuid": "big"})).await;
+    server.shutdown().await;
+}
