@@ -10,6 +10,7 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
+use futures::executor::block_on;
 use roomkit_core::{
     store::{HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Output,
@@ -138,4 +139,40 @@ fn outputs_wait_for_the_commit_they_follow_and_keep_their_order() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_history_read_waits_for_the_commit_in_flight_whose_messages_it_must_find() {
+    let store = Arc::new(FlakyStore::default());
+    let mut h = Harness::with_store(CoreConfig::default(), store.clone());
+    let (a, carol) = (User::new("alice", 1), User::new("carol", 3));
+    // A room whose chatroom nobody is in.
+    h.setup(&a, "r1", &[&a, &carol], &[]);
+    let now = h.now;
+    // The backend's message is accepted and its commit taken, not yet reported. Nobody was
+    // in the chatroom to receive it live, so nothing waits in the output queue.
+    h.reg
+        .send_backend_message(now, &room("r1"), uid("backend-bot"), "bot".into(), "in flight".into())
+        .unwrap();
+    let ops = h.reg.take_commit();
+    assert_eq!(ops.len(), 1);
+    assert!(h.reg.poll_output().is_none());
+    // Carol enters the chatroom now: her answer reads the store, so it must not be read
+    // before that commit is stored, or she would never see the message.
+    h.reg.handle_request(now, carol.conn, &carol.id, 101, join_chat("r1").into());
+    let early: Vec<Output> = std::iter::from_fn(|| h.reg.poll_output()).collect();
+    assert!(
+        early.iter().all(|o| !matches!(o, Output::History { .. })),
+        "the read waits for the commit in flight: {early:?}"
+    );
+    h.reg.handle_commit(block_on(store.apply(now, &ops)));
+    let (room_uuid, read) = std::iter::from_fn(|| h.reg.poll_output())
+        .find_map(|o| match o {
+            Output::History { room_uuid, read, .. } => Some((room_uuid, read)),
+            _ => None,
+        })
+        .expect("released once the commit is reported");
+    let answer = block_on(read.run(store.as_ref(), &room_uuid, now)).expect("reads");
+    let roomkit_protocol::ops::Response::JoinChatroom(out) = answer else { panic!("{answer:?}") };
+    assert_eq!(out.last_seq, 1, "the read finds the message stored before it");
 }

@@ -107,6 +107,17 @@ impl Outputs {
         self.queue.push_back(Queued { output, after, if_lost });
     }
 
+    /// Like [`push`](Self::push), for an output that reads the store: it also waits for the
+    /// commit in flight, whose messages the read must find (they were delivered live only to
+    /// those in the chatroom when they were accepted).
+    fn push_read(&mut self, output: Output) {
+        self.push(output, IfLost::Send);
+        let in_flight = self.in_flight.as_ref().map(|f| f.number);
+        if let Some(queued) = self.queue.back_mut() {
+            queued.after = queued.after.max(in_flight);
+        }
+    }
+
     /// Answers a request.
     pub(crate) fn reply(&mut self, conn: ConnId, request_id: u64, result: Result<Response, Error>) {
         self.push(Output::Reply { conn, request_id, result }, IfLost::Send);
@@ -147,7 +158,7 @@ impl Outputs {
     /// Asks the driver to answer a request from the store.
     pub(crate) fn history(&mut self, conn: ConnId, request_id: u64, room_uuid: &RoomUuid, read: HistoryRead) {
         let room_uuid = room_uuid.clone();
-        self.push(Output::History { conn, request_id, room_uuid, read }, IfLost::Send);
+        self.push_read(Output::History { conn, request_id, room_uuid, read });
     }
 
     /// Tells the driver a room ended.
