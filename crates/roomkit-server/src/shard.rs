@@ -67,7 +67,8 @@ pub(crate) struct ShardSetup {
     pub(crate) shards: usize,
     pub(crate) config: CoreConfig,
     pub(crate) queue: usize,
-    /// Most messages handled per wake-up: one store commit and one wake per writer each.
+    /// Most messages taken from the queue per wake-up (one wake per writer each); a commit
+    /// holds every store operation since the previous one was taken, whatever the wake-ups.
     pub(crate) batch: usize,
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
