@@ -178,3 +178,41 @@ async fn reads_past_the_in_flight_bound_are_answered_too_many_pending() {
     alice.request_ok(json!({"op": "fetch_chatroom_history", "room_uuid": "big"})).await;
     server.shutdown().await;
 }
+
+/// A `join_chatroom` past the in-flight bound is refused before it enters the chatroom: the
+/// member is not inside (leaving answers `NOT_IN_CHATROOM`), nobody is told of an entry, and
+/// once a slot is free the same join enters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_chatroom_refused_too_many_pending_does_not_enter() {
+    let mut config = config();
+    config.reads_in_flight = 1;
+    let (server, connector, store) = start(config);
+    let mut alice = member(&connector, "alice", "big").await;
+    let mut bob = member(&connector, "bob", "other").await;
+    alice.request_ok(json!({"op": "join_room", "room_uuid": "other", "user_name": "alice"})).await;
+    bob.take_events();
+
+    store.close();
+    alice.send_json(json!({"id": 100, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
+    within("alice's read to reach the store", store.until_waiting(1)).await;
+    let refused = alice.request(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
+    assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
+    let left = alice.request(json!({"op": "leave_chatroom", "room_uuid": "other"})).await;
+    assert_eq!(left.code, Code::NOT_IN_CHATROOM, "the refused join entered: {}", left.msg);
+    // Bob is told of nothing: a request of his to the same shard is answered with no event
+    // before it.
+    bob.request_ok(json!({"op": "fetch_chatroom_members", "room_uuid": "other"})).await;
+    let entries = bob.take_events().into_iter().filter(|e| matches!(e, Event::MemberJoinChatroom { .. }));
+    assert_eq!(entries.count(), 0, "bob was told of an entry");
+
+    store.open();
+    assert_eq!(alice.response().await.id, Some(100));
+    alice.request_ok(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
+    match bob.recv_frame().await {
+        ServerFrame::Event(Event::MemberJoinChatroom { members, .. }) => {
+            assert_eq!(members[0].uuid.as_str(), "alice");
+        }
+        other => panic!("bob expected alice's entry, got {other:?}"),
+    }
+    server.shutdown().await;
+}

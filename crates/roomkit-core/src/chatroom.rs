@@ -122,7 +122,9 @@ impl Chatroom {
             from_nick: message.from_nick.clone(),
             from_avatar: message.from_avatar.clone(),
             to: message.to_user_uuid_list.clone(),
-            content: self.content_hash(&message.body, message.to_user_uuid_list.as_deref()),
+            // A message stored recalled (brought back after a restart) has lost its content.
+            content: (!message.recalled)
+                .then(|| self.content_hash(&message.body, message.to_user_uuid_list.as_deref())),
             kind: Kind::of(&message.body),
             chatroom_type: message.chatroom_type,
             priority: message.priority,
@@ -174,8 +176,9 @@ pub(crate) struct Recent {
     from_nick: String,
     from_avatar: Option<String>,
     pub(crate) to: Option<Vec<UserUuid>>,
-    /// [`Chatroom::content_hash`] of the body and recipients.
-    content: u64,
+    /// [`Chatroom::content_hash`] of the body and recipients; `None` when it is not known (a
+    /// message restored from the store already recalled, its content gone).
+    content: Option<u64>,
     kind: Kind,
     chatroom_type: ChatroomType,
     priority: Priority,
@@ -210,12 +213,14 @@ impl Recent {
     /// The answer to a retry with content hashing to `content` (`body` is the retry's): the
     /// stored message as it was answered the first time — or as history shows it once
     /// recalled. `None` if the retry carries other content than the message stored under
-    /// its id.
+    /// its id, recalled or not: a recall does not free its id for other content. (Of a
+    /// message restored already recalled the content is unknown: any retry gets its recalled
+    /// form.)
     pub(crate) fn retried(&self, id: &MessageUuid, content: u64, body: MessageBody) -> Option<SharedMessage> {
-        if self.recalled {
-            return Some(self.recalled_form(id));
+        if self.content.is_some_and(|known| known != content) {
+            return None;
         }
-        (content == self.content).then(|| self.message(id, body, false))
+        Some(if self.recalled { self.recalled_form(id) } else { self.message(id, body, false) })
     }
 
     /// The message `id` as history shows it once recalled: same id, number, time and

@@ -247,14 +247,21 @@ impl HistoryRead {
                 let ascending = self.order == HistoryOrder::Asc;
                 let mut edge = None;
                 for message in page.messages {
-                    if ascending && message.seq > self.newest {
-                        // Past the snapshot: later messages reach the caller live.
-                        self.position = Position::Done;
-                        return;
+                    if message.seq > self.newest {
+                        // Past the snapshot: later messages reach the caller live. Oldest
+                        // first, nothing more is in the snapshot; newest first, the snapshot's
+                        // messages come after them. Either way they are not counted against
+                        // the scan bound: a page the caller may fully see is never cut.
+                        if ascending {
+                            self.position = Position::Done;
+                            return;
+                        }
+                        edge = Some(self.newest.saturating_add(1));
+                        continue;
                     }
                     self.scanned += 1;
                     edge = Some(message.seq);
-                    if message.seq <= self.newest && self.take(message) {
+                    if self.take(message) {
                         self.position = Position::Done;
                         return;
                     }
@@ -268,10 +275,10 @@ impl HistoryRead {
             }
             Asked::Window { low, before } => {
                 for message in page.messages.into_iter().rev() {
-                    self.scanned += 1;
                     if message.seq >= before || message.seq > self.newest {
                         continue;
                     }
+                    self.scanned += 1;
                     if self.take(message) {
                         self.position = Position::Done;
                         return;

@@ -172,3 +172,28 @@ fn a_read_that_runs_late_answers_as_of_its_request() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Newest first from a `start_time`, read after more than `history_scan_limit` messages came
+/// in: those are past the snapshot and not counted, so Carol, who may see every message,
+/// gets a full page and no cursor.
+#[test]
+fn messages_after_the_snapshot_do_not_cut_a_newest_first_page_by_time() {
+    let (mut h, _, [a, _, c]) = busy_chatroom();
+    let fetch = FetchChatroomHistory { start_time: Some(h.now + 3_600_000), ..newest_first(None) };
+    h.reg.handle_request(h.now, c.conn, &c.id, 900, Request::FetchChatroomHistory(fetch));
+    let read = match std::iter::from_fn(|| h.reg.poll_output()).collect::<Vec<_>>().pop() {
+        Some(Output::History { read, .. }) => read,
+        other => panic!("{other:?}"),
+    };
+    for i in 0..SCAN + 20 {
+        h.ok(&a, text("r", &format!("later {i}")));
+    }
+    match block_on(read.run(&*h.store, &room("r"), h.now)) {
+        Ok(Response::FetchChatroomHistory(p)) => {
+            let seqs = p.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+            assert_eq!(seqs, (243..=252).rev().collect::<Vec<_>>());
+            assert_eq!((p.last_seq, p.next_cursor), (252, None));
+        }
+        other => panic!("{other:?}"),
+    }
+}

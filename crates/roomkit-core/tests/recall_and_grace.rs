@@ -338,3 +338,30 @@ fn a_directed_message_is_not_found_by_those_who_could_not_see_it() {
     let (reply, _) = rig.req(4, &carol, recall(&sent.message.message_uuid));
     assert_eq!(reply.unwrap_err().code(), Code::MESSAGE_NOT_FOUND);
 }
+
+/// A recalled message keeps its id: a retry with its content is answered with the recalled
+/// form, other content under the id is refused `BAD_REQUEST` naming `message_uuid`, and
+/// neither is stored or delivered.
+#[test]
+fn a_recalled_message_id_is_still_taken_by_its_content() {
+    let (mut rig, _host, alice, _bob) = setup();
+    let send = |text: &str| SendTextMessage {
+        room_uuid: r(),
+        message_uuid: Some("m1".parse().unwrap()),
+        to_user_uuid_list: None,
+        text: text.into(),
+    };
+    let Ok(Response::SendTextMessage(sent)) = rig.req(2, &alice, send("oops")).0 else { panic!() };
+    rig.req(2, &alice, recall(&sent.message.message_uuid)).0.unwrap();
+
+    let (reply, delivered) = rig.req(2, &alice, send("oops"));
+    let Ok(Response::SendTextMessage(retry)) = reply else { panic!("{reply:?}") };
+    assert_eq!((retry.message.seq, retry.message.recalled), (sent.message.seq, true));
+    assert!(delivered.is_empty(), "{delivered:?}");
+
+    let (reply, delivered) = rig.req(2, &alice, send("something else"));
+    let e = reply.expect_err("other content under a taken id");
+    assert_eq!(e.code(), Code::BAD_REQUEST);
+    assert!(e.to_string().contains("message_uuid"), "{e}");
+    assert!(delivered.is_empty(), "{delivered:?}");
+}

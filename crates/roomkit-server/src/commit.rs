@@ -1,8 +1,10 @@
 //! Group commit across shards: one committer task writes the store operations of every shard
 //! that is waiting, in one transaction per durable write.
 //!
-//! Each shard commits once per wake-up and waits for the result before it answers (nothing is
-//! acknowledged before it is durable). Against a store that syncs to disk, one sync costs the
+//! Each shard has at most one commit in flight: it hands the store operations gathered since
+//! its previous commit was taken, and goes on handling requests while the commit syncs; the
+//! answers and deliveries that follow the commit are held until its result is reported
+//! (nothing is acknowledged before it is durable). Against a store that syncs to disk, one sync costs the
 //! same for one operation as for a thousand, and a store such as redb takes one write
 //! transaction at a time: shards committing on their own would queue for the disk one after
 //! the other, each paying a sync. [`GroupCommit`] wraps the store instead: a commit is handed
@@ -10,7 +12,7 @@
 //! applies them as one, and reports the one result to each. While a sync is under way, the
 //! next group gathers.
 //!
-//! A failed group fails every commit in it: each shard's core refuses that wake-up's sends,
+//! A failed group fails every commit in it: each shard's core refuses the sends of that commit,
 //! as for a failed commit of its own. Reads pass straight through to the store. Shards own
 //! disjoint rooms, so the operations of different shards in one group never touch the same
 //! room, and each shard's operations keep their order.

@@ -67,7 +67,8 @@ pub(crate) struct ShardSetup {
     pub(crate) shards: usize,
     pub(crate) config: CoreConfig,
     pub(crate) queue: usize,
-    /// Most messages handled per wake-up: one store commit and one wake per writer each.
+    /// Most messages taken from the queue per wake-up (one wake per writer each); a commit
+    /// holds every store operation since the previous one was taken, whatever the wake-ups.
     pub(crate) batch: usize,
     /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
     pub(crate) wake_batch: usize,
@@ -94,6 +95,10 @@ struct ShardState {
     wake: Vec<Outbox>,
     wake_batch: usize,
     reads_in_flight: usize,
+    /// Read slots taken for requests answered from the store (`join_chatroom`,
+    /// `fetch_chatroom_history`) before the registry handled them, by connection and request
+    /// id; each is used by the request's read, or given back with its reply.
+    reserved: ConnMap<Vec<(u64, ReadSlot)>>,
     /// Connections gone during this wake-up; forgotten once its outputs are sent.
     gone: Vec<ConnId>,
     /// Requests handled during this wake-up, for the latency histogram.
@@ -118,6 +123,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         wake: Vec::new(),
         wake_batch: setup.wake_batch.max(1),
         reads_in_flight: setup.reads_in_flight.max(1),
+        reserved: ConnMap::default(),
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
@@ -225,7 +231,16 @@ impl ShardState {
         match msg {
             ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
                 self.timings.push((request.op(), received));
-                self.outboxes.entry(conn).or_insert(outbox);
+                let outbox = self.outboxes.entry(conn).or_insert(outbox);
+                if matches!(request, Request::JoinChatroom(_) | Request::FetchChatroomHistory(_)) {
+                    // The bound is checked before the registry sees the request: a refused
+                    // `join_chatroom` has not entered the chatroom.
+                    let Some(slot) = outbox.begin_read(self.reads_in_flight) else {
+                        self.refuse_read(conn, request_id);
+                        return;
+                    };
+                    self.reserved.entry(conn).or_default().push((request_id, slot));
+                }
                 self.registry.handle_request(now, conn, &identity, request_id, request);
             }
             ShardMsg::Disconnect { conn } => {
@@ -273,6 +288,7 @@ impl ShardState {
         }
         for conn in self.gone.drain(..) {
             self.outboxes.remove(&conn);
+            self.reserved.remove(&conn);
         }
         if self.commit.is_none() {
             // Shutdown is acknowledged once everything taken has been stored and sent.
@@ -281,6 +297,28 @@ impl ShardState {
             }
         }
         self.wake_writers();
+    }
+
+    /// Answers a request that would start one more store read than `reads_in_flight`.
+    fn refuse_read(&mut self, conn: ConnId, request_id: u64) {
+        let code = Code::TOO_MANY_PENDING;
+        metrics::counter!("roomkit_request_errors_total", "code" => code.name()).increment(1);
+        let msg = format!(
+            "{} history reads of this connection are under way: retry once one is answered",
+            self.reads_in_flight
+        );
+        self.send(conn, Frame::from(codec::encode_error(Some(request_id), code, &msg)));
+    }
+
+    /// The read slot taken for request `request_id` of `conn`, if any.
+    fn take_reserved(&mut self, conn: ConnId, request_id: u64) -> Option<ReadSlot> {
+        let slots = self.reserved.get_mut(&conn)?;
+        let at = slots.iter().position(|(id, _)| *id == request_id)?;
+        let (_, slot) = slots.remove(at);
+        if slots.is_empty() {
+            self.reserved.remove(&conn);
+        }
+        Some(slot)
     }
 
     fn wake_writers(&mut self) {
@@ -315,6 +353,8 @@ impl ShardState {
     fn dispatch(&mut self, output: Output, now: u64) {
         match output {
             Output::Reply { conn, request_id, result } => {
+                // A request answered without reading the store gives its slot back.
+                drop(self.take_reserved(conn, request_id));
                 let frame = match result {
                     Ok(data) => {
                         if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
@@ -345,15 +385,10 @@ impl ShardState {
                 }
             }
             Output::History { conn, request_id, room_uuid, read } => {
+                let reserved = self.take_reserved(conn, request_id);
                 let Some(outbox) = self.outboxes.get(&conn) else { return };
-                let Some(slot) = outbox.begin_read(self.reads_in_flight) else {
-                    let code = Code::TOO_MANY_PENDING;
-                    metrics::counter!("roomkit_request_errors_total", "code" => code.name()).increment(1);
-                    let msg = format!(
-                        "{} history reads of this connection are under way: retry once one is answered",
-                        self.reads_in_flight
-                    );
-                    self.send(conn, Frame::from(codec::encode_error(Some(request_id), code, &msg)));
+                let Some(slot) = reserved.or_else(|| outbox.begin_read(self.reads_in_flight)) else {
+                    self.refuse_read(conn, request_id);
                     return;
                 };
                 let store = Arc::clone(&self.store);

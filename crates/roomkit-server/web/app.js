@@ -15,6 +15,7 @@ const CODES = {
   1004: ["RATE_LIMITED", "Slow down: too many requests in a short time."],
   1005: ["UNSUPPORTED_FRAME", "The server refused a frame of this kind."],
   1006: ["TIMEOUT", "The server did not answer in time."],
+  1007: ["TOO_MANY_PENDING", "Still loading earlier messages: try again once they have arrived."],
   1100: ["UNAUTHENTICATED", "Sign-in failed: the token is not valid for this account."],
   1101: ["AUTH_EXPIRED", "Your token has expired. Sign in again with a new one."],
   1102: ["FORBIDDEN", "You are not allowed to do that."],

@@ -125,6 +125,8 @@ pub struct RedbStore {
     last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
     /// Messages retention has read, kept or deleted, since the store was opened.
     retention_visits: Arc<AtomicU64>,
+    /// Messages history reads have read since the store was opened.
+    history_visits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -149,7 +151,14 @@ impl RedbStore {
         let db = open_database(&path, false)?;
         guarded(&path, || prepare(&db, &path))?;
         let last_sync = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
-        Ok(Self { db: Arc::new(db), config, path, last_sync, retention_visits: Arc::default() })
+        Ok(Self {
+            db: Arc::new(db),
+            config,
+            path,
+            last_sync,
+            retention_visits: Arc::default(),
+            history_visits: Arc::default(),
+        })
     }
 
     /// Renames the database file of `data_dir` (if there is one) to
@@ -182,6 +191,38 @@ impl RedbStore {
     #[doc(hidden)]
     pub fn retention_visits(&self) -> u64 {
         self.retention_visits.load(Ordering::Relaxed)
+    }
+
+    /// Messages history reads have read (returned or skipped) since the store was opened: a
+    /// read by time costs a seek and the messages of its range, not the whole chatroom.
+    #[doc(hidden)]
+    pub fn history_visits(&self) -> u64 {
+        self.history_visits.load(Ordering::Relaxed)
+    }
+
+    /// The lowest sequence number from which the messages of chatroom `id` are `past` their
+    /// time: a binary search over the keys, reading one message per step. Messages are timed
+    /// when accepted, in number order, so `past` holds from some message on.
+    fn seek(
+        &self,
+        messages: &impl ReadableTable<(u64, u64), &'static [u8]>,
+        id: u64,
+        last_seq: u64,
+        past: impl Fn(u64) -> bool,
+    ) -> Result<u64, StoreError> {
+        let (mut low, mut high) = (0u64, last_seq.saturating_add(1));
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let first =
+                messages.range((id, mid)..=(id, u64::MAX)).map_err(err)?.next().transpose().map_err(err)?;
+            self.history_visits.fetch_add(1, Ordering::Relaxed);
+            if first.is_none_or(|(_, value)| past(record::time_of(value.value()))) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        Ok(low)
     }
 
     fn apply_blocking(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
@@ -307,14 +348,12 @@ impl RedbStore {
         let cutoff = self.config.retention.max_age_ms.map_or(0, |age| now.saturating_sub(age));
         // Retention by age also applies to reads: old messages are invisible before they are
         // deleted by the next append.
-        let mut first_seq = last_seq + u64::from(last_seq > 0);
-        for entry in messages.range(chat.keys()).map_err(err)? {
-            let (key, value) = entry.map_err(err)?;
-            if record::time_of(value.value()) >= cutoff {
-                first_seq = key.value().1;
-                break;
-            }
-        }
+        let kept_from = self.seek(&messages, chat.id, last_seq, |time| time >= cutoff)?;
+        let first_seq = match messages.range((chat.id, kept_from)..=(chat.id, u64::MAX)).map_err(err)?.next()
+        {
+            Some(entry) => entry.map_err(err)?.0.value().1,
+            None => last_seq + u64::from(last_seq > 0),
+        };
         let mut page = HistoryPage { messages: Vec::new(), first_seq, last_seq, corrupt: Vec::new() };
         // Decodes and verifies one stored message; true once the page is full.
         let mut take = |seq: u64, value: &[u8]| {
@@ -333,24 +372,31 @@ impl RedbStore {
             HistoryRange::AfterSeq(after) => {
                 for entry in messages.range((id, after.saturating_add(1))..=(id, u64::MAX)).map_err(err)? {
                     let (key, value) = entry.map_err(err)?;
+                    self.history_visits.fetch_add(1, Ordering::Relaxed);
                     if record::time_of(value.value()) >= cutoff && take(key.value().1, value.value()) {
                         break;
                     }
                 }
             }
             HistoryRange::Time { start_time, order: HistoryOrder::Asc } => {
+                // Seeks the first message at or after `from` instead of walking up to it.
                 let from = start_time.unwrap_or(0).max(cutoff);
-                for entry in messages.range(chat.keys()).map_err(err)? {
+                let start = self.seek(&messages, id, last_seq, |time| time >= from)?;
+                for entry in messages.range((id, start)..=(id, u64::MAX)).map_err(err)? {
                     let (key, value) = entry.map_err(err)?;
+                    self.history_visits.fetch_add(1, Ordering::Relaxed);
                     if record::time_of(value.value()) >= from && take(key.value().1, value.value()) {
                         break;
                     }
                 }
             }
             HistoryRange::Time { start_time, order: HistoryOrder::Desc } => {
+                // Seeks past the last message at or before `until` instead of walking down to it.
                 let until = start_time.unwrap_or(u64::MAX);
-                for entry in messages.range(chat.keys()).map_err(err)?.rev() {
+                let end = self.seek(&messages, id, last_seq, |time| time > until)?;
+                for entry in messages.range((id, 0)..(id, end)).map_err(err)?.rev() {
                     let (key, value) = entry.map_err(err)?;
+                    self.history_visits.fetch_add(1, Ordering::Relaxed);
                     let time = record::time_of(value.value());
                     if time < cutoff {
                         break;

@@ -7,6 +7,7 @@ use roomkit_core::{
     conformance::store::{message, record},
     store::{HistoryQuery, HistoryRange, MessageStore, Retention, StoreOp},
 };
+use roomkit_protocol::HistoryOrder;
 use roomkit_store_redb::{RedbConfig, RedbStore};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -83,4 +84,42 @@ async fn retention_work_per_append_does_not_grow_with_history() {
         assert_eq!((page.first_seq, page.last_seq), (11, history + 10), "retention still keeps {history}");
     }
     assert_eq!(per_append, [2.0, 2.0], "messages read by retention per append, at 1 000 and 20 000");
+}
+
+/// A read by time seeks the start of its range: with 20 000 messages, asking for those after
+/// the newest (oldest first) or before the oldest few (newest first) reads a few dozen
+/// messages, not the whole chatroom, and answers the same as a walk would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_by_time_does_not_walk_the_chatroom_to_its_range() {
+    let history = 20_000u64;
+    let store = open(Retention { max_messages: None, max_age_ms: Some(u64::MAX / 2) });
+    let room: roomkit_protocol::RoomUuid = "r".parse().unwrap();
+    store.apply(0, &[StoreOp::PutRoom(record("r"))]).await.unwrap();
+    for chunk in (1..=history).collect::<Vec<_>>().chunks(1_000) {
+        let ops: Vec<StoreOp> = chunk
+            .iter()
+            .map(|&i| StoreOp::Append { room: room.clone(), message: message(i, i * 10, "a", None) })
+            .collect();
+        store.apply(history * 10, &ops).await.unwrap();
+    }
+    let by_time = |start_time, order, limit| HistoryQuery {
+        viewer: None,
+        range: HistoryRange::Time { start_time: Some(start_time), order },
+        limit,
+    };
+    let cases = [
+        (by_time(history * 10 + 1, HistoryOrder::Asc, 50), vec![]),
+        (by_time(55, HistoryOrder::Desc, 50), vec![5, 4, 3, 2, 1]),
+        (by_time(100_000, HistoryOrder::Asc, 3), vec![10_000, 10_001, 10_002]),
+        (by_time(100_000, HistoryOrder::Desc, 3), vec![10_000, 9_999, 9_998]),
+    ];
+    for (query, expected) in cases {
+        let before = store.history_visits();
+        let page = store.history(&room, &query, history * 10).await.unwrap();
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, expected, "{query:?}");
+        assert_eq!((page.first_seq, page.last_seq), (1, history));
+        let read = store.history_visits() - before;
+        assert!(read <= 60, "{query:?} read {read} stored messages");
+    }
 }
