@@ -75,9 +75,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
-    /// Bytes queued per connection (whole frames) before it is closed as a slow consumer;
-    /// past three quarters of it the queue sheds as past `send_queue_high_watermark`. One
-    /// frame is accepted into an empty queue whatever its size.
+    /// Bytes queued per connection (whole frames, counted until written) before it is closed
+    /// as a slow consumer; past three quarters of it the queue sheds as past
+    /// `send_queue_high_watermark`. One frame is accepted into an empty queue whatever its
+    /// size. At least 1 (see [`check`](Self::check)): there is no "no cap" value.
     pub send_queue_bytes: usize,
     /// Queued frames past which a connection's queue sheds: its low-priority messages are
     /// dropped and only the newest `members_changed` per room is kept. `None`: three
@@ -118,11 +119,30 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// A connection from which nothing (no frame, no answer to a ping) has arrived for this
     /// long is closed with `KEEPALIVE_TIMEOUT` at the next sweep (default 75 s; at least
-    /// `ping_interval`, so that a live peer is pinged before it is judged).
+    /// `ping_interval`, so that a live peer is pinged before it is judged; see
+    /// [`check`](Self::check)).
     pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
+    /// Refuses settings that would silently break a rule, naming the setting:
+    /// `send_queue_bytes` 0 (every second queued frame would close its connection), and an
+    /// `idle_timeout` shorter than a non-zero `ping_interval` (every idle connection would be
+    /// closed before it is pinged). [`Server::spawn`] asserts it; the binary reports it at
+    /// startup. [`CoreConfig::check`] covers `core`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.send_queue_bytes == 0 {
+            return Err("send_queue_bytes must be at least 1 (it has no \"no cap\" value)".into());
+        }
+        if !self.ping_interval.is_zero() && self.idle_timeout < self.ping_interval {
+            return Err(format!(
+                "idle_timeout ({:?}) must be at least ping_interval ({:?}): a live client must be pinged before it is judged",
+                self.idle_timeout, self.ping_interval
+            ));
+        }
+        Ok(())
+    }
+
     /// The high watermark in effect: `send_queue_high_watermark`, or three quarters of
     /// `send_queue_frames`.
     pub fn high_watermark(&self) -> usize {
@@ -211,7 +231,14 @@ impl Server {
     }
 
     /// Starts serving connections from `listener` on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration is refused by [`ServerConfig::check`].
     pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
+        if let Err(e) = self.config.check() {
+            panic!("invalid server configuration: {e}");
+        }
         let count = self.config.shards.max(1);
         let core = self.config.core.clone();
         // A store given to the server is written through one committer for all shards.
@@ -418,3 +445,6 @@ async fn run_on<R: Send + 'static>(
     shard.tx.send(ShardMsg::Run(job)).await.ok()?;
     rx.await.ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,31 @@
+//! The server's configuration check and the lifetime of the tasks a running server owns.
+
+use std::{sync::Arc, time::Duration};
+
+use super::*;
+
+#[test]
+fn settings_that_would_break_a_rule_are_refused_by_name() {
+    assert_eq!(ServerConfig::default().check(), Ok(()));
+    let mut zero_bytes = ServerConfig::default();
+    zero_bytes.send_queue_bytes = 0;
+    assert!(zero_bytes.check().expect_err("refused").contains("send_queue_bytes"));
+    let mut early = ServerConfig::default();
+    early.idle_timeout = early.ping_interval - Duration::from_secs(1);
+    let e = early.check().expect_err("refused");
+    assert!(e.contains("idle_timeout") && e.contains("ping_interval"), "{e}");
+    early.ping_interval = Duration::ZERO;
+    assert_eq!(early.check(), Ok(()), "no keep-alive, no idle timeout to compare");
+}
+
+/// An embedding server with an idle timeout below its ping interval would close every idle
+/// connection before pinging it: it does not start.
+#[tokio::test]
+#[should_panic(expected = "idle_timeout")]
+async fn a_server_with_an_idle_timeout_shorter_than_its_ping_interval_does_not_start() {
+    let mut config = ServerConfig::default();
+    config.ping_interval = Duration::from_secs(30);
+    config.idle_timeout = Duration::from_secs(10);
+    let (listener, _connector) = roomkit_transport_memory::transport();
+    let _server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
+}
