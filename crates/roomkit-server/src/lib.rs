@@ -281,7 +281,8 @@ impl Server {
             .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        let upkeep = metrics::spawn_upkeep();
+        let upkeeps = Arc::new(AtomicU64::new(0));
+        let upkeep = metrics::spawn_counted_upkeep(Arc::clone(&upkeeps));
         ServerHandle {
             rooms: Rooms { shared: Arc::clone(&shared) },
             shared,
@@ -289,6 +290,7 @@ impl Server {
             accept,
             keepalive,
             upkeep,
+            upkeeps,
         }
     }
 }
@@ -335,6 +337,20 @@ pub struct ServerHandle {
     keepalive: Option<JoinHandle<()>>,
     /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
     upkeep: JoinHandle<()>,
+    /// Upkeeps this server's task has run.
+    pub(crate) upkeeps: Arc<AtomicU64>,
+}
+
+/// A handle dropped without [`shutdown`](ServerHandle::shutdown) stops the server's
+/// periodic tasks (metrics upkeep, keep-alive sweep) and its accepting; the connections
+/// already open end with their tasks.
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+    }
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.

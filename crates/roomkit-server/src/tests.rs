@@ -29,3 +29,19 @@ async fn a_server_with_an_idle_timeout_shorter_than_its_ping_interval_does_not_s
     let (listener, _connector) = roomkit_transport_memory::transport();
     let _server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
 }
+
+/// A handle dropped without `shutdown` leaves no periodic task behind: the metrics upkeep
+/// (and the keep-alive sweep) stop with it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_handle_stops_the_servers_periodic_tasks() {
+    let (listener, _connector) = roomkit_transport_memory::transport();
+    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+    let upkeeps = Arc::clone(&server.upkeeps);
+    tokio::time::sleep(metrics::UPKEEP_INTERVAL * 2 + Duration::from_millis(1)).await;
+    assert!(upkeeps.load(Ordering::Relaxed) >= 2, "the upkeep runs while the server does");
+    drop(server);
+    tokio::task::yield_now().await;
+    let after_drop = upkeeps.load(Ordering::Relaxed);
+    tokio::time::sleep(metrics::UPKEEP_INTERVAL * 5).await;
+    assert_eq!(upkeeps.load(Ordering::Relaxed), after_drop, "no upkeep after the handle is gone");
+}
