@@ -41,7 +41,7 @@ mod shard;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -295,6 +295,21 @@ impl Server {
     }
 }
 
+/// Connections refused by a cap that may be answered at once (each is held while its close
+/// frame goes out, up to a few seconds). Past it, a refused connection is dropped at once
+/// without an answer: in a connect flood the caps bound the sockets held to the caps plus
+/// this many.
+pub const MAX_REFUSALS_IN_PROGRESS: usize = 64;
+
+/// A refusal under way, counted until dropped.
+struct RefusalSlot(Arc<AtomicUsize>);
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop<L: Listener>(
     mut listener: L,
     shared: Arc<ServerShared>,
@@ -305,6 +320,7 @@ async fn accept_loop<L: Listener>(
     // Finished connections are reaped as they end (O(1) each), not searched for at every
     // accept: that search made a join storm quadratic in the number of connections.
     let mut tasks = JoinSet::new();
+    let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -315,7 +331,18 @@ async fn accept_loop<L: Listener>(
                 while tasks.try_join_next().is_some() {}
                 // Over a cap, the connection is closed before it costs more than its refusal.
                 if let Err(reason) = shared.admission.accept(&admission::address_of(&connection.peer)) {
-                    tasks.spawn(connection::refuse(connection, reason));
+                    // Only this loop counts up, so the check and the count agree.
+                    if refusing.load(Ordering::Relaxed) >= MAX_REFUSALS_IN_PROGRESS {
+                        tracing::debug!(peer = %connection.peer, %reason, "connection dropped: too many refusals under way");
+                        drop(connection);
+                        continue;
+                    }
+                    refusing.fetch_add(1, Ordering::Relaxed);
+                    let slot = RefusalSlot(Arc::clone(&refusing));
+                    tasks.spawn(async move {
+                        let _slot = slot;
+                        connection::refuse(connection, reason).await;
+                    });
                     continue;
                 }
                 let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));

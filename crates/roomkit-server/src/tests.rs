@@ -45,3 +45,33 @@ async fn a_dropped_handle_stops_the_servers_periodic_tasks() {
     tokio::time::sleep(metrics::UPKEEP_INTERVAL * 5).await;
     assert_eq!(upkeeps.load(Ordering::Relaxed), after_drop, "no upkeep after the handle is gone");
 }
+
+/// In a connect flood past a cap, at most `MAX_REFUSALS_IN_PROGRESS` refused connections
+/// are held to be answered; the others are dropped at once without an answer.
+#[tokio::test(start_paused = true)]
+async fn refusals_in_progress_are_bounded_and_the_rest_are_dropped_unanswered() {
+    use roomkit_core::transport::{Connector, TransportError};
+    let flood = MAX_REFUSALS_IN_PROGRESS + 10;
+    let memory = roomkit_transport_memory::MemoryConfig { accept_backlog: flood + 8, ..Default::default() };
+    let (listener, connector) = roomkit_transport_memory::transport_with(memory);
+    let mut config = ServerConfig::default();
+    config.max_connections = 1;
+    let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
+    let _admitted = connector.connect().await.expect("connects");
+    let mut clients = Vec::new();
+    for _ in 0..flood {
+        // Kept open and silent: each answered refusal holds its socket for a while.
+        clients.push(connector.connect().await.expect("connects"));
+    }
+    let (mut answered, mut dropped) = (0, 0);
+    for client in &mut clients {
+        match client.stream.recv().await {
+            Err(TransportError::Closed(Some(reason))) if reason.code == Code::SERVER_BUSY => answered += 1,
+            Err(TransportError::Closed(None)) => dropped += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((answered, dropped), (MAX_REFUSALS_IN_PROGRESS, 10));
+    drop(clients);
+    server.shutdown().await;
+}
