@@ -364,7 +364,8 @@ pub struct ServerHandle {
     keepalive: Option<JoinHandle<()>>,
     /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
     upkeep: JoinHandle<()>,
-    /// Upkeeps this server's task has run.
+    /// Upkeeps this server's task has run (observed by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) upkeeps: Arc<AtomicU64>,
 }
 

@@ -403,6 +403,27 @@ impl Outbox {
         }
     }
 
+    /// Queues a keep-alive ping ([`Frame::ping`]) and wakes the writer, if the connection
+    /// holds nothing (queued or being written). Otherwise the ping is not needed: the frames
+    /// ahead of it probe the peer, since a write that completes counts as a sign of life
+    /// (see `keepalive.rs`), and a ping behind them would only wait. A ping is thus never
+    /// shed, nor counted as shed. Returns whether it was queued.
+    pub(crate) fn ping(&self) -> bool {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if queue.closed || !queue.frames.is_empty() || queue.writing > 0 {
+            return false;
+        }
+        let frame = Frame::ping();
+        queue.bytes += frame.wire().len();
+        queue.frames.push(frame);
+        let wake = !std::mem::replace(&mut queue.scheduled, true);
+        drop(queue);
+        if wake {
+            self.wake();
+        }
+        true
+    }
+
     /// Wakes the writer.
     pub(crate) fn wake(&self) {
         self.0.notify.notify_one();

@@ -250,3 +250,25 @@ async fn the_batch_being_written_counts_against_the_byte_bound_until_it_is_writt
         assert_ne!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused, "written bytes are free");
     }
 }
+
+/// A keep-alive ping goes only to a connection that holds nothing, and is never shed nor
+/// counted as shed: behind a backlog, the backlog's writes are the sign of life.
+#[test]
+fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
+    let outbox = Outbox::new(4, 3, usize::MAX, Closer::new());
+    assert!(outbox.ping(), "an idle connection is pinged");
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert!(batch.len() == 1 && batch[0].is_ping());
+    outbox.settle(&mut batch);
+    for _ in 0..3 {
+        outbox.enqueue(frame(), Shed::Keep);
+    }
+    let shed = shed_count("droppable");
+    assert!(!outbox.ping(), "past the watermark the backlog is the probe");
+    outbox.take(&mut batch);
+    assert!(!outbox.ping(), "so is a batch being written");
+    assert_eq!(shed_count("droppable"), shed, "a ping is not counted as shed");
+    outbox.settle(&mut batch);
+    assert!(outbox.ping());
+}
