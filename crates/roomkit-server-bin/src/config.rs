@@ -545,7 +545,7 @@ mod tests {
     fn a_send_queue_of_zero_bytes_is_refused_at_startup() {
         let mut args = ServeArgs { dev: true, ..Default::default() };
         args.limits.send_queue_bytes = Some(0);
-        let e = Settings::resolve(args).err().expect("refused");
+        let Err(e) = Settings::resolve(args) else { panic!("send_queue_bytes 0 was accepted") };
         assert!(e.contains("send_queue_bytes must be at least 1"), "{e}");
     }
 

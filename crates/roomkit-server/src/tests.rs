@@ -7,8 +7,7 @@ use super::*;
 #[test]
 fn settings_that_would_break_a_rule_are_refused_by_name() {
     assert_eq!(ServerConfig::default().check(), Ok(()));
-    let mut zero_bytes = ServerConfig::default();
-    zero_bytes.send_queue_bytes = 0;
+    let zero_bytes = ServerConfig { send_queue_bytes: 0, ..ServerConfig::default() };
     assert!(zero_bytes.check().expect_err("refused").contains("send_queue_bytes"));
     let mut early = ServerConfig::default();
     early.idle_timeout = early.ping_interval - Duration::from_secs(1);
@@ -23,9 +22,11 @@ fn settings_that_would_break_a_rule_are_refused_by_name() {
 #[tokio::test]
 #[should_panic(expected = "idle_timeout")]
 async fn a_server_with_an_idle_timeout_shorter_than_its_ping_interval_does_not_start() {
-    let mut config = ServerConfig::default();
-    config.ping_interval = Duration::from_secs(30);
-    config.idle_timeout = Duration::from_secs(10);
+    let config = ServerConfig {
+        ping_interval: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(10),
+        ..ServerConfig::default()
+    };
     let (listener, _connector) = roomkit_transport_memory::transport();
     let _server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
 }
@@ -54,8 +55,7 @@ async fn refusals_in_progress_are_bounded_and_the_rest_are_dropped_unanswered() 
     let flood = MAX_REFUSALS_IN_PROGRESS + 10;
     let memory = roomkit_transport_memory::MemoryConfig { accept_backlog: flood + 8, ..Default::default() };
     let (listener, connector) = roomkit_transport_memory::transport_with(memory);
-    let mut config = ServerConfig::default();
-    config.max_connections = 1;
+    let config = ServerConfig { max_connections: 1, ..ServerConfig::default() };
     let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
     let _admitted = connector.connect().await.expect("connects");
     let mut clients = Vec::new();
