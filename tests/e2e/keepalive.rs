@@ -47,6 +47,35 @@ async fn a_client_that_stops_answering_is_closed_and_one_that_answers_stays() {
     h.stop().await;
 }
 
+/// A client busy receiving counts as alive while the server's writes to it complete, even
+/// if it does not answer a ping in time (it answers late when its link is slow; here it
+/// reads nothing at all); once nothing but pings is written to it, it is closed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_writes_complete_is_alive_without_answering_pings() {
+    let mut config = ServerConfig::default();
+    config.ping_interval = Duration::from_millis(200);
+    config.idle_timeout = Duration::from_secs(3);
+    let h = WsHarness::start(config).await;
+    let alice = roomkit_tests::start_chatroom(&h, "r", &["alice"]).await.remove(0);
+    let mut busy = WsClient::connect(h.url()).await;
+    busy.login("bob").await;
+    busy.request_ok(serde_json::json!({"op": "join_room", "room_uuid": "r", "user_name": "Bob"})).await;
+    busy.request_ok(serde_json::json!({"op": "join_chatroom", "room_uuid": "r"})).await;
+    // From now on bob reads nothing (so answers no ping), but messages keep being written to him.
+    let until = tokio::time::Instant::now() + Duration::from_secs(7);
+    while tokio::time::Instant::now() < until {
+        alice.chat().send_broadcast_text_message("hi").await.expect("sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.server().connection_count(), 2, "bob was closed while writes to him completed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while h.server().connection_count() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "bob was never closed once only pings went out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}
+
 /// Over the in-memory transport a peer is there for as long as its end is, and the transport
 /// answers pings itself: hours of paused time pass and nobody is closed for being idle.
 #[tokio::test(flavor = "current_thread", start_paused = true)]

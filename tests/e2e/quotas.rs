@@ -132,11 +132,14 @@ async fn rooms_per_account_are_capped_across_shards() {
     let service = alice.room_service();
     let create =
         |uuid: &str| service.create_room(create_params(uuid), CreateRoomOptions { enable_chatroom: true });
-    for uuid in ["a0", "a1", "a2"] {
+    // One room name per shard, so that the rooms really are on different shards.
+    let names: Vec<String> = (0..4).map(|shard| on_shard("a", shard, 4)).collect();
+    for uuid in &names[..3] {
         create(uuid).await.unwrap_or_else(|e| panic!("{uuid}: {e}"));
     }
-    for uuid in ["a3", "a4", "a5", "a6"] {
-        let e = expect_code(create(uuid).await, Code::TOO_MANY_ROOMS);
+    // Refused on the shard alice has no room on yet, and on one she has.
+    for uuid in [names[3].clone(), format!("{}x", names[0])] {
+        let e = expect_code(create(&uuid).await, Code::TOO_MANY_ROOMS);
         assert!(e.msg().contains("3 live rooms"), "{}", e.msg());
     }
     let bob = h.client("bob").await;
@@ -144,11 +147,19 @@ async fn rooms_per_account_are_capped_across_shards() {
         .create_room(create_params("b0"), CreateRoomOptions::default())
         .await
         .expect("bob is not affected");
-    let a1: RoomUuid = "a1".parse().unwrap();
+    let a1: RoomUuid = names[1].parse().unwrap();
     let room = a1.clone();
     let ended =
         h.server().with_room(&a1, move |reg, _| reg.close_room(&room, EndReason::CloseByBackend)).await;
     assert!(matches!(ended, Some(Ok(()))), "{ended:?}");
-    create("a3").await.expect("an ended room frees a place");
+    create(&names[3]).await.expect("an ended room on another shard frees a place");
     h.stop().await;
+}
+
+/// The first room name `<prefix><n>` that `shard_of` puts on `shard` of `shards`.
+fn on_shard(prefix: &str, shard: usize, shards: usize) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|name| roomkit_server::shard_of(&name.parse().expect("a room id"), shards) == shard)
+        .expect("some name lands on every shard")
 }

@@ -400,6 +400,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
             TokenField::Account => "--account",
             TokenField::Rooms => "--room",
             TokenField::Ttl => "--ttl",
+            TokenField::Name => "--name",
             _ => "a token flag",
         };
         Failure::new(Code::BAD_REQUEST, format!("{flag}: {}", e.reason))

@@ -1,9 +1,10 @@
 //! Keep-alive from the client's side: a connection can die without closing (a cable pulled,
 //! a NAT forgetting it), and then nothing tells the client. Once logged in, the client sends
-//! `ping` every [`KeepAlivePolicy::interval`](crate::KeepAlivePolicy); a ping unanswered
-//! within the timeout makes the connection count as lost, and the usual reconnect and resume
-//! follow. Any answer will do, and so will the connection ending meanwhile (its own loss is
-//! handled where it is noticed).
+//! `ping` every [`KeepAlivePolicy::interval`](crate::KeepAlivePolicy); when neither its
+//! answer nor any other frame from the server arrives within the timeout, the connection
+//! counts as lost, and the usual reconnect and resume follow. Any frame will do (on a slow
+//! link the answer can wait behind a backlog of events the client is still receiving), and
+//! so will the connection ending meanwhile (its own loss is handled where it is noticed).
 
 use std::sync::Weak;
 
@@ -24,12 +25,13 @@ pub(crate) async fn run(session: Weak<Session>, epoch: u64) {
             if s.credentials().is_none() {
                 continue; // not logged in yet: the login itself shows whether the server is there
             }
+            let heard = s.rpc.heard();
             match s.rpc.send(&Ping {}, CallOptions::default()).await {
-                Ok(sent) => sent,
+                Ok((rx, id)) => (rx, id, heard),
                 Err(_) => continue, // the connection is already gone: its end is being handled
             }
         };
-        let (rx, id) = answer;
+        let (rx, id, heard) = answer;
         if tokio::time::timeout(policy.timeout, rx).await.is_ok() {
             continue;
         }
@@ -38,7 +40,13 @@ pub(crate) async fn run(session: Weak<Session>, epoch: u64) {
         if !s.rpc.is_current(epoch) {
             return;
         }
-        let msg = format!("the server did not answer a keep-alive ping within {:?}", policy.timeout);
+        if s.rpc.heard() != heard {
+            continue; // the answer is late, but the server is there: other frames arrived
+        }
+        let msg = format!(
+            "nothing from the server (no answer to a keep-alive ping, no other frame) within {:?}",
+            policy.timeout
+        );
         tracing::debug!(epoch, "{msg}: the connection counts as lost");
         // Its halves are dropped when the next connection takes over (or the session ends).
         s.connection_lost(epoch, Error::new(Code::TIMEOUT, msg));

@@ -92,14 +92,16 @@ impl Default for ClientConfig {
     }
 }
 
-/// Keep-alive: once logged in, the client sends `ping` every `interval`; when no answer comes
-/// within `timeout`, the connection is taken for dead, exactly as if it had dropped: the
+/// Keep-alive: once logged in, the client sends `ping` every `interval`; when neither its
+/// answer nor any other frame from the server comes within `timeout`, the connection is
+/// taken for dead, exactly as if it had dropped: the
 /// client reconnects and resumes (with [`ReconnectPolicy::enabled`]), or the session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepAlivePolicy {
     /// Time between pings (default 30 s); zero sends none.
     pub interval: Duration,
-    /// How long a ping may wait for its answer (default 10 s).
+    /// How long a ping may wait for its answer, or any other frame from the server (default
+    /// 10 s).
     pub timeout: Duration,
 }
 

@@ -63,6 +63,9 @@ pub(crate) struct Rpc {
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     receiver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Frames received from the server so far, on any connection: the keep-alive counts any
+    /// frame as a sign of life.
+    heard: AtomicU64,
 }
 
 impl Drop for Rpc {
@@ -82,6 +85,7 @@ impl Rpc {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             receiver: Mutex::new(None),
+            heard: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +104,11 @@ impl Rpc {
             old.abort();
         }
         epoch
+    }
+
+    /// How many frames have been received from the server so far (see `keepalive.rs`).
+    pub(crate) fn heard(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// Whether `epoch` is the current connection's.
@@ -200,6 +209,9 @@ async fn receive_loop<H: Inbound>(mut stream: Box<dyn FrameStream>, owner: Weak<
     loop {
         let received = stream.recv().await;
         let Some(owner) = owner.upgrade() else { return };
+        if received.is_ok() && owner.rpc().is_current(epoch) {
+            owner.rpc().heard.fetch_add(1, Ordering::Relaxed);
+        }
         match received {
             Ok(frame) => match codec::decode_server_frame(&frame) {
                 Ok(ServerFrame::Response(response)) => owner.rpc().on_response(response),

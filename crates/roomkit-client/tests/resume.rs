@@ -875,3 +875,55 @@ async fn joining_the_chatroom_with_history_returns_the_last_messages_oldest_firs
     assert_eq!(b.chat_controller().last_seq(), 3, "the catch-up cursor starts at the newest message");
     server.shutdown().await;
 }
+
+/// A server whose answers to `ping` are late (on a slow link they wait behind a backlog)
+/// but whose other frames keep arriving is there: the keep-alive counts any frame as a sign
+/// of life and does not reconnect. Once nothing at all arrives, the connection counts as
+/// lost as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_frame_from_the_server_keeps_the_connection_alive_without_ping_answers() {
+    use roomkit_core::transport::{Connection, Frame, Listener};
+    use roomkit_protocol::{codec, ops, UserUuid};
+    let (mut listener, connector) = roomkit_transport_memory::transport();
+    let talking = Arc::new(AtomicBool::new(true));
+    let still_talking = Arc::clone(&talking);
+    // Answers the login, never a ping, and sends an unrelated frame every 100 ms while talking.
+    let server = tokio::spawn(async move {
+        let Connection { mut sink, mut stream, .. } = listener.accept().await.expect("a connection");
+        let mut tick = tokio::time::interval(ms(100));
+        loop {
+            tokio::select! {
+                frame = stream.recv() => {
+                    let Ok(frame) = frame else { return };
+                    let request = codec::decode_request(&frame).expect("a request");
+                    if let ops::Request::Login(login) = request.request {
+                        let output = ops::LoginOutput {
+                            user_uuid: UserUuid::new(&login.account_id).expect("valid"),
+                            name: login.account_id.to_string(),
+                        };
+                        let answer: Frame = codec::encode_output::<ops::Login>(request.id, &output).into();
+                        sink.send(&[answer]).await.expect("sent");
+                    }
+                }
+                _ = tick.tick() => if still_talking.load(Ordering::SeqCst) {
+                    let unrelated: Frame = codec::encode_output::<ops::Ping>(u64::MAX, &ops::Empty {}).into();
+                    if sink.send(&[unrelated]).await.is_err() {
+                        return;
+                    }
+                },
+            }
+        }
+    });
+    let mut config = client_config(ms(50));
+    config.keep_alive = KeepAlivePolicy { interval: ms(200), timeout: ms(1000) };
+    let alice = login(connector, config, "alice").await;
+    let mut states = alice.connection_events();
+    tokio::time::sleep(ms(4000)).await;
+    assert_eq!(alice.connection_state(), ConnectionState::Connected, "no ping was answered, yet frames came");
+    talking.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(next_state(&mut states).await, ConnectionState::Reconnecting { .. }),
+        "silence counts as a lost connection"
+    );
+    server.abort();
+}

@@ -295,3 +295,19 @@ fn with_pinned_display_names_a_join_takes_the_credentials_name() {
         assert_eq!(names, ["alice Alice".to_string(), format!("mallory {expected}")], "pinned: {pinned}");
     }
 }
+
+/// A pinned name longer than a member's name may be is cut (at a character boundary) rather
+/// than failing every join with `BAD_REQUEST`.
+#[test]
+fn a_pinned_name_that_is_too_long_is_cut_at_join() {
+    let mut config = CoreConfig::default();
+    config.pin_display_names = true;
+    config.max_user_name_chars = 4;
+    let mut h = Harness::new(config);
+    let mut alice = User::new("alice", 1);
+    alice.id.name = "Ålice Liddell".into();
+    h.ok(&alice, create("r", true));
+    h.ok(&alice, join("r", "whatever"));
+    let names: Vec<String> = h.reg.members(&room("r")).unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["Ålic"]);
+}

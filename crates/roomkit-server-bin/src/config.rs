@@ -385,6 +385,7 @@ impl Settings {
         let mut admin_limits = AdminLimits::default();
         let targets = AccessTargets { server: &mut server, ws: &mut ws, admin: &mut admin_limits };
         AccessArgs::merge(&args.access, &file.access).apply(targets)?;
+        server.check()?;
         let handshake_timeout = Duration::from_secs(l.handshake_timeout_secs.unwrap_or(10));
         ws.handshake_timeout = handshake_timeout;
         let dev = args.dev || file.dev;
@@ -538,6 +539,14 @@ mod tests {
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         args.limits.send_queue_high_watermark = Some(500);
         assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);
+    }
+
+    #[test]
+    fn a_send_queue_of_zero_bytes_is_refused_at_startup() {
+        let mut args = ServeArgs { dev: true, ..Default::default() };
+        args.limits.send_queue_bytes = Some(0);
+        let Err(e) = Settings::resolve(args) else { panic!("send_queue_bytes 0 was accepted") };
+        assert!(e.contains("send_queue_bytes must be at least 1"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn flag(field: TokenField) -> &'static str {
         TokenField::Account => "--account",
         TokenField::Rooms => "--room",
         TokenField::Ttl => "--ttl",
+        TokenField::Name => "--name",
         _ => "a token flag",
     }
 }

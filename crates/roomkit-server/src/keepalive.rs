@@ -1,11 +1,15 @@
 //! Keep-alive: noticing peers that are gone without closing.
 //!
-//! Every connection records when anything last arrived from its peer (a request, any frame,
-//! the answer to a ping: [`FrameStream::recv_or_alive`](roomkit_core::transport::FrameStream)).
-//! One task for the whole server sweeps the connections every `ping_interval`: it queues a
-//! keep-alive ping ([`Frame::ping`]) to each one quiet for at least half an interval, and
-//! closes each one quiet for `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus
-//! costs a timestamp, not a timer of its own.
+//! Every connection records when it last showed a sign of life: anything arriving from its
+//! peer (a request, any frame, the answer to a ping:
+//! [`FrameStream::recv_or_alive`](roomkit_core::transport::FrameStream)), or a write of
+//! frames other than pings completing (a client busy receiving a backlog on a slow link
+//! answers pings late, but its writer makes progress). One task for the whole server sweeps
+//! the connections every `ping_interval`: it queues a keep-alive ping ([`Frame::ping`]) to
+//! each one quiet for at least half an interval (unless frames are queued or being written
+//! already: they are the probe, see [`Outbox::ping`]), and closes each one quiet for
+//! `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus costs a timestamp, not a
+//! timer of its own.
 
 use std::{
     sync::{
@@ -15,12 +19,12 @@ use std::{
     time::Duration,
 };
 
-use roomkit_core::transport::{CloseReason, Frame};
+use roomkit_core::transport::CloseReason;
 use roomkit_protocol::Code;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::{
-    outbox::{Closer, Enqueued, Outbox, Shed},
+    outbox::{Closer, Outbox},
     ServerShared,
 };
 
@@ -83,10 +87,7 @@ pub(crate) async fn sweep(shared: Weak<ServerShared>, ping_interval: Duration, i
             }
         }
         for outbox in quiet {
-            // Droppable: a queue backed up past its watermark is not worth a ping.
-            if outbox.enqueue(Frame::ping(), Shed::Droppable) == Enqueued::NeedsWake {
-                outbox.wake();
-            }
+            outbox.ping();
         }
         let secs = idle_timeout.as_secs_f64();
         for closer in silent {

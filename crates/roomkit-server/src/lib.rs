@@ -41,7 +41,7 @@ mod shard;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -75,9 +75,10 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue_frames: usize,
-    /// Bytes queued per connection (whole frames) before it is closed as a slow consumer;
-    /// past three quarters of it the queue sheds as past `send_queue_high_watermark`. One
-    /// frame is accepted into an empty queue whatever its size.
+    /// Bytes queued per connection (whole frames, counted until written) before it is closed
+    /// as a slow consumer; past three quarters of it the queue sheds as past
+    /// `send_queue_high_watermark`. One frame is accepted into an empty queue whatever its
+    /// size. At least 1 (see [`check`](Self::check)): there is no "no cap" value.
     pub send_queue_bytes: usize,
     /// Queued frames past which a connection's queue sheds: its low-priority messages are
     /// dropped and only the newest `members_changed` per room is kept. `None`: three
@@ -118,11 +119,30 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// A connection from which nothing (no frame, no answer to a ping) has arrived for this
     /// long is closed with `KEEPALIVE_TIMEOUT` at the next sweep (default 75 s; at least
-    /// `ping_interval`, so that a live peer is pinged before it is judged).
+    /// `ping_interval`, so that a live peer is pinged before it is judged; see
+    /// [`check`](Self::check)).
     pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
+    /// Refuses settings that would silently break a rule, naming the setting:
+    /// `send_queue_bytes` 0 (every second queued frame would close its connection), and an
+    /// `idle_timeout` shorter than a non-zero `ping_interval` (every idle connection would be
+    /// closed before it is pinged). [`Server::spawn`] asserts it; the binary reports it at
+    /// startup. [`CoreConfig::check`] covers `core`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.send_queue_bytes == 0 {
+            return Err("send_queue_bytes must be at least 1 (it has no \"no cap\" value)".into());
+        }
+        if !self.ping_interval.is_zero() && self.idle_timeout < self.ping_interval {
+            return Err(format!(
+                "idle_timeout ({:?}) must be at least ping_interval ({:?}): a live client must be pinged before it is judged",
+                self.idle_timeout, self.ping_interval
+            ));
+        }
+        Ok(())
+    }
+
     /// The high watermark in effect: `send_queue_high_watermark`, or three quarters of
     /// `send_queue_frames`.
     pub fn high_watermark(&self) -> usize {
@@ -211,7 +231,14 @@ impl Server {
     }
 
     /// Starts serving connections from `listener` on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration is refused by [`ServerConfig::check`].
     pub fn spawn<L: Listener + 'static>(self, listener: L) -> ServerHandle {
+        if let Err(e) = self.config.check() {
+            panic!("invalid server configuration: {e}");
+        }
         let count = self.config.shards.max(1);
         let core = self.config.core.clone();
         // A store given to the server is written through one committer for all shards.
@@ -254,7 +281,8 @@ impl Server {
             .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
         let (stop_tx, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
-        let upkeep = metrics::spawn_upkeep();
+        let upkeeps = Arc::new(AtomicU64::new(0));
+        let upkeep = metrics::spawn_counted_upkeep(Arc::clone(&upkeeps));
         ServerHandle {
             rooms: Rooms { shared: Arc::clone(&shared) },
             shared,
@@ -262,7 +290,23 @@ impl Server {
             accept,
             keepalive,
             upkeep,
+            upkeeps,
         }
+    }
+}
+
+/// Connections refused by a cap that may be answered at once (each is held while its close
+/// frame goes out, up to a few seconds). Past it, a refused connection is dropped at once
+/// without an answer: in a connect flood the caps bound the sockets held to the caps plus
+/// this many.
+pub const MAX_REFUSALS_IN_PROGRESS: usize = 64;
+
+/// A refusal under way, counted until dropped.
+struct RefusalSlot(Arc<AtomicUsize>);
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -276,6 +320,7 @@ async fn accept_loop<L: Listener>(
     // Finished connections are reaped as they end (O(1) each), not searched for at every
     // accept: that search made a join storm quadratic in the number of connections.
     let mut tasks = JoinSet::new();
+    let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => break,
@@ -286,7 +331,18 @@ async fn accept_loop<L: Listener>(
                 while tasks.try_join_next().is_some() {}
                 // Over a cap, the connection is closed before it costs more than its refusal.
                 if let Err(reason) = shared.admission.accept(&admission::address_of(&connection.peer)) {
-                    tasks.spawn(connection::refuse(connection, reason));
+                    // Only this loop counts up, so the check and the count agree.
+                    if refusing.load(Ordering::Relaxed) >= MAX_REFUSALS_IN_PROGRESS {
+                        tracing::debug!(peer = %connection.peer, %reason, "connection dropped: too many refusals under way");
+                        drop(connection);
+                        continue;
+                    }
+                    refusing.fetch_add(1, Ordering::Relaxed);
+                    let slot = RefusalSlot(Arc::clone(&refusing));
+                    tasks.spawn(async move {
+                        let _slot = slot;
+                        connection::refuse(connection, reason).await;
+                    });
                     continue;
                 }
                 let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
@@ -308,6 +364,21 @@ pub struct ServerHandle {
     keepalive: Option<JoinHandle<()>>,
     /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
     upkeep: JoinHandle<()>,
+    /// Upkeeps this server's task has run (observed by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) upkeeps: Arc<AtomicU64>,
+}
+
+/// A handle dropped without [`shutdown`](ServerHandle::shutdown) stops the server's
+/// periodic tasks (metrics upkeep, keep-alive sweep) and its accepting; the connections
+/// already open end with their tasks.
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+    }
 }
 
 /// Access to a running server's rooms, for admin APIs and tests. Cheap to clone.
@@ -418,3 +489,6 @@ async fn run_on<R: Send + 'static>(
     shard.tx.send(ShardMsg::Run(job)).await.ok()?;
     rx.await.ok()
 }
+
+#[cfg(test)]
+mod tests;

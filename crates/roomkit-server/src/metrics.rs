@@ -35,7 +35,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        OnceLock,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -205,25 +205,28 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// How often a running server folds the recorder's pending samples into its histograms.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Upkeeps run so far in this process (see [`run_upkeep`]).
-static UPKEEPS: AtomicU64 = AtomicU64::new(0);
-
 /// Folds the histogram samples recorded since the last scrape or upkeep into their buckets
 /// (the recorder keeps every sample until then), and drops what it no longer needs.
 pub fn run_upkeep() {
     prometheus().run_upkeep();
-    UPKEEPS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Runs [`run_upkeep`] every [`UPKEEP_INTERVAL`] on the current tokio runtime until the
 /// returned task is aborted. [`Server::spawn`](crate::Server::spawn) starts one.
 pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
+    spawn_counted_upkeep(Arc::default())
+}
+
+/// [`spawn_upkeep`], counting its upkeeps in `count` (one server's, observable apart from
+/// any other server's in the process).
+pub(crate) fn spawn_counted_upkeep(count: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             run_upkeep();
+            count.fetch_add(1, Ordering::Relaxed);
         }
     })
 }
@@ -292,16 +295,17 @@ mod tests {
     }
 
     /// A running server folds its histogram samples on a timer, scraped or not: without
-    /// that, every timed request stays in memory until the next scrape.
+    /// that, every timed request stays in memory until the next scrape. The count is this
+    /// server's own: another server in the process cannot make it pass.
     #[tokio::test(start_paused = true)]
     async fn a_running_server_runs_the_upkeep_without_a_scrape() {
         let (listener, connector) = roomkit_transport_memory::transport();
         let server =
             crate::Server::new(crate::ServerConfig::default(), std::sync::Arc::new(crate::DevAuthenticator))
                 .spawn(listener);
-        let before = UPKEEPS.load(Ordering::Relaxed);
+        let before = server.upkeeps.load(Ordering::Relaxed);
         tokio::time::sleep(UPKEEP_INTERVAL * 3 + Duration::from_millis(1)).await;
-        let ran = UPKEEPS.load(Ordering::Relaxed) - before;
+        let ran = server.upkeeps.load(Ordering::Relaxed) - before;
         assert!(ran >= 3, "{ran} upkeeps in three intervals");
         drop(connector);
         server.shutdown().await;

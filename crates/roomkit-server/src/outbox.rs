@@ -105,8 +105,10 @@ impl Shed {
 ///
 /// The queue is bounded twice: in frames (`send_queue_frames`) and in bytes
 /// (`send_queue_bytes`, whole frames; a frame shared by a fan-out counts in every queue that
-/// holds it), since one frame may be a few bytes or a history page of half a megabyte. A
-/// frame is always accepted into an empty queue, so the bytes a queue holds stay below the
+/// holds it), since one frame may be a few bytes or a history page of half a megabyte. The
+/// bytes count from queuing until the writer has written them ([`settle`](Self::settle)),
+/// so the batch being written counts too. A frame is always accepted when the connection
+/// holds nothing (queued or being written), so the bytes a connection holds stay below the
 /// byte bound plus one frame.
 ///
 /// Queuing never waits. Past the high watermark (`send_queue_high_watermark` frames, three
@@ -143,6 +145,9 @@ struct Queue {
     frames: Vec<Frame>,
     /// The bytes of `frames`, headers included.
     bytes: usize,
+    /// The bytes of the batch the writer took and has not written yet (see
+    /// [`Outbox::settle`]): they still count against the byte bound.
+    writing: usize,
     /// The frames that may be shed, by index into `frames`, ascending, with their class
     /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
     /// push, not two.
@@ -161,6 +166,17 @@ struct Queue {
 }
 
 impl Queue {
+    /// The bytes the connection would hold (queued and being written) with `len` more, or
+    /// 0 if it holds nothing yet: one frame always fits.
+    fn held_bytes(&self, len: usize) -> usize {
+        let held = self.bytes + self.writing;
+        if held == 0 {
+            0
+        } else {
+            held.saturating_add(len)
+        }
+    }
+
     /// Drops every droppable frame and every conflated frame with a newer one of its room
     /// queued; returns how many of each class went.
     fn shed(&mut self) -> (u64, u64) {
@@ -294,14 +310,13 @@ impl Outbox {
 
     /// Whether queuing `len` more bytes would take the queue past its high watermark.
     fn past_watermark(&self, queue: &Queue, len: usize) -> bool {
-        queue.frames.len() >= self.0.high_watermark
-            || (!queue.frames.is_empty() && queue.bytes.saturating_add(len) > self.0.high_watermark_bytes)
+        queue.frames.len() >= self.0.high_watermark || queue.held_bytes(len) > self.0.high_watermark_bytes
     }
 
-    /// Whether a frame of `len` bytes does not fit (an empty queue takes any frame).
+    /// Whether a frame of `len` bytes does not fit (a connection that holds nothing takes
+    /// any frame).
     fn full(&self, queue: &Queue, len: usize) -> bool {
-        queue.frames.len() >= self.0.capacity
-            || (!queue.frames.is_empty() && queue.bytes.saturating_add(len) > self.0.capacity_bytes)
+        queue.frames.len() >= self.0.capacity || queue.held_bytes(len) > self.0.capacity_bytes
     }
 
     /// Queues a frame that must be delivered and wakes the writer. Returns false if the
@@ -388,6 +403,27 @@ impl Outbox {
         }
     }
 
+    /// Queues a keep-alive ping ([`Frame::ping`]) and wakes the writer, if the connection
+    /// holds nothing (queued or being written). Otherwise the ping is not needed: the frames
+    /// ahead of it probe the peer, since a write that completes counts as a sign of life
+    /// (see `keepalive.rs`), and a ping behind them would only wait. A ping is thus never
+    /// shed, nor counted as shed. Returns whether it was queued.
+    pub(crate) fn ping(&self) -> bool {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if queue.closed || !queue.frames.is_empty() || queue.writing > 0 {
+            return false;
+        }
+        let frame = Frame::ping();
+        queue.bytes += frame.wire().len();
+        queue.frames.push(frame);
+        let wake = !std::mem::replace(&mut queue.scheduled, true);
+        drop(queue);
+        if wake {
+            self.wake();
+        }
+        true
+    }
+
     /// Wakes the writer.
     pub(crate) fn wake(&self) {
         self.0.notify.notify_one();
@@ -398,11 +434,12 @@ impl Outbox {
         self.0.notify.notified().await;
     }
 
-    /// Writer side: moves every queued frame into `into` (which must be empty).
+    /// Writer side: moves every queued frame into `into` (which must be empty). Their bytes
+    /// still count against the byte bound until [`settle`](Self::settle).
     pub(crate) fn take(&self, into: &mut Vec<Frame>) {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
-        queue.bytes = 0;
+        queue.writing += std::mem::take(&mut queue.bytes);
         queue.marked.clear();
         queue.droppable = 0;
         queue.conflated = 0;
@@ -410,12 +447,14 @@ impl Outbox {
         queue.scheduled = false;
     }
 
-    /// Writer side, after writing `batch`: empties it, and if nothing new is queued (the
-    /// connection goes idle) gives back the buffers a burst grew. A busy connection keeps
-    /// them, so a steady stream of bursts does not reallocate.
+    /// Writer side, after writing `batch`: releases its bytes, empties it, and if nothing
+    /// new is queued (the connection goes idle) gives back the buffers a burst grew. A busy
+    /// connection keeps them, so a steady stream of bursts does not reallocate.
     pub(crate) fn settle(&self, batch: &mut Vec<Frame>) {
+        let written: usize = batch.iter().map(|f| f.wire().len()).sum();
         batch.clear();
         let mut queue = self.0.queue.lock().expect("not poisoned");
+        queue.writing = queue.writing.saturating_sub(written);
         if queue.frames.is_empty() {
             shrink(&mut queue.frames);
             shrink(&mut queue.marked);
@@ -429,6 +468,7 @@ impl Outbox {
         queue.closed = true;
         queue.marked = Vec::new();
         queue.bytes = 0;
+        queue.writing = 0;
         std::mem::take(&mut queue.frames)
     }
 }

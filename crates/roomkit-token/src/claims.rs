@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Longest lifetime a minted token may have: ten years.
 pub const MAX_TTL_SECS: u64 = 10 * 366 * 86_400;
 
+/// Longest display name a minted token may carry, in characters: the server's default
+/// longest member name (`CoreConfig::max_user_name_chars`), so that with pinned display
+/// names the name is used as it is.
+pub const MAX_NAME_CHARS: usize = 64;
+
 /// The claims of a roomkit access token.
 ///
 /// ```text
@@ -63,15 +68,18 @@ pub enum TokenField {
     Rooms,
     /// The lifetime.
     Ttl,
+    /// The display name.
+    Name,
 }
 
 impl TokenField {
-    /// The field's name: `account`, `rooms` or `ttl`.
+    /// The field's name: `account`, `rooms`, `ttl` or `name`.
     pub fn name(self) -> &'static str {
         match self {
             TokenField::Account => "account",
             TokenField::Rooms => "rooms",
             TokenField::Ttl => "ttl",
+            TokenField::Name => "name",
         }
     }
 }
@@ -103,7 +111,7 @@ impl TokenError {
 pub struct TokenRequest {
     /// The account id.
     pub account: String,
-    /// Display name; the account id when absent.
+    /// Display name, at most [`MAX_NAME_CHARS`] characters; the account id when absent.
     pub name: Option<String>,
     /// Lifetime, at most [`MAX_TTL_SECS`].
     pub ttl: Duration,
@@ -123,7 +131,7 @@ impl TokenRequest {
     }
 
     /// The claims of a token minted at `now_secs` (seconds since the Unix epoch), after
-    /// checking the account and room ids and the lifetime.
+    /// checking the account and room ids, the display name's length and the lifetime.
     pub fn claims(self, now_secs: u64) -> Result<Claims, TokenError> {
         let account = UserUuid::new(&self.account)
             .map_err(|e| TokenError::new(TokenField::Account, format!("`{}` {e}", self.account)))?;
@@ -132,6 +140,15 @@ impl TokenRequest {
         }
         for room in &self.rooms {
             RoomUuid::new(room).map_err(|e| TokenError::new(TokenField::Rooms, format!("`{room}` {e}")))?;
+        }
+        if let Some(name) = &self.name {
+            let chars = name.chars().count();
+            if chars > MAX_NAME_CHARS {
+                return Err(TokenError::new(
+                    TokenField::Name,
+                    format!("{chars} characters, at most {MAX_NAME_CHARS}"),
+                ));
+            }
         }
         let ttl = self.ttl.as_secs();
         if ttl > MAX_TTL_SECS {
@@ -234,6 +251,20 @@ mod tests {
         let e = request("alice", 60, vec!["bad room".into()]).claims(0).unwrap_err();
         assert!(e.to_string().starts_with("rooms: `bad room` "), "{e}");
         assert!(request("alice", MAX_TTL_SECS, vec![]).claims(u64::MAX).is_ok(), "expiry saturates");
+    }
+
+    /// A name longer than a member's name may be is refused when the token is minted: with
+    /// pinned display names it would have been cut at every join.
+    #[test]
+    fn a_display_name_longer_than_a_member_name_is_refused_at_minting() {
+        let named = |name: String| TokenRequest {
+            name: Some(name),
+            ..TokenRequest::new("alice", Duration::from_secs(60))
+        };
+        assert!(named("é".repeat(MAX_NAME_CHARS)).claims(0).is_ok(), "characters, not bytes");
+        let e = named("x".repeat(MAX_NAME_CHARS + 1)).claims(0).unwrap_err();
+        assert_eq!(e.field, TokenField::Name);
+        assert!(e.to_string().contains("at most 64"), "{e}");
     }
 
     #[test]

@@ -22,5 +22,7 @@
 mod claims;
 mod jwt;
 
-pub use claims::{parse_duration, Claims, TokenError, TokenField, TokenGrants, TokenRequest, MAX_TTL_SECS};
+pub use claims::{
+    parse_duration, Claims, TokenError, TokenField, TokenGrants, TokenRequest, MAX_NAME_CHARS, MAX_TTL_SECS,
+};
 pub use jwt::{system_clock, Clock, IssuedToken, JwtAuthenticator, VerifyError, LEEWAY_SECS};

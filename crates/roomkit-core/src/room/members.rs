@@ -78,13 +78,20 @@ impl Room {
     }
 
     /// The checks of `join_room` that need no room: grants and fields. With
-    /// `pin_display_names`, the display name asked for is replaced by the credentials' name.
+    /// `pin_display_names`, the display name asked for is replaced by the credentials' name,
+    /// cut to `max_user_name_chars` characters if it is longer (the credentials' name is not
+    /// the joiner's to fix, so it never fails the join).
     pub(crate) fn check_join(config: &CoreConfig, caller: Caller<'_>, p: &mut JoinRoom) -> Result<(), Error> {
         if !caller.identity.grants.join.allows(&p.room_uuid) {
             return Err(Error::Forbidden("the credentials do not grant joining this room"));
         }
         if config.pin_display_names && p.user_name != caller.identity.name {
             p.user_name.clone_from(&caller.identity.name);
+        }
+        if config.pin_display_names {
+            if let Some((cut, _)) = p.user_name.char_indices().nth(config.max_user_name_chars) {
+                p.user_name.truncate(cut);
+            }
         }
         check_chars("user_name", &p.user_name, 1, config.max_user_name_chars)?;
         if let Some(a) = &p.avatar {

@@ -210,14 +210,65 @@ fn past_three_quarters_of_the_byte_bound_low_priority_frames_are_shed() {
 }
 
 #[test]
-fn an_empty_queue_takes_a_frame_larger_than_its_byte_bound_and_taking_frees_the_bytes() {
+fn an_empty_queue_takes_a_frame_larger_than_its_byte_bound_and_writing_frees_the_bytes() {
     let closer = Closer::new();
     let outbox = Outbox::new(4096, 4096, 1_000, closer.clone());
     assert_eq!(outbox.enqueue(sized(5_000), Shed::Keep), Enqueued::NeedsWake, "alone, it goes");
     let mut batch = Vec::new();
     outbox.take(&mut batch);
+    outbox.settle(&mut batch);
     assert_eq!(outbox.enqueue(sized(600), Shed::Keep), Enqueued::NeedsWake, "the written bytes are free");
     assert_eq!(outbox.enqueue(sized(100), Shed::Keep), Enqueued::Queued);
     assert_eq!(outbox.enqueue(sized(600), room("r")), Enqueued::Shed, "a digest that does not fit goes");
     assert!(closer.closing().is_none());
+}
+
+/// The batch the writer took still counts until it is written: a connection holds at most
+/// its byte bound plus one frame, not a bound's worth queued beside a bound's worth being
+/// written.
+#[tokio::test]
+async fn the_batch_being_written_counts_against_the_byte_bound_until_it_is_written() {
+    let closer = Closer::new();
+    let outbox = Outbox::new(4096, 4096, 10_000, closer.clone());
+    for _ in 0..3 {
+        assert_ne!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused);
+    }
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    // The writer holds 9 000 bytes: 3 000 more would pass the bound.
+    assert_eq!(outbox.enqueue(sized(3_000), Shed::Droppable), Enqueued::Shed, "past the watermark");
+    assert_eq!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused, "the bound holds");
+    assert_eq!(closer.closed().await.reason.code, Code::SLOW_CONSUMER);
+
+    let outbox = Outbox::new(4096, 4096, 10_000, Closer::new());
+    for _ in 0..3 {
+        outbox.enqueue(sized(3_000), Shed::Keep);
+    }
+    outbox.take(&mut batch);
+    outbox.settle(&mut batch);
+    for _ in 0..3 {
+        assert_ne!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused, "written bytes are free");
+    }
+}
+
+/// A keep-alive ping goes only to a connection that holds nothing, and is never shed nor
+/// counted as shed: behind a backlog, the backlog's writes are the sign of life.
+#[test]
+fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
+    let outbox = Outbox::new(4, 3, usize::MAX, Closer::new());
+    assert!(outbox.ping(), "an idle connection is pinged");
+    let mut batch = Vec::new();
+    outbox.take(&mut batch);
+    assert!(batch.len() == 1 && batch[0].is_ping());
+    outbox.settle(&mut batch);
+    for _ in 0..3 {
+        outbox.enqueue(frame(), Shed::Keep);
+    }
+    let shed = shed_count("droppable");
+    assert!(!outbox.ping(), "past the watermark the backlog is the probe");
+    outbox.take(&mut batch);
+    assert!(!outbox.ping(), "so is a batch being written");
+    assert_eq!(shed_count("droppable"), shed, "a ping is not counted as shed");
+    outbox.settle(&mut batch);
+    assert!(outbox.ping());
 }

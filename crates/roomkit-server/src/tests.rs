@@ -1,0 +1,77 @@
+//! The server's configuration check and the lifetime of the tasks a running server owns.
+
+use std::{sync::Arc, time::Duration};
+
+use super::*;
+
+#[test]
+fn settings_that_would_break_a_rule_are_refused_by_name() {
+    assert_eq!(ServerConfig::default().check(), Ok(()));
+    let zero_bytes = ServerConfig { send_queue_bytes: 0, ..ServerConfig::default() };
+    assert!(zero_bytes.check().expect_err("refused").contains("send_queue_bytes"));
+    let mut early = ServerConfig::default();
+    early.idle_timeout = early.ping_interval - Duration::from_secs(1);
+    let e = early.check().expect_err("refused");
+    assert!(e.contains("idle_timeout") && e.contains("ping_interval"), "{e}");
+    early.ping_interval = Duration::ZERO;
+    assert_eq!(early.check(), Ok(()), "no keep-alive, no idle timeout to compare");
+}
+
+/// An embedding server with an idle timeout below its ping interval would close every idle
+/// connection before pinging it: it does not start.
+#[tokio::test]
+#[should_panic(expected = "idle_timeout")]
+async fn a_server_with_an_idle_timeout_shorter_than_its_ping_interval_does_not_start() {
+    let config = ServerConfig {
+        ping_interval: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(10),
+        ..ServerConfig::default()
+    };
+    let (listener, _connector) = roomkit_transport_memory::transport();
+    let _server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
+}
+
+/// A handle dropped without `shutdown` leaves no periodic task behind: the metrics upkeep
+/// (and the keep-alive sweep) stop with it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_handle_stops_the_servers_periodic_tasks() {
+    let (listener, _connector) = roomkit_transport_memory::transport();
+    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+    let upkeeps = Arc::clone(&server.upkeeps);
+    tokio::time::sleep(metrics::UPKEEP_INTERVAL * 2 + Duration::from_millis(1)).await;
+    assert!(upkeeps.load(Ordering::Relaxed) >= 2, "the upkeep runs while the server does");
+    drop(server);
+    tokio::task::yield_now().await;
+    let after_drop = upkeeps.load(Ordering::Relaxed);
+    tokio::time::sleep(metrics::UPKEEP_INTERVAL * 5).await;
+    assert_eq!(upkeeps.load(Ordering::Relaxed), after_drop, "no upkeep after the handle is gone");
+}
+
+/// In a connect flood past a cap, at most `MAX_REFUSALS_IN_PROGRESS` refused connections
+/// are held to be answered; the others are dropped at once without an answer.
+#[tokio::test(start_paused = true)]
+async fn refusals_in_progress_are_bounded_and_the_rest_are_dropped_unanswered() {
+    use roomkit_core::transport::{Connector, TransportError};
+    let flood = MAX_REFUSALS_IN_PROGRESS + 10;
+    let memory = roomkit_transport_memory::MemoryConfig { accept_backlog: flood + 8, ..Default::default() };
+    let (listener, connector) = roomkit_transport_memory::transport_with(memory);
+    let config = ServerConfig { max_connections: 1, ..ServerConfig::default() };
+    let server = Server::new(config, Arc::new(DevAuthenticator)).spawn(listener);
+    let _admitted = connector.connect().await.expect("connects");
+    let mut clients = Vec::new();
+    for _ in 0..flood {
+        // Kept open and silent: each answered refusal holds its socket for a while.
+        clients.push(connector.connect().await.expect("connects"));
+    }
+    let (mut answered, mut dropped) = (0, 0);
+    for client in &mut clients {
+        match client.stream.recv().await {
+            Err(TransportError::Closed(Some(reason))) if reason.code == Code::SERVER_BUSY => answered += 1,
+            Err(TransportError::Closed(None)) => dropped += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((answered, dropped), (MAX_REFUSALS_IN_PROGRESS, 10));
+    drop(clients);
+    server.shutdown().await;
+}
