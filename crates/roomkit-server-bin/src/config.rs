@@ -165,7 +165,7 @@ pub struct LimitArgs {
     /// Ended room uuids remembered to answer ROOM_ENDED [default: 4096].
     #[arg(long, env = "ROOMKIT_ENDED_ROOMS_REMEMBERED")]
     pub ended_rooms_remembered: Option<usize>,
-    /// Requests a shard handles per wake-up: one store commit each (group commit) [default: 64].
+    /// Requests a shard takes from its queue per wake-up (commits gather whatever came since the last) [default: 64].
     #[arg(long, env = "ROOMKIT_SHARD_BATCH")]
     pub shard_batch: Option<usize>,
     /// Writers a shard wakes at once while queuing a burst: a large room's burst starts

@@ -86,8 +86,9 @@ pub struct ServerConfig {
     pub send_queue_high_watermark: Option<usize>,
     /// Messages queued per shard before readers wait (backpressure on senders only).
     pub shard_queue: usize,
-    /// Most requests a shard handles per wake-up: their store operations are one commit
-    /// (group commit) and each connection they reach is woken once.
+    /// Most requests a shard takes from its queue per wake-up; each connection a wake-up's
+    /// outputs reach is woken once. Store operations gather into the next commit whatever
+    /// the wake-ups (commits are pipelined, one in flight per shard).
     pub shard_batch: usize,
     /// Writers a shard wakes at once while it queues a wake-up's frames (default 1024). A
     /// writer is woken once per wake-up (one write per member per burst), but a burst to a
