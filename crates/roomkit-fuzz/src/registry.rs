@@ -13,7 +13,8 @@
 //!
 //! After every step ([`checks`]): every answer answers a request that is waiting, once;
 //! every delivery goes to distinct, known connections, and each sees a room's chatroom
-//! messages in rising order; each room's counts equal its member lists, the chatroom's
+//! messages in rising order; no message is delivered or acknowledged before the commit that
+//! stores it is reported stored, and no ephemeral message is stored; each room's counts equal its member lists, the chatroom's
 //! members are room members, and paging through either list gives the list. At the end, with
 //! every commit stored and outputs drained, no request is left unanswered; once every
 //! connection is gone and the timers have run, no room and no member is left.
@@ -21,15 +22,16 @@
 mod checks;
 mod requests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use roomkit_core::{
-    store::StoreError, ConnId, CoreConfig, Grants, Identity, MessageRate, RoomGrant, RoomRegistry,
+    store::{StoreError, StoreOp},
+    ConnId, CoreConfig, Grants, Identity, MessageRate, RoomGrant, RoomRegistry,
 };
 use roomkit_protocol::{
     codec::decode_request,
     ops::{CreateRoom, Request},
-    EndReason, RoomUuid, UserUuid,
+    EndReason, MessageUuid, RoomUuid, UserUuid,
 };
 
 use crate::input::Input;
@@ -91,6 +93,9 @@ fn config(bits: u8) -> CoreConfig {
     c
 }
 
+/// A chatroom message as a commit stores it.
+type StoredMessage = (RoomUuid, u64, MessageUuid);
+
 /// A request waiting for its answer.
 #[derive(Debug)]
 struct Pending {
@@ -116,8 +121,10 @@ pub(crate) struct Sim {
     next_conn: u64,
     next_request: u64,
     pending: BTreeMap<(ConnId, u64), Pending>,
-    /// A commit was taken and not yet reported.
-    in_flight: bool,
+    /// The messages of the commit taken and not yet reported, if one is.
+    in_flight: Option<Vec<StoredMessage>>,
+    /// The messages of every commit reported stored.
+    stored: HashSet<StoredMessage>,
     /// The newest chatroom message seq each connection has been sent, per room.
     last_seq: HashMap<(ConnId, RoomUuid), u64>,
     /// `next_cursor`s of member pages answered so far.
@@ -155,7 +162,8 @@ impl Sim {
             next_conn: 1,
             next_request: 1,
             pending: BTreeMap::new(),
-            in_flight: false,
+            in_flight: None,
+            stored: HashSet::new(),
             last_seq: HashMap::new(),
             cursors: Vec::new(),
             trace: std::env::var_os("ROOMKIT_FUZZ_TRACE").is_some(),
@@ -260,17 +268,33 @@ impl Sim {
 
     /// Takes the pending commit, unless one is in flight.
     fn take_commit(&mut self) {
-        if !self.in_flight {
-            let ops = self.reg.take_commit();
-            self.in_flight = !ops.is_empty();
+        if self.in_flight.is_some() {
+            assert!(self.reg.take_commit().is_empty(), "a second commit while one is in flight");
+            return;
         }
+        let ops = self.reg.take_commit();
+        if ops.is_empty() {
+            return;
+        }
+        let mut messages = Vec::new();
+        for op in ops {
+            if let StoreOp::Append { room, message } = op {
+                assert!(message.seq > 0 && message.persist, "an ephemeral message stored: {message:?}");
+                messages.push((room, message.seq, message.message_uuid.clone()));
+            }
+        }
+        self.in_flight = Some(messages);
     }
 
     /// Reports the commit in flight (or, with none, reports nothing to report).
     fn report_commit(&mut self, stored: bool) {
         let result = if stored { Ok(()) } else { Err(StoreError("disk full".into())) };
         self.reg.handle_commit(result);
-        self.in_flight = false;
+        if let Some(messages) = self.in_flight.take() {
+            if stored {
+                self.stored.extend(messages);
+            }
+        }
     }
 
     /// Drains every output that is ready.
@@ -314,10 +338,10 @@ impl Sim {
         for _ in 0..8 {
             self.report_commit(true);
             self.drain();
-            if self.reg.take_commit().is_empty() {
+            self.take_commit();
+            if self.in_flight.is_none() {
                 return;
             }
-            self.in_flight = true;
         }
         panic!("outputs never drained: every drain queued another commit");
     }

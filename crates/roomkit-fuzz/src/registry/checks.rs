@@ -64,6 +64,12 @@ impl Sim {
                     Event::ChatroomMessagesReceived { room_uuid, messages } => {
                         for conn in conns {
                             for m in messages.iter().filter(|m| m.seq > 0) {
+                                let key = (room_uuid.clone(), m.seq, m.message_uuid.clone());
+                                assert!(
+                                    self.stored.contains(&key),
+                                    "message {} delivered before it was stored",
+                                    m.seq
+                                );
                                 let last = self.last_seq.entry((conn, room_uuid.clone())).or_default();
                                 assert!(
                                     m.seq > *last,
@@ -108,6 +114,16 @@ impl Sim {
             }
             Response::SendTextMessage(out) | Response::SendCustomMessage(out) => {
                 assert!(pending.op.starts_with("send_"), "a sent message answers {}", pending.op);
+                let m = &out.message;
+                if m.seq > 0 {
+                    let room = pending.room.clone().expect("a send names its room");
+                    let key = (room, m.seq, m.message_uuid.clone());
+                    assert!(
+                        self.stored.contains(&key),
+                        "message {} acknowledged before it was stored",
+                        m.seq
+                    );
+                }
                 assert_eq!(Some(&out.message.from_user_uuid), self.users.get(&conn), "sent as someone else");
             }
             Response::CreateRoom(out) => {
