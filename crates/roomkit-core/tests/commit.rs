@@ -139,3 +139,29 @@ fn outputs_wait_for_the_commit_they_follow_and_keep_their_order() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_retry_answered_while_its_commit_is_in_flight_fails_with_that_commit() {
+    let (mut h, _store, a, b) = rig();
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
+    assert_eq!(h.reg.take_commit().len(), 1, "m1 is in flight");
+    // While it is in flight: another message, for the next commit, then a retry of m1, which
+    // is answered with m1 and waits behind the next commit.
+    h.reg.handle_request(now, b.conn, &b.id, 101, send("second", "m2").into());
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("first", "m1").into());
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    assert_eq!(h.reg.take_commit().len(), 1, "m2 is in flight");
+    h.reg.handle_commit(Ok(()));
+    let replies: Vec<(u64, Result<(), Error>)> = std::iter::from_fn(|| h.reg.poll_output())
+        .filter_map(|o| match o {
+            Output::Reply { request_id, result, .. } => Some((request_id, result.map(|_| ()))),
+            _ => None,
+        })
+        .collect();
+    // m1 was never stored: its retry must not be told it was.
+    assert_eq!(replies, [(100, Err(Error::NotStored)), (101, Ok(())), (102, Err(Error::NotStored))]);
+    // And m1 is forgotten: sent again, it is stored as new.
+    let o = h.ok(&a, send("first", "m1"));
+    assert_eq!(o.recipients(), [b.conn].into(), "delivered this time");
+}

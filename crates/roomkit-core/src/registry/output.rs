@@ -224,7 +224,10 @@ impl Outputs {
         let done = self.in_flight.take()?;
         if !ok {
             self.queue.retain_mut(|q| {
-                if q.after != Some(done.number) {
+                // A retry answered with a message of this commit may wait for a later commit
+                // (the retry came while this one was in flight): it fails with this one.
+                let retry_of_lost = q.if_lost == IfLost::Fail && acknowledges(&q.output, &done.appended);
+                if q.after != Some(done.number) && !retry_of_lost {
                     return true;
                 }
                 match q.if_lost {
@@ -242,4 +245,18 @@ impl Outputs {
         self.reported = done.number;
         Some(done)
     }
+}
+
+/// Whether `output` acknowledges one of `appended`: a send answered with that message.
+fn acknowledges(output: &Output, appended: &[(RoomUuid, SharedMessage)]) -> bool {
+    let Output::Reply {
+        result: Ok(Response::SendTextMessage(out) | Response::SendCustomMessage(out)), ..
+    } = output
+    else {
+        return false;
+    };
+    let m = &out.message;
+    appended.iter().any(|(_, a)| {
+        a.message_uuid == m.message_uuid && a.seq == m.seq && a.from_user_uuid == m.from_user_uuid
+    })
 }

@@ -147,8 +147,8 @@ impl Room {
             .filter(|_| send.persist)
             .and_then(|id| self.chat().ok()?.find_recent(id));
         if let Some(earlier) = earlier {
-            // A retry: the message is stored already; answer as the first time, deliver
-            // nothing again.
+            // A retry: the message is stored already, or its commit is in flight (the answer
+            // then fails with it); answer as the first time, deliver nothing again.
             if earlier.from_user_uuid == *caller.user() {
                 return Ok(SendMessageOutput { message: Arc::clone(earlier) });
             }
