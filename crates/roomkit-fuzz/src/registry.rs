@@ -11,7 +11,7 @@
 //! the configuration: small limits throughout, with or without reconnect grace, rate limits
 //! and presence digests.
 //!
-//! After every step ([`checks`]): every answer answers a request that is waiting, once;
+//! After every step (`checks.rs`): every answer answers a request that is waiting, once;
 //! every delivery goes to distinct, known connections, and each sees a room's chatroom
 //! messages in rising order; no message is delivered or acknowledged before the commit that
 //! stores it is reported stored, and no ephemeral message is stored; each room's counts equal its member lists, the chatroom's
