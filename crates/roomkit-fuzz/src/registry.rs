@@ -7,19 +7,22 @@
 //! time moves by steps around every timer (reconnect grace, idle rooms, presence digests,
 //! rate buckets); the driver takes commits when it likes, reports them as stored or failed
 //! later, in between or never until the end, and drains outputs at any point, as a pipelined
-//! shard does; the backend ends rooms, creates them and sends messages. The first byte picks
-//! the configuration: small limits throughout, with or without reconnect grace, rate limits
-//! and presence digests.
+//! shard does; the backend ends rooms, creates them and sends messages; the server restarts,
+//! bringing its rooms back from what was stored (`disk.rs`), as its shards do. The first byte
+//! picks the configuration: small limits throughout, with or without reconnect grace, rate
+//! limits and presence digests.
 //!
 //! After every step (`checks.rs`): every answer answers a request that is waiting, once;
 //! every delivery goes to distinct, known connections, and each sees a room's chatroom
 //! messages in rising order; no message is delivered or acknowledged before the commit that
-//! stores it is reported stored, and no ephemeral message is stored; each room's counts equal its member lists, the chatroom's
-//! members are room members, and paging through either list gives the list. At the end, with
-//! every commit stored and outputs drained, no request is left unanswered; once every
-//! connection is gone and the timers have run, no room and no member is left.
+//! stores it is reported stored, no ephemeral message is stored, and a room's stored messages
+//! have rising numbers, across restarts too; each room's counts equal its member lists, the
+//! chatroom's members are room members, and paging through either list gives the list. At
+//! the end, with every commit stored and outputs drained, no request is left unanswered; once
+//! every connection is gone and the timers have run, no room and no member is left.
 
 mod checks;
+mod disk;
 mod requests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -121,8 +124,10 @@ pub(crate) struct Sim {
     next_conn: u64,
     next_request: u64,
     pending: BTreeMap<(ConnId, u64), Pending>,
-    /// The messages of the commit taken and not yet reported, if one is.
-    in_flight: Option<Vec<StoredMessage>>,
+    /// The commit taken and not yet reported, if one is.
+    in_flight: Option<Vec<StoreOp>>,
+    /// Every commit reported stored.
+    disk: disk::Disk,
     /// The messages of every commit reported stored.
     stored: HashSet<StoredMessage>,
     /// The newest chatroom message seq each connection has been sent, per room.
@@ -163,6 +168,7 @@ impl Sim {
             next_request: 1,
             pending: BTreeMap::new(),
             in_flight: None,
+            disk: disk::Disk::default(),
             stored: HashSet::new(),
             last_seq: HashMap::new(),
             cursors: Vec::new(),
@@ -242,7 +248,7 @@ impl Sim {
     /// What the application's backend or an operator does.
     fn backend(&mut self, input: &mut Input<'_>) {
         let target: RoomUuid = input.pick(requests::ROOMS).parse().expect("a valid room id");
-        match input.below(3) {
+        match input.below(4) {
             0 => {
                 let reason = *input.pick(&[EndReason::CloseByBackend, EndReason::EndOfLife]);
                 let _ = self.reg.close_room(&target, reason);
@@ -251,6 +257,7 @@ impl Sim {
                 let text = input.pick(requests::TEXTS).to_string();
                 let _ = self.reg.send_backend_message(self.now, &target, user("u9"), "ops".into(), text);
             }
+            3 => self.restart(input.flag()),
             _ => {
                 let create = CreateRoom {
                     room_uuid: target,
@@ -276,24 +283,51 @@ impl Sim {
         if ops.is_empty() {
             return;
         }
-        let mut messages = Vec::new();
-        for op in ops {
-            if let StoreOp::Append { room, message } = op {
+        for op in &ops {
+            if let StoreOp::Append { message, .. } = op {
                 assert!(message.seq > 0 && message.persist, "an ephemeral message stored: {message:?}");
-                messages.push((room, message.seq, message.message_uuid.clone()));
             }
         }
-        self.in_flight = Some(messages);
+        self.in_flight = Some(ops);
+    }
+
+    /// `ops` are durable: on the disk, and their messages may be delivered and acknowledged.
+    fn stored(&mut self, ops: &[StoreOp]) {
+        self.disk.apply(ops);
+        for op in ops {
+            if let StoreOp::Append { room, message } = op {
+                self.stored.insert((room.clone(), message.seq, message.message_uuid.clone()));
+            }
+        }
     }
 
     /// Reports the commit in flight (or, with none, reports nothing to report).
     fn report_commit(&mut self, stored: bool) {
         let result = if stored { Ok(()) } else { Err(StoreError("disk full".into())) };
         self.reg.handle_commit(result);
-        if let Some(messages) = self.in_flight.take() {
+        if let Some(ops) = self.in_flight.take() {
             if stored {
-                self.stored.extend(messages);
+                self.stored(&ops);
             }
+        }
+    }
+
+    /// The server stops and starts again: the commit in flight reached the disk or not, the
+    /// connections and their waiting requests are gone, and the rooms come back from the disk
+    /// into a new registry. Every client connects again.
+    fn restart(&mut self, commit_reached_the_disk: bool) {
+        if let Some(ops) = self.in_flight.take() {
+            if commit_reached_the_disk {
+                self.stored(&ops);
+            }
+        }
+        self.reg = RoomRegistry::new(self.reg.config().clone());
+        self.disk.restore(&mut self.reg, self.now);
+        self.pending.clear();
+        self.last_seq.clear();
+        for slot in 0..self.slots.len() {
+            let user = self.slots[slot].identity.user.clone();
+            self.slots[slot].conn = self.open(&user);
         }
     }
 
