@@ -146,8 +146,10 @@ fn exchange(wire: &[u8], ahead: usize, chunks: &[u8]) -> (Vec<Seen>, Vec<u8>) {
                     Err(TransportError::Closed(_)) => {}
                     other => panic!("the stream went on after it ended: {other:?}"),
                 }
-                let to_server = writer.await.expect("the client's writer");
+                // Closed before the writer is awaited: a client still sending after its close
+                // frame, which the server no longer reads, must not wait for buffer space.
                 drop(conn);
+                let to_server = writer.await.expect("the client's writer");
                 let (bytes, from_server) = reader.await.expect("the client's reader");
                 drop((to_server, from_server));
                 (seen, bytes)
