@@ -20,14 +20,26 @@ pub(super) struct Disk {
 impl Disk {
     /// Applies a commit reported stored. A room's stored messages must have rising sequence
     /// numbers: a number given twice would make history and resuming clients skip a message.
+    /// Only a recall stores under a number again: the recalled form of the same message.
     pub(super) fn apply(&mut self, ops: &[StoreOp]) {
         for op in ops {
             match op {
                 StoreOp::Append { room, message } => {
+                    let messages = self.messages.entry(room.clone()).or_default();
+                    // A recall stores the recalled form over the message, under its number.
+                    let stored = messages.iter_mut().find(|m| m.seq == message.seq);
+                    if let Some(stored) = stored.filter(|_| message.recalled) {
+                        assert_eq!(
+                            stored.message_uuid, message.message_uuid,
+                            "{room}: a recall overwrote another message"
+                        );
+                        *stored = message.clone();
+                        continue;
+                    }
                     let last = self.last_seq.entry(room.clone()).or_default();
                     assert!(message.seq > *last, "{room}: message {} stored after {}", message.seq, *last);
                     *last = message.seq;
-                    self.messages.entry(room.clone()).or_default().push(message.clone());
+                    messages.push(message.clone());
                 }
                 StoreOp::PutRoom(record) => {
                     self.rooms.insert(record.info.room_uuid.clone(), record.clone());
