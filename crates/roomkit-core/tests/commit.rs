@@ -14,7 +14,7 @@ use roomkit_core::{
     store::{HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Output,
 };
-use roomkit_protocol::{ops::SendTextMessage, Code, HistoryOrder, RoomUuid};
+use roomkit_protocol::{ops::SendTextMessage, Code, EndReason, HistoryOrder, RoomUuid};
 use support::*;
 
 /// A `MemoryStore` whose commits fail while `failing` is set.
@@ -164,4 +164,21 @@ fn a_retry_answered_while_its_commit_is_in_flight_fails_with_that_commit() {
     // And m1 is forgotten: sent again, it is stored as new.
     let o = h.ok(&a, send("first", "m1"));
     assert_eq!(o.recipients(), [b.conn].into(), "delivered this time");
+}
+
+#[test]
+fn a_room_deleted_by_a_failed_commit_and_created_again_has_none_of_the_old_rooms_messages() {
+    let (mut h, store, a, b) = rig();
+    h.ok(&a, send("old one", "m1"));
+    h.ok(&a, send("old two", "m2"));
+    store.failing.store(true, Ordering::SeqCst);
+    h.reg.close_room(&room("r1"), EndReason::CloseByBackend).unwrap();
+    h.drain(); // the deletion does not reach the store
+    assert!(h.reg.take_commit().is_empty(), "it waits for the next commit, not retried on its own");
+    store.failing.store(false, Ordering::SeqCst);
+    h.setup(&a, "r1", &[&a, &b], &[&a, &b]);
+    let new = h.ok(&a, send("new", "m3"));
+    assert_eq!(new.message().seq, 1, "a new room numbers its messages from 1");
+    let history = h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history();
+    assert_eq!(texts(&history), ["new"], "the old room's messages went with it");
 }
