@@ -283,6 +283,9 @@ impl Sim {
         if ops.is_empty() {
             return;
         }
+        if self.trace {
+            eprintln!("  commit taken: {}", describe(&ops));
+        }
         for op in &ops {
             if let StoreOp::Append { message, .. } = op {
                 assert!(message.seq > 0 && message.persist, "an ephemeral message stored: {message:?}");
@@ -305,6 +308,9 @@ impl Sim {
     fn report_commit(&mut self, stored: bool) {
         let result = if stored { Ok(()) } else { Err(StoreError("disk full".into())) };
         self.reg.handle_commit(result);
+        if self.trace && self.in_flight.is_some() {
+            eprintln!("  commit {}", if stored { "stored" } else { "failed" });
+        }
         if let Some(ops) = self.in_flight.take() {
             if stored {
                 self.stored(&ops);
@@ -316,6 +322,9 @@ impl Sim {
     /// connections and their waiting requests are gone, and the rooms come back from the disk
     /// into a new registry. Every client connects again.
     fn restart(&mut self, commit_reached_the_disk: bool) {
+        if self.trace {
+            eprintln!("restart (a commit in flight reached the disk: {commit_reached_the_disk})");
+        }
         if let Some(ops) = self.in_flight.take() {
             if commit_reached_the_disk {
                 self.stored(&ops);
@@ -379,4 +388,16 @@ impl Sim {
         }
         panic!("outputs never drained: every drain queued another commit");
     }
+}
+
+/// A commit in a line, for traces.
+fn describe(ops: &[StoreOp]) -> String {
+    let op = |op: &StoreOp| match op {
+        StoreOp::Append { room, message } => {
+            format!("append {room} #{} {}", message.seq, message.message_uuid)
+        }
+        StoreOp::PutRoom(record) => format!("put {}", record.info.room_uuid),
+        StoreOp::DeleteRoom(room) => format!("delete {room}"),
+    };
+    ops.iter().map(op).collect::<Vec<_>>().join(", ")
 }
