@@ -9,11 +9,13 @@
 //! cargo xtask tidy            # only the tidy check (see `tidy.rs`)
 //! cargo xtask run [ARGS...]   # run the demo
 //! cargo xtask bench [ARGS...] # run the benchmark crate
+//! cargo xtask fuzz TARGET     # coverage-guided fuzzing with AFL++ (see `fuzz.rs`)
 //! ```
 //!
 //! This crate deliberately uses only `std`: avoid adding dependencies to it,
 //! so that it stays quick to build.
 
+mod fuzz;
 mod system;
 mod tidy;
 
@@ -33,8 +35,11 @@ Commands:
                     otherwise stop and print the command), run the tidy check,
                     check formatting (cargo fmt), lint (cargo clippy -D warnings),
                     run all tests (cargo-nextest plus doctests when nextest is
-                    installed, cargo test otherwise) and build the docs with
-                    RUSTDOCFLAGS=\"-D warnings\". Stops at the first failing step.
+                    installed, cargo test otherwise), fuzz every fuzz target
+                    for 10 s (see `fuzz`; AFL++ is installed when missing;
+                    ROOMKIT_FUZZ_SMOKE_SECS sets the seconds, 0 skips it) and
+                    build the docs with RUSTDOCFLAGS=\"-D warnings\". Stops at
+                    the first failing step.
   test -- ARGS...   Only run the tests, appending ARGS to the test runner
                     (`cargo nextest run` if installed, else `cargo test`);
                     tidy, formatting, clippy, docs and doctests are skipped.
@@ -53,6 +58,18 @@ Commands:
                     stop and print the command), then run the benchmarks
                     (crates/roomkit-bench) in release mode, passing ARGS to
                     them (see `cargo xtask bench -- --help`).
+  fuzz --list       List the fuzz targets (crates/roomkit-fuzz).
+  fuzz TARGET [--secs N]
+                    Fuzz TARGET with AFL++ for N seconds (default 60): install
+                    make, gcc and libc6-dev through apt when missing and run as
+                    root, and cargo-afl (which builds AFL++) when missing; build
+                    the target instrumented into target/afl; run afl-fuzz on its
+                    seeds into target/fuzz/TARGET; report executions, exec/s,
+                    corpus and crashes. Fails on a crash, printing the crash
+                    file and how to replay it.
+  fuzz TARGET --replay FILE...
+                    Run FILEs through TARGET's harness in a normal build
+                    (ROOMKIT_FUZZ_TRACE=1 prints the registry target's steps).
   help              Print this message.
 
 A leading `--` before the ARGS of `run` and `bench` is optional.
@@ -101,6 +118,7 @@ fn main() {
         Some("run") => run(&rest),
         Some("demo") => run_command(DEMO_COMMAND, &[]),
         Some("bench") => bench(&rest),
+        Some("fuzz") => fuzz::main(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -171,8 +189,21 @@ fn test_all() -> Result<(), String> {
     step("fmt", cmd("cargo", &["fmt", "--all", "--", "--check"]))?;
     step("clippy", cmd("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     step("tests", run_tests(&[]))?;
+    step("fuzz", fuzz_smoke())?;
     step("doc", cmd_env("cargo", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")]))?;
     Ok(())
+}
+
+/// The short fuzzing run of `cargo xtask test` (see `fuzz.rs`), unless
+/// `ROOMKIT_FUZZ_SMOKE_SECS=0`.
+fn fuzz_smoke() -> Result<(), String> {
+    match fuzz::smoke_secs()? {
+        0 => {
+            eprintln!("==> fuzz smoke run skipped (ROOMKIT_FUZZ_SMOKE_SECS=0)");
+            Ok(())
+        }
+        secs => fuzz::smoke(secs),
+    }
 }
 
 /// Runs the workspace tests with `extra` appended to the runner's arguments.

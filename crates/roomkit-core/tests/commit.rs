@@ -15,7 +15,7 @@ use roomkit_core::{
     store::{HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Output,
 };
-use roomkit_protocol::{ops::SendTextMessage, Code, HistoryOrder, RoomUuid};
+use roomkit_protocol::{ops::SendTextMessage, Code, EndReason, HistoryOrder, RoomUuid};
 use support::*;
 
 /// A `MemoryStore` whose commits fail while `failing` is set.
@@ -175,4 +175,47 @@ fn a_history_read_waits_for_the_commit_in_flight_whose_messages_it_must_find() {
     let answer = block_on(read.run(store.as_ref(), &room_uuid, now)).expect("reads");
     let roomkit_protocol::ops::Response::JoinChatroom(out) = answer else { panic!("{answer:?}") };
     assert_eq!(out.last_seq, 1, "the read finds the message stored before it");
+}
+
+#[test]
+fn a_retry_answered_while_its_commit_is_in_flight_fails_with_that_commit() {
+    let (mut h, _store, a, b) = rig();
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
+    assert_eq!(h.reg.take_commit().len(), 1, "m1 is in flight");
+    // While it is in flight: another message, for the next commit, then a retry of m1, which
+    // is answered with m1 and waits behind the next commit.
+    h.reg.handle_request(now, b.conn, &b.id, 101, send("second", "m2").into());
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("first", "m1").into());
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    assert_eq!(h.reg.take_commit().len(), 1, "m2 is in flight");
+    h.reg.handle_commit(Ok(()));
+    let replies: Vec<(u64, Result<(), Error>)> = std::iter::from_fn(|| h.reg.poll_output())
+        .filter_map(|o| match o {
+            Output::Reply { request_id, result, .. } => Some((request_id, result.map(|_| ()))),
+            _ => None,
+        })
+        .collect();
+    // m1 was never stored: its retry must not be told it was.
+    assert_eq!(replies, [(100, Err(Error::NotStored)), (101, Ok(())), (102, Err(Error::NotStored))]);
+    // And m1 is forgotten: sent again, it is stored as new.
+    let o = h.ok(&a, send("first", "m1"));
+    assert_eq!(o.recipients(), [b.conn].into(), "delivered this time");
+}
+
+#[test]
+fn a_room_deleted_by_a_failed_commit_and_created_again_has_none_of_the_old_rooms_messages() {
+    let (mut h, store, a, b) = rig();
+    h.ok(&a, send("old one", "m1"));
+    h.ok(&a, send("old two", "m2"));
+    store.failing.store(true, Ordering::SeqCst);
+    h.reg.close_room(&room("r1"), EndReason::CloseByBackend).unwrap();
+    h.drain(); // the deletion does not reach the store
+    assert!(h.reg.take_commit().is_empty(), "it waits for the next commit, not retried on its own");
+    store.failing.store(false, Ordering::SeqCst);
+    h.setup(&a, "r1", &[&a, &b], &[&a, &b]);
+    let new = h.ok(&a, send("new", "m3"));
+    assert_eq!(new.message().seq, 1, "a new room numbers its messages from 1");
+    let history = h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history();
+    assert_eq!(texts(&history), ["new"], "the old room's messages went with it");
 }

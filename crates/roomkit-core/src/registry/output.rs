@@ -81,6 +81,8 @@ pub(crate) struct InFlight {
     number: u64,
     /// The messages it appends, to forget if it fails.
     pub(crate) appended: Vec<(RoomUuid, SharedMessage)>,
+    /// Its room records and deletions, to store again if it fails.
+    rooms: Vec<StoreOp>,
 }
 
 /// The registry's output queue and its pending commit.
@@ -94,6 +96,8 @@ pub(crate) struct Outputs {
     /// Commits reported so far (they are reported in order, one at a time).
     reported: u64,
     in_flight: Option<InFlight>,
+    /// Room records and deletions of failed commits, stored first in the next commit.
+    unstored_rooms: Vec<StoreOp>,
 }
 
 impl Outputs {
@@ -175,12 +179,19 @@ impl Outputs {
     }
 
     /// The pending operations, now in flight; empty while another commit is in flight.
+    ///
+    /// A failed commit's room records and deletions go first in the next one. The rooms
+    /// already changed, so the store must follow, and before anything that came after them:
+    /// a room deleted, then created again under its id, must not find the old room's messages
+    /// under the new room's numbers. They wait for something new to commit rather than being
+    /// retried on their own, so that a failing store is not retried in a loop.
     pub(crate) fn take_commit(&mut self) -> Vec<StoreOp> {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return Vec::new();
         }
         self.taken += 1;
-        let ops = mem::take(&mut self.pending);
+        let mut ops = mem::take(&mut self.unstored_rooms);
+        ops.append(&mut self.pending);
         let appended = ops
             .iter()
             .filter_map(|op| match op {
@@ -188,16 +199,21 @@ impl Outputs {
                 _ => None,
             })
             .collect();
-        self.in_flight = Some(InFlight { number: self.taken, appended });
+        let rooms = ops.iter().filter(|op| !matches!(op, StoreOp::Append { .. })).cloned().collect();
+        self.in_flight = Some(InFlight { number: self.taken, appended, rooms });
         ops
     }
 
     /// The commit in flight was made durable (`ok`) or not. Returns it, if there was one.
     pub(crate) fn commit_reported(&mut self, ok: bool) -> Option<InFlight> {
-        let done = self.in_flight.take()?;
+        let mut done = self.in_flight.take()?;
         if !ok {
+            self.unstored_rooms = mem::take(&mut done.rooms);
             self.queue.retain_mut(|q| {
-                if q.after != Some(done.number) {
+                // A retry answered with a message of this commit may wait for a later commit
+                // (the retry came while this one was in flight): it fails with this one.
+                let retry_of_lost = q.if_lost == IfLost::Fail && acknowledges(&q.output, &done.appended);
+                if q.after != Some(done.number) && !retry_of_lost {
                     return true;
                 }
                 match q.if_lost {
@@ -215,4 +231,18 @@ impl Outputs {
         self.reported = done.number;
         Some(done)
     }
+}
+
+/// Whether `output` acknowledges one of `appended`: a send answered with that message.
+fn acknowledges(output: &Output, appended: &[(RoomUuid, SharedMessage)]) -> bool {
+    let Output::Reply {
+        result: Ok(Response::SendTextMessage(out) | Response::SendCustomMessage(out)), ..
+    } = output
+    else {
+        return false;
+    };
+    let m = &out.message;
+    appended.iter().any(|(_, a)| {
+        a.message_uuid == m.message_uuid && a.seq == m.seq && a.from_user_uuid == m.from_user_uuid
+    })
 }

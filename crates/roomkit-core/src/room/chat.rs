@@ -150,8 +150,8 @@ impl Room {
             Some((id, recent, chat.content_hash(&send.body, to.as_deref())))
         });
         if let Some((id, earlier, content)) = earlier {
-            // A retry: the message is stored already; answer as the first time, deliver
-            // nothing again.
+            // A retry: the message is stored already, or its commit is in flight (the answer
+            // then fails with it); answer as the first time, deliver nothing again.
             if earlier.from != *caller.user() {
                 return Err(Error::bad("message_uuid", "already used by another sender"));
             }
