@@ -144,7 +144,7 @@ impl ChatController {
                 m.local_entered_chatroom()
             });
         });
-        let options = CallOptions { apply: Some(apply), resend: false };
+        let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
         let out = self.room.session.call_with(&params, options).await?;
         Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
     }
@@ -158,7 +158,7 @@ impl ChatController {
                 room.update(|m| m.local_left_chatroom());
             }
         });
-        let options = CallOptions { apply: Some(apply), resend: false };
+        let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
         self.room.session.call_with(&LeaveChatroom { room_uuid: self.room.room_uuid() }, options).await?;
         Ok(())
     }
@@ -240,7 +240,10 @@ impl ChatController {
                 room.update(|m| m.fetched(&page));
             }
         });
-        self.room.session.call_with(&params, CallOptions { apply: Some(apply), resend: false }).await
+        self.room
+            .session
+            .call_with(&params, CallOptions { apply: Some(apply), resend: false, ..Default::default() })
+            .await
     }
 
     /// Recent chatroom history the caller may see: broadcasts, and directed messages to or
@@ -306,7 +309,7 @@ impl ChatController {
         let room_uuid = self.room.room_uuid();
         let message_uuid = Some(new_message_uuid());
         let resend = !matches!(content, MessageContent::Custom { persist: false, .. });
-        let options = || CallOptions { apply: None, resend };
+        let options = || CallOptions { apply: None, resend, epoch: None };
         let session = &self.room.session;
         let SendMessageOutput { message, durable } = match content {
             MessageContent::Text(text) => {

@@ -107,7 +107,9 @@ impl RoomContext {
                 room.update(|m| m.fetched(&page));
             }
         });
-        self.session.call_with(&params, CallOptions { apply: Some(apply), resend: false }).await
+        self.session
+            .call_with(&params, CallOptions { apply: Some(apply), resend: false, ..Default::default() })
+            .await
     }
 
     /// Reads the room and its exact online counts from the server (cheap at any size) and
@@ -119,7 +121,7 @@ impl RoomContext {
                 room.update(|m| m.room_info(out.room, out.counts));
             }
         });
-        let options = CallOptions { apply: Some(apply), resend: false };
+        let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
         self.session.call_with(&GetRoomInfo { room_uuid: self.room_uuid() }, options).await
     }
 
@@ -148,7 +150,7 @@ impl RoomContext {
     /// [`EndReason::LeaveBySelf`](crate::EndReason::LeaveBySelf).
     pub async fn leave_room(&self) -> Result<(), Error> {
         let apply = self.session.rooms.on_left(self.room.uuid.clone());
-        let options = CallOptions { apply: Some(apply), resend: false };
+        let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
         self.session.call_with(&LeaveRoom { room_uuid: self.room_uuid() }, options).await?;
         Ok(())
     }

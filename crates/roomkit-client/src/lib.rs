@@ -387,7 +387,10 @@ impl RoomService {
         // The room's mirror is created on the receive task, so no event behind the
         // response is missed.
         let apply = self.session.rooms.on_joined(local, request.clone());
-        let out = self.session.call_with(&request, CallOptions { apply: Some(apply), resend: false }).await?;
+        let out = self
+            .session
+            .call_with(&request, CallOptions { apply: Some(apply), resend: false, ..Default::default() })
+            .await?;
         let room = self
             .session
             .room(&out.room.room_uuid)

@@ -45,6 +45,19 @@ pub(crate) struct CallOptions {
     /// Kept and written again after a reconnect instead of failing (sends: the server
     /// recognises their message ids).
     pub(crate) resend: bool,
+    /// Send only on this connection (an [`Rpc::epoch`]): a request meant for the connection
+    /// the caller saw established must not go out on a newer one that has not resumed yet
+    /// (it would reach the server before the rooms are rejoined). A resendable request is
+    /// `Rpc::send` then sends nothing and hands the options back ([`Refused::Stale`]).
+    pub(crate) epoch: Option<u64>,
+}
+
+/// Why [`Rpc::send`] sent nothing.
+pub(crate) enum Refused {
+    /// The connection is not the one of [`CallOptions::epoch`]; the options come back.
+    Stale(CallOptions),
+    /// Sending failed.
+    Failed(Error),
 }
 
 struct Pending {
@@ -97,8 +110,12 @@ impl Rpc {
         sink: Box<dyn FrameSink>,
         stream: Box<dyn FrameStream>,
     ) -> u64 {
-        *self.sink.lock().await = Some(sink);
+        // The epoch moves with the sink, under its lock: a send that finds the new sink
+        // finds the new epoch too.
+        let mut current = self.sink.lock().await;
+        *current = Some(sink);
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(current);
         let task = tokio::spawn(receive_loop(stream, Arc::downgrade(owner), epoch));
         if let Some(old) = self.receiver.lock().expect("not poisoned").replace(task) {
             old.abort();
@@ -109,6 +126,11 @@ impl Rpc {
     /// How many frames have been received from the server so far (see `keepalive.rs`).
     pub(crate) fn heard(&self) -> u64 {
         self.heard.load(Ordering::Relaxed)
+    }
+
+    /// The current connection's epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Whether `epoch` is the current connection's.
@@ -122,13 +144,18 @@ impl Rpc {
         &self,
         params: &O,
         options: CallOptions,
-    ) -> Result<(oneshot::Receiver<ResponseFrame>, u64), Error> {
+    ) -> Result<(oneshot::Receiver<ResponseFrame>, u64), Refused> {
+        let mut sink = self.sink.lock().await;
+        if options.epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst)) {
+            // Nothing was sent or kept: the caller waits for the new connection to be
+            // resumed and sends again.
+            return Err(Refused::Stale(options));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let frame = Frame::from(codec::encode_request(id, params));
         let pending = Pending { tx, apply: options.apply, frame: options.resend.then(|| frame.clone()) };
         self.pending.lock().expect("not poisoned").insert(id, pending);
-        let mut sink = self.sink.lock().await;
         let sent = match sink.as_mut() {
             Some(sink) => sink.send(&[frame]).await.map_err(Error::transport),
             None => Err(Error::new(Code::CONNECTION_CLOSED, "not connected")),
@@ -137,7 +164,7 @@ impl Rpc {
         match sent {
             Err(e) if !options.resend => {
                 self.pending.lock().expect("not poisoned").remove(&id);
-                Err(e)
+                Err(Refused::Failed(e))
             }
             // A resendable call is kept: written again once the connection is back.
             _ => Ok((rx, id)),

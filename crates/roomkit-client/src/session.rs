@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::{
     reconnect::ReconnectCtl,
     room::{Room, Rooms},
-    rpc::{self, Apply, CallOptions, Inbound, Rpc},
+    rpc::{self, Apply, CallOptions, Inbound, Refused, Rpc},
     ClientConfig, ConnectionState, Error,
 };
 
@@ -132,13 +132,24 @@ impl Session {
         options: CallOptions,
     ) -> Result<O::Output, Error> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let mut options = options;
         loop {
             if let Some(e) = self.closed_error() {
                 return Err(e);
             }
             let notified = self.state_changed.notified();
             if self.state() == ConnectionState::Connected {
-                break;
+                // Only on the connection seen established: a newer one may not have
+                // rejoined the rooms yet (see `CallOptions::epoch`).
+                options.epoch = Some(self.rpc.epoch());
+                match self.rpc.send(params, options).await {
+                    Ok((rx, id)) => return self.answer::<O>(rx, id, deadline).await,
+                    Err(Refused::Failed(e)) => return Err(self.closed_error().unwrap_or(e)),
+                    Err(Refused::Stale(back)) => {
+                        options = back;
+                        continue;
+                    }
+                }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(Error::new(
@@ -147,7 +158,6 @@ impl Session {
                 ));
             }
         }
-        self.exchange(params, options, deadline).await
     }
 
     /// A request on the current connection whatever the state (reconnecting uses this).
@@ -157,16 +167,21 @@ impl Session {
         apply: Option<Apply>,
     ) -> Result<O::Output, Error> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
-        self.exchange(params, CallOptions { apply, resend: false }, deadline).await
+        let options = CallOptions { apply, ..Default::default() };
+        match self.rpc.send(params, options).await {
+            Ok((rx, id)) => self.answer::<O>(rx, id, deadline).await,
+            Err(Refused::Failed(e)) => Err(self.closed_error().unwrap_or(e)),
+            Err(Refused::Stale(_)) => unreachable!("no epoch asked for"),
+        }
     }
 
-    async fn exchange<O: Operation>(
+    /// Waits for the answer to request `id`.
+    async fn answer<O: Operation>(
         &self,
-        params: &O,
-        options: CallOptions,
+        rx: tokio::sync::oneshot::Receiver<roomkit_protocol::codec::ResponseFrame>,
+        id: u64,
         deadline: tokio::time::Instant,
     ) -> Result<O::Output, Error> {
-        let (rx, id) = self.rpc.send(params, options).await.map_err(|e| self.closed_error().unwrap_or(e))?;
         let response = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(response)) => response,
             Ok(Err(_)) => {
