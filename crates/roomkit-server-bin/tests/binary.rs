@@ -1,14 +1,16 @@
 //! The real `roomkit-server` binary, run as a child process on loopback ports. Cargo builds
 //! it for these tests (`CARGO_BIN_EXE_roomkit-server`).
 
+mod common;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime},
 };
 
+use common::{free_addr, scratch_dir, server_command, TempDir, PROCESS_BOUND};
 use roomkit_client::{
     ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, MessageContent, RoomEvent,
     RoomKit,
@@ -23,59 +25,6 @@ use roomkit_token::JwtAuthenticator;
 
 /// The secret `--dev` signs tokens with (`DEV_TOKEN_SECRET` in the binary).
 const DEV_TOKEN_SECRET: &[u8] = b"roomkit-development-secret";
-
-/// Longest the binary may take to start serving or to exit. Bounds hangs only.
-const PROCESS_BOUND: Duration = Duration::from_secs(60);
-
-/// A command running the binary with a clean `ROOMKIT_*` environment.
-fn server_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomkit-server"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ROOMKIT_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// A fresh scratch folder for one process's files.
-fn scratch_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "roomkit-e2e-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a scratch folder");
-    dir
-}
-
-/// A scratch folder, removed when dropped (also when the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        Self(scratch_dir())
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A loopback address whose port was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
-    probe.local_addr().expect("address")
-}
 
 /// A running `roomkit-server`; killed on drop if still running.
 struct ServerProcess {

@@ -3,67 +3,19 @@
 //! verifies a data directory; a message edited on disk is reported by `check` and never served
 //! as genuine by history.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
+use common::{free_addr, server_command, TempDir, PROCESS_BOUND};
 use roomkit_client::{CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, RoomKit};
 use roomkit_protocol::Role;
 use roomkit_tests::{create_params, http, join_params, join_with, within, Member};
-
-/// Longest the binary may take to start serving or to exit. Bounds hangs only.
-const PROCESS_BOUND: Duration = Duration::from_secs(60);
-
-/// A fresh scratch folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "roomkit-store-e2e-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(dir.join("data")).expect("create a scratch folder");
-        Self(dir)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-
-    fn database(&self) -> PathBuf {
-        self.data().join("roomkit.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The binary with a clean `ROOMKIT_*` environment.
-fn server_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomkit-server"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ROOMKIT_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe").local_addr().expect("address")
-}
 
 /// The arguments that start a development server on free ports with `data` as its data dir.
 fn serve_args(data: &Path) -> Vec<String> {
@@ -111,7 +63,7 @@ impl Server {
         for attempt in 0..5 {
             let args = serve_args(&dir.data());
             let client: SocketAddr = args[4].parse().expect("the --listen address");
-            let log = dir.0.join(format!("server-{attempt}.log"));
+            let log = dir.path().join(format!("server-{attempt}.log"));
             let out = std::fs::File::create(&log).expect("log file");
             let err = out.try_clone().expect("log handle");
             let child =
