@@ -6,11 +6,11 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Child, Command, ExitStatus},
     time::{Duration, SystemTime},
 };
 
-use common::{free_addr, scratch_dir, server_command, TempDir, PROCESS_BOUND};
+use common::{free_addr, run_to_end, scratch_dir, server_command, TempDir, PROCESS_BOUND};
 use roomkit_client::{
     ConnectionState, CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, MessageContent, RoomEvent,
     RoomKit,
@@ -167,24 +167,6 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Runs the binary with `args` to completion (bounded); returns its output.
-async fn run_to_end(args: &[&str]) -> Output {
-    let mut cmd = server_command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id();
-    let waited =
-        tokio::time::timeout(PROCESS_BOUND, tokio::task::spawn_blocking(move || child.wait_with_output()))
-            .await;
-    match waited {
-        Ok(out) => out.expect("the waiting task").expect("wait for the process"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("roomkit-server {args:?} did not exit within {PROCESS_BOUND:?}");
-        }
     }
 }
 

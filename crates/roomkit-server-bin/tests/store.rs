@@ -8,11 +8,11 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
-use common::{free_addr, server_command, TempDir, PROCESS_BOUND};
+use common::{free_addr, run_to_end, server_command, TempDir, PROCESS_BOUND};
 use roomkit_client::{CreateRoomOptions, FetchHistoryOptions, JoinRoomParams, RoomKit};
 use roomkit_protocol::Role;
 use roomkit_tests::{create_params, http, join_params, join_with, within, Member};
@@ -26,24 +26,6 @@ fn serve_args(data: &Path) -> Vec<String> {
     args.extend(["--admin-listen".into(), free_addr().to_string(), "--data-dir".into()]);
     args.push(data.display().to_string());
     args
-}
-
-/// Runs the binary with `args` to completion (bounded).
-async fn run_to_end(args: &[String]) -> Output {
-    let mut cmd = server_command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id();
-    let waited =
-        tokio::time::timeout(PROCESS_BOUND, tokio::task::spawn_blocking(move || child.wait_with_output()))
-            .await;
-    match waited {
-        Ok(out) => out.expect("the waiting task").expect("wait for the process"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            panic!("roomkit-server {args:?} did not exit within {PROCESS_BOUND:?}");
-        }
-    }
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -243,16 +243,8 @@ async fn a_format_1_database_is_converted_on_open() {
     assert_eq!((page.messages.len(), page.first_seq, page.last_seq), (0, 6, 5), "numbering kept");
     store.apply(200, &[StoreOp::Append { room: room("r1"), message: marked("r1", 9).into() }]).await.unwrap();
     drop(store);
-    let db = Database::open(dir.join(FILE_NAME)).unwrap();
-    let tables: Vec<String> = db
-        .begin_read()
-        .unwrap()
-        .list_tables()
-        .unwrap()
-        .map(|t| redb::TableHandle::name(&t).to_string())
-        .collect();
+    let tables = table_names(&dir);
     assert!(!tables.iter().any(|t| matches!(t.as_str(), "messages" | "rooms" | "seqs")), "{tables:?}");
-    drop(db);
     let report = check(&dir);
     assert!(report.is_ok(), "{report}");
     assert_eq!((report.rooms, report.chatrooms, report.messages), (2, 3, 6));
@@ -266,14 +258,15 @@ async fn a_format_1_record_that_does_not_decode_stops_the_conversion_and_changes
     let before = std::fs::read(dir.join(FILE_NAME)).unwrap();
     let reason = damaged(RedbStore::open(&dir, RedbConfig::default()));
     assert!(reason.contains("format 1") && reason.contains("room r1 message 1"), "{reason}");
-    let db = Database::open(dir.join(FILE_NAME)).unwrap();
-    let tables: Vec<String> = db
-        .begin_read()
-        .unwrap()
-        .list_tables()
-        .unwrap()
-        .map(|t| redb::TableHandle::name(&t).to_string())
-        .collect();
+    let tables = table_names(&dir);
     assert!(tables.iter().any(|t| t == "messages") && !tables.iter().any(|t| t == "meta"), "{tables:?}");
     assert!(!before.is_empty());
+}
+
+/// The names of the tables in the database file of `dir`.
+fn table_names(dir: &std::path::Path) -> Vec<String> {
+    let db = Database::open(dir.join(FILE_NAME)).unwrap();
+    let read = db.begin_read().unwrap();
+    let names = read.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_string()).collect();
+    names
 }

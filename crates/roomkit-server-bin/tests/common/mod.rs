@@ -4,9 +4,11 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::{
+    ffi::OsStr,
+    fmt::Debug,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime},
 };
@@ -74,4 +76,23 @@ impl Drop for TempDir {
 pub fn free_addr() -> SocketAddr {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
     probe.local_addr().expect("address")
+}
+
+/// Runs the binary with `args` to completion (bounded by [`PROCESS_BOUND`]); returns its
+/// output.
+pub async fn run_to_end<S: AsRef<OsStr> + Debug>(args: &[S]) -> Output {
+    let mut cmd = server_command();
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let pid = child.id();
+    let waited =
+        tokio::time::timeout(PROCESS_BOUND, tokio::task::spawn_blocking(move || child.wait_with_output()))
+            .await;
+    match waited {
+        Ok(out) => out.expect("the waiting task").expect("wait for the process"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("roomkit-server {args:?} did not exit within {PROCESS_BOUND:?}");
+        }
+    }
 }
