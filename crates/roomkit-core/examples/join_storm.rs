@@ -25,7 +25,7 @@ fn drain(reg: &mut RoomRegistry, now: u64) -> (Vec<Response>, u64) {
         match out {
             Output::Reply { result, .. } => replies.push(result.expect("success")),
             Output::Deliver { audience, .. } => delivered += audience.len() as u64,
-            Output::History { .. } | Output::RoomEnded { .. } => {}
+            Output::History { .. } | Output::Roster { .. } | Output::RoomEnded { .. } => {}
         }
     }
     reg.handle_timeout(now);

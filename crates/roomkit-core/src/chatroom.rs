@@ -12,7 +12,7 @@ use roomkit_protocol::{
     ChatMessage, ChatroomType, MessageBody, MessageUuid, Priority, SharedMessage, UserUuid,
 };
 
-use crate::{config::MessageRate, rate::TokenBucket, roster::Roster};
+use crate::{config::MessageRate, rate::TokenBucket, roster::{Roster, RosterKind}};
 
 /// The chatroom of a room created with `enable_chatroom`.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub(crate) struct Draft {
 impl Chatroom {
     pub(crate) fn new(dedupe_capacity: usize, rate: MessageRate) -> Self {
         Self {
-            roster: Roster::default(),
+            roster: Roster::new(RosterKind::Chatroom),
             next_seq: 1,
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),

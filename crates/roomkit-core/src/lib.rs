@@ -33,5 +33,5 @@ pub use error::Error;
 pub use history::{HistoryRead, HistoryRequest};
 pub use identity::{Grants, Identity, RoomGrant};
 pub use registry::{Output, RoomRegistry};
-pub use roster::{Audience, ConnId, ConnIdHasher, ConnMap};
+pub use roster::{Audience, ConnId, ConnIdHasher, ConnMap, RosterKind};
 pub use tally::RoomTally;

@@ -118,6 +118,14 @@ impl RoomRegistry {
         }
     }
 
+    /// This registry also reports every change of a room's member lists
+    /// ([`Output::Roster`]), for a driver that delivers events away from the registry.
+    #[must_use]
+    pub fn with_roster_outputs(mut self) -> Self {
+        self.outputs.rosters = true;
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.config

@@ -18,7 +18,8 @@ use crate::{
     chatroom::Chatroom,
     config::MessageRate,
     rate::{DepartedRates, TokenBucket},
-    roster::{Place, Roster},
+    registry::Outputs,
+    roster::{Place, Roster, RosterKind},
     ConnId, CoreConfig, Error, Identity,
 };
 
@@ -87,7 +88,7 @@ impl Room {
             info,
             password,
             members: HashMap::new(),
-            roster: Roster::default(),
+            roster: Roster::new(RosterKind::Room),
             host: None,
             chatroom,
             empty_since,
@@ -167,9 +168,10 @@ impl Room {
     }
 
     /// Adds a member; `room_admin` is the caller's grant (the host is privileged by its role).
-    pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId, room_admin: bool) {
+    pub(crate) fn add(&mut self, info: RoomMember, conn: ConnId, room_admin: bool, out: &mut Outputs) {
         let user = info.uuid.clone();
         let room_place = self.roster.push(user.clone(), conn);
+        out.roster(&self.info.room_uuid, RosterKind::Room, conn, true);
         let privileged = room_admin || info.role == Role::Host;
         if info.role == Role::Host {
             self.host = Some(user.clone());
@@ -183,9 +185,10 @@ impl Room {
     }
 
     /// Removes a member (leaving the chatroom first); returns it as it was.
-    pub(crate) fn remove(&mut self, user: &UserUuid, now: u64) -> Option<Member> {
-        self.exit_chatroom(user);
+    pub(crate) fn remove(&mut self, user: &UserUuid, now: u64, out: &mut Outputs) -> Option<Member> {
+        self.exit_chatroom(user, out);
         let member = self.members.remove(user)?;
+        out.roster(&self.info.room_uuid, RosterKind::Room, member.conn, false);
         self.departed_rates.keep(now, user, member.sending.clone());
         if let Some(moved) = self.roster.remove(member.room_place) {
             let moved = moved.clone();
@@ -214,13 +217,18 @@ impl Room {
     }
 
     /// Gives a detached member its new connection, silently.
-    pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId) {
+    pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId, out: &mut Outputs) {
         let Some(member) = self.members.get_mut(user) else { return };
-        member.conn = conn;
+        let old = std::mem::replace(&mut member.conn, conn);
         member.detached_since = None;
         self.roster.set_conn(member.room_place.slot, conn);
+        let room = &self.info.room_uuid;
+        out.roster(room, RosterKind::Room, old, false);
+        out.roster(room, RosterKind::Room, conn, true);
         if let (Some(place), Some(chat)) = (member.chat_place, self.chatroom.as_mut()) {
             chat.roster.set_conn(place.slot, conn);
+            out.roster(room, RosterKind::Chatroom, old, false);
+            out.roster(room, RosterKind::Chatroom, conn, true);
         }
     }
 
@@ -229,7 +237,7 @@ impl Room {
     }
 
     /// Puts a member in the chatroom; returns it as it is now, or `None` if it already was in.
-    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
+    pub(crate) fn enter_chatroom(&mut self, user: &UserUuid, out: &mut Outputs) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
             return None;
         };
@@ -238,16 +246,18 @@ impl Room {
         }
         member.chat_place = Some(chat.roster.push(user.clone(), member.conn));
         member.info.is_in_chatroom = true;
+        out.roster(&self.info.room_uuid, RosterKind::Chatroom, member.conn, true);
         Some(member.info.clone())
     }
 
     /// Takes a member out of the chatroom; returns it as it is now, or `None` if it was not in.
-    pub(crate) fn exit_chatroom(&mut self, user: &UserUuid) -> Option<RoomMember> {
+    pub(crate) fn exit_chatroom(&mut self, user: &UserUuid, out: &mut Outputs) -> Option<RoomMember> {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
             return None;
         };
         let place = member.chat_place.take()?;
         member.info.is_in_chatroom = false;
+        out.roster(&self.info.room_uuid, RosterKind::Chatroom, member.conn, false);
         let info = member.info.clone();
         if let Some(moved) = chat.roster.remove(place) {
             let moved = moved.clone();
@@ -292,21 +302,22 @@ mod tests {
     #[test]
     fn slots_stay_consistent_through_removals() {
         let mut room = Room::new(info("r"), None, &CoreConfig::default());
+        let out = &mut Outputs::default();
         for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
-            room.add(member(u), ConnId(i as u64), false);
-            assert!(room.enter_chatroom(&u.parse().unwrap()).is_some());
+            room.add(member(u), ConnId(i as u64), false, out);
+            assert!(room.enter_chatroom(&u.parse().unwrap(), out).is_some());
         }
-        room.remove(&"a".parse().unwrap(), 5);
-        assert!(room.exit_chatroom(&"b".parse().unwrap()).is_some());
-        room.remove(&"d".parse().unwrap(), 6);
+        room.remove(&"a".parse().unwrap(), 5, out);
+        assert!(room.exit_chatroom(&"b".parse().unwrap(), out).is_some());
+        room.remove(&"d".parse().unwrap(), 6, out);
         let names: Vec<_> = room.chatroom_members().into_iter().map(|m| m.name).collect();
         assert_eq!(names, vec!["c"]);
         let all: Vec<_> = room.members().into_iter().map(|m| m.name).collect();
         assert_eq!(all, vec!["b", "c"], "join order survives swaps in the audience array");
         assert_eq!(room.counts(), MemberCounts { room: 2, chatroom: 1 });
         assert!(room.is_in_chatroom(&"c".parse().unwrap()));
-        room.remove(&"b".parse().unwrap(), 7);
-        room.remove(&"c".parse().unwrap(), 8);
+        room.remove(&"b".parse().unwrap(), 7, out);
+        room.remove(&"c".parse().unwrap(), 8, out);
         assert_eq!(room.empty_since, Some(8));
         assert_eq!(room.member_count(), 0);
     }

@@ -49,12 +49,35 @@ impl Hasher for ConnIdHasher {
 pub struct Audience {
     conns: Arc<Vec<ConnId>>,
     except: Option<ConnId>,
+    roster: Option<RosterKind>,
+}
+
+/// Which of a room's two member lists an [`Audience`] is (see [`Audience::roster`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RosterKind {
+    /// Everyone in the room.
+    Room,
+    /// Everyone in the room's chatroom.
+    Chatroom,
 }
 
 impl Audience {
     /// Exactly these connections.
     pub fn only(conns: Vec<ConnId>) -> Self {
-        Self { conns: Arc::new(conns), except: None }
+        Self { conns: Arc::new(conns), except: None, roster: None }
+    }
+
+    /// Whether this is a whole member list of the event's room (minus [`except`](Self::except))
+    /// rather than connections picked one by one. A driver that keeps each room's lists
+    /// elsewhere (from [`Output::Roster`](crate::Output::Roster)) can name the list instead of
+    /// its connections.
+    pub fn roster(&self) -> Option<RosterKind> {
+        self.roster
+    }
+
+    /// The connection left out of the list, if any.
+    pub fn except(&self) -> Option<ConnId> {
+        self.except
     }
 
     /// The receiving connections.
@@ -85,8 +108,9 @@ impl Audience {
 /// Each member also gets an order number, increasing with every insert and never reused:
 /// a page is a range of the order map after the cursor (the last order number returned), so
 /// it costs O(log n + limit), and a member present throughout a paging is returned once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Roster {
+    kind: RosterKind,
     conns: Arc<Vec<ConnId>>,
     users: Vec<UserUuid>,
     order: BTreeMap<u64, UserUuid>,
@@ -102,6 +126,10 @@ pub(crate) struct Place {
 }
 
 impl Roster {
+    pub(crate) fn new(kind: RosterKind) -> Self {
+        Self { kind, conns: Arc::default(), users: Vec::new(), order: BTreeMap::new(), last_order: 0 }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.users.len()
     }
@@ -158,7 +186,7 @@ impl Roster {
 
     /// Everyone, or everyone but `except`.
     pub(crate) fn audience(&self, except: Option<ConnId>) -> Audience {
-        Audience { conns: Arc::clone(&self.conns), except }
+        Audience { conns: Arc::clone(&self.conns), except, roster: Some(self.kind) }
     }
 }
 
@@ -185,7 +213,7 @@ mod tests {
 
     #[test]
     fn remove_reports_the_moved_member() {
-        let mut r = Roster::default();
+        let mut r = Roster::new(RosterKind::Room);
         let a = r.push(user("a"), ConnId(1));
         assert_eq!(a, Place { slot: 0, order: 1 });
         let b = r.push(user("b"), ConnId(2));
@@ -200,7 +228,7 @@ mod tests {
 
     #[test]
     fn pages_follow_join_order_and_skip_the_departed() {
-        let mut r = Roster::default();
+        let mut r = Roster::new(RosterKind::Room);
         let places: Vec<Place> = ["a", "b", "c", "d"].iter().map(|u| r.push(user(u), ConnId(0))).collect();
         let (page, next) = r.page(0, 2);
         assert_eq!(page, vec![&user("a"), &user("b")]);
@@ -217,7 +245,7 @@ mod tests {
 
     #[test]
     fn audience_excludes_one_and_survives_later_changes() {
-        let mut r = Roster::default();
+        let mut r = Roster::new(RosterKind::Room);
         r.push(user("a"), ConnId(1));
         r.push(user("b"), ConnId(2));
         let a = r.audience(Some(ConnId(1)));

@@ -394,6 +394,8 @@ impl ShardState {
                 let store = Arc::clone(&self.store);
                 tokio::spawn(answer_history(store, slot, request_id, room_uuid, read, now));
             }
+            // Only a registry made `with_roster_outputs` reports these.
+            Output::Roster { .. } => {}
             Output::RoomEnded { room_uuid, reason } => {
                 tracing::info!(room = %room_uuid, ?reason, "room ended");
             }

@@ -10,7 +10,7 @@ use std::{collections::VecDeque, mem};
 
 use roomkit_protocol::{ops::Response, EndReason, Event, RoomUuid, SharedMessage};
 
-use crate::{store::StoreOp, Audience, ConnId, Error, HistoryRead};
+use crate::{roster::RosterKind, store::StoreOp, Audience, ConnId, Error, HistoryRead};
 
 /// What the driver must do next. Drain with [`RoomRegistry::poll_output`](crate::RoomRegistry::poll_output)
 /// after every input and after every [`handle_commit`](crate::RoomRegistry::handle_commit).
@@ -46,6 +46,23 @@ pub enum Output {
         room_uuid: RoomUuid,
         /// What to read, for whom, and the answer it makes.
         read: HistoryRead,
+    },
+    /// A connection entered (`present`) or left one of a room's member lists. Only from a
+    /// registry made [`with_roster_outputs`](crate::RoomRegistry::with_roster_outputs), for
+    /// a driver that delivers a room's events away from the registry (a cluster's nodes keep
+    /// their own connections' share of each list and deliver an [`Audience`] that is a
+    /// whole list, [`Audience::roster`], from it). Ordered with the other outputs: a
+    /// delivery's audience is the list as these changes left it. When a room ends its lists
+    /// are dropped with it ([`Output::RoomEnded`]), without one change per member.
+    Roster {
+        /// The room.
+        room_uuid: RoomUuid,
+        /// Which list.
+        roster: RosterKind,
+        /// The connection.
+        conn: ConnId,
+        /// Entered (true) or left (false).
+        present: bool,
     },
     /// A room ended; informational (logs, metrics). Its members were sent `room_end`.
     RoomEnded {
@@ -98,6 +115,8 @@ pub(crate) struct Outputs {
     in_flight: Option<InFlight>,
     /// Room records and deletions of failed commits, stored first in the next commit.
     unstored_rooms: Vec<StoreOp>,
+    /// Whether to report member list changes ([`Output::Roster`]).
+    pub(crate) rosters: bool,
 }
 
 impl Outputs {
@@ -163,6 +182,14 @@ impl Outputs {
     pub(crate) fn history(&mut self, conn: ConnId, request_id: u64, room_uuid: &RoomUuid, read: HistoryRead) {
         let room_uuid = room_uuid.clone();
         self.push_read(Output::History { conn, request_id, room_uuid, read });
+    }
+
+    /// Reports that `conn` entered or left a member list of `room_uuid`, when asked to.
+    pub(crate) fn roster(&mut self, room_uuid: &RoomUuid, roster: RosterKind, conn: ConnId, present: bool) {
+        if self.rosters {
+            let room_uuid = room_uuid.clone();
+            self.push(Output::Roster { room_uuid, roster, conn, present }, IfLost::Send);
+        }
     }
 
     /// Tells the driver a room ended.

@@ -63,7 +63,7 @@ impl Room {
     ) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
-        if let Some(member) = self.enter_chatroom(caller.user()) {
+        if let Some(member) = self.enter_chatroom(caller.user(), out) {
             if self.presence.per_member() {
                 let room_uuid = self.info.room_uuid.clone();
                 out.deliver(
@@ -97,7 +97,7 @@ impl Room {
     ) -> Result<(), Error> {
         self.member_on(caller.conn, caller.user())?;
         self.chat()?;
-        let Some(member) = self.exit_chatroom(caller.user()) else {
+        let Some(member) = self.exit_chatroom(caller.user(), out) else {
             return Err(Error::NotInChatroom(self.info.room_uuid.clone()));
         };
         if self.presence.per_member() {

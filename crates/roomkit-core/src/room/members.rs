@@ -121,7 +121,7 @@ impl Room {
             // Back within the grace period (or before the server noticed the drop): the
             // member takes up its place again on this connection, silently. (The password
             // was checked when it first joined.)
-            self.reattach(user, caller.conn);
+            self.reattach(user, caller.conn, out);
             let displaced = previous_conn.filter(|_| !detached).map(|old| {
                 // The old connection, if it is still there at all, is told it lost the room.
                 let room_uuid = self.info.room_uuid.clone();
@@ -147,7 +147,7 @@ impl Room {
         };
         self.resize_presence(self.member_count() + 1, out);
         let room_admin = caller.identity.grants.room_admin;
-        self.add(info.clone(), caller.conn, room_admin);
+        self.add(info.clone(), caller.conn, room_admin, out);
         if self.presence.per_member() {
             let audience = self.audience(Some(caller.conn));
             out.deliver(audience, Event::MemberJoinRoom { room_uuid: p.room_uuid, members: vec![info] });
@@ -204,7 +204,7 @@ impl Room {
         self.member(user)?;
         let was_in_chatroom = self.is_in_chatroom(user);
         self.resize_presence(self.member_count() - 1, out);
-        let member = self.remove(user, now)?;
+        let member = self.remove(user, now, out)?;
         let room_uuid = &self.info.room_uuid;
         let mut info = member.info;
         info.is_in_chatroom = false;

@@ -6,12 +6,15 @@
 // Each test binary uses a different part of it.
 #![allow(dead_code)]
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use futures::executor::block_on;
 use roomkit_core::{
     store::{MemoryStore, MessageStore, Retention},
-    ConnId, CoreConfig, Error, Identity, Output, RoomRegistry,
+    ConnId, CoreConfig, Error, Identity, Output, RoomRegistry, RosterKind,
 };
 use roomkit_protocol::{
     ops::{
@@ -179,6 +182,9 @@ pub struct Harness {
     /// The current time, in ms; inputs are stamped with it.
     pub now: u64,
     next_request: u64,
+    /// Each room's member lists as a driver delivering away from the registry rebuilds
+    /// them from `Output::Roster` alone; every delivery to a whole list is checked against it.
+    rosters: HashMap<(RoomUuid, RosterKind), BTreeSet<ConnId>>,
 }
 
 impl Default for Harness {
@@ -205,7 +211,7 @@ impl Harness {
 
     /// `reg` with `store`, at time 1 000 000.
     pub fn with_registry(reg: RoomRegistry, store: Arc<dyn MessageStore>) -> Self {
-        Self { reg, store, now: 1_000_000, next_request: 1 }
+        Self { reg: reg.with_roster_outputs(), store, now: 1_000_000, next_request: 1, rosters: HashMap::new() }
     }
 
     /// Moves the clock forward.
@@ -222,11 +228,29 @@ impl Harness {
                 Output::Deliver { audience, event } => {
                     assert!(!audience.is_empty(), "empty audience for {event:?}");
                     assert_eq!(audience.iter().count(), audience.len(), "Audience::len disagrees with iter");
+                    if let Some(kind) = audience.roster() {
+                        let key = (event.room_uuid().clone(), kind);
+                        let mut rebuilt = self.rosters.get(&key).cloned().unwrap_or_default();
+                        if let Some(except) = audience.except() {
+                            rebuilt.remove(&except);
+                        }
+                        let listed: BTreeSet<ConnId> = audience.iter().collect();
+                        assert_eq!(rebuilt, listed, "the {kind:?} list rebuilt from roster outputs, for {event:?}");
+                    }
                     for conn in audience.iter() {
                         d.deliveries.push((conn, event.clone()));
                     }
                 }
-                Output::RoomEnded { room_uuid, reason } => d.ended.push((room_uuid, reason)),
+                Output::Roster { room_uuid, roster, conn, present } => {
+                    let list = self.rosters.entry((room_uuid, roster)).or_default();
+                    let changed = if present { list.insert(conn) } else { list.remove(&conn) };
+                    assert!(changed, "a roster output that changes nothing: {conn:?} present={present}");
+                }
+                Output::RoomEnded { room_uuid, reason } => {
+                    self.rosters.remove(&(room_uuid.clone(), RosterKind::Room));
+                    self.rosters.remove(&(room_uuid.clone(), RosterKind::Chatroom));
+                    d.ended.push((room_uuid, reason));
+                }
                 other => panic!("unexpected output {other:?}"),
             }
         }

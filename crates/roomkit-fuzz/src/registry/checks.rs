@@ -89,7 +89,7 @@ impl Sim {
                     _ => {}
                 }
             }
-            Output::RoomEnded { .. } => {}
+            Output::Roster { .. } | Output::RoomEnded { .. } => {}
         }
     }
 
