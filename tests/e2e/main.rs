@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod history;
 mod keepalive;
 mod large_room;

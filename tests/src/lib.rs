@@ -241,11 +241,18 @@ impl std::fmt::Debug for WsHarness {
 impl WsHarness {
     /// Starts a server with `config` behind an HTTP/WebSocket front configured by `front`.
     pub async fn start_front(config: ServerConfig, front: WsFront) -> Self {
+        let authenticator = Arc::clone(&front.authenticator);
+        Self::start_server(Server::new(config, authenticator), front).await
+    }
+
+    /// Starts `server` (built with its store, cluster, ...) behind a front configured by
+    /// `front` (whose authenticator `server` already has).
+    pub async fn start_server(server: Server, front: WsFront) -> Self {
         let tcp = bind_loopback(front.send_buffer_bytes);
         let addr = tcp.local_addr().expect("bound address");
         let url = format!("ws://{addr}{}", roomkit_transport_ws::PATH_V1);
         let (listener, sender) = QueueListener::new(url.clone(), front.ws.accept_backlog);
-        let server = Server::new(config, front.authenticator).spawn(listener);
+        let server = server.spawn(listener);
         let (stop_http, stop_rx) = watch::channel(false);
         let router = roomkit_server::net::client_router(front.ws, sender);
         let http = tokio::spawn(roomkit_server::net::serve(tcp, router, front.header_timeout, stop_rx));

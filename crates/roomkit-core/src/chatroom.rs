@@ -12,7 +12,11 @@ use roomkit_protocol::{
     ChatMessage, ChatroomType, MessageBody, MessageUuid, Priority, SharedMessage, UserUuid,
 };
 
-use crate::{config::MessageRate, rate::TokenBucket, roster::{Roster, RosterKind}};
+use crate::{
+    config::MessageRate,
+    rate::TokenBucket,
+    roster::{Roster, RosterKind},
+};
 
 /// The chatroom of a room created with `enable_chatroom`.
 #[derive(Debug)]

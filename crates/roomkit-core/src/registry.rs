@@ -5,6 +5,7 @@
 mod conns;
 mod ended;
 mod output;
+mod placement;
 mod timers;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use self::{
 use crate::{
     config::MAX_HISTORY_LIMIT,
     room::{Caller, Left, MemberList, Room, Send as MessageSend},
-    store::{RoomRecord, StoreError, StoreOp},
+    store::{StoreError, StoreOp},
     tally::{Over, RoomTally},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -375,27 +376,6 @@ impl RoomRegistry {
         self.room_parts(room_uuid)?;
         self.close_room_now(room_uuid, reason);
         Ok(())
-    }
-
-    /// Brings back a room from the store after a restart: no members (they join again), its
-    /// chatroom numbering after `last_seq`, and the ids of `recent` messages (oldest first) in
-    /// the retry window. The idle timer starts at `now`.
-    pub fn restore_room(&mut self, now: u64, record: RoomRecord, last_seq: u64, recent: Vec<SharedMessage>) {
-        let uuid = record.info.room_uuid.clone();
-        if !self.rooms.contains_key(&uuid) {
-            self.tally.add_anyway(&record.info.creator);
-        }
-        let mut room = Room::new(record.info, record.password, &self.config);
-        room.empty_since = Some(now);
-        if let Some(chat) = room.chatroom.as_mut() {
-            chat.resume_after(last_seq);
-            for message in &recent {
-                chat.remember(message);
-            }
-        }
-        self.ended.forget(&uuid);
-        self.rooms.insert(uuid.clone(), room);
-        self.timers.arm_idle(now, self.config.room_idle_timeout_ms, uuid);
     }
 
     // ---- outputs ------------------------------------------------------------------------

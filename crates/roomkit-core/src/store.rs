@@ -131,6 +131,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Every stored room, with its chatroom's newest sequence number (0 if none).
     async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError>;
+
+    /// One stored room, with its chatroom's newest sequence number; `None` if it is not
+    /// stored. A cluster node loads a room this way when it takes the room over. The default
+    /// reads [`rooms`](Self::rooms); a store with many rooms answers it directly.
+    async fn room(&self, uuid: &RoomUuid) -> Result<Option<(RoomRecord, u64)>, StoreError> {
+        Ok(self.rooms().await?.into_iter().find(|(record, _)| &record.info.room_uuid == uuid))
+    }
 }
 
 /// Picks a page out of messages kept in sequence order, as [`MemoryStore`] answers a query.

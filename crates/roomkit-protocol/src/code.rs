@@ -130,6 +130,10 @@ codes! {
     /// Nothing arrived from the client (no frame, no answer to the server's pings) within the
     /// server's idle timeout: the server closed the connection as dead.
     KEEPALIVE_TIMEOUT = 5006, 408, "keep-alive timeout";
+    /// Cluster mode: the node running the room could not be reached (the room is moving to
+    /// another node, or the cluster's NATS is unreachable); retry. Also the close code of a
+    /// connection whose room's node died: reconnect and resume.
+    ROOM_UNAVAILABLE = 5007, 503, "room unavailable";
 }
 
 impl Code {

@@ -58,8 +58,12 @@ pub(crate) async fn run(conn_id: ConnId, connection: Connection, shared: Arc<Ser
     // Boxed: an open connection's task does not carry the closing state.
     Box::pin(async move {
         closer.close(CloseReason::new(Code::CONNECTION_CLOSED, "connection closed"), false);
-        for shard in &shared.shards {
-            let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
+        if let Some(node) = &shared.cluster {
+            node.disconnect(conn_id).await;
+        } else {
+            for shard in &shared.shards {
+                let _ = shard.tx.send(ShardMsg::Disconnect { conn: conn_id }).await;
+            }
         }
         shared.connections.lock().expect("not poisoned").remove(&conn_id);
         shared.admission.release(&address);
@@ -138,7 +142,7 @@ impl Reader {
             Verdict::Close => return false,
         }
         match decoded {
-            Ok(frame) => self.on_request(frame).await,
+            Ok(decoded) => self.on_request(decoded, frame).await,
             Err(e) => self.reply_error(e.id, e.code, &e.message),
         }
         true
@@ -163,7 +167,9 @@ impl Reader {
         verdict
     }
 
-    async fn on_request(&mut self, frame: RequestFrame) {
+    /// Handles a decoded request; `raw` is the frame it came in (a cluster node forwards it
+    /// as is).
+    async fn on_request(&mut self, frame: RequestFrame, raw: &[u8]) {
         let RequestFrame { id, request } = frame;
         metrics::counter!("roomkit_requests_total", "op" => request.op()).increment(1);
         let Some(identity) = self.identity.clone() else {
@@ -187,10 +193,14 @@ impl Reader {
                         "operation not supported here",
                     );
                 };
+                if let Some(node) = &self.shared.cluster {
+                    let raw = bytes::Bytes::copy_from_slice(raw);
+                    return node.route(self.conn_id, &self.outbox, &identity, &request, raw).await;
+                }
                 let shard = &self.shared.shards[shard_of(room, self.shared.shards.len())];
                 let msg = ShardMsg::Request {
                     conn: self.conn_id,
-                    outbox: self.outbox.clone(),
+                    outbox: Some(self.outbox.clone()),
                     identity,
                     request_id: id,
                     request,

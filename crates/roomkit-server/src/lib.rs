@@ -26,6 +26,11 @@ pub mod admin;
 mod admission;
 mod auth;
 pub mod clock;
+#[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_off.rs"]
+mod cluster;
 mod commit;
 mod connection;
 mod jwt;
@@ -206,6 +211,8 @@ pub(crate) struct ServerShared {
     pub(crate) clock: keepalive::Clock,
     /// The connection caps and what counts against them.
     pub(crate) admission: admission::Admission,
+    /// In cluster mode, this node.
+    pub(crate) cluster: Option<Arc<cluster::Node>>,
 }
 
 /// A server, configured but not yet running.
@@ -213,13 +220,23 @@ pub struct Server {
     config: ServerConfig,
     authenticator: Arc<dyn Authenticator>,
     store: Option<Arc<dyn MessageStore>>,
+    cluster: Option<Arc<cluster::Node>>,
 }
 
 impl Server {
     /// A server that logs connections in through `authenticator`, keeping history in
     /// memory (as many messages per chatroom as `core.history_ring_size`).
     pub fn new(config: ServerConfig, authenticator: Arc<dyn Authenticator>) -> Self {
-        Self { config, authenticator, store: None }
+        Self { config, authenticator, store: None, cluster: None }
+    }
+
+    /// Runs as a node of a cluster (see `cluster`): rooms are shared with the other nodes
+    /// through NATS, each one running on the node holding its lease. The store must be one
+    /// every node reads and writes (JetStream's), given with [`with_store`](Self::with_store).
+    #[cfg(feature = "cluster")]
+    pub fn with_cluster(mut self, cluster: cluster::Cluster) -> Self {
+        self.cluster = Some(cluster.into_node());
+        self
     }
 
     /// Keeps rooms and history in `store` instead: with a durable store, rooms and history
@@ -261,9 +278,10 @@ impl Server {
                     reads_in_flight: self.config.reads_in_flight,
                     store: Arc::clone(&store),
                     tally: tally.clone(),
+                    cluster: self.cluster.clone(),
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
         let caps = admission::Caps {
             total: self.config.max_connections,
             per_address: self.config.max_connections_per_address,
@@ -273,10 +291,15 @@ impl Server {
             admission: admission::Admission::new(caps),
             config: self.config,
             authenticator: self.authenticator,
-            shards,
+            shards: shards.clone(),
             connections: Mutex::new(HashMap::new()),
             clock: keepalive::Clock::start(),
+            cluster: self.cluster.clone(),
         });
+        let cluster_tasks = match &self.cluster {
+            Some(node) => node.attach(shards, Arc::downgrade(&shared), Arc::clone(&store)),
+            None => Vec::new(),
+        };
         let (ping_interval, idle_timeout) = (shared.config.ping_interval, shared.config.idle_timeout);
         let keepalive = (!ping_interval.is_zero())
             .then(|| tokio::spawn(keepalive::sweep(Arc::downgrade(&shared), ping_interval, idle_timeout)));
@@ -292,6 +315,7 @@ impl Server {
             keepalive,
             upkeep,
             upkeeps,
+            cluster_tasks,
         }
     }
 }
@@ -318,6 +342,8 @@ async fn accept_loop<L: Listener>(
 ) -> JoinSet<()> {
     tracing::info!(addr = %listener.local_addr(), "accepting connections");
     let next_id = AtomicU64::new(1);
+    // In a cluster a connection id carries its node's slot: ids are unique across nodes.
+    let slot = shared.cluster.as_ref().map_or(0, |node| node.slot());
     // Finished connections are reaped as they end (O(1) each), not searched for at every
     // accept: that search made a join storm quadratic in the number of connections.
     let mut tasks = JoinSet::new();
@@ -346,7 +372,7 @@ async fn accept_loop<L: Listener>(
                     });
                     continue;
                 }
-                let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
+                let id = cluster::conn_id(slot, next_id.fetch_add(1, Ordering::Relaxed));
                 tasks.spawn(connection::run(id, connection, Arc::clone(&shared)));
             }
             Err(TransportError::Closed(_)) => break,
@@ -368,6 +394,8 @@ pub struct ServerHandle {
     /// Upkeeps this server's task has run (observed by tests).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) upkeeps: Arc<AtomicU64>,
+    /// In cluster mode, the node's publisher and its lease upkeep.
+    cluster_tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// A handle dropped without [`shutdown`](ServerHandle::shutdown) stops the server's
@@ -378,6 +406,9 @@ impl Drop for ServerHandle {
         self.upkeep.abort();
         if let Some(keepalive) = self.keepalive.take() {
             keepalive.abort();
+        }
+        for task in &self.cluster_tasks {
+            task.abort();
         }
     }
 }
@@ -458,6 +489,10 @@ impl ServerHandle {
         }
         if let Some(keepalive) = self.keepalive.take() {
             keepalive.abort();
+        }
+        if let Some(node) = &self.shared.cluster {
+            // The rooms move to other nodes at once; clients resume there.
+            node.leave().await;
         }
         let closers: Vec<Closer> = self
             .shared

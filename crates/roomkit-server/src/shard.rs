@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     clock::now_ms,
+    cluster::Node,
     outbox::{Enqueued, Outbox, ReadSlot, Shed},
 };
 
@@ -33,7 +34,9 @@ pub(crate) enum ShardMsg {
     /// A request of a logged-in connection.
     Request {
         conn: ConnId,
-        outbox: Outbox,
+        /// The connection's queue; `None` for a request forwarded by another cluster node
+        /// (the answers go out on the room's stream; see `cluster`).
+        outbox: Option<Outbox>,
         identity: Arc<Identity>,
         request_id: u64,
         request: Request,
@@ -77,6 +80,9 @@ pub(crate) struct ShardSetup {
     pub(crate) store: Arc<dyn MessageStore>,
     /// Live rooms by creator, shared by every shard: the room caps hold across shards.
     pub(crate) tally: RoomTally,
+    /// In cluster mode, the node: rooms are loaded when the node takes their lease (not all
+    /// at start), and outputs are published on the rooms' streams.
+    pub(crate) cluster: Option<Arc<Node>>,
 }
 
 pub(crate) fn spawn(setup: ShardSetup) -> Shard {
@@ -108,6 +114,11 @@ struct ShardState {
     acks: Vec<oneshot::Sender<()>>,
     /// The commit handed to the store and not yet answered; at most one.
     commit: Option<CommitFuture>,
+    /// In cluster mode, the node whose rooms' streams the outputs go out on.
+    cluster: Option<Arc<Node>>,
+    /// In cluster mode, the room of each request not answered yet, by connection and
+    /// request id: the answer goes out on that room's stream.
+    answering: ConnMap<Vec<(u64, RoomUuid)>>,
 }
 
 /// A commit handed to the store and not yet answered.
@@ -115,7 +126,12 @@ type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>
 
 async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut registry = RoomRegistry::with_tally(setup.config, setup.tally);
-    restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
+    if setup.cluster.is_some() {
+        // Rooms come one at a time, as the node takes their leases.
+        registry = registry.with_roster_outputs();
+    } else {
+        restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
+    }
     let mut state = ShardState {
         registry,
         store: setup.store,
@@ -128,6 +144,8 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         timings: Vec::new(),
         acks: Vec::new(),
         commit: None,
+        cluster: setup.cluster,
+        answering: ConnMap::default(),
     };
     let max_batch = setup.batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
@@ -231,6 +249,14 @@ impl ShardState {
         match msg {
             ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
                 self.timings.push((request.op(), received));
+                let Some(outbox) = outbox else {
+                    // Cluster mode: the answer goes out on the room's stream.
+                    if let Some(room) = request.room_uuid() {
+                        self.answering.entry(conn).or_default().push((request_id, room.clone()));
+                    }
+                    self.registry.handle_request(now, conn, &identity, request_id, request);
+                    return;
+                };
                 let outbox = self.outboxes.entry(conn).or_insert(outbox);
                 if matches!(request, Request::JoinChatroom(_) | Request::FetchChatroomHistory(_)) {
                     // The bound is checked before the registry sees the request: a refused
@@ -289,6 +315,7 @@ impl ShardState {
         for conn in self.gone.drain(..) {
             self.outboxes.remove(&conn);
             self.reserved.remove(&conn);
+            self.answering.remove(&conn);
         }
         if self.commit.is_none() {
             // Shutdown is acknowledged once everything taken has been stored and sent.
@@ -351,24 +378,20 @@ impl ShardState {
     }
 
     fn dispatch(&mut self, output: Output, now: u64) {
+        if let Some(node) = &self.cluster {
+            let room = match &output {
+                Output::Reply { conn, request_id, .. } | Output::History { conn, request_id, .. } => {
+                    take_answering(&mut self.answering, *conn, *request_id)
+                }
+                _ => None,
+            };
+            return node.dispatch(output, room, &self.store, now);
+        }
         match output {
             Output::Reply { conn, request_id, result } => {
                 // A request answered without reading the store gives its slot back.
                 drop(self.take_reserved(conn, request_id));
-                let frame = match result {
-                    Ok(data) => {
-                        if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
-                            metrics::counter!("roomkit_messages_in_total").increment(1);
-                        }
-                        Frame::from(codec::encode_success(request_id, &data))
-                    }
-                    Err(e) => {
-                        metrics::counter!("roomkit_request_errors_total", "code" => e.code().name())
-                            .increment(1);
-                        Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
-                    }
-                };
-                self.send(conn, frame);
+                self.send(conn, Frame::from(reply_frame(request_id, result)));
             }
             Output::Deliver { audience, event } => {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
@@ -403,6 +426,62 @@ impl ShardState {
     }
 }
 
+/// Reads a history answer on a task of its own: a store that panics fails this read only.
+pub(crate) async fn read_history_apart(
+    store: Arc<dyn MessageStore>,
+    room: &RoomUuid,
+    read: HistoryRead,
+    now: u64,
+) -> Result<Response, Error> {
+    let task_room = room.clone();
+    tokio::spawn(async move { read_history(store.as_ref(), &task_room, read, now).await })
+        .await
+        .unwrap_or_else(|e| Err(Error::HistoryNotRead(StoreError(format!("the read panicked: {e}")))))
+}
+
+/// The frame answering a history request, logging a failed read.
+pub(crate) fn history_frame(
+    request_id: u64,
+    room: &RoomUuid,
+    result: Result<Response, Error>,
+) -> bytes::Bytes {
+    if let Err(Error::HistoryNotRead(cause)) = &result {
+        tracing::error!(error = %cause, room = %room, "history read failed");
+    }
+    reply_frame(request_id, result)
+}
+
+/// The room of request `request_id` of `conn`, forgotten once answered.
+fn take_answering(
+    answering: &mut ConnMap<Vec<(u64, RoomUuid)>>,
+    conn: ConnId,
+    request_id: u64,
+) -> Option<RoomUuid> {
+    let list = answering.get_mut(&conn)?;
+    let at = list.iter().position(|(id, _)| *id == request_id)?;
+    let (_, room) = list.swap_remove(at);
+    if list.is_empty() {
+        answering.remove(&conn);
+    }
+    Some(room)
+}
+
+/// The frame answering request `request_id`, counted in the metrics.
+pub(crate) fn reply_frame(request_id: u64, result: Result<Response, Error>) -> bytes::Bytes {
+    match result {
+        Ok(data) => {
+            if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
+                metrics::counter!("roomkit_messages_in_total").increment(1);
+            }
+            codec::encode_success(request_id, &data)
+        }
+        Err(e) => {
+            metrics::counter!("roomkit_request_errors_total", "code" => e.code().name()).increment(1);
+            codec::encode_error(Some(request_id), e.code(), &e.to_string())
+        }
+    }
+}
+
 /// Reads a history answer and queues it for its connection, on a task of its own: a read may
 /// take long (a large chatroom, a slow disk) and must not hold up the shard's other rooms.
 /// The order clients rely on holds: the shard queued every event and answer that precedes
@@ -421,21 +500,7 @@ async fn answer_history(
     if outbox.is_closed() {
         return;
     }
-    // On a task of its own again: a store that panics fails this read only.
-    let task_room = room.clone();
-    let result = tokio::spawn(async move { read_history(store.as_ref(), &task_room, read, now).await })
-        .await
-        .unwrap_or_else(|e| Err(Error::HistoryNotRead(StoreError(format!("the read panicked: {e}")))));
-    let frame = match result {
-        Ok(response) => Frame::from(codec::encode_success(request_id, &response)),
-        Err(e) => {
-            if let Error::HistoryNotRead(cause) = &e {
-                tracing::error!(error = %cause, room = %room, "history read failed");
-            }
-            metrics::counter!("roomkit_request_errors_total", "code" => e.code().name()).increment(1);
-            Frame::from(codec::encode_error(Some(request_id), e.code(), &e.to_string()))
-        }
-    };
-    outbox.push(frame);
+    let result = read_history_apart(store, &room, read, now).await;
+    outbox.push(Frame::from(history_frame(request_id, &room, result)));
     drop(slot);
 }

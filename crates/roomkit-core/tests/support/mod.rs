@@ -211,7 +211,13 @@ impl Harness {
 
     /// `reg` with `store`, at time 1 000 000.
     pub fn with_registry(reg: RoomRegistry, store: Arc<dyn MessageStore>) -> Self {
-        Self { reg: reg.with_roster_outputs(), store, now: 1_000_000, next_request: 1, rosters: HashMap::new() }
+        Self {
+            reg: reg.with_roster_outputs(),
+            store,
+            now: 1_000_000,
+            next_request: 1,
+            rosters: HashMap::new(),
+        }
     }
 
     /// Moves the clock forward.
@@ -235,7 +241,10 @@ impl Harness {
                             rebuilt.remove(&except);
                         }
                         let listed: BTreeSet<ConnId> = audience.iter().collect();
-                        assert_eq!(rebuilt, listed, "the {kind:?} list rebuilt from roster outputs, for {event:?}");
+                        assert_eq!(
+                            rebuilt, listed,
+                            "the {kind:?} list rebuilt from roster outputs, for {event:?}"
+                        );
                     }
                     for conn in audience.iter() {
                         d.deliveries.push((conn, event.clone()));

@@ -1,0 +1,210 @@
+//! The follower's side: a node with connections in a room follows the room's stream and
+//! delivers each record to its own connections — answers to the one asking, events to its
+//! share of the member lists, kept from the stream's member list changes.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Weak},
+};
+
+use futures::StreamExt;
+use roomkit_core::{transport::CloseReason, ConnId, ConnMap, RosterKind};
+use roomkit_protocol::{Code, RoomUuid};
+use tokio::{sync::OnceCell, task::AbortHandle};
+
+use super::{
+    slot_of_conn,
+    wire::{Record, ShedClass},
+    Node,
+};
+use crate::outbox::{Enqueued, Outbox, Shed};
+
+/// A room whose stream this node follows.
+pub(crate) struct Followed {
+    /// The task reading the stream, once subscribed.
+    task: Arc<OnceCell<AbortHandle>>,
+    /// This node's connections that sent requests for the room.
+    users: HashSet<ConnId>,
+    /// The slot of the room's owner, as last heard.
+    owner: Option<u16>,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+impl Node {
+    /// Makes sure this node follows room `room`'s stream before `conn`'s request goes out, so
+    /// that the answer is not missed.
+    pub(crate) async fn follow(self: &Arc<Self>, room: &RoomUuid, conn: ConnId) -> Result<(), String> {
+        let cell = {
+            let mut state = self.state.lock().expect("not poisoned");
+            state.conn_rooms.entry(conn).or_default().insert(room.clone());
+            let followed = state.followed.entry(room.clone()).or_insert_with(|| Followed {
+                task: Arc::new(OnceCell::new()),
+                users: HashSet::new(),
+                owner: None,
+            });
+            followed.users.insert(conn);
+            Arc::clone(&followed.task)
+        };
+        cell.get_or_try_init(|| async {
+            let subscription =
+                self.client.subscribe(self.subject(room, "ev")).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                tokio::spawn(run(Arc::downgrade(self), room.clone(), subscription)).abort_handle(),
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `conn` no longer uses room `room`; the last one to go stops following it.
+    pub(crate) fn unfollow_if_unused(&self, room: &RoomUuid, conn: ConnId) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(followed) = state.followed.get_mut(room) {
+            followed.users.remove(&conn);
+            if followed.users.is_empty() {
+                state.followed.remove(room);
+            }
+        }
+    }
+}
+
+/// Records that room `room` runs on the node with slot `owner`.
+pub(crate) fn owner_is(node: &Node, room: &RoomUuid, owner: u16) {
+    if let Some(followed) = node.state.lock().expect("not poisoned").followed.get_mut(room) {
+        followed.owner = Some(owner);
+    }
+}
+
+/// Room `room` no longer runs where it ran: this node's connections that used it are closed
+/// with `ROOM_UNAVAILABLE`, and resume on the room's next owner (rebuilt from the store).
+pub(crate) fn reset(node: &Node, room: &RoomUuid) {
+    let Some(followed) = node.state.lock().expect("not poisoned").followed.remove(room) else { return };
+    let reason = CloseReason::new(
+        Code::ROOM_UNAVAILABLE,
+        format!("the node running room {room} is gone: reconnect to resume"),
+    );
+    for conn in &followed.users {
+        if let Some(closer) = node.closer_of(*conn) {
+            closer.close(reason.clone(), true);
+        }
+    }
+    tracing::warn!(room = %room, connections = followed.users.len(), "a followed room lost its node: its members resume");
+}
+
+/// Resets every followed room whose owner is not among the `live` nodes.
+pub(crate) fn drop_dead(node: &Node, live: &HashSet<u16>) {
+    let rooms: Vec<RoomUuid> = node
+        .state
+        .lock()
+        .expect("not poisoned")
+        .followed
+        .iter()
+        .filter(|(_, f)| f.owner.is_some_and(|o| !live.contains(&o)))
+        .map(|(room, _)| room.clone())
+        .collect();
+    for room in rooms {
+        reset(node, &room);
+    }
+}
+
+/// This node's share of a room's member lists.
+#[derive(Default)]
+struct Lists {
+    room: ConnMap<Outbox>,
+    chatroom: ConnMap<Outbox>,
+}
+
+impl Lists {
+    fn get_mut(&mut self, roster: RosterKind) -> &mut ConnMap<Outbox> {
+        match roster {
+            RosterKind::Room => &mut self.room,
+            RosterKind::Chatroom => &mut self.chatroom,
+        }
+    }
+}
+
+/// Reads room `room`'s stream and delivers it to this node's connections.
+async fn run(node: Weak<Node>, room: RoomUuid, mut stream: async_nats::Subscriber) {
+    let mut lists = Lists::default();
+    let mut wake: Vec<Outbox> = Vec::new();
+    while let Some(message) = stream.next().await {
+        let Some(node) = node.upgrade() else { return };
+        let record = match Record::decode(&message.payload) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "unreadable record in a room's stream");
+                continue;
+            }
+        };
+        let mine = |conn: ConnId| slot_of_conn(conn) == node.slot;
+        match record {
+            Record::Reply { conn, text } => {
+                if mine(conn) {
+                    if let Some(outbox) = node.outbox_of(conn) {
+                        outbox.push(text.into());
+                    }
+                }
+            }
+            Record::ToRoster { roster, except, shed, text } => {
+                let frame = roomkit_core::transport::Frame::from(text);
+                let shed = shed_of(shed, &room);
+                let mut queued = 0u64;
+                for (conn, outbox) in lists.get_mut(roster).iter() {
+                    if Some(*conn) != except {
+                        queued += u64::from(queue(outbox, frame.clone(), shed.clone(), &mut wake));
+                    }
+                }
+                metrics::counter!("roomkit_events_out_total").increment(queued);
+            }
+            Record::ToConns { conns, shed, text } => {
+                let frame = roomkit_core::transport::Frame::from(text);
+                let shed = shed_of(shed, &room);
+                for conn in conns.into_iter().filter(|c| mine(*c)) {
+                    if let Some(outbox) = node.outbox_of(conn) {
+                        queue(&outbox, frame.clone(), shed.clone(), &mut wake);
+                    }
+                }
+            }
+            Record::Roster { roster, conn, present } => {
+                if mine(conn) {
+                    if !present {
+                        lists.get_mut(roster).remove(&conn);
+                    } else if let Some(outbox) = node.outbox_of(conn) {
+                        lists.get_mut(roster).insert(conn, outbox);
+                    }
+                }
+            }
+            Record::Ended => lists = Lists::default(),
+        }
+        for outbox in wake.drain(..) {
+            outbox.wake();
+        }
+    }
+}
+
+fn shed_of(class: ShedClass, room: &RoomUuid) -> Shed {
+    match class {
+        ShedClass::Keep => Shed::Keep,
+        ShedClass::Droppable => Shed::Droppable,
+        ShedClass::Conflate => Shed::Conflate(room.clone()),
+    }
+}
+
+/// Queues without waking; the writers are woken once per record.
+fn queue(outbox: &Outbox, frame: roomkit_core::transport::Frame, shed: Shed, wake: &mut Vec<Outbox>) -> bool {
+    match outbox.enqueue(frame, shed) {
+        Enqueued::NeedsWake => {
+            wake.push(outbox.clone());
+            true
+        }
+        Enqueued::Queued => true,
+        Enqueued::Shed | Enqueued::Refused => false,
+    }
+}

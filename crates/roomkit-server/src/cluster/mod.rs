@@ -1,0 +1,443 @@
+//! Cluster mode: many servers share the rooms through NATS (see "Cluster mode" in
+//! docs/architecture.md).
+//!
+//! - Every node accepts any client. A room runs on one node at a time, its **owner**: the
+//!   node holding the room's lease, a key in the JetStream key-value bucket `<prefix>_owners`
+//!   created by the first node that needs the room and renewed while the node lives (the
+//!   bucket's age limit is the lease's time to live).
+//! - A node forwards a request for a room it does not own to the owner, as a NATS request on
+//!   the room's `req` subject ([`wire::Forward`]); the owner acknowledges it at once and
+//!   feeds it to its shard's registry.
+//! - The owner publishes everything the registry outputs for the room — answers, events,
+//!   member list changes — in order, once, on the room's `ev` subject ([`wire::Record`]).
+//!   Every node with clients in the room subscribes and delivers to its own connections:
+//!   an event is encoded once by the owner and framed once per node.
+//! - Connection ids carry their node's slot in the top 16 bits, so the owner's registry
+//!   tells every node's connections apart and a record names its connections' node.
+//! - Nodes announce themselves in `<prefix>_nodes` (same time to live). A node that
+//!   disappears from it is dead: owners disconnect its connections (their members get the
+//!   grace period and resume on another node), and nodes whose rooms it owned close their
+//!   members' connections with `ROOM_UNAVAILABLE` so that they resume on the room's next
+//!   owner, which rebuilds the room from the store.
+
+mod follow;
+mod own;
+pub(crate) mod wire;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use roomkit_core::{store::MessageStore, ConnId, ConnMap, Identity};
+use roomkit_protocol::{codec, ops::Request, Code, RoomUuid};
+use tokio::task::AbortHandle;
+
+use crate::{outbox::Outbox, shard::Shard, ServerShared};
+use wire::Forward;
+
+/// How a server joins a cluster.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// NATS servers to connect to (`nats://host:port`); any one will do.
+    pub urls: Vec<String>,
+    /// This node's name: unique in the cluster, stable across restarts.
+    pub node_id: String,
+    /// Prefix of every subject and bucket the cluster uses (default `roomkit`): clusters
+    /// with different prefixes share a NATS without seeing each other.
+    pub prefix: String,
+    /// A room's lease and a node's announcement expire this long after their last renewal
+    /// (default 6 s); renewed every third of it. A dead owner's rooms move after at most
+    /// about this long.
+    pub lease_ttl: Duration,
+    /// How long connecting to NATS may take at startup (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its room's node (while a room moves to a new owner, or
+    /// NATS is unreachable) before it is answered `ROOM_UNAVAILABLE` (default 15 s).
+    pub forward_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Default settings for node `node_id` on the NATS servers at `urls`.
+    pub fn new(urls: Vec<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            urls,
+            node_id: node_id.into(),
+            prefix: "roomkit".into(),
+            lease_ttl: Duration::from_secs(6),
+            connect_timeout: Duration::from_secs(5),
+            forward_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A setting is unusable.
+    #[error("bad cluster setting: {0}")]
+    Config(String),
+    /// NATS could not be reached.
+    #[error("could not connect to NATS at {urls}: {reason}")]
+    Connect {
+        /// The addresses tried.
+        urls: String,
+        /// Why.
+        reason: String,
+    },
+    /// NATS answered, but JetStream (needed for leases) did not.
+    #[error("NATS JetStream is not available (start nats-server with -js): {0}")]
+    JetStream(String),
+    /// Another live node uses this node's slot.
+    #[error("{0}")]
+    NodeId(String),
+}
+
+/// A connection to a cluster, made before the server starts
+/// ([`Server::with_cluster`](crate::Server::with_cluster)): a node that cannot reach NATS
+/// fails here, with a clear error, rather than at its first request.
+pub struct Cluster {
+    node: Arc<Node>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node.config.node_id)
+            .field("slot", &self.node.slot)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS, opens the lease buckets and announces this node.
+    pub async fn connect(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        if config.urls.is_empty() {
+            return Err(ClusterError::Config("no NATS address given".into()));
+        }
+        if config.node_id.is_empty()
+            || !config.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ClusterError::Config(format!(
+                "node id {:?}: use letters, digits, '-' and '_'",
+                config.node_id
+            )));
+        }
+        if config.lease_ttl < Duration::from_secs(1) {
+            return Err(ClusterError::Config("lease_ttl must be at least 1 s".into()));
+        }
+        let urls = config.urls.join(",");
+        let connect_error = |reason: String| ClusterError::Connect { urls: urls.clone(), reason };
+        let addrs = config
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| connect_error(format!("{u}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("roomkit-{}", config.node_id))
+            .connection_timeout(config.connect_timeout)
+            .request_timeout(Some(config.forward_timeout.min(Duration::from_secs(5))));
+        let client = tokio::time::timeout(config.connect_timeout, options.connect(addrs))
+            .await
+            .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let owners = bucket(&js, format!("{}_owners", config.prefix), config.lease_ttl).await?;
+        let nodes = bucket(&js, format!("{}_nodes", config.prefix), config.lease_ttl).await?;
+        let slot = slot_of(&config.node_id);
+        let node_key = format!("n{slot}");
+        match nodes.create(&node_key, Bytes::from(config.node_id.clone())).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let holder = nodes.get(&node_key).await.ok().flatten().unwrap_or_default();
+                if holder != config.node_id.as_bytes() {
+                    return Err(ClusterError::NodeId(format!(
+                        "node id {:?} shares its slot ({slot}) with the live node {:?}: choose another id",
+                        config.node_id,
+                        String::from_utf8_lossy(&holder)
+                    )));
+                }
+                // The same node, restarted before its announcement expired.
+                nodes
+                    .put(&node_key, Bytes::from(config.node_id.clone()))
+                    .await
+                    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+            }
+            Err(e) => return Err(ClusterError::JetStream(e.to_string())),
+        }
+        tracing::info!(node = %config.node_id, slot, nats = %urls, "joined the cluster");
+        let node = Arc::new_cyclic(|me| Node {
+            config,
+            client,
+            owners,
+            nodes,
+            slot,
+            state: Mutex::default(),
+            runtime: OnceLock::new(),
+            me: me.clone(),
+        });
+        Ok(Cluster { node })
+    }
+
+    /// This node's slot: the top 16 bits of its connections' ids.
+    pub fn slot(&self) -> u16 {
+        self.node.slot
+    }
+
+    pub(crate) fn into_node(self) -> Arc<Node> {
+        self.node
+    }
+}
+
+/// Opens key-value bucket `name`, creating it when missing. Created as the stream the
+/// bucket is made of, as `create_key_value` would: that call first reads the account's
+/// limits, whose answer from nats-server 2.9 the client does not parse.
+async fn bucket(js: &jetstream::Context, name: String, ttl: Duration) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        duplicate_window: ttl.min(Duration::from_secs(120)),
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    if let Err(e) = js.create_stream(config).await {
+        // Another node may have created it meanwhile: the bucket decides.
+        tracing::debug!(bucket = %name, error = %e, "creating a bucket failed");
+    }
+    js.get_key_value(&name).await.map_err(|e| ClusterError::JetStream(format!("bucket {name}: {e}")))
+}
+
+/// A node id's slot: a 16-bit hash, never 0 (0 is a server outside any cluster).
+fn slot_of(node_id: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node_id.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    ((h ^ (h >> 16)) as u16).max(1)
+}
+
+/// The slot of connection `conn`'s node.
+pub(crate) fn slot_of_conn(conn: ConnId) -> u16 {
+    (conn.0 >> 48) as u16
+}
+
+/// The id of this node's `n`th connection.
+pub(crate) fn conn_id(slot: u16, n: u64) -> ConnId {
+    ConnId(u64::from(slot) << 48 | (n & ((1 << 48) - 1)))
+}
+
+/// Room ids may hold `.` and `~`, which NATS subjects and keys do not take: they are named by
+/// their hex form.
+fn hex(room: &RoomUuid) -> String {
+    room.as_str().bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This node of a cluster.
+pub(crate) struct Node {
+    pub(crate) config: ClusterConfig,
+    client: async_nats::Client,
+    owners: kv::Store,
+    nodes: kv::Store,
+    pub(crate) slot: u16,
+    state: Mutex<State>,
+    runtime: OnceLock<Runtime>,
+    /// This node, for tasks it starts.
+    me: Weak<Node>,
+}
+
+/// What the node runs on, known once the server has started.
+struct Runtime {
+    shards: Vec<Shard>,
+    shared: Weak<ServerShared>,
+    store: Arc<dyn MessageStore>,
+    /// Records to publish, in order ([`own::publisher`]).
+    publish: tokio::sync::mpsc::UnboundedSender<(RoomUuid, Bytes)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Rooms this node owns, with their lease's revision and the task taking their requests.
+    owned: HashMap<RoomUuid, own::Owned>,
+    /// Rooms whose stream this node follows, for its own connections.
+    followed: HashMap<RoomUuid, follow::Followed>,
+    /// Rooms each of this node's connections sent requests for.
+    conn_rooms: ConnMap<HashSet<RoomUuid>>,
+    /// Other nodes' connections in rooms this node owns, by node slot (to disconnect them
+    /// when their node dies).
+    remote: HashMap<u16, HashSet<(ConnId, RoomUuid)>>,
+}
+
+impl Node {
+    /// This node's slot.
+    pub(crate) fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime.get().expect("the cluster node is attached when the server starts")
+    }
+
+    fn subject(&self, room: &RoomUuid, what: &str) -> String {
+        format!("{}.room.{}.{what}", self.config.prefix, hex(room))
+    }
+
+    /// Starts the node's tasks, once the server's shards exist.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        shards: Vec<Shard>,
+        shared: Weak<ServerShared>,
+        store: Arc<dyn MessageStore>,
+    ) -> Vec<AbortHandle> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = Runtime { shards, shared, store, publish: tx };
+        assert!(self.runtime.set(runtime).is_ok(), "attached once");
+        vec![
+            tokio::spawn(own::publisher(self.client.clone(), self.config.prefix.clone(), rx)).abort_handle(),
+            tokio::spawn(upkeep(Arc::downgrade(self))).abort_handle(),
+        ]
+    }
+
+    /// Routes a request of connection `conn` to its room's owner (this node or another) and
+    /// makes sure this node follows the room's stream, where the answer comes.
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        conn: ConnId,
+        outbox: &Outbox,
+        identity: &Identity,
+        request: &Request,
+        frame: Bytes,
+    ) {
+        let Some(room) = request.room_uuid().cloned() else { return };
+        let request_id = codec::decode_request(&frame).map(|f| f.id).unwrap_or(0);
+        if let Err(e) = self.follow(&room, conn).await {
+            return refuse(outbox, request_id, &format!("could not follow room {room}: {e}"));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.forward_timeout;
+        let forward =
+            Bytes::from(Forward::Request { conn, identity: identity.clone(), frame: frame.clone() }.encode());
+        let subject = self.subject(&room, "req");
+        loop {
+            if self.owns(&room) {
+                follow::owner_is(self, &room, self.slot);
+                return own::hand_to_shard(self, &room, conn, identity, frame).await;
+            }
+            match self.client.request(subject.clone(), forward.clone()).await {
+                Ok(answer) if answer.payload.starts_with(own::ACCEPTED) => {
+                    let owner = answer.payload.get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                    return follow::owner_is(self, &room, owner);
+                }
+                Ok(_) => {} // the node lost the room meanwhile: ask again
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    match own::acquire(self, &room).await {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(room = %room, error = %e, "could not take a room's lease"),
+                    }
+                }
+                Err(e) => tracing::debug!(room = %room, error = %e, "forwarding a request failed; retrying"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return refuse(
+                    outbox,
+                    request_id,
+                    &format!("the node running room {room} could not be reached"),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn owns(&self, room: &RoomUuid) -> bool {
+        self.state.lock().expect("not poisoned").owned.contains_key(room)
+    }
+
+    /// Connection `conn` of this node is gone: every room it used hears of it.
+    pub(crate) async fn disconnect(&self, conn: ConnId) {
+        let rooms = self.state.lock().expect("not poisoned").conn_rooms.remove(&conn).unwrap_or_default();
+        for room in rooms {
+            if self.owns(&room) {
+                own::disconnect_local(self, &room, conn).await;
+            } else {
+                let gone = Bytes::from(Forward::Gone { conn }.encode());
+                if let Err(e) = self.client.publish(self.subject(&room, "req"), gone).await {
+                    tracing::debug!(room = %room, error = %e, "could not tell a room's owner of a disconnect");
+                }
+            }
+            self.unfollow_if_unused(&room, conn);
+        }
+    }
+
+    /// Leaves the cluster on shutdown: gives up every lease and the node's announcement, so
+    /// that other nodes take the rooms over at once rather than after the leases expire.
+    pub(crate) async fn leave(&self) {
+        let owned: Vec<RoomUuid> = self.state.lock().expect("not poisoned").owned.keys().cloned().collect();
+        for room in owned {
+            own::release(self, &room).await;
+        }
+        let _ = self.nodes.delete(format!("n{}", self.slot)).await;
+        let _ = self.client.flush().await;
+    }
+
+    fn outbox_of(&self, conn: ConnId) -> Option<Outbox> {
+        let shared = self.runtime().shared.upgrade()?;
+        let connections = shared.connections.lock().expect("not poisoned");
+        connections.get(&conn).map(|live| live.outbox.clone())
+    }
+
+    fn closer_of(&self, conn: ConnId) -> Option<crate::outbox::Closer> {
+        let shared = self.runtime().shared.upgrade()?;
+        let connections = shared.connections.lock().expect("not poisoned");
+        connections.get(&conn).map(|live| live.closer.clone())
+    }
+}
+
+/// Answers a request that could not reach its room's node.
+fn refuse(outbox: &Outbox, request_id: u64, msg: &str) {
+    metrics::counter!("roomkit_request_errors_total", "code" => Code::ROOM_UNAVAILABLE.name()).increment(1);
+    outbox.push(codec::encode_error(Some(request_id), Code::ROOM_UNAVAILABLE, msg).into());
+}
+
+/// Every third of the lease time: renews this node's announcement and leases, and looks for
+/// nodes that are gone.
+async fn upkeep(node: Weak<Node>) {
+    let period = match node.upgrade() {
+        Some(node) => node.config.lease_ttl / 3,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(node) = node.upgrade() else { return };
+        let key = format!("n{}", node.slot);
+        if let Err(e) = node.nodes.put(&key, Bytes::from(node.config.node_id.clone())).await {
+            tracing::warn!(error = %e, "could not renew this node's announcement");
+        }
+        own::renew(&node).await;
+        let live: HashSet<u16> = match node.nodes.keys().await {
+            Ok(keys) => {
+                keys.filter_map(|k| async move { k.ok()?.strip_prefix('n')?.parse::<u16>().ok() })
+                    .collect()
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the cluster's nodes");
+                continue;
+            }
+        };
+        own::drop_dead(&node, &live).await;
+        follow::drop_dead(&node, &live);
+    }
+}

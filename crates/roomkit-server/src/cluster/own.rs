@@ -1,0 +1,298 @@
+//! The owner's side: taking a room's lease, loading the room, taking its requests, publishing
+//! its outputs, renewing the lease, and disconnecting the connections of dead nodes.
+
+use std::{collections::HashSet, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use roomkit_core::{
+    store::{HistoryQuery, HistoryRange, MessageStore},
+    ConnId, Identity, Output,
+};
+use roomkit_protocol::{codec, RoomUuid, Shedding};
+use tokio::{sync::mpsc, task::AbortHandle};
+
+use super::{
+    hex, slot_of_conn,
+    wire::{Forward, Record, ShedClass},
+    Node,
+};
+use crate::{
+    clock::now_ms,
+    shard::{shard_of, ShardMsg},
+};
+
+/// The owner's answer to a forwarded request it took; its slot follows, two bytes.
+pub(crate) const ACCEPTED: &[u8] = b"ok";
+
+/// A room this node owns.
+pub(crate) struct Owned {
+    /// The revision of the lease's last renewal.
+    revision: u64,
+    /// The task taking the room's forwarded requests.
+    task: AbortHandle,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lease_key(room: &RoomUuid) -> String {
+    hex(room)
+}
+
+/// Takes room `room`'s lease if nobody holds it, loads the room from the store, and starts
+/// taking its requests. False when another node holds the lease.
+pub(crate) async fn acquire(node: &Arc<Node>, room: &RoomUuid) -> Result<bool, String> {
+    let value = Bytes::from(node.config.node_id.clone());
+    let revision = match node.owners.create(lease_key(room), value).await {
+        Ok(revision) => revision,
+        Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    };
+    let started = Instant::now();
+    if let Err(e) = load(node, room).await {
+        // Without its state the room cannot run here: give the lease back.
+        let _ = node.owners.delete(lease_key(room)).await;
+        return Err(format!("could not load room {room}: {e}"));
+    }
+    let subscription = match node.client.subscribe(node.subject(room, "req")).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = node.owners.delete(lease_key(room)).await;
+            return Err(e.to_string());
+        }
+    };
+    let task = tokio::spawn(serve(Arc::downgrade(node), room.clone(), subscription)).abort_handle();
+    node.state.lock().expect("not poisoned").owned.insert(room.clone(), Owned { revision, task });
+    metrics::counter!("roomkit_cluster_rooms_taken_total").increment(1);
+    tracing::info!(room = %room, took = ?started.elapsed(), "took the room's lease");
+    Ok(true)
+}
+
+/// Brings the room back from the store into its shard, as a restart does (no members;
+/// numbering after its last stored message; recent message ids in the retry window).
+async fn load(node: &Node, room: &RoomUuid) -> Result<(), String> {
+    let runtime = node.runtime();
+    let Some((record, last_seq)) = runtime.store.room(room).await.map_err(|e| e.to_string())? else {
+        return Ok(()); // not stored: a room about to be created
+    };
+    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
+    let uuid = room.clone();
+    let store = Arc::clone(&runtime.store);
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let recent_count = {
+        let shared = runtime.shared.upgrade().ok_or("the server stopped")?;
+        let c = &shared.config.core;
+        c.history_ring_size.max(c.dedupe_window.min(1000))
+    };
+    let query = HistoryQuery {
+        viewer: None,
+        range: HistoryRange::AfterSeq(last_seq.saturating_sub(recent_count as u64)),
+        limit: recent_count,
+    };
+    let recent = store.history(&uuid, &query, now_ms()).await.map_err(|e| e.to_string())?.messages;
+    let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, now| {
+        if !r.has_room(&uuid) {
+            r.restore_room(now, record, last_seq, recent);
+        }
+        let _ = done.send(());
+    });
+    shard.tx.send(ShardMsg::Run(job)).await.map_err(|_| "shard stopped".to_string())?;
+    wait.await.map_err(|_| "shard stopped".to_string())
+}
+
+/// Takes the room's forwarded requests, in the order they come, for as long as this node
+/// owns it.
+async fn serve(node: std::sync::Weak<Node>, room: RoomUuid, mut requests: async_nats::Subscriber) {
+    while let Some(message) = requests.next().await {
+        let Some(node) = node.upgrade() else { return };
+        match Forward::decode(&message.payload) {
+            Ok(Forward::Request { conn, identity, frame }) => {
+                let slot = slot_of_conn(conn);
+                if slot != node.slot {
+                    node.state
+                        .lock()
+                        .expect("not poisoned")
+                        .remote
+                        .entry(slot)
+                        .or_default()
+                        .insert((conn, room.clone()));
+                }
+                hand_to_shard(&node, &room, conn, &identity, frame).await;
+                if let Some(reply) = message.reply {
+                    let mut answer = ACCEPTED.to_vec();
+                    answer.extend_from_slice(&node.slot.to_be_bytes());
+                    let _ = node.client.publish(reply, Bytes::from(answer)).await;
+                }
+            }
+            Ok(Forward::Gone { conn }) => {
+                if let Some(conns) =
+                    node.state.lock().expect("not poisoned").remote.get_mut(&slot_of_conn(conn))
+                {
+                    conns.remove(&(conn, room.clone()));
+                }
+                disconnect_local(&node, &room, conn).await;
+            }
+            Err(e) => tracing::warn!(room = %room, error = %e, "unreadable forwarded request"),
+        }
+    }
+}
+
+/// Gives a request to the shard that runs `room` here.
+pub(crate) async fn hand_to_shard(
+    node: &Node,
+    room: &RoomUuid,
+    conn: ConnId,
+    identity: &Identity,
+    frame: Bytes,
+) {
+    let Ok(decoded) = codec::decode_request(&frame) else { return };
+    let runtime = node.runtime();
+    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
+    let msg = ShardMsg::Request {
+        conn,
+        outbox: None,
+        identity: Arc::new(identity.clone()),
+        request_id: decoded.id,
+        request: decoded.request,
+        received: Instant::now(),
+    };
+    let _ = shard.tx.send(msg).await;
+}
+
+/// Connection `conn` is gone from room `room`, which runs here.
+pub(crate) async fn disconnect_local(node: &Node, room: &RoomUuid, conn: ConnId) {
+    let runtime = node.runtime();
+    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
+    let _ = shard.tx.send(ShardMsg::Disconnect { conn }).await;
+}
+
+/// Publishes the records the shards hand over, in the order they come (one room's records
+/// come from one shard, in its order).
+pub(crate) async fn publisher(
+    client: async_nats::Client,
+    prefix: String,
+    mut rx: mpsc::UnboundedReceiver<(RoomUuid, Bytes)>,
+) {
+    while let Some((room, record)) = rx.recv().await {
+        let subject = format!("{prefix}.room.{}.ev", hex(&room));
+        if let Err(e) = client.publish(subject, record).await {
+            metrics::counter!("roomkit_cluster_publish_errors_total").increment(1);
+            tracing::error!(room = %room, error = %e, "could not publish a room's record");
+        }
+    }
+}
+
+impl Node {
+    /// Queues a record of room `room` for publishing.
+    pub(crate) fn publish(&self, room: &RoomUuid, record: Vec<u8>) {
+        let _ = self.runtime().publish.send((room.clone(), Bytes::from(record)));
+    }
+}
+
+/// Gives room `room` up: it ended here, or this node is leaving.
+pub(crate) async fn release(node: &Node, room: &RoomUuid) {
+    let owned = node.state.lock().expect("not poisoned").owned.remove(room);
+    if owned.is_some() {
+        let _ = node.owners.delete(lease_key(room)).await;
+    }
+}
+
+/// Renews every lease this node holds; a lease that cannot be renewed (another node holds
+/// it now) makes the room leave this node.
+pub(crate) async fn renew(node: &Arc<Node>) {
+    let leases: Vec<(RoomUuid, u64)> =
+        node.state.lock().expect("not poisoned").owned.iter().map(|(r, o)| (r.clone(), o.revision)).collect();
+    let value = Bytes::from(node.config.node_id.clone());
+    for (room, revision) in leases {
+        match node.owners.update(lease_key(&room), value.clone(), revision).await {
+            Ok(new) => {
+                if let Some(owned) = node.state.lock().expect("not poisoned").owned.get_mut(&room) {
+                    owned.revision = new;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "lost a room's lease: the room leaves this node");
+                node.state.lock().expect("not poisoned").owned.remove(&room);
+                let runtime = node.runtime();
+                let shard = &runtime.shards[shard_of(&room, runtime.shards.len())];
+                let uuid = room.clone();
+                let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
+                    r.evict_room(&uuid);
+                });
+                let _ = shard.tx.send(ShardMsg::Run(job)).await;
+                super::follow::reset(node, &room);
+            }
+        }
+    }
+}
+
+/// Disconnects, from the rooms this node owns, the connections of every node not in `live`.
+pub(crate) async fn drop_dead(node: &Node, live: &HashSet<u16>) {
+    let dead: Vec<(ConnId, RoomUuid)> = {
+        let mut state = node.state.lock().expect("not poisoned");
+        let slots: Vec<u16> = state.remote.keys().copied().filter(|s| !live.contains(s)).collect();
+        slots.into_iter().flat_map(|s| state.remote.remove(&s).unwrap_or_default()).collect()
+    };
+    if !dead.is_empty() {
+        tracing::warn!(connections = dead.len(), "a node is gone: its connections leave this node's rooms");
+    }
+    for (conn, room) in dead {
+        disconnect_local(node, &room, conn).await;
+    }
+}
+
+impl Node {
+    /// Publishes one output of a room this node owns on the room's stream; `room` is the room
+    /// of the request an answer answers. Events are encoded once, here, for every node.
+    pub(crate) fn dispatch(
+        &self,
+        output: Output,
+        room: Option<RoomUuid>,
+        store: &Arc<dyn MessageStore>,
+        now: u64,
+    ) {
+        match output {
+            Output::Reply { conn, request_id, result } => {
+                let Some(room) = room else { return };
+                let text = crate::shard::reply_frame(request_id, result);
+                self.publish(&room, Record::Reply { conn, text }.encode());
+            }
+            Output::Deliver { audience, event } => {
+                let text = codec::encode_event(&event);
+                let shed = match event.shedding() {
+                    Shedding::Keep => ShedClass::Keep,
+                    Shedding::Droppable => ShedClass::Droppable,
+                    Shedding::Conflate => ShedClass::Conflate,
+                };
+                let record = match audience.roster() {
+                    Some(roster) => Record::ToRoster { roster, except: audience.except(), shed, text },
+                    None => Record::ToConns { conns: audience.iter().collect(), shed, text },
+                };
+                self.publish(event.room_uuid(), record.encode());
+            }
+            Output::History { conn, request_id, room_uuid, read } => {
+                let store = Arc::clone(store);
+                let publish = self.runtime().publish.clone();
+                tokio::spawn(async move {
+                    let result = crate::shard::read_history_apart(store, &room_uuid, read, now).await;
+                    let text = crate::shard::history_frame(request_id, &room_uuid, result);
+                    let _ = publish.send((room_uuid, Bytes::from(Record::Reply { conn, text }.encode())));
+                });
+            }
+            Output::Roster { room_uuid, roster, conn, present } => {
+                self.publish(&room_uuid, Record::Roster { roster, conn, present }.encode());
+            }
+            Output::RoomEnded { room_uuid, reason } => {
+                tracing::info!(room = %room_uuid, ?reason, "room ended");
+                self.publish(&room_uuid, Record::Ended.encode());
+                if let Some(node) = self.me.upgrade() {
+                    tokio::spawn(async move { release(&node, &room_uuid).await });
+                }
+            }
+        }
+    }
+}

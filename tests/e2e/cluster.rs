@@ -1,0 +1,165 @@
+//! Cluster mode: three nodes on one nats-server, each a full server with its own WebSocket
+//! port, sharing one store; clients spread over the nodes.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use roomkit_client::{FetchHistoryOptions, RoomEvent, RoomKit};
+use roomkit_core::store::{MemoryStore, MessageStore, Retention};
+use roomkit_protocol::HistoryOrder;
+use roomkit_server::{
+    cluster::{Cluster, ClusterConfig, ClusterError},
+    DevAuthenticator, Server, ServerConfig,
+};
+use roomkit_tests::{create_room, join, join_as_host, within, Member, WsFront, WsHarness, DEV_TOKEN};
+
+/// A nats-server with JetStream on a free loopback port, killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Nats {
+    async fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("roomkit-cluster-e2e-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (`cargo xtask test` installs it)");
+        let url = format!("nats://127.0.0.1:{port}");
+        within("nats-server to listen", async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Nats { child, url, _dir: TempDir(dir) }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn node(nats: &Nats, id: &str, store: &Arc<dyn MessageStore>) -> WsHarness {
+    let cluster =
+        Cluster::connect(ClusterConfig::new(vec![nats.url.clone()], id)).await.expect("joins the cluster");
+    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(store))
+        .with_cluster(cluster);
+    WsHarness::start_server(server, WsFront::default()).await
+}
+
+async fn client(node: &WsHarness, account: &str) -> RoomKit {
+    let kit = RoomKit::connect(node.url()).await.expect("connects");
+    kit.login(account, DEV_TOKEN).await.expect("logs in");
+    kit
+}
+
+/// The chat messages in `events`, as (seq, sender, text).
+fn chat(events: &[RoomEvent]) -> Vec<(u64, String, String)> {
+    events
+        .iter()
+        .flat_map(|e| match e {
+            RoomEvent::ChatroomMessagesReceived(msgs) => msgs.clone(),
+            _ => Vec::new(),
+        })
+        .map(|m| (m.seq, m.from_user_uuid.to_string(), m.text().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_three_nodes_share_one_chatroom() {
+    let nats = Nats::start().await;
+    let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
+    let nodes =
+        [node(&nats, "a", &store).await, node(&nats, "b", &store).await, node(&nats, "c", &store).await];
+
+    // alice on a creates the room; bob on b and carol on c join it and its chatroom.
+    let alice_kit = client(&nodes[0], "alice").await;
+    create_room(&alice_kit, "spread", true).await;
+    let mut alice = join_as_host(&alice_kit, "spread").await;
+    let mut bob = join(&client(&nodes[1], "bob").await, "spread").await;
+    let mut carol = join(&client(&nodes[2], "carol").await, "spread").await;
+    for m in [&alice, &bob, &carol] {
+        m.chat().join_chatroom().await.expect("join_chatroom");
+    }
+    assert_eq!(alice.ctx.member_counts().room, 3, "the owner counts members of every node");
+    for m in [&mut alice, &mut bob, &mut carol] {
+        m.drain().await;
+    }
+
+    // Everyone sends at once.
+    let send = |m: &Member, who: &'static str| {
+        let chat = m.chat();
+        async move {
+            for k in 0..5 {
+                chat.send_broadcast_text_message(&format!("{who}{k}")).await.expect("send");
+            }
+        }
+    };
+    within("the sends", futures::future::join3(send(&alice, "a"), send(&bob, "b"), send(&carol, "c"))).await;
+    // A directed message reaches its recipient only, across nodes.
+    alice.chat().send_direct_text_message(&carol.uuid(), "psst").await.expect("direct");
+
+    let mut seen = Vec::new();
+    for m in [&mut alice, &mut bob, &mut carol] {
+        let events = m.drain().await;
+        seen.push(chat(&events));
+    }
+    for (i, got) in seen.iter().enumerate() {
+        let seqs: Vec<u64> = got.iter().map(|(s, ..)| *s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "member {i} got messages out of order: {seqs:?}");
+    }
+    // Each got the ten broadcasts of the other two; only carol got the direct message.
+    assert_eq!(seen[0].len(), 10, "alice: {:?}", seen[0]);
+    assert_eq!(seen[1].len(), 10, "bob: {:?}", seen[1]);
+    assert_eq!(seen[2].len(), 11, "carol: {:?}", seen[2]);
+    assert_eq!(seen[2].last().map(|(_, _, t)| t.as_str()), Some("psst"));
+    assert!(!seen[1].iter().any(|(_, _, t)| t == "psst"), "bob must not see the direct message");
+
+    // History is the same from every node (each sees what it may).
+    let options = FetchHistoryOptions { limit: 100, order: HistoryOrder::Asc, ..Default::default() };
+    let bob_history = bob.chat().fetch_chatroom_history_messages(options.clone()).await.expect("history");
+    let carol_history = carol.chat().fetch_chatroom_history_messages(options).await.expect("history");
+    assert_eq!(bob_history.len(), 15);
+    assert_eq!(carol_history.len(), 16);
+    let seqs: Vec<u64> = carol_history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>(), "one gap-free numbering");
+
+    // Presence across nodes: carol leaving is seen on a and b.
+    carol.ctx.leave_room().await.expect("leave");
+    for m in [&mut alice, &mut bob] {
+        let (_, _) = m.wait_for(|e| matches!(e, RoomEvent::MemberLeaveRoom(_))).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = ClusterConfig::new(vec![format!("nats://127.0.0.1:{port}")], "lonely");
+    config.connect_timeout = Duration::from_millis(500);
+    let err = within("the connect to fail", Cluster::connect(config)).await.expect_err("nobody listens");
+    assert!(matches!(err, ClusterError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains(&port.to_string()), "names the address: {err}");
+}
