@@ -55,6 +55,9 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
     let password = args.login.password.as_deref();
     RoomUuid::new(&args.room)
         .map_err(|e| Failure::new(Code::BAD_REQUEST, format!("--room `{}`: {e}", args.room)))?;
+    if args.login.server.len() > 1 {
+        println!("* connected to {}", kit.server_url());
+    }
     let mut role = Role::Member;
     if args.create {
         let room_name = args.room_name.clone().unwrap_or_else(|| args.room.clone());
@@ -121,7 +124,7 @@ async fn session(kit: &RoomKit, account: &str, args: &ChatArgs) -> Result<(), Fa
                 ConnectionState::Reconnecting { attempt } => {
                     println!("* connection lost: reconnecting (attempt {attempt})")
                 }
-                ConnectionState::Connected => println!("* connected again"),
+                ConnectionState::Connected => println!("* connected again, to {}", kit.server_url()),
                 ConnectionState::Disconnected { code, msg } => return Err(Failure::new(code, msg)),
             },
             _ = watchdog.tick() => {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! roomkit chat    --server ws://127.0.0.1:7700/v1 --room demo --name Alice --create
+//! roomkit chat    --server ws://10.0.0.1:7700/v1,ws://10.0.0.2:7700/v1 --room demo --name Bob
 //! roomkit send    --server ws://127.0.0.1:7700/v1 --room demo --text "hello"
 //! roomkit history --server ws://127.0.0.1:7700/v1 --room demo
 //! roomkit rooms   --admin http://127.0.0.1:7701 --admin-key KEY
@@ -49,9 +50,11 @@ enum Command {
 /// Where to connect and who to be.
 #[derive(Debug, Args)]
 struct Login {
-    /// The server's WebSocket URL.
-    #[arg(long, env = "ROOMKIT_SERVER", default_value = "ws://127.0.0.1:7700/v1")]
-    server: String,
+    /// The server's WebSocket URL. Several (comma-separated, or the flag repeated) are the
+    /// nodes of a cluster: tried in turn, and the connection fails over to the next when its
+    /// node goes away.
+    #[arg(long, env = "ROOMKIT_SERVER", value_delimiter = ',', default_value = "ws://127.0.0.1:7700/v1")]
+    server: Vec<String>,
     /// Access token. Without one, a development token is used: only a server started with
     /// --dev accepts it.
     #[arg(long, env = "ROOMKIT_TOKEN", hide_env_values = true)]
@@ -249,7 +252,8 @@ async fn connect(login: &Login, name: Option<&str>) -> Result<(RoomKit, String),
             "dev-token".to_string()
         }
     };
-    let kit = RoomKit::connect(login.server.as_str()).await?;
+    let servers: Vec<&str> = login.server.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let kit = RoomKit::connect(servers).await?;
     if let Err(e) = kit.login(&account, &token).await {
         let mut failure = Failure::from(e);
         if login.token.is_none() && failure.code == Some(Code::UNAUTHENTICATED) {

@@ -86,9 +86,16 @@ struct Cli {
 
 impl Cli {
     fn spawn(args: &[&str]) -> Cli {
+        Cli::spawn_with_env(args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with these environment variables set.
+    fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Cli {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomkit"))
             .args(args)
             .env_remove("ROOMKIT_TOKEN")
+            .env_remove("ROOMKIT_SERVER")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -267,6 +274,39 @@ fn failures_exit_non_zero_with_the_code() {
         assert_eq!(status.code(), Some(1), "{args:?}: {out}\n{err}");
         assert!(err.contains(code), "{args:?}: stderr should name {code}: {err}");
     }
+}
+
+/// `--server` takes several URLs, comma-separated or repeated (and `ROOMKIT_SERVER` a
+/// comma-separated list): a first one that refuses connections is skipped.
+#[test]
+fn several_servers_are_tried_in_turn() {
+    let live = live_server();
+    let server = live.ws_url.as_str();
+    let refused = "ws://127.0.0.1:9/v1";
+    let both = format!("{refused}, {server}");
+    let (status, out, err) =
+        run(&["chat", "--server", &both, "--room", "nodes", "--name", "Ann", "--create"]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains(&format!("* connected to {server}")), "{out}");
+    assert!(out.contains("created room nodes"), "{out}");
+
+    let (status, out, err) = run(&[
+        "send", "--server", refused, "--server", server, "--room", "nodes", "--text", "hi", "--name", "Ann",
+    ]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("sent #1"), "{out}");
+
+    let env = format!("{refused},{server}");
+    let (status, out, err) =
+        Cli::spawn_with_env(&["history", "--room", "nodes"], &[("ROOMKIT_SERVER", &env)]).finish();
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("Ann (ann): hi"), "{out}");
+
+    // None accepts: the error says so.
+    let (status, _, err) =
+        run(&["send", "--server", &format!("{refused},{refused}"), "--room", "r", "--text", "x"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("error 5003") && err.contains("none of the 2 servers"), "{err}");
 }
 
 #[test]

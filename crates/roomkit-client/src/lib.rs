@@ -1,6 +1,7 @@
 //! The roomkit client SDK: NERoom's room and chatroom API in idiomatic Rust.
 //!
-//! [`RoomKit`] connects through any transport connector and logs in;
+//! [`RoomKit`] connects — to a server URL, to one of several ([`FailoverConnector`]), or
+//! through any transport connector — and logs in;
 //! [`RoomKit::room_service`] creates and joins rooms; a joined room is a [`RoomContext`],
 //! whose [`ChatController`] enters, leaves and talks in the room's chatroom. Every call
 //! returns `Result<_, Error>`, and [`Error`] carries NERoom's `code` and `msg`.
@@ -36,6 +37,7 @@
 //! ```
 
 mod chat;
+mod connector;
 mod context;
 mod error;
 mod events;
@@ -49,10 +51,10 @@ mod session;
 use std::{sync::Arc, time::Duration};
 
 pub use chat::{ChatController, CustomMessageOptions, FetchHistoryOptions, MessageContent, SentMessage};
+pub use connector::{FailoverConnector, IntoConnector};
 pub use context::RoomContext;
 pub use error::Error;
 pub use events::{RoomEvent, RoomEventCallback, RoomEvents};
-use roomkit_core::transport::Connector;
 use roomkit_protocol::{
     ops::{CreateRoom, JoinRoom, Login},
     Code, Properties, Role, RoomInfo, RoomUuid, UserUuid,
@@ -120,7 +122,8 @@ pub struct ReconnectPolicy {
     pub initial_backoff: Duration,
     /// Longest wait between attempts.
     pub max_backoff: Duration,
-    /// Attempts before giving up; then the state is [`ConnectionState::Disconnected`].
+    /// Attempts before giving up; then the state is [`ConnectionState::Disconnected`]. With
+    /// several servers ([`FailoverConnector`]) an attempt is a round: each server once.
     pub max_attempts: u32,
 }
 
@@ -193,17 +196,36 @@ impl std::fmt::Debug for RoomKit {
 
 impl RoomKit {
     /// Connects with the default [`ClientConfig`] — to a URL such as
-    /// `"ws://127.0.0.1:7700/v1"`, or through any connector (the in-memory transport's, for
-    /// tests).
+    /// `"ws://127.0.0.1:7700/v1"`, to one of several (the nodes of a cluster, as a slice, array
+    /// or `Vec` of URLs: see [`FailoverConnector`]), or through any connector (the in-memory
+    /// transport's, for tests).
+    ///
+    /// ```no_run
+    /// # use roomkit_client::RoomKit;
+    /// # async fn run() -> Result<(), roomkit_client::Error> {
+    /// let kit = RoomKit::connect(["ws://10.0.0.1:7700/v1", "ws://10.0.0.2:7700/v1"]).await?;
+    /// println!("connected to {}", kit.server_url());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(to: impl IntoConnector) -> Result<RoomKit, Error> {
         Self::connect_with(to, ClientConfig::default()).await
     }
 
     /// Connects with an explicit configuration. The connector is kept to reconnect.
+    ///
+    /// With several servers, each is tried in turn until one accepts; the error of a connect
+    /// that none accepted names the last failure. An empty list fails with `BAD_REQUEST`.
     pub async fn connect_with(to: impl IntoConnector, config: ClientConfig) -> Result<RoomKit, Error> {
-        let connector = to.into_connector();
-        let connection = connector.connect().await.map_err(Error::transport)?;
-        Ok(RoomKit { session: Session::start(connection, connector, config).await })
+        let servers = to.into_failover();
+        if servers.is_empty() {
+            return Err(Error::new(
+                Code::BAD_REQUEST,
+                "no server to connect to: the list of servers is empty",
+            ));
+        }
+        let (index, connection) = servers.connect_first().await.map_err(Error::transport)?;
+        Ok(RoomKit { session: Session::start(index, connection, servers, config).await })
     }
 
     /// Logs in (NERoom `authService.login`). Everything this connection does afterwards is
@@ -226,6 +248,19 @@ impl RoomKit {
         RoomService { session: Arc::clone(&self.session) }
     }
 
+    /// The server this client is connected to (while reconnecting: the one it was connected
+    /// to last): its URL as given to [`connect`](Self::connect), the name given to
+    /// [`FailoverConnector::with`], or else the transport's description of the peer.
+    pub fn server_url(&self) -> String {
+        self.session.server().1
+    }
+
+    /// The position of [`server_url`](Self::server_url) in the list given to
+    /// [`connect`](Self::connect), from 0 (always 0 with one server).
+    pub fn server_index(&self) -> usize {
+        self.session.server().0
+    }
+
     /// The connection's state now.
     pub fn connection_state(&self) -> ConnectionState {
         self.session.state()
@@ -244,48 +279,6 @@ impl RoomKit {
     /// Closes the connection. The server removes this client from its rooms.
     pub async fn close(&self) {
         self.session.close().await;
-    }
-}
-
-/// Where [`RoomKit::connect`] connects: a WebSocket URL, or a transport connector.
-pub trait IntoConnector {
-    /// The connector.
-    fn into_connector(self) -> Arc<dyn Connector>;
-}
-
-impl IntoConnector for &str {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        Arc::new(roomkit_transport_ws::WsConnector::new(self))
-    }
-}
-
-impl IntoConnector for String {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        Arc::new(roomkit_transport_ws::WsConnector::new(self))
-    }
-}
-
-impl IntoConnector for roomkit_transport_ws::WsConnector {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        Arc::new(self)
-    }
-}
-
-impl IntoConnector for roomkit_transport_memory::MemoryConnector {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        Arc::new(self)
-    }
-}
-
-impl IntoConnector for Arc<dyn Connector> {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        self
-    }
-}
-
-impl IntoConnector for Box<dyn Connector> {
-    fn into_connector(self) -> Arc<dyn Connector> {
-        Arc::from(self)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Reconnecting after a dropped connection.
 //!
 //! When a connection drops (not closed by the app, not refused for good by the server), the
-//! session reconnects with exponential backoff and jitter, logs in again, rejoins every room
+//! session reconnects with exponential backoff and jitter (each attempt a round over its
+//! servers, the one that dropped the connection last), logs in again, rejoins every room
 //! and chatroom, catches up on missed chatroom messages by sequence number, and resends
 //! unacknowledged sends (the server recognises their message ids, so each is stored and
 //! delivered once). At most one reconnect loop runs per session; a drop while it resumes
@@ -82,8 +83,9 @@ async fn reconnect(session: Weak<Session>, mut last_error: Error) {
         }
         session.set_state(ConnectionState::Reconnecting { attempt });
         session.reconnecting.lock().expect("not poisoned").lost_again = false;
-        match session.connector.connect().await {
-            Ok(connection) => session.install(connection).await,
+        // One round: every server once, the one that dropped the connection last.
+        match session.servers.connect_after_drop().await {
+            Ok((index, connection)) => session.install(index, connection).await,
             Err(e) => {
                 last_error = Error::transport(e);
                 continue;

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use roomkit_core::transport::{CloseReason, Connection, Connector};
+use roomkit_core::transport::{CloseReason, Connection};
 use roomkit_protocol::{
     ops::{LeaveRoom, Login, LoginOutput, Operation},
     Code, Event, RoomUuid, UserUuid,
@@ -17,6 +17,7 @@ use roomkit_protocol::{
 use tokio::sync::mpsc;
 
 use crate::{
+    connector::FailoverConnector,
     reconnect::ReconnectCtl,
     room::{Room, Rooms},
     rpc::{self, Apply, CallOptions, Inbound, Refused, Rpc},
@@ -26,7 +27,10 @@ use crate::{
 /// One logical connection to a server, and the rooms joined through it.
 pub(crate) struct Session {
     pub(crate) config: ClientConfig,
-    pub(crate) connector: Arc<dyn Connector>,
+    /// The servers, tried in turn to connect and reconnect.
+    pub(crate) servers: FailoverConnector,
+    /// The current connection's server: its index among `servers` and its name.
+    server: Mutex<(usize, String)>,
     pub(crate) rpc: Rpc,
     pub(crate) rooms: Arc<Rooms>,
     user: Mutex<Option<LoginOutput>>,
@@ -41,15 +45,18 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session over an open connection: it is `Connected` from the start.
+    /// A session over an open connection to server `index` of `servers`: it is `Connected`
+    /// from the start.
     pub(crate) async fn start(
+        index: usize,
         connection: Connection,
-        connector: Arc<dyn Connector>,
+        servers: FailoverConnector,
         config: ClientConfig,
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             config,
-            connector,
+            servers,
+            server: Mutex::new((index, String::new())),
             rpc: Rpc::new(),
             rooms: Arc::default(),
             user: Mutex::new(None),
@@ -60,17 +67,25 @@ impl Session {
             closed: Mutex::new(None),
             reconnecting: Mutex::default(),
         });
-        session.install(connection).await;
+        session.install(index, connection).await;
         session
     }
 
-    /// Makes `connection` the current one, with its keep-alive.
-    pub(crate) async fn install(self: &Arc<Self>, connection: Connection) {
+    /// Makes `connection`, to server `index`, the current one, with its keep-alive.
+    pub(crate) async fn install(self: &Arc<Self>, index: usize, connection: Connection) {
+        let name = self.servers.name(index, Some(&connection));
+        tracing::debug!(server = %name, index, "connected");
+        *self.server.lock().expect("not poisoned") = (index, name);
         let Connection { sink, stream, .. } = connection;
         let epoch = self.rpc.install(self, sink, stream).await;
         if !self.config.keep_alive.interval.is_zero() {
             tokio::spawn(crate::keepalive::run(Arc::downgrade(self), epoch));
         }
+    }
+
+    /// The current connection's server: its index and name.
+    pub(crate) fn server(&self) -> (usize, String) {
+        self.server.lock().expect("not poisoned").clone()
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
