@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use roomkit_client::ConnectionState;
 use roomkit_client::{FetchHistoryOptions, RoomEvent, RoomKit};
 use roomkit_core::store::{MemoryStore, MessageStore, Retention};
 use roomkit_protocol::HistoryOrder;
@@ -14,7 +15,9 @@ use roomkit_server::{
     cluster::{Cluster, ClusterConfig, ClusterError},
     DevAuthenticator, Server, ServerConfig,
 };
-use roomkit_tests::{create_room, join, join_as_host, within, Member, WsFront, WsHarness, DEV_TOKEN};
+use roomkit_tests::{
+    create_room, join, join_as_host, within, Harness, Member, WsFront, WsHarness, DEV_TOKEN,
+};
 
 /// A nats-server with JetStream on a free loopback port, killed when dropped.
 struct Nats {
@@ -162,4 +165,57 @@ async fn an_unreachable_nats_is_a_clear_error() {
     let err = within("the connect to fail", Cluster::connect(config)).await.expect_err("nobody listens");
     assert!(matches!(err, ClusterError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains(&port.to_string()), "names the address: {err}");
+}
+
+/// Sends `text` until the SDK is connected again and the send is acknowledged.
+async fn send_when_back(m: &Member, text: &str) -> roomkit_client::ChatMessage {
+    within("a send once resumed", async {
+        loop {
+            match m.chat().send_broadcast_text_message(text).await {
+                Ok(message) => return message,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_moves_when_its_node_shuts_down_and_members_resume_there() {
+    let nats = Nats::start().await;
+    let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
+    let a = node(&nats, "a", &store).await;
+    let b = node(&nats, "b", &store).await;
+
+    // alice knows both nodes and starts on a, which takes the room; bob is on b.
+    let alice_kit = RoomKit::connect(vec![a.url().to_owned(), b.url().to_owned()]).await.expect("connects");
+    alice_kit.login("alice", DEV_TOKEN).await.expect("logs in");
+    create_room(&alice_kit, "moving", true).await;
+    let alice = join_as_host(&alice_kit, "moving").await;
+    let mut bob = join(&client(&b, "bob").await, "moving").await;
+    alice.chat().join_chatroom().await.expect("join_chatroom");
+    bob.chat().join_chatroom().await.expect("join_chatroom");
+    bob.drain().await;
+    let before = alice.chat().send_broadcast_text_message("before").await.expect("send");
+    assert_eq!(before.seq, 1);
+    let (event, _) = bob.wait_for(|e| matches!(e, RoomEvent::ChatroomMessagesReceived(_))).await;
+    assert_eq!(chat(&[event])[0].0, 1);
+
+    // Node a shuts down: the room moves to b, rebuilt from the store.
+    a.stop().await;
+    let after = send_when_back(&alice, "after").await;
+    assert_eq!(alice_kit.server_index(), 1, "alice failed over to b");
+    assert_eq!(after.seq, 2, "numbering continues on the new owner");
+    assert_eq!(alice_kit.connection_state(), ConnectionState::Connected);
+
+    // bob, on b all along, was moved too (his room's node was gone) and resumed: he gets the
+    // new message once, and nothing twice.
+    let (event, skipped) = bob.wait_for(|e| matches!(e, RoomEvent::ChatroomMessagesReceived(_))).await;
+    let got = chat(&[event]);
+    assert_eq!(got.iter().map(|(s, _, t)| (*s, t.as_str())).collect::<Vec<_>>(), vec![(2, "after")]);
+    assert!(chat(&skipped).is_empty(), "no message seen twice: {skipped:?}");
+    let options = FetchHistoryOptions { limit: 10, order: HistoryOrder::Asc, ..Default::default() };
+    let history = bob.chat().fetch_chatroom_history_messages(options).await.expect("history");
+    let texts: Vec<_> = history.iter().map(|m| (m.seq, m.text().unwrap_or_default().to_owned())).collect();
+    assert_eq!(texts, vec![(1, "before".to_owned()), (2, "after".to_owned())]);
 }

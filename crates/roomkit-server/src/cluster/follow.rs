@@ -182,6 +182,7 @@ async fn run(node: Weak<Node>, room: RoomUuid, mut stream: async_nats::Subscribe
                 }
             }
             Record::Ended => lists = Lists::default(),
+            Record::Moved => reset(&node, &room),
         }
         for outbox in wake.drain(..) {
             outbox.wake();

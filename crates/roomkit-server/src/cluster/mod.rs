@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     /// How long a request may wait for its room's node (while a room moves to a new owner, or
     /// NATS is unreachable) before it is answered `ROOM_UNAVAILABLE` (default 15 s).
     pub forward_timeout: Duration,
+    /// How many NATS servers keep the lease buckets: 1, or 3 on a three-server NATS cluster so
+    /// that leases survive the loss of one (default 1).
+    pub replicas: usize,
 }
 
 impl ClusterConfig {
@@ -72,6 +75,7 @@ impl ClusterConfig {
             lease_ttl: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(5),
             forward_timeout: Duration::from_secs(15),
+            replicas: 1,
         }
     }
 }
@@ -129,6 +133,9 @@ impl Cluster {
                 config.node_id
             )));
         }
+        if !matches!(config.replicas, 1 | 3 | 5) {
+            return Err(ClusterError::Config(format!("replicas must be 1, 3 or 5, not {}", config.replicas)));
+        }
         if config.lease_ttl < Duration::from_secs(1) {
             return Err(ClusterError::Config("lease_ttl must be at least 1 s".into()));
         }
@@ -148,8 +155,9 @@ impl Cluster {
             .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))?
             .map_err(|e| connect_error(e.to_string()))?;
         let js = jetstream::new(client.clone());
-        let owners = bucket(&js, format!("{}_owners", config.prefix), config.lease_ttl).await?;
-        let nodes = bucket(&js, format!("{}_nodes", config.prefix), config.lease_ttl).await?;
+        let replicas = config.replicas;
+        let owners = bucket(&js, format!("{}_owners", config.prefix), config.lease_ttl, replicas).await?;
+        let nodes = bucket(&js, format!("{}_nodes", config.prefix), config.lease_ttl, replicas).await?;
         let slot = slot_of(&config.node_id);
         let node_key = format!("n{slot}");
         match nodes.create(&node_key, Bytes::from(config.node_id.clone())).await {
@@ -198,7 +206,12 @@ impl Cluster {
 /// Opens key-value bucket `name`, creating it when missing. Created as the stream the
 /// bucket is made of, as `create_key_value` would: that call first reads the account's
 /// limits, whose answer from nats-server 2.9 the client does not parse.
-async fn bucket(js: &jetstream::Context, name: String, ttl: Duration) -> Result<kv::Store, ClusterError> {
+async fn bucket(
+    js: &jetstream::Context,
+    name: String,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ClusterError> {
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
     }
@@ -212,6 +225,7 @@ async fn bucket(js: &jetstream::Context, name: String, ttl: Duration) -> Result<
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
+        num_replicas: replicas.max(1),
         ..Default::default()
     };
     if let Err(e) = js.create_stream(config).await {
@@ -265,7 +279,7 @@ struct Runtime {
     shared: Weak<ServerShared>,
     store: Arc<dyn MessageStore>,
     /// Records to publish, in order ([`own::publisher`]).
-    publish: tokio::sync::mpsc::UnboundedSender<(RoomUuid, Bytes)>,
+    publish: tokio::sync::mpsc::UnboundedSender<own::ToPublish>,
 }
 
 #[derive(Default)]
@@ -381,10 +395,16 @@ impl Node {
         }
     }
 
-    /// Leaves the cluster on shutdown: gives up every lease and the node's announcement, so
-    /// that other nodes take the rooms over at once rather than after the leases expire.
+    /// Leaves the cluster on shutdown, once the shards have stopped: every owned room is
+    /// announced `Moved` (after everything it published before) and its lease given up, and the
+    /// node's announcement removed, so that the rooms move to other nodes at once rather than
+    /// when the leases expire, and every node's members of them resume there.
     pub(crate) async fn leave(&self) {
         let owned: Vec<RoomUuid> = self.state.lock().expect("not poisoned").owned.keys().cloned().collect();
+        for room in &owned {
+            self.publish(room, wire::Record::Moved.encode());
+        }
+        self.flush().await;
         for room in owned {
             own::release(self, &room).await;
         }

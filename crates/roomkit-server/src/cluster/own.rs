@@ -29,6 +29,8 @@ pub(crate) const ACCEPTED: &[u8] = b"ok";
 pub(crate) struct Owned {
     /// The revision of the lease's last renewal.
     revision: u64,
+    /// When the lease was last renewed (or taken).
+    renewed: Instant,
     /// The task taking the room's forwarded requests.
     task: AbortHandle,
 }
@@ -66,7 +68,11 @@ pub(crate) async fn acquire(node: &Arc<Node>, room: &RoomUuid) -> Result<bool, S
         }
     };
     let task = tokio::spawn(serve(Arc::downgrade(node), room.clone(), subscription)).abort_handle();
-    node.state.lock().expect("not poisoned").owned.insert(room.clone(), Owned { revision, task });
+    node.state
+        .lock()
+        .expect("not poisoned")
+        .owned
+        .insert(room.clone(), Owned { revision, renewed: Instant::now(), task });
     metrics::counter!("roomkit_cluster_rooms_taken_total").increment(1);
     tracing::info!(room = %room, took = ?started.elapsed(), "took the room's lease");
     Ok(true)
@@ -170,18 +176,34 @@ pub(crate) async fn disconnect_local(node: &Node, room: &RoomUuid, conn: ConnId)
     let _ = shard.tx.send(ShardMsg::Disconnect { conn }).await;
 }
 
+/// What the publisher task is asked to do.
+pub(crate) enum ToPublish {
+    /// Publish a record on a room's stream.
+    Record(RoomUuid, Bytes),
+    /// Answer once everything asked before is published and flushed to NATS.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Publishes the records the shards hand over, in the order they come (one room's records
 /// come from one shard, in its order).
 pub(crate) async fn publisher(
     client: async_nats::Client,
     prefix: String,
-    mut rx: mpsc::UnboundedReceiver<(RoomUuid, Bytes)>,
+    mut rx: mpsc::UnboundedReceiver<ToPublish>,
 ) {
-    while let Some((room, record)) = rx.recv().await {
-        let subject = format!("{prefix}.room.{}.ev", hex(&room));
-        if let Err(e) = client.publish(subject, record).await {
-            metrics::counter!("roomkit_cluster_publish_errors_total").increment(1);
-            tracing::error!(room = %room, error = %e, "could not publish a room's record");
+    while let Some(job) = rx.recv().await {
+        match job {
+            ToPublish::Record(room, record) => {
+                let subject = format!("{prefix}.room.{}.ev", hex(&room));
+                if let Err(e) = client.publish(subject, record).await {
+                    metrics::counter!("roomkit_cluster_publish_errors_total").increment(1);
+                    tracing::error!(room = %room, error = %e, "could not publish a room's record");
+                }
+            }
+            ToPublish::Flush(done) => {
+                let _ = client.flush().await;
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -189,7 +211,15 @@ pub(crate) async fn publisher(
 impl Node {
     /// Queues a record of room `room` for publishing.
     pub(crate) fn publish(&self, room: &RoomUuid, record: Vec<u8>) {
-        let _ = self.runtime().publish.send((room.clone(), Bytes::from(record)));
+        let _ = self.runtime().publish.send(ToPublish::Record(room.clone(), Bytes::from(record)));
+    }
+
+    /// Waits until every record queued so far is published.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.runtime().publish.send(ToPublish::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -201,8 +231,9 @@ pub(crate) async fn release(node: &Node, room: &RoomUuid) {
     }
 }
 
-/// Renews every lease this node holds; a lease that cannot be renewed (another node holds
-/// it now) makes the room leave this node.
+/// Renews every lease this node holds. A lease another node holds now (the renewal finds
+/// another revision), or one not renewed for a whole time to live (NATS unreachable: another
+/// node may have it by now), makes the room leave this node.
 pub(crate) async fn renew(node: &Arc<Node>) {
     let leases: Vec<(RoomUuid, u64)> =
         node.state.lock().expect("not poisoned").owned.iter().map(|(r, o)| (r.clone(), o.revision)).collect();
@@ -212,9 +243,21 @@ pub(crate) async fn renew(node: &Arc<Node>) {
             Ok(new) => {
                 if let Some(owned) = node.state.lock().expect("not poisoned").owned.get_mut(&room) {
                     owned.revision = new;
+                    owned.renewed = Instant::now();
                 }
             }
             Err(e) => {
+                let stale = node
+                    .state
+                    .lock()
+                    .expect("not poisoned")
+                    .owned
+                    .get(&room)
+                    .is_some_and(|o| o.renewed.elapsed() >= node.config.lease_ttl);
+                if e.kind() != async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision && !stale {
+                    tracing::warn!(room = %room, error = %e, "could not renew a room's lease; trying again");
+                    continue;
+                }
                 tracing::warn!(room = %room, error = %e, "lost a room's lease: the room leaves this node");
                 node.state.lock().expect("not poisoned").owned.remove(&room);
                 let runtime = node.runtime();
@@ -224,6 +267,8 @@ pub(crate) async fn renew(node: &Arc<Node>) {
                     r.evict_room(&uuid);
                 });
                 let _ = shard.tx.send(ShardMsg::Run(job)).await;
+                // Every node's members of the room resume with its next owner.
+                node.publish(&room, Record::Moved.encode());
                 super::follow::reset(node, &room);
             }
         }
@@ -280,7 +325,10 @@ impl Node {
                 tokio::spawn(async move {
                     let result = crate::shard::read_history_apart(store, &room_uuid, read, now).await;
                     let text = crate::shard::history_frame(request_id, &room_uuid, result);
-                    let _ = publish.send((room_uuid, Bytes::from(Record::Reply { conn, text }.encode())));
+                    let _ = publish.send(ToPublish::Record(
+                        room_uuid,
+                        Bytes::from(Record::Reply { conn, text }.encode()),
+                    ));
                 });
             }
             Output::Roster { room_uuid, roster, conn, present } => {

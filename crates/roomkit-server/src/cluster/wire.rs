@@ -103,6 +103,9 @@ pub(crate) enum Record {
     Roster { roster: RosterKind, conn: ConnId, present: bool },
     /// The room ended: its lists are gone.
     Ended,
+    /// The room left its node without ending (its lease went to another node): its members
+    /// must resume with the next owner.
+    Moved,
 }
 
 const REPLY: u8 = 1;
@@ -110,6 +113,7 @@ const TO_ROSTER: u8 = 2;
 const TO_CONNS: u8 = 3;
 const ROSTER: u8 = 4;
 const ENDED: u8 = 5;
+const MOVED: u8 = 6;
 
 fn roster_byte(r: RosterKind) -> u8 {
     match r {
@@ -159,6 +163,7 @@ impl Record {
                 out.extend_from_slice(&conn.0.to_be_bytes());
             }
             Record::Ended => out.push(ENDED),
+            Record::Moved => out.push(MOVED),
         }
         out
     }
@@ -189,6 +194,7 @@ impl Record {
                 Record::Roster { roster, conn: ConnId(r.u64()?), present }
             }
             ENDED => Record::Ended,
+            MOVED => Record::Moved,
             _ => return Err(WireError("unknown record kind")),
         })
     }
@@ -278,6 +284,7 @@ mod tests {
             },
             Record::Roster { roster: RosterKind::Room, conn: ConnId(5), present: true },
             Record::Ended,
+            Record::Moved,
         ];
         for record in records {
             assert_eq!(Record::decode(&Bytes::from(record.encode())), Ok(record));
