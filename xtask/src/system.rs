@@ -1,5 +1,6 @@
 //! System packages that the checks need and Cargo cannot provide (a browser for the web
-//! page's test, the server the bench compares against), installed through apt when missing.
+//! page's test, the NATS server the JetStream store's tests start, the server the bench
+//! compares against), installed through apt when missing.
 //!
 //! A newcomer runs `cargo xtask test` on a fresh machine and it must pass: so the command
 //! installs what is missing itself when it runs as root on a Debian-like system, and
@@ -29,14 +30,26 @@ pub(crate) const TEST_PACKAGES: &[SystemPackage] = &[
         provides: "/usr/bin/chromedriver",
         needed_by: "the web page's browser test (WebDriver)",
     },
+    NATS_SERVER,
 ];
 
+/// The NATS server (with JetStream) that the JetStream store's tests start, and the cluster
+/// mode runs on.
+const NATS_SERVER: SystemPackage = SystemPackage {
+    name: "nats-server",
+    provides: "/usr/sbin/nats-server",
+    needed_by: "the JetStream store's tests (roomkit-store-nats starts nats-server)",
+};
+
 /// What `cargo xtask bench` needs.
-pub(crate) const BENCH_PACKAGES: &[SystemPackage] = &[SystemPackage {
-    name: "redis-server",
-    provides: "/usr/bin/redis-server",
-    needed_by: "the bench's baseline (redis pub/sub, run beside roomkit's fan-out)",
-}];
+pub(crate) const BENCH_PACKAGES: &[SystemPackage] = &[
+    SystemPackage {
+        name: "redis-server",
+        provides: "/usr/bin/redis-server",
+        needed_by: "the bench's baseline (redis pub/sub, run beside roomkit's fan-out)",
+    },
+    NATS_SERVER,
+];
 
 /// Makes sure every package in `packages` is installed: installs the missing ones with apt
 /// when running as root, or fails with the command that would install them.

@@ -1,0 +1,226 @@
+//! Reading a room's subject into its view (headers only, once per room, and again after a
+//! failure made the view stale), settling what earlier failures left in doubt; and listing
+//! the stored rooms.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use async_nats::jetstream::{
+    consumer::{pull, AckPolicy, DeliverPolicy},
+    context::PublishErrorKind,
+    message::StreamMessage,
+    stream::LastRawMessageErrorKind,
+};
+use futures::{StreamExt, TryStreamExt};
+use roomkit_core::store::{RoomRecord, StoreError};
+use roomkit_protocol::RoomUuid;
+use roomkit_store_redb::record::decode_room_record;
+use tokio::sync::MutexGuard;
+
+use crate::{
+    err,
+    layout::{self, room_token},
+    view::{Doubt, RoomView, Scanned, Slot},
+    Inner,
+};
+
+/// How long the ephemeral consumer of a scan outlives its last use, if the scan is cut short.
+const SCAN_CONSUMER_IDLE: Duration = Duration::from_secs(30);
+
+/// Rooms whose newest sequence number [`Inner::rooms`] reads at a time.
+const ROOMS_AT_ONCE: usize = 32;
+
+impl Inner {
+    /// Makes `room`'s view ready, reading the subject if needed.
+    pub(crate) async fn ensure_ready(&self, room: &RoomUuid) -> Result<(), StoreError> {
+        if self.with_view(room, |_| ()).is_some() {
+            return Ok(());
+        }
+        let held = self.apply_lock.lock().await;
+        self.ensure_ready_locked(&held, room).await
+    }
+
+    /// [`ensure_ready`](Self::ensure_ready) for a caller holding the commit lock.
+    pub(crate) async fn ensure_ready_locked(
+        &self,
+        _held: &MutexGuard<'_, ()>,
+        room: &RoomUuid,
+    ) -> Result<(), StoreError> {
+        let doubt = match self.views.lock().expect("not poisoned").get(room) {
+            Some(Slot::Ready(_)) => return Ok(()),
+            Some(Slot::Stale(doubt)) => doubt.clone(),
+            None => Doubt::default(),
+        };
+        for seq in &doubt.seqs {
+            self.delete(*seq).await?;
+        }
+        let scan = self.scan(room).await?;
+        let (mut view, ghosts) = RoomView::from_scan(scan, &doubt.ids);
+        for seq in ghosts {
+            self.delete(seq).await?;
+        }
+        if !doubt.ids.is_empty() {
+            // A publish from before may still arrive: it expects an older newest message, so a
+            // fence stored now makes JetStream refuse it.
+            let subject = self.names.subject(room);
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .headers(layout::fence_headers(view.last_seq))
+                .expected_last_subject_sequence(view.last_stream_seq);
+            let ack = async { self.js.send_publish(subject, publish).await?.await }.await.map_err(|e| {
+                if e.kind() == PublishErrorKind::WrongLastSequence {
+                    err("fencing off an uncertain publish: the room changed meanwhile, it is read again next time", e)
+                } else {
+                    err("fencing off an uncertain publish", e)
+                }
+            })?;
+            view.fenced(ack.sequence);
+        }
+        self.views.lock().expect("not poisoned").insert(room.clone(), Slot::Ready(view));
+        Ok(())
+    }
+
+    /// Deletes the stored message `seq`; one already gone is no error.
+    pub(crate) async fn delete(&self, seq: u64) -> Result<(), StoreError> {
+        match self.stream.delete_message(seq).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("no message found") => Ok(()),
+            Err(e) => Err(err(&format!("deleting stored message {seq}"), e)),
+        }
+    }
+
+    /// The newest stored message of `room`'s subject, if any.
+    pub(crate) async fn newest(&self, room: &RoomUuid) -> Result<Option<StreamMessage>, StoreError> {
+        match self.stream.get_last_raw_message_by_subject(&self.names.subject(room)).await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(err(&format!("reading room {room}"), e)),
+        }
+    }
+
+    /// Every stored message of `room`'s subject up to its newest, headers only, in stream
+    /// order.
+    async fn scan(&self, room: &RoomUuid) -> Result<Vec<Scanned>, StoreError> {
+        let Some(newest) = self.newest(room).await? else {
+            return Ok(Vec::new());
+        };
+        let context = format!("reading room {room}");
+        let consumer = self
+            .stream
+            .create_consumer(pull::Config {
+                filter_subject: self.names.subject(room),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                headers_only: true,
+                memory_storage: true,
+                inactive_threshold: SCAN_CONSUMER_IDLE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&context, e))?;
+        let mut scan = Vec::new();
+        let result = async {
+            loop {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(self.config.scan_batch)
+                    .messages()
+                    .await
+                    .map_err(|e| err(&context, e))?;
+                let mut got = 0;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(|e| err(&context, e))?;
+                    let stream_seq = message.info().map_err(|e| err(&context, e))?.stream_sequence;
+                    got += 1;
+                    self.scanned.fetch_add(1, Ordering::Relaxed);
+                    let headers = message.headers.as_ref();
+                    scan.push(Scanned {
+                        stream_seq,
+                        seq: layout::number(headers, layout::SEQ_HEADER),
+                        time: layout::number(headers, layout::TIME_HEADER).unwrap_or(0),
+                        last_seq: layout::number(headers, layout::LAST_SEQ_HEADER),
+                        id: layout::text(headers, layout::MSG_ID_HEADER).map(str::to_owned),
+                        fence: layout::text(headers, layout::FENCE_HEADER).is_some(),
+                    });
+                    if stream_seq >= newest.sequence {
+                        return Ok(());
+                    }
+                }
+                if got == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let name = consumer.cached_info().name.clone();
+        // The consumer goes away by itself when idle; deleting it now is only tidier.
+        let _ = self.stream.delete_consumer(&name).await;
+        result.map(|()| scan)
+    }
+
+    /// Every stored room with its newest sequence number.
+    pub(crate) async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
+        let keys: Vec<String> = self
+            .rooms
+            .keys()
+            .await
+            .map_err(|e| err("listing rooms", e))?
+            .try_collect()
+            .await
+            .map_err(|e| err("listing rooms", e))?;
+        let found: Vec<Option<(RoomRecord, u64)>> =
+            futures::stream::iter(keys.into_iter().map(|key| self.room(key)))
+                .buffered(ROOMS_AT_ONCE)
+                .try_collect()
+                .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The room stored under `key` with its newest sequence number; `None` if it was deleted
+    /// meanwhile.
+    async fn room(&self, key: String) -> Result<Option<(RoomRecord, u64)>, StoreError> {
+        let Some(bytes) = self.rooms.get(&key).await.map_err(|e| err(&format!("reading room {key}"), e))?
+        else {
+            return Ok(None);
+        };
+        let record = decode_room_record(&bytes)
+            .map_err(|e| err(&format!("the record of room {key} is corrupt"), e))?;
+        let room = record.info.room_uuid.clone();
+        if room_token(&room) != key {
+            return Err(StoreError(format!("the record stored under {key} is room {room}'s")));
+        }
+        let last_seq = match self.known_last_seq(&room) {
+            Known::Ready(last_seq) => last_seq,
+            Known::Stale => {
+                self.ensure_ready(&room).await?;
+                self.with_view(&room, |v| v.last_seq).unwrap_or(0)
+            }
+            // Not indexed: the subject's newest message holds it, retention never removes it.
+            Known::Unread => self.newest(&room).await?.map_or(0, |m| {
+                let headers = Some(&m.headers);
+                layout::number(headers, layout::LAST_SEQ_HEADER)
+                    .or_else(|| layout::number(headers, layout::SEQ_HEADER))
+                    .unwrap_or(0)
+            }),
+        };
+        Ok(Some((record, last_seq)))
+    }
+}
+
+/// What the store knows of a room's newest sequence number.
+enum Known {
+    /// Its view is ready and holds it.
+    Ready(u64),
+    /// Its view must be read again.
+    Stale,
+    /// It has no view yet.
+    Unread,
+}
+
+impl Inner {
+    fn known_last_seq(&self, room: &RoomUuid) -> Known {
+        match self.views.lock().expect("not poisoned").get(room) {
+            Some(Slot::Ready(view)) => Known::Ready(view.last_seq),
+            Some(Slot::Stale(_)) => Known::Stale,
+            None => Known::Unread,
+        }
+    }
+}
