@@ -8,6 +8,7 @@
 //! logging, the redb store); the `roomkit-server` library stays free of them.
 
 mod access;
+mod cluster;
 mod config;
 mod store;
 
@@ -149,11 +150,20 @@ async fn run(settings: Settings, reset_store: bool) -> Result<(), String> {
 
     let ws_url = format!("ws://{client_addr}/v1");
     let (listener, sender) = QueueListener::new(ws_url.clone(), settings.ws.accept_backlog);
-    let store = store::open(&settings, reset_store)?;
     // Install the recorder before anything is counted: /metrics then shows every family
     // from the start, at zero, and every connection.
     let _ = roomkit_server::metrics::prometheus();
-    let server = Server::new(settings.server.clone(), authenticator).with_store(store).spawn(listener);
+    let server = match &settings.cluster {
+        Some(cluster) => {
+            let (cluster, store) = cluster::join(cluster, settings.retention).await?;
+            Server::new(settings.server.clone(), authenticator).with_store(store).with_cluster(cluster)
+        }
+        None => {
+            let store = store::open(&settings, reset_store)?;
+            Server::new(settings.server.clone(), authenticator).with_store(store)
+        }
+    }
+    .spawn(listener);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // The web page (and, in development mode only, its token endpoint) on the client port.
@@ -175,6 +185,10 @@ async fn run(settings: Settings, reset_store: bool) -> Result<(), String> {
     println!("  web page:            http://{client_addr}/");
     println!("  clients (WebSocket): {ws_url}");
     println!("  admin API:           http://{admin_addr}/v1/rooms   (Authorization: Bearer <admin key>)");
+    if let Some(cluster) = &settings.cluster {
+        let c = &cluster.config;
+        println!("  cluster:             node {} on {}", c.node_id, c.urls.join(","));
+    }
     println!("  health / metrics:    http://{admin_addr}/healthz   http://{admin_addr}/metrics");
     if settings.dev {
         println!();

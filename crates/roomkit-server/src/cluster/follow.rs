@@ -75,6 +75,11 @@ impl Node {
     }
 }
 
+/// The slot of the node room `room` ran on when this node's connections last heard of it.
+pub(crate) fn owner_of(node: &Node, room: &RoomUuid) -> Option<u16> {
+    node.state.lock().expect("not poisoned").followed.get(room).and_then(|f| f.owner)
+}
+
 /// Records that room `room` runs on the node with slot `owner`.
 pub(crate) fn owner_is(node: &Node, room: &RoomUuid, owner: u16) {
     if let Some(followed) = node.state.lock().expect("not poisoned").followed.get_mut(room) {
@@ -82,35 +87,33 @@ pub(crate) fn owner_is(node: &Node, room: &RoomUuid, owner: u16) {
     }
 }
 
-/// Room `room` no longer runs where it ran: this node's connections that used it are closed
-/// with `ROOM_UNAVAILABLE`, and resume on the room's next owner (rebuilt from the store).
-pub(crate) fn reset(node: &Node, room: &RoomUuid) {
+/// Room `room` no longer runs where it ran, or this node may have missed some of its stream:
+/// this node's connections that used it are closed with `ROOM_UNAVAILABLE` (`why` says which),
+/// and resume — on the room's next owner, rebuilt from the store, catching up from history.
+pub(crate) fn reset(node: &Node, room: &RoomUuid, why: &str) {
     let Some(followed) = node.state.lock().expect("not poisoned").followed.remove(room) else { return };
-    let reason = CloseReason::new(
-        Code::ROOM_UNAVAILABLE,
-        format!("the node running room {room} is gone: reconnect to resume"),
-    );
+    let reason = CloseReason::new(Code::ROOM_UNAVAILABLE, format!("room {room}: {why}: reconnect to resume"));
     for conn in &followed.users {
         if let Some(closer) = node.closer_of(*conn) {
             closer.close(reason.clone(), true);
         }
     }
-    tracing::warn!(room = %room, connections = followed.users.len(), "a followed room lost its node: its members resume");
+    tracing::warn!(room = %room, connections = followed.users.len(), why, "a followed room is reset: its clients here resume");
 }
 
-/// Resets every followed room whose owner is not among the `live` nodes.
-pub(crate) fn drop_dead(node: &Node, live: &HashSet<u16>) {
+/// Resets every followed room whose owner is among the `dead` nodes.
+pub(crate) fn drop_dead(node: &Node, dead: &HashSet<u16>) {
     let rooms: Vec<RoomUuid> = node
         .state
         .lock()
         .expect("not poisoned")
         .followed
         .iter()
-        .filter(|(_, f)| f.owner.is_some_and(|o| !live.contains(&o)))
+        .filter(|(_, f)| f.owner.is_some_and(|o| dead.contains(&o)))
         .map(|(room, _)| room.clone())
         .collect();
     for room in rooms {
-        reset(node, &room);
+        reset(node, &room, "its node is gone");
     }
 }
 
@@ -182,7 +185,7 @@ async fn run(node: Weak<Node>, room: RoomUuid, mut stream: async_nats::Subscribe
                 }
             }
             Record::Ended => lists = Lists::default(),
-            Record::Moved => reset(&node, &room),
+            Record::Moved => reset(&node, &room, "it moved to another node"),
         }
         for outbox in wake.drain(..) {
             outbox.wake();

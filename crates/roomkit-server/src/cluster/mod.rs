@@ -21,6 +21,7 @@
 //!   owner, which rebuilds the room from the store.
 
 mod follow;
+mod liveness;
 mod own;
 pub(crate) mod wire;
 
@@ -32,7 +33,6 @@ use std::{
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use futures::StreamExt;
 use roomkit_core::{store::MessageStore, ConnId, ConnMap, Identity};
 use roomkit_protocol::{codec, ops::Request, Code, RoomUuid};
 use tokio::task::AbortHandle;
@@ -55,7 +55,9 @@ pub struct ClusterConfig {
     /// (default 6 s); renewed every third of it. A dead owner's rooms move after at most
     /// about this long.
     pub lease_ttl: Duration,
-    /// How long connecting to NATS may take at startup (default 5 s).
+    /// How long joining may take at startup: connecting to NATS, and the first write to the
+    /// node bucket, which on a NATS cluster that just created it waits for its leader (default
+    /// 10 s).
     pub connect_timeout: Duration,
     /// How long a request may wait for its room's node (while a room moves to a new owner, or
     /// NATS is unreachable) before it is answered `ROOM_UNAVAILABLE` (default 15 s).
@@ -73,7 +75,7 @@ impl ClusterConfig {
             node_id: node_id.into(),
             prefix: "roomkit".into(),
             lease_ttl: Duration::from_secs(6),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
             forward_timeout: Duration::from_secs(15),
             replicas: 1,
         }
@@ -95,8 +97,8 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
-    /// NATS answered, but JetStream (needed for leases) did not.
-    #[error("NATS JetStream is not available (start nats-server with -js): {0}")]
+    /// NATS answered, but JetStream (needed for leases) did not, or not in time.
+    #[error("NATS JetStream did not answer (is nats-server started with -js?): {0}")]
     JetStream(String),
     /// Another live node uses this node's slot.
     #[error("{0}")]
@@ -146,7 +148,21 @@ impl Cluster {
             .iter()
             .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| connect_error(format!("{u}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        // Core NATS delivers at most once: records published while this node was disconnected
+        // from NATS, or dropped by a full subscription, are lost to it. Either is signalled.
+        let (lost_tx, lost_rx) = tokio::sync::mpsc::unbounded_channel();
         let options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let lost_tx = lost_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected | async_nats::Event::SlowConsumer(_) => {
+                            let _ = lost_tx.send(event.to_string());
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .name(format!("roomkit-{}", config.node_id))
             .connection_timeout(config.connect_timeout)
             .request_timeout(Some(config.forward_timeout.min(Duration::from_secs(5))));
@@ -154,30 +170,60 @@ impl Cluster {
             .await
             .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))?
             .map_err(|e| connect_error(e.to_string()))?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // Lease operations are small and frequent: one that takes long is retried (or, for a
+        // renewal, tried again a third of a lease later), not awaited.
+        js.set_timeout((config.lease_ttl / 3).clamp(Duration::from_millis(500), Duration::from_secs(2)));
         let replicas = config.replicas;
-        let owners = bucket(&js, format!("{}_owners", config.prefix), config.lease_ttl, replicas).await?;
-        let nodes = bucket(&js, format!("{}_nodes", config.prefix), config.lease_ttl, replicas).await?;
+        // A NATS cluster that just started may take a while to answer for JetStream: retried
+        // until `connect_timeout`.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let (owners, nodes) = loop {
+            let pair = async {
+                let owners =
+                    bucket(&js, format!("{}_owners", config.prefix), config.lease_ttl, replicas).await?;
+                let nodes =
+                    bucket(&js, format!("{}_nodes", config.prefix), config.lease_ttl, replicas).await?;
+                Ok::<_, ClusterError>((owners, nodes))
+            };
+            match pair.await {
+                Ok(pair) => break pair,
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         let slot = slot_of(&config.node_id);
         let node_key = format!("n{slot}");
-        match nodes.create(&node_key, Bytes::from(config.node_id.clone())).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let holder = nodes.get(&node_key).await.ok().flatten().unwrap_or_default();
-                if holder != config.node_id.as_bytes() {
-                    return Err(ClusterError::NodeId(format!(
-                        "node id {:?} shares its slot ({slot}) with the live node {:?}: choose another id",
-                        config.node_id,
-                        String::from_utf8_lossy(&holder)
-                    )));
+        // A bucket replicated over a NATS cluster that was just created may still be electing
+        // its leader: its first writes time out. Retried until `connect_timeout`.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        loop {
+            let error = match nodes.create(&node_key, Bytes::from(config.node_id.clone())).await {
+                Ok(_) => break,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let holder = nodes.get(&node_key).await.ok().flatten().unwrap_or_default();
+                    if holder != config.node_id.as_bytes() {
+                        return Err(ClusterError::NodeId(format!(
+                            "node id {:?} shares its slot ({slot}) with the live node {:?}: choose another id",
+                            config.node_id,
+                            String::from_utf8_lossy(&holder)
+                        )));
+                    }
+                    // The same node, restarted before its announcement expired.
+                    match nodes.put(&node_key, Bytes::from(config.node_id.clone())).await {
+                        Ok(_) => break,
+                        Err(e) => e.to_string(),
+                    }
                 }
-                // The same node, restarted before its announcement expired.
-                nodes
-                    .put(&node_key, Bytes::from(config.node_id.clone()))
-                    .await
-                    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::JetStream(format!(
+                    "announcing this node in {}_nodes: {error}",
+                    config.prefix
+                )));
             }
-            Err(e) => return Err(ClusterError::JetStream(e.to_string())),
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tracing::info!(node = %config.node_id, slot, nats = %urls, "joined the cluster");
         let node = Arc::new_cyclic(|me| Node {
@@ -189,6 +235,7 @@ impl Cluster {
             state: Mutex::default(),
             runtime: OnceLock::new(),
             me: me.clone(),
+            lost: Mutex::new(Some(lost_rx)),
         });
         Ok(Cluster { node })
     }
@@ -271,6 +318,8 @@ pub(crate) struct Node {
     runtime: OnceLock<Runtime>,
     /// This node, for tasks it starts.
     me: Weak<Node>,
+    /// Signals that room stream records may have been lost (see `liveness::watch_connection`).
+    lost: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 /// What the node runs on, known once the server has started.
@@ -319,9 +368,11 @@ impl Node {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime = Runtime { shards, shared, store, publish: tx };
         assert!(self.runtime.set(runtime).is_ok(), "attached once");
+        let lost = self.lost.lock().expect("not poisoned").take().expect("attached once");
         vec![
             tokio::spawn(own::publisher(self.client.clone(), self.config.prefix.clone(), rx)).abort_handle(),
-            tokio::spawn(upkeep(Arc::downgrade(self))).abort_handle(),
+            tokio::spawn(liveness::upkeep(Arc::downgrade(self))).abort_handle(),
+            tokio::spawn(liveness::watch_connection(Arc::downgrade(self), lost)).abort_handle(),
         ]
     }
 
@@ -341,11 +392,23 @@ impl Node {
             return refuse(outbox, request_id, &format!("could not follow room {room}: {e}"));
         }
         let deadline = tokio::time::Instant::now() + self.config.forward_timeout;
-        let forward =
-            Bytes::from(Forward::Request { conn, identity: identity.clone(), frame: frame.clone() }.encode());
+        // The owner this node's connections in the room joined under, if any.
+        let expect = follow::owner_of(self, &room);
+        let forward = Forward::Request {
+            conn,
+            expect: expect.unwrap_or(0),
+            identity: identity.clone(),
+            frame: frame.clone(),
+        };
+        let forward = Bytes::from(forward.encode());
         let subject = self.subject(&room, "req");
         loop {
             if self.owns(&room) {
+                if expect.is_some_and(|owner| owner != self.slot) {
+                    // This node took the room over: its clients here were members of the
+                    // previous owner's room, and rejoin this one.
+                    return follow::reset(self, &room, "it moved to another node");
+                }
                 follow::owner_is(self, &room, self.slot);
                 return own::hand_to_shard(self, &room, conn, identity, frame).await;
             }
@@ -353,6 +416,9 @@ impl Node {
                 Ok(answer) if answer.payload.starts_with(own::ACCEPTED) => {
                     let owner = answer.payload.get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
                     return follow::owner_is(self, &room, owner);
+                }
+                Ok(answer) if answer.payload.as_ref() == own::MOVED => {
+                    return follow::reset(self, &room, "it moved to another node");
                 }
                 Ok(_) => {} // the node lost the room meanwhile: ask again
                 Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
@@ -429,35 +495,4 @@ impl Node {
 fn refuse(outbox: &Outbox, request_id: u64, msg: &str) {
     metrics::counter!("roomkit_request_errors_total", "code" => Code::ROOM_UNAVAILABLE.name()).increment(1);
     outbox.push(codec::encode_error(Some(request_id), Code::ROOM_UNAVAILABLE, msg).into());
-}
-
-/// Every third of the lease time: renews this node's announcement and leases, and looks for
-/// nodes that are gone.
-async fn upkeep(node: Weak<Node>) {
-    let period = match node.upgrade() {
-        Some(node) => node.config.lease_ttl / 3,
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(node) = node.upgrade() else { return };
-        let key = format!("n{}", node.slot);
-        if let Err(e) = node.nodes.put(&key, Bytes::from(node.config.node_id.clone())).await {
-            tracing::warn!(error = %e, "could not renew this node's announcement");
-        }
-        own::renew(&node).await;
-        let live: HashSet<u16> = match node.nodes.keys().await {
-            Ok(keys) => {
-                keys.filter_map(|k| async move { k.ok()?.strip_prefix('n')?.parse::<u16>().ok() })
-                    .collect()
-                    .await
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list the cluster's nodes");
-                continue;
-            }
-        };
-        own::drop_dead(&node, &live).await;
-        follow::drop_dead(&node, &live);
-    }
 }

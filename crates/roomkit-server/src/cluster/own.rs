@@ -24,6 +24,9 @@ use crate::{
 
 /// The owner's answer to a forwarded request it took; its slot follows, two bytes.
 pub(crate) const ACCEPTED: &[u8] = b"ok";
+/// The owner's answer to a forwarded request from a connection that joined the room under
+/// another owner: the request is not taken, the connection must resume.
+pub(crate) const MOVED: &[u8] = b"mv";
 
 /// A room this node owns.
 pub(crate) struct Owned {
@@ -116,7 +119,13 @@ async fn serve(node: std::sync::Weak<Node>, room: RoomUuid, mut requests: async_
     while let Some(message) = requests.next().await {
         let Some(node) = node.upgrade() else { return };
         match Forward::decode(&message.payload) {
-            Ok(Forward::Request { conn, identity, frame }) => {
+            Ok(Forward::Request { conn, expect, identity, frame }) => {
+                if expect != 0 && expect != node.slot {
+                    if let Some(reply) = message.reply {
+                        let _ = node.client.publish(reply, Bytes::from_static(MOVED)).await;
+                    }
+                    continue;
+                }
                 let slot = slot_of_conn(conn);
                 if slot != node.slot {
                     node.state
@@ -246,6 +255,19 @@ pub(crate) async fn renew(node: &Arc<Node>) {
                     owned.renewed = Instant::now();
                 }
             }
+            Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+                // An earlier renewal may have been stored though its answer timed out: the
+                // lease is still this node's if it holds this node's id.
+                match reclaim(node, &room).await {
+                    Some(revision) => {
+                        if let Some(owned) = node.state.lock().expect("not poisoned").owned.get_mut(&room) {
+                            owned.revision = revision;
+                            owned.renewed = Instant::now();
+                        }
+                    }
+                    None => lose(node, &room, &e.to_string()).await,
+                }
+            }
             Err(e) => {
                 let stale = node
                     .state
@@ -254,32 +276,51 @@ pub(crate) async fn renew(node: &Arc<Node>) {
                     .owned
                     .get(&room)
                     .is_some_and(|o| o.renewed.elapsed() >= node.config.lease_ttl);
-                if e.kind() != async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision && !stale {
+                if !stale {
                     tracing::warn!(room = %room, error = %e, "could not renew a room's lease; trying again");
                     continue;
                 }
-                tracing::warn!(room = %room, error = %e, "lost a room's lease: the room leaves this node");
-                node.state.lock().expect("not poisoned").owned.remove(&room);
-                let runtime = node.runtime();
-                let shard = &runtime.shards[shard_of(&room, runtime.shards.len())];
-                let uuid = room.clone();
-                let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
-                    r.evict_room(&uuid);
-                });
-                let _ = shard.tx.send(ShardMsg::Run(job)).await;
-                // Every node's members of the room resume with its next owner.
-                node.publish(&room, Record::Moved.encode());
-                super::follow::reset(node, &room);
+                lose(node, &room, &e.to_string()).await;
             }
         }
     }
 }
 
-/// Disconnects, from the rooms this node owns, the connections of every node not in `live`.
-pub(crate) async fn drop_dead(node: &Node, live: &HashSet<u16>) {
+/// After a renewal found another revision: the lease's revision if it still names this node
+/// (an earlier renewal was stored, its answer lost), or if it expired and this node could
+/// take it again at once (nobody else has the room meanwhile: its state here is current).
+async fn reclaim(node: &Node, room: &RoomUuid) -> Option<u64> {
+    let me = node.config.node_id.as_bytes();
+    match node.owners.entry(lease_key(room)).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+            (entry.value.as_ref() == me).then_some(entry.revision)
+        }
+        Ok(_) => node.owners.create(lease_key(room), Bytes::copy_from_slice(me)).await.ok(),
+        Err(_) => None,
+    }
+}
+
+/// The room's lease is another node's now: the room leaves this node without ending.
+async fn lose(node: &Node, room: &RoomUuid, why: &str) {
+    tracing::warn!(room = %room, error = why, "lost a room's lease: the room leaves this node");
+    node.state.lock().expect("not poisoned").owned.remove(room);
+    let runtime = node.runtime();
+    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
+    let uuid = room.clone();
+    let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
+        r.evict_room(&uuid);
+    });
+    let _ = shard.tx.send(ShardMsg::Run(job)).await;
+    // Every node's members of the room resume with its next owner.
+    node.publish(room, Record::Moved.encode());
+    super::follow::reset(node, room, "its node lost it");
+}
+
+/// Disconnects, from the rooms this node owns, the connections of the `dead` nodes.
+pub(crate) async fn drop_dead(node: &Node, dead: &HashSet<u16>) {
     let dead: Vec<(ConnId, RoomUuid)> = {
         let mut state = node.state.lock().expect("not poisoned");
-        let slots: Vec<u16> = state.remote.keys().copied().filter(|s| !live.contains(s)).collect();
+        let slots: Vec<u16> = state.remote.keys().copied().filter(|s| dead.contains(s)).collect();
         slots.into_iter().flat_map(|s| state.remote.remove(&s).unwrap_or_default()).collect()
     };
     if !dead.is_empty() {

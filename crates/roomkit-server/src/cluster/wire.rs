@@ -17,8 +17,10 @@ pub(crate) struct WireError(pub(crate) &'static str);
 /// A request a node hands to the owner of its room, or the news that a connection is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Forward {
-    /// A request of a logged-in connection: the frame it sent, unchanged.
-    Request { conn: ConnId, identity: Identity, frame: Bytes },
+    /// A request of a logged-in connection: the frame it sent, unchanged. `expect` is the slot
+    /// of the node the sender last knew as the room's owner (0: none): a connection that
+    /// joined under another owner is not a member of this one's room.
+    Request { conn: ConnId, expect: u16, identity: Identity, frame: Bytes },
     /// The connection is gone: the owner treats it as a disconnect.
     Gone { conn: ConnId },
 }
@@ -30,9 +32,10 @@ impl Forward {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Forward::Request { conn, identity, frame } => {
+            Forward::Request { conn, expect, identity, frame } => {
                 out.push(FORWARD_REQUEST);
                 out.extend_from_slice(&conn.0.to_be_bytes());
+                out.extend_from_slice(&expect.to_be_bytes());
                 put_str(&mut out, identity.user.as_str());
                 put_str(&mut out, &identity.name);
                 let g = &identity.grants;
@@ -61,6 +64,7 @@ impl Forward {
         match r.u8()? {
             FORWARD_REQUEST => {
                 let conn = ConnId(r.u64()?);
+                let expect = r.u16()?;
                 let user = r.str()?.parse().map_err(|_| WireError("bad user id"))?;
                 let name = r.str()?.to_owned();
                 let flags = r.u8()?;
@@ -73,7 +77,12 @@ impl Forward {
                     ),
                 };
                 let grants = Grants { create_rooms: flags & 1 != 0, join, room_admin: flags & 2 != 0 };
-                Ok(Forward::Request { conn, identity: Identity { user, name, grants }, frame: r.rest(bytes) })
+                Ok(Forward::Request {
+                    conn,
+                    expect,
+                    identity: Identity { user, name, grants },
+                    frame: r.rest(bytes),
+                })
             }
             FORWARD_GONE => Ok(Forward::Gone { conn: ConnId(r.u64()?) }),
             _ => Err(WireError("unknown forward kind")),
@@ -226,6 +235,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
     fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
@@ -296,6 +309,7 @@ mod tests {
         let forwards = [
             Forward::Request {
                 conn: ConnId(42),
+                expect: 7,
                 identity,
                 frame: Bytes::from_static(b"{\"id\":3,\"op\":\"ping\"}"),
             },
