@@ -181,7 +181,10 @@ impl std::fmt::Debug for NatsStore {
 pub(crate) struct Inner {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
+    /// The room bucket: written through it.
     rooms: kv::Store,
+    /// The room bucket's stream: read through it, from its leader.
+    rooms_stream: jetstream::stream::Stream,
     names: Names,
     config: NatsStoreConfig,
     /// What the store knows of each room it used.

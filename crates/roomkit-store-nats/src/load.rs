@@ -26,6 +26,9 @@ use crate::{
 /// How long the ephemeral consumer of a scan outlives its last use, if the scan is cut short.
 const SCAN_CONSUMER_IDLE: Duration = Duration::from_secs(30);
 
+/// The header a key-value bucket marks deletions and purges with.
+const KV_OPERATION_HEADER: &str = "KV-Operation";
+
 /// Rooms whose newest sequence number [`Inner::rooms`] reads at a time.
 const ROOMS_AT_ONCE: usize = 32;
 
@@ -50,32 +53,44 @@ impl Inner {
             Some(Slot::Stale(doubt)) => doubt.clone(),
             None => Doubt::default(),
         };
-        for seq in &doubt.seqs {
-            self.delete(*seq).await?;
-        }
         let scan = self.scan(room).await?;
-        let (mut view, ghosts) = RoomView::from_scan(scan, &doubt.ids);
-        for seq in ghosts {
-            self.delete(seq).await?;
-        }
-        if !doubt.ids.is_empty() {
-            // A publish from before may still arrive: it expects an older newest message, so a
-            // fence stored now makes JetStream refuse it.
-            let subject = self.names.subject(room);
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .headers(layout::fence_headers(view.last_seq))
-                .expected_last_subject_sequence(view.last_stream_seq);
-            let ack = async { self.js.send_publish(subject, publish).await?.await }.await.map_err(|e| {
-                if e.kind() == PublishErrorKind::WrongLastSequence {
-                    err("fencing off an uncertain publish: the room changed meanwhile, it is read again next time", e)
-                } else {
-                    err("fencing off an uncertain publish", e)
-                }
+        let (mut view, left_out) = RoomView::from_scan(scan, &doubt);
+        if !doubt.ids.is_empty() || !left_out.is_empty() {
+            // A fence first: a publish from before that is still under way expects an older
+            // newest message, so JetStream refuses it; and what is deleted next is never the
+            // subject's newest message.
+            let seq = self.fence(room, view.last_seq, view.last_stream_seq).await.map_err(|e| {
+                StoreError(format!("reading room {room} again: {e}; it is read again next time"))
             })?;
-            view.fenced(ack.sequence);
+            view.fenced(seq);
+        }
+        for seq in left_out.iter().chain(&doubt.seqs) {
+            self.delete(*seq).await?;
         }
         self.views.lock().expect("not poisoned").insert(room.clone(), Slot::Ready(view));
         Ok(())
+    }
+
+    /// Stores a fence on `room`'s subject, expecting `expected` as its newest message;
+    /// returns its stream sequence.
+    pub(crate) async fn fence(
+        &self,
+        room: &RoomUuid,
+        last_seq: u64,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .headers(layout::fence_headers(last_seq))
+            .expected_last_subject_sequence(expected);
+        let subject = self.names.subject(room);
+        let ack = async { self.js.send_publish(subject, publish).await?.await }.await;
+        ack.map(|ack| ack.sequence).map_err(|e| {
+            if e.kind() == PublishErrorKind::WrongLastSequence {
+                err("storing a fence: the room changed meanwhile", e)
+            } else {
+                err("storing a fence", e)
+            }
+        })
     }
 
     /// Deletes the stored message `seq`; one already gone is no error.
@@ -177,10 +192,17 @@ impl Inner {
     /// The room stored under `key` with its newest sequence number; `None` if it was deleted
     /// meanwhile.
     async fn room(&self, key: String) -> Result<Option<(RoomRecord, u64)>, StoreError> {
-        let Some(bytes) = self.rooms.get(&key).await.map_err(|e| err(&format!("reading room {key}"), e))?
-        else {
-            return Ok(None);
+        let subject = format!("$KV.{}.{key}", self.names.bucket);
+        let stored = match self.rooms_stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(stored) => stored,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(err(&format!("reading room {key}"), e)),
         };
+        // A deleted or purged key keeps a marker.
+        if layout::text(Some(&stored.headers), KV_OPERATION_HEADER).is_some_and(|op| op != "PUT") {
+            return Ok(None);
+        }
+        let bytes = stored.payload;
         let record = decode_room_record(&bytes)
             .map_err(|e| err(&format!("the record of room {key} is corrupt"), e))?;
         let room = record.info.room_uuid.clone();

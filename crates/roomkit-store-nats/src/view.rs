@@ -40,7 +40,8 @@ pub struct RoomView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Doubt {
     /// Dedupe ids of publishes whose outcome is unknown (their acknowledgement never came):
-    /// if they were stored, the read removes them, then stores a fence.
+    /// if they were stored, the read removes them, after storing a fence that a publish still
+    /// under way cannot follow.
     pub ids: HashSet<String>,
     /// Stream sequences of messages of failed commits that could not be deleted.
     pub seqs: Vec<u64>,
@@ -82,30 +83,33 @@ pub struct Scanned {
 }
 
 impl RoomView {
-    /// The view a scan of the subject (in stream order) gives, leaving out the messages whose
-    /// dedupe id is in `doubtful`: returns the view and those messages' stream sequences, to
-    /// delete.
-    pub fn from_scan(scan: Vec<Scanned>, doubtful: &HashSet<String>) -> (Self, Vec<u64>) {
-        let (ghosts, kept): (Vec<Scanned>, Vec<Scanned>) =
-            scan.into_iter().partition(|m| m.id.as_ref().is_some_and(|id| doubtful.contains(id)));
-        let mut view = RoomView::default();
-        let Some(newest) = kept.last().cloned() else {
-            return (view, ghosts.iter().map(|m| m.stream_seq).collect());
+    /// The view a scan of the subject (in stream order) gives, leaving out what `doubt`
+    /// names (messages of failed commits, by dedupe id or stream sequence). Returns the view
+    /// and the stream sequences of the messages left out, to delete; the view's
+    /// `last_stream_seq` is the subject's newest message, left out or not.
+    pub fn from_scan(scan: Vec<Scanned>, doubt: &Doubt) -> (Self, Vec<u64>) {
+        let newest_stored = scan.last().map_or(0, |m| m.stream_seq);
+        let doomed = |m: &Scanned| {
+            doubt.seqs.contains(&m.stream_seq) || m.id.as_ref().is_some_and(|id| doubt.ids.contains(id))
         };
-        for m in kept {
-            match m.seq {
-                Some(seq) => {
-                    view.put(Entry { seq, stream_seq: m.stream_seq, time: m.time });
-                    view.last_seq = view.last_seq.max(seq);
+        let (left_out, kept): (Vec<Scanned>, Vec<Scanned>) = scan.into_iter().partition(doomed);
+        let mut view = RoomView::default();
+        if let Some(newest) = kept.last().cloned() {
+            for m in kept {
+                match m.seq {
+                    Some(seq) => {
+                        view.put(Entry { seq, stream_seq: m.stream_seq, time: m.time });
+                        view.last_seq = view.last_seq.max(seq);
+                    }
+                    None if m.fence && m.stream_seq != newest_stored => view.garbage.push(m.stream_seq),
+                    None => {}
                 }
-                None if m.fence && m.stream_seq != newest.stream_seq => view.garbage.push(m.stream_seq),
-                None => {}
             }
+            view.last_is_fence = newest.fence && newest.stream_seq == newest_stored;
+            view.last_seq = view.last_seq.max(newest.last_seq.unwrap_or(0));
         }
-        view.last_stream_seq = newest.stream_seq;
-        view.last_is_fence = newest.fence;
-        view.last_seq = view.last_seq.max(newest.last_seq.unwrap_or(0));
-        (view, ghosts.iter().map(|m| m.stream_seq).collect())
+        view.last_stream_seq = newest_stored;
+        (view, left_out.iter().map(|m| m.stream_seq).collect())
     }
 
     /// Index of the first entry that retention keeps at `now`. Messages are timed when
@@ -245,14 +249,15 @@ mod tests {
             scanned(4, Some(2), "b2"),
             scanned(5, Some(3), "ghost"),
         ];
-        let doubtful: HashSet<String> = ["ghost".to_owned()].into();
-        let (view, ghosts) = RoomView::from_scan(scan, &doubtful);
-        assert_eq!(ghosts, [5]);
+        let doubt = Doubt { ids: ["ghost".to_owned()].into(), seqs: vec![1] };
+        let (view, left_out) = RoomView::from_scan(scan, &doubt);
+        assert_eq!(left_out, [1, 5]);
+        assert_eq!(view.entries, [Entry { seq: 2, stream_seq: 4, time: 20 }]);
         assert_eq!(
-            view.entries,
-            [Entry { seq: 1, stream_seq: 1, time: 10 }, Entry { seq: 2, stream_seq: 4, time: 20 }]
+            (view.last_seq, view.last_stream_seq, view.last_is_fence),
+            (2, 5, false),
+            "the newest stored message is left out, yet still the newest: a fence must follow it"
         );
-        assert_eq!((view.last_seq, view.last_stream_seq, view.last_is_fence), (2, 4, false));
         let mut garbage = view.garbage.clone();
         garbage.sort_unstable();
         assert_eq!(garbage, [2, 3], "the older form and the old fence");

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use async_trait::async_trait;
 use common::{config, connect_blocking};
 use roomkit_core::store::{
@@ -55,19 +53,21 @@ roomkit_core::store_conformance_tests!(
 );
 
 /// Every case of the suite on one three-server cluster (starting a cluster per case would
-/// take too long), each case with a stream and bucket of its own, replicated three times.
+/// take too long), replicated three times. The cases share the stream and the bucket (creating
+/// replicated ones per case costs about a second each): each case starts with both purged and
+/// a new store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_suite_passes_on_a_three_server_cluster_with_three_replicas() {
     use roomkit_core::conformance::store as case;
 
     let cluster = NatsCluster::start(3);
-    let next = AtomicU32::new(0);
     let open = || {
-        let prefix = format!("case{}", next.fetch_add(1, Ordering::Relaxed));
         let urls = cluster.urls();
         move |retention| {
-            let config = NatsStoreConfig { name_prefix: prefix, replicas: 3, ..config(urls, retention) };
-            connect_blocking(config)
+            let config = NatsStoreConfig { replicas: 3, ..config(urls, retention) };
+            let store = connect_blocking(config);
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(purge(&store)));
+            connect_blocking(store.config().clone())
         }
     };
     case::history_by_time_and_order(open()).await;
@@ -80,4 +80,13 @@ async fn the_conformance_suite_passes_on_a_three_server_cluster_with_three_repli
     case::a_replaced_message_counts_once(open()).await;
     case::a_room_ended_and_created_again_starts_afresh(open()).await;
     case::rooms_do_not_mix(open()).await;
+}
+
+/// Empties the store's stream and bucket.
+async fn purge(store: &NatsStore) {
+    let client = async_nats::connect(store.config().urls.clone()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    for name in [store.stream_name().to_owned(), format!("KV_{}", store.bucket_name())] {
+        js.get_stream(&name).await.expect("the stream").purge().await.expect("purge");
+    }
 }
