@@ -8,7 +8,7 @@ use async_nats::jetstream::{
     consumer::{pull, AckPolicy, DeliverPolicy},
     context::PublishErrorKind,
     message::StreamMessage,
-    stream::LastRawMessageErrorKind,
+    stream::{DeleteMessageErrorKind, LastRawMessageErrorKind},
 };
 use futures::{StreamExt, TryStreamExt};
 use roomkit_core::store::{RoomRecord, StoreError};
@@ -97,7 +97,7 @@ impl Inner {
     pub(crate) async fn delete(&self, seq: u64) -> Result<(), StoreError> {
         match self.stream.delete_message(seq).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("no message found") => Ok(()),
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(ref j) if is_gone(j)) => Ok(()),
             Err(e) => Err(err(&format!("deleting stored message {seq}"), e)),
         }
     }
@@ -227,6 +227,18 @@ impl Inner {
     }
 }
 
+/// Whether JetStream refused a delete because the message is not there (any more): "sequence
+/// not found", or a failed delete for want of the message ("no message found", "stream store
+/// EOF" past the stream's end).
+fn is_gone(e: &async_nats::jetstream::Error) -> bool {
+    const SEQUENCE_NOT_FOUND: u64 = 10043;
+    const DELETE_FAILED: u64 = 10057;
+    let description = e.to_string();
+    e.error_code().0 == SEQUENCE_NOT_FOUND
+        || (e.error_code().0 == DELETE_FAILED
+            && (description.contains("no message found") || description.contains("EOF")))
+}
+
 /// What the store knows of a room's newest sequence number.
 enum Known {
     /// Its view is ready and holds it.
@@ -244,5 +256,25 @@ impl Inner {
             Some(Slot::Stale(_)) => Known::Stale,
             None => Known::Unread,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jetstream_error(code: u64, description: &str) -> async_nats::jetstream::Error {
+        let json = format!(r#"{{"code":400,"err_code":{code},"description":"{description}"}}"#);
+        serde_json::from_str(&json).expect("an error")
+    }
+
+    /// What nats-server 2.9 answers to a delete of a message that is not there.
+    #[test]
+    fn a_delete_of_a_message_already_gone_is_no_failure() {
+        assert!(is_gone(&jetstream_error(10043, "sequence 2 not found")));
+        assert!(is_gone(&jetstream_error(10057, "no message found")));
+        assert!(is_gone(&jetstream_error(10057, "stream store EOF")));
+        assert!(!is_gone(&jetstream_error(10057, "message delete failed: deletes denied")));
+        assert!(!is_gone(&jetstream_error(10008, "JetStream system temporarily unavailable")));
     }
 }
