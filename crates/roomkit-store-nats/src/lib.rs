@@ -39,7 +39,8 @@
 //! its next commit.
 //!
 //! History. The first use of a room reads its subject once, headers only, with an ephemeral
-//! consumer, into an index (sequence number → stream sequence and time of the newest form;
+//! consumer (made again while it stops short of the subject's newest message: it may run on
+//! a replica that is behind), into an index (sequence number → stream sequence and time of the newest form;
 //! 24 bytes a message) that this store's own appends keep up to date. A query then
 //! costs a binary search in the index and one `STREAM.MSG.GET` per message it returns (all of
 //! a page's messages requested together; more when a viewer may not see every message).

@@ -26,6 +26,9 @@ use crate::{
 /// How long the ephemeral consumer of a scan outlives its last use, if the scan is cut short.
 const SCAN_CONSUMER_IDLE: Duration = Duration::from_secs(30);
 
+/// The wait before reading a subject again when a replica was behind.
+const SCAN_RETRY: Duration = Duration::from_millis(50);
+
 /// The header a key-value bucket marks deletions and purges with.
 const KV_OPERATION_HEADER: &str = "KV-Operation";
 
@@ -113,10 +116,35 @@ impl Inner {
 
     /// Every stored message of `room`'s subject up to its newest, headers only, in stream
     /// order.
+    ///
+    /// The newest message comes from the stream's leader; the consumer may run on a replica
+    /// that is behind (just restarted, say), so a read that stops short of the newest message
+    /// is made again, for `request_timeout` at most.
     async fn scan(&self, room: &RoomUuid) -> Result<Vec<Scanned>, StoreError> {
-        let Some(newest) = self.newest(room).await? else {
-            return Ok(Vec::new());
-        };
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        loop {
+            let Some(newest) = self.newest(room).await? else {
+                return Ok(Vec::new());
+            };
+            let scan = self.scan_to(room, newest.sequence).await?;
+            let reached = scan.last().map_or(0, |m| m.stream_seq);
+            if reached >= newest.sequence {
+                return Ok(scan);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError(format!(
+                    "reading room {room}: its messages up to {} were not all readable within {:?} \
+                     (request_timeout; a replica is behind): try again",
+                    newest.sequence, self.config.request_timeout
+                )));
+            }
+            tokio::time::sleep(SCAN_RETRY).await;
+        }
+    }
+
+    /// The stored messages of `room`'s subject up to stream sequence `newest`, headers only,
+    /// in stream order, as an ephemeral consumer delivers them.
+    async fn scan_to(&self, room: &RoomUuid, newest: u64) -> Result<Vec<Scanned>, StoreError> {
         let context = format!("reading room {room}");
         let consumer = self
             .stream
@@ -155,7 +183,7 @@ impl Inner {
                         id: layout::text(headers, layout::MSG_ID_HEADER).map(str::to_owned),
                         fence: layout::text(headers, layout::FENCE_HEADER).is_some(),
                     });
-                    if stream_seq >= newest.sequence {
+                    if stream_seq >= newest {
                         return Ok(());
                     }
                 }
