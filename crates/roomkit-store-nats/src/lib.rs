@@ -109,7 +109,9 @@ pub struct NatsStoreConfig {
     pub retention: Retention,
     /// Longest [`NatsStore::connect`] waits for a server to answer, all URLs together.
     pub connect_timeout: Duration,
-    /// Longest one JetStream request, or one publish's acknowledgement, is awaited.
+    /// Longest one JetStream request, or one publish's acknowledgement, is awaited; also how
+    /// long a read of a room's subject may keep being made again while a replica is behind,
+    /// and how long its consumer outlives its last request.
     pub request_timeout: Duration,
     /// How many times a publish whose acknowledgement does not come is sent (with the same
     /// dedupe id, so it is stored once) before the commit fails.

@@ -23,9 +23,6 @@ use crate::{
     Inner,
 };
 
-/// How long the ephemeral consumer of a scan outlives its last use, if the scan is cut short.
-const SCAN_CONSUMER_IDLE: Duration = Duration::from_secs(30);
-
 /// The wait before reading a subject again when a replica was behind.
 const SCAN_RETRY: Duration = Duration::from_millis(50);
 
@@ -154,7 +151,8 @@ impl Inner {
                 ack_policy: AckPolicy::None,
                 headers_only: true,
                 memory_storage: true,
-                inactive_threshold: SCAN_CONSUMER_IDLE,
+                // Gone by itself if the scan is cut short.
+                inactive_threshold: self.config.request_timeout,
                 ..Default::default()
             })
             .await

@@ -29,8 +29,9 @@ pub struct RoomView {
     /// publish expects it. Retention never deletes that message, and its
     /// [`LAST_SEQ_HEADER`](crate::layout::LAST_SEQ_HEADER) keeps `last_seq`.
     pub last_stream_seq: u64,
-    /// Whether the subject's newest stored message is a fence.
-    pub last_is_fence: bool,
+    /// Whether the subject's newest stored message is served by no entry (a fence, or a
+    /// message retention dropped): it becomes garbage once another message follows it.
+    pub newest_unserved: bool,
     /// Stored messages no longer served, to delete: replaced forms, messages retention
     /// dropped, fences no longer the newest. Never holds `last_stream_seq`.
     pub garbage: Vec<u64>,
@@ -105,7 +106,7 @@ impl RoomView {
                     None => {}
                 }
             }
-            view.last_is_fence = newest.fence && newest.stream_seq == newest_stored;
+            view.newest_unserved = newest.fence && newest.stream_seq == newest_stored;
             view.last_seq = view.last_seq.max(newest.last_seq.unwrap_or(0));
         }
         view.last_stream_seq = newest_stored;
@@ -141,7 +142,7 @@ impl RoomView {
     /// sequence number then.
     pub fn stored(&mut self, entry: Entry, last_seq: u64) {
         if entry.stream_seq > self.last_stream_seq {
-            self.retire_fence();
+            self.retire_unserved();
             self.last_stream_seq = entry.stream_seq;
         }
         self.put(entry);
@@ -150,19 +151,23 @@ impl RoomView {
 
     /// Records a fence stored as the subject's newest message.
     pub fn fenced(&mut self, stream_seq: u64) {
-        self.retire_fence();
+        self.retire_unserved();
         self.last_stream_seq = stream_seq;
-        self.last_is_fence = true;
+        self.newest_unserved = true;
     }
 
     /// Drops from the index what retention no longer keeps at `now`; their messages become
-    /// garbage, except the subject's newest (which keeps `last_seq`).
+    /// garbage, except the subject's newest (which keeps `last_seq`), until another follows it.
     pub fn enforce(&mut self, retention: Retention, now: u64) {
         let from = self.kept_from(retention, now);
         let newest = self.last_stream_seq;
-        let dropped: Vec<u64> =
-            self.entries.drain(..from).map(|e| e.stream_seq).filter(|&s| s != newest).collect();
-        self.garbage.extend(dropped);
+        for dropped in self.entries.drain(..from) {
+            if dropped.stream_seq == newest {
+                self.newest_unserved = true;
+            } else {
+                self.garbage.push(dropped.stream_seq);
+            }
+        }
     }
 
     /// Puts `entry` in the index; a former form of its number becomes garbage.
@@ -178,9 +183,9 @@ impl RoomView {
         }
     }
 
-    /// A fence that stops being the newest message becomes garbage.
-    fn retire_fence(&mut self) {
-        if std::mem::take(&mut self.last_is_fence) {
+    /// A newest message served by no entry becomes garbage when another follows it.
+    fn retire_unserved(&mut self) {
+        if std::mem::take(&mut self.newest_unserved) {
             self.garbage.push(self.last_stream_seq);
         }
     }
@@ -227,6 +232,8 @@ mod tests {
         assert!(view.entries.is_empty());
         assert_eq!(view.garbage, [1, 2], "the newest message stays, keeping last_seq");
         assert_eq!((view.last_seq, view.first_seq(0)), (3, 4));
+        view.stored(entry(4, 4), 4);
+        assert_eq!(view.garbage, [1, 2, 3], "once another follows it, it goes too");
     }
 
     #[test]
@@ -254,7 +261,7 @@ mod tests {
         assert_eq!(left_out, [1, 5]);
         assert_eq!(view.entries, [Entry { seq: 2, stream_seq: 4, time: 20 }]);
         assert_eq!(
-            (view.last_seq, view.last_stream_seq, view.last_is_fence),
+            (view.last_seq, view.last_stream_seq, view.newest_unserved),
             (2, 5, false),
             "the newest stored message is left out, yet still the newest: a fence must follow it"
         );
@@ -268,9 +275,9 @@ mod tests {
         let mut view = RoomView::default();
         view.stored(entry(1, 1), 1);
         view.fenced(2);
-        assert_eq!((view.last_stream_seq, view.last_is_fence), (2, true));
+        assert_eq!((view.last_stream_seq, view.newest_unserved), (2, true));
         view.stored(entry(2, 3), 2);
         assert_eq!(view.garbage, [2]);
-        assert!(!view.last_is_fence);
+        assert!(!view.newest_unserved);
     }
 }
