@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     error::Error as _,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use async_nats::{
@@ -27,8 +27,19 @@ use crate::{
 };
 
 /// How many other dedupe ids a message may be given when its own points at a message that
-/// is gone (stored by a failed commit and deleted within the dedupe window).
+/// is gone (stored by a failed commit and deleted within the dedupe window, or a
+/// byte-identical message of a room ended since).
 const MAX_RENAMES: u32 = 3;
+
+/// A dedupe id used nowhere else: `id` with this process's start and a counter.
+fn unique_id(id: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    });
+    format!("{id}+{}.{start:x}.{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// One room's part of a commit: what its next publish expects, and what it stored.
 struct Work {
@@ -37,6 +48,8 @@ struct Work {
     fence: u64,
     /// The room's newest sequence number.
     last_seq: u64,
+    /// The room's newest sequence number before this commit.
+    last_seq_before: u64,
     /// The messages stored by this commit, with the room's newest sequence number then.
     stored: Vec<(Entry, u64)>,
 }
@@ -55,16 +68,17 @@ enum Failure {
 enum Sent {
     /// Stored at this stream sequence (now, or by an earlier attempt).
     Stored(u64),
-    /// No acknowledgement came.
+    /// No acknowledgement came (and it may be stored).
     Unanswered(String),
     /// JetStream took it for a duplicate of a message that is gone.
     IdTaken,
 }
 
-/// A failed commit: the error, and the rooms to read again before use.
+/// A failed commit: the error, and the rooms to read again before use (with what is in
+/// doubt, and whether another store wrote after this commit's messages).
 struct Failed {
     error: StoreError,
-    stale: Vec<(RoomUuid, Doubt)>,
+    stale: Vec<(RoomUuid, Doubt, bool)>,
 }
 
 impl From<StoreError> for Failed {
@@ -125,7 +139,7 @@ impl Inner {
         self.rooms.purge(room_token(room)).await.map_err(|e| err(&format!("deleting room {room}"), e))?;
         if let Err(e) = self.stream.purge().filter(self.names.subject(room)).await {
             let error = err(&format!("purging room {room}'s messages"), e);
-            return Err(Failed { error, stale: vec![(room.clone(), Doubt::default())] });
+            return Err(Failed { error, stale: vec![(room.clone(), Doubt::default(), false)] });
         }
         // What this commit stored for the room is gone with the rest.
         works.remove(room);
@@ -165,7 +179,10 @@ impl Inner {
                 .with_view(room, |v| (v.last_stream_seq, v.last_seq))
                 .ok_or_else(|| StoreError(format!("room {room} changed while it was read")))?;
             let subject = self.names.subject(room);
-            works.insert(room.clone(), Work { subject, fence, last_seq, stored: Vec::new() });
+            works.insert(
+                room.clone(),
+                Work { subject, fence, last_seq, last_seq_before: last_seq, stored: Vec::new() },
+            );
         }
         let failed = AtomicBool::new(false);
         let chains = rooms.into_iter().map(|(room, messages)| {
@@ -184,11 +201,11 @@ impl Inner {
                 None => continue,
                 Some(Failure::Refused(error)) => error,
                 Some(Failure::Stale(error)) => {
-                    stale.push((room, Doubt::default()));
+                    stale.push((room, Doubt::default(), true));
                     error
                 }
                 Some(Failure::InDoubt(error, ids)) => {
-                    stale.push((room, Doubt { ids: ids.into_iter().collect(), seqs: Vec::new() }));
+                    stale.push((room, Doubt { ids: ids.into_iter().collect(), seqs: Vec::new() }, false));
                     error
                 }
             };
@@ -244,20 +261,20 @@ impl Inner {
         id: &str,
     ) -> Result<u64, Failure> {
         let mut ids = vec![id.to_owned()];
-        for rename in 0..=MAX_RENAMES {
+        for _ in 0..=MAX_RENAMES {
             let current = ids.last().expect("one id at least").clone();
             match self.publish_as(subject, &headers, &payload, expected, &current).await? {
                 Sent::Stored(stream_seq) => return Ok(stream_seq),
                 Sent::Unanswered(error) => {
                     let error = StoreError(format!(
-                        "storing a message on {subject}: no acknowledgement after {} attempts ({error})",
+                        "storing a message on {subject}: no acknowledgement after {} attempts, the outcome is uncertain ({error})",
                         self.config.publish_attempts
                     ));
                     return Err(Failure::InDoubt(error, ids));
                 }
                 // The id points at a message deleted since: store this one under another id.
                 Sent::IdTaken => {
-                    ids.push(format!("{id}+{}", rename + 1));
+                    ids.push(unique_id(id));
                     headers.insert(layout::MSG_ID_HEADER, ids.last().expect("just pushed").as_str());
                 }
             }
@@ -276,6 +293,7 @@ impl Inner {
         id: &str,
     ) -> Result<Sent, Failure> {
         let mut last_error = String::new();
+        let mut in_doubt = false;
         for _ in 0..self.config.publish_attempts {
             let publish = PublishMessage::build()
                 .headers(headers.clone())
@@ -284,13 +302,25 @@ impl Inner {
             let result = async { self.js.send_publish(subject.to_owned(), publish).await?.await }.await;
             let lost = result.is_ok() && self.take_lost_ack();
             match result {
-                Ok(_) if lost => last_error = "the acknowledgement was lost".to_owned(),
+                Ok(_) if lost => {
+                    in_doubt = true;
+                    last_error = "the acknowledgement was lost".to_owned();
+                }
                 Ok(ack) if !ack.duplicate => return Ok(Sent::Stored(ack.sequence)),
                 Ok(ack) => match self.is_stored(ack.sequence, subject, id).await {
                     Ok(true) => return Ok(Sent::Stored(ack.sequence)),
                     Ok(false) => return Ok(Sent::IdTaken),
                     Err(e) => last_error = e.to_string(),
                 },
+                // An earlier attempt may be what moved the subject on (servers that check the
+                // expected sequence before the dedupe id): then it is the newest message.
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence && in_doubt => {
+                    return match self.newest_is(subject, id).await {
+                        Ok(Some(stream_seq)) => Ok(Sent::Stored(stream_seq)),
+                        Ok(None) => Ok(Sent::Unanswered(format!("then refused: {e}"))),
+                        Err(e) => Ok(Sent::Unanswered(e.to_string())),
+                    };
+                }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     let why = format!(
                         "storing a message on {subject}: another store wrote the room since this one read it"
@@ -300,10 +330,25 @@ impl Inner {
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound || refused(&e) => {
                     return Err(Failure::Refused(err(&format!("storing a message on {subject}"), e)));
                 }
-                Err(e) => last_error = e.to_string(),
+                Err(e) => {
+                    in_doubt = true;
+                    last_error = e.to_string();
+                }
             }
         }
         Ok(Sent::Unanswered(last_error))
+    }
+
+    /// The stream sequence of the subject's newest message if it is the one published under
+    /// `id`.
+    async fn newest_is(&self, subject: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => {
+                Ok((layout::text(Some(&m.headers), layout::MSG_ID_HEADER) == Some(id)).then_some(m.sequence))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(err(&format!("reading the newest message of {subject}"), e)),
+        }
     }
 
     /// Whether the message at `seq` is the one published on `subject` under `id`.
@@ -344,21 +389,38 @@ impl Inner {
         }
     }
 
-    /// After a failed commit: deletes what it stored; the rooms where that fails, or whose
+    /// After a failed commit: deletes what it stored. A room whose newest stored message may
+    /// be one of those first gets a fence after them (a message is never deleted while it is
+    /// its subject's newest, see the module docs). The rooms where this fails, or whose
     /// outcome is in doubt, are read again before use.
-    async fn roll_back(&self, works: HashMap<RoomUuid, Work>, stale: Vec<(RoomUuid, Doubt)>) {
-        let stored: Vec<(RoomUuid, u64)> = works
-            .into_iter()
-            .flat_map(|(room, work)| work.stored.into_iter().map(move |(e, _)| (room.clone(), e.stream_seq)))
-            .collect();
-        let results = join_all(stored.iter().map(|(_, seq)| self.delete(*seq))).await;
+    async fn roll_back(&self, works: HashMap<RoomUuid, Work>, stale: Vec<(RoomUuid, Doubt, bool)>) {
+        let overtaken: Vec<RoomUuid> = stale.iter().filter(|s| s.2).map(|s| s.0.clone()).collect();
         let mut doubts: HashMap<RoomUuid, Doubt> = HashMap::new();
-        for (room, doubt) in stale {
+        for (room, doubt, _) in stale {
             doubts.entry(room).or_default().merge(doubt);
         }
-        for ((room, seq), result) in stored.into_iter().zip(results) {
-            if result.is_err() {
-                doubts.entry(room).or_default().seqs.push(seq);
+        let rooms = works.into_iter().filter(|(_, work)| !work.stored.is_empty()).map(|(room, work)| {
+            let overtaken = overtaken.contains(&room);
+            async move {
+                let seqs: Vec<u64> = work.stored.iter().map(|(e, _)| e.stream_seq).collect();
+                // Another store wrote after these: they are not the newest.
+                if !overtaken {
+                    match self.fence(&room, work.last_seq_before, work.fence).await {
+                        Ok(fence) => {
+                            self.with_view(&room, |view| view.fenced(fence));
+                        }
+                        Err(_) => return (room, seqs),
+                    }
+                }
+                let results = join_all(seqs.iter().map(|seq| self.delete(*seq))).await;
+                let failed =
+                    seqs.into_iter().zip(results).filter(|(_, r)| r.is_err()).map(|(seq, _)| seq).collect();
+                (room, failed)
+            }
+        });
+        for (room, failed) in join_all(rooms).await {
+            if !failed.is_empty() {
+                doubts.entry(room).or_default().seqs.extend(failed);
             }
         }
         for (room, doubt) in doubts {

@@ -81,7 +81,7 @@ pub(crate) async fn connect(config: NatsStoreConfig) -> Result<NatsStore, NatsSt
         }
     }
     let stream = ensure_stream(&js, chat_stream(&names, config.replicas)).await?;
-    ensure_stream(&js, bucket_stream(&names, config.replicas)).await?;
+    let rooms_stream = ensure_stream(&js, bucket_stream(&names, config.replicas)).await?;
     let rooms = js
         .get_key_value(&names.bucket)
         .await
@@ -91,6 +91,7 @@ pub(crate) async fn connect(config: NatsStoreConfig) -> Result<NatsStore, NatsSt
             js,
             stream,
             rooms,
+            rooms_stream,
             names,
             config,
             views: Default::default(),
@@ -148,7 +149,9 @@ fn bucket_stream(names: &Names, replicas: usize) -> stream::Config {
         duplicate_window: DUPLICATE_WINDOW,
         allow_rollup: true,
         deny_delete: true,
-        allow_direct: true,
+        // Reads go to the stream's leader: a replica answering a direct get may not have an
+        // acknowledged write yet.
+        allow_direct: false,
         description: Some("roomkit room records, by room".into()),
         ..Default::default()
     }

@@ -78,6 +78,7 @@ impl Inner {
         let mut page = HistoryPage::default();
         let mut cursor: Cursor = None;
         let mut chunk_size = query.limit.clamp(1, FETCH_CHUNK);
+        let mut reread = false;
         loop {
             let selected = self.with_view(room, |view| {
                 let first_seq = view.first_seq(view.kept_from(retention, now));
@@ -85,7 +86,13 @@ impl Inner {
                 (first_seq, view.last_seq, chunk)
             });
             let Some((first_seq, last_seq, chunk)) = selected else {
-                return Err(StoreError(format!("room {room} must be read again: try again")));
+                // A failed commit made the view stale meanwhile: read the room again, once.
+                if cursor.is_none() && !reread {
+                    reread = true;
+                    self.ensure_ready(room).await?;
+                    continue;
+                }
+                return Err(StoreError(format!("room {room} changed while it was read: try again")));
             };
             if cursor.is_none() {
                 (page.first_seq, page.last_seq) = (first_seq, last_seq);

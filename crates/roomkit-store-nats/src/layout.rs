@@ -1,7 +1,7 @@
 //! Where the store keeps things in JetStream: the stream, bucket and subject names, a room's
 //! token in subjects and keys, the headers every stored message carries, and its dedupe id.
 
-use async_nats::HeaderMap;
+use async_nats::{header::HeaderName, HeaderMap};
 use roomkit_protocol::{ChatMessage, RoomUuid};
 use roomkit_store_redb::record::crc32c;
 
@@ -106,11 +106,13 @@ pub fn fence_headers(last_seq: u64) -> HeaderMap {
 
 /// A number header, if present and well formed.
 pub fn number(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
-    headers?.get(name)?.as_str().parse().ok()
+    text(headers, name)?.parse().ok()
 }
 
-/// A text header, if present.
+/// A text header, if present. (The name is parsed: headers NATS knows, such as
+/// `Nats-Msg-Id`, are told apart from others only so.)
 pub fn text<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let name: HeaderName = name.parse().ok()?;
     Some(headers?.get(name)?.as_str())
 }
 
@@ -127,6 +129,19 @@ mod tests {
         assert_eq!(Names::new("my-app").unwrap().stream, "MY_APP_CHAT");
         assert!(Names::new("a.b").is_err());
         assert!(Names::new("").is_err());
+    }
+
+    #[test]
+    fn headers_are_read_back_by_name() {
+        let message = roomkit_core::conformance::store::message(7, 70, "a", None);
+        let headers = message_headers(&message, 9, "the-id");
+        assert_eq!(number(Some(&headers), SEQ_HEADER), Some(7));
+        assert_eq!(number(Some(&headers), LAST_SEQ_HEADER), Some(9));
+        // What a server sends back is parsed, so NATS's own headers come back as such.
+        let parsed: HeaderMap =
+            [(MSG_ID_HEADER.parse::<HeaderName>().unwrap(), "the-id".into())].into_iter().collect();
+        assert_eq!(text(Some(&parsed), MSG_ID_HEADER), Some("the-id"));
+        assert_eq!(text(None, MSG_ID_HEADER), None);
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //!   its [`RoomRecord`] (the room record of `roomkit_store_redb::record`).
 //!
 //! Appends. Each message is published with a dedupe id ([`message_id`]: room, sequence
-//! number, which form, checksum of the record), so a publish sent again after its
-//! acknowledgement was lost is stored once, and with `Nats-Expected-Last-Subject-Sequence`
+//! number, which form, checksum of the record) and with `Nats-Expected-Last-Subject-Sequence`
 //! set to the stream sequence of the room's newest stored message: a store that still writes
 //! a room after another store wrote it (a stale owner) is refused by JetStream, and reads the
-//! room again before its next use. The recalled form of a message is published as a new
+//! room again before its next use. A publish whose acknowledgement was lost is sent again with
+//! the same id and expectation, and stored once: JetStream takes it for a duplicate, or
+//! refuses it for its expectation and the store finds its own message, by its id, as the
+//! subject's newest. The recalled form of a message is published as a new
 //! message; the older form is deleted once the commit succeeded, and a read of the subject
 //! keeps the newest form of each number. [`MessageStore::apply`] publishes the messages of
 //! different rooms together and awaits their acknowledgements together; one room's messages
@@ -25,17 +27,21 @@
 //! which only its acknowledgement tells.
 //!
 //! All or nothing: when a publish of a commit fails, the messages of the commit that were
-//! stored are deleted (by stream sequence) before `apply` returns the error. When that is not
-//! possible either (NATS gone, or an acknowledgement that never came, so the publish may yet
-//! be stored), the rooms concerned are marked stale: before serving them again the store
-//! reads them from JetStream, deletes what it finds of the failed publishes, and stores a
-//! fence (a message without a chat message) that a publish still under way from before
-//! cannot follow. Room records and deletions are not undone: core applies them again in its
-//! next commit.
+//! stored are deleted (by stream sequence) before `apply` returns the error. The store never
+//! deletes a subject's newest message (nats-server 2.9 then takes the subject for empty):
+//! when it may be one of those, a fence (a message without a chat message) is stored after
+//! them first. When that is not possible either (NATS gone, or an acknowledgement that never
+//! came, so the publish may yet be stored, even after the client reconnects), the rooms
+//! concerned are marked stale: before serving them again the store reads them from
+//! JetStream, stores a fence after whatever it finds (a publish still under way from before
+//! expects an older newest message, so JetStream refuses it), and deletes what it found of
+//! the failed commits. Room records and deletions are not undone: core applies them again in
+//! its next commit.
 //!
 //! History. The first use of a room reads its subject once, headers only, with an ephemeral
-//! consumer, into an index (sequence number → stream sequence and time of the newest form;
-//! about 40 bytes a message) that this store's own appends keep up to date. A query then
+//! consumer (made again while it stops short of the subject's newest message: it may run on
+//! a replica that is behind), into an index (sequence number → stream sequence and time of the newest form;
+//! 24 bytes a message) that this store's own appends keep up to date. A query then
 //! costs a binary search in the index and one `STREAM.MSG.GET` per message it returns (all of
 //! a page's messages requested together; more when a viewer may not see every message).
 //! `rooms()` reads the bucket's keys and, for a room not indexed yet, the subject's newest
@@ -103,7 +109,9 @@ pub struct NatsStoreConfig {
     pub retention: Retention,
     /// Longest [`NatsStore::connect`] waits for a server to answer, all URLs together.
     pub connect_timeout: Duration,
-    /// Longest one JetStream request, or one publish's acknowledgement, is awaited.
+    /// Longest one JetStream request, or one publish's acknowledgement, is awaited; also how
+    /// long a read of a room's subject may keep being made again while a replica is behind,
+    /// and how long its consumer outlives its last request.
     pub request_timeout: Duration,
     /// How many times a publish whose acknowledgement does not come is sent (with the same
     /// dedupe id, so it is stored once) before the commit fails.
@@ -181,7 +189,10 @@ impl std::fmt::Debug for NatsStore {
 pub(crate) struct Inner {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
+    /// The room bucket: written through it.
     rooms: kv::Store,
+    /// The room bucket's stream: read through it, from its leader.
+    rooms_stream: jetstream::stream::Stream,
     names: Names,
     config: NatsStoreConfig,
     /// What the store knows of each room it used.

@@ -8,7 +8,7 @@ use async_nats::jetstream::{
     consumer::{pull, AckPolicy, DeliverPolicy},
     context::PublishErrorKind,
     message::StreamMessage,
-    stream::LastRawMessageErrorKind,
+    stream::{DeleteMessageErrorKind, LastRawMessageErrorKind},
 };
 use futures::{StreamExt, TryStreamExt};
 use roomkit_core::store::{RoomRecord, StoreError};
@@ -23,8 +23,11 @@ use crate::{
     Inner,
 };
 
-/// How long the ephemeral consumer of a scan outlives its last use, if the scan is cut short.
-const SCAN_CONSUMER_IDLE: Duration = Duration::from_secs(30);
+/// The wait before reading a subject again when a replica was behind.
+const SCAN_RETRY: Duration = Duration::from_millis(50);
+
+/// The header a key-value bucket marks deletions and purges with.
+const KV_OPERATION_HEADER: &str = "KV-Operation";
 
 /// Rooms whose newest sequence number [`Inner::rooms`] reads at a time.
 const ROOMS_AT_ONCE: usize = 32;
@@ -50,39 +53,51 @@ impl Inner {
             Some(Slot::Stale(doubt)) => doubt.clone(),
             None => Doubt::default(),
         };
-        for seq in &doubt.seqs {
-            self.delete(*seq).await?;
-        }
         let scan = self.scan(room).await?;
-        let (mut view, ghosts) = RoomView::from_scan(scan, &doubt.ids);
-        for seq in ghosts {
-            self.delete(seq).await?;
-        }
-        if !doubt.ids.is_empty() {
-            // A publish from before may still arrive: it expects an older newest message, so a
-            // fence stored now makes JetStream refuse it.
-            let subject = self.names.subject(room);
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .headers(layout::fence_headers(view.last_seq))
-                .expected_last_subject_sequence(view.last_stream_seq);
-            let ack = async { self.js.send_publish(subject, publish).await?.await }.await.map_err(|e| {
-                if e.kind() == PublishErrorKind::WrongLastSequence {
-                    err("fencing off an uncertain publish: the room changed meanwhile, it is read again next time", e)
-                } else {
-                    err("fencing off an uncertain publish", e)
-                }
+        let (mut view, left_out) = RoomView::from_scan(scan, &doubt);
+        if !doubt.ids.is_empty() || !left_out.is_empty() {
+            // A fence first: a publish from before that is still under way expects an older
+            // newest message, so JetStream refuses it; and what is deleted next is never the
+            // subject's newest message.
+            let seq = self.fence(room, view.last_seq, view.last_stream_seq).await.map_err(|e| {
+                StoreError(format!("reading room {room} again: {e}; it is read again next time"))
             })?;
-            view.fenced(ack.sequence);
+            view.fenced(seq);
+        }
+        for seq in left_out.iter().chain(&doubt.seqs) {
+            self.delete(*seq).await?;
         }
         self.views.lock().expect("not poisoned").insert(room.clone(), Slot::Ready(view));
         Ok(())
+    }
+
+    /// Stores a fence on `room`'s subject, expecting `expected` as its newest message;
+    /// returns its stream sequence.
+    pub(crate) async fn fence(
+        &self,
+        room: &RoomUuid,
+        last_seq: u64,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .headers(layout::fence_headers(last_seq))
+            .expected_last_subject_sequence(expected);
+        let subject = self.names.subject(room);
+        let ack = async { self.js.send_publish(subject, publish).await?.await }.await;
+        ack.map(|ack| ack.sequence).map_err(|e| {
+            if e.kind() == PublishErrorKind::WrongLastSequence {
+                err("storing a fence: the room changed meanwhile", e)
+            } else {
+                err("storing a fence", e)
+            }
+        })
     }
 
     /// Deletes the stored message `seq`; one already gone is no error.
     pub(crate) async fn delete(&self, seq: u64) -> Result<(), StoreError> {
         match self.stream.delete_message(seq).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("no message found") => Ok(()),
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(ref j) if is_gone(j)) => Ok(()),
             Err(e) => Err(err(&format!("deleting stored message {seq}"), e)),
         }
     }
@@ -98,10 +113,35 @@ impl Inner {
 
     /// Every stored message of `room`'s subject up to its newest, headers only, in stream
     /// order.
+    ///
+    /// The newest message comes from the stream's leader; the consumer may run on a replica
+    /// that is behind (just restarted, say), so a read that stops short of the newest message
+    /// is made again, for `request_timeout` at most.
     async fn scan(&self, room: &RoomUuid) -> Result<Vec<Scanned>, StoreError> {
-        let Some(newest) = self.newest(room).await? else {
-            return Ok(Vec::new());
-        };
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        loop {
+            let Some(newest) = self.newest(room).await? else {
+                return Ok(Vec::new());
+            };
+            let scan = self.scan_to(room, newest.sequence).await?;
+            let reached = scan.last().map_or(0, |m| m.stream_seq);
+            if reached >= newest.sequence {
+                return Ok(scan);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError(format!(
+                    "reading room {room}: its messages up to {} were not all readable within {:?} \
+                     (request_timeout; a replica is behind): try again",
+                    newest.sequence, self.config.request_timeout
+                )));
+            }
+            tokio::time::sleep(SCAN_RETRY).await;
+        }
+    }
+
+    /// The stored messages of `room`'s subject up to stream sequence `newest`, headers only,
+    /// in stream order, as an ephemeral consumer delivers them.
+    async fn scan_to(&self, room: &RoomUuid, newest: u64) -> Result<Vec<Scanned>, StoreError> {
         let context = format!("reading room {room}");
         let consumer = self
             .stream
@@ -111,7 +151,8 @@ impl Inner {
                 ack_policy: AckPolicy::None,
                 headers_only: true,
                 memory_storage: true,
-                inactive_threshold: SCAN_CONSUMER_IDLE,
+                // Gone by itself if the scan is cut short.
+                inactive_threshold: self.config.request_timeout,
                 ..Default::default()
             })
             .await
@@ -140,7 +181,7 @@ impl Inner {
                         id: layout::text(headers, layout::MSG_ID_HEADER).map(str::to_owned),
                         fence: layout::text(headers, layout::FENCE_HEADER).is_some(),
                     });
-                    if stream_seq >= newest.sequence {
+                    if stream_seq >= newest {
                         return Ok(());
                     }
                 }
@@ -177,10 +218,17 @@ impl Inner {
     /// The room stored under `key` with its newest sequence number; `None` if it was deleted
     /// meanwhile.
     async fn room(&self, key: String) -> Result<Option<(RoomRecord, u64)>, StoreError> {
-        let Some(bytes) = self.rooms.get(&key).await.map_err(|e| err(&format!("reading room {key}"), e))?
-        else {
-            return Ok(None);
+        let subject = format!("$KV.{}.{key}", self.names.bucket);
+        let stored = match self.rooms_stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(stored) => stored,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(err(&format!("reading room {key}"), e)),
         };
+        // A deleted or purged key keeps a marker.
+        if layout::text(Some(&stored.headers), KV_OPERATION_HEADER).is_some_and(|op| op != "PUT") {
+            return Ok(None);
+        }
+        let bytes = stored.payload;
         let record = decode_room_record(&bytes)
             .map_err(|e| err(&format!("the record of room {key} is corrupt"), e))?;
         let room = record.info.room_uuid.clone();
@@ -205,6 +253,18 @@ impl Inner {
     }
 }
 
+/// Whether JetStream refused a delete because the message is not there (any more): "sequence
+/// not found", or a failed delete for want of the message ("no message found", "stream store
+/// EOF" past the stream's end).
+fn is_gone(e: &async_nats::jetstream::Error) -> bool {
+    const SEQUENCE_NOT_FOUND: u64 = 10043;
+    const DELETE_FAILED: u64 = 10057;
+    let description = e.to_string();
+    e.error_code().0 == SEQUENCE_NOT_FOUND
+        || (e.error_code().0 == DELETE_FAILED
+            && (description.contains("no message found") || description.contains("EOF")))
+}
+
 /// What the store knows of a room's newest sequence number.
 enum Known {
     /// Its view is ready and holds it.
@@ -222,5 +282,25 @@ impl Inner {
             Some(Slot::Stale(_)) => Known::Stale,
             None => Known::Unread,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jetstream_error(code: u64, description: &str) -> async_nats::jetstream::Error {
+        let json = format!(r#"{{"code":400,"err_code":{code},"description":"{description}"}}"#);
+        serde_json::from_str(&json).expect("an error")
+    }
+
+    /// What nats-server 2.9 answers to a delete of a message that is not there.
+    #[test]
+    fn a_delete_of_a_message_already_gone_is_no_failure() {
+        assert!(is_gone(&jetstream_error(10043, "sequence 2 not found")));
+        assert!(is_gone(&jetstream_error(10057, "no message found")));
+        assert!(is_gone(&jetstream_error(10057, "stream store EOF")));
+        assert!(!is_gone(&jetstream_error(10057, "message delete failed: deletes denied")));
+        assert!(!is_gone(&jetstream_error(10008, "JetStream system temporarily unavailable")));
     }
 }

@@ -29,8 +29,9 @@ pub struct RoomView {
     /// publish expects it. Retention never deletes that message, and its
     /// [`LAST_SEQ_HEADER`](crate::layout::LAST_SEQ_HEADER) keeps `last_seq`.
     pub last_stream_seq: u64,
-    /// Whether the subject's newest stored message is a fence.
-    pub last_is_fence: bool,
+    /// Whether the subject's newest stored message is served by no entry (a fence, or a
+    /// message retention dropped): it becomes garbage once another message follows it.
+    pub newest_unserved: bool,
     /// Stored messages no longer served, to delete: replaced forms, messages retention
     /// dropped, fences no longer the newest. Never holds `last_stream_seq`.
     pub garbage: Vec<u64>,
@@ -40,7 +41,8 @@ pub struct RoomView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Doubt {
     /// Dedupe ids of publishes whose outcome is unknown (their acknowledgement never came):
-    /// if they were stored, the read removes them, then stores a fence.
+    /// if they were stored, the read removes them, after storing a fence that a publish still
+    /// under way cannot follow.
     pub ids: HashSet<String>,
     /// Stream sequences of messages of failed commits that could not be deleted.
     pub seqs: Vec<u64>,
@@ -82,30 +84,33 @@ pub struct Scanned {
 }
 
 impl RoomView {
-    /// The view a scan of the subject (in stream order) gives, leaving out the messages whose
-    /// dedupe id is in `doubtful`: returns the view and those messages' stream sequences, to
-    /// delete.
-    pub fn from_scan(scan: Vec<Scanned>, doubtful: &HashSet<String>) -> (Self, Vec<u64>) {
-        let (ghosts, kept): (Vec<Scanned>, Vec<Scanned>) =
-            scan.into_iter().partition(|m| m.id.as_ref().is_some_and(|id| doubtful.contains(id)));
-        let mut view = RoomView::default();
-        let Some(newest) = kept.last().cloned() else {
-            return (view, ghosts.iter().map(|m| m.stream_seq).collect());
+    /// The view a scan of the subject (in stream order) gives, leaving out what `doubt`
+    /// names (messages of failed commits, by dedupe id or stream sequence). Returns the view
+    /// and the stream sequences of the messages left out, to delete; the view's
+    /// `last_stream_seq` is the subject's newest message, left out or not.
+    pub fn from_scan(scan: Vec<Scanned>, doubt: &Doubt) -> (Self, Vec<u64>) {
+        let newest_stored = scan.last().map_or(0, |m| m.stream_seq);
+        let doomed = |m: &Scanned| {
+            doubt.seqs.contains(&m.stream_seq) || m.id.as_ref().is_some_and(|id| doubt.ids.contains(id))
         };
-        for m in kept {
-            match m.seq {
-                Some(seq) => {
-                    view.put(Entry { seq, stream_seq: m.stream_seq, time: m.time });
-                    view.last_seq = view.last_seq.max(seq);
+        let (left_out, kept): (Vec<Scanned>, Vec<Scanned>) = scan.into_iter().partition(doomed);
+        let mut view = RoomView::default();
+        if let Some(newest) = kept.last().cloned() {
+            for m in kept {
+                match m.seq {
+                    Some(seq) => {
+                        view.put(Entry { seq, stream_seq: m.stream_seq, time: m.time });
+                        view.last_seq = view.last_seq.max(seq);
+                    }
+                    None if m.fence && m.stream_seq != newest_stored => view.garbage.push(m.stream_seq),
+                    None => {}
                 }
-                None if m.fence && m.stream_seq != newest.stream_seq => view.garbage.push(m.stream_seq),
-                None => {}
             }
+            view.newest_unserved = newest.fence && newest.stream_seq == newest_stored;
+            view.last_seq = view.last_seq.max(newest.last_seq.unwrap_or(0));
         }
-        view.last_stream_seq = newest.stream_seq;
-        view.last_is_fence = newest.fence;
-        view.last_seq = view.last_seq.max(newest.last_seq.unwrap_or(0));
-        (view, ghosts.iter().map(|m| m.stream_seq).collect())
+        view.last_stream_seq = newest_stored;
+        (view, left_out.iter().map(|m| m.stream_seq).collect())
     }
 
     /// Index of the first entry that retention keeps at `now`. Messages are timed when
@@ -137,7 +142,7 @@ impl RoomView {
     /// sequence number then.
     pub fn stored(&mut self, entry: Entry, last_seq: u64) {
         if entry.stream_seq > self.last_stream_seq {
-            self.retire_fence();
+            self.retire_unserved();
             self.last_stream_seq = entry.stream_seq;
         }
         self.put(entry);
@@ -146,19 +151,23 @@ impl RoomView {
 
     /// Records a fence stored as the subject's newest message.
     pub fn fenced(&mut self, stream_seq: u64) {
-        self.retire_fence();
+        self.retire_unserved();
         self.last_stream_seq = stream_seq;
-        self.last_is_fence = true;
+        self.newest_unserved = true;
     }
 
     /// Drops from the index what retention no longer keeps at `now`; their messages become
-    /// garbage, except the subject's newest (which keeps `last_seq`).
+    /// garbage, except the subject's newest (which keeps `last_seq`), until another follows it.
     pub fn enforce(&mut self, retention: Retention, now: u64) {
         let from = self.kept_from(retention, now);
         let newest = self.last_stream_seq;
-        let dropped: Vec<u64> =
-            self.entries.drain(..from).map(|e| e.stream_seq).filter(|&s| s != newest).collect();
-        self.garbage.extend(dropped);
+        for dropped in self.entries.drain(..from) {
+            if dropped.stream_seq == newest {
+                self.newest_unserved = true;
+            } else {
+                self.garbage.push(dropped.stream_seq);
+            }
+        }
     }
 
     /// Puts `entry` in the index; a former form of its number becomes garbage.
@@ -174,9 +183,9 @@ impl RoomView {
         }
     }
 
-    /// A fence that stops being the newest message becomes garbage.
-    fn retire_fence(&mut self) {
-        if std::mem::take(&mut self.last_is_fence) {
+    /// A newest message served by no entry becomes garbage when another follows it.
+    fn retire_unserved(&mut self) {
+        if std::mem::take(&mut self.newest_unserved) {
             self.garbage.push(self.last_stream_seq);
         }
     }
@@ -223,6 +232,8 @@ mod tests {
         assert!(view.entries.is_empty());
         assert_eq!(view.garbage, [1, 2], "the newest message stays, keeping last_seq");
         assert_eq!((view.last_seq, view.first_seq(0)), (3, 4));
+        view.stored(entry(4, 4), 4);
+        assert_eq!(view.garbage, [1, 2, 3], "once another follows it, it goes too");
     }
 
     #[test]
@@ -245,14 +256,15 @@ mod tests {
             scanned(4, Some(2), "b2"),
             scanned(5, Some(3), "ghost"),
         ];
-        let doubtful: HashSet<String> = ["ghost".to_owned()].into();
-        let (view, ghosts) = RoomView::from_scan(scan, &doubtful);
-        assert_eq!(ghosts, [5]);
+        let doubt = Doubt { ids: ["ghost".to_owned()].into(), seqs: vec![1] };
+        let (view, left_out) = RoomView::from_scan(scan, &doubt);
+        assert_eq!(left_out, [1, 5]);
+        assert_eq!(view.entries, [Entry { seq: 2, stream_seq: 4, time: 20 }]);
         assert_eq!(
-            view.entries,
-            [Entry { seq: 1, stream_seq: 1, time: 10 }, Entry { seq: 2, stream_seq: 4, time: 20 }]
+            (view.last_seq, view.last_stream_seq, view.newest_unserved),
+            (2, 5, false),
+            "the newest stored message is left out, yet still the newest: a fence must follow it"
         );
-        assert_eq!((view.last_seq, view.last_stream_seq, view.last_is_fence), (2, 4, false));
         let mut garbage = view.garbage.clone();
         garbage.sort_unstable();
         assert_eq!(garbage, [2, 3], "the older form and the old fence");
@@ -263,9 +275,9 @@ mod tests {
         let mut view = RoomView::default();
         view.stored(entry(1, 1), 1);
         view.fenced(2);
-        assert_eq!((view.last_stream_seq, view.last_is_fence), (2, true));
+        assert_eq!((view.last_stream_seq, view.newest_unserved), (2, true));
         view.stored(entry(2, 3), 2);
         assert_eq!(view.garbage, [2]);
-        assert!(!view.last_is_fence);
+        assert!(!view.newest_unserved);
     }
 }
