@@ -102,6 +102,10 @@ impl MessageStore for GroupCommit {
     async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
         self.store.rooms().await
     }
+
+    async fn room(&self, uuid: &RoomUuid) -> Result<Option<(RoomRecord, u64)>, StoreError> {
+        self.store.room(uuid).await
+    }
 }
 
 #[cfg(test)]

@@ -301,4 +301,14 @@ impl MessageStore for NatsStore {
     async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
         self.inner.rooms().await
     }
+
+    /// Reads the room afresh: in a cluster it is called when this node takes the room over,
+    /// and other nodes may have written to it since this store last looked (its view of the
+    /// room is re-read before it is used again).
+    async fn room(&self, uuid: &RoomUuid) -> Result<Option<(RoomRecord, u64)>, StoreError> {
+        if self.inner.with_view(uuid, |_| ()).is_some() {
+            self.inner.mark_stale(uuid, view::Doubt::default());
+        }
+        self.inner.room(room_token(uuid)).await
+    }
 }

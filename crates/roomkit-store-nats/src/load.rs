@@ -217,7 +217,7 @@ impl Inner {
 
     /// The room stored under `key` with its newest sequence number; `None` if it was deleted
     /// meanwhile.
-    async fn room(&self, key: String) -> Result<Option<(RoomRecord, u64)>, StoreError> {
+    pub(crate) async fn room(&self, key: String) -> Result<Option<(RoomRecord, u64)>, StoreError> {
         let subject = format!("$KV.{}.{key}", self.names.bucket);
         let stored = match self.rooms_stream.get_last_raw_message_by_subject(&subject).await {
             Ok(stored) => stored,
