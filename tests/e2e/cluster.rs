@@ -219,3 +219,52 @@ async fn a_room_moves_when_its_node_shuts_down_and_members_resume_there() {
     let texts: Vec<_> = history.iter().map(|m| (m.seq, m.text().unwrap_or_default().to_owned())).collect();
     assert_eq!(texts, vec![(1, "before".to_owned()), (2, "after".to_owned())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_fails_sends_clearly_and_the_node_recovers_when_nats_returns() {
+    use roomkit_store_nats::{testing::NatsServer, NatsStore, NatsStoreConfig};
+    let mut nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let config = NatsStoreConfig {
+        urls: urls.clone(),
+        request_timeout: Duration::from_secs(1),
+        reconnect_delay_max: Duration::from_millis(200),
+        ..NatsStoreConfig::default()
+    };
+    let store: Arc<dyn MessageStore> = Arc::new(NatsStore::connect(config).await.expect("the store opens"));
+    let mut cluster = ClusterConfig::new(urls, "solo");
+    cluster.forward_timeout = Duration::from_secs(2);
+    let cluster = Cluster::connect(cluster).await.expect("joins");
+    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(&store))
+        .with_cluster(cluster);
+    let node = WsHarness::start_server(server, WsFront::default()).await;
+    let kit = client(&node, "alice").await;
+    create_room(&kit, "outage", true).await;
+    let alice = join_as_host(&kit, "outage").await;
+    alice.chat().join_chatroom().await.expect("join_chatroom");
+    alice.chat().send_broadcast_text_message("before").await.expect("stored");
+
+    // NATS goes away: a send is refused with a clear code, never acknowledged.
+    nats.kill();
+    let started = std::time::Instant::now();
+    let refused =
+        tokio::time::timeout(Duration::from_secs(30), alice.chat().send_broadcast_text_message("during"))
+            .await
+            .expect("refused within the store's and the SDK's timeouts");
+    println!("refused after {:?}: {refused:?}", started.elapsed());
+    let code = refused.expect_err("nothing is acknowledged that was not stored").code();
+    assert!(
+        matches!(code, roomkit_protocol::Code::INTERNAL | roomkit_protocol::Code::ROOM_UNAVAILABLE),
+        "a clear code, not {code:?}"
+    );
+
+    // NATS is back: the node and its clients recover by themselves.
+    nats.restart();
+    let after = send_when_back(&alice, "after").await;
+    let options = FetchHistoryOptions { limit: 10, order: HistoryOrder::Asc, ..Default::default() };
+    let history = alice.chat().fetch_chatroom_history_messages(options).await.expect("history");
+    let texts: Vec<_> = history.iter().map(|m| m.text().unwrap_or_default().to_owned()).collect();
+    assert_eq!(texts, ["before", "after"], "what was refused is not stored");
+    assert_eq!(after.seq, history[1].seq);
+}

@@ -15,8 +15,7 @@ use crate::{cmd, system};
 const NATS_PORT: u16 = 4222;
 
 /// The nodes: id, client port, admin port.
-const NODES: [(&str, u16, u16); 3] =
-    [("node-1", 7700, 7701), ("node-2", 7710, 7711), ("node-3", 7720, 7721)];
+const NODES: [(&str, u16, u16); 3] = [("node-1", 7700, 7701), ("node-2", 7710, 7711), ("node-3", 7720, 7721)];
 
 /// Children killed when dropped.
 struct Group(Vec<(String, Child)>);

@@ -9,12 +9,14 @@
 //! cargo xtask tidy            # only the tidy check (see `tidy.rs`)
 //! cargo xtask run [ARGS...]   # run the demo
 //! cargo xtask bench [ARGS...] # run the benchmark crate
+//! cargo xtask cluster        # a three-node cluster on this machine
 //! cargo xtask fuzz TARGET     # coverage-guided fuzzing with AFL++ (see `fuzz.rs`)
 //! ```
 //!
 //! This crate deliberately uses only `std`: avoid adding dependencies to it,
 //! so that it stays quick to build.
 
+mod cluster;
 mod fuzz;
 mod system;
 mod tidy;
@@ -58,6 +60,12 @@ Commands:
                     stop and print the command), then run the benchmarks
                     (crates/roomkit-bench) in release mode, passing ARGS to
                     them (see `cargo xtask bench -- --help`).
+  cluster [ARGS...]  A three-node cluster on this machine: install nats-server
+                    when missing, start it with JetStream (data in
+                    target/cluster/nats) and three roomkit-server nodes in
+                    development mode on it (clients ws://127.0.0.1:7700/v1,
+                    :7710, :7720; admin :7701, :7711, :7721), passing ARGS to
+                    each node. Ctrl-C stops everything.
   fuzz --list       List the fuzz targets (crates/roomkit-fuzz).
   fuzz TARGET [--secs N]
                     Fuzz TARGET with AFL++ for N seconds (default 60): install
@@ -118,6 +126,7 @@ fn main() {
         Some("run") => run(&rest),
         Some("demo") => run_command(DEMO_COMMAND, &[]),
         Some("bench") => bench(&rest),
+        Some("cluster") => cluster::main(strip_separator(&rest)),
         Some("fuzz") => fuzz::main(&rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");

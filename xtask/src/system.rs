@@ -35,7 +35,7 @@ pub(crate) const TEST_PACKAGES: &[SystemPackage] = &[
 
 /// The NATS server (with JetStream) that the JetStream store's tests start, and the cluster
 /// mode runs on.
-const NATS_SERVER: SystemPackage = SystemPackage {
+pub(crate) const NATS_SERVER: SystemPackage = SystemPackage {
     name: "nats-server",
     provides: "/usr/sbin/nats-server",
     needed_by: "the JetStream store's tests (roomkit-store-nats starts nats-server)",

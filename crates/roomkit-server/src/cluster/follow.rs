@@ -4,13 +4,18 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Weak},
+    sync::{Arc, Mutex, Weak},
 };
+
+use bytes::Bytes;
 
 use futures::StreamExt;
 use roomkit_core::{transport::CloseReason, ConnId, ConnMap, RosterKind};
 use roomkit_protocol::{Code, RoomUuid};
-use tokio::{sync::OnceCell, task::AbortHandle};
+use tokio::{
+    sync::{mpsc, OnceCell},
+    task::AbortHandle,
+};
 
 use super::{
     slot_of_conn,
@@ -23,6 +28,12 @@ use crate::outbox::{Enqueued, Outbox, Shed};
 pub(crate) struct Followed {
     /// The task reading the stream, once subscribed.
     task: Arc<OnceCell<AbortHandle>>,
+    /// The room's records when this node owns it: NATS does not echo a node's own records to
+    /// it (`no_echo`), so the owner hands them to its own follower directly — in order, and
+    /// whether or not NATS is reachable.
+    pub(crate) local: mpsc::UnboundedSender<Bytes>,
+    /// The receiving end, until the task takes it.
+    local_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>>,
     /// This node's connections that sent requests for the room.
     users: HashSet<ConnId>,
     /// The slot of the room's owner, as last heard.
@@ -44,20 +55,26 @@ impl Node {
         let cell = {
             let mut state = self.state.lock().expect("not poisoned");
             state.conn_rooms.entry(conn).or_default().insert(room.clone());
-            let followed = state.followed.entry(room.clone()).or_insert_with(|| Followed {
-                task: Arc::new(OnceCell::new()),
-                users: HashSet::new(),
-                owner: None,
+            let followed = state.followed.entry(room.clone()).or_insert_with(|| {
+                let (local, local_rx) = mpsc::unbounded_channel();
+                Followed {
+                    task: Arc::new(OnceCell::new()),
+                    local,
+                    local_rx: Arc::new(Mutex::new(Some(local_rx))),
+                    users: HashSet::new(),
+                    owner: None,
+                }
             });
             followed.users.insert(conn);
-            Arc::clone(&followed.task)
+            (Arc::clone(&followed.task), Arc::clone(&followed.local_rx))
         };
+        let (cell, local_rx) = cell;
         cell.get_or_try_init(|| async {
             let subscription =
                 self.client.subscribe(self.subject(room, "ev")).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(
-                tokio::spawn(run(Arc::downgrade(self), room.clone(), subscription)).abort_handle(),
-            )
+            let local = local_rx.lock().expect("not poisoned").take().ok_or("followed twice")?;
+            let task = run(Arc::downgrade(self), room.clone(), subscription, local);
+            Ok::<_, String>(tokio::spawn(task).abort_handle())
         })
         .await?;
         Ok(())
@@ -134,12 +151,24 @@ impl Lists {
 }
 
 /// Reads room `room`'s stream and delivers it to this node's connections.
-async fn run(node: Weak<Node>, room: RoomUuid, mut stream: async_nats::Subscriber) {
+async fn run(
+    node: Weak<Node>,
+    room: RoomUuid,
+    mut stream: async_nats::Subscriber,
+    mut local: mpsc::UnboundedReceiver<Bytes>,
+) {
     let mut lists = Lists::default();
     let mut wake: Vec<Outbox> = Vec::new();
-    while let Some(message) = stream.next().await {
+    loop {
+        let payload = tokio::select! {
+            message = stream.next() => match message {
+                Some(message) => message.payload,
+                None => return,
+            },
+            Some(payload) = local.recv() => payload,
+        };
         let Some(node) = node.upgrade() else { return };
-        let record = match Record::decode(&message.payload) {
+        let record = match Record::decode(&payload) {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(room = %room, error = %e, "unreadable record in a room's stream");

@@ -163,6 +163,8 @@ impl Cluster {
                     }
                 }
             })
+            // A node's own room records reach its own clients directly (`Node::publish`).
+            .no_echo()
             .name(format!("roomkit-{}", config.node_id))
             .connection_timeout(config.connect_timeout)
             .request_timeout(Some(config.forward_timeout.min(Duration::from_secs(5))));

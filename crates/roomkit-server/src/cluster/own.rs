@@ -219,8 +219,14 @@ pub(crate) async fn publisher(
 
 impl Node {
     /// Queues a record of room `room` for publishing.
+    /// Hands a record of room `room`, which this node owns, to this node's own follower of the
+    /// room, and queues it for the other nodes' (NATS does not echo it back here).
     pub(crate) fn publish(&self, room: &RoomUuid, record: Vec<u8>) {
-        let _ = self.runtime().publish.send(ToPublish::Record(room.clone(), Bytes::from(record)));
+        let record = Bytes::from(record);
+        if let Some(followed) = self.state.lock().expect("not poisoned").followed.get(room) {
+            let _ = followed.local.send(record.clone());
+        }
+        let _ = self.runtime().publish.send(ToPublish::Record(room.clone(), record));
     }
 
     /// Waits until every record queued so far is published.
@@ -362,14 +368,13 @@ impl Node {
             }
             Output::History { conn, request_id, room_uuid, read } => {
                 let store = Arc::clone(store);
-                let publish = self.runtime().publish.clone();
+                let node = self.me.clone();
                 tokio::spawn(async move {
                     let result = crate::shard::read_history_apart(store, &room_uuid, read, now).await;
                     let text = crate::shard::history_frame(request_id, &room_uuid, result);
-                    let _ = publish.send(ToPublish::Record(
-                        room_uuid,
-                        Bytes::from(Record::Reply { conn, text }.encode()),
-                    ));
+                    if let Some(node) = node.upgrade() {
+                        node.publish(&room_uuid, Record::Reply { conn, text }.encode());
+                    }
                 });
             }
             Output::Roster { room_uuid, roster, conn, present } => {
