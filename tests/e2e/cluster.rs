@@ -1,11 +1,7 @@
 //! Cluster mode: three nodes on one nats-server, each a full server with its own WebSocket
 //! port, sharing one store; clients spread over the nodes.
 
-use std::{
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use roomkit_client::ConnectionState;
 use roomkit_client::{FetchHistoryOptions, RoomEvent, RoomKit};
@@ -15,61 +11,25 @@ use roomkit_server::{
     cluster::{Cluster, ClusterConfig, ClusterError},
     DevAuthenticator, Server, ServerConfig,
 };
+use roomkit_store_nats::testing::NatsServer;
 use roomkit_tests::{
     create_room, join, join_as_host, within, Harness, Member, WsFront, WsHarness, DEV_TOKEN,
 };
 
-/// A nats-server with JetStream on a free loopback port, killed when dropped.
-struct Nats {
-    child: Child,
-    url: String,
-    _dir: TempDir,
+async fn node(nats: &NatsServer, id: &str, store: &Arc<dyn MessageStore>) -> WsHarness {
+    node_with(nats, id, store, ServerConfig::default()).await
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Nats {
-    async fn start() -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("roomkit-cluster-e2e-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH (`cargo xtask test` installs it)");
-        let url = format!("nats://127.0.0.1:{port}");
-        within("nats-server to listen", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        Nats { child, url, _dir: TempDir(dir) }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn node(nats: &Nats, id: &str, store: &Arc<dyn MessageStore>) -> WsHarness {
+async fn node_with(
+    nats: &NatsServer,
+    id: &str,
+    store: &Arc<dyn MessageStore>,
+    config: ServerConfig,
+) -> WsHarness {
     let cluster =
-        Cluster::connect(ClusterConfig::new(vec![nats.url.clone()], id)).await.expect("joins the cluster");
-    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator))
-        .with_store(Arc::clone(store))
-        .with_cluster(cluster);
+        Cluster::connect(ClusterConfig::new(vec![nats.url()], id)).await.expect("joins the cluster");
+    let server =
+        Server::new(config, Arc::new(DevAuthenticator)).with_store(Arc::clone(store)).with_cluster(cluster);
     WsHarness::start_server(server, WsFront::default()).await
 }
 
@@ -93,7 +53,7 @@ fn chat(events: &[RoomEvent]) -> Vec<(u64, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_three_nodes_share_one_chatroom() {
-    let nats = Nats::start().await;
+    let nats = NatsServer::start();
     let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
     let nodes =
         [node(&nats, "a", &store).await, node(&nats, "b", &store).await, node(&nats, "c", &store).await];
@@ -182,7 +142,7 @@ async fn send_when_back(m: &Member, text: &str) -> roomkit_client::ChatMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_moves_when_its_node_shuts_down_and_members_resume_there() {
-    let nats = Nats::start().await;
+    let nats = NatsServer::start();
     let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
     let a = node(&nats, "a", &store).await;
     let b = node(&nats, "b", &store).await;
@@ -222,7 +182,7 @@ async fn a_room_moves_when_its_node_shuts_down_and_members_resume_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_outage_fails_sends_clearly_and_the_node_recovers_when_nats_returns() {
-    use roomkit_store_nats::{testing::NatsServer, NatsStore, NatsStoreConfig};
+    use roomkit_store_nats::{NatsStore, NatsStoreConfig};
     let mut nats = NatsServer::start();
     let urls = vec![nats.url()];
     let config = NatsStoreConfig {
@@ -267,4 +227,62 @@ async fn a_nats_outage_fails_sends_clearly_and_the_node_recovers_when_nats_retur
     let texts: Vec<_> = history.iter().map(|m| m.text().unwrap_or_default().to_owned()).collect();
     assert_eq!(texts, ["before", "after"], "what was refused is not stored");
     assert_eq!(after.seq, history[1].seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_digests_and_paging_work_across_nodes() {
+    let nats = NatsServer::start();
+    let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
+    // Past two members the room is "large": presence comes as digests, members as pages.
+    let mut config = ServerConfig::default();
+    config.core.presence_per_member_max = 2;
+    config.core.presence_digest_ms = 50;
+    let nodes = [
+        node_with(&nats, "a", &store, config.clone()).await,
+        node_with(&nats, "b", &store, config.clone()).await,
+        node_with(&nats, "c", &store, config).await,
+    ];
+    let alice_kit = client(&nodes[0], "alice").await;
+    create_room(&alice_kit, "big", true).await;
+    let alice = join_as_host(&alice_kit, "big").await;
+    let mut bob = join(&client(&nodes[1], "bob").await, "big").await;
+    let mut carol = join(&client(&nodes[2], "carol").await, "big").await;
+    let mut dave = join(&client(&nodes[0], "dave").await, "big").await;
+    for m in [&alice, &bob, &carol, &dave] {
+        m.chat().join_chatroom().await.expect("join_chatroom");
+    }
+    for m in [&mut bob, &mut carol, &mut dave] {
+        m.drain().await;
+    }
+
+    // A group message reaches exactly its recipients, on other nodes.
+    let to = [bob.uuid(), carol.uuid()];
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    alice.chat().send_group_text_message(&to, "for two").await.expect("group send");
+    for m in [&mut bob, &mut carol] {
+        let (event, _) = m.wait_for(|e| matches!(e, RoomEvent::ChatroomMessagesReceived(_))).await;
+        assert_eq!(chat(&[event])[0].2, "for two");
+    }
+    assert!(chat(&dave.drain().await).is_empty(), "dave, on the sender's node, is not a recipient");
+
+    // A fifth member: the others hear of it through a digest, whatever their node.
+    let _erin = join(&client(&nodes[1], "erin").await, "big").await;
+    for m in [&mut carol, &mut dave] {
+        let erin = |e: &RoomEvent| matches!(e, RoomEvent::MemberJoinRoom(ms) if ms.iter().any(|x| x.uuid.as_str() == "erin"));
+        m.wait_for(erin).await;
+        assert_eq!(m.ctx.member_counts().room, 5, "the digest's exact count");
+    }
+
+    // Paging from a node that does not run the room: the owner knows every member.
+    let first = carol.ctx.fetch_room_members(None, 3).await.expect("a page");
+    assert_eq!(first.members.len(), 3);
+    assert_eq!(first.counts.room, 5);
+    let cursor = first.next_cursor.clone().expect("more to come");
+    let second = carol.ctx.fetch_room_members(Some(&cursor), 3).await.expect("the next page");
+    assert_eq!(second.members.len(), 2);
+    assert!(second.next_cursor.is_none());
+    let mut names: Vec<String> =
+        first.members.iter().chain(&second.members).map(|m| m.uuid.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob", "carol", "dave", "erin"]);
 }
