@@ -44,6 +44,11 @@ impl Node {
     }
 }
 
+/// Where connection numbers start: 1, on a single node.
+pub(crate) fn first_conn_number() -> u64 {
+    1
+}
+
 /// The id of the `n`th connection: a single node's ids are its counter.
 pub(crate) fn conn_id(_slot: u16, n: u64) -> ConnId {
     ConnId(n)

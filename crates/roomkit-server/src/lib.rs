@@ -341,9 +341,10 @@ async fn accept_loop<L: Listener>(
     mut stop: oneshot::Receiver<()>,
 ) -> JoinSet<()> {
     tracing::info!(addr = %listener.local_addr(), "accepting connections");
-    let next_id = AtomicU64::new(1);
-    // In a cluster a connection id carries its node's slot: ids are unique across nodes.
+    // In a cluster a connection id carries its node's slot: ids are unique across nodes (and
+    // across restarts of a node: see `cluster::first_conn_number`).
     let slot = shared.cluster.as_ref().map_or(0, |node| node.slot());
+    let next_id = AtomicU64::new(if slot == 0 { 1 } else { cluster::first_conn_number() });
     // Finished connections are reaped as they end (O(1) each), not searched for at every
     // accept: that search made a join storm quadratic in the number of connections.
     let mut tasks = JoinSet::new();

@@ -77,6 +77,21 @@ impl Node {
             Ok::<_, String>(tokio::spawn(task).abort_handle())
         })
         .await?;
+        // The room may have been reset while this node subscribed: its entry (whose drop stops
+        // the task) is gone, and this task must not outlive it.
+        let current = self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .followed
+            .get(room)
+            .is_some_and(|f| Arc::ptr_eq(&f.task, &cell));
+        if !current {
+            if let Some(task) = cell.get() {
+                task.abort();
+            }
+            return Err("the room was reset meanwhile".into());
+        }
         Ok(())
     }
 
@@ -213,7 +228,13 @@ async fn run(
                     }
                 }
             }
-            Record::Ended => lists = Lists::default(),
+            Record::Ended => {
+                lists = Lists::default();
+                // A room created again under its id may run anywhere.
+                if let Some(followed) = node.state.lock().expect("not poisoned").followed.get_mut(&room) {
+                    followed.owner = None;
+                }
+            }
             Record::Moved => reset(&node, &room, "it moved to another node"),
         }
         for outbox in wake.drain(..) {

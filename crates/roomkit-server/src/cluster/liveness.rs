@@ -27,6 +27,12 @@ pub(crate) async fn watch_connection(
             continue;
         }
         let Some(node) = node.upgrade() else { return };
+        // Records this node published while it was away from NATS are lost to the other
+        // nodes: their clients in the rooms it runs resume.
+        let owned: Vec<RoomUuid> = node.state.lock().expect("not poisoned").owned.keys().cloned().collect();
+        for room in &owned {
+            node.publish(room, super::wire::Record::Moved.encode());
+        }
         let rooms: Vec<RoomUuid> =
             node.state.lock().expect("not poisoned").followed.keys().cloned().collect();
         tracing::warn!(%event, rooms = rooms.len(), "room stream records may have been lost: the rooms' clients resume");

@@ -298,6 +298,19 @@ pub(crate) fn slot_of_conn(conn: ConnId) -> u16 {
     (conn.0 >> 48) as u16
 }
 
+/// Where this process starts numbering its connections: at random in the lower half of the
+/// 48-bit space, so that a node restarted under the same id (hence the same slot) does not
+/// hand out the ids of its previous run, which other nodes' rooms may still hold.
+pub(crate) fn first_conn_number() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() & ((1 << 47) - 1)).max(1)
+}
+
 /// The id of this node's `n`th connection.
 pub(crate) fn conn_id(slot: u16, n: u64) -> ConnId {
     ConnId(u64::from(slot) << 48 | (n & ((1 << 48) - 1)))
@@ -423,6 +436,15 @@ impl Node {
                     return follow::reset(self, &room, "it moved to another node");
                 }
                 Ok(_) => {} // the node lost the room meanwhile: ask again
+                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                    // The owner may have taken it: sending it again could run it twice.
+                    tracing::warn!(room = %room, "a forwarded request was not acknowledged in time");
+                    return refuse(
+                        outbox,
+                        request_id,
+                        &format!("the node running room {room} did not answer in time"),
+                    );
+                }
                 Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                     match own::acquire(self, &room).await {
                         Ok(true) => continue,
@@ -468,13 +490,19 @@ impl Node {
     /// node's announcement removed, so that the rooms move to other nodes at once rather than
     /// when the leases expire, and every node's members of them resume there.
     pub(crate) async fn leave(&self) {
-        let owned: Vec<RoomUuid> = self.state.lock().expect("not poisoned").owned.keys().cloned().collect();
-        for room in &owned {
+        // Stop taking requests (the serve tasks end with their `Owned`) and take the rooms out
+        // of the shards, then announce them moved, after everything published before.
+        let owned: Vec<(RoomUuid, own::Owned)> =
+            self.state.lock().expect("not poisoned").owned.drain().collect();
+        let rooms: Vec<RoomUuid> = owned.iter().map(|(room, _)| room.clone()).collect();
+        drop(owned);
+        for room in &rooms {
+            own::evict(self, room).await;
             self.publish(room, wire::Record::Moved.encode());
         }
         self.flush().await;
-        for room in owned {
-            own::release(self, &room).await;
+        for room in &rooms {
+            let _ = self.owners.delete(hex(room)).await;
         }
         let _ = self.nodes.delete(format!("n{}", self.slot)).await;
         let _ = self.client.flush().await;

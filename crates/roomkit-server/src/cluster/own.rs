@@ -34,6 +34,8 @@ pub(crate) struct Owned {
     revision: u64,
     /// When the lease was last renewed (or taken).
     renewed: Instant,
+    /// When the lease was taken.
+    taken: Instant,
     /// The task taking the room's forwarded requests.
     task: AbortHandle,
 }
@@ -66,6 +68,7 @@ pub(crate) async fn acquire(node: &Arc<Node>, room: &RoomUuid) -> Result<bool, S
     let subscription = match node.client.subscribe(node.subject(room, "req")).await {
         Ok(s) => s,
         Err(e) => {
+            evict(node, room).await;
             let _ = node.owners.delete(lease_key(room)).await;
             return Err(e.to_string());
         }
@@ -75,7 +78,7 @@ pub(crate) async fn acquire(node: &Arc<Node>, room: &RoomUuid) -> Result<bool, S
         .lock()
         .expect("not poisoned")
         .owned
-        .insert(room.clone(), Owned { revision, renewed: Instant::now(), task });
+        .insert(room.clone(), Owned { revision, renewed: Instant::now(), taken: Instant::now(), task });
     metrics::counter!("roomkit_cluster_rooms_taken_total").increment(1);
     tracing::info!(room = %room, took = ?started.elapsed(), "took the room's lease");
     Ok(true)
@@ -136,12 +139,14 @@ async fn serve(node: std::sync::Weak<Node>, room: RoomUuid, mut requests: async_
                         .or_default()
                         .insert((conn, room.clone()));
                 }
-                hand_to_shard(&node, &room, conn, &identity, frame).await;
+                // Acknowledged on receipt: the forwarder does not send it again (a busy shard
+                // must not make it run twice); the answer comes on the room's stream.
                 if let Some(reply) = message.reply {
                     let mut answer = ACCEPTED.to_vec();
                     answer.extend_from_slice(&node.slot.to_be_bytes());
                     let _ = node.client.publish(reply, Bytes::from(answer)).await;
                 }
+                hand_to_shard(&node, &room, conn, &identity, frame).await;
             }
             Ok(Forward::Gone { conn }) => {
                 if let Some(conns) =
@@ -238,11 +243,72 @@ impl Node {
     }
 }
 
-/// Gives room `room` up: it ended here, or this node is leaving.
+/// Gives room `room` up: it ended here, this node is leaving, or no such room exists. The
+/// room stops taking requests first (its serve task ends with its `Owned`), then leaves its
+/// shard — a room created again in between goes too: it is in the store, and its next owner
+/// loads it — and only then is the lease deleted, so that no other node loads it while a copy
+/// still runs here.
 pub(crate) async fn release(node: &Node, room: &RoomUuid) {
     let owned = node.state.lock().expect("not poisoned").owned.remove(room);
-    if owned.is_some() {
-        let _ = node.owners.delete(lease_key(room)).await;
+    if owned.is_none() {
+        return;
+    }
+    drop(owned);
+    evict(node, room).await;
+    let _ = node.owners.delete(lease_key(room)).await;
+}
+
+/// Removes room `room` from its shard here (no events, nothing stored) and forgets the other
+/// nodes' connections in it.
+pub(crate) async fn evict(node: &Node, room: &RoomUuid) {
+    for conns in node.state.lock().expect("not poisoned").remote.values_mut() {
+        conns.retain(|(_, r)| r != room);
+    }
+    let runtime = node.runtime();
+    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
+    let uuid = room.clone();
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
+        r.evict_room(&uuid);
+        let _ = done.send(());
+    });
+    if shard.tx.send(ShardMsg::Run(job)).await.is_ok() {
+        let _ = wait.await;
+    }
+}
+
+/// Releases the leases of rooms this node took but does not run, a lease time after it took
+/// them: a request for a room that does not exist (or no longer does) takes its lease like
+/// any other.
+async fn release_unused(node: &Arc<Node>) {
+    let old: Vec<RoomUuid> = node
+        .state
+        .lock()
+        .expect("not poisoned")
+        .owned
+        .iter()
+        .filter(|(_, o)| o.taken.elapsed() >= node.config.lease_ttl)
+        .map(|(room, _)| room.clone())
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    let runtime = node.runtime();
+    let mut unused = Vec::new();
+    for (index, shard) in runtime.shards.iter().enumerate() {
+        let rooms: Vec<RoomUuid> =
+            old.iter().filter(|r| shard_of(r, runtime.shards.len()) == index).cloned().collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
+            let _ = tx.send(rooms.into_iter().filter(|room| !r.has_room(room)).collect::<Vec<_>>());
+        });
+        if shard.tx.send(ShardMsg::Run(job)).await.is_ok() {
+            unused.extend(rx.await.unwrap_or_default());
+        }
+    }
+    for room in unused {
+        tracing::debug!(room = %room, "giving back the lease of a room that does not run here");
+        release(node, &room).await;
     }
 }
 
@@ -250,6 +316,7 @@ pub(crate) async fn release(node: &Node, room: &RoomUuid) {
 /// another revision), or one not renewed for a whole time to live (NATS unreachable: another
 /// node may have it by now), makes the room leave this node.
 pub(crate) async fn renew(node: &Arc<Node>) {
+    release_unused(node).await;
     let leases: Vec<(RoomUuid, u64)> =
         node.state.lock().expect("not poisoned").owned.iter().map(|(r, o)| (r.clone(), o.revision)).collect();
     let value = Bytes::from(node.config.node_id.clone());
@@ -301,7 +368,10 @@ async fn reclaim(node: &Node, room: &RoomUuid) -> Option<u64> {
         Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
             (entry.value.as_ref() == me).then_some(entry.revision)
         }
-        Ok(_) => node.owners.create(lease_key(room), Bytes::copy_from_slice(me)).await.ok(),
+        // Deleted: another node held the room and gave it up; this node's copy is stale.
+        Ok(Some(_)) => None,
+        // Expired, and nobody took it since: this node's copy is current.
+        Ok(None) => node.owners.create(lease_key(room), Bytes::copy_from_slice(me)).await.ok(),
         Err(_) => None,
     }
 }
@@ -310,13 +380,7 @@ async fn reclaim(node: &Node, room: &RoomUuid) -> Option<u64> {
 async fn lose(node: &Node, room: &RoomUuid, why: &str) {
     tracing::warn!(room = %room, error = why, "lost a room's lease: the room leaves this node");
     node.state.lock().expect("not poisoned").owned.remove(room);
-    let runtime = node.runtime();
-    let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
-    let uuid = room.clone();
-    let job = Box::new(move |r: &mut roomkit_core::RoomRegistry, _| {
-        r.evict_room(&uuid);
-    });
-    let _ = shard.tx.send(ShardMsg::Run(job)).await;
+    evict(node, room).await;
     // Every node's members of the room resume with its next owner.
     node.publish(room, Record::Moved.encode());
     super::follow::reset(node, room, "its node lost it");
