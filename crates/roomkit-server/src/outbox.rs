@@ -448,8 +448,9 @@ impl Outbox {
     }
 
     /// Writer side, after writing `batch`: releases its bytes, empties it, and if nothing
-    /// new is queued (the connection goes idle) gives back the buffers a burst grew. A busy
-    /// connection keeps them, so a steady stream of bursts does not reallocate.
+    /// new is queued (the connection goes idle) gives back its buffers, the queue's and the
+    /// batch's. A busy connection keeps them, so a steady stream of bursts does not
+    /// reallocate.
     pub(crate) fn settle(&self, batch: &mut Vec<Frame>) {
         let written: usize = batch.iter().map(|f| f.wire().len()).sum();
         batch.clear();
@@ -491,16 +492,10 @@ impl Drop for ReadSlot {
     }
 }
 
-/// Entries a connection's queue vectors keep once it is idle: an idle member should cost
-/// little, so a burst's larger buffers are given back (see [`Outbox::settle`]).
-pub(crate) const KEPT_CAPACITY: usize = 4;
-
-/// Empties `v`, giving back its buffer if a burst grew it past [`KEPT_CAPACITY`].
+/// Empties `v` and gives back its buffer: an idle member holds no queue buffers (a burst
+/// to an idle member costs an allocation, against the bytes of every idle member kept).
 fn shrink<T>(v: &mut Vec<T>) {
-    v.clear();
-    if v.capacity() > KEPT_CAPACITY {
-        *v = Vec::new();
-    }
+    *v = Vec::new();
 }
 
 #[cfg(test)]
