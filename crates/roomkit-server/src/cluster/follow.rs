@@ -91,8 +91,8 @@ pub(crate) fn reset(node: &Node, room: &RoomUuid) {
         format!("the node running room {room} is gone: reconnect to resume"),
     );
     for conn in &followed.users {
-        if let Some(closer) = node.closer_of(*conn) {
-            closer.close(reason.clone(), true);
+        if let Some(outbox) = node.outbox_of(*conn) {
+            outbox.close(reason.clone(), true);
         }
     }
     tracing::warn!(room = %room, connections = followed.users.len(), "a followed room lost its node: its members resume");

@@ -395,13 +395,7 @@ impl Node {
     fn outbox_of(&self, conn: ConnId) -> Option<Outbox> {
         let shared = self.runtime().shared.upgrade()?;
         let connections = shared.connections.lock().expect("not poisoned");
-        connections.get(&conn).map(|live| live.outbox.clone())
-    }
-
-    fn closer_of(&self, conn: ConnId) -> Option<crate::outbox::Closer> {
-        let shared = self.runtime().shared.upgrade()?;
-        let connections = shared.connections.lock().expect("not poisoned");
-        connections.get(&conn).map(|live| live.closer.clone())
+        connections.get(&conn).cloned()
     }
 }
 
