@@ -8,51 +8,16 @@
 //! the connections every `ping_interval`: it queues a keep-alive ping ([`Frame::ping`]) to
 //! each one quiet for at least half an interval (unless frames are queued or being written
 //! already: they are the probe, see [`Outbox::ping`]), and closes each one quiet for
-//! `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus costs a timestamp, not a
-//! timer of its own.
+//! `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus costs a timestamp (in its
+//! [`Outbox`](crate::outbox::Outbox)), not a timer of its own.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Weak,
-    },
-    time::Duration,
-};
+use std::{sync::Weak, time::Duration};
 
 use roomkit_core::transport::CloseReason;
 use roomkit_protocol::Code;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::{
-    outbox::{Closer, Outbox},
-    ServerShared,
-};
-
-/// What the sweep needs of a live connection.
-pub(crate) struct Live {
-    pub(crate) closer: Closer,
-    pub(crate) outbox: Outbox,
-    pub(crate) seen: Arc<LastSeen>,
-}
-
-/// When anything last arrived from a connection's peer, in milliseconds of the server's
-/// [`Clock`].
-#[derive(Debug, Default)]
-pub(crate) struct LastSeen(AtomicU64);
-
-impl LastSeen {
-    pub(crate) fn now(clock: &Clock) -> Arc<LastSeen> {
-        Arc::new(LastSeen(AtomicU64::new(clock.now_ms())))
-    }
-
-    pub(crate) fn touch(&self, clock: &Clock) {
-        self.0.store(clock.now_ms(), Ordering::Relaxed);
-    }
-
-    fn quiet_ms(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.0.load(Ordering::Relaxed))
-    }
-}
+use crate::ServerShared;
 
 /// The keep-alive's time: milliseconds since the server started, on tokio's clock (so that
 /// tests with paused time drive it).
@@ -79,10 +44,10 @@ pub(crate) async fn sweep(shared: Weak<ServerShared>, ping_interval: Duration, i
         let Some(shared) = shared.upgrade() else { return };
         let now = shared.clock.now_ms();
         let (mut quiet, mut silent) = (Vec::new(), Vec::new());
-        for live in shared.connections.lock().expect("not poisoned").values() {
-            match live.seen.quiet_ms(now) {
-                q if q >= close_after => silent.push(live.closer.clone()),
-                q if q >= ping_after => quiet.push(live.outbox.clone()),
+        for outbox in shared.connections.lock().expect("not poisoned").values() {
+            match outbox.quiet_ms(now) {
+                q if q >= close_after => silent.push(outbox.clone()),
+                q if q >= ping_after => quiet.push(outbox.clone()),
                 _ => {}
             }
         }
@@ -90,9 +55,9 @@ pub(crate) async fn sweep(shared: Weak<ServerShared>, ping_interval: Duration, i
             outbox.ping();
         }
         let secs = idle_timeout.as_secs_f64();
-        for closer in silent {
+        for outbox in silent {
             let reason = format!("nothing from the client for {secs} s (no frame, no answer to pings)");
-            if closer.close(CloseReason::new(Code::KEEPALIVE_TIMEOUT, reason), false) {
+            if outbox.close(CloseReason::new(Code::KEEPALIVE_TIMEOUT, reason), false) {
                 metrics::counter!("roomkit_keepalive_closes_total").increment(1);
             }
         }

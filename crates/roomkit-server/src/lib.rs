@@ -65,7 +65,7 @@ use tokio::{
 };
 
 use crate::{
-    outbox::Closer,
+    outbox::Outbox,
     shard::{Shard, ShardMsg, ShardSetup},
 };
 use roomkit_core::store::{MemoryStore, MessageStore, Retention};
@@ -206,7 +206,7 @@ pub(crate) struct ServerShared {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) shards: Vec<Shard>,
     /// Live connections, to close them on shutdown and to sweep them for keep-alive.
-    pub(crate) connections: Mutex<HashMap<ConnId, keepalive::Live>>,
+    pub(crate) connections: Mutex<HashMap<ConnId, Outbox>>,
     /// The keep-alive's clock.
     pub(crate) clock: keepalive::Clock,
     /// The connection caps and what counts against them.
@@ -495,16 +495,10 @@ impl ServerHandle {
             // The rooms move to other nodes at once; clients resume there.
             node.leave().await;
         }
-        let closers: Vec<Closer> = self
-            .shared
-            .connections
-            .lock()
-            .expect("not poisoned")
-            .values()
-            .map(|l| l.closer.clone())
-            .collect();
-        for closer in closers {
-            closer.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
+        let outboxes: Vec<Outbox> =
+            self.shared.connections.lock().expect("not poisoned").values().cloned().collect();
+        for outbox in outboxes {
+            outbox.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
         }
         let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.shared.config.shutdown_grace, all).await.is_err() {

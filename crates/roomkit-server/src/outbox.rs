@@ -1,14 +1,16 @@
-//! A connection's bounded send queue, its shedding policy for slow readers, and the switch
-//! that closes the connection.
+//! A connection's bounded send queue, its shedding policy for slow readers, the switch that
+//! closes the connection, and when the connection last showed a sign of life.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll, Waker},
 };
 
 use roomkit_core::transport::{CloseReason, Frame};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
-use tokio::sync::Notify;
 
 /// How a connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,55 +18,6 @@ pub(crate) struct Closing {
     pub(crate) reason: CloseReason,
     /// Send what is queued before closing (shutdown), or drop it (slow consumer).
     pub(crate) flush: bool,
-}
-
-/// Closes a connection once, from any task; the first reason wins. (A mutex and a `Notify`:
-/// every connection has one, so it is kept smaller than a watch channel.)
-#[derive(Debug, Clone)]
-pub(crate) struct Closer(Arc<CloserState>);
-
-#[derive(Debug, Default)]
-pub(crate) struct CloserState {
-    closing: Mutex<Option<Closing>>,
-    notify: Notify,
-}
-
-impl Closer {
-    pub(crate) fn new() -> Self {
-        Self(Arc::default())
-    }
-
-    /// Returns true if this call closed it (false if it was closing already).
-    pub(crate) fn close(&self, reason: CloseReason, flush: bool) -> bool {
-        {
-            let mut closing = self.0.closing.lock().expect("not poisoned");
-            if closing.is_some() {
-                return false;
-            }
-            *closing = Some(Closing { reason, flush });
-        }
-        self.0.notify.notify_waiters();
-        true
-    }
-
-    /// How the connection is being closed, if it is.
-    pub(crate) fn closing(&self) -> Option<Closing> {
-        self.0.closing.lock().expect("not poisoned").clone()
-    }
-
-    /// Resolves once the connection is being closed.
-    pub(crate) async fn closed(&self) -> Closing {
-        loop {
-            // Registered before looking, so a close in between is not missed.
-            let notified = self.0.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(closing) = self.closing() {
-                return closing;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// How a queued frame may be shed when its connection falls behind: an event's
@@ -101,7 +54,10 @@ impl Shed {
     }
 }
 
-/// Where shards and the reader queue frames for one connection. Cheap to clone.
+/// Where shards and the connection's task queue frames for one connection, and what else
+/// the rest of the server holds of it: its closing switch ([`close`](Self::close), the first
+/// reason wins) and its last sign of life (for the keep-alive sweep). Cheap to clone; one
+/// allocation per connection, since every idle member has one.
 ///
 /// The queue is bounded twice: in frames (`send_queue_frames`) and in bytes
 /// (`send_queue_bytes`, whole frames; a frame shared by a fan-out counts in every queue that
@@ -130,14 +86,15 @@ pub(crate) struct Outbox(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     queue: Mutex<Queue>,
-    notify: Notify,
     capacity: usize,
     high_watermark: usize,
     capacity_bytes: usize,
     high_watermark_bytes: usize,
-    closer: Closer,
     /// Store reads under way for this connection (see [`Outbox::begin_read`]).
     reads: AtomicUsize,
+    /// When the peer last showed a sign of life, in milliseconds of the keep-alive's
+    /// [`Clock`](crate::keepalive::Clock).
+    seen: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +120,14 @@ struct Queue {
     scheduled: bool,
     /// No more frames are accepted.
     closed: bool,
+    /// How the connection is being closed, once it is.
+    closing: Option<Closing>,
+    /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`]).
+    woken: bool,
+    /// The connection's task, waiting in [`Outbox::ready`] or [`Outbox::closed`]: one task
+    /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
+    /// bytes more).
+    waker: Option<Waker>,
 }
 
 impl Queue {
@@ -278,18 +243,75 @@ impl Outbox {
     /// A queue of at most `capacity` frames and `capacity_bytes` bytes that sheds past
     /// `high_watermark` frames (clamped to `1..=capacity`) or three quarters of
     /// `capacity_bytes`.
-    pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize, closer: Closer) -> Self {
+    pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self(Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
             capacity,
             high_watermark: high_watermark.clamp(1, capacity),
             capacity_bytes,
             high_watermark_bytes: capacity_bytes / 4 * 3 + capacity_bytes % 4 * 3 / 4,
-            closer,
             reads: AtomicUsize::new(0),
+            seen: AtomicU64::new(0),
         }))
+    }
+
+    /// Closes the connection with `reason`, sending what is queued first when `flush`
+    /// (shutdown), or dropping it (slow consumer). Returns true if this call closed it (false
+    /// if it was closing already: the first reason wins).
+    pub(crate) fn close(&self, reason: CloseReason, flush: bool) -> bool {
+        let waker = {
+            let mut queue = self.0.queue.lock().expect("not poisoned");
+            if queue.closing.is_some() {
+                return false;
+            }
+            queue.closing = Some(Closing { reason, flush });
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// How the connection is being closed, if it is.
+    pub(crate) fn closing(&self) -> Option<Closing> {
+        self.0.queue.lock().expect("not poisoned").closing.clone()
+    }
+
+    /// Whether the connection is being closed.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.0.queue.lock().expect("not poisoned").closing.is_some()
+    }
+
+    /// Resolves once the connection is being closed.
+    pub(crate) async fn closed(&self) -> Closing {
+        std::future::poll_fn(|cx| self.poll_until(cx, |queue| queue.closing.clone())).await
+    }
+
+    /// Ready with what `done` finds in the queue; else the task waits to be woken (by a
+    /// wake-up or a close), looking under the same lock as the wakers do, so that nothing in
+    /// between is missed.
+    fn poll_until<T>(&self, cx: &mut Context<'_>, done: impl FnOnce(&mut Queue) -> Option<T>) -> Poll<T> {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if let Some(found) = done(&mut queue) {
+            return Poll::Ready(found);
+        }
+        match &mut queue.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Records a sign of life from the peer, for the keep-alive sweep.
+    pub(crate) fn touch(&self, clock: &crate::keepalive::Clock) {
+        self.0.seen.store(clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the peer has shown no sign of life, in milliseconds of `now_ms`.
+    pub(crate) fn quiet_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.0.seen.load(Ordering::Relaxed))
     }
 
     /// Counts a store read for this connection, unless `max` are under way already; the read
@@ -373,11 +395,8 @@ impl Outbox {
             queue.bytes = 0;
             drop(queue);
             metrics::counter!("roomkit_queue_drops_total").increment(dropped);
-            let first = self
-                .0
-                .closer
-                .close(CloseReason::new(Code::SLOW_CONSUMER, "send queue full: reconnect and resume"), false);
-            if first {
+            let reason = CloseReason::new(Code::SLOW_CONSUMER, "send queue full: reconnect and resume");
+            if self.close(reason, false) {
                 metrics::counter!("roomkit_slow_consumer_closes_total").increment(1);
             }
             return Enqueued::Refused;
@@ -426,12 +445,27 @@ impl Outbox {
 
     /// Wakes the writer.
     pub(crate) fn wake(&self) {
-        self.0.notify.notify_one();
+        let waker = {
+            let mut queue = self.0.queue.lock().expect("not poisoned");
+            queue.woken = true;
+            queue.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
-    /// Writer side: waits until frames may be waiting.
-    pub(crate) async fn ready(&self) {
-        self.0.notify.notified().await;
+    /// Writer side: waits until frames may be waiting (a wake-up was asked for since the
+    /// last call: false), or the connection is closing (true). A wake-up that comes while
+    /// the writer waits for something else (a close, during a write) is kept for this call.
+    pub(crate) async fn ready(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            self.poll_until(cx, |queue| match queue.closing {
+                Some(_) => Some(true),
+                None => std::mem::take(&mut queue.woken).then_some(false),
+            })
+        })
+        .await
     }
 
     /// Writer side: moves every queued frame into `into` (which must be empty). Their bytes
@@ -448,8 +482,9 @@ impl Outbox {
     }
 
     /// Writer side, after writing `batch`: releases its bytes, empties it, and if nothing
-    /// new is queued (the connection goes idle) gives back the buffers a burst grew. A busy
-    /// connection keeps them, so a steady stream of bursts does not reallocate.
+    /// new is queued (the connection goes idle) gives back its buffers, the queue's and the
+    /// batch's. A busy connection keeps them, so a steady stream of bursts does not
+    /// reallocate.
     pub(crate) fn settle(&self, batch: &mut Vec<Frame>) {
         let written: usize = batch.iter().map(|f| f.wire().len()).sum();
         batch.clear();
@@ -491,16 +526,10 @@ impl Drop for ReadSlot {
     }
 }
 
-/// Entries a connection's queue vectors keep once it is idle: an idle member should cost
-/// little, so a burst's larger buffers are given back (see [`Outbox::settle`]).
-pub(crate) const KEPT_CAPACITY: usize = 4;
-
-/// Empties `v`, giving back its buffer if a burst grew it past [`KEPT_CAPACITY`].
+/// Empties `v` and gives back its buffer: an idle member holds no queue buffers (a burst
+/// to an idle member costs an allocation, against the bytes of every idle member kept).
 fn shrink<T>(v: &mut Vec<T>) {
-    v.clear();
-    if v.capacity() > KEPT_CAPACITY {
-        *v = Vec::new();
-    }
+    *v = Vec::new();
 }
 
 #[cfg(test)]

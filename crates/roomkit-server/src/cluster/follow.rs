@@ -126,8 +126,8 @@ pub(crate) fn reset(node: &Node, room: &RoomUuid, why: &str) {
     let Some(followed) = node.state.lock().expect("not poisoned").followed.remove(room) else { return };
     let reason = CloseReason::new(Code::ROOM_UNAVAILABLE, format!("room {room}: {why}: reconnect to resume"));
     for conn in &followed.users {
-        if let Some(closer) = node.closer_of(*conn) {
-            closer.close(reason.clone(), true);
+        if let Some(outbox) = node.outbox_of(*conn) {
+            outbox.close(reason.clone(), true);
         }
     }
     tracing::warn!(room = %room, connections = followed.users.len(), why, "a followed room is reset: its clients here resume");

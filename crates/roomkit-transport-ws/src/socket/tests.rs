@@ -1,0 +1,106 @@
+//! The socket transport's own tests: reading holds no buffer when idle, writes cut part-way
+//! are finished, and a waiting read stays small.
+
+use std::time::Duration;
+
+use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+use super::*;
+
+/// A masked client text frame.
+fn client_text(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn an_idle_reader_holds_no_buffer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let socket =
+        Arc::new(Socket { tcp: server, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
+    let mut stream = SocketStream {
+        socket,
+        buf: BytesMut::new(),
+        message: None,
+        max_message_bytes: 1024,
+        read_chunk: 4096,
+        closed: None,
+        discard: false,
+    };
+    for _ in 0..3 {
+        client.write_all(&client_text(b"{}")).await.unwrap();
+        assert_eq!(&stream.recv().await.unwrap()[..], b"{}");
+        // Waiting for the next frame, with nothing partial: no buffer.
+        assert!(tokio::time::timeout(Duration::from_millis(50), stream.recv()).await.is_err());
+        assert_eq!(stream.buf.capacity(), 0, "an idle connection keeps no read buffer");
+    }
+    // Half a frame is kept until the rest comes.
+    let frame = client_text(b"{\"half\":1}");
+    client.write_all(&frame[..5]).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(50), stream.recv()).await.is_err());
+    assert!(stream.buf.capacity() > 0);
+    client.write_all(&frame[5..]).await.unwrap();
+    assert_eq!(&stream.recv().await.unwrap()[..], b"{\"half\":1}");
+}
+
+/// Every idle member's connection waits in `recv_or_alive`, whose future is boxed: it
+/// holds what reading needs and waits on the socket's own registration (it took 240
+/// bytes with a readiness future and the discarding path inline).
+#[tokio::test]
+async fn a_waiting_readers_future_stays_small() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let Connection { mut stream, .. } =
+        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
+    let waiting = stream.recv_or_alive();
+    let size = std::mem::size_of_val(&*waiting);
+    assert!(size <= 128, "{size} B");
+}
+
+/// Reads the server's frames off `client` until the end of the stream: (opcode, payload).
+async fn read_frames(client: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    client.read_to_end(&mut bytes).await.unwrap();
+    let mut frames = Vec::new();
+    let mut b = &bytes[..];
+    while !b.is_empty() {
+        assert_eq!(b[0] & 0x80, 0x80, "every frame is whole: FIN set");
+        let (len, at) = match b[1] & 0x7f {
+            126 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            n => (usize::from(n), 2),
+        };
+        frames.push((b[0] & 0x0f, b[at..at + len].to_vec()));
+        b = &b[at + len..];
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let socket =
+        Arc::new(Socket { tcp: server, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
+    let mut sink = SocketSink { socket };
+    // Far more than the socket buffers hold while the client does not read: the write
+    // is cut part-way through some frame.
+    let big = "x".repeat(1 << 20);
+    let batch: Vec<Frame> = (0..16).map(|_| Frame::text(big.as_bytes())).collect();
+    let cut = tokio::time::timeout(Duration::from_millis(100), sink.send(&batch)).await;
+    assert!(cut.is_err(), "the write must still be under way when it is dropped");
+    let reader = tokio::spawn(async move { read_frames(&mut client).await });
+    sink.close(CloseReason::new(Code::SLOW_CONSUMER, "send queue full")).await.unwrap();
+    let frames = reader.await.unwrap();
+    let (last, texts) = frames.split_last().expect("frames");
+    assert!(!texts.is_empty() && texts.len() < 16, "{} whole texts", texts.len());
+    assert!(texts.iter().all(|(op, p)| *op == OP_TEXT && p.len() == 1 << 20), "whole frames only");
+    assert_eq!(last.0, OP_CLOSE);
+    assert_eq!(&last.1[..2], &4000u16.to_be_bytes());
+}
