@@ -40,6 +40,9 @@ use tokio::task::AbortHandle;
 use crate::{outbox::Outbox, shard::Shard, ServerShared};
 use wire::Forward;
 
+/// Times a connection's departure is sent to a room's owner before giving up.
+const GONE_ATTEMPTS: usize = 5;
+
 /// How a server joins a cluster.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -476,10 +479,20 @@ impl Node {
             if self.owns(&room) {
                 own::disconnect_local(self, &room, conn).await;
             } else {
+                // Told until the owner acknowledges it (or nobody runs the room any more: its
+                // next owner rebuilds it without this connection), on a task of its own.
                 let gone = Bytes::from(Forward::Gone { conn }.encode());
-                if let Err(e) = self.client.publish(self.subject(&room, "req"), gone).await {
-                    tracing::debug!(room = %room, error = %e, "could not tell a room's owner of a disconnect");
-                }
+                let (client, subject, room) = (self.client.clone(), self.subject(&room, "req"), room.clone());
+                tokio::spawn(async move {
+                    for _ in 0..GONE_ATTEMPTS {
+                        match client.request(subject.clone(), gone.clone()).await {
+                            Ok(_) => return,
+                            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                    }
+                    tracing::warn!(room = %room, "could not tell a room's owner of a disconnect");
+                });
             }
             self.unfollow_if_unused(&room, conn);
         }

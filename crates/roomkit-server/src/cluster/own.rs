@@ -154,6 +154,9 @@ async fn serve(node: std::sync::Weak<Node>, room: RoomUuid, mut requests: async_
                 {
                     conns.remove(&(conn, room.clone()));
                 }
+                if let Some(reply) = message.reply {
+                    let _ = node.client.publish(reply, Bytes::from_static(ACCEPTED)).await;
+                }
                 disconnect_local(&node, &room, conn).await;
             }
             Err(e) => tracing::warn!(room = %room, error = %e, "unreadable forwarded request"),
