@@ -12,7 +12,8 @@
 //! slowest readers allow, and latency at each of `--cluster-rates` (100 and 1000 msg/s). Each
 //! node's CPU time over the saturation phase (`/proc/PID/stat`), divided by the deliveries its
 //! own members received in it, is its CPU cost per delivery: the figure that should not grow
-//! with N, since each node only delivers to its own members. Last, for each N, durable sends
+//! with N, since each node only delivers to its own members. nats-server's CPU time and its
+//! `/varz` counters over the same phase give what NATS does and carries per text. Last, for each N, durable sends
 //! on fresh nodes (`durable.rs`): `--cluster-senders` members spread over the nodes, each
 //! waiting for the acknowledgement of one message (stored in JetStream) before sending the
 //! next, in rooms created through node 1.
@@ -57,6 +58,8 @@ struct Nats {
     child: StdChild,
     dir: PathBuf,
     url: String,
+    /// Its monitoring port (`-m`), for `/varz`.
+    monitor: SocketAddr,
 }
 
 impl Nats {
@@ -68,17 +71,19 @@ impl Nats {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let log = File::create(dir.join("nats-server.log")).map_err(|e| format!("nats-server's log: {e}"))?;
-        let port = free_port();
+        let (port, monitor) = (free_port(), free_port());
         let store = dir.join("store").display().to_string();
         let child = pin::std_command(&bin, cpu)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", &store])
+            .args(["-m", &monitor.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
         // The guard first, so that the server is killed if it never gets ready.
-        let mut nats = Nats { child, dir, url: format!("nats://127.0.0.1:{port}") };
+        let monitor = SocketAddr::from(([127, 0, 0, 1], monitor));
+        let mut nats = Nats { child, dir, url: format!("nats://127.0.0.1:{port}"), monitor };
         let deadline = Instant::now() + START_BOUND;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = nats.child.try_wait() {
@@ -94,6 +99,18 @@ impl Nats {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The messages and bytes the server has received and sent so far, from `/varz`:
+    /// `[in_msgs, out_msgs, in_bytes, out_bytes]`, zeros when it does not answer.
+    async fn traffic(&self) -> [u64; 4] {
+        let varz = http_get(self.monitor, "/varz", "1.0")
+            .await
+            .and_then(|r| {
+                r.split_once("\r\n\r\n").and_then(|(_, body)| serde_json::from_str::<Value>(body).ok())
+            })
+            .unwrap_or_default();
+        ["in_msgs", "out_msgs", "in_bytes", "out_bytes"].map(|key| varz[key].as_u64().unwrap_or(0))
     }
 
     fn log_tail(&self) -> String {
@@ -159,7 +176,7 @@ async fn start_nodes(
     for (node, admin) in nodes.iter().zip(admins) {
         let deadline = Instant::now() + START_BOUND;
         loop {
-            if http_get(admin, "/healthz").await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if http_get(admin, "/healthz", "1.1").await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
                 break;
             }
             if Instant::now() > deadline || !Path::new(&format!("/proc/{}", node.pid)).exists() {
@@ -171,11 +188,12 @@ async fn start_nodes(
     Ok(nodes)
 }
 
-/// The response to `GET path` on `addr`, status line first.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+/// The response to `GET path` on `addr` in HTTP `version`, status line first (HTTP/1.0 for a
+/// body that is not chunked).
+async fn http_get(addr: SocketAddr, path: &str, version: &str) -> Option<String> {
     let exchange = async {
         let mut tcp = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/{version}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
         tcp.read_to_string(&mut response).await.ok()?;
@@ -288,8 +306,10 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
     let counts = || per_node.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<u64>>();
     let cpus = || nodes.iter().map(|node| cpu_secs(node.pid)).collect::<Vec<f64>>();
     let (delivered_before, cpu_before, nats_before) = (counts(), cpus(), cpu_secs(nats.pid()));
+    let traffic_before = nats.traffic().await;
     let fanout = run.fanout(o.deliveries).await?;
     let (delivered_after, cpu_after, nats_after) = (counts(), cpus(), cpu_secs(nats.pid()));
+    let traffic_after = nats.traffic().await;
     let mut latencies = Vec::new();
     for &rate in &o.cluster_rates {
         latencies.push((rate, run.latency(rate, o.rate_secs).await?));
@@ -318,6 +338,11 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
         }));
     }
     let nats_cpu = nats_after - nats_before;
+    // What NATS carried per text sent, the nodes' background (leases, announcements) included.
+    let per_message = |i: usize| {
+        let total = traffic_after[i].saturating_sub(traffic_before[i]);
+        round(total as f64 / fanout.messages.max(1) as f64, 2)
+    };
     Ok(json!({
         "scenario": "cluster_fanout",
         "nodes": n,
@@ -334,6 +359,10 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
         "nodes_cpu_us_per_delivery": us_per(cpu_total, delivered_total),
         "nats_cpu_secs": round(nats_cpu, 2),
         "nats_cpu_us_per_message": us_per(nats_cpu, fanout.messages),
+        "nats_in_msgs_per_message": per_message(0),
+        "nats_out_msgs_per_message": per_message(1),
+        "nats_in_bytes_per_message": per_message(2),
+        "nats_out_bytes_per_message": per_message(3),
         "latency": latencies.iter().map(|(rate, l)| latency_row(*rate, l)).collect::<Vec<_>>(),
     }))
 }

@@ -39,8 +39,8 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
         head += &format!(" {:>12}", format!("p99 @{rate}/s"));
     }
     head += &format!(
-        " {:>34} {:>9} {:>9} | {:>8} {:>10} {:>6}",
-        "CPU µs per delivery, each node", "all nodes", "NATS/msg", "acks/s", "ack p99", "lost"
+        " {:>34} {:>9} {:>9} {:>11} | {:>8} {:>10} {:>6}",
+        "CPU µs per delivery, each node", "all nodes", "NATS CPU", "NATS in/out", "acks/s", "ack p99", "lost"
     );
     println!("{head}");
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
@@ -70,10 +70,11 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
             })
             .unwrap_or_default();
         line += &format!(
-            " {:>34} {:>9.3} {:>7.1}µs | {:>8.0} {:>8.3}ms {:>6}",
+            " {:>34} {:>9.3} {:>7.1}µs {:>11} | {:>8.0} {:>8.3}ms {:>6}",
             per_node.join("  "),
             f(&r["nodes_cpu_us_per_delivery"]),
             f(&r["nats_cpu_us_per_message"]),
+            format!("{:.1}/{:.1}", f(&r["nats_in_msgs_per_message"]), f(&r["nats_out_msgs_per_message"])),
             f(&r["durable"]["acks_per_sec"]),
             f(&r["durable"]["ack_p99_ms"]),
             lost(r),
@@ -82,7 +83,8 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
     }
     println!(
         "(node 1 owns the room, stores each message in JetStream and publishes it once; every node delivers to its own \
-         members; NATS/msg is nats-server's CPU per message sent; acks/s: {} senders spread over the nodes)\n",
+         members; NATS CPU and NATS in/out: nats-server's CPU time and the messages it received and sent, per text sent; \
+         acks/s: {} senders spread over the nodes)\n",
         o.cluster_senders
     );
     let lost: u64 = rows.iter().map(lost).sum();
