@@ -221,6 +221,7 @@ mod tests {
             ("SERVER_SHUTTING_DOWN", 5004),
             ("TOO_MANY_CONNECTIONS", 5005),
             ("KEEPALIVE_TIMEOUT", 5006),
+            ("ROOM_UNAVAILABLE", 5007),
         ];
         let table: Vec<(&str, u32)> = ALL_CODES.iter().map(|i| (i.name, i.code.0)).collect();
         assert_eq!(table, pinned);
