@@ -1,9 +1,10 @@
-//! The durable-send scenario: acknowledged sends per second with each store.
+//! The durable-send scenario: acknowledged sends per second with each store, and (through
+//! [`send_acknowledged`]) on a cluster's nodes.
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{bar, call, member, member_connect, start_server_with};
 
@@ -22,8 +23,30 @@ pub(crate) async fn durable_send(
     let dir_arg = dir.display().to_string();
     let args = ["--store", store, "--data-dir", &dir_arg, "--durability", "immediate"];
     let (child, addr, _) = start_server_with(bin, &args).await?;
-    let rooms: Vec<String> = (0..rooms_for(senders)).map(|r| format!("durable-{r}")).collect();
-    let mut creator = member_connect(addr).await?;
+    let figures = send_acknowledged(&[addr], "durable", senders, total, store).await;
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut row = json!({"scenario": "durable_send", "store": store});
+    if let (Some(row), Value::Object(figures)) = (row.as_object_mut(), figures?) {
+        row.extend::<Map<String, Value>>(figures);
+    }
+    Ok(row)
+}
+
+/// The scenario's generator: a member on `addrs[0]` creates [`rooms_for`] rooms named
+/// `{room_prefix}-0`, `{room_prefix}-1`, …; `senders` members, member `i` on
+/// `addrs[i % addrs.len()]` and in room `i % rooms`, send `total` messages between them, each
+/// waiting for the acknowledgement of one before sending the next. Returns the senders, the
+/// rooms, the acknowledgements, acknowledgements per second and their latency (p50, p99).
+pub(crate) async fn send_acknowledged(
+    addrs: &[SocketAddr],
+    room_prefix: &str,
+    senders: usize,
+    total: usize,
+    label: &str,
+) -> Result<Value, String> {
+    let rooms: Vec<String> = (0..rooms_for(senders)).map(|r| format!("{room_prefix}-{r}")).collect();
+    let mut creator = member_connect(addrs[0]).await?;
     call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
     for (r, room) in rooms.iter().enumerate() {
         let create =
@@ -32,10 +55,11 @@ pub(crate) async fn durable_send(
     }
     let mut members = Vec::new();
     for i in 0..senders {
-        members.push((member(addr, i, &rooms[i % rooms.len()]).await?, rooms[i % rooms.len()].clone()));
+        let room = &rooms[i % rooms.len()];
+        members.push((member(addrs[i % addrs.len()], i, room).await?, room.clone()));
     }
     let per_sender = (total / senders).max(1);
-    let pb = bar((per_sender * senders) as u64, &format!("{store}: {senders} senders"));
+    let pb = bar((per_sender * senders) as u64, &format!("{label}: {senders} senders"));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, (mut ws, room)) in members.into_iter().enumerate() {
@@ -60,12 +84,9 @@ pub(crate) async fn durable_send(
     }
     let elapsed = start.elapsed();
     pb.finish_and_clear();
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(creator);
     let acks = (per_sender * senders) as f64;
     Ok(json!({
-        "scenario": "durable_send",
-        "store": store,
         "senders": senders,
         "rooms": rooms.len(),
         "acks": acks,

@@ -5,6 +5,7 @@
 //! (from its metrics) are read around the fan-out phase.
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -13,6 +14,7 @@ use std::{
 };
 
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
+use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -26,9 +28,9 @@ use crate::{
 };
 
 /// The first member's write half: each text becomes a `send_text_message` request.
-struct Publisher<'a> {
-    sink: &'a mut SplitSink<Ws, Message>,
-    room: &'a str,
+pub(crate) struct Publisher<'a> {
+    pub(crate) sink: &'a mut SplitSink<Ws, Message>,
+    pub(crate) room: &'a str,
 }
 
 impl Publish for Publisher<'_> {
@@ -61,7 +63,7 @@ pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) {
 }
 
 /// Reads the publisher's frames until the connection ends, counting them.
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut receiver: Receiver,
     frames: Arc<AtomicU64>,
@@ -77,13 +79,47 @@ fn spawn_reader(
 
 /// Reads a receiving member's frames (see [`RawMember`]) until the connection ends, counting
 /// every frame and handing the text of each chatroom message to `receiver`.
-fn spawn_raw_reader(mut member: RawMember, mut receiver: Receiver, frames: Arc<AtomicU64>) -> JoinHandle<()> {
+pub(crate) fn spawn_raw_reader(
+    mut member: RawMember,
+    mut receiver: Receiver,
+    frames: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(text) = member.next_text().await {
             frames.fetch_add(1, Ordering::Relaxed);
             observe(&text, &mut receiver);
         }
     })
+}
+
+/// The join storm: member 0, the publisher, through the WebSocket library (it sends), and
+/// members 1 to `size - 1`, the receivers, through the generator's lean reader, join `room`
+/// and its chatroom, member `i` on `addrs[i % addrs.len()]`, 256 at a time, each counted on
+/// `pb`. Returns the publisher, the receivers in order, and how long the storm took.
+pub(crate) async fn join_members(
+    addrs: &[SocketAddr],
+    size: usize,
+    room: &str,
+    pb: &ProgressBar,
+) -> Result<(Ws, Vec<RawMember>, Duration), String> {
+    let start = Instant::now();
+    let publisher = member(addrs[0], 0, room).await.map_err(|e| format!("member 0: {e}"))?;
+    pb.inc(1);
+    let mut members: Vec<Option<RawMember>> = (0..size).map(|_| None).collect();
+    let mut next = 1;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    while next < size || !pending.is_empty() {
+        while next < size && pending.len() < 256 {
+            let (i, addr) = (next, addrs[next % addrs.len()]);
+            pending.push(async move { (i, RawMember::join(addr, i, room).await) });
+            next += 1;
+        }
+        if let Some((i, result)) = pending.next().await {
+            members[i] = Some(result.map_err(|e| format!("member {i}: {e}"))?);
+            pb.inc(1);
+        }
+    }
+    Ok((publisher, members.into_iter().flatten().collect(), start.elapsed()))
 }
 
 /// Runs the scenario against a fresh server, started on `server_cpu` when given.
@@ -112,33 +148,13 @@ pub(crate) async fn run_size(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_bytes(pid);
 
-    // Join storm.
     let pb = bar(size as u64, &format!("roomkit: join storm, {size} members"));
-    let start = Instant::now();
-    // The publisher through the WebSocket library (it sends); the receivers through the
-    // generator's own lean reader.
-    let publisher = member(addr, 0, &room).await.map_err(|e| format!("member 0: {e}"))?;
-    pb.inc(1);
-    let mut members: Vec<Option<RawMember>> = (0..size).map(|_| None).collect();
-    let mut next = 1;
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    while next < size || !pending.is_empty() {
-        while next < size && pending.len() < 256 {
-            let (i, room) = (next, room.clone());
-            pending.push(async move { (i, RawMember::join(addr, i, &room).await) });
-            next += 1;
-        }
-        if let Some((i, result)) = pending.next().await {
-            members[i] = Some(result.map_err(|e| format!("member {i}: {e}"))?);
-            pb.inc(1);
-        }
-    }
-    let join_storm = start.elapsed();
+    let (publisher, members, join_storm) = join_members(&[addr], size, &room, &pb).await?;
     pb.finish_and_clear();
     let (sink, stream) = publisher.split();
     let mut sinks = vec![sink];
     let mut readers = vec![spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames))];
-    for m in members.into_iter().flatten() {
+    for m in members {
         readers.push(spawn_raw_reader(m, deliveries.receiver(), Arc::clone(&frames)));
     }
     // Let the join events drain before measuring memory.

@@ -84,9 +84,19 @@ impl Deliveries {
 
     /// A new receiver's state, expecting sequence number 1 first.
     pub(crate) fn receiver(self: &Arc<Self>) -> Receiver {
+        self.receiver_of(None)
+    }
+
+    /// Like [`receiver`](Self::receiver), its deliveries also counted in `group` (the
+    /// receivers of one cluster node, say).
+    pub(crate) fn receiver_in(self: &Arc<Self>, group: &Arc<AtomicU64>) -> Receiver {
+        self.receiver_of(Some(Arc::clone(group)))
+    }
+
+    fn receiver_of(self: &Arc<Self>, group: Option<Arc<AtomicU64>>) -> Receiver {
         let histogram = Arc::new(Mutex::new(Histogram::new(3).expect("histogram")));
         self.histograms.lock().expect("not poisoned").push(Arc::clone(&histogram));
-        Receiver { next: 1, histogram, shared: Arc::clone(self) }
+        Receiver { next: 1, histogram, shared: Arc::clone(self), group }
     }
 
     fn reset_histograms(&self) {
@@ -109,6 +119,8 @@ pub(crate) struct Receiver {
     next: u64,
     histogram: Arc<Mutex<Histogram<u64>>>,
     shared: Arc<Deliveries>,
+    /// Where this receiver's deliveries are counted besides `shared`, if anywhere.
+    group: Option<Arc<AtomicU64>>,
 }
 
 impl Receiver {
@@ -117,6 +129,9 @@ impl Receiver {
     pub(crate) fn observe(&mut self, text: &[u8]) {
         let shared = &*self.shared;
         shared.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some(group) = &self.group {
+            group.fetch_add(1, Ordering::Relaxed);
+        }
         let Some(seq) = text.get(1..=SEQ_DIGITS).and_then(digits) else { return };
         if seq >= self.next {
             self.next = seq + 1;
@@ -148,7 +163,7 @@ pub(crate) struct Run<'a, P> {
     /// How many receivers each text goes to.
     pub(crate) receivers: u64,
     /// Prefix of the progress bars' labels (`roomkit`, `redis`).
-    pub(crate) system: &'static str,
+    pub(crate) system: &'a str,
     next_seq: u64,
 }
 
@@ -212,7 +227,7 @@ impl<'a, P: Publish> Run<'a, P> {
         publisher: &'a mut P,
         deliveries: &'a Deliveries,
         receivers: u64,
-        system: &'static str,
+        system: &'a str,
     ) -> Self {
         Self { publisher, deliveries, receivers, system, next_seq: 1 }
     }
@@ -341,5 +356,17 @@ mod tests {
         receiver.observe(latency_text(1, 0).as_bytes());
         receiver.observe(fanout_text(2).as_bytes());
         assert_eq!(deliveries.merged_histogram().len(), 1);
+    }
+
+    #[test]
+    fn a_group_counts_its_own_receivers_deliveries() {
+        let deliveries = Deliveries::new();
+        let group = Arc::new(AtomicU64::new(0));
+        let (mut inside, mut outside) = (deliveries.receiver_in(&group), deliveries.receiver());
+        inside.observe(fanout_text(1).as_bytes());
+        outside.observe(fanout_text(1).as_bytes());
+        inside.observe(fanout_text(2).as_bytes());
+        assert_eq!(group.load(Ordering::Relaxed), 2);
+        assert_eq!(deliveries.delivered.load(Ordering::Relaxed), 3);
     }
 }

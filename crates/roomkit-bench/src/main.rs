@@ -20,6 +20,12 @@
 //!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!
+//! - **cluster** (`cluster.rs`, with `--cluster`, instead of the others): one nats-server and
+//!   1, then 3 cluster nodes on it; one room owned by node 1, its members round-robin over the
+//!   nodes; the fan-out phases (deliveries per second, p99 at 100 and 1000 msg/s), each node's
+//!   CPU µs per delivery to its own members, and durable sends spread over the nodes; written
+//!   to `docs/bench/cluster.json` (`cluster_report.rs`).
+//!
 //! - **in process** (`inprocess.rs`, with `--in-process`): the same fan-out against the server
 //!   as a library in this process, one shard, members over the in-memory transport.
 //!
@@ -30,6 +36,8 @@
 //!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
 //!                   [--no-fanout] [--no-join] [--no-durable]
 //! cargo xtask bench --replot   # redraw docs/bench/fanout.svg from docs/bench/results.json
+//! cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000]
+//!                   [--cluster-senders 16]
 //! ```
 
 use std::{
@@ -49,6 +57,8 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
+mod cluster;
+mod cluster_report;
 mod durable;
 mod fanout;
 mod generator;
@@ -66,6 +76,11 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 struct Options {
     replot: bool,
     in_process: bool,
+    /// Run the cluster scenario only.
+    cluster: bool,
+    cluster_nodes: Vec<usize>,
+    cluster_rates: Vec<u64>,
+    cluster_senders: usize,
     skip_durable: bool,
     skip_fanout: bool,
     join_sizes: Vec<usize>,
@@ -82,6 +97,10 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         replot: false,
         in_process: false,
+        cluster: false,
+        cluster_nodes: vec![1, 3],
+        cluster_rates: vec![100, 1000],
+        cluster_senders: 16,
         skip_durable: false,
         skip_fanout: false,
         join_sizes: vec![1000, 5000, 10_000, 50_000],
@@ -93,11 +112,21 @@ fn options() -> Result<Options, String> {
         rate_secs: 3,
         deliveries: 4_000_000,
     };
+    let mut sizes_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
-            "--sizes" => o.sizes = sizes(&value()?)?,
+            "--sizes" => {
+                o.sizes = sizes(&value()?)?;
+                sizes_given = true;
+            }
+            "--cluster" => o.cluster = true,
+            "--cluster-nodes" => o.cluster_nodes = sizes(&value()?)?,
+            "--cluster-rates" => o.cluster_rates = sizes(&value()?)?.into_iter().map(|r| r as u64).collect(),
+            "--cluster-senders" => {
+                o.cluster_senders = value()?.parse().map_err(|_| "bad --cluster-senders")?
+            }
             "--join-sizes" => o.join_sizes = sizes(&value()?)?,
             "--join-concurrency" => {
                 o.join_concurrency = value()?.parse().map_err(|_| "bad --join-concurrency")?
@@ -116,10 +145,30 @@ fn options() -> Result<Options, String> {
             "--in-process" => o.in_process = true,
             "-h" | "--help" => {
                 println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--in-process] [--replot]");
+                println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    if o.cluster {
+        // The cluster scenario runs instead of the join storms, the fan-out and the durable
+        // sends on one server.
+        o.join_sizes.clear();
+        o.skip_fanout = true;
+        o.skip_durable = true;
+        if !sizes_given {
+            o.sizes = vec![1000];
+        }
+    }
+    if o.cluster
+        && (o.sizes.iter().any(|&size| size < 2)
+            || o.cluster_nodes.is_empty()
+            || o.cluster_nodes.contains(&0)
+            || o.cluster_rates.contains(&0)
+            || o.cluster_senders == 0)
+    {
+        return Err("--cluster needs rooms of 2 members or more (a publisher and a receiver), and node counts, rates and senders above 0".into());
     }
     Ok(o)
 }
@@ -195,13 +244,25 @@ async fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let mut rows = Vec::new();
+    let mut lossless = true;
+    if options.cluster {
+        match cluster::run(&server_bin, &options).await {
+            Ok((cluster_rows, all_delivered)) => {
+                rows.extend(cluster_rows);
+                lossless = all_delivered;
+            }
+            Err(e) => {
+                eprintln!("roomkit-bench: cluster: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if options.in_process {
         rows.extend(in_process(&options).await);
     }
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);
     }
-    let mut lossless = true;
     if !options.skip_fanout {
         let (fanout, all_delivered) = fanout_beside_redis(&server_bin, &options).await;
         rows.extend(fanout);

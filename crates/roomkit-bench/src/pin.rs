@@ -76,13 +76,18 @@ pub(crate) fn pin_generator() -> Plan {
 
 /// `program`, to be started on `cpu` when given.
 pub(crate) fn command(program: &std::path::Path, cpu: Option<usize>) -> tokio::process::Command {
+    tokio::process::Command::from(std_command(program, cpu))
+}
+
+/// [`command`] for `std::process`.
+pub(crate) fn std_command(program: &std::path::Path, cpu: Option<usize>) -> Command {
     match cpu {
         Some(cpu) => {
-            let mut c = tokio::process::Command::new("taskset");
+            let mut c = Command::new("taskset");
             c.args(["-c", &cpu.to_string()]).arg(program);
             c
         }
-        None => tokio::process::Command::new(program),
+        None => Command::new(program),
     }
 }
 

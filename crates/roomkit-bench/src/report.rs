@@ -102,19 +102,10 @@ pub(crate) fn write(
     let root = workspace_root();
     let dir = root.join(RESULTS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-    });
     let results = json!({
         "generated_by": "cargo xtask bench",
         "date": utc_now(),
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-            "cpu_model": cpu_model,
-            "kernel": std::fs::read_to_string("/proc/version").map(|v| v.trim().to_owned()).ok(),
-        },
+        "machine": machine(),
         "roomkit": {
             "version": env!("CARGO_PKG_VERSION"),
             "commit": git_commit(&root),
@@ -140,6 +131,20 @@ pub(crate) fn write(
     Ok((json_path, svg_path))
 }
 
+/// The machine the bench runs on: CPUs, CPU model, kernel.
+pub(crate) fn machine() -> Value {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu_model": cpu_model,
+        "kernel": std::fs::read_to_string("/proc/version").map(|v| v.trim().to_owned()).ok(),
+    })
+}
+
 /// Redraws `fanout.svg` from the `results.json` beside it; returns the SVG's path.
 pub(crate) fn replot() -> Result<PathBuf, String> {
     let dir = workspace_root().join(RESULTS_DIR);
@@ -153,13 +158,13 @@ pub(crate) fn replot() -> Result<PathBuf, String> {
     Ok(svg_path)
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     root.canonicalize().unwrap_or(root)
 }
 
 /// `git describe --always --dirty` of the workspace, if git is there.
-fn git_commit(root: &Path) -> Option<String> {
+pub(crate) fn git_commit(root: &Path) -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["describe", "--always", "--dirty", "--abbrev=10"])
         .current_dir(root)
@@ -169,7 +174,7 @@ fn git_commit(root: &Path) -> Option<String> {
 }
 
 /// The time now, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
