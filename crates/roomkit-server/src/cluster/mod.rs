@@ -439,7 +439,7 @@ impl Node {
                     return follow::reset(self, &room, "it moved to another node");
                 }
                 Ok(_) => {} // the node lost the room meanwhile: ask again
-                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut && !resendable(request) => {
                     // The owner may have taken it: sending it again could run it twice.
                     tracing::warn!(room = %room, "a forwarded request was not acknowledged in time");
                     return refuse(
@@ -525,6 +525,16 @@ impl Node {
         let shared = self.runtime().shared.upgrade()?;
         let connections = shared.connections.lock().expect("not poisoned");
         connections.get(&conn).cloned()
+    }
+}
+
+/// Whether a request may be forwarded again when its first copy was not acknowledged: a stored
+/// send with its own message id, which the room's id window recognises if the first copy ran.
+fn resendable(request: &Request) -> bool {
+    match request {
+        Request::SendTextMessage(r) => r.message_uuid.is_some(),
+        Request::SendCustomMessage(r) => r.message_uuid.is_some() && r.persist,
+        _ => false,
     }
 }
 
