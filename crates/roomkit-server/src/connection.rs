@@ -32,8 +32,7 @@ pub(crate) fn run(
     tracing::debug!(conn = conn_id.0, %peer, "connection opened");
     metrics::counter!("roomkit_connections_total").increment(1);
     metrics::gauge!("roomkit_connections").increment(1.0);
-    let config = &shared.config;
-    let outbox = Outbox::new(config.send_queue_frames, config.high_watermark(), config.send_queue_bytes);
+    let outbox = Outbox::with_bounds(Arc::clone(&shared.outbox_bounds));
     outbox.touch(&shared.clock);
     shared.connections.lock().expect("not poisoned").insert(conn_id, outbox.clone());
     let reader = Reader {

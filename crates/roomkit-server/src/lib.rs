@@ -207,6 +207,8 @@ pub(crate) struct ServerShared {
     pub(crate) shards: Vec<Shard>,
     /// Live connections, to close them on shutdown and to sweep them for keep-alive.
     pub(crate) connections: Mutex<HashMap<ConnId, Outbox>>,
+    /// The bounds of every connection's send queue.
+    pub(crate) outbox_bounds: Arc<outbox::Bounds>,
     /// The keep-alive's clock.
     pub(crate) clock: keepalive::Clock,
     /// The connection caps and what counts against them.
@@ -287,8 +289,14 @@ impl Server {
             per_address: self.config.max_connections_per_address,
             per_account: self.config.max_connections_per_account,
         };
+        let outbox_bounds = outbox::Bounds::new(
+            self.config.send_queue_frames,
+            self.config.high_watermark(),
+            self.config.send_queue_bytes,
+        );
         let shared = Arc::new(ServerShared {
             admission: admission::Admission::new(caps),
+            outbox_bounds,
             config: self.config,
             authenticator: self.authenticator,
             shards: shards.clone(),

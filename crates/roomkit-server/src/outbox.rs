@@ -86,15 +86,36 @@ pub(crate) struct Outbox(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     queue: Mutex<Queue>,
-    capacity: usize,
-    high_watermark: usize,
-    capacity_bytes: usize,
-    high_watermark_bytes: usize,
+    /// The same for every connection of a server: shared, not kept by each.
+    bounds: Arc<Bounds>,
     /// Store reads under way for this connection (see [`Outbox::begin_read`]).
     reads: AtomicUsize,
     /// When the peer last showed a sign of life, in milliseconds of the keep-alive's
     /// [`Clock`](crate::keepalive::Clock).
     seen: AtomicU64,
+}
+
+/// An outbox's bounds (see [`Outbox`]).
+#[derive(Debug)]
+pub(crate) struct Bounds {
+    capacity: usize,
+    high_watermark: usize,
+    capacity_bytes: usize,
+    high_watermark_bytes: usize,
+}
+
+impl Bounds {
+    /// At most `capacity` frames and `capacity_bytes` bytes, shedding past `high_watermark`
+    /// frames (clamped to `1..=capacity`) or three quarters of `capacity_bytes`.
+    pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize) -> Arc<Self> {
+        let capacity = capacity.max(1);
+        Arc::new(Self {
+            capacity,
+            high_watermark: high_watermark.clamp(1, capacity),
+            capacity_bytes,
+            high_watermark_bytes: capacity_bytes / 4 * 3 + capacity_bytes % 4 * 3 / 4,
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -120,8 +141,9 @@ struct Queue {
     scheduled: bool,
     /// No more frames are accepted.
     closed: bool,
-    /// How the connection is being closed, once it is.
-    closing: Option<Closing>,
+    /// How the connection is being closed, once it is. (Boxed: an open connection keeps a
+    /// pointer, not room for a reason.)
+    closing: Option<Box<Closing>>,
     /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`]).
     woken: bool,
     /// The connection's task, waiting in [`Outbox::ready`] or [`Outbox::closed`]: one task
@@ -243,14 +265,16 @@ impl Outbox {
     /// A queue of at most `capacity` frames and `capacity_bytes` bytes that sheds past
     /// `high_watermark` frames (clamped to `1..=capacity`) or three quarters of
     /// `capacity_bytes`.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize) -> Self {
-        let capacity = capacity.max(1);
+        Self::with_bounds(Bounds::new(capacity, high_watermark, capacity_bytes))
+    }
+
+    /// A queue within `bounds`, which it shares with the other connections' queues.
+    pub(crate) fn with_bounds(bounds: Arc<Bounds>) -> Self {
         Self(Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
-            capacity,
-            high_watermark: high_watermark.clamp(1, capacity),
-            capacity_bytes,
-            high_watermark_bytes: capacity_bytes / 4 * 3 + capacity_bytes % 4 * 3 / 4,
+            bounds,
             reads: AtomicUsize::new(0),
             seen: AtomicU64::new(0),
         }))
@@ -265,7 +289,7 @@ impl Outbox {
             if queue.closing.is_some() {
                 return false;
             }
-            queue.closing = Some(Closing { reason, flush });
+            queue.closing = Some(Box::new(Closing { reason, flush }));
             queue.waker.take()
         };
         if let Some(waker) = waker {
@@ -276,7 +300,7 @@ impl Outbox {
 
     /// How the connection is being closed, if it is.
     pub(crate) fn closing(&self) -> Option<Closing> {
-        self.0.queue.lock().expect("not poisoned").closing.clone()
+        self.0.queue.lock().expect("not poisoned").closing.as_deref().cloned()
     }
 
     /// Whether the connection is being closed.
@@ -286,7 +310,7 @@ impl Outbox {
 
     /// Resolves once the connection is being closed.
     pub(crate) async fn closed(&self) -> Closing {
-        std::future::poll_fn(|cx| self.poll_until(cx, |queue| queue.closing.clone())).await
+        std::future::poll_fn(|cx| self.poll_until(cx, |queue| queue.closing.as_deref().cloned())).await
     }
 
     /// Ready with what `done` finds in the queue; else the task waits to be woken (by a
@@ -332,13 +356,14 @@ impl Outbox {
 
     /// Whether queuing `len` more bytes would take the queue past its high watermark.
     fn past_watermark(&self, queue: &Queue, len: usize) -> bool {
-        queue.frames.len() >= self.0.high_watermark || queue.held_bytes(len) > self.0.high_watermark_bytes
+        queue.frames.len() >= self.0.bounds.high_watermark
+            || queue.held_bytes(len) > self.0.bounds.high_watermark_bytes
     }
 
     /// Whether a frame of `len` bytes does not fit (a connection that holds nothing takes
     /// any frame).
     fn full(&self, queue: &Queue, len: usize) -> bool {
-        queue.frames.len() >= self.0.capacity || queue.held_bytes(len) > self.0.capacity_bytes
+        queue.frames.len() >= self.0.bounds.capacity || queue.held_bytes(len) > self.0.bounds.capacity_bytes
     }
 
     /// Queues a frame that must be delivered and wakes the writer. Returns false if the

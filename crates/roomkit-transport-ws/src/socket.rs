@@ -77,8 +77,9 @@ struct Socket {
     tcp: TcpStream,
     /// Held for every write, so that frames never interleave. Inside: the frame a cancelled
     /// write left part-way, and how much of it went out; whoever writes next finishes it
-    /// first, so the stream stays whole whatever future is dropped.
-    writing: Mutex<Option<(Bytes, usize)>>,
+    /// first, so the stream stays whole whatever future is dropped. (Boxed: an idle socket
+    /// keeps a pointer, not room for a frame it rarely has.)
+    writing: Mutex<Option<Box<(Bytes, usize)>>>,
     /// A close frame went out: nothing may follow it.
     close_sent: AtomicBool,
 }
@@ -97,7 +98,7 @@ impl Socket {
         if self.close_sent.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if let Some((cut, offset)) = writing.clone() {
+        if let Some((cut, offset)) = writing.as_deref().cloned() {
             self.write_all(&mut writing, 1, |_| &cut, offset).await?;
             if cut.first() == Some(&(0x80 | OP_CLOSE)) {
                 // A cancelled close, now out: nothing may follow it.
@@ -118,14 +119,14 @@ impl Socket {
     /// `offset`, recording in `cut` the part under way at every wait.
     async fn write_all<'a>(
         &self,
-        cut: &mut Option<(Bytes, usize)>,
+        cut: &mut Option<Box<(Bytes, usize)>>,
         count: usize,
         part: impl Fn(usize) -> &'a Bytes,
         offset: usize,
     ) -> io::Result<()> {
         let (mut i, mut offset) = (0, offset);
         while i < count {
-            *cut = (offset > 0).then(|| (part(i).clone(), offset));
+            *cut = (offset > 0).then(|| Box::new((part(i).clone(), offset)));
             self.tcp.writable().await?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
@@ -212,12 +213,13 @@ struct SocketStream {
     socket: Arc<Socket>,
     /// Bytes read but not yet a whole frame; no allocation between frames.
     buf: BytesMut,
-    message: Option<Partial>,
+    /// Boxed, like `closed`: rarely there, so an idle stream keeps a pointer for each.
+    message: Option<Box<Partial>>,
     max_message_bytes: usize,
     /// Bytes asked of the socket per read while a frame is incomplete.
     read_chunk: usize,
     /// Set once the stream has ended, with the peer's reason if it gave one.
-    closed: Option<Option<CloseReason>>,
+    closed: Option<Box<Option<CloseReason>>>,
     /// The stream ended on a protocol violation: what the peer still sends is read and
     /// thrown away until it closes, since a socket closed with unread input is reset, and a
     /// reset destroys the answer and the close frame the peer has not read yet.
@@ -271,7 +273,7 @@ impl SocketStream {
                 "a WebSocket control frame must be whole and at most 125 bytes",
             ));
         }
-        let so_far = match &self.message {
+        let so_far = match self.message.as_deref() {
             Some(Partial::Text(m)) => m.len(),
             Some(Partial::Binary(n)) => *n,
             None => 0,
@@ -305,21 +307,21 @@ impl SocketStream {
     /// Acts on one whole frame.
     async fn on_frame(&mut self, fin: bool, opcode: u8, payload: BytesMut) -> Result<Step, TransportError> {
         let unexpected = || violation(Code::MALFORMED_FRAME, "unexpected WebSocket continuation or fragment");
-        let message = match (opcode, self.message.take()) {
+        let message = match (opcode, self.message.take().map(|m| *m)) {
             (OP_PING, partial) => {
-                self.message = partial;
+                self.message = partial.map(Box::new);
                 let _ = self.socket.control(OP_PONG, &payload).await;
                 return Ok(Step::Alive);
             }
             (OP_PONG, partial) => {
-                self.message = partial;
+                self.message = partial.map(Box::new);
                 return Ok(Step::Alive);
             }
             (OP_CLOSE, _) => return Err(self.on_close(&payload).await),
             (OP_TEXT, None) => payload,
             (OP_BINARY, None) => {
                 if !fin {
-                    self.message = Some(Partial::Binary(payload.len()));
+                    self.message = Some(Box::new(Partial::Binary(payload.len())));
                     return Ok(Step::Continue);
                 }
                 return Err(binary_refused());
@@ -330,7 +332,7 @@ impl SocketStream {
             }
             (OP_CONTINUATION, Some(Partial::Binary(n))) => {
                 if !fin {
-                    self.message = Some(Partial::Binary(n + payload.len()));
+                    self.message = Some(Box::new(Partial::Binary(n + payload.len())));
                     return Ok(Step::Continue);
                 }
                 return Err(binary_refused());
@@ -339,7 +341,7 @@ impl SocketStream {
             _ => return Err(violation(Code::MALFORMED_FRAME, format!("unknown WebSocket opcode {opcode}"))),
         };
         if !fin {
-            self.message = Some(Partial::Text(message));
+            self.message = Some(Box::new(Partial::Text(message)));
             return Ok(Step::Continue);
         }
         if std::str::from_utf8(&message).is_err() {
@@ -368,13 +370,13 @@ impl SocketStream {
             self.socket.close(answer, "").await;
         }
         let reason = status.map(|status| close_reason_from_parts(status, text.unwrap_or("")));
-        self.closed = Some(reason.clone());
+        self.closed = Some(Box::new(reason.clone()));
         TransportError::Closed(reason)
     }
 
     /// The peer broke the protocol: the stream ends, and what follows is thrown away.
     fn violated(&mut self) {
-        self.closed = Some(None);
+        self.closed = Some(Box::new(None));
         self.discard = true;
         self.buf = BytesMut::new();
         self.message = None;
@@ -419,7 +421,7 @@ impl SocketStream {
                 Err(_) => break,
             }
         }
-        self.closed = Some(None);
+        self.closed = Some(Box::new(None));
         Err(TransportError::Closed(None))
     }
 }
@@ -460,7 +462,7 @@ impl SocketStream {
                 // Boxed: a waiting reader's future holds only what reading needs.
                 Box::pin(self.discard_until_end()).await;
             }
-            if let Some(reason) = &self.closed {
+            if let Some(reason) = self.closed.as_deref() {
                 return Err(TransportError::Closed(reason.clone()));
             }
             let frame = match self.next_frame() {
@@ -485,7 +487,7 @@ impl SocketStream {
                     return Err(e);
                 }
                 Err(e) => {
-                    self.closed.get_or_insert(None);
+                    self.closed.get_or_insert_with(|| Box::new(None));
                     return Err(e);
                 }
             }

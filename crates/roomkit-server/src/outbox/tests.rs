@@ -265,3 +265,12 @@ fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
     outbox.settle(&mut batch);
     assert!(outbox.ping());
 }
+
+/// Every connection holds one outbox, idle or not: its queue keeps no buffers while empty,
+/// its bounds are shared and a closing reason is boxed, so an idle outbox is one small
+/// allocation.
+#[test]
+fn an_idle_outbox_stays_small() {
+    let size = std::mem::size_of::<Inner>();
+    assert!(size <= 144, "an outbox takes {size} B");
+}
