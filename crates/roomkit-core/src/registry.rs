@@ -80,7 +80,10 @@ use crate::{
 ///             assert_eq!((conn, request_id), (ConnId(1), 7));
 ///             assert!(result.is_ok());
 ///         }
-///         Output::Deliver { .. } | Output::History { .. } | Output::RoomEnded { .. } => {}
+///         Output::Deliver { .. }
+///         | Output::History { .. }
+///         | Output::RoomEnded { .. }
+///         | Output::Roster { .. } => {}
 ///     }
 /// }
 /// assert_eq!(rooms.room_count(), 1);
