@@ -6,10 +6,10 @@
 //!   created by the first node that needs the room and renewed while the node lives (the
 //!   bucket's age limit is the lease's time to live).
 //! - A node forwards a request for a room it does not own to the owner, as a NATS request on
-//!   the room's `req` subject ([`wire::Forward`]); the owner acknowledges it at once and
+//!   the room's `req` subject (`wire::Forward`); the owner acknowledges it at once and
 //!   feeds it to its shard's registry.
 //! - The owner publishes everything the registry outputs for the room — answers, events,
-//!   member list changes — in order, once, on the room's `ev` subject ([`wire::Record`]).
+//!   member list changes — in order, once, on the room's `ev` subject (`wire::Record`).
 //!   Every node with clients in the room subscribes and delivers to its own connections:
 //!   an event is encoded once by the owner and framed once per node.
 //! - Connection ids carry their node's slot in the top 16 bits, so the owner's registry
