@@ -14,7 +14,6 @@
 mod common;
 
 use std::{
-    collections::HashSet,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -23,7 +22,8 @@ use std::{
 };
 
 use common::chaos::{
-    assert_told_everything_once, client, eventually, free_port, full_history, within, Client, ServerProcess,
+    assert_history_holds, assert_told_everything_once, client, eventually, free_port, full_history, within,
+    Client, ServerProcess,
 };
 use roomkit_client::ChatMessage;
 use roomkit_store_nats::testing::{NatsCluster, NatsServer};
@@ -168,19 +168,7 @@ async fn chaos(nats: &str, replicas: usize, lease_ttl_secs: u64, kill_nats: impl
         history.len()
     );
 
-    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "history has no gap");
-    let uuids: HashSet<_> = history.iter().map(|m| m.message_uuid.clone()).collect();
-    assert_eq!(uuids.len(), history.len(), "no message is stored twice");
-    let stored: HashSet<_> = history.iter().map(|m| (m.seq, m.message_uuid.clone())).collect();
-    for a in &acked {
-        assert!(
-            stored.contains(&(a.message.seq, a.message.message_uuid.clone())),
-            "acknowledged message {:?} (seq {}) is not in history",
-            a.message.text(),
-            a.message.seq
-        );
-    }
+    assert_history_holds(&history, acked.iter().map(|a| &a.message));
     if !failures.is_empty() {
         let logs: String = nodes.iter().map(|n| n.log_text()).collect::<Vec<_>>().join("\n----\n");
         panic!(

@@ -12,16 +12,14 @@
 
 mod common;
 
-use std::{
-    collections::HashSet,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex,
 };
 
 use common::chaos::{
-    assert_told_everything_once, client, eventually, free_port, full_history, within, Client, ServerProcess,
+    assert_history_holds, assert_told_everything_once, client, eventually, free_port, full_history, within,
+    Client, ServerProcess,
 };
 use roomkit_client::ChatMessage;
 
@@ -121,19 +119,7 @@ async fn acknowledged_messages_survive_sigkill_and_every_member_gets_them_in_ord
     );
 
     // History: gapless, one id per message, holding every acknowledged message as acknowledged.
-    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "history has no gap");
-    let uuids: HashSet<_> = history.iter().map(|m| m.message_uuid.clone()).collect();
-    assert_eq!(uuids.len(), history.len(), "no message is stored twice");
-    let stored: HashSet<_> = history.iter().map(|m| (m.seq, m.message_uuid.clone())).collect();
-    for a in &all_acked {
-        assert!(
-            stored.contains(&(a.message.seq, a.message.message_uuid.clone())),
-            "acknowledged message {:?} (seq {}) is not in history",
-            a.message.text(),
-            a.message.seq
-        );
-    }
+    assert_history_holds(&history, all_acked.iter().map(|a| &a.message));
     assert!(failures.is_empty(), "sends failed although the SDK retries across reconnects: {failures:?}");
     assert_eq!(all_acked.len(), 2 * PER_SENDER);
     assert_eq!(history.len(), 2 * PER_SENDER, "history is exactly the acknowledged messages");

@@ -27,7 +27,15 @@ impl Node {
         match **self {}
     }
 
-    pub(crate) async fn route(self: &Arc<Self>, _: ConnId, _: &Outbox, _: &Identity, _: &Request, _: Bytes) {
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        _: ConnId,
+        _: &Outbox,
+        _: &Arc<Identity>,
+        _: u64,
+        _: Request,
+        _: Bytes,
+    ) {
         match **self {}
     }
 

@@ -226,7 +226,7 @@ impl Reader {
                 };
                 if let Some(node) = &self.shared.cluster {
                     let raw = bytes::Bytes::copy_from_slice(raw);
-                    return node.route(self.conn_id, &self.outbox, &identity, &request, raw).await;
+                    return node.route(self.conn_id, &self.outbox, &identity, id, request, raw).await;
                 }
                 let shard = &self.shared.shards[shard_of(room, self.shared.shards.len())];
                 let msg = ShardMsg::Request {

@@ -211,6 +211,26 @@ pub async fn full_history(chat: &ChatController) -> Vec<ChatMessage> {
     }
 }
 
+/// Checks that `history` has no gap, holds each message once, and holds every message in
+/// `acked` under the number it was acknowledged with.
+pub fn assert_history_holds<'a>(history: &[ChatMessage], acked: impl IntoIterator<Item = &'a ChatMessage>) {
+    let last = history.last().map_or(0, |m| m.seq);
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "history has no gap");
+    let uuids: std::collections::HashSet<_> = history.iter().map(|m| m.message_uuid.clone()).collect();
+    assert_eq!(uuids.len(), history.len(), "no message is stored twice");
+    let stored: std::collections::HashSet<_> =
+        history.iter().map(|m| (m.seq, m.message_uuid.clone())).collect();
+    for message in acked {
+        assert!(
+            stored.contains(&(message.seq, message.message_uuid.clone())),
+            "acknowledged message {:?} (seq {}) is not in history",
+            message.text(),
+            message.seq
+        );
+    }
+}
+
 /// Checks that every client was told every message of the others in `history` exactly once,
 /// in sequence order, and resumed with everything recovered.
 pub fn assert_told_everything_once(clients: &[Arc<Client>], history: &[ChatMessage]) {

@@ -400,25 +400,20 @@ impl Node {
         self: &Arc<Self>,
         conn: ConnId,
         outbox: &Outbox,
-        identity: &Identity,
-        request: &Request,
+        identity: &Arc<Identity>,
+        request_id: u64,
+        request: Request,
         frame: Bytes,
     ) {
         let Some(room) = request.room_uuid().cloned() else { return };
-        let request_id = codec::decode_request(&frame).map(|f| f.id).unwrap_or(0);
         if let Err(e) = self.follow(&room, conn).await {
             return refuse(outbox, request_id, &format!("could not follow room {room}: {e}"));
         }
         let deadline = tokio::time::Instant::now() + self.config.forward_timeout;
         // The owner this node's connections in the room joined under, if any.
         let expect = follow::owner_of(self, &room);
-        let forward = Forward::Request {
-            conn,
-            expect: expect.unwrap_or(0),
-            identity: identity.clone(),
-            frame: frame.clone(),
-        };
-        let forward = Bytes::from(forward.encode());
+        // Encoded once, when first forwarded: a room this node runs needs none of it.
+        let mut forward: Option<Bytes> = None;
         let subject = self.subject(&room, "req");
         loop {
             if self.owns(&room) {
@@ -428,9 +423,17 @@ impl Node {
                     return follow::reset(self, &room, "it moved to another node");
                 }
                 follow::owner_is(self, &room, self.slot);
-                return own::hand_to_shard(self, &room, conn, identity, frame).await;
+                return own::hand_to_shard(self, &room, conn, Arc::clone(identity), request_id, request)
+                    .await;
             }
-            match self.client.request(subject.clone(), forward.clone()).await {
+            let forward = forward
+                .get_or_insert_with(|| {
+                    let identity = Identity::clone(identity);
+                    let expect = expect.unwrap_or(0);
+                    Bytes::from(Forward::Request { conn, expect, identity, frame: frame.clone() }.encode())
+                })
+                .clone();
+            match self.client.request(subject.clone(), forward).await {
                 Ok(answer) if answer.payload.starts_with(own::ACCEPTED) => {
                     let owner = answer.payload.get(2..4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
                     return follow::owner_is(self, &room, owner);
@@ -439,7 +442,7 @@ impl Node {
                     return follow::reset(self, &room, "it moved to another node");
                 }
                 Ok(_) => {} // the node lost the room meanwhile: ask again
-                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut && !resendable(request) => {
+                Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut && !resendable(&request) => {
                     // The owner may have taken it: sending it again could run it twice.
                     tracing::warn!(room = %room, "a forwarded request was not acknowledged in time");
                     return refuse(

@@ -9,7 +9,7 @@ use roomkit_core::{
     store::{HistoryQuery, HistoryRange, MessageStore},
     ConnId, Identity, Output,
 };
-use roomkit_protocol::{codec, RoomUuid, Shedding};
+use roomkit_protocol::{codec, ops::Request, RoomUuid, Shedding};
 use tokio::{sync::mpsc, task::AbortHandle};
 
 use super::{
@@ -146,7 +146,10 @@ async fn serve(node: std::sync::Weak<Node>, room: RoomUuid, mut requests: async_
                     answer.extend_from_slice(&node.slot.to_be_bytes());
                     let _ = node.client.publish(reply, Bytes::from(answer)).await;
                 }
-                hand_to_shard(&node, &room, conn, &identity, frame).await;
+                // The forwarding node decoded it already: it is well formed.
+                if let Ok(decoded) = codec::decode_request(&frame) {
+                    hand_to_shard(&node, &room, conn, Arc::new(identity), decoded.id, decoded.request).await;
+                }
             }
             Ok(Forward::Gone { conn }) => {
                 if let Some(conns) =
@@ -169,20 +172,14 @@ pub(crate) async fn hand_to_shard(
     node: &Node,
     room: &RoomUuid,
     conn: ConnId,
-    identity: &Identity,
-    frame: Bytes,
+    identity: Arc<Identity>,
+    request_id: u64,
+    request: Request,
 ) {
-    let Ok(decoded) = codec::decode_request(&frame) else { return };
     let runtime = node.runtime();
     let shard = &runtime.shards[shard_of(room, runtime.shards.len())];
-    let msg = ShardMsg::Request {
-        conn,
-        outbox: None,
-        identity: Arc::new(identity.clone()),
-        request_id: decoded.id,
-        request: decoded.request,
-        received: Instant::now(),
-    };
+    let msg =
+        ShardMsg::Request { conn, outbox: None, identity, request_id, request, received: Instant::now() };
     let _ = shard.tx.send(msg).await;
 }
 
