@@ -3,12 +3,13 @@
 //! to read) and over WebSocket on loopback ([`websocket`]); bad input on a real socket
 //! ([`wire`]); JWT logins ([`auth`]); the admin HTTP API ([`admin`]); member paging and
 //! message rates on the wire ([`members_and_rates`]); connection and room caps
-//! ([`quotas`]); keep-alive ([`keepalive`]); an SDK client failing over between two servers
+//! ([`quotas`]); many requests at once ([`bursts`]); keep-alive ([`keepalive`]); an SDK client failing over between two servers
 //! ([`failover`]); and a 2,000-member room over WebSocket ([`large_room`]). The tests of the
 //! `roomkit-server` binary itself live in its package, `roomkit-server-bin`.
 
 mod admin;
 mod auth;
+mod bursts;
 mod cluster;
 mod failover;
 mod history;

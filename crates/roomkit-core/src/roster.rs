@@ -86,6 +86,18 @@ impl Audience {
         self.conns.iter().copied().filter(move |c| Some(*c) != except)
     }
 
+    /// The whole list, [`except`](Self::except) included: a driver that queues several
+    /// events to one list at once walks it once and leaves out each event's `except` itself.
+    pub fn list(&self) -> &[ConnId] {
+        &self.conns
+    }
+
+    /// Whether `other` names the same list, unchanged (whatever each leaves out): outputs
+    /// produced while a room's membership stays the same share their list.
+    pub fn shares_list(&self, other: &Audience) -> bool {
+        Arc::ptr_eq(&self.conns, &other.conns)
+    }
+
     /// Number of receiving connections.
     pub fn len(&self) -> usize {
         let excluded = self.except.is_some_and(|e| self.conns.contains(&e));
@@ -209,6 +221,23 @@ mod tests {
         // The top 7 bits (the control tag) take many values, not one.
         let tags: std::collections::BTreeSet<u64> = hashes.iter().map(|h| h >> 57).collect();
         assert!(tags.len() > 100, "{} tags", tags.len());
+    }
+
+    #[test]
+    fn audiences_share_their_list_until_the_membership_changes() {
+        let mut r = Roster::new(RosterKind::Chatroom);
+        r.push(user("a"), ConnId(1));
+        r.push(user("b"), ConnId(2));
+        let (all, but_a) = (r.audience(None), r.audience(Some(ConnId(1))));
+        assert!(all.shares_list(&but_a));
+        assert_eq!(but_a.list(), &[ConnId(1), ConnId(2)]);
+        assert_eq!(but_a.iter().collect::<Vec<_>>(), vec![ConnId(2)]);
+        // A join while those audiences are held copies the list: later ones name another.
+        r.push(user("c"), ConnId(3));
+        let after = r.audience(None);
+        assert!(!after.shares_list(&all));
+        assert_eq!(all.list(), &[ConnId(1), ConnId(2)]);
+        assert!(!Audience::only(vec![ConnId(1)]).shares_list(&Audience::only(vec![ConnId(1)])));
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
 use roomkit_core::transport::{CloseReason, Frame};
+
+use self::queue::{put, Queue};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
 
 /// How a connection ends.
@@ -118,129 +120,6 @@ impl Bounds {
     }
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    frames: Vec<Frame>,
-    /// The bytes of `frames`, headers included.
-    bytes: usize,
-    /// The bytes of the batch the writer took and has not written yet (see
-    /// [`Outbox::settle`]): they still count against the byte bound.
-    writing: usize,
-    /// The frames that may be shed, by index into `frames`, ascending, with their class
-    /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
-    /// push, not two.
-    marked: Vec<(usize, Shed)>,
-    /// Queued droppable frames.
-    droppable: usize,
-    /// Queued conflated frames.
-    conflated: usize,
-    /// A conflated frame was queued beside another since the last shedding: one room may
-    /// have two.
-    conflate_due: bool,
-    /// A wake-up is due or pending: later frames need not ask for another.
-    scheduled: bool,
-    /// No more frames are accepted.
-    closed: bool,
-    /// How the connection is being closed, once it is. (Boxed: an open connection keeps a
-    /// pointer, not room for a reason.)
-    closing: Option<Box<Closing>>,
-    /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`]).
-    woken: bool,
-    /// The connection's task, waiting in [`Outbox::ready`] or [`Outbox::closed`]: one task
-    /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
-    /// bytes more).
-    waker: Option<Waker>,
-}
-
-impl Queue {
-    /// The bytes the connection would hold (queued and being written) with `len` more, or
-    /// 0 if it holds nothing yet: one frame always fits.
-    fn held_bytes(&self, len: usize) -> usize {
-        let held = self.bytes + self.writing;
-        if held == 0 {
-            0
-        } else {
-            held.saturating_add(len)
-        }
-    }
-
-    /// Drops every droppable frame and every conflated frame with a newer one of its room
-    /// queued; returns how many of each class went.
-    fn shed(&mut self) -> (u64, u64) {
-        let (mut dropped, mut conflated) = (0u64, 0u64);
-        // Newest first: the first conflated frame seen of a room is the one to keep.
-        let mut rooms: Vec<&RoomUuid> = Vec::new();
-        let mut gone = Vec::new();
-        for (i, class) in self.marked.iter().rev() {
-            match class {
-                Shed::Keep => {}
-                Shed::Droppable => {
-                    gone.push(*i);
-                    dropped += 1;
-                }
-                Shed::Conflate(room) if rooms.contains(&room) => {
-                    gone.push(*i);
-                    conflated += 1;
-                }
-                Shed::Conflate(room) => rooms.push(room),
-            }
-        }
-        gone.reverse();
-        self.remove(&gone);
-        self.droppable = 0;
-        self.conflated -= conflated as usize;
-        self.conflate_due = false;
-        (dropped, conflated)
-    }
-
-    /// Removes the queued conflated frames of `room` (a newer one is coming); returns how many.
-    fn supersede(&mut self, room: &RoomUuid) -> u64 {
-        let gone: Vec<usize> = self
-            .marked
-            .iter()
-            .filter(|(_, class)| matches!(class, Shed::Conflate(r) if r == room))
-            .map(|(i, _)| *i)
-            .collect();
-        self.remove(&gone);
-        self.conflated -= gone.len();
-        gone.len() as u64
-    }
-
-    /// Removes the frames at `gone` (ascending indices of marked frames) and their marks,
-    /// and moves the marks left to the frames' new places.
-    fn remove(&mut self, gone: &[usize]) {
-        if gone.is_empty() {
-            return;
-        }
-        let mut next = gone.iter().peekable();
-        let mut index = 0;
-        let mut freed = 0;
-        self.frames.retain(|frame| {
-            let keep = next.peek() != Some(&&index);
-            if !keep {
-                next.next();
-                freed += frame.wire().len();
-            }
-            index += 1;
-            keep
-        });
-        self.bytes -= freed;
-        let mut removed = 0;
-        let mut next = gone.iter().peekable();
-        self.marked.retain_mut(|(i, _)| {
-            while next.peek().is_some_and(|g| **g < *i) {
-                next.next();
-                removed += 1;
-            }
-            if next.peek() == Some(&&*i) {
-                return false;
-            }
-            *i -= removed;
-            true
-        });
-    }
-}
-
 /// The result of [`Outbox::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enqueued {
@@ -253,6 +132,19 @@ pub(crate) enum Enqueued {
     Shed,
     /// Not queued: the connection is closing.
     Refused,
+}
+
+/// What [`Outbox::admit`] decided for one frame.
+enum Admit {
+    /// Queue it ([`put`]).
+    Take,
+    /// Not queued; the connection stays.
+    Shed,
+    /// Not queued: the connection is closing.
+    Closed,
+    /// Not queued, and the connection must close as a slow consumer: this many frames (the
+    /// backlog and this one) were dropped.
+    Overflow(u64),
 }
 
 fn count_shed(class: &'static str, n: u64) {
@@ -382,20 +274,68 @@ impl Outbox {
     /// Queues a frame of class `shed` without waking the writer; see [`Enqueued`].
     pub(crate) fn enqueue(&self, frame: Frame, shed: Shed) -> Enqueued {
         let mut queue = self.0.queue.lock().expect("not poisoned");
-        if queue.closed {
-            return Enqueued::Refused;
+        match self.admit(&mut queue, frame.wire().len(), &shed) {
+            Admit::Take if put(&mut queue, frame, &shed) => Enqueued::NeedsWake,
+            Admit::Take => Enqueued::Queued,
+            Admit::Shed => Enqueued::Shed,
+            Admit::Closed => Enqueued::Refused,
+            Admit::Overflow(dropped) => {
+                drop(queue);
+                self.overflowed(dropped);
+                Enqueued::Refused
+            }
         }
-        let len = frame.wire().len();
-        if self.past_watermark(&queue, len) {
+    }
+
+    /// Queues the frames of `items` (`frame_of` each) in order under one lock, as
+    /// [`enqueue`](Self::enqueue) would one by one (what a shard's wake-up has for this
+    /// connection: one lock per burst, not per frame); `queued` is called with each item
+    /// whose frame was queued. Stops at the first frame refused because the connection
+    /// closed. Returns whether the writer needs a wake ([`Enqueued::NeedsWake`] for one of
+    /// them).
+    pub(crate) fn enqueue_all<'a, T: 'a>(
+        &self,
+        items: impl Iterator<Item = &'a T>,
+        frame_of: impl Fn(&'a T) -> (&'a Frame, &'a Shed),
+        mut queued: impl FnMut(&'a T),
+    ) -> bool {
+        let mut wake = false;
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        for item in items {
+            let (frame, shed) = frame_of(item);
+            match self.admit(&mut queue, frame.wire().len(), shed) {
+                Admit::Take => {
+                    wake |= put(&mut queue, frame.clone(), shed);
+                    queued(item);
+                }
+                Admit::Shed => {}
+                Admit::Closed => break,
+                Admit::Overflow(dropped) => {
+                    drop(queue);
+                    self.overflowed(dropped);
+                    return wake;
+                }
+            }
+        }
+        wake
+    }
+
+    /// Whether a frame of `len` bytes and class `shed` may be queued, shedding what the
+    /// policy sheds on the way; on [`Admit::Overflow`] the queue is closed and emptied.
+    fn admit(&self, queue: &mut Queue, len: usize, shed: &Shed) -> Admit {
+        if queue.closed {
+            return Admit::Closed;
+        }
+        if self.past_watermark(queue, len) {
             if queue.droppable > 0 || queue.conflate_due {
                 let (dropped, conflated) = queue.shed();
                 count_shed("droppable", dropped);
                 count_shed("conflate", conflated);
             }
-            match &shed {
-                Shed::Droppable if self.past_watermark(&queue, len) => {
+            match shed {
+                Shed::Droppable if self.past_watermark(queue, len) => {
                     count_shed(shed.label(), 1);
-                    return Enqueued::Shed;
+                    return Admit::Shed;
                 }
                 Shed::Conflate(room) if queue.conflated > 0 => {
                     let gone = queue.supersede(room);
@@ -404,12 +344,12 @@ impl Outbox {
                 _ => {}
             }
         }
-        let full = self.full(&queue, len);
-        if full && shed != Shed::Keep {
+        let full = self.full(queue, len);
+        if full && *shed != Shed::Keep {
             // A digest (or a low-priority message) that does not fit is not worth the
             // connection: the next digest carries the exact counts.
             count_shed(shed.label(), 1);
-            return Enqueued::Shed;
+            return Admit::Shed;
         }
         if full {
             queue.closed = true;
@@ -418,32 +358,18 @@ impl Outbox {
             queue.frames = Vec::new();
             queue.marked = Vec::new();
             queue.bytes = 0;
-            drop(queue);
-            metrics::counter!("roomkit_queue_drops_total").increment(dropped);
-            let reason = CloseReason::new(Code::SLOW_CONSUMER, "send queue full: reconnect and resume");
-            if self.close(reason, false) {
-                metrics::counter!("roomkit_slow_consumer_closes_total").increment(1);
-            }
-            return Enqueued::Refused;
+            return Admit::Overflow(dropped);
         }
-        match &shed {
-            Shed::Keep => {}
-            Shed::Droppable => queue.droppable += 1,
-            Shed::Conflate(_) => {
-                queue.conflate_due |= queue.conflated > 0;
-                queue.conflated += 1;
-            }
-        }
-        if shed != Shed::Keep {
-            let at = queue.frames.len();
-            queue.marked.push((at, shed));
-        }
-        queue.frames.push(frame);
-        queue.bytes += len;
-        if std::mem::replace(&mut queue.scheduled, true) {
-            Enqueued::Queued
-        } else {
-            Enqueued::NeedsWake
+        Admit::Take
+    }
+
+    /// After [`Admit::Overflow`], with the queue unlocked: the connection closes as a slow
+    /// consumer.
+    fn overflowed(&self, dropped: u64) {
+        metrics::counter!("roomkit_queue_drops_total").increment(dropped);
+        let reason = CloseReason::new(Code::SLOW_CONSUMER, "send queue full: reconnect and resume");
+        if self.close(reason, false) {
+            metrics::counter!("roomkit_slow_consumer_closes_total").increment(1);
         }
     }
 
@@ -557,5 +483,6 @@ fn shrink<T>(v: &mut Vec<T>) {
     *v = Vec::new();
 }
 
+mod queue;
 #[cfg(test)]
 mod tests;

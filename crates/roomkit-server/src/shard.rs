@@ -23,8 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     clock::now_ms,
     cluster::Node,
-    outbox::{Enqueued, Outbox, ReadSlot, Shed},
+    outbox::{Outbox, ReadSlot, Shed},
 };
+
+mod burst;
 
 /// A job run on a shard's registry, with the current time.
 pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;
@@ -96,6 +98,9 @@ struct ShardState {
     registry: RoomRegistry,
     store: Arc<dyn MessageStore>,
     outboxes: ConnMap<Outbox>,
+    /// This wake-up's events to one member list, held to be queued member by member (see
+    /// `burst`).
+    burst: Option<burst::Burst>,
     /// Connections queued to during this wake-up and not woken yet; woken at its end, or
     /// as soon as there are `wake_batch` of them.
     wake: Vec<Outbox>,
@@ -136,6 +141,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         registry,
         store: setup.store,
         outboxes: ConnMap::default(),
+        burst: None,
         wake: Vec::new(),
         wake_batch: setup.wake_batch.max(1),
         reads_in_flight: setup.reads_in_flight.max(1),
@@ -309,6 +315,7 @@ impl ShardState {
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now);
         }
+        self.queue_burst();
         for (op, received) in self.timings.drain(..) {
             metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
         }
@@ -354,29 +361,6 @@ impl ShardState {
         }
     }
 
-    fn send(&mut self, conn: ConnId, frame: Frame) -> bool {
-        self.send_as(conn, frame, Shed::Keep)
-    }
-
-    /// Queues `frame` of shedding class `shed` for `conn`; false if it was not queued.
-    fn send_as(&mut self, conn: ConnId, frame: Frame, shed: Shed) -> bool {
-        let Some(outbox) = self.outboxes.get(&conn) else { return false };
-        match outbox.enqueue(frame, shed) {
-            Enqueued::NeedsWake => {
-                self.wake.push(outbox.clone());
-                if self.wake.len() >= self.wake_batch {
-                    // A burst to a large room must not wait for the whole room to be queued:
-                    // the writers queued to so far start now (a writer that took its queue
-                    // asks for a new wake with its next frame, so nothing waits unwoken).
-                    self.wake_writers();
-                }
-                true
-            }
-            Enqueued::Queued => true,
-            Enqueued::Shed | Enqueued::Refused => false,
-        }
-    }
-
     fn dispatch(&mut self, output: Output, now: u64) {
         if let Some(node) = &self.cluster {
             let room = match &output {
@@ -397,17 +381,12 @@ impl ShardState {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
                 // Encoded and framed once; every recipient's queue holds the same buffer.
                 let frame = Frame::from(codec::encode_event(&event));
-                let shed = Shed::of(&event);
-                let mut queued = 0u64;
-                for conn in audience.iter() {
-                    queued += u64::from(self.send_as(conn, frame.clone(), shed.clone()));
-                }
-                metrics::counter!("roomkit_events_out_total").increment(queued);
-                if is_message {
-                    metrics::counter!("roomkit_messages_out_total").increment(queued);
-                }
+                self.deliver(audience, frame, Shed::of(&event), is_message);
             }
             Output::History { conn, request_id, room_uuid, read } => {
+                // The read's answer is queued by another task, at any time: what precedes it
+                // is queued first.
+                self.queue_burst();
                 let reserved = self.take_reserved(conn, request_id);
                 let Some(outbox) = self.outboxes.get(&conn) else { return };
                 let Some(slot) = reserved.or_else(|| outbox.begin_read(self.reads_in_flight)) else {

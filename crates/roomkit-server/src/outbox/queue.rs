@@ -1,0 +1,153 @@
+//! The frames a connection's [`Outbox`](super::Outbox) holds, with the bookkeeping its
+//! shedding policy reads (what may be shed, the bytes held) and the operations that keep that
+//! bookkeeping true as frames come and go.
+
+use std::task::Waker;
+
+use roomkit_core::transport::Frame;
+use roomkit_protocol::RoomUuid;
+
+use super::{Closing, Shed};
+
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    pub(super) frames: Vec<Frame>,
+    /// The bytes of `frames`, headers included.
+    pub(super) bytes: usize,
+    /// The bytes of the batch the writer took and has not written yet (see
+    /// [`Outbox::settle`]): they still count against the byte bound.
+    pub(super) writing: usize,
+    /// The frames that may be shed, by index into `frames`, ascending, with their class
+    /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
+    /// push, not two.
+    pub(super) marked: Vec<(usize, Shed)>,
+    /// Queued droppable frames.
+    pub(super) droppable: usize,
+    /// Queued conflated frames.
+    pub(super) conflated: usize,
+    /// A conflated frame was queued beside another since the last shedding: one room may
+    /// have two.
+    pub(super) conflate_due: bool,
+    /// A wake-up is due or pending: later frames need not ask for another.
+    pub(super) scheduled: bool,
+    /// No more frames are accepted.
+    pub(super) closed: bool,
+    /// How the connection is being closed, once it is. (Boxed: an open connection keeps a
+    /// pointer, not room for a reason.)
+    pub(super) closing: Option<Box<Closing>>,
+    /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`]).
+    pub(super) woken: bool,
+    /// The connection's task, waiting in [`Outbox::ready`] or [`Outbox::closed`]: one task
+    /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
+    /// bytes more).
+    pub(super) waker: Option<Waker>,
+}
+
+impl Queue {
+    /// The bytes the connection would hold (queued and being written) with `len` more, or
+    /// 0 if it holds nothing yet: one frame always fits.
+    pub(super) fn held_bytes(&self, len: usize) -> usize {
+        let held = self.bytes + self.writing;
+        if held == 0 {
+            0
+        } else {
+            held.saturating_add(len)
+        }
+    }
+
+    /// Drops every droppable frame and every conflated frame with a newer one of its room
+    /// queued; returns how many of each class went.
+    pub(super) fn shed(&mut self) -> (u64, u64) {
+        let (mut dropped, mut conflated) = (0u64, 0u64);
+        // Newest first: the first conflated frame seen of a room is the one to keep.
+        let mut rooms: Vec<&RoomUuid> = Vec::new();
+        let mut gone = Vec::new();
+        for (i, class) in self.marked.iter().rev() {
+            match class {
+                Shed::Keep => {}
+                Shed::Droppable => {
+                    gone.push(*i);
+                    dropped += 1;
+                }
+                Shed::Conflate(room) if rooms.contains(&room) => {
+                    gone.push(*i);
+                    conflated += 1;
+                }
+                Shed::Conflate(room) => rooms.push(room),
+            }
+        }
+        gone.reverse();
+        self.remove(&gone);
+        self.droppable = 0;
+        self.conflated -= conflated as usize;
+        self.conflate_due = false;
+        (dropped, conflated)
+    }
+
+    /// Removes the queued conflated frames of `room` (a newer one is coming); returns how many.
+    pub(super) fn supersede(&mut self, room: &RoomUuid) -> u64 {
+        let gone: Vec<usize> = self
+            .marked
+            .iter()
+            .filter(|(_, class)| matches!(class, Shed::Conflate(r) if r == room))
+            .map(|(i, _)| *i)
+            .collect();
+        self.remove(&gone);
+        self.conflated -= gone.len();
+        gone.len() as u64
+    }
+
+    /// Removes the frames at `gone` (ascending indices of marked frames) and their marks,
+    /// and moves the marks left to the frames' new places.
+    pub(super) fn remove(&mut self, gone: &[usize]) {
+        if gone.is_empty() {
+            return;
+        }
+        let mut next = gone.iter().peekable();
+        let mut index = 0;
+        let mut freed = 0;
+        self.frames.retain(|frame| {
+            let keep = next.peek() != Some(&&index);
+            if !keep {
+                next.next();
+                freed += frame.wire().len();
+            }
+            index += 1;
+            keep
+        });
+        self.bytes -= freed;
+        let mut removed = 0;
+        let mut next = gone.iter().peekable();
+        self.marked.retain_mut(|(i, _)| {
+            while next.peek().is_some_and(|g| **g < *i) {
+                next.next();
+                removed += 1;
+            }
+            if next.peek() == Some(&&*i) {
+                return false;
+            }
+            *i -= removed;
+            true
+        });
+    }
+}
+
+/// Queues an admitted frame; returns whether the writer needs a wake (the first frame since
+/// it last took the queue).
+pub(super) fn put(queue: &mut Queue, frame: Frame, shed: &Shed) -> bool {
+    match shed {
+        Shed::Keep => {}
+        Shed::Droppable => queue.droppable += 1,
+        Shed::Conflate(_) => {
+            queue.conflate_due |= queue.conflated > 0;
+            queue.conflated += 1;
+        }
+    }
+    if *shed != Shed::Keep {
+        let at = queue.frames.len();
+        queue.marked.push((at, shed.clone()));
+    }
+    queue.bytes += frame.wire().len();
+    queue.frames.push(frame);
+    !std::mem::replace(&mut queue.scheduled, true)
+}
