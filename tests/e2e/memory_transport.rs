@@ -60,3 +60,26 @@ async fn close_reason_is_set_before_the_peer_is_woken() {
     let seen = probe.seen.lock().expect("not poisoned").take().expect("the close woke the reader");
     assert_eq!(seen, Err(TransportError::Closed(Some(reason))));
 }
+
+/// `recv_many` takes what is queued, in order and up to its bound, skips the transport's own
+/// answers to pings, waits for the first frame like `recv`, and ends like it.
+#[tokio::test(flavor = "current_thread")]
+async fn recv_many_takes_a_burst_in_order_up_to_its_bound() {
+    use roomkit_core::transport::Frame;
+    let (mut listener, connector) = roomkit_transport_memory::transport();
+    let (server, client) = tokio::join!(listener.accept(), connector.connect());
+    let (mut server, mut client) = (server.expect("accept"), client.expect("connect"));
+    let frames: Vec<Frame> = (0..5).map(|n| Frame::from(format!("{n}").as_str())).collect();
+    // A ping of the client's own is answered into its stream; recv_many leaves it out.
+    client.sink.send(&[Frame::ping()]).await.expect("ping");
+    server.sink.send(&frames).await.expect("sent");
+    let mut got = Vec::new();
+    assert_eq!(client.stream.recv_many(&mut got, 3).await, Ok(3));
+    assert_eq!(client.stream.recv_many(&mut got, 10).await, Ok(2));
+    assert_eq!(got, [&b"0"[..], b"1", b"2", b"3", b"4"]);
+    let waiting = client.stream.recv_many(&mut got, 10);
+    tokio::pin!(waiting);
+    assert!(futures::poll!(&mut waiting).is_pending(), "nothing more was sent");
+    server.sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await.expect("close");
+    assert!(matches!(waiting.await, Err(TransportError::Closed(Some(_)))));
+}

@@ -167,6 +167,16 @@ pub trait FrameStream: Send {
     /// returns `Err(Closed)` too.
     async fn recv(&mut self) -> Result<Bytes, TransportError>;
 
+    /// Like [`recv`](Self::recv) (it waits for the first frame the same way), but also takes
+    /// the frames already there behind it, up to `max` in all, appending them to `into`;
+    /// returns how many. A reader that keeps up with bursts takes each whole, at one call
+    /// per burst rather than per frame. The default takes one.
+    async fn recv_many(&mut self, into: &mut Vec<Bytes>, max: usize) -> Result<usize, TransportError> {
+        let _ = max;
+        into.push(self.recv().await?);
+        Ok(1)
+    }
+
     /// Like [`recv`](Self::recv), but also returns `Ok(None)` when the peer showed it is alive
     /// without sending a frame: it answered a keep-alive ping ([`Frame::ping`]), or pinged.
     /// A driver that closes silent connections counts both as signs of life. The default,
