@@ -45,12 +45,14 @@ impl Publish for Publisher<'_> {
     }
 }
 
-/// Hands the text of each chatroom message in `frame` to `receiver`.
-pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) {
+/// Hands the text of each chatroom message in `frame` to `receiver`; returns whether `frame`
+/// was a chatroom message event (the readers count other frames, to see when the joins'
+/// events have settled).
+pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) -> bool {
     const EVENT: &[u8] = b"{\"event\":\"chatroom_messages_received\"";
     const TEXT: &[u8] = b"\"text\":\"";
     if !frame.starts_with(EVENT) {
-        return;
+        return false;
     }
     // One event may carry several messages, each with its text.
     let mut rest = frame;
@@ -60,9 +62,11 @@ pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) {
         rest = &rest[at + TEXT.len()..];
         receiver.observe(rest);
     }
+    true
 }
 
-/// Reads the publisher's frames until the connection ends, counting them.
+/// Reads the publisher's frames until the connection ends, counting those that are not chatroom
+/// messages.
 pub(crate) fn spawn_reader(
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut receiver: Receiver,
@@ -71,14 +75,15 @@ pub(crate) fn spawn_reader(
     tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             let Message::Text(text) = msg else { continue };
-            frames.fetch_add(1, Ordering::Relaxed);
-            observe(text.as_bytes(), &mut receiver);
+            if !observe(text.as_bytes(), &mut receiver) {
+                frames.fetch_add(1, Ordering::Relaxed);
+            }
         }
     })
 }
 
 /// Reads a receiving member's frames (see [`RawMember`]) until the connection ends, counting
-/// every frame and handing the text of each chatroom message to `receiver`.
+/// the frames other than chatroom messages and handing the text of each message to `receiver`.
 pub(crate) fn spawn_raw_reader(
     mut member: RawMember,
     mut receiver: Receiver,
@@ -86,8 +91,9 @@ pub(crate) fn spawn_raw_reader(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(text) = member.next_text().await {
-            frames.fetch_add(1, Ordering::Relaxed);
-            observe(&text, &mut receiver);
+            if !observe(&text, &mut receiver) {
+                frames.fetch_add(1, Ordering::Relaxed);
+            }
         }
     })
 }

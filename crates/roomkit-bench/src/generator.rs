@@ -58,28 +58,36 @@ fn digits(bytes: &[u8]) -> Option<u64> {
     bytes.iter().try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
-/// What every receiver of one run adds to.
+/// What every receiver of one run adds to: each receiver counts in counters of its own
+/// (one writer each, on a cache line of its own: thousands of receivers on several threads
+/// would otherwise all write to one line), and the run sums them when it looks.
 pub(crate) struct Deliveries {
+    /// The clock latency texts are stamped against.
+    pub(crate) epoch: Instant,
+    receivers: Mutex<Vec<Arc<Counts>>>,
+}
+
+/// One receiver's counts and latency histogram.
+#[repr(align(128))]
+#[derive(Default)]
+struct Counts {
     /// Texts delivered, in order or not.
-    pub(crate) delivered: AtomicU64,
-    /// Texts that arrived at or past their receiver's next expected sequence number.
+    delivered: AtomicU64,
+    /// Texts that arrived at or past the receiver's next expected sequence number.
     in_order: AtomicU64,
     /// Texts that arrived below it.
     out_of_order: AtomicU64,
-    /// The clock latency texts are stamped against.
-    pub(crate) epoch: Instant,
-    histograms: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
+    histogram: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Adds one to a counter only its receiver writes (no read-modify-write instruction needed).
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Deliveries {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            delivered: AtomicU64::new(0),
-            in_order: AtomicU64::new(0),
-            out_of_order: AtomicU64::new(0),
-            epoch: Instant::now(),
-            histograms: Mutex::new(Vec::new()),
-        })
+        Arc::new(Self { epoch: Instant::now(), receivers: Mutex::new(Vec::new()) })
     }
 
     /// A new receiver's state, expecting sequence number 1 first.
@@ -94,32 +102,48 @@ impl Deliveries {
     }
 
     fn receiver_of(self: &Arc<Self>, group: Option<Arc<AtomicU64>>) -> Receiver {
-        let histogram = Arc::new(Mutex::new(Histogram::new(3).expect("histogram")));
-        self.histograms.lock().expect("not poisoned").push(Arc::clone(&histogram));
-        Receiver { next: 1, histogram, shared: Arc::clone(self), group }
+        let counts = Arc::new(Counts {
+            histogram: Mutex::new(Some(Histogram::new(3).expect("histogram"))),
+            ..Counts::default()
+        });
+        self.receivers.lock().expect("not poisoned").push(Arc::clone(&counts));
+        Receiver { next: 1, counts, shared: Arc::clone(self), group }
+    }
+
+    /// Texts delivered so far, over every receiver.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.sum(|c| &c.delivered)
+    }
+
+    fn sum(&self, counter: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+        self.receivers.lock().expect("not poisoned").iter().map(|c| counter(c).load(Ordering::Relaxed)).sum()
     }
 
     fn reset_histograms(&self) {
-        for h in self.histograms.lock().expect("not poisoned").iter() {
-            h.lock().expect("not poisoned").reset();
+        for c in self.receivers.lock().expect("not poisoned").iter() {
+            if let Some(h) = c.histogram.lock().expect("not poisoned").as_mut() {
+                h.reset();
+            }
         }
     }
 
     fn merged_histogram(&self) -> Histogram<u64> {
         let mut merged = Histogram::<u64>::new(3).expect("histogram");
-        for h in self.histograms.lock().expect("not poisoned").iter() {
-            merged.add(&*h.lock().expect("not poisoned")).expect("same bounds");
+        for c in self.receivers.lock().expect("not poisoned").iter() {
+            if let Some(h) = c.histogram.lock().expect("not poisoned").as_ref() {
+                merged.add(h).expect("same bounds");
+            }
         }
         merged
     }
 }
 
-/// One receiver's view of the sequence, and its latency histogram.
+/// One receiver's view of the sequence, and its counts.
 pub(crate) struct Receiver {
     next: u64,
-    histogram: Arc<Mutex<Histogram<u64>>>,
+    counts: Arc<Counts>,
     shared: Arc<Deliveries>,
-    /// Where this receiver's deliveries are counted besides `shared`, if anywhere.
+    /// Where this receiver's deliveries are counted besides its own counts, if anywhere.
     group: Option<Arc<AtomicU64>>,
 }
 
@@ -127,22 +151,24 @@ impl Receiver {
     /// Counts one delivered text: `text` starts with the publisher's text (anything after it,
     /// such as the rest of a JSON event, is ignored).
     pub(crate) fn observe(&mut self, text: &[u8]) {
-        let shared = &*self.shared;
-        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        let counts = &*self.counts;
+        bump(&counts.delivered);
         if let Some(group) = &self.group {
             group.fetch_add(1, Ordering::Relaxed);
         }
         let Some(seq) = text.get(1..=SEQ_DIGITS).and_then(digits) else { return };
         if seq >= self.next {
             self.next = seq + 1;
-            shared.in_order.fetch_add(1, Ordering::Relaxed);
+            bump(&counts.in_order);
         } else {
-            shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+            bump(&counts.out_of_order);
         }
         if text.first() == Some(&b'L') {
             if let Some(sent) = text.get(1 + SEQ_DIGITS..1 + SEQ_DIGITS + STAMP_DIGITS).and_then(digits) {
-                let now = shared.epoch.elapsed().as_nanos() as u64;
-                let _ = self.histogram.lock().expect("not poisoned").record(now.saturating_sub(sent).max(1));
+                let now = self.shared.epoch.elapsed().as_nanos() as u64;
+                if let Some(h) = counts.histogram.lock().expect("not poisoned").as_mut() {
+                    let _ = h.record(now.saturating_sub(sent).max(1));
+                }
             }
         }
     }
@@ -234,17 +260,13 @@ impl<'a, P: Publish> Run<'a, P> {
 
     fn counts(&self) -> (u64, u64, u64) {
         let d = self.deliveries;
-        (
-            d.delivered.load(Ordering::Relaxed),
-            d.in_order.load(Ordering::Relaxed),
-            d.out_of_order.load(Ordering::Relaxed),
-        )
+        (d.delivered(), d.sum(|c| &c.in_order), d.sum(|c| &c.out_of_order))
     }
 
     /// Waits until `target` deliveries have been counted, or `limit` passes.
     async fn drain(&self, target: u64, limit: Duration, poll: Duration) {
         let deadline = Instant::now() + limit;
-        while self.deliveries.delivered.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+        while self.deliveries.delivered() < target && Instant::now() < deadline {
             tokio::time::sleep(poll).await;
         }
     }
@@ -264,9 +286,7 @@ impl<'a, P: Publish> Run<'a, P> {
                 self.publisher.flush().await?;
                 pb.set_position(sent);
                 let stalled = Instant::now() + Duration::from_secs(30);
-                while self.deliveries.delivered.load(Ordering::Relaxed) - base + FANOUT_WINDOW * receivers
-                    < sent * receivers
-                {
+                while self.deliveries.delivered() - base + FANOUT_WINDOW * receivers < sent * receivers {
                     if Instant::now() > stalled {
                         return Err(format!("fan-out: deliveries stalled after {sent} messages"));
                     }
@@ -344,9 +364,9 @@ mod tests {
             receiver.observe(fanout_text(seq).as_bytes());
         }
         // 3 was skipped when 4 arrived: four in order out of five sent, one out of order.
-        assert_eq!(deliveries.delivered.load(Ordering::Relaxed), 5);
-        assert_eq!(deliveries.in_order.load(Ordering::Relaxed), 4);
-        assert_eq!(deliveries.out_of_order.load(Ordering::Relaxed), 1);
+        assert_eq!(deliveries.delivered(), 5);
+        assert_eq!(deliveries.sum(|c| &c.in_order), 4);
+        assert_eq!(deliveries.sum(|c| &c.out_of_order), 1);
     }
 
     #[test]
@@ -367,6 +387,6 @@ mod tests {
         outside.observe(fanout_text(1).as_bytes());
         inside.observe(fanout_text(2).as_bytes());
         assert_eq!(group.load(Ordering::Relaxed), 2);
-        assert_eq!(deliveries.delivered.load(Ordering::Relaxed), 3);
+        assert_eq!(deliveries.delivered(), 3);
     }
 }

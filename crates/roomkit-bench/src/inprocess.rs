@@ -1,8 +1,9 @@
 //! In-process fan-out: the server as a library, its members over the in-memory transport, the
 //! same generator (one publisher, S-1 receivers, 100-byte texts) — what the server's own path
 //! costs (core, shard, queues, writers) without sockets or a kernel. `--in-process` runs it at
-//! `--sizes`: one room on one shard, then two rooms (their fan-outs at once) on one shard and
-//! on two, which shows what a second shard adds.
+//! `--sizes`, each run on a runtime of its own pinned to its CPUs: one room on one shard on
+//! one CPU, the same on two CPUs, and two rooms (their fan-outs at once) on two shards on two
+//! CPUs — which shows what a second core adds when the work can be split.
 
 use std::{
     sync::{
@@ -25,6 +26,9 @@ use crate::{
     generator::{Deliveries, Publish, Run},
     settle, Options,
 };
+
+/// Most frames a receiver takes from its connection at once.
+const RECV_MANY: usize = 256;
 
 /// The publisher: its texts become `send_text_message` requests, sent in batches.
 struct Publisher<'a> {
@@ -75,10 +79,38 @@ fn room_names(size: usize, rooms: usize, shards: usize) -> Vec<String> {
     names
 }
 
+/// [`run_size`] on a runtime of its own whose threads (one worker per CPU) may use only `cpus`.
+pub(crate) fn run_on(
+    cpus: &[usize],
+    size: usize,
+    rooms: usize,
+    shards: usize,
+    o: &Options,
+) -> Result<Value, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if !cpus.is_empty() {
+                    crate::pin::pin_this_thread(cpus)?;
+                }
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cpus.len().max(1))
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))?;
+                let mut row = runtime.block_on(run_size(size, rooms, shards, o))?;
+                row["cpus"] = json!(cpus.len());
+                Ok(row)
+            })
+            .join()
+            .map_err(|_| "the in-process run panicked".to_owned())?
+    })
+}
+
 /// One run: the server in this process with `shards` shards and no rate limits, `rooms`
 /// rooms of `size` members each (one publisher and `size - 1` receivers per room), every
 /// room's fan-out at once.
-pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Options) -> Result<Value, String> {
+async fn run_size(size: usize, rooms: usize, shards: usize, o: &Options) -> Result<Value, String> {
     let mut config = ServerConfig::default();
     config.shards = shards;
     config.rate_limit = RateLimit { per_second: 100_000_000, burst: 100_000_000, close_after: 100 };
@@ -117,9 +149,14 @@ pub(crate) async fn run_size(size: usize, rooms: usize, shards: usize, o: &Optio
             readers.push(tokio::spawn(async move {
                 // The whole connection moves in: a dropped sink would end it.
                 let Connection { sink: _sink, mut stream, .. } = c;
-                while let Ok(frame) = stream.recv().await {
-                    frames.fetch_add(1, Ordering::Relaxed);
-                    observe(&frame, &mut receiver);
+                // A burst at a time, as the server's own readers would take it.
+                let mut burst = Vec::with_capacity(RECV_MANY);
+                while stream.recv_many(&mut burst, RECV_MANY).await.is_ok() {
+                    for frame in burst.drain(..) {
+                        if !observe(&frame, &mut receiver) {
+                            frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }));
         }

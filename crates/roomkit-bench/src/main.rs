@@ -174,11 +174,17 @@ fn options() -> Result<Options, String> {
 }
 
 /// The in-process fan-out at each of `--sizes`, and its table.
-async fn in_process(o: &Options) -> Vec<Value> {
+fn in_process(o: &Options) -> Vec<Value> {
+    let cpus = pin::usable_cpus();
+    let (one, two) = match cpus[..] {
+        [a, b, ..] => (vec![a], vec![a, b]),
+        [a] => (vec![a], vec![a]),
+        [] => (Vec::new(), Vec::new()),
+    };
     let mut rows = Vec::new();
     for &size in &o.sizes {
-        for (rooms, shards) in [(1, 1), (2, 1), (2, 2)] {
-            match inprocess::run_size(size, rooms, shards, o).await {
+        for (rooms, shards, cpus) in [(1, 1, &one), (1, 1, &two), (2, 2, &two)] {
+            match inprocess::run_on(cpus, size, rooms, shards, o) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     eprintln!("in-process fan-out of {rooms} x {size} on {shards} shard(s): {e}");
@@ -187,17 +193,18 @@ async fn in_process(o: &Options) -> Vec<Value> {
             }
         }
     }
-    println!("in-process fan-out (in-memory transport, generator in the same process):");
+    println!("in-process fan-out (in-memory transport, generator in the same process, one worker per CPU):");
     println!(
-        "{:>8} {:>6} {:>7} {:>16} {:>12} {:>6}",
-        "members", "rooms", "shards", "deliveries/s", "process CPU", "lost"
+        "{:>8} {:>6} {:>7} {:>5} {:>16} {:>12} {:>6}",
+        "members", "rooms", "shards", "CPUs", "deliveries/s", "process CPU", "lost"
     );
     for r in &rows {
         println!(
-            "{:>8} {:>6} {:>7} {:>16.0} {:>11.2}s {:>6}",
+            "{:>8} {:>6} {:>7} {:>5} {:>16.0} {:>11.2}s {:>6}",
             r["members"].as_u64().unwrap_or(0),
             r["rooms"].as_u64().unwrap_or(0),
             r["shards"].as_u64().unwrap_or(0),
+            r["cpus"].as_u64().unwrap_or(0),
             r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
             r["process_cpu_secs"].as_f64().unwrap_or(0.0),
             r["fanout_lost"].as_u64().unwrap_or(0) + r["fanout_out_of_order"].as_u64().unwrap_or(0),
@@ -258,7 +265,7 @@ async fn main() {
         }
     }
     if options.in_process {
-        rows.extend(in_process(&options).await);
+        rows.extend(tokio::task::block_in_place(|| in_process(&options)));
     }
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);

@@ -74,6 +74,31 @@ pub(crate) fn pin_generator() -> Plan {
     Plan { original, pinning }
 }
 
+/// The CPUs this process may use, in order (empty if they cannot be read).
+pub(crate) fn usable_cpus() -> Vec<usize> {
+    allowed_cpus("self").and_then(|list| parse_cpu_list(&list)).unwrap_or_default()
+}
+
+/// Pins the calling thread (not the whole process) to `cpus`; threads it starts afterwards
+/// inherit the affinity.
+pub(crate) fn pin_this_thread(cpus: &[usize]) -> Result<(), String> {
+    let me =
+        std::fs::read_link("/proc/thread-self").map_err(|e| format!("cannot find this thread's id: {e}"))?;
+    let tid = me.file_name().and_then(|t| t.to_str()).ok_or("cannot read this thread's id")?.to_owned();
+    let list = cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &list, &tid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset (util-linux) could not be started: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -p -c {list} {tid} failed ({status})"))
+    }
+}
+
 /// `program`, to be started on `cpu` when given.
 pub(crate) fn command(program: &std::path::Path, cpu: Option<usize>) -> tokio::process::Command {
     tokio::process::Command::from(std_command(program, cpu))
