@@ -1,7 +1,7 @@
 //! One client connection, one task: its reading half logs in and routes requests, and its
 //! writing half, beside it in the same task, drains the bounded send queue in batches.
 
-use std::{sync::Arc, time::Instant};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use crate::{
     keepalive::Clock,
@@ -27,7 +27,7 @@ pub(crate) fn run(
     conn_id: ConnId,
     connection: Connection,
     shared: Arc<ServerShared>,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     let Connection { sink, stream, peer } = connection;
     tracing::debug!(conn = conn_id.0, %peer, "connection opened");
     metrics::counter!("roomkit_connections_total").increment(1);
@@ -51,7 +51,7 @@ fn serve(
     mut sink: Box<dyn FrameSink>,
     mut stream: Box<dyn FrameStream>,
     peer: Box<str>,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     async move {
         let (outbox, shared) = (reader.outbox.clone(), Arc::clone(&reader.shared));
         // The writing half runs beside the reading half in this one task: a reader that waits
@@ -60,13 +60,14 @@ fn serve(
             let write = write_lane(&mut sink, &outbox, &shared.clock);
             tokio::pin!(write);
             let read_ended = {
-                let read = reader.run(&mut stream);
-                tokio::pin!(read);
-                tokio::select! {
-                    biased;
-                    wrote = &mut write => Err(wrote),
-                    () = &mut read => Ok(()),
-                }
+                // Polled by hand, the writing half first: a `select!` keeps a copy of its
+                // futures' pins and its own state in the task.
+                let (mut writing, mut read) = (write.as_mut(), std::pin::pin!(reader.run(&mut stream)));
+                std::future::poll_fn(move |cx| match writing.as_mut().poll(cx) {
+                    std::task::Poll::Ready(wrote) => std::task::Poll::Ready(Err(wrote)),
+                    std::task::Poll::Pending => read.as_mut().poll(cx).map(Ok),
+                })
+                .await
             };
             match read_ended {
                 Err(wrote) => wrote,
@@ -112,10 +113,7 @@ impl Reader {
     /// Reads and handles the peer's frames until the stream ends, the connection breaks a
     /// rule (the close is then set), or it is closing.
     #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice
-    fn run<'a>(
-        &'a mut self,
-        stream: &'a mut Box<dyn FrameStream>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+    fn run<'a>(&'a mut self, stream: &'a mut Box<dyn FrameStream>) -> impl Future<Output = ()> + Send + 'a {
         async move {
             // Boxed, and dropped once logged in: a logged-in idle member keeps no timer.
             let mut login_deadline = Some(Box::pin(tokio::time::sleep(self.shared.config.login_timeout)));
@@ -123,41 +121,59 @@ impl Reader {
                 if self.identity.is_some() {
                     login_deadline = None;
                 }
-                let received = tokio::select! {
-                    biased;
-                    () = async { login_deadline.as_mut().expect("checked").await }, if login_deadline.is_some() => {
-                        self.outbox.close(CloseReason::new(Code::UNAUTHENTICATED, "no login within the login timeout"), true);
+                // What was received does not outlive this block, so the handling of a frame
+                // does not keep its room beside the boxed handler.
+                let frame = {
+                    // Until the login, the wait also watches the login timer: boxed, so that a
+                    // logged-in member's task does not carry it.
+                    let received = match login_deadline.as_mut() {
+                        Some(deadline) => {
+                            match Box::pin(read_or_expire(deadline.as_mut(), stream.as_mut())).await {
+                                Some(received) => received,
+                                None => {
+                                    self.outbox.close(
+                                        CloseReason::new(
+                                            Code::UNAUTHENTICATED,
+                                            "no login within the login timeout",
+                                        ),
+                                        true,
+                                    );
+                                    return;
+                                }
+                            }
+                        }
+                        None => stream.recv_or_alive().await,
+                    };
+                    if self.outbox.is_closing() {
                         return;
                     }
-                    received = stream.recv_or_alive() => received,
-                };
-                if self.outbox.is_closing() {
-                    return;
-                }
-                if !matches!(received, Err(TransportError::Closed(_) | TransportError::Io(_))) {
-                    self.outbox.touch(&self.shared.clock);
-                }
-                match received {
-                    // The answer to a keep-alive ping, or a ping: alive, nothing to handle.
-                    Ok(None) => {}
-                    Ok(Some(frame)) => {
-                        // Boxed with the frame: a waiting reader holds neither.
-                        if !Box::pin(self.on_frame(frame)).await {
+                    if !matches!(received, Err(TransportError::Closed(_) | TransportError::Io(_))) {
+                        self.outbox.touch(&self.shared.clock);
+                    }
+                    match received {
+                        Ok(Some(frame)) => frame,
+                        // The answer to a keep-alive ping, or a ping: alive, nothing to handle.
+                        Ok(None) => continue,
+                        // Refused frames count toward the rate limit like any other.
+                        Err(TransportError::Rejected(reason)) => match self.admit(None) {
+                            Verdict::Allow => {
+                                self.reply_error(None, reason.code, &reason.reason);
+                                continue;
+                            }
+                            Verdict::Refuse => continue,
+                            Verdict::Close => return,
+                        },
+                        Err(TransportError::Violation(reason)) => {
+                            self.reply_error(None, reason.code, &reason.reason);
+                            self.outbox.close(reason, true);
                             return;
                         }
+                        Err(_) => return,
                     }
-                    // Refused frames count toward the rate limit like any other.
-                    Err(TransportError::Rejected(reason)) => match self.admit(None) {
-                        Verdict::Allow => self.reply_error(None, reason.code, &reason.reason),
-                        Verdict::Refuse => {}
-                        Verdict::Close => return,
-                    },
-                    Err(TransportError::Violation(reason)) => {
-                        self.reply_error(None, reason.code, &reason.reason);
-                        self.outbox.close(reason, true);
-                        return;
-                    }
-                    Err(_) => return,
+                };
+                // Boxed with the frame: a waiting reader holds neither.
+                if !Box::pin(self.on_frame(frame)).await {
+                    return;
                 }
             }
         }
@@ -285,17 +301,42 @@ fn write_lane<'a>(
     sink: &'a mut Box<dyn FrameSink>,
     outbox: &'a Outbox,
     clock: &'a Clock,
-) -> impl std::future::Future<Output = bool> + Send + 'a {
+) -> impl Future<Output = bool> + Send + 'a {
     async move {
-        let mut batch = Vec::new();
         loop {
             if outbox.ready().await {
                 return true;
             }
-            outbox.take(&mut batch);
-            if batch.is_empty() {
-                continue;
+            // Boxed while there is something to write: an idle connection's task holds no
+            // batch and no write under way.
+            if let Some(wrote) = Box::pin(write_batches(sink, outbox, clock)).await {
+                return wrote;
             }
+        }
+    }
+}
+
+/// The peer's next frame or sign of life ([`FrameStream::recv_or_alive`]), or `None` when
+/// `deadline` passes first.
+async fn read_or_expire(
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    stream: &mut dyn FrameStream,
+) -> Option<Result<Option<bytes::Bytes>, TransportError>> {
+    tokio::select! {
+        biased;
+        () = deadline => None,
+        received = stream.recv_or_alive() => Some(received),
+    }
+}
+
+/// Writes what is queued, batch after batch, as long as more is queued meanwhile; `None` once
+/// the queue is empty with no wake-up due (the connection is idle), else what
+/// [`write_lane`] returns.
+async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &Clock) -> Option<bool> {
+    let mut batch = Vec::new();
+    loop {
+        outbox.take(&mut batch);
+        if !batch.is_empty() {
             metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
             let sent = {
                 let mut send = sink.send(&batch);
@@ -310,7 +351,7 @@ fn write_lane<'a>(
                 // frame before the close frame).
                 match sent {
                     Ok(sent) => sent,
-                    Err(false) => return true,
+                    Err(false) => return Some(true),
                     Err(true) => Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, send))
                         .await
                         .unwrap_or(Err(TransportError::Io("flushing timed out".into()))),
@@ -318,7 +359,7 @@ fn write_lane<'a>(
             };
             if sent.is_err() {
                 outbox.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
-                return false;
+                return Some(false);
             }
             // A written batch with anything but pings in it is a sign of life for the keep-alive
             // (see `keepalive.rs`).
@@ -327,6 +368,11 @@ fn write_lane<'a>(
             }
             // An idle member should cost little: give back a burst's buffers.
             outbox.settle(&mut batch);
+        }
+        match outbox.ready_now() {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => return None,
         }
     }
 }
@@ -406,12 +452,13 @@ mod tests {
     }
 
     /// Every idle member holds one task, its future stored inline in the task's cell: what
-    /// only a request or a close needs is boxed when it happens, so the task stays small. A
-    /// tokio task adds 104 bytes to its future and is rounded up to 128: at most 408 bytes
-    /// of future make a 512-byte task (a reader and a writer task took 640 bytes each).
+    /// only a request, a write, the login or a close needs is boxed when it happens, so the
+    /// task stays small. A tokio task adds 104 bytes to its future and is rounded up to 128:
+    /// at most 280 bytes of future make a 384-byte task (408 made 512; a reader and a writer
+    /// task took 640 bytes each).
     #[test]
     fn an_idle_connections_task_stays_small() {
         let size = future_size(super::run);
-        assert!(size <= 408, "the connection's future takes {size} B");
+        assert!(size <= 280, "the connection's future takes {size} B");
     }
 }

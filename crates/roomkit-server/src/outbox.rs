@@ -409,14 +409,15 @@ impl Outbox {
     /// Writer side: waits until frames may be waiting (a wake-up was asked for since the
     /// last call: false), or the connection is closing (true). A wake-up that comes while
     /// the writer waits for something else (a close, during a write) is kept for this call.
-    pub(crate) async fn ready(&self) -> bool {
-        std::future::poll_fn(|cx| {
-            self.poll_until(cx, |queue| match queue.closing {
-                Some(_) => Some(true),
-                None => std::mem::take(&mut queue.woken).then_some(false),
-            })
-        })
-        .await
+    /// (Not an `async fn`, which would keep `self` twice: an idle connection waits here.)
+    pub(crate) fn ready(&self) -> impl std::future::Future<Output = bool> + '_ {
+        std::future::poll_fn(move |cx| self.poll_until(cx, Queue::ready))
+    }
+
+    /// Writer side: what [`ready`](Self::ready) would be at once, or `None` when it would
+    /// wait.
+    pub(crate) fn ready_now(&self) -> Option<bool> {
+        Queue::ready(&mut self.0.queue.lock().expect("not poisoned"))
     }
 
     /// Writer side: moves every queued frame into `into` (which must be empty). Their bytes

@@ -44,6 +44,15 @@ pub(super) struct Queue {
 }
 
 impl Queue {
+    /// See [`Outbox::ready`](super::Outbox::ready): true when closing, false when a wake-up
+    /// was asked for (taking it), `None` when there is nothing to do.
+    pub(super) fn ready(&mut self) -> Option<bool> {
+        match self.closing {
+            Some(_) => Some(true),
+            None => std::mem::take(&mut self.woken).then_some(false),
+        }
+    }
+
     /// The bytes the connection would hold (queued and being written) with `len` more, or
     /// 0 if it holds nothing yet: one frame always fits.
     pub(super) fn held_bytes(&self, len: usize) -> usize {
