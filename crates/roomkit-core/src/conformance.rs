@@ -35,6 +35,7 @@ macro_rules! transport_conformance_tests {
         $crate::transport_conformance_tests!(@cases #[$test] $setup;
             frames_arrive_whole_and_in_order,
             batches_arrive_in_order,
+            batches_taken_whole_arrive_in_order,
             large_frames_arrive_whole,
             close_reason_reaches_the_peer,
             client_close_is_seen_by_the_server,
@@ -144,6 +145,32 @@ pub async fn batches_arrive_in_order<L: Listener, C: Connector>(listener: &mut L
                 let got = client.stream.recv().await.expect("recv");
                 assert_eq!(got, expected.payload(), "round {round} frame {i}");
             }
+        }
+    };
+    join(send, recv).await;
+}
+
+/// Batches handed over with `send_all` (which empties them) and read with `recv_many` (any
+/// number at a time) arrive whole and in order.
+pub async fn batches_taken_whole_arrive_in_order<L: Listener, C: Connector>(listener: &mut L, connector: &C) {
+    let (mut server, mut client) = pair(listener, connector).await;
+    let rounds = 10;
+    let send = async {
+        for round in 0..rounds {
+            let mut batch: Vec<Frame> = (0..64).map(|i| frame(round * 64 + i)).collect();
+            server.sink.send_all(&mut batch).await.expect("batch send");
+            assert!(batch.is_empty(), "send_all takes the frames");
+        }
+    };
+    let recv = async {
+        let mut got = Vec::new();
+        while got.len() < rounds * 64 {
+            let max = 1 + got.len() % 7;
+            let n = client.stream.recv_many(&mut got, max).await.expect("recv");
+            assert!(n >= 1, "at least one frame per call");
+        }
+        for (i, payload) in got.iter().enumerate() {
+            assert_eq!(*payload, frame(i).payload(), "frame {i}");
         }
     };
     join(send, recv).await;

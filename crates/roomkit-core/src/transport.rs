@@ -115,6 +115,13 @@ impl Frame {
         self.wire.slice(usize::from(self.payload_at)..)
     }
 
+    /// The payload, taking the frame (no reference-count change).
+    pub fn into_payload(self) -> Bytes {
+        let mut wire = self.wire;
+        bytes::Buf::advance(&mut wire, usize::from(self.payload_at));
+        wire
+    }
+
     /// The payload's length in bytes.
     pub fn len(&self) -> usize {
         self.wire.len() - usize::from(self.payload_at)
@@ -155,6 +162,17 @@ pub trait FrameSink: Send {
     /// Sends `frames` in order, flushing once after the last: a batch is one write where
     /// the transport allows it.
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError>;
+
+    /// Like [`send`](Self::send), taking the frames: `frames` is left empty (its buffer
+    /// kept). A transport that keeps frames after sending them (a queue) moves them rather
+    /// than cloning each, which spares two reference-count changes per frame. If the call is
+    /// dropped before it finishes, the frames still in `frames` were not sent. The default
+    /// sends them with `send`, then empties `frames`.
+    async fn send_all(&mut self, frames: &mut Vec<Frame>) -> Result<(), TransportError> {
+        let sent = self.send(frames).await;
+        frames.clear();
+        sent
+    }
 
     /// Tells the peer why the connection ends, then closes it. Idempotent.
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;

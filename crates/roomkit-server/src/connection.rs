@@ -335,11 +335,14 @@ async fn read_or_expire(
 async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &Clock) -> Option<bool> {
     let mut batch = Vec::new();
     loop {
-        outbox.take(&mut batch);
+        let written = outbox.take(&mut batch);
         if !batch.is_empty() {
             metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
+            // A written batch with anything but pings in it is a sign of life for the keep-alive
+            // (see `keepalive.rs`); the transport may take the frames out of `batch`.
+            let alive = batch.iter().any(|frame| !frame.is_ping());
             let sent = {
-                let mut send = sink.send(&batch);
+                let mut send = sink.send_all(&mut batch);
                 let sent = tokio::select! {
                     biased;
                     closing = outbox.closed() => Err(closing.flush),
@@ -361,13 +364,11 @@ async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &C
                 outbox.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
                 return Some(false);
             }
-            // A written batch with anything but pings in it is a sign of life for the keep-alive
-            // (see `keepalive.rs`).
-            if batch.iter().any(|frame| !frame.is_ping()) {
+            if alive {
                 outbox.touch(clock);
             }
             // An idle member should cost little: give back a burst's buffers.
-            outbox.settle(&mut batch);
+            outbox.settle(&mut batch, written);
         }
         match outbox.ready_now() {
             Some(true) => return Some(true),

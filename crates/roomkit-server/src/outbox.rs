@@ -422,23 +422,26 @@ impl Outbox {
 
     /// Writer side: moves every queued frame into `into` (which must be empty). Their bytes
     /// still count against the byte bound until [`settle`](Self::settle).
-    pub(crate) fn take(&self, into: &mut Vec<Frame>) {
+    /// Returns their bytes, for [`settle`](Self::settle).
+    pub(crate) fn take(&self, into: &mut Vec<Frame>) -> usize {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         std::mem::swap(&mut queue.frames, into);
-        queue.writing += std::mem::take(&mut queue.bytes);
+        let taken = std::mem::take(&mut queue.bytes);
+        queue.writing += taken;
         queue.marked.clear();
         queue.droppable = 0;
         queue.conflated = 0;
         queue.conflate_due = false;
         queue.scheduled = false;
+        taken
     }
 
-    /// Writer side, after writing `batch`: releases its bytes, empties it, and if nothing
-    /// new is queued (the connection goes idle) gives back its buffers, the queue's and the
-    /// batch's. A busy connection keeps them, so a steady stream of bursts does not
+    /// Writer side, after writing `batch` (`written` bytes, as [`take`](Self::take) said; the
+    /// transport may have taken the frames out of it): releases its bytes, empties it, and if
+    /// nothing new is queued (the connection goes idle) gives back its buffers, the queue's
+    /// and the batch's. A busy connection keeps them, so a steady stream of bursts does not
     /// reallocate.
-    pub(crate) fn settle(&self, batch: &mut Vec<Frame>) {
-        let written: usize = batch.iter().map(|f| f.wire().len()).sum();
+    pub(crate) fn settle(&self, batch: &mut Vec<Frame>, written: usize) {
         batch.clear();
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.writing = queue.writing.saturating_sub(written);

@@ -19,7 +19,8 @@
 //! Each direction of a connection is a queue of [`MemoryConfig::channel_capacity`] frames: a
 //! peer that stops reading makes the other side's `send` wait, as a full socket buffer would,
 //! so slow-consumer handling is exercised for real. A batch of frames is handed over under
-//! one lock with one wake-up, and the reader takes every queued frame at once.
+//! one lock with one wake-up (moved, not cloned, when given with `send_all`), and the reader
+//! takes every queued frame at once (`recv_many` hands it all of them).
 //!
 //! A keep-alive ping ([`Frame::ping`]) is answered by the transport itself, at once, for as
 //! long as the peer's end is there: an in-memory peer cannot vanish without its end closing
@@ -275,43 +276,79 @@ impl MemorySink {
     }
 }
 
-#[async_trait]
-impl FrameSink for MemorySink {
-    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+/// Frames a [`MemorySink`] hands over: borrowed ones are cloned into the queue, owned ones
+/// moved (no reference-count change).
+trait Outgoing: Send {
+    fn rest(&self) -> &[Frame];
+    /// Puts the first `n` frames' payloads in `into` (pings left out: the transport answers
+    /// them); returns whether there was a ping among them.
+    fn hand(&mut self, n: usize, into: &mut VecDeque<Item>) -> bool;
+}
+
+impl Outgoing for &[Frame] {
+    fn rest(&self) -> &[Frame] {
+        self
+    }
+
+    fn hand(&mut self, n: usize, into: &mut VecDeque<Item>) -> bool {
+        let (now, later) = self.split_at(n);
+        *self = later;
+        let mut pinged = false;
+        for frame in now {
+            if frame.is_ping() {
+                pinged = true;
+            } else {
+                into.push_back(Item::Frame(frame.payload()));
+            }
+        }
+        pinged
+    }
+}
+
+impl Outgoing for &mut Vec<Frame> {
+    fn rest(&self) -> &[Frame] {
+        self
+    }
+
+    fn hand(&mut self, n: usize, into: &mut VecDeque<Item>) -> bool {
+        let mut pinged = false;
+        for frame in self.drain(..n) {
+            if frame.is_ping() {
+                pinged = true;
+            } else {
+                into.push_back(Item::Frame(frame.into_payload()));
+            }
+        }
+        pinged
+    }
+}
+
+impl MemorySink {
+    /// Queues `out`'s frames in order, waiting while the queue is full.
+    async fn hand_over(&mut self, mut out: impl Outgoing) -> Result<(), TransportError> {
         let queue = self.queue.as_ref().ok_or(TransportError::Closed(None))?;
-        let mut rest = frames;
-        while !rest.is_empty() {
+        while !out.rest().is_empty() {
             if self.cut.is_cut() {
                 return Err(TransportError::Closed(None));
             }
-            let added = {
+            let (added, pinged) = {
                 let mut state = queue.lock();
                 if state.receiver_gone {
                     // A ping to a peer that is gone is not answered; a frame fails.
-                    return if rest.iter().all(Frame::is_ping) {
+                    return if out.rest().iter().all(Frame::is_ping) {
                         Ok(())
                     } else {
                         Err(TransportError::Closed(None))
                     };
                 }
-                let room = queue.capacity.saturating_sub(state.frames.len()).min(rest.len());
-                let mut pinged = false;
-                for frame in &rest[..room] {
-                    if frame.is_ping() {
-                        pinged = true;
-                    } else {
-                        state.frames.push_back(Item::Frame(frame.payload()));
-                    }
-                }
-                drop(state);
-                if pinged {
-                    self.answer_ping(queue);
-                }
-                room
+                let room = queue.capacity.saturating_sub(state.frames.len()).min(out.rest().len());
+                (room, out.hand(room, &mut state.frames))
             };
+            if pinged {
+                self.answer_ping(queue);
+            }
             if added > 0 {
                 queue.readable.notify_one();
-                rest = &rest[added..];
             } else {
                 // Full: wait for the reader to take frames (or leave), or for a cut.
                 let cut = self.cut.notify.notified();
@@ -327,6 +364,17 @@ impl FrameSink for MemorySink {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl FrameSink for MemorySink {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+        self.hand_over(frames).await
+    }
+
+    async fn send_all(&mut self, frames: &mut Vec<Frame>) -> Result<(), TransportError> {
+        self.hand_over(frames).await
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {

@@ -57,14 +57,14 @@ fn a_burst_leaves_no_large_buffers_behind() {
         outbox.enqueue(frame(), Shed::Keep);
     }
     let mut batch = Vec::new();
-    outbox.take(&mut batch);
+    let written = outbox.take(&mut batch);
     assert_eq!(batch.len(), 1000);
     // Busy: another frame came while the batch was written; the buffers stay.
     outbox.enqueue(frame(), Shed::Keep);
-    outbox.settle(&mut batch);
+    outbox.settle(&mut batch, written);
     assert!(batch.is_empty() && batch.capacity() >= 1000);
-    outbox.take(&mut batch);
-    outbox.settle(&mut batch);
+    let written = outbox.take(&mut batch);
+    outbox.settle(&mut batch, written);
     let queue = outbox.0.queue.lock().unwrap();
     assert_eq!(batch.capacity(), 0);
     assert_eq!((queue.frames.capacity(), queue.marked.capacity()), (0, 0), "an idle queue holds no buffers");
@@ -209,8 +209,8 @@ fn an_empty_queue_takes_a_frame_larger_than_its_byte_bound_and_writing_frees_the
     let outbox = Outbox::new(4096, 4096, 1_000);
     assert_eq!(outbox.enqueue(sized(5_000), Shed::Keep), Enqueued::NeedsWake, "alone, it goes");
     let mut batch = Vec::new();
-    outbox.take(&mut batch);
-    outbox.settle(&mut batch);
+    let written = outbox.take(&mut batch);
+    outbox.settle(&mut batch, written);
     assert_eq!(outbox.enqueue(sized(600), Shed::Keep), Enqueued::NeedsWake, "the written bytes are free");
     assert_eq!(outbox.enqueue(sized(100), Shed::Keep), Enqueued::Queued);
     assert_eq!(outbox.enqueue(sized(600), room("r")), Enqueued::Shed, "a digest that does not fit goes");
@@ -237,8 +237,8 @@ async fn the_batch_being_written_counts_against_the_byte_bound_until_it_is_writt
     for _ in 0..3 {
         outbox.enqueue(sized(3_000), Shed::Keep);
     }
-    outbox.take(&mut batch);
-    outbox.settle(&mut batch);
+    let written = outbox.take(&mut batch);
+    outbox.settle(&mut batch, written);
     for _ in 0..3 {
         assert_ne!(outbox.enqueue(sized(3_000), Shed::Keep), Enqueued::Refused, "written bytes are free");
     }
@@ -251,18 +251,18 @@ fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
     let outbox = Outbox::new(4, 3, usize::MAX);
     assert!(outbox.ping(), "an idle connection is pinged");
     let mut batch = Vec::new();
-    outbox.take(&mut batch);
+    let written = outbox.take(&mut batch);
     assert!(batch.len() == 1 && batch[0].is_ping());
-    outbox.settle(&mut batch);
+    outbox.settle(&mut batch, written);
     for _ in 0..3 {
         outbox.enqueue(frame(), Shed::Keep);
     }
     let shed = shed_count("droppable");
     assert!(!outbox.ping(), "past the watermark the backlog is the probe");
-    outbox.take(&mut batch);
+    let written = outbox.take(&mut batch);
     assert!(!outbox.ping(), "so is a batch being written");
     assert_eq!(shed_count("droppable"), shed, "a ping is not counted as shed");
-    outbox.settle(&mut batch);
+    outbox.settle(&mut batch, written);
     assert!(outbox.ping());
 }
 
