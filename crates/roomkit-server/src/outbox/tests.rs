@@ -274,3 +274,44 @@ fn an_idle_outbox_stays_small() {
     let size = std::mem::size_of::<Inner>();
     assert!(size <= 144, "an outbox takes {size} B");
 }
+
+/// A burst queued under one lock (`enqueue_all`, what a shard does per member) ends as the
+/// same frames queued one by one: the same shed, the same close, the same wake-up asked for.
+#[tokio::test]
+async fn a_burst_queued_at_once_sheds_and_closes_as_frame_by_frame() {
+    let burst = [
+        ("a", Shed::Keep),
+        ("low1", Shed::Droppable),
+        ("r-old", room("r")),
+        ("s-only", room("s")),
+        ("b", Shed::Keep),
+        ("r-mid", room("r")),
+        ("c", Shed::Keep),
+        ("r-new", room("r")),
+        ("d", Shed::Keep),
+        ("low2", Shed::Droppable),
+        ("e", Shed::Keep),
+        ("f", Shed::Keep),
+        ("g", Shed::Keep),
+    ];
+    let items: Vec<(Frame, Shed)> = burst.iter().map(|(name, class)| (named(name), class.clone())).collect();
+    for (capacity, watermark) in [(8, 6), (16, 6), (6, 6)] {
+        let one_by_one = Outbox::new(capacity, watermark, usize::MAX);
+        let mut wake_one = false;
+        for (frame, class) in &items {
+            wake_one |= one_by_one.enqueue(frame.clone(), class.clone()) == Enqueued::NeedsWake;
+        }
+        let at_once = Outbox::new(capacity, watermark, usize::MAX);
+        let mut queued = Vec::new();
+        let wake_all = at_once.enqueue_all(items.iter(), |(f, s)| (f, s), |(f, _)| queued.push(f.clone()));
+        assert_eq!(wake_all, wake_one, "bounds {capacity}/{watermark}");
+        let closing = |o: &Outbox| o.closing().map(|c| c.reason.code);
+        assert_eq!(closing(&at_once), closing(&one_by_one), "bounds {capacity}/{watermark}");
+        let (all, one) = (taken(&at_once), taken(&one_by_one));
+        assert_eq!(all, one, "bounds {capacity}/{watermark}");
+        if closing(&at_once).is_none() {
+            // Everything reported queued was queued or shed later by a newer frame of its room.
+            assert!(all.iter().all(|name| queued.iter().any(|f| f.payload() == name.as_bytes())));
+        }
+    }
+}
