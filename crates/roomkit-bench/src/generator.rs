@@ -5,8 +5,9 @@
 //! - **fan-out**: the publisher sends as fast as the slowest receivers allow (at most
 //!   [`FANOUT_WINDOW`] messages ahead of the deliveries, checked every [`FANOUT_FLUSH_EVERY`]
 //!   messages); the figure is deliveries per second of wall time;
-//! - **latency**: the publisher sends at a fixed rate; each text carries its send time, and each
-//!   receiver records send-to-receive time in its own histogram.
+//! - **latency**: the publisher sends at a fixed rate; after a warm-up second ([`WARMUP_SECS`]),
+//!   each text carries its send time, and each receiver records send-to-receive time in its own
+//!   histogram.
 //!
 //! Every text carries a sequence number, counted across both phases. Each receiver keeps the
 //! next number it expects: a text at or past it is in order (numbers skipped on the way are
@@ -35,6 +36,11 @@ const FANOUT_WINDOW: u64 = 200;
 
 /// The fan-out publisher flushes, and checks the window, after this many messages.
 const FANOUT_FLUSH_EVERY: u64 = 50;
+
+/// Seconds the fixed-rate phase runs before its latencies count: the first messages after
+/// the fan-out phase meet both systems (and the generator) still settling, and a few of them
+/// would make the p99 of a short run.
+pub(crate) const WARMUP_SECS: u64 = 1;
 
 /// Digits of a text's sequence number.
 const SEQ_DIGITS: usize = 10;
@@ -307,36 +313,40 @@ impl<'a, P: Publish> Run<'a, P> {
         })
     }
 
-    /// Sends `rate` messages per second for `secs` seconds, each stamped with its send time,
-    /// and waits for their deliveries.
+    /// Sends `rate` messages per second for [`WARMUP_SECS`] and then `secs` seconds, those of
+    /// the last `secs` stamped with their send time, and waits for their deliveries.
     pub(crate) async fn latency(&mut self, rate: u64, secs: u64) -> Result<Latency, String> {
         self.deliveries.reset_histograms();
         let receivers = self.receivers;
+        let warmup = rate * WARMUP_SECS;
         let total = rate * secs;
-        let pb = bar(total, &format!("{}: {rate} msg/s to {receivers}", self.system));
+        let pb = bar(warmup + total, &format!("{}: {rate} msg/s to {receivers}", self.system));
         let (base, in_order, out_of_order) = self.counts();
         let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        for i in 0..total {
+        for i in 0..warmup + total {
             tick.tick().await;
             let stamp = self.deliveries.epoch.elapsed().as_nanos() as u64;
-            self.publisher.feed(&latency_text(self.next_seq, stamp)).await?;
+            let text =
+                if i < warmup { fanout_text(self.next_seq) } else { latency_text(self.next_seq, stamp) };
+            self.publisher.feed(&text).await?;
             self.publisher.flush().await?;
             self.next_seq += 1;
             if i % 100 == 0 {
                 pb.set_position(i);
             }
         }
-        self.drain(base + total * receivers, Duration::from_secs(60), Duration::from_millis(5)).await;
+        let sent = warmup + total;
+        self.drain(base + sent * receivers, Duration::from_secs(60), Duration::from_millis(5)).await;
         pb.finish_and_clear();
         let (after, in_order_after, out_of_order_after) = self.counts();
         let merged = self.deliveries.merged_histogram();
         let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
         Ok(Latency {
-            messages: total,
+            messages: sent,
             delivered: after - base,
-            expected: total * receivers,
-            lost: (total * receivers).saturating_sub(in_order_after - in_order),
+            expected: sent * receivers,
+            lost: (sent * receivers).saturating_sub(in_order_after - in_order),
             out_of_order: out_of_order_after - out_of_order,
             p50_ms: ms(0.5),
             p99_ms: ms(0.99),
