@@ -165,9 +165,10 @@ pub trait FrameSink: Send {
 
     /// Like [`send`](Self::send), taking the frames: `frames` is left empty (its buffer
     /// kept). A transport that keeps frames after sending them (a queue) moves them rather
-    /// than cloning each, which spares two reference-count changes per frame. If the call is
-    /// dropped before it finishes, the frames still in `frames` were not sent. The default
-    /// sends them with `send`, then empties `frames`.
+    /// than cloning each, which spares two reference-count changes per frame. After an error,
+    /// or if the call is dropped before it finishes, some of the frames may have been sent
+    /// whether or not they are still in `frames`: the caller discards them (a connection that
+    /// failed a write is closed). The default sends them with `send`, then empties `frames`.
     async fn send_all(&mut self, frames: &mut Vec<Frame>) -> Result<(), TransportError> {
         let sent = self.send(frames).await;
         frames.clear();
@@ -186,8 +187,8 @@ pub trait FrameStream: Send {
     async fn recv(&mut self) -> Result<Bytes, TransportError>;
 
     /// Like [`recv`](Self::recv) (it waits for the first frame the same way), but also takes
-    /// the frames already there behind it, up to `max` in all, appending them to `into`;
-    /// returns how many. A reader that keeps up with bursts takes each whole, at one call
+    /// the frames already there behind it, up to `max` in all (at least one, whatever `max`),
+    /// appending them to `into`; returns how many. A reader that keeps up with bursts takes each whole, at one call
     /// per burst rather than per frame. The default takes one.
     async fn recv_many(&mut self, into: &mut Vec<Bytes>, max: usize) -> Result<usize, TransportError> {
         let _ = max;

@@ -336,6 +336,7 @@ async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &C
     let mut batch = Vec::new();
     loop {
         let written = outbox.take(&mut batch);
+        let mut busy = false;
         if !batch.is_empty() {
             metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
             // A written batch with anything but pings in it is a sign of life for the keep-alive
@@ -368,11 +369,14 @@ async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &C
                 outbox.touch(clock);
             }
             // An idle member should cost little: give back a burst's buffers.
-            outbox.settle(&mut batch, written);
+            busy = !outbox.settle(&mut batch, written);
         }
         match outbox.ready_now() {
             Some(true) => return Some(true),
             Some(false) => {}
+            // More was queued while this batch was written, its wake-up not asked for yet (a
+            // shard wakes at the end of its burst): take it now, keeping the buffers.
+            None if busy => {}
             None => return None,
         }
     }

@@ -5,9 +5,9 @@
 //! [`FrameStream::recv_or_alive`](roomkit_core::transport::FrameStream)), or a write of
 //! frames other than pings completing (a client busy receiving a backlog on a slow link
 //! answers pings late, but its writer makes progress). One task for the whole server sweeps
-//! the connections every `ping_interval`: it queues a keep-alive ping ([`Frame::ping`]) to
+//! the connections every `ping_interval`: it queues a keep-alive ping ([`Frame::ping`](roomkit_core::transport::Frame::ping)) to
 //! each one quiet for at least half an interval (unless frames are queued or being written
-//! already: they are the probe, see [`Outbox::ping`]), and closes each one quiet for
+//! already: they are the probe, see [`Outbox::ping`](crate::outbox::Outbox::ping)), and closes each one quiet for
 //! `idle_timeout` with `KEEPALIVE_TIMEOUT`. An idle member thus costs a timestamp (in its
 //! [`Outbox`](crate::outbox::Outbox)), not a timer of its own.
 

@@ -97,8 +97,9 @@ pub struct ServerConfig {
     pub shard_batch: usize,
     /// Writers a shard wakes at once while it queues a wake-up's frames (default 1024). A
     /// writer is woken once per wake-up (one write per member per burst), but a burst to a
-    /// large room starts going out after this many members are queued to, not after the
-    /// whole room: it bounds the time from a message's arrival to its first deliveries.
+    /// large room starts going out after this many members, or this many frames, are queued
+    /// to, not after the whole room: it bounds the time from a message's arrival to its first
+    /// deliveries.
     pub writer_wake_batch: usize,
     /// A connection that has not logged in within this time is closed.
     pub login_timeout: Duration,

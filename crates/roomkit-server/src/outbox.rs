@@ -78,8 +78,9 @@ impl Shed {
 /// the client resumes from history. Every shed frame is counted in
 /// `roomkit_queue_shed_total{class}`.
 ///
-/// A shard queues with [`enqueue`](Self::enqueue), which does not wake the writer, and wakes
-/// each connection it queued to once at the end of its burst ([`wake`](Self::wake)). The
+/// A shard queues a burst at a time with [`enqueue_all`](Self::enqueue_all) (or one frame
+/// with [`enqueue`](Self::enqueue)), which do not wake the writer, and wakes each connection
+/// it queued to once at the end of its burst ([`wake`](Self::wake)). The
 /// writer then takes the whole burst at once and writes it with one flush: that is what
 /// keeps fan-out to a writing syscall per burst per member rather than per message.
 #[derive(Debug, Clone)]
@@ -439,17 +440,19 @@ impl Outbox {
     /// Writer side, after writing `batch` (`written` bytes, as [`take`](Self::take) said; the
     /// transport may have taken the frames out of it): releases its bytes, empties it, and if
     /// nothing new is queued (the connection goes idle) gives back its buffers, the queue's
-    /// and the batch's. A busy connection keeps them, so a steady stream of bursts does not
-    /// reallocate.
-    pub(crate) fn settle(&self, batch: &mut Vec<Frame>, written: usize) {
+    /// and the batch's, and returns true. A busy connection keeps them, so a steady stream of
+    /// bursts does not reallocate.
+    pub(crate) fn settle(&self, batch: &mut Vec<Frame>, written: usize) -> bool {
         batch.clear();
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.writing = queue.writing.saturating_sub(written);
-        if queue.frames.is_empty() {
+        let idle = queue.frames.is_empty();
+        if idle {
             shrink(&mut queue.frames);
             shrink(&mut queue.marked);
             shrink(batch);
         }
+        idle
     }
 
     /// Writer side: accepts no more frames; returns what was still queued.

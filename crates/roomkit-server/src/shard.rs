@@ -75,7 +75,8 @@ pub(crate) struct ShardSetup {
     /// Most messages taken from the queue per wake-up (one wake per writer each); a commit
     /// holds every store operation since the previous one was taken, whatever the wake-ups.
     pub(crate) batch: usize,
-    /// Writers woken as soon as this many wait for a wake (see [`ShardState::send_as`]).
+    /// Writers woken as soon as this many wait for a wake, or this many frames were queued
+    /// since the last wake (see `burst::queue_to`).
     pub(crate) wake_batch: usize,
     /// Most history reads one connection may have under way (`reads_in_flight`).
     pub(crate) reads_in_flight: usize,
@@ -102,8 +103,10 @@ struct ShardState {
     /// `burst`).
     burst: Option<burst::Burst>,
     /// Connections queued to during this wake-up and not woken yet; woken at its end, or
-    /// as soon as there are `wake_batch` of them.
+    /// as soon as there are `wake_batch` of them or `wake_batch` frames were queued to them.
     wake: Vec<Outbox>,
+    /// Frames queued since the writers were last woken.
+    queued_since_wake: usize,
     wake_batch: usize,
     reads_in_flight: usize,
     /// Read slots taken for requests answered from the store (`join_chatroom`,
@@ -143,6 +146,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         outboxes: ConnMap::default(),
         burst: None,
         wake: Vec::new(),
+        queued_since_wake: 0,
         wake_batch: setup.wake_batch.max(1),
         reads_in_flight: setup.reads_in_flight.max(1),
         reserved: ConnMap::default(),
@@ -356,6 +360,7 @@ impl ShardState {
     }
 
     fn wake_writers(&mut self) {
+        self.queued_since_wake = 0;
         for outbox in self.wake.drain(..) {
             outbox.wake();
         }

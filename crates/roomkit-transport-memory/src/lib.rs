@@ -293,15 +293,7 @@ impl Outgoing for &[Frame] {
     fn hand(&mut self, n: usize, into: &mut VecDeque<Item>) -> bool {
         let (now, later) = self.split_at(n);
         *self = later;
-        let mut pinged = false;
-        for frame in now {
-            if frame.is_ping() {
-                pinged = true;
-            } else {
-                into.push_back(Item::Frame(frame.payload()));
-            }
-        }
-        pinged
+        queue_payloads(now.iter().cloned(), into)
     }
 }
 
@@ -311,16 +303,21 @@ impl Outgoing for &mut Vec<Frame> {
     }
 
     fn hand(&mut self, n: usize, into: &mut VecDeque<Item>) -> bool {
-        let mut pinged = false;
-        for frame in self.drain(..n) {
-            if frame.is_ping() {
-                pinged = true;
-            } else {
-                into.push_back(Item::Frame(frame.into_payload()));
-            }
-        }
-        pinged
+        queue_payloads(self.drain(..n), into)
     }
+}
+
+/// Puts the payloads of `frames` but pings in `into`; returns whether there was a ping.
+fn queue_payloads(frames: impl Iterator<Item = Frame>, into: &mut VecDeque<Item>) -> bool {
+    let mut pinged = false;
+    for frame in frames {
+        if frame.is_ping() {
+            pinged = true;
+        } else {
+            into.push_back(Item::Frame(frame.into_payload()));
+        }
+    }
+    pinged
 }
 
 impl MemorySink {

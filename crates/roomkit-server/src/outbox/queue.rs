@@ -15,7 +15,7 @@ pub(super) struct Queue {
     /// The bytes of `frames`, headers included.
     pub(super) bytes: usize,
     /// The bytes of the batch the writer took and has not written yet (see
-    /// [`Outbox::settle`]): they still count against the byte bound.
+    /// [`Outbox::settle`](super::Outbox::settle)): they still count against the byte bound.
     pub(super) writing: usize,
     /// The frames that may be shed, by index into `frames`, ascending, with their class
     /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
@@ -35,9 +35,10 @@ pub(super) struct Queue {
     /// How the connection is being closed, once it is. (Boxed: an open connection keeps a
     /// pointer, not room for a reason.)
     pub(super) closing: Option<Box<Closing>>,
-    /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`]).
+    /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`](super::Outbox::ready)).
     pub(super) woken: bool,
-    /// The connection's task, waiting in [`Outbox::ready`] or [`Outbox::closed`]: one task
+    /// The connection's task, waiting in [`Outbox::ready`](super::Outbox::ready) or
+    /// [`Outbox::closed`](super::Outbox::closed): one task
     /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
     /// bytes more).
     pub(super) waker: Option<Waker>,

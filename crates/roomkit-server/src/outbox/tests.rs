@@ -61,10 +61,10 @@ fn a_burst_leaves_no_large_buffers_behind() {
     assert_eq!(batch.len(), 1000);
     // Busy: another frame came while the batch was written; the buffers stay.
     outbox.enqueue(frame(), Shed::Keep);
-    outbox.settle(&mut batch, written);
+    assert!(!outbox.settle(&mut batch, written), "busy: the writer takes the next batch at once");
     assert!(batch.is_empty() && batch.capacity() >= 1000);
     let written = outbox.take(&mut batch);
-    outbox.settle(&mut batch, written);
+    assert!(outbox.settle(&mut batch, written), "idle");
     let queue = outbox.0.queue.lock().unwrap();
     assert_eq!(batch.capacity(), 0);
     assert_eq!((queue.frames.capacity(), queue.marked.capacity()), (0, 0), "an idle queue holds no buffers");

@@ -41,8 +41,13 @@ impl Item {
     fn goes_to(&self, conn: ConnId, direct: bool) -> bool {
         match self {
             Item::Event { except, .. } => *except != Some(conn),
-            Item::Direct { conn: to, .. } => direct && *to == conn,
+            Item::Direct { .. } => direct && self.is_direct_to(conn),
         }
+    }
+
+    /// Whether the item is a frame addressed to `conn` alone.
+    fn is_direct_to(&self, conn: ConnId) -> bool {
+        matches!(self, Item::Direct { conn: to, .. } if *to == conn)
     }
 
     fn frame(&self) -> (&Frame, &Shed) {
@@ -120,8 +125,7 @@ impl ShardState {
         metrics::counter!("roomkit_messages_out_total").increment(messages);
         // Outside the list: its own frames only.
         for (conn, _) in directs.into_iter().filter(|(_, had)| !had) {
-            let own = |item: &&Item| matches!(item, Item::Direct { conn: to, .. } if *to == conn);
-            self.queue_to(conn, burst.items.iter().filter(own), |_| {});
+            self.queue_to(conn, burst.items.iter().filter(|item| item.is_direct_to(conn)), |_| {});
         }
     }
 
@@ -131,17 +135,24 @@ impl ShardState {
         &mut self,
         conn: ConnId,
         items: impl Iterator<Item = &'a Item>,
-        queued: impl FnMut(&'a Item),
+        mut queued: impl FnMut(&'a Item),
     ) {
         let Some(outbox) = self.outboxes.get(&conn) else { return };
-        if outbox.enqueue_all(items, Item::frame, queued) {
+        let mut frames = 0;
+        let wake = outbox.enqueue_all(items, Item::frame, |item| {
+            frames += 1;
+            queued(item);
+        });
+        if wake {
             self.wake.push(outbox.clone());
-            if self.wake.len() >= self.wake_batch {
-                // A burst to a large room must not wait for the whole room to be queued:
-                // the writers queued to so far start now (a writer that took its queue
-                // asks for a new wake with its next frame, so nothing waits unwoken).
-                self.wake_writers();
-            }
+        }
+        self.queued_since_wake += frames;
+        if self.wake.len() >= self.wake_batch || self.queued_since_wake >= self.wake_batch {
+            // A burst to a large room must not wait for the whole room to be queued: the
+            // writers queued to so far start now, after `wake_batch` of them or of frames
+            // (one member may take a whole burst of events at once). A writer that took its
+            // queue asks for a new wake with its next frame, so nothing waits unwoken.
+            self.wake_writers();
         }
     }
 }
