@@ -371,6 +371,7 @@ fn latency_row(rate: u64, l: &Latency) -> Value {
     json!({
         "rate_per_sec": rate,
         "messages": l.messages,
+        "warmup_messages": l.warmup,
         "deliveries": l.delivered,
         "expected_deliveries": l.expected,
         "lost": l.lost,

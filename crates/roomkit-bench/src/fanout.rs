@@ -65,6 +65,14 @@ pub(crate) fn observe(frame: &[u8], receiver: &mut Receiver) -> bool {
     true
 }
 
+/// What every reader does with a frame: its messages go to `receiver`, and any other frame
+/// is counted in `frames` (to see when the joins' events have settled).
+pub(crate) fn count(frame: &[u8], receiver: &mut Receiver, frames: &AtomicU64) {
+    if !observe(frame, receiver) {
+        frames.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Reads the publisher's frames until the connection ends, counting those that are not chatroom
 /// messages.
 pub(crate) fn spawn_reader(
@@ -75,9 +83,7 @@ pub(crate) fn spawn_reader(
     tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             let Message::Text(text) = msg else { continue };
-            if !observe(text.as_bytes(), &mut receiver) {
-                frames.fetch_add(1, Ordering::Relaxed);
-            }
+            count(text.as_bytes(), &mut receiver, &frames);
         }
     })
 }
@@ -91,9 +97,7 @@ pub(crate) fn spawn_raw_reader(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(text) = member.next_text().await {
-            if !observe(&text, &mut receiver) {
-                frames.fetch_add(1, Ordering::Relaxed);
-            }
+            count(&text, &mut receiver, &frames);
         }
     })
 }

@@ -227,6 +227,7 @@ pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, late
         "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
         "latency_rate_per_sec": rate,
         "latency_messages": latency.messages,
+        "latency_warmup_messages": latency.warmup,
         "latency_deliveries": latency.delivered,
         "latency_expected_deliveries": latency.expected,
         "latency_lost": latency.lost,
@@ -243,7 +244,11 @@ pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, late
 
 /// What the fixed-rate phase measured; latencies in milliseconds.
 pub(crate) struct Latency {
+    /// Messages sent, the warm-up's included (the delivery counts and losses cover them all;
+    /// the percentiles only the timed ones).
     pub(crate) messages: u64,
+    /// Of those, the warm-up's: checked, not timed.
+    pub(crate) warmup: u64,
     pub(crate) delivered: u64,
     pub(crate) expected: u64,
     pub(crate) lost: u64,
@@ -344,6 +349,7 @@ impl<'a, P: Publish> Run<'a, P> {
         let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
         Ok(Latency {
             messages: sent,
+            warmup,
             delivered: after - base,
             expected: sent * receivers,
             lost: (sent * receivers).saturating_sub(in_order_after - in_order),

@@ -6,10 +6,7 @@
 //! CPUs — which shows what a second core adds when the work can be split.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicU64, Arc},
     time::Duration,
 };
 
@@ -22,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::{
     cpu_secs,
-    fanout::observe,
+    fanout::count,
     generator::{Deliveries, Publish, Run},
     settle, Options,
 };
@@ -90,16 +87,22 @@ pub(crate) fn run_on(
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                if !cpus.is_empty() {
-                    crate::pin::pin_this_thread(cpus)?;
-                }
+                // Unpinned (and said so in the row) where the CPUs cannot be set.
+                let pinned = match cpus {
+                    [] => Err("this process's CPUs could not be read".to_owned()),
+                    _ => crate::pin::pin_this_thread(cpus),
+                };
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(cpus.len().max(1))
                     .enable_all()
                     .build()
                     .map_err(|e| format!("runtime: {e}"))?;
                 let mut row = runtime.block_on(run_size(size, rooms, shards, o))?;
-                row["cpus"] = json!(cpus.len());
+                row["cpus"] = json!(cpus.len().max(1));
+                if let Err(why) = pinned {
+                    eprintln!("in-process run not pinned: {why}");
+                    row["unpinned"] = json!(why);
+                }
                 Ok(row)
             })
             .join()
@@ -153,9 +156,7 @@ async fn run_size(size: usize, rooms: usize, shards: usize, o: &Options) -> Resu
                 let mut burst = Vec::with_capacity(RECV_MANY);
                 while stream.recv_many(&mut burst, RECV_MANY).await.is_ok() {
                     for frame in burst.drain(..) {
-                        if !observe(&frame, &mut receiver) {
-                            frames.fetch_add(1, Ordering::Relaxed);
-                        }
+                        count(&frame, &mut receiver, &frames);
                     }
                 }
             }));

@@ -86,17 +86,7 @@ pub(crate) fn pin_this_thread(cpus: &[usize]) -> Result<(), String> {
         std::fs::read_link("/proc/thread-self").map_err(|e| format!("cannot find this thread's id: {e}"))?;
     let tid = me.file_name().and_then(|t| t.to_str()).ok_or("cannot read this thread's id")?.to_owned();
     let list = cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let status = Command::new("taskset")
-        .args(["-p", "-c", &list, &tid])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| format!("taskset (util-linux) could not be started: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("taskset -p -c {list} {tid} failed ({status})"))
-    }
+    taskset(&["-p", "-c", &list, &tid])
 }
 
 /// `program`, to be started on `cpu` when given.
@@ -124,8 +114,13 @@ pub(crate) fn allowed_cpus(pid: &str) -> Option<String> {
 
 /// Sets the affinity of every thread of `pid` to the CPUs in `list`.
 fn taskset_pid(list: &str, pid: u32) -> Result<(), String> {
+    taskset(&["-a", "-p", "-c", list, &pid.to_string()])
+}
+
+/// Runs `taskset` with `args`.
+fn taskset(args: &[&str]) -> Result<(), String> {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", list, &pid.to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -133,7 +128,7 @@ fn taskset_pid(list: &str, pid: u32) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("taskset -a -p -c {list} failed ({status})"))
+        Err(format!("taskset {} failed ({status})", args.join(" ")))
     }
 }
 
