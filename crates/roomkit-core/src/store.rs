@@ -138,6 +138,15 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn room(&self, uuid: &RoomUuid) -> Result<Option<(RoomRecord, u64)>, StoreError> {
         Ok(self.rooms().await?.into_iter().find(|(record, _)| &record.info.room_uuid == uuid))
     }
+
+    /// Whether a commit waits on something outside the process (a sync to disk, a network
+    /// round trip). A driver groups such commits from several callers into one (one sync for
+    /// all); a store that answers at once (false: [`MemoryStore`]) is better called directly,
+    /// since handing its commits to a committer only adds two task hops to every
+    /// acknowledgement. The default is true.
+    fn commit_waits(&self) -> bool {
+        true
+    }
 }
 
 /// Picks a page out of messages kept in sequence order, as [`MemoryStore`] answers a query.
@@ -207,6 +216,10 @@ fn retain(messages: &mut BTreeMap<u64, SharedMessage>, retention: Retention, now
 
 #[async_trait]
 impl MessageStore for MemoryStore {
+    fn commit_waits(&self) -> bool {
+        false
+    }
+
     async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
         let mut state = self.state.lock().expect("not poisoned");
         for op in ops {

@@ -38,6 +38,16 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
+    /// [`wrap`](Self::wrap)s `store` if its commits wait on something
+    /// ([`MessageStore::commit_waits`]); a store that answers at once is returned as it is.
+    pub fn wrap_if_waiting(store: Arc<dyn MessageStore>) -> Arc<dyn MessageStore> {
+        if store.commit_waits() {
+            Self::wrap(store)
+        } else {
+            store
+        }
+    }
+
     /// Wraps `store`, starting its committer on the current tokio runtime. The committer ends
     /// when the `GroupCommit` is dropped.
     pub fn wrap(store: Arc<dyn MessageStore>) -> Arc<dyn MessageStore> {
@@ -143,6 +153,19 @@ mod tests {
         async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
             self.inner.rooms().await
         }
+    }
+
+    #[tokio::test]
+    async fn only_a_store_whose_commits_wait_goes_through_the_committer() {
+        let memory = MemoryStore::shared(Default::default());
+        assert!(Arc::ptr_eq(&GroupCommit::wrap_if_waiting(Arc::clone(&memory)), &memory), "called directly");
+        let recording: Arc<dyn MessageStore> = Arc::new(Recording {
+            inner: memory,
+            applies: Mutex::new(Vec::new()),
+            fail: false.into(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        assert!(!Arc::ptr_eq(&GroupCommit::wrap_if_waiting(Arc::clone(&recording)), &recording), "grouped");
     }
 
     fn room_op(uuid: &str) -> StoreOp {
