@@ -38,10 +38,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// [`wrap`](Self::wrap)s `store` if its commits wait on something
-    /// ([`MessageStore::commit_waits`]); a store that answers at once is returned as it is.
-    pub fn wrap_if_waiting(store: Arc<dyn MessageStore>) -> Arc<dyn MessageStore> {
-        if store.commit_waits() {
+    /// `store` as `shards` shards should call it: [`wrap`](Self::wrap)ped when there are
+    /// commits to group — several shards, and commits that wait on something
+    /// ([`MessageStore::commit_waits`]) — and as it is otherwise: one shard has one commit in
+    /// flight at a time, so a committer would only add two task hops to each.
+    pub fn for_shards(store: Arc<dyn MessageStore>, shards: usize) -> Arc<dyn MessageStore> {
+        if shards > 1 && store.commit_waits() {
             Self::wrap(store)
         } else {
             store
@@ -156,16 +158,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_store_whose_commits_wait_goes_through_the_committer() {
+    async fn only_commits_of_several_shards_that_wait_go_through_the_committer() {
         let memory = MemoryStore::shared(Default::default());
-        assert!(Arc::ptr_eq(&GroupCommit::wrap_if_waiting(Arc::clone(&memory)), &memory), "called directly");
+        let direct = |store: &Arc<dyn MessageStore>, shards| {
+            Arc::ptr_eq(&GroupCommit::for_shards(Arc::clone(store), shards), store)
+        };
+        assert!(direct(&memory, 4), "an in-memory store is called directly");
         let recording: Arc<dyn MessageStore> = Arc::new(Recording {
             inner: memory,
             applies: Mutex::new(Vec::new()),
             fail: false.into(),
             gate: tokio::sync::Semaphore::new(0),
         });
-        assert!(!Arc::ptr_eq(&GroupCommit::wrap_if_waiting(Arc::clone(&recording)), &recording), "grouped");
+        assert!(direct(&recording, 1), "one shard has nothing to group");
+        assert!(!direct(&recording, 4), "several shards' commits are grouped");
     }
 
     fn room_op(uuid: &str) -> StoreOp {

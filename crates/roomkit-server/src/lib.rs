@@ -263,12 +263,14 @@ impl Server {
         let count = self.config.shards.max(1);
         let core = self.config.core.clone();
         // A store given to the server whose commits wait (on a disk, a network) is written
-        // through one committer for all shards; one that answers at once is called directly.
-        let store = self.store.map(commit::GroupCommit::wrap_if_waiting).unwrap_or_else(|| {
-            // Without a durable store, keep `history_ring_size` messages per chatroom.
-            let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
-            MemoryStore::shared(keep)
-        });
+        // through one committer for all shards, when there are several; otherwise each shard
+        // calls it directly.
+        let store =
+            self.store.map(|store| commit::GroupCommit::for_shards(store, count)).unwrap_or_else(|| {
+                // Without a durable store, keep `history_ring_size` messages per chatroom.
+                let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
+                MemoryStore::shared(keep)
+            });
         let tally = roomkit_core::RoomTally::new();
         let shards = (0..count)
             .map(|index| {
