@@ -22,6 +22,18 @@ fn taken(outbox: &Outbox) -> Vec<String> {
     batch.iter().map(|b| String::from_utf8(b.payload().to_vec()).expect("utf-8")).collect()
 }
 
+/// Six frames of every class, two digests of room `r` among them.
+fn mixed() -> [(&'static str, Shed); 6] {
+    [
+        ("a", Shed::Keep),
+        ("low1", Shed::Droppable),
+        ("r-old", room("r")),
+        ("s-only", room("s")),
+        ("b", Shed::Keep),
+        ("r-mid", room("r")),
+    ]
+}
+
 fn shed_count(class: &str) -> u64 {
     let text = crate::metrics::prometheus().render();
     let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
@@ -111,15 +123,7 @@ fn below_the_watermark_nothing_is_shed() {
 fn past_the_watermark_low_priority_frames_go_and_only_the_newest_digest_per_room_stays() {
     let before = (shed_count("droppable"), shed_count("conflate"));
     let outbox = Outbox::new(8, 6, usize::MAX);
-    let queued = [
-        ("a", Shed::Keep),
-        ("low1", Shed::Droppable),
-        ("r-old", room("r")),
-        ("s-only", room("s")),
-        ("b", Shed::Keep),
-        ("r-mid", room("r")),
-    ];
-    for (name, class) in queued {
+    for (name, class) in mixed() {
         outbox.enqueue(named(name), class);
     }
     // The queue is at the watermark: the next frame sheds first.
@@ -279,13 +283,7 @@ fn an_idle_outbox_stays_small() {
 /// same frames queued one by one: the same shed, the same close, the same wake-up asked for.
 #[tokio::test]
 async fn a_burst_queued_at_once_sheds_and_closes_as_frame_by_frame() {
-    let burst = [
-        ("a", Shed::Keep),
-        ("low1", Shed::Droppable),
-        ("r-old", room("r")),
-        ("s-only", room("s")),
-        ("b", Shed::Keep),
-        ("r-mid", room("r")),
+    let more = [
         ("c", Shed::Keep),
         ("r-new", room("r")),
         ("d", Shed::Keep),
@@ -294,7 +292,8 @@ async fn a_burst_queued_at_once_sheds_and_closes_as_frame_by_frame() {
         ("f", Shed::Keep),
         ("g", Shed::Keep),
     ];
-    let items: Vec<(Frame, Shed)> = burst.iter().map(|(name, class)| (named(name), class.clone())).collect();
+    let items: Vec<(Frame, Shed)> =
+        mixed().into_iter().chain(more).map(|(name, class)| (named(name), class)).collect();
     for (capacity, watermark) in [(8, 6), (16, 6), (6, 6)] {
         let one_by_one = Outbox::new(capacity, watermark, usize::MAX);
         let mut wake_one = false;

@@ -24,8 +24,6 @@ pub(super) struct Burst {
     /// The first event's audience: its list is the burst's.
     list: Audience,
     items: Vec<Item>,
-    /// Whether any item is addressed to a single connection.
-    directs: bool,
 }
 
 enum Item {
@@ -68,7 +66,7 @@ impl ShardState {
             Some(burst) if burst.list.shares_list(&audience) => burst.items.push(item),
             _ => {
                 self.queue_burst();
-                self.burst = Some(Burst { list: audience, items: vec![item], directs: false });
+                self.burst = Some(Burst { list: audience, items: vec![item] });
             }
         }
     }
@@ -77,10 +75,7 @@ impl ShardState {
     /// so that it keeps its place among the burst's events.
     pub(super) fn send(&mut self, conn: ConnId, frame: Frame) {
         match &mut self.burst {
-            Some(burst) => {
-                burst.items.push(Item::Direct { conn, frame });
-                burst.directs = true;
-            }
+            Some(burst) => burst.items.push(Item::Direct { conn, frame }),
             None => {
                 let item = Item::Direct { conn, frame };
                 self.queue_to(conn, std::iter::once(&item), |_| {});
@@ -94,19 +89,16 @@ impl ShardState {
         let Some(burst) = self.burst.take() else { return };
         // The connections with frames of their own, and whether each has had them (a list
         // may name a connection twice: its frames go with the first).
-        let mut directs: Vec<(ConnId, bool)> = Vec::new();
-        if burst.directs {
-            directs = burst
-                .items
-                .iter()
-                .filter_map(|item| match item {
-                    Item::Direct { conn, .. } => Some((*conn, false)),
-                    Item::Event { .. } => None,
-                })
-                .collect();
-            directs.sort_unstable();
-            directs.dedup();
-        }
+        let mut directs: Vec<(ConnId, bool)> = burst
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Direct { conn, .. } => Some((*conn, false)),
+                Item::Event { .. } => None,
+            })
+            .collect();
+        directs.sort_unstable();
+        directs.dedup();
         let (mut events, mut messages) = (0u64, 0u64);
         let mut count = |item: &Item| {
             if let Item::Event { message, .. } = item {
