@@ -14,8 +14,8 @@ use std::{
 };
 
 use roomkit_client::{
-    ChatController, ChatMessage, ClientConfig, CreateRoomOptions, CreateRoomParams, FetchHistoryOptions,
-    JoinRoomOptions, JoinRoomParams, ReconnectPolicy, RoomEventCallback, RoomKit,
+    ChatController, ChatMessage, ClientConfig, CreateRoomOptions, CreateRoomParams, ErrorCode as Code,
+    FetchHistoryOptions, JoinRoomOptions, JoinRoomParams, ReconnectPolicy, RoomEventCallback, RoomKit,
 };
 
 /// Bound on any single wait.
@@ -195,15 +195,26 @@ pub async fn client(urls: Vec<String>, user: &str, room: &str, create: bool) -> 
     Client { user: user.into(), kit, chat, told }
 }
 
-/// The whole history, by sequence number, 100 at a time.
+/// The whole history, by sequence number, 100 at a time. A page whose connection dropped
+/// under it (a node resetting the rooms it follows after the chaos) is asked again, as an
+/// app would: a read changes nothing.
 pub async fn full_history(chat: &ChatController) -> Vec<ChatMessage> {
     let mut all: Vec<ChatMessage> = Vec::new();
     loop {
         let after = all.last().map_or(0, |m| m.seq);
-        let options = FetchHistoryOptions { after_seq: Some(after), limit: 100, ..Default::default() };
-        let page = within("a history page", chat.fetch_chatroom_history_messages(options))
-            .await
-            .expect("fetch history");
+        let page = within("a history page", async {
+            loop {
+                let options =
+                    FetchHistoryOptions { after_seq: Some(after), limit: 100, ..Default::default() };
+                match chat.fetch_chatroom_history_messages(options).await {
+                    Err(e) if matches!(e.code(), Code::CONNECTION_CLOSED | Code::ROOM_UNAVAILABLE) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    page => return page.expect("fetch history"),
+                }
+            }
+        })
+        .await;
         if page.is_empty() {
             return all;
         }
