@@ -8,7 +8,10 @@
 //!
 //! Every transport runs the same conformance suite (`conformance` feature).
 
-use std::fmt;
+use std::{
+    fmt,
+    task::{Context, Poll},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -202,6 +205,18 @@ pub trait FrameStream: Send {
     /// for a transport without pings, never returns `None`.
     async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
         self.recv().await.map(Some)
+    }
+
+    /// Ready when a receive may have something to return at once: bytes arrived, the
+    /// stream ended, or the transport cannot tell. A driver that keeps many connections
+    /// waiting between frames waits here first, holding no receive future (each receive is
+    /// a boxed future while it lasts), then receives. A receive after `Ready` may still
+    /// wait (the bytes may be an incomplete frame, or readiness may be stale). Registers
+    /// `cx`'s waker when `Pending`, like any poll method. The default is always ready: the
+    /// driver then waits in the receive itself.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
     }
 }
 

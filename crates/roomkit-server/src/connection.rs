@@ -142,7 +142,12 @@ impl Reader {
                                 }
                             }
                         }
-                        None => stream.recv_or_alive().await,
+                        None => {
+                            // Waits on the transport's readiness first: an idle member's task
+                            // holds no boxed receive.
+                            std::future::poll_fn(|cx| stream.poll_readable(cx)).await;
+                            stream.recv_or_alive().await
+                        }
                     };
                     if self.outbox.is_closing() {
                         return;

@@ -29,6 +29,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    task::{Context, Poll},
 };
 
 use async_trait::async_trait;
@@ -400,30 +401,52 @@ impl SocketStream {
 
     /// Reads more bytes; `Closed` at the end of the stream.
     async fn fill(&mut self) -> Result<(), TransportError> {
-        loop {
-            // Waits with the task's waker stored in the socket's registration: a waiting
-            // reader's future holds no readiness future of its own.
-            if std::future::poll_fn(|cx| self.socket.tcp.poll_read_ready(cx)).await.is_err() {
-                break;
-            }
-            if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
-                self.buf.reserve(self.read_chunk);
-            }
-            match self.socket.tcp.try_read_buf(&mut self.buf) {
-                Ok(0) => break,
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        // Readiness was stale: wait holding no buffer.
-                        self.buf = BytesMut::new();
-                    }
-                }
-                Err(_) => break,
+        // Waits with the task's waker stored in the socket's registration: a waiting reader's
+        // future holds no readiness future of its own.
+        while std::future::poll_fn(|cx| self.socket.tcp.poll_read_ready(cx)).await.is_ok() {
+            match self.read_once() {
+                Read::Some => return Ok(()),
+                Read::Stale => {}
+                Read::End => break,
             }
         }
+        self.ended()
+    }
+
+    /// One read, once the socket said it is readable.
+    fn read_once(&mut self) -> Read {
+        if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
+            self.buf.reserve(self.read_chunk);
+        }
+        match self.socket.tcp.try_read_buf(&mut self.buf) {
+            Ok(0) => Read::End,
+            Ok(_) => Read::Some,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.buf.is_empty() {
+                    // Readiness was stale: wait holding no buffer.
+                    self.buf = BytesMut::new();
+                }
+                Read::Stale
+            }
+            Err(_) => Read::End,
+        }
+    }
+
+    /// The stream ended: `Closed` now and for every later call.
+    fn ended<T>(&mut self) -> Result<T, TransportError> {
         self.closed = Some(Box::new(None));
         Err(TransportError::Closed(None))
     }
+}
+
+/// What one read got.
+enum Read {
+    /// Bytes, now in the buffer.
+    Some,
+    /// Nothing: the readiness was stale (and is now cleared).
+    Stale,
+    /// The end of the stream, or a broken socket.
+    End,
 }
 
 /// Whether a close frame may carry `status` (RFC 6455 §7.4): the defined codes but 1004,
@@ -451,6 +474,31 @@ impl FrameStream for SocketStream {
 
     async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
         self.next_message(true).await
+    }
+
+    /// Pending only while nothing is buffered, the stream is open and the socket has no new
+    /// input: an idle connection waits on the socket's registration alone.
+    ///
+    /// Readiness the socket reports is checked by reading: tokio's is only cleared by a read
+    /// that would block, and after a frame it is still set, so a waiter that trusted it
+    /// would go on to wait inside a receive.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.closed.is_some() || !self.buf.is_empty() {
+                return Poll::Ready(());
+            }
+            if std::task::ready!(self.socket.tcp.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            match self.read_once() {
+                Read::Some => return Poll::Ready(()),
+                Read::Stale => {}
+                Read::End => {
+                    let _ = self.ended::<()>();
+                    return Poll::Ready(());
+                }
+            }
+        }
     }
 }
 

@@ -46,7 +46,7 @@ async fn an_idle_reader_holds_no_buffer() {
     assert_eq!(&stream.recv().await.unwrap()[..], b"{\"half\":1}");
 }
 
-/// Every idle member's connection waits in `recv_or_alive`, whose future is boxed: it
+/// A receive's future is boxed while it lasts (a frame being read, or one cut short): it
 /// holds what reading needs and waits on the socket's own registration (it took 240
 /// bytes with a readiness future and the discarding path inline).
 #[tokio::test]
@@ -59,6 +59,43 @@ async fn a_waiting_readers_future_stays_small() {
     let waiting = stream.recv_or_alive();
     let size = std::mem::size_of_val(&*waiting);
     assert!(size <= 128, "{size} B");
+}
+
+/// Whether `stream` is readable now (its readiness polled once).
+fn readable_now(stream: &mut dyn FrameStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    stream.poll_readable(&mut cx).is_ready()
+}
+
+/// Waits (at most 10 s) until `stream` is readable.
+async fn became_readable(stream: &mut dyn FrameStream) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), std::future::poll_fn(|cx| stream.poll_readable(cx))).await
+}
+
+/// An idle member's connection waits in `poll_readable` rather than in a boxed receive: it
+/// must be pending exactly while there is nothing to receive, and wake when there is.
+#[tokio::test]
+async fn readiness_is_pending_while_nothing_came_and_ready_for_input_or_the_end() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let Connection { mut stream, .. } =
+        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
+    assert!(!readable_now(stream.as_mut()), "nothing came yet");
+    // Two frames in one write: ready for the first, and for the second while it is buffered.
+    let mut both = client_text(b"{\"a\":1}");
+    both.extend(client_text(b"{\"b\":2}"));
+    client.write_all(&both).await.unwrap();
+    became_readable(stream.as_mut()).await.expect("input wakes the waiter");
+    assert_eq!(&stream.recv_or_alive().await.unwrap().unwrap()[..], b"{\"a\":1}");
+    assert!(readable_now(stream.as_mut()), "a whole frame is still buffered");
+    assert_eq!(&stream.recv_or_alive().await.unwrap().unwrap()[..], b"{\"b\":2}");
+    assert!(!readable_now(stream.as_mut()), "everything was taken");
+    // The peer going away is something to receive too.
+    drop(client);
+    became_readable(stream.as_mut()).await.expect("the end wakes the waiter");
+    assert!(matches!(stream.recv_or_alive().await, Err(TransportError::Closed(_))));
+    assert!(readable_now(stream.as_mut()), "an ended stream stays ready");
 }
 
 /// Reads the server's frames off `client` until the end of the stream: (opcode, payload).
