@@ -35,6 +35,8 @@ pub(crate) fn run(
     let outbox = Outbox::with_bounds(Arc::clone(&shared.outbox_bounds));
     outbox.touch(&shared.clock);
     shared.connections.lock().expect("not poisoned").insert(conn_id, outbox.clone());
+    // Live until the reader is dropped with the task (see `Drop for Reader`).
+    shared.live.started();
     let reader = Reader {
         conn_id,
         outbox,
@@ -107,6 +109,15 @@ struct Reader {
     shared: Arc<ServerShared>,
     identity: Option<Arc<Identity>>,
     rate: RateLimiter,
+}
+
+/// The reader lives in its connection's task to the end and is dropped with it (finished,
+/// or unwound): its drop ends the task's count for shutdown ([`LiveTasks`](crate::live::LiveTasks)),
+/// which costs a waiting connection nothing.
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.live.ended();
+    }
 }
 
 impl Reader {

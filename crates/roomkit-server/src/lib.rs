@@ -35,6 +35,7 @@ mod commit;
 mod connection;
 mod jwt;
 mod keepalive;
+mod live;
 pub mod metrics;
 pub mod net;
 pub mod web;
@@ -59,10 +60,7 @@ use roomkit_core::{
 };
 use roomkit_protocol::{Code, RoomUuid};
 pub use shard::shard_of;
-use tokio::{
-    sync::oneshot,
-    task::{JoinHandle, JoinSet},
-};
+use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     outbox::Outbox,
@@ -214,6 +212,8 @@ pub(crate) struct ServerShared {
     pub(crate) clock: keepalive::Clock,
     /// The connection caps and what counts against them.
     pub(crate) admission: admission::Admission,
+    /// Connection tasks not ended yet, for shutdown to wait for.
+    pub(crate) live: live::LiveTasks,
     /// In cluster mode, this node.
     pub(crate) cluster: Option<Arc<cluster::Node>>,
 }
@@ -306,6 +306,7 @@ impl Server {
             shards: shards.clone(),
             connections: Mutex::new(HashMap::new()),
             clock: keepalive::Clock::start(),
+            live: live::LiveTasks::default(),
             cluster: self.cluster.clone(),
         });
         let cluster_tasks = match &self.cluster {
@@ -338,12 +339,16 @@ impl Server {
 /// this many.
 pub const MAX_REFUSALS_IN_PROGRESS: usize = 64;
 
-/// A refusal under way, counted until dropped.
-struct RefusalSlot(Arc<AtomicUsize>);
+/// A refusal under way, counted until dropped (as a refusal and as a live task).
+struct RefusalSlot {
+    refusing: Arc<AtomicUsize>,
+    shared: Arc<ServerShared>,
+}
 
 impl Drop for RefusalSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.refusing.fetch_sub(1, Ordering::Relaxed);
+        self.shared.live.ended();
     }
 }
 
@@ -351,15 +356,12 @@ async fn accept_loop<L: Listener>(
     mut listener: L,
     shared: Arc<ServerShared>,
     mut stop: oneshot::Receiver<()>,
-) -> JoinSet<()> {
+) {
     tracing::info!(addr = %listener.local_addr(), "accepting connections");
     // In a cluster a connection id carries its node's slot: ids are unique across nodes (and
     // across restarts of a node: see `cluster::first_conn_number`).
     let slot = shared.cluster.as_ref().map_or(0, |node| node.slot());
     let next_id = AtomicU64::new(if slot == 0 { 1 } else { cluster::first_conn_number() });
-    // Finished connections are reaped as they end (O(1) each), not searched for at every
-    // accept: that search made a join storm quadratic in the number of connections.
-    let mut tasks = JoinSet::new();
     let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
@@ -368,7 +370,6 @@ async fn accept_loop<L: Listener>(
         };
         match accepted {
             Ok(connection) => {
-                while tasks.try_join_next().is_some() {}
                 // Over a cap, the connection is closed before it costs more than its refusal.
                 if let Err(reason) = shared.admission.accept(&admission::address_of(&connection.peer)) {
                     // Only this loop counts up, so the check and the count agree.
@@ -378,21 +379,21 @@ async fn accept_loop<L: Listener>(
                         continue;
                     }
                     refusing.fetch_add(1, Ordering::Relaxed);
-                    let slot = RefusalSlot(Arc::clone(&refusing));
-                    tasks.spawn(async move {
+                    shared.live.started();
+                    let slot = RefusalSlot { refusing: Arc::clone(&refusing), shared: Arc::clone(&shared) };
+                    tokio::spawn(async move {
                         let _slot = slot;
                         connection::refuse(connection, reason).await;
                     });
                     continue;
                 }
                 let id = cluster::conn_id(slot, next_id.fetch_add(1, Ordering::Relaxed));
-                tasks.spawn(connection::run(id, connection, Arc::clone(&shared)));
+                tokio::spawn(connection::run(id, connection, Arc::clone(&shared)));
             }
             Err(TransportError::Closed(_)) => break,
             Err(e) => tracing::warn!(error = %e, "accept failed"),
         }
     }
-    tasks
 }
 
 /// A running server.
@@ -400,7 +401,7 @@ pub struct ServerHandle {
     rooms: Rooms,
     shared: Arc<ServerShared>,
     stop: Option<oneshot::Sender<()>>,
-    accept: JoinHandle<JoinSet<()>>,
+    accept: JoinHandle<()>,
     keepalive: Option<JoinHandle<()>>,
     /// The metrics recorder's periodic upkeep ([`metrics::spawn_upkeep`]).
     upkeep: JoinHandle<()>,
@@ -493,7 +494,7 @@ impl ServerHandle {
             let _ = stop.send(());
         }
         self.upkeep.abort();
-        let mut tasks = (&mut self.accept).await.unwrap_or_default();
+        let _ = (&mut self.accept).await;
         for shard in &self.shared.shards {
             let (done, wait) = oneshot::channel();
             if shard.tx.send(ShardMsg::Shutdown(done)).await.is_ok() {
@@ -512,11 +513,15 @@ impl ServerHandle {
         for outbox in outboxes {
             outbox.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
         }
-        let all = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.shared.config.shutdown_grace, all).await.is_err() {
-            tracing::warn!("connections did not close within the shutdown grace period");
+        if tokio::time::timeout(self.shared.config.shutdown_grace, self.shared.live.all_ended())
+            .await
+            .is_err()
+        {
             // Left to finish on their own, as before the grace period ran out.
-            tasks.detach_all();
+            tracing::warn!(
+                left = self.shared.live.running(),
+                "connections did not close within the shutdown grace period"
+            );
         }
     }
 }
