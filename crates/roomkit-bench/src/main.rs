@@ -218,6 +218,11 @@ fn sizes(list: &str) -> Result<Vec<usize>, String> {
     list.split(',').map(|s| s.trim().parse().map_err(|_| format!("bad size `{s}`"))).collect()
 }
 
+/// The server binary's allocator, for the server run in process (docs/operations.md, "In
+/// process").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let options = match options() {

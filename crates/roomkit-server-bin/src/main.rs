@@ -27,6 +27,12 @@ use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 use roomkit_transport_ws::QueueListener;
 use tokio::{net::TcpListener, sync::watch};
 
+/// jemalloc rather than the system's allocator: a storm of joins leaves glibc's heap holding
+/// what the storm's short-lived buffers freed, jemalloc's background thread gives it back
+/// (decay times in `.cargo/config.toml`; docs/architecture.md, "Memory per member").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     warn_of_secret_flags(&matches);
