@@ -100,6 +100,9 @@ fn serve(
             tracing::debug!(conn = conn_id.0, %peer, "connection closed");
         })
         .await;
+        // The socket goes before the reader, whose drop tells shutdown this task has ended.
+        drop((sink, stream));
+        drop(reader);
     }
 }
 

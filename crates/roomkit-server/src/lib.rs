@@ -413,10 +413,14 @@ pub struct ServerHandle {
 }
 
 /// A handle dropped without [`shutdown`](ServerHandle::shutdown) stops the server's
-/// periodic tasks (metrics upkeep, keep-alive sweep) and its accepting; the connections
-/// already open end with their tasks.
+/// periodic tasks (metrics upkeep, keep-alive sweep) and its accepting, and closes the
+/// connections already open with `SERVER_SHUTTING_DOWN`, as a shutdown does, without waiting
+/// for them.
 impl Drop for ServerHandle {
     fn drop(&mut self) {
+        if self.stop.is_some() {
+            close_connections(&self.shared);
+        }
         self.upkeep.abort();
         if let Some(keepalive) = self.keepalive.take() {
             keepalive.abort();
@@ -508,11 +512,7 @@ impl ServerHandle {
             // The rooms move to other nodes at once; clients resume there.
             node.leave().await;
         }
-        let outboxes: Vec<Outbox> =
-            self.shared.connections.lock().expect("not poisoned").values().cloned().collect();
-        for outbox in outboxes {
-            outbox.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
-        }
+        close_connections(&self.shared);
         if tokio::time::timeout(self.shared.config.shutdown_grace, self.shared.live.all_ended())
             .await
             .is_err()
@@ -523,6 +523,15 @@ impl ServerHandle {
                 "connections did not close within the shutdown grace period"
             );
         }
+    }
+}
+
+/// Closes every open connection with `SERVER_SHUTTING_DOWN` (each flushes what it has queued
+/// first, within its close timeout).
+fn close_connections(shared: &ServerShared) {
+    let outboxes: Vec<Outbox> = shared.connections.lock().expect("not poisoned").values().cloned().collect();
+    for outbox in outboxes {
+        outbox.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "server shutting down"), true);
     }
 }
 

@@ -47,6 +47,29 @@ async fn a_dropped_handle_stops_the_servers_periodic_tasks() {
     assert_eq!(upkeeps.load(Ordering::Relaxed), after_drop, "no upkeep after the handle is gone");
 }
 
+/// A handle dropped without `shutdown` closes the connections it served, as a shutdown
+/// does (without waiting for them): none is left open with nobody to close it, and the
+/// count of live tasks comes back to zero.
+#[tokio::test]
+async fn a_dropped_handle_closes_its_connections_with_server_shutting_down() {
+    use roomkit_core::transport::{Connector, Frame, TransportError};
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = Server::new(ServerConfig::default(), Arc::new(DevAuthenticator)).spawn(listener);
+    let shared = Arc::clone(&server.shared);
+    let mut client = connector.connect().await.expect("connects");
+    let login = r#"{"id":1,"op":"login","account_id":"alice","token":"dev"}"#;
+    client.sink.send(&[Frame::text(login.as_bytes())]).await.expect("sent");
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.stream.recv()).await.expect("answered");
+    assert!(String::from_utf8_lossy(&answer.expect("a frame")).contains("\"code\":0"), "logged in");
+    drop(server);
+    let closed = tokio::time::timeout(Duration::from_secs(10), client.stream.recv()).await.expect("closed");
+    match closed {
+        Err(TransportError::Closed(Some(reason))) => assert_eq!(reason.code, Code::SERVER_SHUTTING_DOWN),
+        other => panic!("expected a close with SERVER_SHUTTING_DOWN, got {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), shared.live.all_ended()).await.expect("no task left");
+}
+
 /// In a connect flood past a cap, at most `MAX_REFUSALS_IN_PROGRESS` refused connections
 /// are held to be answered; the others are dropped at once without an answer.
 #[tokio::test(start_paused = true)]
