@@ -48,7 +48,7 @@ const AFL_GRACE: Duration = Duration::from_secs(180);
 
 /// What building AFL++ and the instrumented targets needs beyond Rust.
 const AFL_PACKAGES: &[SystemPackage] = &[
-    SystemPackage { name: "make", provides: "/usr/bin/make", needed_by: "building AFL++ (cargo afl)" },
+    system::MAKE,
     SystemPackage { name: "gcc", provides: "/usr/bin/gcc", needed_by: "building AFL++ (cargo afl)" },
     SystemPackage {
         name: "libc6-dev",

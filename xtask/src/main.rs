@@ -294,6 +294,7 @@ fn nextest_has_ci_profile() -> bool {
 
 /// `cargo xtask run`: runs [`RUN_COMMAND`] with the user's arguments appended.
 fn run(args: &[String]) -> Result<(), String> {
+    system::ensure(&[system::MAKE])?;
     run_command(RUN_COMMAND, args)
 }
 

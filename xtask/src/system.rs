@@ -31,7 +31,15 @@ pub(crate) const TEST_PACKAGES: &[SystemPackage] = &[
         needed_by: "the web page's browser test (WebDriver)",
     },
     NATS_SERVER,
+    MAKE,
 ];
+
+/// `make`, which building jemalloc (the server binary's allocator) runs, like AFL++'s build.
+pub(crate) const MAKE: SystemPackage = SystemPackage {
+    name: "make",
+    provides: "/usr/bin/make",
+    needed_by: "building jemalloc, the server's allocator (and AFL++ for the fuzz smoke)",
+};
 
 /// The NATS server (with JetStream) that the JetStream store's tests start, and the cluster
 /// mode runs on.
@@ -49,6 +57,7 @@ pub(crate) const BENCH_PACKAGES: &[SystemPackage] = &[
         needed_by: "the bench's baseline (redis pub/sub, run beside roomkit's fan-out)",
     },
     NATS_SERVER,
+    MAKE,
 ];
 
 /// Makes sure every package in `packages` is installed: installs the missing ones with apt
