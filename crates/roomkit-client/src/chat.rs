@@ -130,6 +130,7 @@ impl ChatController {
     async fn enter(&self, history_count: Option<u32>) -> Result<Vec<ChatMessage>, Error> {
         let params = JoinChatroom { room_uuid: self.room.room_uuid(), history_count };
         let room = Arc::clone(&self.room.room);
+        let digests = room.read(|m| m.digests());
         // On the receive task, before the chatroom's next message is told.
         let apply: Apply = Box::new(move |response| {
             // An error's missing data would decode as an empty answer: look at the code first.
@@ -141,7 +142,7 @@ impl ChatController {
                 // What was said before entering is history, not something missed: a later
                 // resume catches up from here.
                 m.note_seq(out.last_seq);
-                m.local_entered_chatroom()
+                m.local_entered_chatroom(digests)
             });
         });
         let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };

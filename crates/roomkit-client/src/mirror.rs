@@ -35,6 +35,8 @@ pub(crate) struct RoomMirror {
     /// While catching up after a reconnect, live messages wait here so that everything is
     /// told in sequence order.
     held: Option<Vec<ChatMessage>>,
+    /// `members_changed` digests applied so far (see [`local_entered_chatroom`](Self::local_entered_chatroom)).
+    digests: u64,
 }
 
 impl RoomMirror {
@@ -42,7 +44,7 @@ impl RoomMirror {
     pub(crate) fn new(local: UserUuid, joined: JoinRoomOutput) -> Self {
         let JoinRoomOutput { room, counts, .. } = &joined;
         let (info, counts) = (room.clone(), *counts);
-        Self { local, info, members: seen_in(joined), counts, last_seq: 0, held: None }
+        Self { local, info, members: seen_in(joined), counts, last_seq: 0, held: None, digests: 0 }
     }
 
     /// The room's state as last seen.

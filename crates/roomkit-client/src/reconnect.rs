@@ -158,9 +158,10 @@ async fn rejoin(session: &Session, room: &Arc<Room>) -> Result<(), Error> {
         return Ok(());
     }
     let target = Arc::clone(room);
+    let digests = room.read(|m| m.digests());
     let apply: Apply = Box::new(move |response| {
         if response.code.is_success() {
-            target.update(|m| m.local_entered_chatroom());
+            target.update(|m| m.local_entered_chatroom(digests));
         }
     });
     session

@@ -79,6 +79,7 @@ impl RoomMirror {
     /// counts replace the local ones. The local member is left out of the names: it learns
     /// its own joins and leaves from its own calls.
     pub(super) fn digest(&mut self, digest: MembersChanged) -> Vec<RoomEvent> {
+        self.digests += 1;
         let local = self.local.clone();
         let others = |list: Vec<RoomMember>| -> Vec<RoomMember> {
             list.into_iter().filter(|m| m.uuid != local).collect()
@@ -112,15 +113,30 @@ impl RoomMirror {
         told
     }
 
-    /// The local member's `join_chatroom` succeeded. In a small room the event that said so
-    /// came first and changed everything already; in a large one no event comes, so the entry
-    /// is told here, as the small room's event would have told it.
-    pub(crate) fn local_entered_chatroom(&mut self) -> Vec<RoomEvent> {
+    /// Digests applied so far: read when a `join_chatroom` is sent, for
+    /// [`local_entered_chatroom`](Self::local_entered_chatroom).
+    pub(crate) fn digests(&self) -> u64 {
+        self.digests
+    }
+
+    /// The local member's `join_chatroom` succeeded; `digests_before` is what
+    /// [`digests`](Self::digests) said when it was sent. In a small room the event that said
+    /// so came first and changed everything already; in a large one no event comes, so the
+    /// entry is told here, as the small room's event would have told it, and counted unless a
+    /// digest came in the meantime. The answer reads the store and may come after later
+    /// events: a digest applied since the request may already count the entry (counting it
+    /// again would stay wrong once the room is quiet), and one that does not is followed by
+    /// another that does, since the entry is a change to digest.
+    pub(crate) fn local_entered_chatroom(&mut self, digests_before: u64) -> Vec<RoomEvent> {
         match self.members.get(&self.local) {
             Some(me) if !me.is_in_chatroom => {
                 let mut me = me.clone();
                 me.is_in_chatroom = true;
-                self.joined_chatroom(vec![me])
+                if self.digests == digests_before {
+                    return self.joined_chatroom(vec![me]);
+                }
+                self.set_in_chatroom(std::slice::from_ref(&me), true);
+                vec![RoomEvent::MemberJoinChatroom(vec![me])]
             }
             _ => Vec::new(),
         }
@@ -307,15 +323,38 @@ mod tests {
     #[test]
     fn entering_the_chatroom_without_an_event_is_told_and_counted_once() {
         let mut mirror = dave_in_a_large_room();
-        let told = mirror.local_entered_chatroom();
+        let told = mirror.local_entered_chatroom(0);
         assert!(matches!(&told[..], [RoomEvent::MemberJoinChatroom(m), RoomEvent::MemberCountChanged(c)]
             if uuids(m) == ["dave"] && *c == counts(900, 601)));
-        assert_eq!(mirror.local_entered_chatroom(), [], "already inside");
+        assert_eq!(mirror.local_entered_chatroom(0), [], "already inside");
         // In a small room the event comes first: the answer then changes nothing.
         let mut small = dave_in_a_large_room();
         small.apply(Event::MemberJoinChatroom { room_uuid: room(), members: vec![member("dave", true)] });
-        assert_eq!(small.local_entered_chatroom(), []);
+        assert_eq!(small.local_entered_chatroom(0), []);
         assert_eq!(small.counts(), counts(900, 601));
+    }
+
+    /// The answer to `join_chatroom` reads the store and may come after a digest that already
+    /// counted the entry: counted again, the count would stay one too high once the room is
+    /// quiet (seen after a join storm).
+    #[test]
+    fn an_entry_a_digest_already_counted_is_not_counted_again() {
+        let mut mirror = dave_in_a_large_room();
+        let sent_at = mirror.digests();
+        mirror.apply(Event::MembersChanged(Box::new(digest((900, 601)))));
+        let told = mirror.local_entered_chatroom(sent_at);
+        assert!(matches!(&told[..], [RoomEvent::MemberJoinChatroom(m)] if uuids(m) == ["dave"]), "{told:?}");
+        assert_eq!(mirror.counts(), counts(900, 601), "counted once, by the digest");
+        assert!(mirror.local_in_chatroom());
+        // A digest from before the entry: the count is short until the next one, which the
+        // entry is part of.
+        let mut early = dave_in_a_large_room();
+        let sent_at = early.digests();
+        early.apply(Event::MembersChanged(Box::new(digest((900, 600)))));
+        early.local_entered_chatroom(sent_at);
+        assert_eq!(early.counts(), counts(900, 600));
+        early.apply(Event::MembersChanged(Box::new(digest((900, 601)))));
+        assert_eq!(early.counts(), counts(900, 601));
     }
 
     #[test]
