@@ -410,7 +410,8 @@ impl SocketStream {
                 Read::End => break,
             }
         }
-        self.ended()
+        self.end();
+        Err(TransportError::Closed(None))
     }
 
     /// One read, once the socket said it is readable.
@@ -432,10 +433,9 @@ impl SocketStream {
         }
     }
 
-    /// The stream ended: `Closed` now and for every later call.
-    fn ended<T>(&mut self) -> Result<T, TransportError> {
+    /// The stream ended: every later receive returns `Closed`.
+    fn end(&mut self) {
         self.closed = Some(Box::new(None));
-        Err(TransportError::Closed(None))
     }
 }
 
@@ -494,7 +494,7 @@ impl FrameStream for SocketStream {
                 Read::Some => return Poll::Ready(()),
                 Read::Stale => {}
                 Read::End => {
-                    let _ = self.ended::<()>();
+                    self.end();
                     return Poll::Ready(());
                 }
             }
