@@ -219,3 +219,149 @@ fn a_room_deleted_by_a_failed_commit_and_created_again_has_none_of_the_old_rooms
     let history = h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history();
     assert_eq!(texts(&history), ["new"], "the old room's messages went with it");
 }
+
+/// Request ids of the replies ready now, with whether each succeeded.
+fn replies(h: &mut Harness) -> Vec<(u64, Result<(), Error>)> {
+    std::iter::from_fn(|| h.reg.poll_output())
+        .filter_map(|o| match o {
+            Output::Reply { request_id, result, .. } => Some((request_id, result.map(|_| ()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `rig`'s room, with a registry that may keep `max` commits in flight.
+fn rig_in_flight(max: usize) -> (Harness, Arc<FlakyStore>, User, User) {
+    let (mut h, store, a, b) = rig();
+    let reg = std::mem::replace(&mut h.reg, roomkit_core::RoomRegistry::new(CoreConfig::default()));
+    h.reg = reg.with_commits_in_flight(max);
+    (h, store, a, b)
+}
+
+#[test]
+fn commits_in_flight_are_taken_up_to_the_bound_and_release_their_outputs_in_order() {
+    let (mut h, _store, a, b) = rig_in_flight(2);
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("one", "m1").into());
+    assert_eq!(h.reg.take_commit().len(), 1);
+    h.reg.handle_request(now, b.conn, &b.id, 101, send("two", "m2").into());
+    assert_eq!(h.reg.take_commit().len(), 1, "a second commit while the first is in flight");
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("three", "m3").into());
+    assert!(h.reg.take_commit().is_empty(), "two in flight: the bound");
+    assert_eq!(h.reg.commit_epoch(), 0);
+    assert!(replies(&mut h).is_empty(), "every answer waits for its commit");
+    h.reg.handle_commit(Ok(()));
+    assert_eq!(replies(&mut h), [(100, Ok(()))], "the first commit releases only its own");
+    assert_eq!(h.reg.take_commit().len(), 1, "room for the third");
+    h.reg.handle_commit(Ok(()));
+    h.reg.handle_commit(Ok(()));
+    assert_eq!(replies(&mut h), [(101, Ok(())), (102, Ok(()))]);
+    assert_eq!(h.reg.commit_epoch(), 0, "no failure");
+}
+
+#[test]
+fn a_failed_commit_fails_the_commits_taken_after_it_whatever_their_reports() {
+    let (mut h, store, a, b) = rig_in_flight(3);
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("one", "m1").into());
+    assert_eq!(h.reg.take_commit().len(), 1);
+    h.reg.handle_request(now, b.conn, &b.id, 101, send("two", "m2").into());
+    assert_eq!(h.reg.take_commit().len(), 1);
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    assert_eq!(h.reg.commit_epoch(), 1, "the failure starts a new epoch");
+    assert_eq!(replies(&mut h), [(100, Err(Error::NotStored))]);
+    // m3 comes while the doomed commit is unreported: it waits, so that the failed commits'
+    // room records go to the store before it.
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("three", "m3").into());
+    assert!(h.reg.take_commit().is_empty(), "nothing new while a doomed commit is in flight");
+    // The second commit was taken before the failure was reported: it fails, even if the
+    // driver says otherwise.
+    h.reg.handle_commit(Ok(()));
+    assert_eq!(replies(&mut h), [(101, Err(Error::NotStored))]);
+    assert_eq!(h.reg.commit_epoch(), 1, "one failure, not two");
+    let ops = h.reg.take_commit();
+    assert_eq!(ops.len(), 1, "m3, in the new epoch");
+    h.reg.handle_commit(block_on(store.apply(now, &ops)));
+    assert_eq!(replies(&mut h), [(102, Ok(()))]);
+    // m2 was forgotten with its commit: sent again, it is stored as new, after m3.
+    let o = h.ok(&b, send("two", "m2"));
+    assert_eq!(o.recipients(), [a.conn].into(), "delivered this time");
+    let stored = h.ok(&a, fetch("r1", None, None, HistoryOrder::Asc)).history();
+    assert_eq!(texts(&stored), ["three", "two"]);
+}
+
+#[test]
+fn a_read_waits_for_every_commit_in_flight() {
+    let (mut h, store, a, _b) = rig_in_flight(2);
+    let carol = User::new("carol", 3);
+    h.ok(&carol, join("r1", "carol"));
+    let now = h.now;
+    let mut taken = Vec::new();
+    for (i, id) in ["m1", "m2"].into_iter().enumerate() {
+        h.reg.handle_request(now, a.conn, &a.id, 100 + i as u64, send(id, id).into());
+        taken.push(h.reg.take_commit());
+    }
+    h.reg.handle_request(now, carol.conn, &carol.id, 102, join_chat("r1").into());
+    let answer = |h: &mut Harness| {
+        std::iter::from_fn(|| h.reg.poll_output()).find_map(|o| match o {
+            Output::History { room_uuid, read, .. } => Some((room_uuid, read)),
+            _ => None,
+        })
+    };
+    h.reg.handle_commit(block_on(store.apply(now, &taken[0])));
+    assert!(answer(&mut h).is_none(), "the read waits for the second commit too");
+    h.reg.handle_commit(block_on(store.apply(now, &taken[1])));
+    let (room_uuid, read) = answer(&mut h).expect("released once both are reported");
+    let roomkit_protocol::ops::Response::JoinChatroom(out) =
+        block_on(read.run(store.as_ref(), &room_uuid, now)).expect("reads")
+    else {
+        panic!()
+    };
+    assert_eq!(out.last_seq, 2, "the read finds both messages");
+}
+
+#[test]
+fn a_room_deleted_by_a_failed_commit_stays_deleted_before_a_doomed_commit_recreates_it() {
+    let (mut h, store, a, b) = rig_in_flight(4);
+    h.ok(&a, send("old one", "m1"));
+    h.ok(&a, send("old two", "m2"));
+    let now = h.now;
+    // The room is closed (commit 1), then created again under its id with a message
+    // (commit 2), both in flight; the store fails the first, and so refuses the second.
+    h.reg.close_room(&room("r1"), EndReason::CloseByBackend).unwrap();
+    let close = h.reg.take_commit();
+    assert_eq!(close.len(), 1);
+    let epoch = h.reg.commit_epoch();
+    let create = roomkit_protocol::ops::CreateRoom {
+        room_uuid: room("r1"),
+        room_name: "again".into(),
+        template_id: None,
+        max_members: None,
+        password: None,
+        initial_room_properties: Default::default(),
+        enable_chatroom: true,
+    };
+    h.reg.handle_request(now, a.conn, &a.id, 200, create.into());
+    let recreate = h.reg.take_commit();
+    assert_eq!(recreate.len(), 1);
+    assert_eq!(h.reg.commit_epoch(), epoch, "both taken in one epoch");
+    store.failing.store(true, Ordering::SeqCst);
+    h.reg.handle_commit(block_on(store.apply(now, &close)));
+    store.failing.store(false, Ordering::SeqCst);
+    // The second is refused by the store without being applied; the registry would count
+    // it as failed anyway.
+    h.reg.handle_commit(Err(StoreError("an earlier commit of this epoch failed".into())));
+    let _ = h.drain();
+    // The room was created all the same (only its record is unstored): the next commit
+    // stores the deletion and the new room's record again, in that order, then the message.
+    for (who, name) in [(&a, "alice"), (&b, "bob")] {
+        h.ok(who, join("r1", name));
+        h.ok(who, join_chat("r1"));
+    }
+    let new = h.ok(&a, send("new", "m3"));
+    assert_eq!(new.message().seq, 1, "a new room numbers its messages from 1");
+    let history = h.ok(&b, fetch("r1", None, None, HistoryOrder::Asc)).history();
+    assert_eq!(texts(&history), ["new"], "the old room's messages went with it");
+    let rooms = block_on(store.rooms()).unwrap();
+    assert_eq!(rooms.len(), 1, "{rooms:?}");
+}

@@ -5,12 +5,14 @@
 //! host anywhere, one may not create rooms and may join one room only) send every room and
 //! chatroom operation, and raw frames decoded by the codec; connections drop and come back;
 //! time moves by steps around every timer (reconnect grace, idle rooms, presence digests,
-//! rate buckets); the driver takes commits when it likes, reports them as stored or failed
-//! later, in between or never until the end, and drains outputs at any point, as a pipelined
-//! shard does; the backend ends rooms, creates them and sends messages; the server restarts,
+//! rate buckets); the driver takes commits when it likes (one in flight at a time, or up to
+//! three, as a shard whose commits go through the committer), reports them in order as
+//! stored or failed later, in between or never until the end — a commit of an epoch that
+//! failed is refused unapplied, as the committer does — and drains outputs at any point, as
+//! a pipelined shard does; the backend ends rooms, creates them and sends messages; the server restarts,
 //! bringing its rooms back from what was stored (`disk.rs`), as its shards do. The first byte
 //! picks the configuration: small limits throughout, with or without reconnect grace, rate
-//! limits and presence digests.
+//! limits, presence digests and several commits in flight.
 //!
 //! After every step (`checks.rs`): every answer answers a request that is waiting, once;
 //! every delivery goes to distinct, known connections, and each sees a room's chatroom
@@ -25,7 +27,7 @@ mod checks;
 mod disk;
 mod requests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use roomkit_core::{
     store::{StoreError, StoreOp},
@@ -48,7 +50,8 @@ const START: u64 = 1_767_261_640_000;
 /// Runs one input; panics when an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
-    let mut sim = Sim::new(config(input.byte()));
+    let bits = input.byte();
+    let mut sim = Sim::new(config(bits), if bits & 16 != 0 { 3 } else { 1 });
     for _ in 0..MAX_STEPS {
         if input.is_empty() {
             break;
@@ -124,8 +127,14 @@ pub(crate) struct Sim {
     next_conn: u64,
     next_request: u64,
     pending: BTreeMap<(ConnId, u64), Pending>,
-    /// The commit taken and not yet reported, if one is.
-    in_flight: Option<Vec<StoreOp>>,
+    /// The commits taken and not yet reported, oldest first, with the registry's commit
+    /// epoch when each was taken.
+    in_flight: VecDeque<(Vec<StoreOp>, u64)>,
+    /// Most commits in flight.
+    max_in_flight: usize,
+    /// The epoch of the last commit the store failed: its later commits of that epoch are
+    /// refused unapplied, as the server's committer does.
+    failed_epoch: Option<u64>,
     /// Every commit reported stored.
     disk: disk::Disk,
     /// The messages of every commit reported stored.
@@ -147,7 +156,7 @@ fn room(name: &str) -> RoomUuid {
 }
 
 impl Sim {
-    fn new(config: CoreConfig) -> Self {
+    fn new(config: CoreConfig, max_in_flight: usize) -> Self {
         let admin = Grants { room_admin: true, ..Grants::default() };
         let restricted =
             Grants { create_rooms: false, join: RoomGrant::Only(vec![room("r0")]), room_admin: false };
@@ -160,14 +169,16 @@ impl Sim {
             Identity::unrestricted(user("u0")),
         ];
         let mut sim = Sim {
-            reg: RoomRegistry::new(config),
+            reg: RoomRegistry::new(config).with_commits_in_flight(max_in_flight),
             now: START,
             slots: Vec::new(),
             users: HashMap::new(),
             next_conn: 1,
             next_request: 1,
             pending: BTreeMap::new(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
+            max_in_flight,
+            failed_epoch: None,
             disk: disk::Disk::default(),
             stored: HashSet::new(),
             last_seq: HashMap::new(),
@@ -257,7 +268,10 @@ impl Sim {
                 let text = input.pick(requests::TEXTS).to_string();
                 let _ = self.reg.send_backend_message(self.now, &target, user("u9"), "ops".into(), text);
             }
-            3 => self.restart(input.flag()),
+            3 => {
+                let reached = input.below(self.in_flight.len() + 1);
+                self.restart(reached);
+            }
             _ => {
                 let create = CreateRoom {
                     room_uuid: target,
@@ -273,12 +287,13 @@ impl Sim {
         }
     }
 
-    /// Takes the pending commit, unless one is in flight.
+    /// Takes the pending commit, unless as many as the registry allows are in flight.
     fn take_commit(&mut self) {
-        if self.in_flight.is_some() {
-            assert!(self.reg.take_commit().is_empty(), "a second commit while one is in flight");
+        if self.in_flight.len() >= self.max_in_flight {
+            assert!(self.reg.take_commit().is_empty(), "more commits in flight than allowed");
             return;
         }
+        let epoch = self.reg.commit_epoch();
         let ops = self.reg.take_commit();
         if ops.is_empty() {
             return;
@@ -291,7 +306,13 @@ impl Sim {
                 assert!(message.seq > 0 && message.persist, "an ephemeral message stored: {message:?}");
             }
         }
-        self.in_flight = Some(ops);
+        self.in_flight.push_back((ops, epoch));
+    }
+
+    /// Whether the store applies a commit taken at `epoch`: not after a failed commit of the
+    /// same epoch.
+    fn applies(&self, epoch: u64) -> bool {
+        self.failed_epoch != Some(epoch)
     }
 
     /// `ops` are durable: on the disk, and their messages may be delivered and acknowledged.
@@ -304,33 +325,43 @@ impl Sim {
         }
     }
 
-    /// Reports the commit in flight (or, with none, reports nothing to report).
+    /// Reports the oldest commit in flight as the store would have it: `stored`, unless it
+    /// is refused for a failed epoch (with none in flight, reports nothing to report).
     fn report_commit(&mut self, stored: bool) {
+        let Some((ops, epoch)) = self.in_flight.pop_front() else {
+            self.reg.handle_commit(Ok(()));
+            return;
+        };
+        let applies = self.applies(epoch);
+        let stored = stored && applies;
+        if !stored && applies {
+            self.failed_epoch = Some(epoch);
+        }
         let result = if stored { Ok(()) } else { Err(StoreError("disk full".into())) };
         self.reg.handle_commit(result);
-        if self.trace && self.in_flight.is_some() {
-            eprintln!("  commit {}", if stored { "stored" } else { "failed" });
+        if self.trace {
+            eprintln!("  commit {}", if stored { "stored" } else if applies { "failed" } else { "refused" });
         }
-        if let Some(ops) = self.in_flight.take() {
-            if stored {
-                self.stored(&ops);
-            }
+        if stored {
+            self.stored(&ops);
         }
     }
 
-    /// The server stops and starts again: the commit in flight reached the disk or not, the
-    /// connections and their waiting requests are gone, and the rooms come back from the disk
-    /// into a new registry. Every client connects again.
-    fn restart(&mut self, commit_reached_the_disk: bool) {
+    /// The server stops and starts again: the first `reached` commits in flight reached the
+    /// disk (those the store applies), the others not; the connections and their waiting
+    /// requests are gone, and the rooms come back from the disk into a new registry. Every
+    /// client connects again.
+    fn restart(&mut self, reached: usize) {
         if self.trace {
-            eprintln!("restart (a commit in flight reached the disk: {commit_reached_the_disk})");
+            eprintln!("restart ({reached} of the commits in flight reached the disk)");
         }
-        if let Some(ops) = self.in_flight.take() {
-            if commit_reached_the_disk {
+        for (ops, epoch) in std::mem::take(&mut self.in_flight).into_iter().take(reached) {
+            if self.applies(epoch) {
                 self.stored(&ops);
             }
         }
-        self.reg = RoomRegistry::new(self.reg.config().clone());
+        self.failed_epoch = None;
+        self.reg = RoomRegistry::new(self.reg.config().clone()).with_commits_in_flight(self.max_in_flight);
         self.disk.restore(&mut self.reg, self.now);
         self.pending.clear();
         self.last_seq.clear();
@@ -378,11 +409,11 @@ impl Sim {
 
     /// Stores every commit and drains every output.
     fn settle(&mut self) {
-        for _ in 0..8 {
+        for _ in 0..8 * self.max_in_flight {
             self.report_commit(true);
             self.drain();
             self.take_commit();
-            if self.in_flight.is_none() {
+            if self.in_flight.is_empty() {
                 return;
             }
         }

@@ -5,6 +5,18 @@
 //! commit (later outputs wait too, so nothing overtakes). When the driver reports a failed
 //! commit, the outputs that depended on it are settled by the rule each was queued with:
 //! a message delivery is dropped, a send's acknowledgement becomes an error; the rest go out.
+//!
+//! A driver may keep several commits in flight ([`RoomRegistry::with_commits_in_flight`]);
+//! they are reported in the order they were taken. A failed commit fails every commit taken
+//! after it and not yet reported, whatever the driver says of them: they follow it in the
+//! store (a room deleted by the failed one may be created again by a later one), so the store
+//! must not have applied them — a driver hands each commit with the registry's
+//! [`commit_epoch`](RoomRegistry::commit_epoch) and its store refuses the commits of an epoch
+//! that failed. No new commit is taken until those are reported, so that the failed
+//! commits' room records are stored again, in order, before anything that came after them.
+//!
+//! [`RoomRegistry::with_commits_in_flight`]: crate::RoomRegistry::with_commits_in_flight
+//! [`commit_epoch`]: crate::RoomRegistry::commit_epoch
 
 use std::{collections::VecDeque, mem};
 
@@ -103,7 +115,7 @@ pub(crate) struct InFlight {
 }
 
 /// The registry's output queue and its pending commit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outputs {
     queue: VecDeque<Queued>,
     /// Store operations not yet taken by the driver: commit number `taken + 1`.
@@ -112,11 +124,36 @@ pub(crate) struct Outputs {
     taken: u64,
     /// Commits reported so far (they are reported in order, one at a time).
     reported: u64,
-    in_flight: Option<InFlight>,
+    /// Commits taken and not yet reported, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Most commits in flight at once.
+    pub(crate) max_in_flight: usize,
+    /// Commits up to this number fail, whatever their report: they were taken before an
+    /// earlier one's failure was reported.
+    doomed_through: u64,
+    /// Failures reported so far, not counting the commits they doomed.
+    epoch: u64,
     /// Room records and deletions of failed commits, stored first in the next commit.
     unstored_rooms: Vec<StoreOp>,
     /// Whether to report member list changes ([`Output::Roster`]).
     pub(crate) rosters: bool,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            pending: Vec::new(),
+            taken: 0,
+            reported: 0,
+            in_flight: VecDeque::new(),
+            max_in_flight: 1,
+            doomed_through: 0,
+            epoch: 0,
+            unstored_rooms: Vec::new(),
+            rosters: false,
+        }
+    }
 }
 
 impl Outputs {
@@ -131,11 +168,11 @@ impl Outputs {
     }
 
     /// Like [`push`](Self::push), for an output that reads the store: it also waits for the
-    /// commit in flight, whose messages the read must find (they were delivered live only to
+    /// commits in flight, whose messages the read must find (they were delivered live only to
     /// those in the chatroom when they were accepted).
     fn push_read(&mut self, output: Output) {
         self.push(output, IfLost::Send);
-        let in_flight = self.in_flight.as_ref().map(|f| f.number);
+        let in_flight = self.in_flight.back().map(|f| f.number);
         if let Some(queued) = self.queue.back_mut() {
             queued.after = queued.after.max(in_flight);
         }
@@ -205,7 +242,8 @@ impl Outputs {
         self.queue.pop_front().map(|q| q.output)
     }
 
-    /// The pending operations, now in flight; empty while another commit is in flight.
+    /// The pending operations, now in flight; empty while `max_in_flight` commits are in
+    /// flight, or one that an earlier failure doomed.
     ///
     /// A failed commit's room records and deletions go first in the next one. The rooms
     /// already changed, so the store must follow, and before anything that came after them:
@@ -213,7 +251,8 @@ impl Outputs {
     /// under the new room's numbers. They wait for something new to commit rather than being
     /// retried on their own, so that a failing store is not retried in a loop.
     pub(crate) fn take_commit(&mut self) -> Vec<StoreOp> {
-        if self.in_flight.is_some() || self.pending.is_empty() {
+        let doomed_in_flight = self.in_flight.back().is_some_and(|f| f.number <= self.doomed_through);
+        if self.in_flight.len() >= self.max_in_flight || doomed_in_flight || self.pending.is_empty() {
             return Vec::new();
         }
         self.taken += 1;
@@ -227,15 +266,28 @@ impl Outputs {
             })
             .collect();
         let rooms = ops.iter().filter(|op| !matches!(op, StoreOp::Append { .. })).cloned().collect();
-        self.in_flight = Some(InFlight { number: self.taken, appended, rooms });
+        self.in_flight.push_back(InFlight { number: self.taken, appended, rooms });
         ops
     }
 
-    /// The commit in flight was made durable (`ok`) or not. Returns it, if there was one.
-    pub(crate) fn commit_reported(&mut self, ok: bool) -> Option<InFlight> {
-        let mut done = self.in_flight.take()?;
+    /// See [`RoomRegistry::commit_epoch`](crate::RoomRegistry::commit_epoch).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The oldest commit in flight was made durable (`ok`) or not. Returns it, if there was
+    /// one, with whether it counts as durable: not if an earlier failure doomed it.
+    pub(crate) fn commit_reported(&mut self, ok: bool) -> Option<(InFlight, bool)> {
+        let mut done = self.in_flight.pop_front()?;
+        let doomed = done.number <= self.doomed_through;
+        let ok = ok && !doomed;
         if !ok {
-            self.unstored_rooms = mem::take(&mut done.rooms);
+            if !doomed {
+                // The commits taken after this one follow it in the store: they fail too.
+                self.epoch += 1;
+                self.doomed_through = self.taken;
+            }
+            self.unstored_rooms.append(&mut done.rooms);
             self.queue.retain_mut(|q| {
                 // A retry answered with a message of this commit may wait for a later commit
                 // (the retry came while this one was in flight): it fails with this one.
@@ -256,7 +308,7 @@ impl Outputs {
             });
         }
         self.reported = done.number;
-        Some(done)
+        Some((done, ok))
     }
 }
 
