@@ -2,10 +2,7 @@
 //! other rooms of its shard nor the asker's other requests, and a connection may have only
 //! `reads_in_flight` of them under way.
 
-use std::sync::{
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-    Arc,
-};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use roomkit_core::store::{
@@ -13,41 +10,14 @@ use roomkit_core::store::{
 };
 use roomkit_protocol::{codec::ServerFrame, Code, Event, RoomUuid};
 use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
-use roomkit_tests::{within, RawClient};
+use roomkit_tests::{within, Gate, RawClient};
 use serde_json::json;
-use tokio::sync::Notify;
 
 /// A [`MemoryStore`] whose history reads wait while its gate is closed.
 #[derive(Default)]
 struct GatedStore {
     inner: MemoryStore,
-    closed: AtomicBool,
-    opened: Notify,
-    /// Reads that reached the gate while it was closed.
-    waiting: AtomicUsize,
-    arrived: Notify,
-}
-
-impl GatedStore {
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-
-    fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-        self.opened.notify_waiters();
-    }
-
-    /// Waits until `n` reads wait at the closed gate.
-    async fn until_waiting(&self, n: usize) {
-        loop {
-            let arrived = self.arrived.notified();
-            if self.waiting.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            arrived.await;
-        }
-    }
+    gate: Gate,
 }
 
 #[async_trait]
@@ -62,19 +32,7 @@ impl MessageStore for GatedStore {
         query: &HistoryQuery,
         now: u64,
     ) -> Result<HistoryPage, StoreError> {
-        let mut counted = false;
-        loop {
-            let opened = self.opened.notified();
-            if !self.closed.load(Ordering::SeqCst) {
-                break;
-            }
-            if !counted {
-                counted = true;
-                self.waiting.fetch_add(1, Ordering::SeqCst);
-                self.arrived.notify_waiters();
-            }
-            opened.await;
-        }
+        self.gate.pass().await;
         self.inner.history(room, query, now).await
     }
 
@@ -128,9 +86,9 @@ async fn a_blocked_history_read_does_not_delay_a_send_in_another_room_of_its_sha
     let mut carol = member(&connector, "carol", "small").await;
     bob.take_events();
 
-    store.close();
+    store.gate.close();
     alice.send_json(json!({"id": 50, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
-    within("alice's read to reach the store", store.until_waiting(1)).await;
+    within("alice's read to reach the store", store.gate.until_waiting(1)).await;
 
     let sent =
         bob.request(json!({"op": "send_text_message", "room_uuid": "small", "text": "meanwhile"})).await;
@@ -142,7 +100,7 @@ async fn a_blocked_history_read_does_not_delay_a_send_in_another_room_of_its_sha
         other => panic!("carol expected bob's message, got {other:?}"),
     }
 
-    store.open();
+    store.gate.open();
     let answer = alice.response().await;
     assert_eq!((answer.id, answer.code), (Some(50), Code::SUCCESS));
     server.shutdown().await;
@@ -157,17 +115,17 @@ async fn reads_past_the_in_flight_bound_are_answered_too_many_pending() {
     let (server, connector, store) = start(config);
     let mut alice = member(&connector, "alice", "big").await;
 
-    store.close();
+    store.gate.close();
     for id in [100, 101] {
         alice.send_json(json!({"id": id, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
     }
-    within("both reads to reach the store", store.until_waiting(2)).await;
+    within("both reads to reach the store", store.gate.until_waiting(2)).await;
     let refused = alice.request(json!({"op": "fetch_chatroom_history", "room_uuid": "big"})).await;
     assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
     assert!(refused.msg.contains("2 history reads"), "{}", refused.msg);
     alice.request_ok(json!({"op": "ping"})).await;
 
-    store.open();
+    store.gate.open();
     let mut answered = [alice.response().await, alice.response().await];
     answered.sort_by_key(|r| r.id);
     assert_eq!(
@@ -192,9 +150,9 @@ async fn a_join_chatroom_refused_too_many_pending_does_not_enter() {
     alice.request_ok(json!({"op": "join_room", "room_uuid": "other", "user_name": "alice"})).await;
     bob.take_events();
 
-    store.close();
+    store.gate.close();
     alice.send_json(json!({"id": 100, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
-    within("alice's read to reach the store", store.until_waiting(1)).await;
+    within("alice's read to reach the store", store.gate.until_waiting(1)).await;
     let refused = alice.request(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
     assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
     let left = alice.request(json!({"op": "leave_chatroom", "room_uuid": "other"})).await;
@@ -205,7 +163,7 @@ async fn a_join_chatroom_refused_too_many_pending_does_not_enter() {
     let entries = bob.take_events().into_iter().filter(|e| matches!(e, Event::MemberJoinChatroom { .. }));
     assert_eq!(entries.count(), 0, "bob was told of an entry");
 
-    store.open();
+    store.gate.open();
     assert_eq!(alice.response().await.id, Some(100));
     alice.request_ok(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
     match bob.recv_frame().await {

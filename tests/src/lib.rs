@@ -7,6 +7,7 @@
 //!   loopback sockets, behind the same HTTP/WebSocket front as the `roomkit-server` binary.
 //! - [`ws`] is a raw WebSocket client (any bytes, any frame type, close frames as they come)
 //!   and [`http`] a minimal HTTP/1.1 client, for the wire and admin API tests.
+//! - [`Gate`] holds a store stand-in's calls until a test lets them through.
 //! - [`behaviour`] holds the behaviour cases, each an `async fn case<H: Harness>()`.
 //! - [`behaviour_suite!`] instantiates every case as a `#[tokio::test]` for one harness:
 //!
@@ -20,8 +21,11 @@
 //! earlier has already reached the client.
 
 pub mod behaviour;
+mod gate;
 pub mod http;
 pub mod ws;
+
+pub use gate::Gate;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
