@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod bursts;
 mod cluster;
+mod commits;
 mod failover;
 mod history;
 mod keepalive;

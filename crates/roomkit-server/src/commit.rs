@@ -1,72 +1,131 @@
 //! Group commit across shards: one committer task writes the store operations of every shard
 //! that is waiting, in one transaction per durable write.
 //!
-//! Each shard has at most one commit in flight: it hands the store operations gathered since
-//! its previous commit was taken, and goes on handling requests while the commit syncs; the
-//! answers and deliveries that follow the commit are held until its result is reported
-//! (nothing is acknowledged before it is durable). Against a store that syncs to disk, one sync costs the
-//! same for one operation as for a thousand, and a store such as redb takes one write
-//! transaction at a time: shards committing on their own would queue for the disk one after
-//! the other, each paying a sync. [`GroupCommit`] wraps the store instead: a commit is handed
-//! to the committer, which takes every commit waiting at that moment, from every shard,
-//! applies them as one, and reports the one result to each. While a sync is under way, the
-//! next group gathers.
+//! Against a store that syncs to disk, one sync costs the same for one operation as for a
+//! thousand, and a store such as redb takes one write transaction at a time: shards committing
+//! on their own would queue for the disk one after the other, each paying a sync.
+//! [`GroupCommit`] stands in front of the store instead: a shard hands it a commit
+//! ([`submit`](GroupCommit::submit)), and the committer takes every commit waiting at that
+//! moment, from every shard, applies them as one, and reports the one result to each. While a
+//! sync is under way, the next group gathers.
 //!
-//! A failed group fails every commit in it: each shard's core refuses the sends of that commit,
-//! as for a failed commit of its own. Reads pass straight through to the store. Shards own
-//! disjoint rooms, so the operations of different shards in one group never touch the same
-//! room, and each shard's operations keep their order.
+//! A shard may have several commits handed and unreported (`commits_in_flight`): it hands
+//! the store operations gathered since its previous commit was taken without waiting for that
+//! one's result, and goes on handling requests; the answers and deliveries that follow a
+//! commit are held in its registry until the result is reported (nothing is acknowledged
+//! before it is durable). So a shard's next commit is waiting when the sync under way ends,
+//! and joins the next group with the other shards', rather than the shards taking turns at
+//! the disk. The committer applies each shard's commits in the order they were handed.
+//!
+//! A failed group fails every commit in it: each shard's core refuses the sends of that
+//! commit, and of the commits it handed after it before hearing of the failure — those are
+//! refused here without being applied (the job carries the registry's
+//! [`commit_epoch`](roomkit_core::RoomRegistry::commit_epoch); the committer refuses a shard's
+//! jobs of an epoch that failed). Reads go straight to the store. Shards own disjoint rooms,
+//! so the operations of different shards in one group never touch the same room, and each
+//! shard's operations keep their order.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    future::Future,
+    panic::{self, AssertUnwindSafe},
+    sync::Arc,
+    task::Poll,
+};
 
-use async_trait::async_trait;
-use roomkit_core::store::{HistoryPage, HistoryQuery, MessageStore, RoomRecord, StoreError, StoreOp};
-use roomkit_protocol::RoomUuid;
+use roomkit_core::store::{MessageStore, StoreError, StoreOp};
 use tokio::sync::{mpsc, oneshot};
 
 /// A commit waiting for the committer.
 struct Job {
+    /// The shard that handed it.
+    source: usize,
+    /// Its registry's commit epoch when it was taken.
+    epoch: u64,
     now: u64,
     ops: Vec<StoreOp>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// A [`MessageStore`] whose commits are grouped across callers (see the module comment).
+/// The committer of a store whose commits are grouped across shards (see the module comment).
 pub struct GroupCommit {
-    store: Arc<dyn MessageStore>,
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// The answer to a commit handed to [`GroupCommit::submit`].
+pub(crate) type Committed = oneshot::Receiver<Result<(), StoreError>>;
+
 impl GroupCommit {
-    /// `store` as `shards` shards should call it: [`wrap`](Self::wrap)ped when there are
-    /// commits to group — several shards, and commits that wait on something
-    /// ([`MessageStore::commit_waits`]) — and as it is otherwise: one shard has one commit in
-    /// flight at a time, so a committer would only add two task hops to each.
-    pub fn for_shards(store: Arc<dyn MessageStore>, shards: usize) -> Arc<dyn MessageStore> {
-        if shards > 1 && store.commit_waits() {
-            Self::wrap(store)
-        } else {
-            store
-        }
+    /// A committer for `store` written by `shards` shards, when there are commits to group:
+    /// several shards, and commits that wait on something (a disk, a network:
+    /// [`MessageStore::commit_waits`]). `None` otherwise: the shards call the store directly,
+    /// one commit at a time each (a lone shard gains nothing measurable from a committer:
+    /// its commits would only take two more task hops).
+    pub fn for_shards(store: &Arc<dyn MessageStore>, shards: usize) -> Option<Arc<Self>> {
+        (shards > 1 && store.commit_waits()).then(|| Self::start(Arc::clone(store)))
     }
 
-    /// Wraps `store`, starting its committer on the current tokio runtime. The committer ends
-    /// when the `GroupCommit` is dropped.
-    pub fn wrap(store: Arc<dyn MessageStore>) -> Arc<dyn MessageStore> {
+    /// Starts the committer of `store` on the current tokio runtime. It ends when the
+    /// `GroupCommit` is dropped, once the commits handed before are answered.
+    pub fn start(store: Arc<dyn MessageStore>) -> Arc<Self> {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(Arc::clone(&store), rx));
-        Arc::new(GroupCommit { store, jobs })
+        tokio::spawn(committer(store, rx));
+        Arc::new(GroupCommit { jobs })
     }
+
+    /// Hands `ops`, taken by shard `source`'s registry at commit epoch `epoch`, to the
+    /// committer. A shard's commits are applied in the order they are handed; a commit is
+    /// refused without being applied when an earlier commit of the same shard and epoch
+    /// failed.
+    pub(crate) fn submit(&self, source: usize, epoch: u64, now: u64, ops: Vec<StoreOp>) -> Committed {
+        let (done, answer) = oneshot::channel();
+        // A stopped committer drops the job, and with it `done`: the answer is an error.
+        let _ = self.jobs.send(Job { source, epoch, now, ops, done });
+        answer
+    }
+}
+
+/// Why a commit got no answer: the committer stopped (the runtime is shutting down).
+pub(crate) fn stopped() -> StoreError {
+    StoreError("the store's committer has stopped".into())
+}
+
+/// `fut`'s output, or what it panicked with.
+async fn unwinding<T>(fut: impl Future<Output = T>) -> Result<T, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(poll) => poll.map(Ok),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Poll::Ready(Err(message))
+        }
+    })
+    .await
 }
 
 /// Takes every waiting commit, applies them as one, tells each the result; again.
 async fn committer(store: Arc<dyn MessageStore>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut group: Vec<Job> = Vec::new();
     let mut ops: Vec<StoreOp> = Vec::new();
+    // The epoch of each shard's last failed commit.
+    let mut failed: HashMap<usize, u64> = HashMap::new();
     while let Some(first) = rx.recv().await {
-        group.push(first);
-        while let Ok(job) = rx.try_recv() {
-            group.push(job);
+        let mut next = Some(first);
+        while let Some(job) = next.take().or_else(|| rx.try_recv().ok()) {
+            if failed.get(&job.source) == Some(&job.epoch) {
+                let why =
+                    "an earlier commit of this shard failed, and this one was taken before it was reported";
+                let _ = job.done.send(Err(StoreError(why.into())));
+            } else {
+                group.push(job);
+            }
+        }
+        if group.is_empty() {
+            continue;
         }
         // Age retention runs with the newest time in the group.
         let now = group.iter().map(|j| j.now).max().unwrap_or_default();
@@ -74,16 +133,17 @@ async fn committer(store: Arc<dyn MessageStore>, mut rx: mpsc::UnboundedReceiver
             ops.append(&mut job.ops);
         }
         metrics::histogram!("roomkit_store_group_size").record(group.len() as f64);
-        // On a task of its own: a store that panics fails this group, not every later one.
-        let (task_store, batch) = (Arc::clone(&store), std::mem::take(&mut ops));
-        let result = match tokio::spawn(async move { (task_store.apply(now, &batch).await, batch) }).await {
-            Ok((result, batch)) => {
-                ops = batch;
-                result
-            }
-            Err(e) => Err(StoreError(format!("the store's commit failed: {e}"))),
+        // A store that panics fails this group, not every later one.
+        let started = std::time::Instant::now();
+        let result = match unwinding(store.apply(now, &ops)).await {
+            Ok(result) => result,
+            Err(panic) => Err(StoreError(format!("the store's commit failed: it panicked: {panic}"))),
         };
+        metrics::histogram!("roomkit_store_write_seconds").record(started.elapsed());
         for job in group.drain(..) {
+            if result.is_err() {
+                failed.insert(job.source, job.epoch);
+            }
             let _ = job.done.send(result.clone());
         }
         ops.clear();
@@ -93,38 +153,16 @@ async fn committer(store: Arc<dyn MessageStore>, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-#[async_trait]
-impl MessageStore for GroupCommit {
-    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let (done, result) = oneshot::channel();
-        let job = Job { now, ops: ops.to_vec(), done };
-        self.jobs.send(job).map_err(|_| StoreError("the store's committer has stopped".into()))?;
-        result.await.map_err(|_| StoreError("the store's committer has stopped".into()))?
-    }
-
-    async fn history(
-        &self,
-        room: &RoomUuid,
-        query: &HistoryQuery,
-        now: u64,
-    ) -> Result<HistoryPage, StoreError> {
-        self.store.history(room, query, now).await
-    }
-
-    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
-        self.store.rooms().await
-    }
-
-    async fn room(&self, uuid: &RoomUuid) -> Result<Option<(RoomRecord, u64)>, StoreError> {
-        self.store.room(uuid).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    };
 
-    use roomkit_core::store::MemoryStore;
+    use async_trait::async_trait;
+    use roomkit_core::store::{HistoryPage, HistoryQuery, MemoryStore, RoomRecord};
+    use roomkit_protocol::RoomUuid;
 
     use super::*;
 
@@ -133,8 +171,21 @@ mod tests {
     struct Recording {
         inner: Arc<dyn MessageStore>,
         applies: Mutex<Vec<usize>>,
-        fail: std::sync::atomic::AtomicBool,
+        fail: AtomicBool,
+        panic: AtomicBool,
         gate: tokio::sync::Semaphore,
+    }
+
+    impl Recording {
+        fn new() -> Arc<Self> {
+            Arc::new(Recording {
+                inner: MemoryStore::shared(Default::default()),
+                applies: Mutex::new(Vec::new()),
+                fail: false.into(),
+                panic: false.into(),
+                gate: tokio::sync::Semaphore::new(0),
+            })
+        }
     }
 
     #[async_trait]
@@ -142,7 +193,8 @@ mod tests {
         async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
             self.gate.acquire().await.expect("open").forget();
             self.applies.lock().unwrap().push(ops.len());
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(!self.panic.swap(false, Ordering::SeqCst), "a corrupt page");
+            if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError("disk full".into()));
             }
             self.inner.apply(now, ops).await
@@ -158,65 +210,95 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_commits_of_several_shards_that_wait_go_through_the_committer() {
+    async fn only_commits_of_several_shards_that_wait_go_through_a_committer() {
         let memory = MemoryStore::shared(Default::default());
-        let direct = |store: &Arc<dyn MessageStore>, shards| {
-            Arc::ptr_eq(&GroupCommit::for_shards(Arc::clone(store), shards), store)
-        };
-        assert!(direct(&memory, 4), "an in-memory store is called directly");
-        let recording: Arc<dyn MessageStore> = Arc::new(Recording {
-            inner: memory,
-            applies: Mutex::new(Vec::new()),
-            fail: false.into(),
-            gate: tokio::sync::Semaphore::new(0),
-        });
-        assert!(direct(&recording, 1), "one shard has nothing to group");
-        assert!(!direct(&recording, 4), "several shards' commits are grouped");
+        assert!(GroupCommit::for_shards(&memory, 4).is_none(), "an in-memory store is called directly");
+        let recording: Arc<dyn MessageStore> = Recording::new();
+        assert!(GroupCommit::for_shards(&recording, 1).is_none(), "one shard has nothing to group");
+        assert!(GroupCommit::for_shards(&recording, 4).is_some(), "several shards' commits are grouped");
     }
 
     fn room_op(uuid: &str) -> StoreOp {
         StoreOp::PutRoom(roomkit_core::conformance::store::record(uuid))
     }
 
+    /// Lets the committer run until it waits at the gate again.
+    async fn settle() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    async fn stored_rooms(store: &Recording) -> Vec<String> {
+        let rooms = store.rooms().await.unwrap();
+        let mut names: Vec<String> = rooms.into_iter().map(|(r, _)| r.info.room_uuid.to_string()).collect();
+        names.sort();
+        names
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_waiting_behind_a_write_go_together_and_each_gets_the_result() {
-        let recording = Arc::new(Recording {
-            inner: MemoryStore::shared(Default::default()),
-            applies: Mutex::new(Vec::new()),
-            fail: false.into(),
-            gate: tokio::sync::Semaphore::new(0),
-        });
-        let store = GroupCommit::wrap(recording.clone());
-        // The first commit holds the (gated) store; three more pile up behind it.
-        let first = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.apply(1, &[room_op("a")]).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let waiting: Vec<_> = ["b", "c", "d"]
+        let recording = Recording::new();
+        let committer = GroupCommit::start(recording.clone());
+        // The first commit holds the (gated) store; four more pile up behind it, two of them
+        // from the same shard.
+        let first = committer.submit(0, 0, 1, vec![room_op("a")]);
+        settle().await;
+        let waiting: Vec<_> = [(1, "b"), (2, "c"), (3, "d"), (1, "e")]
             .into_iter()
-            .map(|r| {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move { store.apply(2, &[room_op(r), room_op(&format!("{r}2"))]).await })
-            })
+            .map(|(shard, r)| committer.submit(shard, 0, 2, vec![room_op(r), room_op(&format!("{r}2"))]))
             .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!first.is_finished(), "nothing is answered before the store applied it");
+        settle().await;
+        assert!(recording.applies.lock().unwrap().is_empty(), "the first write holds the store");
         recording.gate.add_permits(2);
         assert_eq!(first.await.unwrap(), Ok(()));
         for w in waiting {
             assert_eq!(w.await.unwrap(), Ok(()));
         }
-        assert_eq!(*recording.applies.lock().unwrap(), [1, 6], "one write for the three that waited");
-        let rooms: Vec<String> =
-            store.rooms().await.unwrap().into_iter().map(|(r, _)| r.info.room_uuid.to_string()).collect();
-        assert_eq!(rooms.len(), 7, "{rooms:?}");
+        assert_eq!(*recording.applies.lock().unwrap(), [1, 8], "one write for the four that waited");
+        assert_eq!(stored_rooms(&recording).await.len(), 9);
 
         // A failed write fails every commit of its group.
-        recording.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        recording.gate.add_permits(2);
-        let (x_ops, y_ops) = ([room_op("x")], [room_op("y")]);
-        let (x, y) = tokio::join!(store.apply(3, &x_ops), store.apply(3, &y_ops));
+        recording.fail.store(true, Ordering::SeqCst);
+        recording.gate.add_permits(1);
+        let (x, y) =
+            (committer.submit(0, 0, 3, vec![room_op("x")]), committer.submit(1, 0, 3, vec![room_op("y")]));
+        let (x, y) = (x.await.unwrap(), y.await.unwrap());
         assert!(x.is_err() && y.is_err(), "{x:?} {y:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failure_a_shards_commits_of_that_epoch_are_refused_unapplied() {
+        let recording = Recording::new();
+        let committer = GroupCommit::start(recording.clone());
+        recording.fail.store(true, Ordering::SeqCst);
+        // Shard 0's commit fails while its next one (same epoch: taken before the failure
+        // was reported), shard 1's and shard 0's first after the report (next epoch) wait.
+        let failing = committer.submit(0, 0, 1, vec![room_op("a")]);
+        settle().await;
+        let doomed = committer.submit(0, 0, 1, vec![room_op("b")]);
+        let other_shard = committer.submit(1, 0, 1, vec![room_op("c")]);
+        let next_epoch = committer.submit(0, 1, 1, vec![room_op("d"), room_op("e")]);
+        recording.gate.add_permits(1);
+        assert!(failing.await.unwrap().is_err());
+        recording.fail.store(false, Ordering::SeqCst);
+        recording.gate.add_permits(1);
+        let refused = doomed.await.unwrap().expect_err("taken before the failure was reported");
+        assert!(refused.0.contains("earlier commit of this shard failed"), "{refused}");
+        assert_eq!(other_shard.await.unwrap(), Ok(()), "another shard's commit is not concerned");
+        assert_eq!(next_epoch.await.unwrap(), Ok(()));
+        assert_eq!(*recording.applies.lock().unwrap(), [1, 3], "the refused commit was never applied");
+        assert_eq!(stored_rooms(&recording).await, ["c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_panics_fails_its_group_and_the_committer_goes_on() {
+        let recording = Recording::new();
+        let committer = GroupCommit::start(recording.clone());
+        recording.gate.add_permits(2);
+        recording.panic.store(true, Ordering::SeqCst);
+        let failed = committer.submit(0, 0, 1, vec![room_op("a")]).await.expect("answered");
+        let e = failed.expect_err("the write panicked");
+        assert!(e.0.contains("panicked: a corrupt page"), "{e}");
+        assert_eq!(committer.submit(1, 0, 1, vec![room_op("b")]).await.expect("answered"), Ok(()));
+        assert_eq!(stored_rooms(&recording).await, ["b"]);
     }
 }

@@ -91,7 +91,7 @@ pub struct ServerConfig {
     pub shard_queue: usize,
     /// Most requests a shard takes from its queue per wake-up; each connection a wake-up's
     /// outputs reach is woken once. Store operations gather into the next commit whatever
-    /// the wake-ups (commits are pipelined, one in flight per shard).
+    /// the wake-ups (commits are pipelined: see `commits_in_flight`).
     pub shard_batch: usize,
     /// Writers a shard wakes at once while it queues a wake-up's frames (default 1024). A
     /// writer is woken once per wake-up (one write per member per burst), but a burst to a
@@ -99,6 +99,14 @@ pub struct ServerConfig {
     /// to, not after the whole room: it bounds the time from a message's arrival to its first
     /// deliveries.
     pub writer_wake_batch: usize,
+    /// Commits one shard may have handed to a durable store and not had answered (default 4;
+    /// 0 counts as 1). A shard hands the store operations gathered since its last commit
+    /// while the earlier ones sync, so that they join the next durable write, with the other
+    /// shards' (see `docs/architecture.md`, "Durability"). Only where the shards' commits
+    /// go through a committer: several shards and a store whose commits wait on a disk or a
+    /// network ([`MessageStore::commit_waits`]); otherwise each shard has one commit at a
+    /// time.
+    pub commits_in_flight: usize,
     /// A connection that has not logged in within this time is closed.
     pub login_timeout: Duration,
     /// How long shutdown waits for connections to flush before giving up on them.
@@ -186,6 +194,7 @@ impl Default for ServerConfig {
             shard_queue: 4096,
             shard_batch: 64,
             writer_wake_batch: 1024,
+            commits_in_flight: 4,
             login_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             rate_limit: RateLimit::default(),
@@ -262,15 +271,14 @@ impl Server {
         }
         let count = self.config.shards.max(1);
         let core = self.config.core.clone();
-        // A store given to the server whose commits wait (on a disk, a network) is written
-        // through one committer for all shards, when there are several; otherwise each shard
-        // calls it directly.
-        let store =
-            self.store.map(|store| commit::GroupCommit::for_shards(store, count)).unwrap_or_else(|| {
-                // Without a durable store, keep `history_ring_size` messages per chatroom.
-                let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
-                MemoryStore::shared(keep)
-            });
+        let store = self.store.unwrap_or_else(|| {
+            // Without a durable store, keep `history_ring_size` messages per chatroom.
+            let keep = Retention { max_messages: Some(core.history_ring_size as u64), max_age_ms: None };
+            MemoryStore::shared(keep)
+        });
+        // A store whose commits wait (on a disk, a network) is written through one committer
+        // for all shards, when there are several; otherwise each shard calls it directly.
+        let committer = commit::GroupCommit::for_shards(&store, count);
         let tally = roomkit_core::RoomTally::new();
         let shards = (0..count)
             .map(|index| {
@@ -282,7 +290,9 @@ impl Server {
                     batch: self.config.shard_batch,
                     wake_batch: self.config.writer_wake_batch,
                     reads_in_flight: self.config.reads_in_flight,
+                    commits_in_flight: self.config.commits_in_flight,
                     store: Arc::clone(&store),
+                    committer: committer.clone(),
                     tally: tally.clone(),
                     cluster: self.cluster.clone(),
                 })

@@ -21,6 +21,7 @@
 //! | `roomkit_write_batch_frames` | histogram | frames per transport write (one flush each) |
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
 //! | `roomkit_store_group_size` | histogram | shard commits written together in one store write |
+//! | `roomkit_store_write_seconds` | histogram | time of one store write (a group of shard commits), the sync included |
 //! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them were answered with `INTERNAL` |
 
 //!
@@ -172,6 +173,13 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
         Label::None,
         Unit::Count,
         "shard commits written together in one store write (group commit)",
+    ),
+    (
+        "roomkit_store_write_seconds",
+        Kind::Histogram,
+        Label::None,
+        Unit::Seconds,
+        "time of one store write (a group of shard commits), the sync included",
     ),
     (
         "roomkit_store_errors_total",

@@ -1,6 +1,7 @@
 //! Shard tasks: each owns the rooms hashed to it and drives a [`RoomRegistry`].
 
 use std::{
+    collections::VecDeque,
     future::Future,
     hash::{DefaultHasher, Hash, Hasher},
     pin::Pin,
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     clock::now_ms,
     cluster::Node,
+    commit::{self, GroupCommit},
     outbox::{Outbox, ReadSlot, Shed},
 };
 
@@ -80,7 +82,12 @@ pub(crate) struct ShardSetup {
     pub(crate) wake_batch: usize,
     /// Most history reads one connection may have under way (`reads_in_flight`).
     pub(crate) reads_in_flight: usize,
+    /// Most commits handed to the committer and not answered (`commits_in_flight`).
+    pub(crate) commits_in_flight: usize,
+    /// The store: read directly, written directly when there is no committer.
     pub(crate) store: Arc<dyn MessageStore>,
+    /// The committer of a store whose commits wait (see `commit`).
+    pub(crate) committer: Option<Arc<GroupCommit>>,
     /// Live rooms by creator, shared by every shard: the room caps hold across shards.
     pub(crate) tally: RoomTally,
     /// In cluster mode, the node: rooms are loaded when the node takes their lease (not all
@@ -120,8 +127,12 @@ struct ShardState {
     /// Shutdown acknowledgements, sent once this wake-up's outputs are out and no commit
     /// is in flight.
     acks: Vec<oneshot::Sender<()>>,
-    /// The commit handed to the store and not yet answered; at most one.
-    commit: Option<CommitFuture>,
+    /// The shard's index, naming its commits to the committer.
+    index: usize,
+    committer: Option<Arc<GroupCommit>>,
+    /// The commits handed to the store and not yet answered, oldest first; at most one
+    /// without a committer, `commits_in_flight` with one (the registry holds to it).
+    commits: VecDeque<CommitFuture>,
     /// In cluster mode, the node whose rooms' streams the outputs go out on.
     cluster: Option<Arc<Node>>,
     /// In cluster mode, the room of each request not answered yet, by connection and
@@ -133,7 +144,8 @@ struct ShardState {
 type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
 async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
-    let mut registry = RoomRegistry::with_tally(setup.config, setup.tally);
+    let in_flight = if setup.committer.is_some() { setup.commits_in_flight } else { 1 };
+    let mut registry = RoomRegistry::with_tally(setup.config, setup.tally).with_commits_in_flight(in_flight);
     if setup.cluster.is_some() {
         // Rooms come one at a time, as the node takes their leases.
         registry = registry.with_roster_outputs();
@@ -153,7 +165,9 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
-        commit: None,
+        index: setup.index,
+        committer: setup.committer,
+        commits: VecDeque::new(),
         cluster: setup.cluster,
         answering: ConnMap::default(),
     };
@@ -161,15 +175,16 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut open = true;
     // Runs until the channel has closed and the last commit has been reported.
-    while open || state.commit.is_some() {
+    while open || !state.commits.is_empty() {
         let sleep = state.registry.poll_timeout().map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
             tokio::time::sleep(wait)
         });
         tokio::select! {
-            // A commit's answer first: it releases outputs that have waited longest.
-            result = async { state.commit.as_mut().expect("guarded").await }, if state.commit.is_some() => {
-                state.commit = None;
+            // A commit's answer first: it releases outputs that have waited longest. Commits
+            // are answered in the order they were handed.
+            result = async { state.commits.front_mut().expect("guarded").await }, if !state.commits.is_empty() => {
+                state.commits.pop_front();
                 state.registry.handle_commit(result);
             }
             n = rx.recv_many(&mut batch, max_batch), if open => {
@@ -290,31 +305,40 @@ impl ShardState {
         }
     }
 
-    /// Sends this wake-up's outputs. Commits are pipelined: when none is in flight, the
-    /// registry's pending store operations are handed to the store as one commit, and the
-    /// shard goes on handling requests (of every room) while the store syncs; the outputs
-    /// that follow a commit — its acknowledgements and deliveries — stay held in the registry
-    /// until the store's answer is reported to it (nothing is acknowledged before
-    /// it is durable). Then, in order, the replies and deliveries that are ready (each event
-    /// encoded once), starting the history reads on tasks of their own (see
-    /// [`answer_history`]); then one wake-up per connection queued to.
+    /// Sends this wake-up's outputs. Commits are pipelined: the registry's pending store
+    /// operations are handed to the store as one commit (when the registry lets the shard
+    /// have one more in flight), and the shard goes on handling requests (of every room)
+    /// while the store syncs; the outputs that follow a commit — its acknowledgements and
+    /// deliveries — stay held in the registry until the store's answer is reported to it
+    /// (nothing is acknowledged before it is durable). Then, in order, the replies and
+    /// deliveries that are ready (each event encoded once), starting the history reads on
+    /// tasks of their own (see [`answer_history`]); then one wake-up per connection queued to.
     async fn flush(&mut self) {
         let now = now_ms();
-        if self.commit.is_none() {
-            let ops = self.registry.take_commit();
-            if !ops.is_empty() {
-                let store = Arc::clone(&self.store);
-                self.commit = Some(Box::pin(async move {
-                    let started = Instant::now();
-                    let result = store.apply(now, &ops).await;
-                    metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
-                    if let Err(e) = &result {
-                        metrics::counter!("roomkit_store_errors_total").increment(1);
-                        tracing::error!(error = %e, ops = ops.len(), "store commit failed: messages of this batch are refused");
-                    }
-                    result
-                }));
-            }
+        let epoch = self.registry.commit_epoch();
+        let ops = self.registry.take_commit();
+        if !ops.is_empty() {
+            let count = ops.len();
+            let started = Instant::now();
+            let answer: CommitFuture = match &self.committer {
+                Some(committer) => {
+                    let answer = committer.submit(self.index, epoch, now, ops);
+                    Box::pin(async move { answer.await.unwrap_or_else(|_| Err(commit::stopped())) })
+                }
+                None => {
+                    let store = Arc::clone(&self.store);
+                    Box::pin(async move { store.apply(now, &ops).await })
+                }
+            };
+            self.commits.push_back(Box::pin(async move {
+                let result = answer.await;
+                metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
+                if let Err(e) = &result {
+                    metrics::counter!("roomkit_store_errors_total").increment(1);
+                    tracing::error!(error = %e, ops = count, "store commit failed: messages of this batch are refused");
+                }
+                result
+            }));
         }
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now);
@@ -328,7 +352,7 @@ impl ShardState {
             self.reserved.remove(&conn);
             self.answering.remove(&conn);
         }
-        if self.commit.is_none() {
+        if self.commits.is_empty() {
             // Shutdown is acknowledged once everything taken has been stored and sent.
             for done in self.acks.drain(..) {
                 let _ = done.send(());
