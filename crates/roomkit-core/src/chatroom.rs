@@ -146,6 +146,13 @@ impl Chatroom {
         }
     }
 
+    /// Takes back a recall whose commit failed: the message stands as it was stored.
+    pub(crate) fn unmark_recalled(&mut self, id: &MessageUuid) {
+        if let Some(recent) = self.recent_ids.get_mut(id) {
+            recent.recalled = false;
+        }
+    }
+
     /// Forgets a message that could not be stored: a retry must store it, not find it.
     pub(crate) fn forget(&mut self, message: &SharedMessage) {
         if self.recent_ids.get(&message.message_uuid).is_some_and(|m| m.seq == message.seq) {

@@ -67,6 +67,10 @@ pub enum Error {
     /// No such message.
     #[error("message `{0}` not found")]
     MessageNotFound(MessageUuid),
+    /// A recall of a message whose send is not stored yet (its commit is not reported): it
+    /// may still fail, and a recall must not outlive the message it recalls.
+    #[error("message `{0}` is not stored yet: recall it once its send is answered")]
+    NotStoredYet(MessageUuid),
     /// The member sends chatroom messages faster than `member_message_rate` allows.
     #[error("sending messages too fast: at most {per_second} per second (bursts of {burst})")]
     MessageRateLimited {
@@ -117,7 +121,7 @@ impl Error {
             Error::ChatroomNotEnabled(_) => Code::CHATROOM_NOT_ENABLED,
             Error::NotInChatroom(_) => Code::NOT_IN_CHATROOM,
             Error::MessageTooLong { .. } => Code::MESSAGE_TOO_LONG,
-            Error::MessageNotFound(_) => Code::MESSAGE_NOT_FOUND,
+            Error::MessageNotFound(_) | Error::NotStoredYet(_) => Code::MESSAGE_NOT_FOUND,
             Error::MessageRateLimited { .. } => Code::MESSAGE_RATE_LIMITED,
             Error::ChatroomRateLimited(_) => Code::CHATROOM_RATE_LIMITED,
             Error::TooManyRooms { .. } => Code::TOO_MANY_ROOMS,

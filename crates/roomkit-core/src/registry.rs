@@ -2,6 +2,7 @@
 //! room and keeps the indexes across rooms (timers, connections, ended rooms, the output queue
 //! and its commit); the rules themselves are methods of [`Room`].
 
+mod commits;
 mod conns;
 mod ended;
 mod output;
@@ -26,7 +27,7 @@ use self::{
 use crate::{
     config::MAX_HISTORY_LIMIT,
     room::{Caller, Left, MemberList, Room, Send as MessageSend},
-    store::{StoreError, StoreOp},
+    store::StoreOp,
     tally::{Over, RoomTally},
     ConnId, CoreConfig, Error, Identity,
 };
@@ -130,29 +131,6 @@ impl RoomRegistry {
         self
     }
 
-    /// Lets the driver keep up to `max` commits in flight (at least one; one by default):
-    /// [`take_commit`](Self::take_commit) hands the next commit before the previous one is
-    /// reported, so that a store which syncs to disk can take it as soon as the previous sync
-    /// is done. Only for a driver whose store applies one caller's commits in the order they
-    /// were handed, and that refuses the commits of a failed [`commit_epoch`](Self::commit_epoch):
-    /// a failed commit fails every commit taken after it and not yet reported.
-    #[must_use]
-    pub fn with_commits_in_flight(mut self, max: usize) -> Self {
-        self.outputs.max_in_flight = max.max(1);
-        self
-    }
-
-    /// How many times a commit of this registry has failed, not counting the later commits
-    /// each failure failed with it. A driver with several commits in flight hands each commit
-    /// to its store with the epoch at the time it was taken: once a commit fails, the store
-    /// must refuse the commits of the same epoch still waiting (they were taken before the
-    /// failure was reported, and the registry counts them as failed); those taken after the
-    /// report carry the next epoch.
-    #[must_use]
-    pub fn commit_epoch(&self) -> u64 {
-        self.outputs.epoch()
-    }
-
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.config
@@ -177,7 +155,7 @@ impl RoomRegistry {
         let caller = Caller { conn, identity };
         // An ephemeral message is stored nowhere: its answer never waits on a commit's fate.
         let acknowledges_message = match &request {
-            Request::SendTextMessage(_) => true,
+            Request::SendTextMessage(_) | Request::RecallChatroomMessage(_) => true,
             Request::SendCustomMessage(p) => p.persist,
             _ => false,
         };
@@ -336,24 +314,6 @@ impl RoomRegistry {
         }
     }
 
-    /// Reports the oldest commit taken with [`take_commit`](Self::take_commit) and not yet
-    /// reported. The outputs it held back become ready. If it failed, its messages were
-    /// neither acknowledged nor delivered, so they are forgotten here too: a retry with the
-    /// same message id is stored as new; their deliveries are dropped and their sends
-    /// answered [`Error::NotStored`]. With several commits in flight, a failure fails the
-    /// commits taken after it as well, whatever their own reports (see
-    /// [`commit_epoch`](Self::commit_epoch)).
-    pub fn handle_commit(&mut self, result: Result<(), StoreError>) {
-        let Some((done, durable)) = self.outputs.commit_reported(result.is_ok()) else { return };
-        if !durable {
-            for (room, message) in &done.appended {
-                if let Some(chat) = self.rooms.get_mut(room).and_then(|r| r.chatroom.as_mut()) {
-                    chat.forget(message);
-                }
-            }
-        }
-    }
-
     // ---- commands -----------------------------------------------------------------------
 
     /// Creates a room as `identity` — the `create_room` request, for callers without a
@@ -408,16 +368,6 @@ impl RoomRegistry {
     }
 
     // ---- outputs ------------------------------------------------------------------------
-
-    /// The store operations to make durable now, in one commit, before the outputs that
-    /// follow them are released; report the result with [`handle_commit`](Self::handle_commit).
-    /// Empty when there is nothing to store, while as many commits are unreported as the
-    /// driver may keep in flight ([`with_commits_in_flight`](Self::with_commits_in_flight)),
-    /// and while a commit an earlier failure doomed is unreported.
-    #[must_use]
-    pub fn take_commit(&mut self) -> Vec<StoreOp> {
-        self.outputs.take_commit()
-    }
 
     /// The next thing the driver must do. `None` also while the next output waits for an
     /// unreported commit.

@@ -15,7 +15,10 @@ use roomkit_core::{
     store::{HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp},
     ConnId, CoreConfig, Error, Output,
 };
-use roomkit_protocol::{ops::SendTextMessage, Code, EndReason, HistoryOrder, RoomUuid};
+use roomkit_protocol::{
+    ops::{Response, SendTextMessage},
+    Code, EndReason, HistoryOrder, RoomUuid,
+};
 use support::*;
 
 /// A `MemoryStore` whose commits fail while `failing` is set.
@@ -242,20 +245,26 @@ fn rig_in_flight(max: usize) -> (Harness, Arc<FlakyStore>, User, User) {
 fn commits_in_flight_are_taken_up_to_the_bound_and_release_their_outputs_in_order() {
     let (mut h, _store, a, b) = rig_in_flight(2);
     let now = h.now;
+    let base = h.reg.commits_reported();
+    assert_eq!(h.reg.last_commit_needed(), base, "everything so far is stored");
     h.reg.handle_request(now, a.conn, &a.id, 100, send("one", "m1").into());
+    assert_eq!(h.reg.last_commit_needed(), base + 1, "m1 needs the next commit");
     assert_eq!(h.reg.take_commit().len(), 1);
     h.reg.handle_request(now, b.conn, &b.id, 101, send("two", "m2").into());
     assert_eq!(h.reg.take_commit().len(), 1, "a second commit while the first is in flight");
     h.reg.handle_request(now, a.conn, &a.id, 102, send("three", "m3").into());
     assert!(h.reg.take_commit().is_empty(), "two in flight: the bound");
+    assert_eq!(h.reg.last_commit_needed(), base + 3, "m3 waits to be taken");
     assert_eq!(h.reg.commit_epoch(), 0);
     assert!(replies(&mut h).is_empty(), "every answer waits for its commit");
     h.reg.handle_commit(Ok(()));
+    assert_eq!(h.reg.commits_reported(), base + 1);
     assert_eq!(replies(&mut h), [(100, Ok(()))], "the first commit releases only its own");
     assert_eq!(h.reg.take_commit().len(), 1, "room for the third");
     h.reg.handle_commit(Ok(()));
     h.reg.handle_commit(Ok(()));
     assert_eq!(replies(&mut h), [(101, Ok(())), (102, Ok(()))]);
+    assert_eq!((h.reg.commits_reported(), h.reg.last_commit_needed()), (base + 3, base + 3));
     assert_eq!(h.reg.commit_epoch(), 0, "no failure");
 }
 
@@ -364,4 +373,96 @@ fn a_room_deleted_by_a_failed_commit_stays_deleted_before_a_doomed_commit_recrea
     assert_eq!(texts(&history), ["new"], "the old room's messages went with it");
     let rooms = block_on(store.rooms()).unwrap();
     assert_eq!(rooms.len(), 1, "{rooms:?}");
+}
+
+fn recall(id: &str) -> roomkit_protocol::ops::RecallChatroomMessage {
+    roomkit_protocol::ops::RecallChatroomMessage { room_uuid: room("r1"), message_uuid: id.parse().unwrap() }
+}
+
+#[test]
+fn a_retry_of_a_stored_message_is_not_failed_by_the_commit_it_waited_behind() {
+    let (mut h, _store, a, b) = rig();
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
+    assert_eq!(h.reg.take_commit().len(), 1, "m1 is in flight");
+    // Bob's message is pending; Alice's retry of m1 is answered with m1 and waits behind it.
+    h.reg.handle_request(now, b.conn, &b.id, 101, send("second", "m2").into());
+    h.reg.handle_request(now, a.conn, &a.id, 102, send("first", "m1").into());
+    h.reg.handle_commit(Ok(()));
+    assert_eq!(replies(&mut h), [(100, Ok(()))]);
+    assert_eq!(h.reg.take_commit().len(), 1, "m2");
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    // m1 is stored: its retry says so, whatever became of m2.
+    assert_eq!(replies(&mut h), [(101, Err(Error::NotStored)), (102, Ok(()))]);
+}
+
+#[test]
+fn a_recall_whose_commit_fails_is_refused_and_the_message_stands() {
+    let (mut h, store, a, b) = rig_in_flight(2);
+    h.ok(&a, send("oops", "m1"));
+    let now = h.now;
+    // Bob's send is the first commit in flight, Alice's recall of m1 the second; the first
+    // fails, and the recall with it.
+    h.reg.handle_request(now, b.conn, &b.id, 100, send("mine", "m2").into());
+    assert_eq!(h.reg.take_commit().len(), 1);
+    h.reg.handle_request(now, a.conn, &a.id, 101, recall("m1").into());
+    assert_eq!(h.reg.take_commit().len(), 2, "the recalled form and the notification");
+    h.reg.handle_commit(Err(StoreError("disk full".into())));
+    h.reg.handle_commit(Ok(()));
+    let out: Vec<Output> = std::iter::from_fn(|| h.reg.poll_output()).collect();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Deliver { .. })),
+        "nobody is told of a recall that was not stored: {out:?}"
+    );
+    let answers: Vec<(u64, Result<(), Error>)> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Reply { request_id, result, .. } => Some((request_id, result.map(|_| ()))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, [(100, Err(Error::NotStored)), (101, Err(Error::NotStored))]);
+    // m1 stands as stored: a retry of its send is answered, not stored again...
+    let again = h.ok(&a, send("oops", "m1"));
+    assert!(again.out.deliveries.is_empty(), "a retry, delivered to nobody");
+    assert_eq!(again.message().seq, 1);
+    // ...and it may be recalled again, once.
+    h.ok(&a, recall("m1"));
+    let history = block_on(store.history(
+        &room("r1"),
+        &HistoryQuery { viewer: None, range: roomkit_core::store::HistoryRange::AfterSeq(0), limit: 100 },
+        h.now,
+    ))
+    .unwrap()
+    .messages;
+    let m1: Vec<_> = history.iter().filter(|m| m.message_uuid.as_str() == "m1").collect();
+    assert_eq!(m1.len(), 1, "stored once: {history:?}");
+    assert!(m1[0].recalled, "recalled by the second recall");
+}
+
+#[test]
+fn a_message_is_recalled_only_once_its_send_is_stored() {
+    let (mut h, _store, a, _b) = rig();
+    let now = h.now;
+    h.reg.handle_request(now, a.conn, &a.id, 100, send("oops", "m1").into());
+    let ops = h.reg.take_commit();
+    assert_eq!(ops.len(), 1, "m1 is in flight");
+    h.reg.handle_request(now, a.conn, &a.id, 101, recall("m1").into());
+    assert!(h.reg.take_commit().is_empty(), "nothing to store: the recall is refused");
+    h.reg.handle_commit(Ok(()));
+    let answers: Vec<(u64, Result<Response, Error>)> = std::iter::from_fn(|| h.reg.poll_output())
+        .filter_map(|o| match o {
+            Output::Reply { request_id, result, .. } => Some((request_id, result)),
+            _ => None,
+        })
+        .collect();
+    match &answers[..] {
+        [(100, Ok(_)), (101, Err(e))] => {
+            assert_eq!(*e, Error::NotStoredYet("m1".parse().unwrap()));
+            assert_eq!(e.code(), Code::MESSAGE_NOT_FOUND);
+            assert!(e.to_string().contains("not stored yet"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.ok(&a, recall("m1"));
 }

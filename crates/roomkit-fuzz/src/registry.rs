@@ -340,7 +340,16 @@ impl Sim {
         let result = if stored { Ok(()) } else { Err(StoreError("disk full".into())) };
         self.reg.handle_commit(result);
         if self.trace {
-            eprintln!("  commit {}", if stored { "stored" } else if applies { "failed" } else { "refused" });
+            eprintln!(
+                "  commit {}",
+                if stored {
+                    "stored"
+                } else if applies {
+                    "failed"
+                } else {
+                    "refused"
+                }
+            );
         }
         if stored {
             self.stored(&ops);

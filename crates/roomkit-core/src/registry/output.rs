@@ -92,7 +92,8 @@ pub(crate) enum IfLost {
     Send,
     /// It announced an uncommitted message: it is dropped.
     Drop,
-    /// It acknowledges an uncommitted message: it becomes [`Error::NotStored`].
+    /// It acknowledges a message (a send's, a recall's notification): it becomes
+    /// [`Error::NotStored`] if the commit holding that message fails.
     Fail,
 }
 
@@ -183,7 +184,8 @@ impl Outputs {
         self.push(Output::Reply { conn, request_id, result }, IfLost::Send);
     }
 
-    /// Acknowledges a sent message: an error instead if its commit fails.
+    /// Acknowledges a sent message or a recall: an error instead if the commit holding the
+    /// message (the recall's notification) fails.
     pub(crate) fn acknowledge(&mut self, conn: ConnId, request_id: u64, result: Result<Response, Error>) {
         self.push(Output::Reply { conn, request_id, result }, IfLost::Fail);
     }
@@ -270,9 +272,28 @@ impl Outputs {
         ops
     }
 
+    /// Whether message `seq` of `room` waits for a commit: pending, or in one taken and not
+    /// yet reported.
+    pub(crate) fn unreported(&self, room: &RoomUuid, seq: u64) -> bool {
+        let stores = |r: &RoomUuid, m: &SharedMessage| r == room && m.seq == seq;
+        self.pending.iter().any(|op| matches!(op, StoreOp::Append { room: r, message } if stores(r, message)))
+            || self.in_flight.iter().flat_map(|f| &f.appended).any(|(r, m)| stores(r, m))
+    }
+
     /// See [`RoomRegistry::commit_epoch`](crate::RoomRegistry::commit_epoch).
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Commits reported so far.
+    pub(crate) fn reported(&self) -> u64 {
+        self.reported
+    }
+
+    /// The number of the commit that holds the last store operation so far: the next one
+    /// to be taken while operations are pending, else the last one taken.
+    pub(crate) fn last_needed(&self) -> u64 {
+        self.taken + u64::from(!self.pending.is_empty())
     }
 
     /// The oldest commit in flight was made durable (`ok`) or not. Returns it, if there was
@@ -288,22 +309,19 @@ impl Outputs {
                 self.doomed_through = self.taken;
             }
             self.unstored_rooms.append(&mut done.rooms);
-            self.queue.retain_mut(|q| {
-                // A retry answered with a message of this commit may wait for a later commit
-                // (the retry came while this one was in flight): it fails with this one.
-                let retry_of_lost = q.if_lost == IfLost::Fail && acknowledges(&q.output, &done.appended);
-                if q.after != Some(done.number) && !retry_of_lost {
-                    return true;
-                }
-                match q.if_lost {
-                    IfLost::Send => true,
-                    IfLost::Drop => false,
-                    IfLost::Fail => {
+            self.queue.retain_mut(|q| match q.if_lost {
+                IfLost::Send => true,
+                IfLost::Drop => q.after != Some(done.number),
+                // An answer fails with the commit that holds its message, whichever commit it
+                // waited behind: a retry answered while its message's commit was in flight
+                // may wait for a later one.
+                IfLost::Fail => {
+                    if acknowledges(&q.output, &done.appended) {
                         if let Output::Reply { result, .. } = &mut q.output {
                             *result = Err(Error::NotStored);
                         }
-                        true
                     }
+                    true
                 }
             });
         }
@@ -312,15 +330,17 @@ impl Outputs {
     }
 }
 
-/// Whether `output` acknowledges one of `appended`: a send answered with that message.
+/// Whether `output` acknowledges one of `appended`: a send answered with that message, or a
+/// recall with that notification.
 fn acknowledges(output: &Output, appended: &[(RoomUuid, SharedMessage)]) -> bool {
-    let Output::Reply {
-        result: Ok(Response::SendTextMessage(out) | Response::SendCustomMessage(out)), ..
-    } = output
-    else {
-        return false;
+    let m = match output {
+        Output::Reply {
+            result: Ok(Response::SendTextMessage(out) | Response::SendCustomMessage(out)),
+            ..
+        } => &out.message,
+        Output::Reply { result: Ok(Response::RecallChatroomMessage(out)), .. } => &out.message,
+        _ => return false,
     };
-    let m = &out.message;
     appended.iter().any(|(_, a)| {
         a.message_uuid == m.message_uuid && a.seq == m.seq && a.from_user_uuid == m.from_user_uuid
     })

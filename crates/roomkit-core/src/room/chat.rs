@@ -296,6 +296,9 @@ impl Room {
             .filter(|m| !m.is_notification() && visible(m))
             .cloned()
             .ok_or_else(|| Error::MessageNotFound(message_uuid.clone()))?;
+        if out.unreported(&self.info.room_uuid, original.seq) {
+            return Err(Error::NotStoredYet(message_uuid.clone()));
+        }
         if original.recalled {
             return Err(Error::bad("message_uuid", "the message is already recalled"));
         }

@@ -20,8 +20,8 @@ pub(super) struct Disk {
 impl Disk {
     /// Applies a commit reported stored. A room's stored messages must have rising sequence
     /// numbers: a number given twice would make history and resuming clients skip a message.
-    /// Only a recall stores under a number again: the recalled form of the same message (or
-    /// of one whose commit failed after it was recalled: a recalled form below newer numbers).
+    /// Only a recall stores under a number again: the recalled form of the same message, which
+    /// must be stored already (core refuses a recall while the message's commit is unreported).
     pub(super) fn apply(&mut self, ops: &[StoreOp]) {
         for op in ops {
             match op {
@@ -29,21 +29,14 @@ impl Disk {
                     let messages = self.messages.entry(room.clone()).or_default();
                     let last = self.last_seq.entry(room.clone()).or_default();
                     if message.recalled {
-                        // A recall stores the recalled form over the message, under its
-                        // number; or alone, when the message's own commit failed after the
-                        // recall (core accepts a recall while the message is in flight).
-                        match messages.iter_mut().find(|m| m.seq == message.seq) {
-                            Some(stored) => {
-                                let (was, now) = (&stored.message_uuid, &message.message_uuid);
-                                assert_eq!(was, now, "{room}: a recall overwrote another message");
-                                *stored = message.clone();
-                            }
-                            None => {
-                                messages.push(message.clone());
-                                messages.sort_by_key(|m| m.seq);
-                                *last = (*last).max(message.seq);
-                            }
-                        }
+                        // A recall stores the recalled form over the message, under its number.
+                        let stored = messages.iter_mut().find(|m| m.seq == message.seq);
+                        let stored = stored.unwrap_or_else(|| {
+                            panic!("{room}: the recall of {} stored, not the message", message.message_uuid)
+                        });
+                        let (was, now) = (&stored.message_uuid, &message.message_uuid);
+                        assert_eq!(was, now, "{room}: a recall overwrote another message");
+                        *stored = message.clone();
                         continue;
                     }
                     assert!(message.seq > *last, "{room}: message {} stored after {}", message.seq, *last);
