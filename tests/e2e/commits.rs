@@ -1,72 +1,17 @@
 //! Durable commits kept in flight: a shard hands its next commit while the store syncs the
-//! previous one. A store whose commits wait (here a stand-in held at a gate) fails one write:
+//! previous one. A store whose commits wait (a stand-in whose writes wait at a gate) fails one
+//! write:
 //! the sends of that commit, and of every commit the shard handed before it heard of the
 //! failure, are refused and never stored; every send after is stored; what is acknowledged
 //! is exactly what history and the other members have.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
+use std::sync::{atomic::Ordering, Arc};
 
-use async_trait::async_trait;
-use roomkit_core::store::{
-    HistoryPage, HistoryQuery, MemoryStore, MessageStore, Retention, RoomRecord, StoreError, StoreOp,
-};
+use roomkit_core::store::MessageStore;
 use roomkit_protocol::{Code, Event, RoomUuid};
 use roomkit_server::{DevAuthenticator, Server, ServerConfig};
-use roomkit_tests::{within, Gate, RawClient};
+use roomkit_tests::{raw_chatroom_member, within, GatedStore};
 use serde_json::json;
-
-/// A [`MemoryStore`] standing in for one whose commits wait on a disk: each write passes a
-/// gate, and the next write fails when told to.
-#[derive(Default)]
-struct DiskLike {
-    inner: MemoryStore,
-    gate: Gate,
-    fail_next: AtomicBool,
-}
-
-#[async_trait]
-impl MessageStore for DiskLike {
-    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.gate.pass().await;
-        if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(StoreError("disk full".into()));
-        }
-        self.inner.apply(now, ops).await
-    }
-
-    fn commit_waits(&self) -> bool {
-        true
-    }
-
-    async fn history(
-        &self,
-        room: &RoomUuid,
-        query: &HistoryQuery,
-        now: u64,
-    ) -> Result<HistoryPage, StoreError> {
-        self.inner.history(room, query, now).await
-    }
-
-    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
-        self.inner.rooms().await
-    }
-}
-
-async fn member(connector: &roomkit_transport_memory::MemoryConnector, account: &str) -> RawClient {
-    use roomkit_core::transport::Connector;
-    let mut raw = RawClient::new(within("a connection", connector.connect()).await.expect("connect"));
-    raw.login(account).await;
-    let create = raw
-        .request(json!({"op": "create_room", "room_uuid": "r", "room_name": "r", "enable_chatroom": true}));
-    let code = create.await.code;
-    assert!(code == Code::SUCCESS || code == Code::ROOM_ALREADY_EXISTS, "{code:?}");
-    raw.request_ok(json!({"op": "join_room", "room_uuid": "r", "user_name": account})).await;
-    raw.request_ok(json!({"op": "join_chatroom", "room_uuid": "r"})).await;
-    raw
-}
 
 /// The texts of the chatroom messages among `events`.
 fn texts(events: impl IntoIterator<Item = Event>) -> Vec<String> {
@@ -84,7 +29,7 @@ fn texts(events: impl IntoIterator<Item = Event>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_the_rest() {
     const SENDS: u64 = 30;
-    let store = Arc::new(DiskLike { inner: MemoryStore::new(Retention::default()), ..Default::default() });
+    let store = Arc::new(GatedStore::default());
     // Several shards: their commits go through the committer, which keeps them in flight.
     let mut config = ServerConfig::default();
     config.shards = 2;
@@ -93,21 +38,21 @@ async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_th
     let server = Server::new(config, Arc::new(DevAuthenticator))
         .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
         .spawn(listener);
-    let mut alice = member(&connector, "alice").await;
-    let mut bob = member(&connector, "bob").await;
+    let mut alice = raw_chatroom_member(&connector, "alice", "r").await;
+    let mut bob = raw_chatroom_member(&connector, "bob", "r").await;
     alice.take_events();
 
     // The first write is held at the gate and will fail; the sends that follow while it is
     // held are handed as later commits (up to the bound) or wait in the shard.
-    store.gate.close();
-    store.fail_next.store(true, Ordering::SeqCst);
+    store.writes.close();
+    store.fail_next_write.store(true, Ordering::SeqCst);
     for i in 0..SENDS {
         let text = format!("m{i}");
         alice
             .send_json(json!({"id": 100 + i, "op": "send_text_message", "room_uuid": "r", "text": text}))
             .await;
         if i == 0 {
-            within("the first write to reach the store", store.gate.until_waiting(1)).await;
+            within("the first write to reach the store", store.writes.until_waiting(1)).await;
         }
     }
     // Once the shard has accepted every send, a later job on it finds the commits taken
@@ -122,7 +67,7 @@ async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_th
     })
     .await;
     server.with_room(&room, |_, _| ()).await;
-    store.gate.open();
+    store.writes.open();
     let mut answers = Vec::new();
     for _ in 0..SENDS {
         let answer = alice.response().await;
@@ -154,5 +99,46 @@ async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_th
     let history: Vec<&str> =
         page["messages"].as_array().expect("messages").iter().filter_map(|m| m["text"].as_str()).collect();
     assert_eq!(history, acknowledged, "history holds exactly the acknowledged messages");
+    server.shutdown().await;
+}
+
+/// `commits_settled` (what a cluster node waits for before handing a room on) returns only
+/// once the write holding what was accepted before it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_settled_waits_for_the_write_in_flight() {
+    let store = Arc::new(GatedStore::default());
+    let mut config = ServerConfig::default();
+    config.shards = 2;
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = Server::new(config, Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
+        .spawn(listener);
+    let mut alice = raw_chatroom_member(&connector, "alice", "r").await;
+    store.writes.close();
+    alice.send_json(json!({"id": 9, "op": "send_text_message", "room_uuid": "r", "text": "held"})).await;
+    within("the write to reach the store", store.writes.until_waiting(1)).await;
+    let rooms = server.rooms();
+    let settled = rooms.commits_settled();
+    tokio::pin!(settled);
+    // The write is held: nothing can settle it. (A bounded wait for an absence.)
+    let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut settled).await;
+    assert!(early.is_err(), "settled while the write was held");
+    store.writes.open();
+    within("the commits to settle", settled).await;
+    let page = store
+        .inner
+        .history(
+            &"r".parse().expect("valid"),
+            &roomkit_core::store::HistoryQuery {
+                viewer: None,
+                range: roomkit_core::store::HistoryRange::AfterSeq(0),
+                limit: 10,
+            },
+            0,
+        )
+        .await
+        .expect("reads");
+    assert_eq!(page.messages.iter().filter_map(|m| m.text()).collect::<Vec<_>>(), ["held"]);
+    assert_eq!(alice.response().await.code, Code::SUCCESS);
     server.shutdown().await;
 }

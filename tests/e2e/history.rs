@@ -4,69 +4,20 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use roomkit_core::store::{
-    HistoryPage, HistoryQuery, MemoryStore, MessageStore, Retention, RoomRecord, StoreError, StoreOp,
-};
-use roomkit_protocol::{codec::ServerFrame, Code, Event, RoomUuid};
+use roomkit_core::store::MessageStore;
+use roomkit_protocol::{codec::ServerFrame, Code, Event};
 use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
-use roomkit_tests::{within, Gate, RawClient};
+use roomkit_tests::{raw_chatroom_member, within, GatedStore};
 use serde_json::json;
-
-/// A [`MemoryStore`] whose history reads wait while its gate is closed.
-#[derive(Default)]
-struct GatedStore {
-    inner: MemoryStore,
-    gate: Gate,
-}
-
-#[async_trait]
-impl MessageStore for GatedStore {
-    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.inner.apply(now, ops).await
-    }
-
-    async fn history(
-        &self,
-        room: &RoomUuid,
-        query: &HistoryQuery,
-        now: u64,
-    ) -> Result<HistoryPage, StoreError> {
-        self.gate.pass().await;
-        self.inner.history(room, query, now).await
-    }
-
-    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
-        self.inner.rooms().await
-    }
-}
 
 /// One shard, so that every room shares it; the gated store; the in-memory transport.
 fn start(config: ServerConfig) -> (ServerHandle, roomkit_transport_memory::MemoryConnector, Arc<GatedStore>) {
-    let store = Arc::new(GatedStore { inner: MemoryStore::new(Retention::default()), ..Default::default() });
+    let store = Arc::new(GatedStore::default());
     let (listener, connector) = roomkit_transport_memory::transport();
     let server = Server::new(config, Arc::new(DevAuthenticator))
         .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
         .spawn(listener);
     (server, connector, store)
-}
-
-async fn member(
-    connector: &roomkit_transport_memory::MemoryConnector,
-    account: &str,
-    room: &str,
-) -> RawClient {
-    use roomkit_core::transport::Connector;
-    let mut raw = RawClient::new(within("a connection", connector.connect()).await.expect("connect"));
-    raw.login(account).await;
-    let create = raw
-        .request(json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}));
-    let code = create.await.code;
-    assert!(code == Code::SUCCESS || code == Code::ROOM_ALREADY_EXISTS, "{code:?}");
-    raw.request_ok(json!({"op": "join_room", "room_uuid": room, "user_name": account})).await;
-    raw.request_ok(json!({"op": "join_chatroom", "room_uuid": room})).await;
-    raw.take_events();
-    raw
 }
 
 fn config() -> ServerConfig {
@@ -81,14 +32,14 @@ fn config() -> ServerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_history_read_does_not_delay_a_send_in_another_room_of_its_shard() {
     let (server, connector, store) = start(config());
-    let mut alice = member(&connector, "alice", "big").await;
-    let mut bob = member(&connector, "bob", "small").await;
-    let mut carol = member(&connector, "carol", "small").await;
+    let mut alice = raw_chatroom_member(&connector, "alice", "big").await;
+    let mut bob = raw_chatroom_member(&connector, "bob", "small").await;
+    let mut carol = raw_chatroom_member(&connector, "carol", "small").await;
     bob.take_events();
 
-    store.gate.close();
+    store.reads.close();
     alice.send_json(json!({"id": 50, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
-    within("alice's read to reach the store", store.gate.until_waiting(1)).await;
+    within("alice's read to reach the store", store.reads.until_waiting(1)).await;
 
     let sent =
         bob.request(json!({"op": "send_text_message", "room_uuid": "small", "text": "meanwhile"})).await;
@@ -100,7 +51,7 @@ async fn a_blocked_history_read_does_not_delay_a_send_in_another_room_of_its_sha
         other => panic!("carol expected bob's message, got {other:?}"),
     }
 
-    store.gate.open();
+    store.reads.open();
     let answer = alice.response().await;
     assert_eq!((answer.id, answer.code), (Some(50), Code::SUCCESS));
     server.shutdown().await;
@@ -113,19 +64,19 @@ async fn reads_past_the_in_flight_bound_are_answered_too_many_pending() {
     let mut config = config();
     config.reads_in_flight = 2;
     let (server, connector, store) = start(config);
-    let mut alice = member(&connector, "alice", "big").await;
+    let mut alice = raw_chatroom_member(&connector, "alice", "big").await;
 
-    store.gate.close();
+    store.reads.close();
     for id in [100, 101] {
         alice.send_json(json!({"id": id, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
     }
-    within("both reads to reach the store", store.gate.until_waiting(2)).await;
+    within("both reads to reach the store", store.reads.until_waiting(2)).await;
     let refused = alice.request(json!({"op": "fetch_chatroom_history", "room_uuid": "big"})).await;
     assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
     assert!(refused.msg.contains("2 history reads"), "{}", refused.msg);
     alice.request_ok(json!({"op": "ping"})).await;
 
-    store.gate.open();
+    store.reads.open();
     let mut answered = [alice.response().await, alice.response().await];
     answered.sort_by_key(|r| r.id);
     assert_eq!(
@@ -145,14 +96,14 @@ async fn a_join_chatroom_refused_too_many_pending_does_not_enter() {
     let mut config = config();
     config.reads_in_flight = 1;
     let (server, connector, store) = start(config);
-    let mut alice = member(&connector, "alice", "big").await;
-    let mut bob = member(&connector, "bob", "other").await;
+    let mut alice = raw_chatroom_member(&connector, "alice", "big").await;
+    let mut bob = raw_chatroom_member(&connector, "bob", "other").await;
     alice.request_ok(json!({"op": "join_room", "room_uuid": "other", "user_name": "alice"})).await;
     bob.take_events();
 
-    store.gate.close();
+    store.reads.close();
     alice.send_json(json!({"id": 100, "op": "fetch_chatroom_history", "room_uuid": "big"})).await;
-    within("alice's read to reach the store", store.gate.until_waiting(1)).await;
+    within("alice's read to reach the store", store.reads.until_waiting(1)).await;
     let refused = alice.request(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
     assert_eq!(refused.code, Code::TOO_MANY_PENDING, "{}", refused.msg);
     let left = alice.request(json!({"op": "leave_chatroom", "room_uuid": "other"})).await;
@@ -163,7 +114,7 @@ async fn a_join_chatroom_refused_too_many_pending_does_not_enter() {
     let entries = bob.take_events().into_iter().filter(|e| matches!(e, Event::MemberJoinChatroom { .. }));
     assert_eq!(entries.count(), 0, "bob was told of an entry");
 
-    store.gate.open();
+    store.reads.open();
     assert_eq!(alice.response().await.id, Some(100));
     alice.request_ok(json!({"op": "join_chatroom", "room_uuid": "other"})).await;
     match bob.recv_frame().await {

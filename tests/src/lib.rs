@@ -7,7 +7,9 @@
 //!   loopback sockets, behind the same HTTP/WebSocket front as the `roomkit-server` binary.
 //! - [`ws`] is a raw WebSocket client (any bytes, any frame type, close frames as they come)
 //!   and [`http`] a minimal HTTP/1.1 client, for the wire and admin API tests.
-//! - [`Gate`] holds a store stand-in's calls until a test lets them through.
+//! - [`GatedStore`] is a store stand-in whose reads and writes wait at a [`Gate`] until a test
+//!   lets them through, and whose next write fails on demand; [`raw_chatroom_member`] is a raw
+//!   client in a room's chatroom over the in-memory transport.
 //! - [`behaviour`] holds the behaviour cases, each an `async fn case<H: Harness>()`.
 //! - [`behaviour_suite!`] instantiates every case as a `#[tokio::test]` for one harness:
 //!
@@ -21,11 +23,11 @@
 //! earlier has already reached the client.
 
 pub mod behaviour;
-mod gate;
 pub mod http;
+mod store;
 pub mod ws;
 
-pub use gate::Gate;
+pub use store::{Gate, GatedStore};
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -717,6 +719,21 @@ impl RawClient {
         let reason = roomkit_core::transport::CloseReason::new(Code::SUCCESS, "raw client done");
         let _ = within("a raw close", self.sink.close(reason)).await;
     }
+}
+
+/// A raw client over `connector`, logged in as `account`, in `room` (created if it does not
+/// exist yet, with a chatroom) and its chatroom, with the events so far taken.
+pub async fn raw_chatroom_member(connector: &MemoryConnector, account: &str, room: &str) -> RawClient {
+    let mut raw = RawClient::new(within("a connection", connector.connect()).await.expect("connect"));
+    raw.login(account).await;
+    let create = raw
+        .request(serde_json::json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}));
+    let code = create.await.code;
+    assert!(code == Code::SUCCESS || code == Code::ROOM_ALREADY_EXISTS, "{code:?}");
+    raw.request_ok(serde_json::json!({"op": "join_room", "room_uuid": room, "user_name": account})).await;
+    raw.request_ok(serde_json::json!({"op": "join_chatroom", "room_uuid": room})).await;
+    raw.take_events();
+    raw
 }
 
 // ---- the suite macro -----------------------------------------------------------------------

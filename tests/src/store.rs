@@ -1,8 +1,14 @@
-//! A gate for store stand-ins: calls that reach it while it is closed wait until it opens,
-//! and a test can wait until a number of them are waiting.
+//! A store stand-in for tests that need to hold the store still: a [`MemoryStore`] whose
+//! reads and writes pass gates a test opens and closes, and whose next write fails when told
+//! to; and the [`Gate`] itself.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use async_trait::async_trait;
+use roomkit_core::store::{
+    HistoryPage, HistoryQuery, MemoryStore, MessageStore, RoomRecord, StoreError, StoreOp,
+};
+use roomkit_protocol::RoomUuid;
 use tokio::sync::Notify;
 
 /// Open until [`close`](Self::close)d.
@@ -53,5 +59,49 @@ impl Gate {
             }
             arrived.await;
         }
+    }
+}
+
+/// A [`MemoryStore`] (no retention) standing in for one on a disk: its commits wait
+/// ([`MessageStore::commit_waits`]), history reads pass `reads`, writes pass `writes`, and
+/// the next write fails ("disk full") once `fail_next_write` is set.
+#[derive(Default)]
+pub struct GatedStore {
+    /// Where the messages are.
+    pub inner: MemoryStore,
+    /// History reads wait here while it is closed.
+    pub reads: Gate,
+    /// Writes wait here while it is closed.
+    pub writes: Gate,
+    /// The next write fails (and clears it).
+    pub fail_next_write: AtomicBool,
+}
+
+#[async_trait]
+impl MessageStore for GatedStore {
+    async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.writes.pass().await;
+        if self.fail_next_write.swap(false, Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
+        self.inner.apply(now, ops).await
+    }
+
+    fn commit_waits(&self) -> bool {
+        true
+    }
+
+    async fn history(
+        &self,
+        room: &RoomUuid,
+        query: &HistoryQuery,
+        now: u64,
+    ) -> Result<HistoryPage, StoreError> {
+        self.reads.pass().await;
+        self.inner.history(room, query, now).await
+    }
+
+    async fn rooms(&self) -> Result<Vec<(RoomRecord, u64)>, StoreError> {
+        self.inner.rooms().await
     }
 }

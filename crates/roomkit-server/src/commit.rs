@@ -156,7 +156,7 @@ async fn committer(store: Arc<dyn MessageStore>, mut rx: mpsc::UnboundedReceiver
 #[cfg(test)]
 mod tests {
     use std::sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
     };
 
@@ -174,6 +174,9 @@ mod tests {
         fail: AtomicBool,
         panic: AtomicBool,
         gate: tokio::sync::Semaphore,
+        /// Applies that reached the gate.
+        arrived: AtomicUsize,
+        arrival: tokio::sync::Notify,
     }
 
     impl Recording {
@@ -184,13 +187,28 @@ mod tests {
                 fail: false.into(),
                 panic: false.into(),
                 gate: tokio::sync::Semaphore::new(0),
+                arrived: AtomicUsize::new(0),
+                arrival: tokio::sync::Notify::new(),
             })
+        }
+
+        /// Waits until `n` applies in all have reached the gate.
+        async fn until_arrived(&self, n: usize) {
+            loop {
+                let arrival = self.arrival.notified();
+                if self.arrived.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                arrival.await;
+            }
         }
     }
 
     #[async_trait]
     impl MessageStore for Recording {
         async fn apply(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
+            self.arrived.fetch_add(1, Ordering::SeqCst);
+            self.arrival.notify_waiters();
             self.gate.acquire().await.expect("open").forget();
             self.applies.lock().unwrap().push(ops.len());
             assert!(!self.panic.swap(false, Ordering::SeqCst), "a corrupt page");
@@ -222,11 +240,6 @@ mod tests {
         StoreOp::PutRoom(roomkit_core::conformance::store::record(uuid))
     }
 
-    /// Lets the committer run until it waits at the gate again.
-    async fn settle() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-
     async fn stored_rooms(store: &Recording) -> Vec<String> {
         let rooms = store.rooms().await.unwrap();
         let mut names: Vec<String> = rooms.into_iter().map(|(r, _)| r.info.room_uuid.to_string()).collect();
@@ -241,12 +254,11 @@ mod tests {
         // The first commit holds the (gated) store; four more pile up behind it, two of them
         // from the same shard.
         let first = committer.submit(0, 0, 1, vec![room_op("a")]);
-        settle().await;
+        recording.until_arrived(1).await;
         let waiting: Vec<_> = [(1, "b"), (2, "c"), (3, "d"), (1, "e")]
             .into_iter()
             .map(|(shard, r)| committer.submit(shard, 0, 2, vec![room_op(r), room_op(&format!("{r}2"))]))
             .collect();
-        settle().await;
         assert!(recording.applies.lock().unwrap().is_empty(), "the first write holds the store");
         recording.gate.add_permits(2);
         assert_eq!(first.await.unwrap(), Ok(()));
@@ -256,9 +268,10 @@ mod tests {
         assert_eq!(*recording.applies.lock().unwrap(), [1, 8], "one write for the four that waited");
         assert_eq!(stored_rooms(&recording).await.len(), 9);
 
-        // A failed write fails every commit of its group.
+        // A failed write fails every commit of its group (two writes, should the committer
+        // take the first alone).
         recording.fail.store(true, Ordering::SeqCst);
-        recording.gate.add_permits(1);
+        recording.gate.add_permits(2);
         let (x, y) =
             (committer.submit(0, 0, 3, vec![room_op("x")]), committer.submit(1, 0, 3, vec![room_op("y")]));
         let (x, y) = (x.await.unwrap(), y.await.unwrap());
@@ -273,7 +286,7 @@ mod tests {
         // Shard 0's commit fails while its next one (same epoch: taken before the failure
         // was reported), shard 1's and shard 0's first after the report (next epoch) wait.
         let failing = committer.submit(0, 0, 1, vec![room_op("a")]);
-        settle().await;
+        recording.until_arrived(1).await;
         let doomed = committer.submit(0, 0, 1, vec![room_op("b")]);
         let other_shard = committer.submit(1, 0, 1, vec![room_op("c")]);
         let next_epoch = committer.submit(0, 1, 1, vec![room_op("d"), room_op("e")]);

@@ -252,9 +252,10 @@ impl Server {
     }
 
     /// Keeps rooms and history in `store` instead: with a durable store, rooms and history
-    /// survive a restart, and a message is acknowledged only once it is stored. The shards'
+    /// survive a restart, and a message is acknowledged only once it is stored. With several
+    /// shards and a store whose commits wait ([`MessageStore::commit_waits`]), the shards'
     /// commits are grouped: one committer writes every commit waiting at once as one
-    /// `apply` (see `commit.rs`).
+    /// `apply` (see `commit.rs` and [`ServerConfig::commits_in_flight`]).
     pub fn with_store(mut self, store: Arc<dyn MessageStore>) -> Self {
         self.store = Some(store);
         self
@@ -466,6 +467,11 @@ impl ServerHandle {
     pub fn connection_count(&self) -> usize {
         self.rooms.connection_count()
     }
+
+    /// Waits until everything handled so far is stored; see [`Rooms::commits_settled`].
+    pub async fn commits_settled(&self) {
+        self.rooms.commits_settled().await;
+    }
 }
 
 impl Rooms {
@@ -495,6 +501,14 @@ impl Rooms {
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.shared.connections.lock().expect("not poisoned").len()
+    }
+
+    /// Waits until everything the shards handled before the call is in the store, or was
+    /// answered as not stored (a failed commit): every commit holding it has been reported.
+    pub async fn commits_settled(&self) {
+        for shard in &self.shared.shards {
+            shard.settled().await;
+        }
     }
 }
 

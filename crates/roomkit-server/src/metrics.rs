@@ -22,7 +22,7 @@
 //! | `roomkit_store_commit_seconds` | histogram | time of one store commit (one per shard wake-up with changes) |
 //! | `roomkit_store_group_size` | histogram | shard commits written together in one store write |
 //! | `roomkit_store_write_seconds` | histogram | time of one store write (a group of shard commits), the sync included |
-//! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them were answered with `INTERNAL` |
+//! | `roomkit_store_errors_total` | counter | store commits that failed; the sends in them, and in the commits their shard had queued behind them (refused unapplied, not counted), were answered with `INTERNAL` |
 
 //!
 //! Every family is described and registered at zero when the recorder is installed (the

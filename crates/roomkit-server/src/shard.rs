@@ -52,12 +52,26 @@ pub(crate) enum ShardMsg {
     Run(Job),
     /// End every room, dispatch the events, then acknowledge.
     Shutdown(oneshot::Sender<()>),
+    /// Acknowledge once everything handled before this is stored, or settled as failed:
+    /// once the commit holding the last store operation so far is reported.
+    Settled(oneshot::Sender<()>),
 }
 
 /// A handle to one shard task.
 #[derive(Clone)]
 pub(crate) struct Shard {
     pub(crate) tx: mpsc::Sender<ShardMsg>,
+}
+
+impl Shard {
+    /// Waits until everything the shard handled before the call is stored or settled as
+    /// failed (at once if the shard has stopped).
+    pub(crate) async fn settled(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(ShardMsg::Settled(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 /// Which of `shards` shard tasks owns `room` (an index from 0). Stable for the life of the
@@ -127,12 +141,15 @@ struct ShardState {
     /// Shutdown acknowledgements, sent once this wake-up's outputs are out and no commit
     /// is in flight.
     acks: Vec<oneshot::Sender<()>>,
+    /// `Settled` acknowledgements, with the commit each waits for.
+    settling: Vec<(u64, oneshot::Sender<()>)>,
     /// The shard's index, naming its commits to the committer.
     index: usize,
     committer: Option<Arc<GroupCommit>>,
-    /// The commits handed to the store and not yet answered, oldest first; at most one
-    /// without a committer, `commits_in_flight` with one (the registry holds to it).
-    commits: VecDeque<CommitFuture>,
+    /// The commits handed to the store and not yet answered, oldest first, with the
+    /// registry's commit epoch when each was taken; at most one without a committer,
+    /// `commits_in_flight` with one (the registry holds to it).
+    commits: VecDeque<(u64, CommitFuture)>,
     /// In cluster mode, the node whose rooms' streams the outputs go out on.
     cluster: Option<Arc<Node>>,
     /// In cluster mode, the room of each request not answered yet, by connection and
@@ -165,6 +182,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         gone: Vec::new(),
         timings: Vec::new(),
         acks: Vec::new(),
+        settling: Vec::new(),
         index: setup.index,
         committer: setup.committer,
         commits: VecDeque::new(),
@@ -183,8 +201,17 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         tokio::select! {
             // A commit's answer first: it releases outputs that have waited longest. Commits
             // are answered in the order they were handed.
-            result = async { state.commits.front_mut().expect("guarded").await }, if !state.commits.is_empty() => {
-                state.commits.pop_front();
+            result = async { state.commits.front_mut().expect("guarded").1.as_mut().await }, if !state.commits.is_empty() => {
+                let (epoch, _) = state.commits.pop_front().expect("guarded");
+                if let Err(e) = &result {
+                    if epoch < state.registry.commit_epoch() {
+                        // Taken before an earlier commit's failure was reported: refused with it.
+                        tracing::debug!(error = %e, "store commit refused after an earlier one failed");
+                    } else {
+                        metrics::counter!("roomkit_store_errors_total").increment(1);
+                        tracing::error!(error = %e, "store commit failed: the messages in it are refused");
+                    }
+                }
                 state.registry.handle_commit(result);
             }
             n = rx.recv_many(&mut batch, max_batch), if open => {
@@ -302,6 +329,7 @@ impl ShardState {
             // Rooms outlive a restart (they are in the store): members are not told the room
             // ended; their connections close with SERVER_SHUTTING_DOWN and clients resume.
             ShardMsg::Shutdown(done) => self.acks.push(done),
+            ShardMsg::Settled(done) => self.settling.push((self.registry.last_commit_needed(), done)),
         }
     }
 
@@ -318,7 +346,6 @@ impl ShardState {
         let epoch = self.registry.commit_epoch();
         let ops = self.registry.take_commit();
         if !ops.is_empty() {
-            let count = ops.len();
             let started = Instant::now();
             let answer: CommitFuture = match &self.committer {
                 Some(committer) => {
@@ -330,15 +357,12 @@ impl ShardState {
                     Box::pin(async move { store.apply(now, &ops).await })
                 }
             };
-            self.commits.push_back(Box::pin(async move {
+            let answer = Box::pin(async move {
                 let result = answer.await;
                 metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
-                if let Err(e) = &result {
-                    metrics::counter!("roomkit_store_errors_total").increment(1);
-                    tracing::error!(error = %e, ops = count, "store commit failed: messages of this batch are refused");
-                }
                 result
-            }));
+            });
+            self.commits.push_back((epoch, answer));
         }
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now);
@@ -351,6 +375,13 @@ impl ShardState {
             self.outboxes.remove(&conn);
             self.reserved.remove(&conn);
             self.answering.remove(&conn);
+        }
+        let reported = self.registry.commits_reported();
+        let (settled, waiting) =
+            std::mem::take(&mut self.settling).into_iter().partition(|(needed, _)| *needed <= reported);
+        self.settling = waiting;
+        for (_, done) in settled {
+            let _ = done.send(());
         }
         if self.commits.is_empty() {
             // Shutdown is acknowledged once everything taken has been stored and sent.

@@ -259,7 +259,9 @@ pub(crate) async fn release(node: &Node, room: &RoomUuid) {
 }
 
 /// Removes room `room` from its shard here (no events, nothing stored) and forgets the other
-/// nodes' connections in it.
+/// nodes' connections in it. Returns once what the shard accepted before is stored (or
+/// settled as failed): the room's last messages must be in the store before its lease goes
+/// and another node loads it.
 pub(crate) async fn evict(node: &Node, room: &RoomUuid) {
     for conns in node.state.lock().expect("not poisoned").remote.values_mut() {
         conns.retain(|(_, r)| r != room);
@@ -275,6 +277,7 @@ pub(crate) async fn evict(node: &Node, room: &RoomUuid) {
     if shard.tx.send(ShardMsg::Run(job)).await.is_ok() {
         let _ = wait.await;
     }
+    shard.settled().await;
 }
 
 /// Releases the leases of rooms this node took but does not run, a lease time after it took
