@@ -704,3 +704,39 @@ async fn a_slow_body_times_out() {
     assert_eq!(data, json!({"rooms": []}));
     stop(h, admin).await;
 }
+
+/// `POST /v1/rooms/{uuid}/chatroom/messages` answers once the message is stored: held while
+/// the store's write is, and a write that fails is answered 500 (`INTERNAL`) with nothing
+/// delivered; the next message is stored and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_message_is_answered_once_stored_and_refused_if_it_cannot_be() {
+    let store = Arc::new(roomkit_tests::GatedStore::default());
+    let server =
+        roomkit_server::Server::new(ServerConfig::default(), Arc::new(roomkit_server::DevAuthenticator))
+            .with_store(Arc::clone(&store) as Arc<dyn roomkit_core::store::MessageStore>);
+    let h = WsHarness::start_server(server, roomkit_tests::WsFront::default()).await;
+    let admin = Admin::serve(&h, None).await;
+    let mut ms = start_room(&h, "r", &["alice"], true, &["alice"]).await;
+
+    store.writes.close();
+    store.fail_next_write.store(true, std::sync::atomic::Ordering::SeqCst);
+    {
+        let post = admin.post("/v1/rooms/r/chatroom/messages", json!({"text": "lost"}));
+        tokio::pin!(post);
+        roomkit_tests::within("the write to reach the store", async {
+            tokio::select! {
+                r = &mut post => panic!("answered before the write: {r:?}"),
+                () = store.writes.until_waiting(1) => {}
+            }
+        })
+        .await;
+        store.writes.open();
+        failure(&post.await, 500, Code::INTERNAL, "could not be stored");
+    }
+
+    let data = success(&admin.post("/v1/rooms/r/chatroom/messages", json!({"text": "kept"})).await, 201);
+    let got = ms[0].messages(1).await.pop().expect("one");
+    assert_eq!((got.text(), got.seq), (Some("kept"), data["message"]["seq"].as_u64().expect("seq")));
+    ms[0].assert_quiet().await;
+    stop(h, admin).await;
+}

@@ -37,7 +37,10 @@ use roomkit_core::{
     config::{DEFAULT_MEMBERS_LIMIT, MAX_MEMBERS_LIMIT},
     Error as CoreError, Identity, RoomRegistry,
 };
-use roomkit_protocol::{ops::CreateRoom, Code, EndReason, RoomInfo, RoomUuid, UserUuid};
+use roomkit_protocol::{
+    ops::{self, CreateRoom, SendMessageOutput},
+    Code, EndReason, RoomInfo, RoomUuid, UserUuid,
+};
 use roomkit_token::{JwtAuthenticator, TokenField, TokenRequest};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -359,10 +362,22 @@ async fn send_message(
     let from = state.backend_user.clone();
     let nick = message.from_nick.unwrap_or_else(|| "System".into());
     let r = room.clone();
-    let sent =
-        on_room(&state, &room, move |reg, now| reg.send_backend_message(now, &r, from, nick, message.text))
-            .await??;
-    Ok(ok(StatusCode::CREATED, serde_json::json!({ "message": sent })))
+    // Answered once the message is stored (or refused if it cannot be), like a member's send.
+    let sent = state
+        .rooms
+        .acknowledged(&room, move |reg, now| {
+            let message = reg.send_backend_message(now, &r, from, nick, message.text)?;
+            Ok(ops::Response::SendTextMessage(SendMessageOutput {
+                message,
+                durable: reg.config().durable_acks,
+            }))
+        })
+        .await
+        .ok_or_else(|| ApiError::new(Code::SERVER_SHUTTING_DOWN, "shutting down"))??;
+    let ops::Response::SendTextMessage(SendMessageOutput { message, .. }) = sent else {
+        return Err(ApiError::new(Code::INTERNAL, "the message was sent, but its answer was lost"));
+    };
+    Ok(ok(StatusCode::CREATED, serde_json::json!({ "message": message })))
 }
 
 async fn end_room(State(state): State<AdminState>, Path(uuid): Path<String>) -> Result<Response, ApiError> {

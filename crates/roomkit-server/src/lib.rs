@@ -58,7 +58,7 @@ use roomkit_core::{
     transport::{CloseReason, Listener, TransportError},
     ConnId, CoreConfig, RoomRegistry,
 };
-use roomkit_protocol::{Code, RoomUuid};
+use roomkit_protocol::{ops, Code, RoomUuid};
 pub use shard::shard_of;
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -484,6 +484,20 @@ impl Rooms {
     ) -> Option<R> {
         let shard = &self.shared.shards[shard::shard_of(room, self.shared.shards.len())];
         run_on(shard, f).await
+    }
+
+    /// Runs `f` on the shard that owns `room` and answers with its result once the message
+    /// that result carries is stored, or with `NotStored` if it cannot be (a failed commit),
+    /// as a member's send is acknowledged. `None` if the shard has stopped.
+    pub(crate) async fn acknowledged(
+        &self,
+        room: &RoomUuid,
+        f: impl FnOnce(&mut RoomRegistry, u64) -> Result<ops::Response, roomkit_core::Error> + Send + 'static,
+    ) -> Option<Result<ops::Response, roomkit_core::Error>> {
+        let shard = &self.shared.shards[shard::shard_of(room, self.shared.shards.len())];
+        let (done, answer) = oneshot::channel();
+        shard.tx.send(ShardMsg::Acknowledged(Box::new(f), done)).await.ok()?;
+        answer.await.ok()
     }
 
     /// Runs `f` on every shard, returning the results in shard order.

@@ -1,7 +1,7 @@
 //! Shard tasks: each owns the rooms hashed to it and drives a [`RoomRegistry`].
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     future::Future,
     hash::{DefaultHasher, Hash, Hasher},
     pin::Pin,
@@ -33,6 +33,14 @@ mod burst;
 /// A job run on a shard's registry, with the current time.
 pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;
 
+/// A job whose answer carries a stored message: it is held like a member's acknowledgement
+/// (see [`ShardMsg::Acknowledged`]).
+pub(crate) type AckJob = Box<dyn FnOnce(&mut RoomRegistry, u64) -> Result<Response, Error> + Send>;
+
+/// The connection id a shard answers its own [`ShardMsg::Acknowledged`] jobs under; no
+/// connection has it (ids count up from 1; a cluster node's carry its slot in the top bits).
+const DRIVER_CONN: ConnId = ConnId(u64::MAX);
+
 /// Work for a shard.
 pub(crate) enum ShardMsg {
     /// A request of a logged-in connection.
@@ -55,6 +63,9 @@ pub(crate) enum ShardMsg {
     /// Acknowledge once everything handled before this is stored, or settled as failed:
     /// once the commit holding the last store operation so far is reported.
     Settled(oneshot::Sender<()>),
+    /// Runs the job and answers with its result once the message it carries is stored, or
+    /// with [`Error::NotStored`] if that fails (the registry's `acknowledge`).
+    Acknowledged(AckJob, oneshot::Sender<Result<Response, Error>>),
 }
 
 /// A handle to one shard task.
@@ -143,6 +154,9 @@ struct ShardState {
     acks: Vec<oneshot::Sender<()>>,
     /// `Settled` acknowledgements, with the commit each waits for.
     settling: Vec<(u64, oneshot::Sender<()>)>,
+    /// `Acknowledged` jobs' answers, by the request id they were queued under.
+    driver_acks: HashMap<u64, oneshot::Sender<Result<Response, Error>>>,
+    next_driver_ack: u64,
     /// The shard's index, naming its commits to the committer.
     index: usize,
     committer: Option<Arc<GroupCommit>>,
@@ -183,6 +197,8 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         timings: Vec::new(),
         acks: Vec::new(),
         settling: Vec::new(),
+        driver_acks: HashMap::new(),
+        next_driver_ack: 0,
         index: setup.index,
         committer: setup.committer,
         commits: VecDeque::new(),
@@ -330,6 +346,12 @@ impl ShardState {
             // ended; their connections close with SERVER_SHUTTING_DOWN and clients resume.
             ShardMsg::Shutdown(done) => self.acks.push(done),
             ShardMsg::Settled(done) => self.settling.push((self.registry.last_commit_needed(), done)),
+            ShardMsg::Acknowledged(job, done) => {
+                self.next_driver_ack += 1;
+                let result = job(&mut self.registry, now);
+                self.registry.acknowledge(DRIVER_CONN, self.next_driver_ack, result);
+                self.driver_acks.insert(self.next_driver_ack, done);
+            }
         }
     }
 
@@ -422,6 +444,15 @@ impl ShardState {
     }
 
     fn dispatch(&mut self, output: Output, now: u64) {
+        let output = match output {
+            Output::Reply { conn: DRIVER_CONN, request_id, result } => {
+                if let Some(done) = self.driver_acks.remove(&request_id) {
+                    let _ = done.send(result);
+                }
+                return;
+            }
+            other => other,
+        };
         if let Some(node) = &self.cluster {
             let room = match &output {
                 Output::Reply { conn, request_id, .. } | Output::History { conn, request_id, .. } => {

@@ -1,10 +1,13 @@
 //! The registry's commits: what the driver must make durable now, how many commits it may
 //! keep in flight, and what a commit's result does (the rules are `output.rs`'s).
 
+use roomkit_protocol::ops::Response;
+
 use super::RoomRegistry;
-use crate::store::{StoreError, StoreOp};
-#[cfg(doc)]
-use crate::Error;
+use crate::{
+    store::{StoreError, StoreOp},
+    ConnId, Error,
+};
 
 impl RoomRegistry {
     /// Lets the driver keep up to `max` commits in flight (at least one; one by default):
@@ -28,6 +31,16 @@ impl RoomRegistry {
     #[must_use]
     pub fn commit_epoch(&self) -> u64 {
         self.outputs.epoch()
+    }
+
+    /// Queues the driver's own answer `result` to request `request_id` of `conn` (an id the
+    /// driver keeps for itself, such as its admin API's), held like the acknowledgement of a
+    /// member's send: released once the commits before it are reported, and
+    /// [`Error::NotStored`] instead if the commit holding the message it carries fails. For a
+    /// driver that answers a command such as
+    /// [`send_backend_message`](Self::send_backend_message) only once its message is stored.
+    pub fn acknowledge(&mut self, conn: ConnId, request_id: u64, result: Result<Response, Error>) {
+        self.outputs.acknowledge(conn, request_id, result);
     }
 
     /// How many commits have been reported ([`handle_commit`](Self::handle_commit)); commits
