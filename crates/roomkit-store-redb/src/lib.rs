@@ -2,16 +2,20 @@
 //! file in a data directory.
 //!
 //! Durability contract: [`MessageStore::apply`] returns only after its operations are
-//! committed; with [`Durability::Immediate`] (the default) the commit is fsynced first, so an
-//! acknowledged message survives a crash or power loss. The server calls `apply` once per
-//! shard wake-up with every operation of that wake-up, so under load many messages share one
-//! fsync (group commit). [`Durability::Eventual`] fsyncs at most once per
+//! committed; with [`Durability::Immediate`] (the default) they are on disk first — appended
+//! to the journal (`roomkit.journal`, see [`journal`]) and fsynced, then committed to the
+//! database without waiting for it, which a durable checkpoint commit follows at least once
+//! per [`CHECKPOINT_INTERVAL`] — so an acknowledged message survives a crash or power loss:
+//! opening the store applies the journal's records after the last checkpoint. The server calls
+//! `apply` once per group of shard commits, so under load many messages share one fsync
+//! (group commit). [`Durability::Eventual`] fsyncs at most once per
 //! [`EVENTUAL_SYNC_INTERVAL`]: faster under load, and a crash may lose the acknowledged
 //! messages of up to that interval (it never corrupts the database).
 //!
 //! Layout (format [`FORMAT_VERSION`]):
 //!
-//! - `meta`: `"format"` → the format version; `"next_room_id"` → the next chatroom id.
+//! - `meta`: `"format"` → the format version; `"next_room_id"` → the next chatroom id;
+//!   `"journal_seq"` → the last journal record the database holds.
 //! - `room_records`: room uuid → its [`RoomRecord`] (a versioned, checksummed record, see
 //!   [`record`]).
 //! - `chatrooms`: room uuid → `(id, last_seq, kept)`: a number standing for the room in
@@ -31,6 +35,7 @@
 //! [redb]: https://docs.rs/redb
 
 mod check;
+pub mod journal;
 mod migrate;
 mod open;
 pub mod record;
@@ -65,6 +70,13 @@ const CHAT_MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("
 
 /// With [`Durability::Eventual`], the longest time between two fsynced commits.
 pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// With [`Durability::Immediate`], the longest time between two durable database commits
+/// (checkpoints), after which the journal is emptied...
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// ...or the journal's size that brings the next checkpoint forward.
+pub const CHECKPOINT_JOURNAL_BYTES: u64 = 4 << 20;
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "roomkit.redb";
@@ -115,6 +127,20 @@ impl Chatroom {
     }
 }
 
+/// The journal and where it stands.
+#[derive(Debug)]
+struct Journaled {
+    journal: journal::Journal,
+    /// The number of the next record (and of the commit holding it: `journal_seq`).
+    next_seq: u64,
+    last_checkpoint: std::time::Instant,
+    /// A failed record could not be cut off: no commit is taken until the store is opened again.
+    broken: bool,
+}
+
+/// The `meta` key naming the last journal record the database holds.
+const JOURNAL_SEQ: &str = "journal_seq";
+
 /// The durable store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct RedbStore {
@@ -123,6 +149,9 @@ pub struct RedbStore {
     path: PathBuf,
     /// When a commit was last fsynced (for [`Durability::Eventual`]).
     last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// The journal (for [`Durability::Immediate`]); held for a whole commit, so that its
+    /// records are in the order of the database's commits.
+    journal: Arc<std::sync::Mutex<Journaled>>,
     /// Messages retention has read, kept or deleted, since the store was opened.
     retention_visits: Arc<AtomicU64>,
     /// Messages history reads have read since the store was opened.
@@ -151,23 +180,71 @@ impl RedbStore {
         let db = open_database(&path, false)?;
         guarded(&path, || prepare(&db, &path))?;
         let last_sync = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
-        Ok(Self {
+        let io = |source| OpenError::Io { path: dir.join(journal::JOURNAL_FILE_NAME), source };
+        let (journal, entries) = journal::Journal::open(dir).map_err(io)?;
+        let journaled =
+            Journaled { journal, next_seq: 1, last_checkpoint: std::time::Instant::now(), broken: false };
+        let store = Self {
             db: Arc::new(db),
             config,
             path,
             last_sync,
+            journal: Arc::new(std::sync::Mutex::new(journaled)),
             retention_visits: Arc::default(),
             history_visits: Arc::default(),
-        })
+        };
+        let replay_failed =
+            |e: StoreError| io(std::io::Error::other(format!("applying the journal: {}", e.0)));
+        guarded(&store.path, || store.replay(entries).map_err(replay_failed))?;
+        Ok(store)
+    }
+
+    /// Applies the journal's records the database does not hold (those after its
+    /// `journal_seq`), in one durable commit, and empties the journal.
+    fn replay(&self, entries: Vec<journal::Entry>) -> Result<(), StoreError> {
+        let mut journaled = self.journal.lock().expect("not poisoned");
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(err)?;
+        let held = txn.open_table(META).map_err(err)?.get(JOURNAL_SEQ).map_err(err)?.map_or(0, |v| v.value());
+        let mut last = held;
+        // The records after the database's, in order; a gap would mean a record is missing:
+        // nothing after it is applied.
+        for entry in entries.into_iter().skip_while(|e| e.seq <= held) {
+            if entry.seq != last + 1 {
+                break;
+            }
+            self.write_ops(&txn, entry.now, &entry.ops)?;
+            last = entry.seq;
+        }
+        txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, last).map_err(err)?;
+        txn.commit().map_err(err)?;
+        journaled.journal.rewind(0).map_err(err)?;
+        journaled.next_seq = last + 1;
+        Ok(())
     }
 
     /// Renames the database file of `data_dir` (if there is one) to
     /// `roomkit.redb.damaged-<unix seconds>` beside it, so that the next [`open`](Self::open)
-    /// starts empty while the old file stays for inspection. Returns the new name.
+    /// starts empty while the old file stays for inspection; its journal goes aside with it
+    /// (`roomkit.journal.damaged-…`), since its records belong to the old database. Returns
+    /// the database's new name.
     pub fn move_aside(data_dir: impl AsRef<Path>) -> std::io::Result<Option<PathBuf>> {
         let path = data_dir.as_ref().join(FILE_NAME);
         if !path.exists() {
             return Ok(None);
+        }
+        let journal = data_dir.as_ref().join(journal::JOURNAL_FILE_NAME);
+        if journal.exists() {
+            let suffix = format!(
+                "damaged-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            );
+            std::fs::rename(
+                &journal,
+                journal.with_file_name(format!("{}.{suffix}", journal::JOURNAL_FILE_NAME)),
+            )?;
         }
         let secs =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -226,10 +303,9 @@ impl RedbStore {
     }
 
     fn apply_blocking(&self, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(err)?;
-        let durability = match self.config.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Eventual => {
+        if self.config.durability == Durability::Eventual {
+            let mut txn = self.db.begin_write().map_err(err)?;
+            let durability = {
                 let mut last = self.last_sync.lock().expect("not poisoned");
                 if last.elapsed() >= EVENTUAL_SYNC_INTERVAL {
                     *last = std::time::Instant::now();
@@ -237,60 +313,97 @@ impl RedbStore {
                 } else {
                     redb::Durability::None
                 }
+            };
+            txn.set_durability(durability).map_err(err)?;
+            self.write_ops(&txn, now, ops)?;
+            return txn.commit().map_err(err);
+        }
+        let mut journaled = self.journal.lock().expect("not poisoned");
+        if journaled.broken {
+            return Err(StoreError(
+                "the journal could not be cut back after a failed write: restart the server".into(),
+            ));
+        }
+        let seq = journaled.next_seq;
+        let checkpoint = journaled.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+            || journaled.journal.len >= CHECKPOINT_JOURNAL_BYTES;
+        let mut txn = self.db.begin_write().map_err(err)?;
+        self.write_ops(&txn, now, ops)?;
+        txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, seq).map_err(err)?;
+        if checkpoint {
+            // A durable commit: it holds every record of the journal, which can go.
+            txn.set_durability(redb::Durability::Immediate).map_err(err)?;
+            txn.commit().map_err(err)?;
+            journaled.next_seq += 1;
+            journaled.last_checkpoint = std::time::Instant::now();
+            // Should emptying fail, the records stay, all at or below `journal_seq`: a replay
+            // skips them.
+            let _ = journaled.journal.rewind(0);
+            return Ok(());
+        }
+        txn.set_durability(redb::Durability::None).map_err(err)?;
+        let before = journaled.journal.len;
+        // On disk before the database commit: once `apply` returns, a crash finds it here.
+        let written =
+            journaled.journal.append(seq, now, ops).map_err(err).and_then(|()| txn.commit().map_err(err));
+        if let Err(e) = written {
+            // Nothing of it may come back at the next open: cut the record off.
+            if journaled.journal.rewind(before).is_err() {
+                journaled.broken = true;
             }
-        };
-        txn.set_durability(durability).map_err(err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(err)?;
-            let mut messages = txn.open_table(CHAT_MESSAGES).map_err(err)?;
-            let mut rooms = txn.open_table(ROOM_RECORDS).map_err(err)?;
-            let mut chatrooms = txn.open_table(CHATROOMS).map_err(err)?;
-            let mut appended: Vec<&RoomUuid> = Vec::new();
-            for op in ops {
-                match op {
-                    StoreOp::Append { room, message } => {
-                        let mut chat = match chatrooms.get(room.as_str()).map_err(err)? {
-                            Some(row) => Chatroom::from_row(row.value()),
-                            None => {
-                                let id = meta.get("next_room_id").map_err(err)?.map_or(1, |v| v.value());
-                                meta.insert("next_room_id", id + 1).map_err(err)?;
-                                Chatroom { id, last_seq: 0, kept: 0 }
-                            }
-                        };
-                        let record = encode_message_record(message);
-                        let replaced = messages
-                            .insert((chat.id, message.seq), record.as_slice())
-                            .map_err(err)?
-                            .is_some();
-                        chat.kept += u64::from(!replaced);
-                        chat.last_seq = chat.last_seq.max(message.seq);
-                        chatrooms.insert(room.as_str(), chat.row()).map_err(err)?;
-                        if !appended.contains(&room) {
-                            appended.push(room);
+            return Err(e);
+        }
+        journaled.next_seq += 1;
+        Ok(())
+    }
+
+    /// Applies `ops` to the tables in `txn`.
+    fn write_ops(&self, txn: &redb::WriteTransaction, now: u64, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let mut meta = txn.open_table(META).map_err(err)?;
+        let mut messages = txn.open_table(CHAT_MESSAGES).map_err(err)?;
+        let mut rooms = txn.open_table(ROOM_RECORDS).map_err(err)?;
+        let mut chatrooms = txn.open_table(CHATROOMS).map_err(err)?;
+        let mut appended: Vec<&RoomUuid> = Vec::new();
+        for op in ops {
+            match op {
+                StoreOp::Append { room, message } => {
+                    let mut chat = match chatrooms.get(room.as_str()).map_err(err)? {
+                        Some(row) => Chatroom::from_row(row.value()),
+                        None => {
+                            let id = meta.get("next_room_id").map_err(err)?.map_or(1, |v| v.value());
+                            meta.insert("next_room_id", id + 1).map_err(err)?;
+                            Chatroom { id, last_seq: 0, kept: 0 }
                         }
-                    }
-                    StoreOp::PutRoom(record) => {
-                        let bytes = record::encode_room_record(record);
-                        rooms.insert(record.info.room_uuid.as_str(), bytes.as_slice()).map_err(err)?;
-                    }
-                    StoreOp::DeleteRoom(room) => {
-                        rooms.remove(room.as_str()).map_err(err)?;
-                        let chat = chatrooms
-                            .remove(room.as_str())
-                            .map_err(err)?
-                            .map(|r| Chatroom::from_row(r.value()));
-                        if let Some(chat) = chat {
-                            messages.retain_in(chat.keys(), |_, _| false).map_err(err)?;
-                        }
-                        appended.retain(|r| *r != room);
+                    };
+                    let record = encode_message_record(message);
+                    let replaced =
+                        messages.insert((chat.id, message.seq), record.as_slice()).map_err(err)?.is_some();
+                    chat.kept += u64::from(!replaced);
+                    chat.last_seq = chat.last_seq.max(message.seq);
+                    chatrooms.insert(room.as_str(), chat.row()).map_err(err)?;
+                    if !appended.contains(&room) {
+                        appended.push(room);
                     }
                 }
-            }
-            for room in appended {
-                self.enforce_retention(&mut messages, &mut chatrooms, room, now)?;
+                StoreOp::PutRoom(record) => {
+                    let bytes = record::encode_room_record(record);
+                    rooms.insert(record.info.room_uuid.as_str(), bytes.as_slice()).map_err(err)?;
+                }
+                StoreOp::DeleteRoom(room) => {
+                    rooms.remove(room.as_str()).map_err(err)?;
+                    let chat =
+                        chatrooms.remove(room.as_str()).map_err(err)?.map(|r| Chatroom::from_row(r.value()));
+                    if let Some(chat) = chat {
+                        messages.retain_in(chat.keys(), |_, _| false).map_err(err)?;
+                    }
+                    appended.retain(|r| *r != room);
+                }
             }
         }
-        txn.commit().map_err(err)
+        for room in appended {
+            self.enforce_retention(&mut messages, &mut chatrooms, room, now)?;
+        }
+        Ok(())
     }
 
     /// Deletes the oldest messages of `room` that retention no longer keeps: it walks from the

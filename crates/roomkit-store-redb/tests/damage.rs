@@ -178,9 +178,18 @@ fn move_aside_keeps_the_old_file_beside_a_fresh_start() {
     let dir = temp_dir("aside");
     assert_eq!(RedbStore::move_aside(&dir).unwrap(), None, "nothing to move");
     std::fs::write(dir.join(FILE_NAME), b"").unwrap();
+    // Its journal's records belong to it: they go aside too, not into the fresh store.
+    let journal = dir.join(roomkit_store_redb::journal::JOURNAL_FILE_NAME);
+    std::fs::write(&journal, b"RKJ1 records of the old database").unwrap();
     let aside = RedbStore::move_aside(&dir).unwrap().expect("moved");
     assert!(aside.file_name().unwrap().to_string_lossy().starts_with("roomkit.redb.damaged-"));
     assert!(aside.exists() && !dir.join(FILE_NAME).exists());
+    assert!(!journal.exists(), "the journal went aside");
+    let journal_aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("roomkit.journal.damaged-"));
+    assert!(journal_aside, "kept beside it");
     RedbStore::open(&dir, RedbConfig::default()).expect("a fresh store");
 }
 

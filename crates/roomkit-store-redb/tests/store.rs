@@ -49,6 +49,45 @@ async fn everything_survives_a_reopen() {
     assert_eq!(page.messages, (1..=3).map(|i| message(i, i, "a", None)).collect::<Vec<_>>());
 }
 
+/// A crash after acknowledged commits leaves the database at its last durable commit (a
+/// checkpoint) and the journal holding what came after: opening the store applies the journal,
+/// once. Simulated by putting back the database file as it was at the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_after_the_last_checkpoint_come_back_from_the_journal() {
+    let dir = temp_dir("journal");
+    let db_file = dir.join(roomkit_store_redb::FILE_NAME);
+    let journal_file = dir.join(roomkit_store_redb::journal::JOURNAL_FILE_NAME);
+    let append = |i: u64| StoreOp::Append { room: "r".parse().unwrap(), message: message(i, i, "a", None) };
+    {
+        let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+        store.apply(10, &[StoreOp::PutRoom(record("r")), append(1)]).await.unwrap();
+        drop(store);
+        // Opening checkpoints: the database holds r and message 1 durably.
+        let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+        assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0, "emptied by the checkpoint");
+        let at_checkpoint = std::fs::read(&db_file).unwrap();
+        // Two acknowledged commits, journaled; then the "crash": the database as it was.
+        store.apply(20, &[append(2)]).await.unwrap();
+        store.apply(30, &[append(3), StoreOp::PutRoom(record("s"))]).await.unwrap();
+        assert!(std::fs::metadata(&journal_file).unwrap().len() > 0, "journaled");
+        drop(store);
+        std::fs::write(&db_file, at_checkpoint).unwrap();
+    }
+    let check = |store: RedbStore| async move {
+        let rooms: Vec<u64> = store.rooms().await.unwrap().into_iter().map(|(_, last)| last).collect();
+        let query = HistoryQuery { viewer: None, range: HistoryRange::AfterSeq(0), limit: 10 };
+        let page = store.history(&"r".parse().unwrap(), &query, 30).await.unwrap();
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        (rooms.len(), seqs)
+    };
+    let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+    assert_eq!(check(store).await, (2, vec![1, 2, 3]), "both commits back, room s too");
+    assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0, "applied and emptied");
+    // Opened again: nothing is applied twice.
+    let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+    assert_eq!(check(store).await, (2, vec![1, 2, 3]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_is_created_if_missing() {
     let dir = temp_dir("nested").join("a").join("b");
