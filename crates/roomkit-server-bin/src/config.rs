@@ -254,6 +254,13 @@ pub struct LimitArgs {
     /// them [default: immediate].
     #[arg(long, env = "ROOMKIT_DURABILITY")]
     pub durability: Option<DurabilityKind>,
+    /// With `immediate`: the first commit this many milliseconds after the last checkpoint
+    /// syncs the database and empties the journal [default: 1000].
+    #[arg(long, env = "ROOMKIT_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// ...and so does the first once the journal holds this many bytes [default: 4194304].
+    #[arg(long, env = "ROOMKIT_CHECKPOINT_JOURNAL_BYTES")]
+    pub checkpoint_journal_bytes: Option<u64>,
 }
 
 /// Whether store commits wait for the disk.
@@ -345,6 +352,9 @@ pub struct Settings {
     pub store: StoreKind,
     pub retention: Retention,
     pub durability: DurabilityKind,
+    /// When the journal's commits are checkpointed (see `RedbConfig`).
+    pub checkpoint_interval: Duration,
+    pub checkpoint_journal_bytes: u64,
     /// Cluster mode, when `--cluster` is given.
     pub cluster: Option<ClusterSettings>,
 }
@@ -443,6 +453,12 @@ impl Settings {
                 max_age_ms: Some(l.retention_secs.unwrap_or(30 * 86_400).saturating_mul(1000)),
             },
             durability,
+            checkpoint_interval: l
+                .checkpoint_interval_ms
+                .map_or(roomkit_store_redb::CHECKPOINT_INTERVAL, Duration::from_millis),
+            checkpoint_journal_bytes: l
+                .checkpoint_journal_bytes
+                .unwrap_or(roomkit_store_redb::CHECKPOINT_JOURNAL_BYTES),
             cluster,
         })
     }
@@ -507,6 +523,8 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         recall_window_secs: flags.recall_window_secs.or(file.recall_window_secs),
         retention_secs: flags.retention_secs.or(file.retention_secs),
         durability: flags.durability.or(file.durability),
+        checkpoint_interval_ms: flags.checkpoint_interval_ms.or(file.checkpoint_interval_ms),
+        checkpoint_journal_bytes: flags.checkpoint_journal_bytes.or(file.checkpoint_journal_bytes),
         join_member_page: flags.join_member_page.or(file.join_member_page),
         presence_per_member_max: flags.presence_per_member_max.or(file.presence_per_member_max),
         presence_digest_ms: flags.presence_digest_ms.or(file.presence_digest_ms),

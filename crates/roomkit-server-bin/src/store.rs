@@ -18,7 +18,12 @@ pub fn open(settings: &Settings, reset: bool) -> Result<Arc<dyn MessageStore>, S
         DurabilityKind::Immediate => Durability::Immediate,
         DurabilityKind::Eventual => Durability::Eventual,
     };
-    let config = RedbConfig { retention: settings.retention, durability };
+    let config = RedbConfig {
+        retention: settings.retention,
+        durability,
+        checkpoint_interval: settings.checkpoint_interval,
+        checkpoint_journal_bytes: settings.checkpoint_journal_bytes,
+    };
     let dir = &settings.data_dir;
     let store = match RedbStore::open(dir, config) {
         Ok(store) => {

@@ -40,7 +40,7 @@ fn message(seq: u64, text: &str) -> StoreOp {
 
 fn open(dir: &std::path::Path, durability: Durability) -> RedbStore {
     let retention = Retention { max_messages: Some(RETENTION), max_age_ms: None };
-    RedbStore::open(dir, RedbConfig { retention, durability }).expect("open")
+    RedbStore::open(dir, RedbConfig { retention, durability, ..RedbConfig::default() }).expect("open")
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {

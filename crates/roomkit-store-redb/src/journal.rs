@@ -24,11 +24,14 @@ use std::{
     sync::Arc,
 };
 
-use roomkit_core::store::StoreOp;
+use redb::ReadableTable;
+use roomkit_core::store::{StoreError, StoreOp};
 use roomkit_protocol::RoomUuid;
 
-use crate::record::{
-    crc32c, decode_message_record, decode_room_record, encode_message_record, encode_room_record,
+use crate::{
+    err,
+    record::{crc32c, decode_message_record, decode_room_record, encode_message_record, encode_room_record},
+    META,
 };
 
 /// The journal file inside the data directory.
@@ -58,6 +61,8 @@ impl Journal {
     pub(crate) fn open(dir: &Path) -> std::io::Result<(Self, Vec<Entry>)> {
         let path = dir.join(JOURNAL_FILE_NAME);
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        // The file's name, if it was just created, must outlive a power loss too.
+        File::open(dir)?.sync_all()?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (entries, len) = read(&bytes);
@@ -82,9 +87,63 @@ impl Journal {
     /// Cuts the journal to `len` bytes (0 empties it), on disk.
     pub(crate) fn rewind(&mut self, len: u64) -> std::io::Result<()> {
         self.file.set_len(len)?;
-        self.file.sync_data()?;
+        // Cut, if not yet on disk: the next record goes right after.
         self.len = len;
+        self.file.sync_data()
+    }
+}
+
+/// The journal and where it stands.
+#[derive(Debug)]
+pub(crate) struct Journaled {
+    pub(crate) journal: Journal,
+    /// The number of the next record (and of the commit holding it: `journal_seq`).
+    pub(crate) next_seq: u64,
+    pub(crate) last_checkpoint: std::time::Instant,
+    /// The next commit is a checkpoint: emptying the journal after the last one failed.
+    pub(crate) checkpoint_due: bool,
+    /// A failed record could neither be cut off nor marked as held: no commit is taken until
+    /// the store is opened again (the record's outcome is then unknown).
+    pub(crate) broken: bool,
+}
+
+/// The `meta` key naming the last journal record the database holds.
+pub(crate) const JOURNAL_SEQ: &str = "journal_seq";
+
+impl crate::RedbStore {
+    /// Applies the journal's records the database does not hold (those after its
+    /// `journal_seq`), in one durable commit, and empties the journal. Refuses a journal whose
+    /// records do not follow the database's (a gap: an older database file put back beside
+    /// a newer journal), rather than drop them.
+    pub(crate) fn replay(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let mut journaled = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(err)?;
+        let held = txn.open_table(META).map_err(err)?.get(JOURNAL_SEQ).map_err(err)?.map_or(0, |v| v.value());
+        let mut last = held;
+        // The records after the database's, in order; a gap would mean a record is missing:
+        // nothing after it is applied.
+        for entry in entries.into_iter().skip_while(|e| e.seq <= held) {
+            if entry.seq != last + 1 {
+                let why = format!("its record {} does not follow the database's last, {last}", entry.seq);
+                return Err(StoreError(why));
+            }
+            self.write_ops(&txn, entry.now, &entry.ops)?;
+            last = entry.seq;
+        }
+        txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, last).map_err(err)?;
+        txn.commit().map_err(err)?;
+        journaled.journal.rewind(0).map_err(err)?;
+        journaled.next_seq = last + 1;
         Ok(())
+    }
+
+    /// Records durably that the database holds journal record `seq` (and those before it).
+    pub(crate) fn mark_held(&self, seq: u64) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(redb::Durability::Immediate).map_err(err)?;
+        txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, seq).map_err(err)?;
+        txn.commit().map_err(err)
     }
 }
 
@@ -275,6 +334,25 @@ mod tests {
         let (journal, entries) = Journal::open(&dir).unwrap();
         assert_eq!(ops_text(&entries), [(1, 1), (2, 1)], "the torn tail is gone, the new record after");
         assert_eq!(journal.len, std::fs::metadata(dir.join(JOURNAL_FILE_NAME)).unwrap().len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Records that do not follow the database's last (an older database file put back
+    /// beside a newer journal) are refused, naming the journal, not dropped.
+    #[test]
+    fn a_journal_that_does_not_follow_the_database_is_refused() {
+        let dir = std::env::temp_dir().join(format!("roomkit-journal-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(crate::RedbStore::open(&dir, crate::RedbConfig::default()).unwrap());
+        std::fs::write(dir.join(JOURNAL_FILE_NAME), encode(5, 10, &[append(1, "a")])).unwrap();
+        match crate::RedbStore::open(&dir, crate::RedbConfig::default()) {
+            Err(crate::OpenError::Damaged { path, reason }) => {
+                assert!(path.ends_with(JOURNAL_FILE_NAME), "{path:?}");
+                assert!(reason.contains("record 5 does not follow"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(std::fs::metadata(dir.join(JOURNAL_FILE_NAME)).unwrap().len() > 0, "nothing dropped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,9 +4,10 @@
 //! Durability contract: [`MessageStore::apply`] returns only after its operations are
 //! committed; with [`Durability::Immediate`] (the default) they are on disk first — appended
 //! to the journal (`roomkit.journal`, see [`journal`]) and fsynced, then committed to the
-//! database without waiting for it, which a durable checkpoint commit follows at least once
-//! per [`CHECKPOINT_INTERVAL`] — so an acknowledged message survives a crash or power loss:
-//! opening the store applies the journal's records after the last checkpoint. The server calls
+//! database without waiting for it; the first commit after [`RedbConfig::checkpoint_interval`]
+//! is a durable checkpoint instead, which empties the journal — so an acknowledged message
+//! survives a crash or power loss: opening the store applies the journal's records after the
+//! last checkpoint. The server calls
 //! `apply` once per group of shard commits, so under load many messages share one fsync
 //! (group commit). [`Durability::Eventual`] fsyncs at most once per
 //! [`EVENTUAL_SYNC_INTERVAL`]: faster under load, and a crash may lose the acknowledged
@@ -50,6 +51,7 @@ use std::{
 
 use async_trait::async_trait;
 pub use check::{check, CheckReport};
+use journal::{Journaled, JOURNAL_SEQ};
 pub use open::OpenError;
 use open::{guarded, open_database, prepare};
 pub use record::{decode_message_record, encode_message_record, RecordError};
@@ -71,11 +73,10 @@ const CHAT_MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("
 /// With [`Durability::Eventual`], the longest time between two fsynced commits.
 pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// With [`Durability::Immediate`], the longest time between two durable database commits
-/// (checkpoints), after which the journal is emptied...
+/// The default of [`RedbConfig::checkpoint_interval`].
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// ...or the journal's size that brings the next checkpoint forward.
+/// The default of [`RedbConfig::checkpoint_journal_bytes`].
 pub const CHECKPOINT_JOURNAL_BYTES: u64 = 4 << 20;
 
 /// The database file inside the data directory.
@@ -93,12 +94,28 @@ pub enum Durability {
 }
 
 /// Settings of a [`RedbStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedbConfig {
     /// How long messages are kept.
     pub retention: Retention,
     /// Whether commits wait for the disk.
     pub durability: Durability,
+    /// With [`Durability::Immediate`]: the first commit this long after the last checkpoint
+    /// is a checkpoint (a durable database commit, after which the journal is emptied)...
+    pub checkpoint_interval: std::time::Duration,
+    /// ...and so is the first once the journal holds this many bytes.
+    pub checkpoint_journal_bytes: u64,
+}
+
+impl Default for RedbConfig {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            durability: Durability::default(),
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+            checkpoint_journal_bytes: CHECKPOINT_JOURNAL_BYTES,
+        }
+    }
 }
 
 /// A chatroom's row in `chatrooms`.
@@ -126,20 +143,6 @@ impl Chatroom {
         (self.id, 0)..=(self.id, u64::MAX)
     }
 }
-
-/// The journal and where it stands.
-#[derive(Debug)]
-struct Journaled {
-    journal: journal::Journal,
-    /// The number of the next record (and of the commit holding it: `journal_seq`).
-    next_seq: u64,
-    last_checkpoint: std::time::Instant,
-    /// A failed record could not be cut off: no commit is taken until the store is opened again.
-    broken: bool,
-}
-
-/// The `meta` key naming the last journal record the database holds.
-const JOURNAL_SEQ: &str = "journal_seq";
 
 /// The durable store. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -182,8 +185,13 @@ impl RedbStore {
         let last_sync = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
         let io = |source| OpenError::Io { path: dir.join(journal::JOURNAL_FILE_NAME), source };
         let (journal, entries) = journal::Journal::open(dir).map_err(io)?;
-        let journaled =
-            Journaled { journal, next_seq: 1, last_checkpoint: std::time::Instant::now(), broken: false };
+        let journaled = Journaled {
+            journal,
+            next_seq: 1,
+            last_checkpoint: std::time::Instant::now(),
+            checkpoint_due: false,
+            broken: false,
+        };
         let store = Self {
             db: Arc::new(db),
             config,
@@ -193,34 +201,13 @@ impl RedbStore {
             retention_visits: Arc::default(),
             history_visits: Arc::default(),
         };
-        let replay_failed =
-            |e: StoreError| io(std::io::Error::other(format!("applying the journal: {}", e.0)));
-        guarded(&store.path, || store.replay(entries).map_err(replay_failed))?;
+        let journal_path = dir.join(journal::JOURNAL_FILE_NAME);
+        let replay_failed = |e: StoreError| OpenError::Damaged {
+            path: journal_path.clone(),
+            reason: format!("applying it: {}", e.0),
+        };
+        guarded(&journal_path, || store.replay(entries).map_err(replay_failed))?;
         Ok(store)
-    }
-
-    /// Applies the journal's records the database does not hold (those after its
-    /// `journal_seq`), in one durable commit, and empties the journal.
-    fn replay(&self, entries: Vec<journal::Entry>) -> Result<(), StoreError> {
-        let mut journaled = self.journal.lock().expect("not poisoned");
-        let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(redb::Durability::Immediate).map_err(err)?;
-        let held = txn.open_table(META).map_err(err)?.get(JOURNAL_SEQ).map_err(err)?.map_or(0, |v| v.value());
-        let mut last = held;
-        // The records after the database's, in order; a gap would mean a record is missing:
-        // nothing after it is applied.
-        for entry in entries.into_iter().skip_while(|e| e.seq <= held) {
-            if entry.seq != last + 1 {
-                break;
-            }
-            self.write_ops(&txn, entry.now, &entry.ops)?;
-            last = entry.seq;
-        }
-        txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, last).map_err(err)?;
-        txn.commit().map_err(err)?;
-        journaled.journal.rewind(0).map_err(err)?;
-        journaled.next_seq = last + 1;
-        Ok(())
     }
 
     /// Renames the database file of `data_dir` (if there is one) to
@@ -318,15 +305,17 @@ impl RedbStore {
             self.write_ops(&txn, now, ops)?;
             return txn.commit().map_err(err);
         }
-        let mut journaled = self.journal.lock().expect("not poisoned");
+        // A panic in a write leaves the journal's state as the last finished step left it.
+        let mut journaled = self.journal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if journaled.broken {
             return Err(StoreError(
                 "the journal could not be cut back after a failed write: restart the server".into(),
             ));
         }
         let seq = journaled.next_seq;
-        let checkpoint = journaled.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
-            || journaled.journal.len >= CHECKPOINT_JOURNAL_BYTES;
+        let checkpoint = journaled.checkpoint_due
+            || journaled.last_checkpoint.elapsed() >= self.config.checkpoint_interval
+            || journaled.journal.len >= self.config.checkpoint_journal_bytes;
         let mut txn = self.db.begin_write().map_err(err)?;
         self.write_ops(&txn, now, ops)?;
         txn.open_table(META).map_err(err)?.insert(JOURNAL_SEQ, seq).map_err(err)?;
@@ -336,9 +325,9 @@ impl RedbStore {
             txn.commit().map_err(err)?;
             journaled.next_seq += 1;
             journaled.last_checkpoint = std::time::Instant::now();
-            // Should emptying fail, the records stay, all at or below `journal_seq`: a replay
-            // skips them.
-            let _ = journaled.journal.rewind(0);
+            // Should emptying fail, the records stay, all at or below `journal_seq` (a replay
+            // skips them), and every commit is a checkpoint until emptying succeeds.
+            journaled.checkpoint_due = journaled.journal.rewind(0).is_err();
             return Ok(());
         }
         txn.set_durability(redb::Durability::None).map_err(err)?;
@@ -347,9 +336,14 @@ impl RedbStore {
         let written =
             journaled.journal.append(seq, now, ops).map_err(err).and_then(|()| txn.commit().map_err(err));
         if let Err(e) = written {
-            // Nothing of it may come back at the next open: cut the record off.
+            // Nothing of it may come back at the next open: cut the record off, or else mark
+            // it as held (a durable commit of `journal_seq` alone), so that a replay skips it.
             if journaled.journal.rewind(before).is_err() {
-                journaled.broken = true;
+                if self.mark_held(seq).is_ok() {
+                    journaled.next_seq += 1;
+                } else {
+                    journaled.broken = true;
+                }
             }
             return Err(e);
         }

@@ -55,15 +55,18 @@ async fn everything_survives_a_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_after_the_last_checkpoint_come_back_from_the_journal() {
     let dir = temp_dir("journal");
+    // No checkpoint by time in this test: only at open.
+    let config =
+        RedbConfig { checkpoint_interval: std::time::Duration::from_secs(3600), ..RedbConfig::default() };
     let db_file = dir.join(roomkit_store_redb::FILE_NAME);
     let journal_file = dir.join(roomkit_store_redb::journal::JOURNAL_FILE_NAME);
     let append = |i: u64| StoreOp::Append { room: "r".parse().unwrap(), message: message(i, i, "a", None) };
     {
-        let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+        let store = RedbStore::open(&dir, config).unwrap();
         store.apply(10, &[StoreOp::PutRoom(record("r")), append(1)]).await.unwrap();
         drop(store);
         // Opening checkpoints: the database holds r and message 1 durably.
-        let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+        let store = RedbStore::open(&dir, config).unwrap();
         assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0, "emptied by the checkpoint");
         let at_checkpoint = std::fs::read(&db_file).unwrap();
         // Two acknowledged commits, journaled; then the "crash": the database as it was.
@@ -80,12 +83,29 @@ async fn commits_after_the_last_checkpoint_come_back_from_the_journal() {
         let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
         (rooms.len(), seqs)
     };
-    let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+    let store = RedbStore::open(&dir, config).unwrap();
     assert_eq!(check(store).await, (2, vec![1, 2, 3]), "both commits back, room s too");
     assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0, "applied and emptied");
     // Opened again: nothing is applied twice.
-    let store = RedbStore::open(&dir, RedbConfig::default()).unwrap();
+    let store = RedbStore::open(&dir, config).unwrap();
     assert_eq!(check(store).await, (2, vec![1, 2, 3]));
+}
+
+/// A journal past `checkpoint_journal_bytes` makes the next commit a checkpoint, which
+/// empties it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_past_its_size_bound_is_checkpointed_and_emptied() {
+    let dir = temp_dir("journal-size");
+    let hour = std::time::Duration::from_secs(3600);
+    let config =
+        RedbConfig { checkpoint_interval: hour, checkpoint_journal_bytes: 1, ..RedbConfig::default() };
+    let journal_file = dir.join(roomkit_store_redb::journal::JOURNAL_FILE_NAME);
+    let store = RedbStore::open(&dir, config).unwrap();
+    store.apply(10, &[StoreOp::PutRoom(record("r"))]).await.unwrap();
+    assert!(std::fs::metadata(&journal_file).unwrap().len() > 0, "journaled");
+    store.apply(20, &[StoreOp::PutRoom(record("s"))]).await.unwrap();
+    assert_eq!(std::fs::metadata(&journal_file).unwrap().len(), 0, "a checkpoint emptied it");
+    assert_eq!(store.rooms().await.unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

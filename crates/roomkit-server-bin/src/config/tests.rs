@@ -23,6 +23,7 @@ fn flags_override_the_file_and_defaults_fill_the_rest() {
     assert_eq!(s.server.send_queue_bytes, 4 << 20);
     assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (8, 1000));
     assert_eq!(s.server.commits_in_flight, 4);
+    assert_eq!((s.checkpoint_interval.as_millis(), s.checkpoint_journal_bytes), (1000, 4 << 20));
 }
 
 #[test]
@@ -33,13 +34,15 @@ fn the_high_watermark_comes_from_the_file_and_stays_within_the_queue() {
     std::fs::write(
         &path,
         "dev = true\n[limits]\nsend_queue_frames = 100\nsend_queue_high_watermark = 60\nsend_queue_bytes = 65536\n\
-         reads_in_flight = 2\nhistory_scan_limit = 500\ncommits_in_flight = 0\n",
+         reads_in_flight = 2\nhistory_scan_limit = 500\ncommits_in_flight = 0\n\
+         checkpoint_interval_ms = 250\ncheckpoint_journal_bytes = 65536\n",
     )
     .unwrap();
     let s = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() }).unwrap();
     assert_eq!((s.server.high_watermark(), s.server.send_queue_bytes), (60, 65536));
     assert_eq!((s.server.reads_in_flight, s.server.core.history_scan_limit), (2, 500));
     assert_eq!(s.server.commits_in_flight, 1, "0 counts as one commit in flight");
+    assert_eq!((s.checkpoint_interval.as_millis(), s.checkpoint_journal_bytes), (250, 65536));
     let mut args = ServeArgs { config: Some(path), ..Default::default() };
     args.limits.send_queue_high_watermark = Some(500);
     assert_eq!(Settings::resolve(args).unwrap().server.high_watermark(), 100);
