@@ -259,30 +259,12 @@ fn decode(payload: &[u8]) -> Option<Entry> {
 
 #[cfg(test)]
 mod tests {
-    use roomkit_core::conformance::store::record;
-    use roomkit_protocol::{ChatMessage, ChatroomType, MessageBody, Priority};
+    use roomkit_core::conformance::store::{message, record};
 
     use super::*;
 
-    fn append(seq: u64, text: &str) -> StoreOp {
-        StoreOp::Append {
-            room: "r".parse().expect("valid"),
-            message: Arc::new(ChatMessage {
-                message_uuid: format!("m{seq}").parse().expect("valid"),
-                seq,
-                chatroom_type: ChatroomType::Common,
-                from_user_uuid: "u".parse().expect("valid"),
-                from_nick: "U".into(),
-                from_avatar: None,
-                from_backend: false,
-                to_user_uuid_list: None,
-                time: 1_700_000_000_000 + seq,
-                recalled: false,
-                priority: Priority::Normal,
-                persist: true,
-                body: MessageBody::Text { text: text.into() },
-            }),
-        }
+    fn append(seq: u64) -> StoreOp {
+        StoreOp::Append { room: "r".parse().expect("valid"), message: message(seq, seq, "u", None) }
     }
 
     fn ops_text(entries: &[Entry]) -> Vec<(u64, usize)> {
@@ -291,17 +273,16 @@ mod tests {
 
     #[test]
     fn records_read_back_whole_and_reading_stops_at_a_cut_or_damaged_one() {
-        let one =
-            [append(1, "a"), StoreOp::PutRoom(record("r")), StoreOp::DeleteRoom("gone".parse().unwrap())];
+        let one = [append(1), StoreOp::PutRoom(record("r")), StoreOp::DeleteRoom("gone".parse().unwrap())];
         let mut bytes = encode(7, 1_000, &one);
-        bytes.extend(encode(8, 2_000, &[append(2, "b")]));
+        bytes.extend(encode(8, 2_000, &[append(2)]));
         let whole = bytes.len() as u64;
         let (entries, len) = read(&bytes);
         assert_eq!((ops_text(&entries), len), (vec![(7, 3), (8, 1)], whole));
         assert_eq!(entries[0].now, 1_000);
         match (&entries[0].ops[0], &entries[0].ops[1], &entries[0].ops[2]) {
             (StoreOp::Append { room, message }, StoreOp::PutRoom(r), StoreOp::DeleteRoom(gone)) => {
-                assert_eq!((room.as_str(), message.seq, message.text()), ("r", 1, Some("a")));
+                assert_eq!((room.as_str(), message.seq, message.text()), ("r", 1, Some("text 1")));
                 assert_eq!(r.info.room_uuid.as_str(), "r");
                 assert_eq!(gone.as_str(), "gone");
             }
@@ -309,7 +290,7 @@ mod tests {
         }
         // A third record cut short by a crash: the two before it stand.
         let mut cut = bytes.clone();
-        cut.extend(&encode(9, 3_000, &[append(3, "c")])[..20]);
+        cut.extend(&encode(9, 3_000, &[append(3)])[..20]);
         assert_eq!(ops_text(&read(&cut).0), [(7, 3), (8, 1)]);
         assert_eq!(read(&cut).1, whole);
         // A flipped byte in the second: only the first stands.
@@ -324,12 +305,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("roomkit-journal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut bytes = encode(1, 10, &[append(1, "a")]);
+        let mut bytes = encode(1, 10, &[append(1)]);
         bytes.extend(b"RKJ1 torn");
         std::fs::write(dir.join(JOURNAL_FILE_NAME), &bytes).unwrap();
         let (mut journal, entries) = Journal::open(&dir).unwrap();
         assert_eq!(ops_text(&entries), [(1, 1)]);
-        journal.append(2, 20, &[append(2, "b")]).unwrap();
+        journal.append(2, 20, &[append(2)]).unwrap();
         drop(journal);
         let (journal, entries) = Journal::open(&dir).unwrap();
         assert_eq!(ops_text(&entries), [(1, 1), (2, 1)], "the torn tail is gone, the new record after");
@@ -344,7 +325,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("roomkit-journal-gap-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         drop(crate::RedbStore::open(&dir, crate::RedbConfig::default()).unwrap());
-        std::fs::write(dir.join(JOURNAL_FILE_NAME), encode(5, 10, &[append(1, "a")])).unwrap();
+        std::fs::write(dir.join(JOURNAL_FILE_NAME), encode(5, 10, &[append(1)])).unwrap();
         match crate::RedbStore::open(&dir, crate::RedbConfig::default()) {
             Err(crate::OpenError::Damaged { path, reason }) => {
                 assert!(path.ends_with(JOURNAL_FILE_NAME), "{path:?}");
