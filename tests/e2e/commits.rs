@@ -9,9 +9,23 @@ use std::sync::{atomic::Ordering, Arc};
 
 use roomkit_core::store::MessageStore;
 use roomkit_protocol::{Code, Event, RoomUuid};
-use roomkit_server::{DevAuthenticator, Server, ServerConfig};
+use roomkit_server::{DevAuthenticator, Server, ServerConfig, ServerHandle};
 use roomkit_tests::{raw_chatroom_member, within, GatedStore};
 use serde_json::json;
+
+/// Two shards over the gated store (their commits go through the committer, which keeps up
+/// to four of each in flight), on the in-memory transport.
+fn start() -> (ServerHandle, roomkit_transport_memory::MemoryConnector, Arc<GatedStore>) {
+    let store = Arc::new(GatedStore::default());
+    let mut config = ServerConfig::default();
+    config.shards = 2;
+    config.commits_in_flight = 4;
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = Server::new(config, Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
+        .spawn(listener);
+    (server, connector, store)
+}
 
 /// The texts of the chatroom messages among `events`.
 fn texts(events: impl IntoIterator<Item = Event>) -> Vec<String> {
@@ -29,15 +43,7 @@ fn texts(events: impl IntoIterator<Item = Event>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_the_rest() {
     const SENDS: u64 = 30;
-    let store = Arc::new(GatedStore::default());
-    // Several shards: their commits go through the committer, which keeps them in flight.
-    let mut config = ServerConfig::default();
-    config.shards = 2;
-    config.commits_in_flight = 4;
-    let (listener, connector) = roomkit_transport_memory::transport();
-    let server = Server::new(config, Arc::new(DevAuthenticator))
-        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
-        .spawn(listener);
+    let (server, connector, store) = start();
     let mut alice = raw_chatroom_member(&connector, "alice", "r").await;
     let mut bob = raw_chatroom_member(&connector, "bob", "r").await;
     alice.take_events();
@@ -106,13 +112,7 @@ async fn a_failed_write_refuses_its_sends_and_those_handed_after_it_and_keeps_th
 /// once the write holding what was accepted before it is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_settled_waits_for_the_write_in_flight() {
-    let store = Arc::new(GatedStore::default());
-    let mut config = ServerConfig::default();
-    config.shards = 2;
-    let (listener, connector) = roomkit_transport_memory::transport();
-    let server = Server::new(config, Arc::new(DevAuthenticator))
-        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
-        .spawn(listener);
+    let (server, connector, store) = start();
     let mut alice = raw_chatroom_member(&connector, "alice", "r").await;
     store.writes.close();
     alice.send_json(json!({"id": 9, "op": "send_text_message", "room_uuid": "r", "text": "held"})).await;

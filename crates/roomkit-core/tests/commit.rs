@@ -180,16 +180,21 @@ fn a_history_read_waits_for_the_commit_in_flight_whose_messages_it_must_find() {
     assert_eq!(out.last_seq, 1, "the read finds the message stored before it");
 }
 
-#[test]
-fn a_retry_answered_while_its_commit_is_in_flight_fails_with_that_commit() {
+/// Alice's m1 (request 100) is in flight; then Bob's m2 (101), for the next commit, and
+/// Alice's retry of m1 (102), answered with m1 and waiting behind that next commit.
+fn retry_behind_the_next_commit() -> (Harness, User, User) {
     let (mut h, _store, a, b) = rig();
     let now = h.now;
     h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
     assert_eq!(h.reg.take_commit().len(), 1, "m1 is in flight");
-    // While it is in flight: another message, for the next commit, then a retry of m1, which
-    // is answered with m1 and waits behind the next commit.
     h.reg.handle_request(now, b.conn, &b.id, 101, send("second", "m2").into());
     h.reg.handle_request(now, a.conn, &a.id, 102, send("first", "m1").into());
+    (h, a, b)
+}
+
+#[test]
+fn a_retry_answered_while_its_commit_is_in_flight_fails_with_that_commit() {
+    let (mut h, a, b) = retry_behind_the_next_commit();
     h.reg.handle_commit(Err(StoreError("disk full".into())));
     assert_eq!(h.reg.take_commit().len(), 1, "m2 is in flight");
     h.reg.handle_commit(Ok(()));
@@ -381,13 +386,7 @@ fn recall(id: &str) -> roomkit_protocol::ops::RecallChatroomMessage {
 
 #[test]
 fn a_retry_of_a_stored_message_is_not_failed_by_the_commit_it_waited_behind() {
-    let (mut h, _store, a, b) = rig();
-    let now = h.now;
-    h.reg.handle_request(now, a.conn, &a.id, 100, send("first", "m1").into());
-    assert_eq!(h.reg.take_commit().len(), 1, "m1 is in flight");
-    // Bob's message is pending; Alice's retry of m1 is answered with m1 and waits behind it.
-    h.reg.handle_request(now, b.conn, &b.id, 101, send("second", "m2").into());
-    h.reg.handle_request(now, a.conn, &a.id, 102, send("first", "m1").into());
+    let (mut h, _, _) = retry_behind_the_next_commit();
     h.reg.handle_commit(Ok(()));
     assert_eq!(replies(&mut h), [(100, Ok(()))]);
     assert_eq!(h.reg.take_commit().len(), 1, "m2");
