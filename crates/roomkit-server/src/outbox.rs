@@ -206,6 +206,12 @@ impl Outbox {
         std::future::poll_fn(|cx| self.poll_until(cx, |queue| queue.closing.as_deref().cloned())).await
     }
 
+    /// Ready once the connection is being closed, like [`closed`](Self::closed), as a poll
+    /// method.
+    pub(crate) fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_until(cx, |queue| queue.closing.is_some().then_some(()))
+    }
+
     /// Ready with what `done` finds in the queue; else the task waits to be woken (by a
     /// wake-up or a close), looking under the same lock as the wakers do, so that nothing in
     /// between is missed.
@@ -412,7 +418,12 @@ impl Outbox {
     /// the writer waits for something else (a close, during a write) is kept for this call.
     /// (Not an `async fn`, which would keep `self` twice: an idle connection waits here.)
     pub(crate) fn ready(&self) -> impl std::future::Future<Output = bool> + '_ {
-        std::future::poll_fn(move |cx| self.poll_until(cx, Queue::ready))
+        std::future::poll_fn(move |cx| self.poll_ready(cx))
+    }
+
+    /// Writer side: [`ready`](Self::ready) as a poll method.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.poll_until(cx, Queue::ready)
     }
 
     /// Writer side: what [`ready`](Self::ready) would be at once, or `None` when it would
