@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
@@ -91,8 +91,6 @@ struct Inner {
     queue: Mutex<Queue>,
     /// The same for every connection of a server: shared, not kept by each.
     bounds: Arc<Bounds>,
-    /// Store reads under way for this connection (see [`Outbox::begin_read`]).
-    reads: AtomicUsize,
     /// When the peer last showed a sign of life, in milliseconds of the keep-alive's
     /// [`Clock`](crate::keepalive::Clock).
     seen: AtomicU64,
@@ -168,7 +166,6 @@ impl Outbox {
         Self(Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             bounds,
-            reads: AtomicUsize::new(0),
             seen: AtomicU64::new(0),
         }))
     }
@@ -241,11 +238,12 @@ impl Outbox {
     /// counts until the returned slot is dropped. Every shard reads for the same connection
     /// through the same outbox, so the bound is per connection.
     pub(crate) fn begin_read(&self, max: usize) -> Option<ReadSlot> {
-        self.0
-            .reads
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| ReadSlot(self.clone()))
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if queue.reads as usize >= max {
+            return None;
+        }
+        queue.reads += 1;
+        Some(ReadSlot(self.clone()))
     }
 
     /// Whether the connection is closing: nothing more will be queued.
@@ -363,7 +361,7 @@ impl Outbox {
             // The backlog and the frame that did not fit.
             let dropped = queue.frames.len() as u64 + 1;
             queue.frames = Vec::new();
-            queue.marked = Vec::new();
+            queue.marked.release();
             queue.bytes = 0;
             return Admit::Overflow(dropped);
         }
@@ -460,7 +458,7 @@ impl Outbox {
         let idle = queue.frames.is_empty();
         if idle {
             shrink(&mut queue.frames);
-            shrink(&mut queue.marked);
+            queue.marked.release();
             shrink(batch);
         }
         idle
@@ -470,7 +468,7 @@ impl Outbox {
     pub(crate) fn shut(&self) -> Vec<Frame> {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         queue.closed = true;
-        queue.marked = Vec::new();
+        queue.marked.release();
         queue.bytes = 0;
         queue.writing = 0;
         std::mem::take(&mut queue.frames)
@@ -491,7 +489,7 @@ impl ReadSlot {
 
 impl Drop for ReadSlot {
     fn drop(&mut self) {
-        self.0 .0.reads.fetch_sub(1, Ordering::AcqRel);
+        self.0 .0.queue.lock().expect("not poisoned").reads -= 1;
     }
 }
 

@@ -17,14 +17,15 @@ pub(super) struct Queue {
     /// The bytes of the batch the writer took and has not written yet (see
     /// [`Outbox::settle`](super::Outbox::settle)): they still count against the byte bound.
     pub(super) writing: usize,
-    /// The frames that may be shed, by index into `frames`, ascending, with their class
-    /// (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery, costs one
-    /// push, not two.
-    pub(super) marked: Vec<(usize, Shed)>,
+    /// The frames that may be shed (see [`Marks`]).
+    pub(super) marked: Marks,
     /// Queued droppable frames.
-    pub(super) droppable: usize,
+    pub(super) droppable: u32,
     /// Queued conflated frames.
-    pub(super) conflated: usize,
+    pub(super) conflated: u32,
+    /// Store reads under way for this connection (see
+    /// [`Outbox::begin_read`](super::Outbox::begin_read)).
+    pub(super) reads: u32,
     /// A conflated frame was queued beside another since the last shedding: one room may
     /// have two.
     pub(super) conflate_due: bool,
@@ -42,6 +43,48 @@ pub(super) struct Queue {
     /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
     /// bytes more).
     pub(super) waker: Option<Waker>,
+}
+
+/// The queued frames that may be shed, by index into the queue's frames, ascending, with
+/// their class (never [`Shed::Keep`]): a chat message, the frame of nearly every delivery,
+/// costs one push, not two. Boxed, and only once a frame is marked: an idle member's outbox
+/// keeps a pointer rather than a list's 24 bytes.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes while nothing is marked
+pub(super) struct Marks(Option<Box<Vec<(usize, Shed)>>>);
+
+impl Marks {
+    pub(super) fn as_slice(&self) -> &[(usize, Shed)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn push(&mut self, mark: (usize, Shed)) {
+        self.0.get_or_insert_default().push(mark);
+    }
+
+    fn retain_mut(&mut self, keep: impl FnMut(&mut (usize, Shed)) -> bool) {
+        if let Some(marks) = &mut self.0 {
+            marks.retain_mut(keep);
+        }
+    }
+
+    /// Empties the list, keeping its buffer.
+    pub(super) fn clear(&mut self) {
+        if let Some(marks) = &mut self.0 {
+            marks.clear();
+        }
+    }
+
+    /// Empties the list and gives back its buffers.
+    pub(super) fn release(&mut self) {
+        self.0 = None;
+    }
+
+    /// The marks the list has room for.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |marks| marks.capacity())
+    }
 }
 
 impl Queue {
@@ -72,7 +115,7 @@ impl Queue {
         // Newest first: the first conflated frame seen of a room is the one to keep.
         let mut rooms: Vec<&RoomUuid> = Vec::new();
         let mut gone = Vec::new();
-        for (i, class) in self.marked.iter().rev() {
+        for (i, class) in self.marked.as_slice().iter().rev() {
             match class {
                 Shed::Keep => {}
                 Shed::Droppable => {
@@ -89,7 +132,7 @@ impl Queue {
         gone.reverse();
         self.remove(&gone);
         self.droppable = 0;
-        self.conflated -= conflated as usize;
+        self.conflated -= conflated as u32;
         self.conflate_due = false;
         (dropped, conflated)
     }
@@ -98,12 +141,13 @@ impl Queue {
     pub(super) fn supersede(&mut self, room: &RoomUuid) -> u64 {
         let gone: Vec<usize> = self
             .marked
+            .as_slice()
             .iter()
             .filter(|(_, class)| matches!(class, Shed::Conflate(r) if r == room))
             .map(|(i, _)| *i)
             .collect();
         self.remove(&gone);
-        self.conflated -= gone.len();
+        self.conflated -= gone.len() as u32;
         gone.len() as u64
     }
 

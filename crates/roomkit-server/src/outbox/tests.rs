@@ -276,7 +276,7 @@ fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
 #[test]
 fn an_idle_outbox_stays_small() {
     let size = std::mem::size_of::<Inner>();
-    assert!(size <= 144, "an outbox takes {size} B");
+    assert!(size <= 112, "an outbox takes {size} B");
 }
 
 /// A burst queued under one lock (`enqueue_all`, what a shard does per member) ends as the
