@@ -303,8 +303,7 @@ impl RoomRegistry {
                     let gone = self
                         .rooms
                         .get(&room_uuid)
-                        .and_then(|r| r.member(&user))
-                        .and_then(|m| m.detached_since)
+                        .and_then(|r| r.detached_since(&user))
                         .is_some_and(|since| since.saturating_add(grace) <= now);
                     if gone {
                         self.remove_member(now, &room_uuid, &user);

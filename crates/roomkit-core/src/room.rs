@@ -48,13 +48,18 @@ pub(crate) struct Member {
     pub(crate) conn: ConnId,
     room_place: Place,
     chat_place: Option<Place>,
-    /// Since when the member's connection has been gone (it may come back within the
-    /// reconnect grace period without anyone noticing).
-    pub(crate) detached_since: Option<u64>,
-    /// The member's chatroom message rate.
-    sending: TokenBucket,
+    /// The member's chatroom message rate; `None` while full (made on the member's first
+    /// message: most members of a large room never send, and an idle member keeps a pointer).
+    sending: Option<Box<TokenBucket>>,
     /// The host or a room admin: always named in presence digests.
     pub(crate) privileged: bool,
+}
+
+impl Member {
+    /// The member's chatroom message rate, made full on its first message.
+    pub(crate) fn sending(&mut self, rate: MessageRate) -> &mut TokenBucket {
+        self.sending.get_or_insert_with(|| Box::new(TokenBucket::new(rate)))
+    }
 }
 
 /// A live room.
@@ -65,6 +70,10 @@ pub(crate) struct Room {
     /// Boxed: the map keeps spare capacity (up to half its slots are empty after it grows),
     /// and an empty slot of a boxed map costs a pointer rather than a whole `Member`.
     members: HashMap<UserUuid, Box<Member>>,
+    /// The members whose connection is gone, since when (they may come back within the
+    /// reconnect grace period without anyone noticing). Kept beside the members rather than
+    /// in each: few are detached at a time.
+    detached: HashMap<UserUuid, u64>,
     roster: Roster,
     /// The member whose role is host, if one is in the room (kept so that no rule searches).
     host: Option<UserUuid>,
@@ -90,6 +99,7 @@ impl Room {
             info,
             password,
             members: HashMap::new(),
+            detached: HashMap::new(),
             roster: Roster::new(RosterKind::Room),
             host: None,
             chatroom,
@@ -179,9 +189,8 @@ impl Room {
             self.host = Some(user.clone());
         }
         // A member back soon after leaving gets its bucket back, not a fresh burst.
-        let sending = self.departed_rates.take(&user).unwrap_or_else(|| TokenBucket::new(self.member_rate));
-        let member =
-            Member { info, conn, room_place, chat_place: None, detached_since: None, sending, privileged };
+        let sending = self.departed_rates.take(&user).map(Box::new);
+        let member = Member { info, conn, room_place, chat_place: None, sending, privileged };
         self.members.insert(user, Box::new(member));
         self.empty_since = None;
     }
@@ -191,7 +200,10 @@ impl Room {
         self.exit_chatroom(user, out);
         let member = *self.members.remove(user)?;
         out.roster(&self.info.room_uuid, RosterKind::Room, member.conn, false);
-        self.departed_rates.keep(now, user, member.sending.clone());
+        self.detached.remove(user);
+        if let Some(bucket) = &member.sending {
+            self.departed_rates.keep(now, user, TokenBucket::clone(bucket));
+        }
         if let Some(moved) = self.roster.remove(member.room_place) {
             let moved = moved.clone();
             self.members.get_mut(&moved).expect("roster and members agree").room_place.slot =
@@ -208,21 +220,26 @@ impl Room {
 
     /// Marks a member's connection as gone; it stays a member for now.
     pub(crate) fn detach(&mut self, user: &UserUuid, now: u64) {
-        if let Some(m) = self.members.get_mut(user) {
-            m.detached_since = Some(now);
+        if self.members.contains_key(user) {
+            self.detached.insert(user.clone(), now);
         }
     }
 
     /// The members whose connection is gone (within the reconnect grace period).
     pub(crate) fn detached_members(&self) -> impl Iterator<Item = &UserUuid> {
-        self.members.iter().filter(|(_, m)| m.detached_since.is_some()).map(|(user, _)| user)
+        self.detached.keys()
+    }
+
+    /// Since when `user`'s connection has been gone, if it is a detached member.
+    pub(crate) fn detached_since(&self, user: &UserUuid) -> Option<u64> {
+        self.detached.get(user).copied()
     }
 
     /// Gives a detached member its new connection, silently.
     pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId, out: &mut Outputs) {
         let Some(member) = self.members.get_mut(user) else { return };
         let old = std::mem::replace(&mut member.conn, conn);
-        member.detached_since = None;
+        self.detached.remove(user);
         self.roster.set_conn(member.room_place.slot, conn);
         let room = &self.info.room_uuid;
         out.roster(room, RosterKind::Room, old, false);
@@ -306,6 +323,8 @@ mod tests {
     #[test]
     fn a_member_entry_stays_small() {
         assert_eq!(std::mem::size_of::<(UserUuid, Box<Member>)>(), 24);
+        // What each member's box holds: 160 bytes is an allocator size class, 192 the next.
+        assert!(std::mem::size_of::<Member>() <= 160, "a member takes {} B", std::mem::size_of::<Member>());
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl Room {
         let (Some(chat), Some(member)) = (self.chatroom.as_mut(), self.members.get_mut(user)) else {
             return Err(Error::NotInChatroom(room_uuid));
         };
-        if !member.sending.allows(now, 0) {
+        if !member.sending(member_rate).allows(now, 0) {
             return Err(member_rate_limited(member_rate));
         }
         let fits = match priority {
@@ -222,7 +222,7 @@ impl Room {
         if !fits {
             return Err(Error::ChatroomRateLimited(room_uuid));
         }
-        member.sending.take(now);
+        member.sending(member_rate).take(now);
         chat.rate.take(now);
         Ok(())
     }
@@ -232,10 +232,11 @@ impl Room {
         let rate = self.member_rate;
         let member =
             self.members.get_mut(user).ok_or_else(|| Error::NotInRoom(self.info.room_uuid.clone()))?;
-        if !member.sending.allows(now, 0) {
+        let sending = member.sending(rate);
+        if !sending.allows(now, 0) {
             return Err(member_rate_limited(rate));
         }
-        member.sending.take(now);
+        sending.take(now);
         Ok(())
     }
 

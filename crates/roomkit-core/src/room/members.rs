@@ -116,7 +116,7 @@ impl Room {
             // Joining again on the same connection changes nothing.
             return Ok(Joined { output: self.join_output(user), displaced: None });
         }
-        let detached = self.member(user).is_some_and(|m| m.detached_since.is_some());
+        let detached = self.detached_since(user).is_some();
         if detached || (p.resume && previous_conn.is_some()) {
             // Back within the grace period (or before the server noticed the drop): the
             // member takes up its place again on this connection, silently. (The password
