@@ -163,11 +163,7 @@ impl Outbox {
 
     /// A queue within `bounds`, which it shares with the other connections' queues.
     pub(crate) fn with_bounds(bounds: Arc<Bounds>) -> Self {
-        Self(Arc::new(Inner {
-            queue: Mutex::new(Queue::default()),
-            bounds,
-            seen: AtomicU64::new(0),
-        }))
+        Self(Arc::new(Inner { queue: Mutex::new(Queue::default()), bounds, seen: AtomicU64::new(0) }))
     }
 
     /// Closes the connection with `reason`, sending what is queued first when `flush`

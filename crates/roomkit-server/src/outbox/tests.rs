@@ -34,10 +34,16 @@ fn mixed() -> [(&'static str, Shed); 6] {
     ]
 }
 
-fn shed_count(class: &str) -> u64 {
-    let text = crate::metrics::prometheus().render();
-    let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.parse().expect("a number"))
+/// Runs `test` with a metrics recorder of its own, given a way to read its shed counts: the
+/// tests running beside it on other threads shed into the global one.
+fn with_shed_counts<T>(test: impl FnOnce(&dyn Fn(&str) -> u64) -> T) -> T {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let shed_count = |class: &str| {
+        let key = format!("roomkit_queue_shed_total{{class=\"{class}\"}} ");
+        handle.render().lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.parse().expect("a number"))
+    };
+    metrics::with_local_recorder(&recorder, || test(&shed_count))
 }
 
 #[test]
@@ -121,20 +127,25 @@ fn below_the_watermark_nothing_is_shed() {
 
 #[test]
 fn past_the_watermark_low_priority_frames_go_and_only_the_newest_digest_per_room_stays() {
-    let before = (shed_count("droppable"), shed_count("conflate"));
-    let outbox = Outbox::new(8, 6, usize::MAX);
-    for (name, class) in mixed() {
-        outbox.enqueue(named(name), class);
-    }
-    // The queue is at the watermark: the next frame sheds first.
-    assert_eq!(outbox.enqueue(named("c"), Shed::Keep), Enqueued::Queued);
-    assert_eq!(outbox.enqueue(named("r-new"), room("r")), Enqueued::Queued);
-    assert_eq!(outbox.enqueue(named("d"), Shed::Keep), Enqueued::Queued);
-    assert_eq!(outbox.enqueue(named("low2"), Shed::Droppable), Enqueued::Shed, "still past the watermark");
-    assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
-    assert!(outbox.closing().is_none(), "shedding keeps the connection");
-    assert_eq!(shed_count("droppable") - before.0, 2);
-    assert_eq!(shed_count("conflate") - before.1, 2);
+    with_shed_counts(|shed_count| {
+        let outbox = Outbox::new(8, 6, usize::MAX);
+        for (name, class) in mixed() {
+            outbox.enqueue(named(name), class);
+        }
+        // The queue is at the watermark: the next frame sheds first.
+        assert_eq!(outbox.enqueue(named("c"), Shed::Keep), Enqueued::Queued);
+        assert_eq!(outbox.enqueue(named("r-new"), room("r")), Enqueued::Queued);
+        assert_eq!(outbox.enqueue(named("d"), Shed::Keep), Enqueued::Queued);
+        assert_eq!(
+            outbox.enqueue(named("low2"), Shed::Droppable),
+            Enqueued::Shed,
+            "still past the watermark"
+        );
+        assert_eq!(taken(&outbox), ["a", "s-only", "b", "c", "r-new", "d"]);
+        assert!(outbox.closing().is_none(), "shedding keeps the connection");
+        assert_eq!(shed_count("droppable"), 2);
+        assert_eq!(shed_count("conflate"), 2);
+    });
 }
 
 #[tokio::test]
@@ -252,22 +263,24 @@ async fn the_batch_being_written_counts_against_the_byte_bound_until_it_is_writt
 /// counted as shed: behind a backlog, the backlog's writes are the sign of life.
 #[test]
 fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
-    let outbox = Outbox::new(4, 3, usize::MAX);
-    assert!(outbox.ping(), "an idle connection is pinged");
-    let mut batch = Vec::new();
-    let written = outbox.take(&mut batch);
-    assert!(batch.len() == 1 && batch[0].is_ping());
-    outbox.settle(&mut batch, written);
-    for _ in 0..3 {
-        outbox.enqueue(frame(), Shed::Keep);
-    }
-    let shed = shed_count("droppable");
-    assert!(!outbox.ping(), "past the watermark the backlog is the probe");
-    let written = outbox.take(&mut batch);
-    assert!(!outbox.ping(), "so is a batch being written");
-    assert_eq!(shed_count("droppable"), shed, "a ping is not counted as shed");
-    outbox.settle(&mut batch, written);
-    assert!(outbox.ping());
+    with_shed_counts(|shed_count| {
+        let outbox = Outbox::new(4, 3, usize::MAX);
+        assert!(outbox.ping(), "an idle connection is pinged");
+        let mut batch = Vec::new();
+        let written = outbox.take(&mut batch);
+        assert!(batch.len() == 1 && batch[0].is_ping());
+        outbox.settle(&mut batch, written);
+        for _ in 0..3 {
+            outbox.enqueue(frame(), Shed::Keep);
+        }
+        let shed = shed_count("droppable");
+        assert!(!outbox.ping(), "past the watermark the backlog is the probe");
+        let written = outbox.take(&mut batch);
+        assert!(!outbox.ping(), "so is a batch being written");
+        assert_eq!(shed_count("droppable"), shed, "a ping is not counted as shed");
+        outbox.settle(&mut batch, written);
+        assert!(outbox.ping());
+    });
 }
 
 /// Every connection holds one outbox, idle or not: its queue keeps no buffers while empty,
