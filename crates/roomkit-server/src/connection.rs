@@ -208,7 +208,7 @@ impl Open {
 /// The writing half's step: writes what is queued until the queue is empty (`None`) or the
 /// connection is closing (see [`write_batches`]).
 async fn write_step(mut parts: WriteParts, clock: Clock) -> (WriteParts, Option<bool>) {
-    let done = write_batches(&mut parts.sink, &parts.outbox, &clock).await;
+    let done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock).await;
     (parts, done)
 }
 
@@ -468,7 +468,7 @@ async fn finish_writing(write: Half<WriteParts, Option<bool>>, clock: Clock) -> 
         if parts.outbox.ready().await {
             return (parts, true);
         }
-        done = write_batches(&mut parts.sink, &parts.outbox, &clock).await;
+        done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock).await;
     }
 }
 
@@ -488,7 +488,7 @@ async fn read_or_expire(
 /// Writes what is queued, batch after batch, as long as more is queued meanwhile; `None` once
 /// the queue is empty with no wake-up due (the connection is idle), else what
 /// [`write_lane`] returns.
-async fn write_batches(sink: &mut Box<dyn FrameSink>, outbox: &Outbox, clock: &Clock) -> Option<bool> {
+async fn write_batches(sink: &mut dyn FrameSink, outbox: &Outbox, clock: &Clock) -> Option<bool> {
     let mut batch = Vec::new();
     loop {
         let written = outbox.take(&mut batch);
