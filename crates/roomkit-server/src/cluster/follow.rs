@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use roomkit_core::{transport::CloseReason, ConnId, ConnMap, RosterKind};
 use roomkit_protocol::{Code, RoomUuid};
 use tokio::{
@@ -165,7 +165,13 @@ impl Lists {
     }
 }
 
-/// Reads room `room`'s stream and delivers it to this node's connections.
+/// Most records a follower delivers before it wakes the writers it queued to.
+const FOLLOW_BATCH: usize = 64;
+
+/// Reads room `room`'s stream and delivers it to this node's connections. The records that
+/// have arrived by the time one is delivered go out with it, up to [`FOLLOW_BATCH`], and
+/// each writer they queued to is woken once for them all: a burst of a room's events costs a
+/// member here one write, as it does on the room's own node (a shard's wake-up).
 async fn run(
     node: Weak<Node>,
     room: RoomUuid,
@@ -183,63 +189,87 @@ async fn run(
             Some(payload) = local.recv() => payload,
         };
         let Some(node) = node.upgrade() else { return };
-        let record = match Record::decode(&payload) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::warn!(room = %room, error = %e, "unreadable record in a room's stream");
-                continue;
-            }
-        };
-        let mine = |conn: ConnId| slot_of_conn(conn) == node.slot;
-        match record {
-            Record::Reply { conn, text } => {
-                if mine(conn) {
-                    if let Some(outbox) = node.outbox_of(conn) {
-                        outbox.push(text.into());
+        deliver(&node, &room, &mut lists, &payload, &mut wake);
+        let mut ended = false;
+        for _ in 1..FOLLOW_BATCH {
+            let payload = match local.try_recv() {
+                Ok(payload) => payload,
+                Err(_) => match stream.next().now_or_never() {
+                    Some(Some(message)) => message.payload,
+                    Some(None) => {
+                        ended = true;
+                        break;
                     }
-                }
-            }
-            Record::ToRoster { roster, except, shed, text } => {
-                let frame = roomkit_core::transport::Frame::from(text);
-                let shed = shed_of(shed, &room);
-                let mut queued = 0u64;
-                for (conn, outbox) in lists.get_mut(roster).iter() {
-                    if Some(*conn) != except {
-                        queued += u64::from(queue(outbox, frame.clone(), shed.clone(), &mut wake));
-                    }
-                }
-                metrics::counter!("roomkit_events_out_total").increment(queued);
-            }
-            Record::ToConns { conns, shed, text } => {
-                let frame = roomkit_core::transport::Frame::from(text);
-                let shed = shed_of(shed, &room);
-                for conn in conns.into_iter().filter(|c| mine(*c)) {
-                    if let Some(outbox) = node.outbox_of(conn) {
-                        queue(&outbox, frame.clone(), shed.clone(), &mut wake);
-                    }
-                }
-            }
-            Record::Roster { roster, conn, present } => {
-                if mine(conn) {
-                    if !present {
-                        lists.get_mut(roster).remove(&conn);
-                    } else if let Some(outbox) = node.outbox_of(conn) {
-                        lists.get_mut(roster).insert(conn, outbox);
-                    }
-                }
-            }
-            Record::Ended => {
-                lists = Lists::default();
-                // A room created again under its id may run anywhere.
-                if let Some(followed) = node.state.lock().expect("not poisoned").followed.get_mut(&room) {
-                    followed.owner = None;
-                }
-            }
-            Record::Moved => reset(&node, &room, "it moved to another node"),
+                    None => break,
+                },
+            };
+            deliver(&node, &room, &mut lists, &payload, &mut wake);
         }
         for outbox in wake.drain(..) {
             outbox.wake();
         }
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Delivers one record of room `room`'s stream, queuing without waking; the writers to wake
+/// are added to `wake`.
+fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wake: &mut Vec<Outbox>) {
+    let record = match Record::decode(payload) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(room = %room, error = %e, "unreadable record in a room's stream");
+            return;
+        }
+    };
+    let mine = |conn: ConnId| slot_of_conn(conn) == node.slot;
+    match record {
+        Record::Reply { conn, text } => {
+            if mine(conn) {
+                if let Some(outbox) = node.outbox_of(conn) {
+                    outbox.push(text.into());
+                }
+            }
+        }
+        Record::ToRoster { roster, except, shed, text } => {
+            let frame = roomkit_core::transport::Frame::from(text);
+            let shed = shed_of(shed, room);
+            let mut queued = 0u64;
+            for (conn, outbox) in lists.get_mut(roster).iter() {
+                if Some(*conn) != except {
+                    queued += u64::from(queue(outbox, frame.clone(), shed.clone(), wake));
+                }
+            }
+            metrics::counter!("roomkit_events_out_total").increment(queued);
+        }
+        Record::ToConns { conns, shed, text } => {
+            let frame = roomkit_core::transport::Frame::from(text);
+            let shed = shed_of(shed, room);
+            for conn in conns.into_iter().filter(|c| mine(*c)) {
+                if let Some(outbox) = node.outbox_of(conn) {
+                    queue(&outbox, frame.clone(), shed.clone(), wake);
+                }
+            }
+        }
+        Record::Roster { roster, conn, present } => {
+            if mine(conn) {
+                if !present {
+                    lists.get_mut(roster).remove(&conn);
+                } else if let Some(outbox) = node.outbox_of(conn) {
+                    lists.get_mut(roster).insert(conn, outbox);
+                }
+            }
+        }
+        Record::Ended => {
+            *lists = Lists::default();
+            // A room created again under its id may run anywhere.
+            if let Some(followed) = node.state.lock().expect("not poisoned").followed.get_mut(room) {
+                followed.owner = None;
+            }
+        }
+        Record::Moved => reset(node, room, "it moved to another node"),
     }
 }
 
@@ -251,7 +281,7 @@ fn shed_of(class: ShedClass, room: &RoomUuid) -> Shed {
     }
 }
 
-/// Queues without waking; the writers are woken once per record.
+/// Queues without waking; the writers are woken once per batch of records.
 fn queue(outbox: &Outbox, frame: roomkit_core::transport::Frame, shed: Shed, wake: &mut Vec<Outbox>) -> bool {
     match outbox.enqueue(frame, shed) {
         Enqueued::NeedsWake => {
