@@ -200,7 +200,7 @@ impl Room {
         self.exit_chatroom(user, out);
         let member = *self.members.remove(user)?;
         out.roster(&self.info.room_uuid, RosterKind::Room, member.conn, false);
-        self.detached.remove(user);
+        self.attached(user);
         if let Some(bucket) = &member.sending {
             self.departed_rates.keep(now, user, TokenBucket::clone(bucket));
         }
@@ -230,6 +230,14 @@ impl Room {
         self.detached.keys()
     }
 
+    /// `user` is no longer detached. The map is given back once empty: after many members
+    /// dropped at once (a network outage), it would keep their room for the room's life.
+    fn attached(&mut self, user: &UserUuid) {
+        if self.detached.remove(user).is_some() && self.detached.is_empty() {
+            self.detached = HashMap::new();
+        }
+    }
+
     /// Since when `user`'s connection has been gone, if it is a detached member.
     pub(crate) fn detached_since(&self, user: &UserUuid) -> Option<u64> {
         self.detached.get(user).copied()
@@ -237,9 +245,12 @@ impl Room {
 
     /// Gives a detached member its new connection, silently.
     pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId, out: &mut Outputs) {
-        let Some(member) = self.members.get_mut(user) else { return };
+        if !self.members.contains_key(user) {
+            return;
+        }
+        self.attached(user);
+        let member = self.members.get_mut(user).expect("a member");
         let old = std::mem::replace(&mut member.conn, conn);
-        self.detached.remove(user);
         self.roster.set_conn(member.room_place.slot, conn);
         let room = &self.info.room_uuid;
         out.roster(room, RosterKind::Room, old, false);
@@ -348,5 +359,30 @@ mod tests {
         room.remove(&"c".parse().unwrap(), 8, out);
         assert_eq!(room.empty_since, Some(8));
         assert_eq!(room.member_count(), 0);
+    }
+
+    /// After many members dropped at once and came back (or left), the map of detached
+    /// members holds nothing: it is given back once empty, not kept at its peak.
+    #[test]
+    fn the_detached_map_is_given_back_once_everyone_is_back() {
+        let mut room = Room::new(info("r"), None, &CoreConfig::default());
+        let out = &mut Outputs::default();
+        let users: Vec<UserUuid> = (0..200).map(|i| format!("u{i}").parse().unwrap()).collect();
+        for (i, user) in users.iter().enumerate() {
+            room.add(member(user.as_str()), ConnId(i as u64), false, out);
+            room.detach(user, 10);
+        }
+        assert_eq!(room.detached_members().count(), 200);
+        assert_eq!(room.detached_since(&users[7]), Some(10));
+        for (i, user) in users.iter().enumerate() {
+            if i % 2 == 0 {
+                room.reattach(user, ConnId(1000 + i as u64), out);
+            } else {
+                room.remove(user, 20, out);
+            }
+        }
+        assert_eq!(room.detached_members().count(), 0);
+        assert_eq!(room.detached_since(&users[0]), None, "back: no longer detached");
+        assert_eq!(room.detached.capacity(), 0, "the map's room was given back");
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
 };
@@ -234,7 +234,8 @@ impl Outbox {
     /// counts until the returned slot is dropped. Every shard reads for the same connection
     /// through the same outbox, so the bound is per connection.
     pub(crate) fn begin_read(&self, max: usize) -> Option<ReadSlot> {
-        let mut queue = self.0.queue.lock().expect("not poisoned");
+        // Not `expect`: a slot is dropped while a shard unwinds, and a panic there would abort.
+        let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.reads as usize >= max {
             return None;
         }
@@ -485,7 +486,9 @@ impl ReadSlot {
 
 impl Drop for ReadSlot {
     fn drop(&mut self) {
-        self.0 .0.queue.lock().expect("not poisoned").reads -= 1;
+        // Dropped while a shard unwinds, perhaps from a panic under this lock: a second panic
+        // would abort the process.
+        self.0 .0.queue.lock().unwrap_or_else(PoisonError::into_inner).reads -= 1;
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{keepalive::Clock, outbox::Closing, shard::ShardMsg, ServerShared};
 /// The connection is over (`ended` says which half ended first): the writing half finishes,
 /// the rest of the server lets go of the connection, and the close frame goes out.
 pub(super) async fn close(ended: Ended, shared: Arc<ServerShared>, peer: Box<str>) {
-    let (WriteParts { mut sink, outbox }, wrote, ReadParts { mut stream, reader, .. }) = match ended {
+    let (write, wrote, read) = match ended {
         Ended::Write { write, wrote, read } => {
             let read = match read {
                 Half::Idle(parts) => parts,
@@ -26,6 +26,10 @@ pub(super) async fn close(ended: Ended, shared: Arc<ServerShared>, peer: Box<str
             (write, wrote, read)
         }
     };
+    // Declared first, dropped last: should the task be dropped while it closes (the runtime
+    // shutting down), the socket still goes before the reader ends the task's count.
+    let ReadParts { reader, mut stream, .. } = read;
+    let WriteParts { mut sink, outbox } = write;
     let conn_id = reader.conn_id;
     let rest = outbox.shut();
     if let Some(node) = &shared.cluster {

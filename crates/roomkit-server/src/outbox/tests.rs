@@ -327,3 +327,18 @@ async fn a_burst_queued_at_once_sheds_and_closes_as_frame_by_frame() {
         }
     }
 }
+
+/// A read slot let go after a panic under the queue's lock (a shard unwinding drops the
+/// slots it reserved) must not panic in its turn: a panic while unwinding aborts the process.
+#[test]
+fn a_read_slot_dropped_after_a_panic_under_the_queue_lock_does_not_panic() {
+    let outbox = Outbox::new(8, 6, 1 << 20);
+    let slot = outbox.begin_read(4).expect("a slot");
+    let poisoner = outbox.clone();
+    let _ = std::thread::spawn(move || {
+        let _queue = poisoner.0.queue.lock().unwrap();
+        panic!("a bug under the lock");
+    })
+    .join();
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(slot))).is_ok());
+}
