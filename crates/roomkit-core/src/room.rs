@@ -62,6 +62,15 @@ impl Member {
     }
 }
 
+/// `user` is no longer detached. The map is given back once empty: after many members
+/// dropped at once (a network outage), it would keep their room for the room's life. (A
+/// function of the map, so that a caller may hold a member of the room meanwhile.)
+fn forget_detached(detached: &mut HashMap<UserUuid, u64>, user: &UserUuid) {
+    if detached.remove(user).is_some() && detached.is_empty() {
+        *detached = HashMap::new();
+    }
+}
+
 /// A live room.
 #[derive(Debug)]
 pub(crate) struct Room {
@@ -200,7 +209,7 @@ impl Room {
         self.exit_chatroom(user, out);
         let member = *self.members.remove(user)?;
         out.roster(&self.info.room_uuid, RosterKind::Room, member.conn, false);
-        self.attached(user);
+        forget_detached(&mut self.detached, user);
         if let Some(bucket) = &member.sending {
             self.departed_rates.keep(now, user, TokenBucket::clone(bucket));
         }
@@ -230,14 +239,6 @@ impl Room {
         self.detached.keys()
     }
 
-    /// `user` is no longer detached. The map is given back once empty: after many members
-    /// dropped at once (a network outage), it would keep their room for the room's life.
-    fn attached(&mut self, user: &UserUuid) {
-        if self.detached.remove(user).is_some() && self.detached.is_empty() {
-            self.detached = HashMap::new();
-        }
-    }
-
     /// Since when `user`'s connection has been gone, if it is a detached member.
     pub(crate) fn detached_since(&self, user: &UserUuid) -> Option<u64> {
         self.detached.get(user).copied()
@@ -245,11 +246,8 @@ impl Room {
 
     /// Gives a detached member its new connection, silently.
     pub(crate) fn reattach(&mut self, user: &UserUuid, conn: ConnId, out: &mut Outputs) {
-        if !self.members.contains_key(user) {
-            return;
-        }
-        self.attached(user);
-        let member = self.members.get_mut(user).expect("a member");
+        let Some(member) = self.members.get_mut(user) else { return };
+        forget_detached(&mut self.detached, user);
         let old = std::mem::replace(&mut member.conn, conn);
         self.roster.set_conn(member.room_place.slot, conn);
         let room = &self.info.room_uuid;
