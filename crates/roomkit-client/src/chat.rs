@@ -147,6 +147,12 @@ impl ChatController {
         });
         let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
         let out = self.room.session.call_with(&params, options).await?;
+        // A digest applied meanwhile may have been sent before the entry, and the next one,
+        // which counts it, may be an interval away: read the exact counts now. (Answered by
+        // the room without the store, so in order with the digests: any later one is newer.)
+        if self.room.room.read(|m| m.digests()) != digests {
+            self.room.get_room_info().await?;
+        }
         Ok(out.messages.into_iter().map(Arc::unwrap_or_clone).collect())
     }
 
@@ -340,4 +346,100 @@ fn parse_user(s: &str) -> Result<UserUuid, Error> {
 
 fn new_message_uuid() -> MessageUuid {
     MessageUuid::new(uuid::Uuid::new_v4().simple().to_string()).expect("hex is a valid id")
+}
+
+#[cfg(test)]
+mod tests {
+    use roomkit_core::transport::{Frame, Listener};
+    use roomkit_protocol::{
+        codec::{self, RequestFrame},
+        ops::{
+            FetchChatroomHistoryOutput, GetRoomInfo, GetRoomInfoOutput, JoinChatroom, JoinRoom, Login,
+            LoginOutput, Request,
+        },
+        Event, MembersChanged,
+    };
+
+    use crate::{
+        mirror::tests::{answer, counts, member, room},
+        ClientConfig, JoinRoomParams, RoomKit,
+    };
+
+    fn digest(room_count: u64, chatroom_count: u64) -> Event {
+        Event::MembersChanged(Box::new(MembersChanged {
+            room_uuid: room(),
+            counts: counts(room_count, chatroom_count),
+            joined_count: 0,
+            left_count: 0,
+            chatroom_joined_count: 0,
+            chatroom_left_count: 0,
+            joined: Vec::new(),
+            left: Vec::new(),
+            chatroom_joined: Vec::new(),
+            chatroom_left: Vec::new(),
+        }))
+    }
+
+    /// A digest sent before the entry can reach the client after its `join_chatroom` went out
+    /// and before the answer (which reads the store). Counted by neither, the entry was
+    /// missing from the counts until the next digest, an interval later: `join_chatroom`
+    /// returned with the chatroom one short. It now returns with the exact counts.
+    #[tokio::test]
+    async fn join_chatroom_returns_exact_counts_when_an_older_digest_came_before_its_answer() {
+        let (mut listener, connector) = roomkit_transport_memory::transport();
+        // The server's side, scripted: a room of 900, 600 in its chatroom, dave joining.
+        let server = tokio::spawn(async move {
+            let mut conn = listener.accept().await.expect("a connection");
+            loop {
+                let Ok(bytes) = conn.stream.recv().await else { return };
+                let RequestFrame { id, request } = codec::decode_request(&bytes).expect("a request");
+                let frames = match request {
+                    Request::Login(_) => vec![codec::encode_output::<Login>(
+                        id,
+                        &LoginOutput { user_uuid: "dave".parse().unwrap(), name: "Dave".into() },
+                    )],
+                    Request::JoinRoom(_) => {
+                        let mut joined = answer(vec![member("dave", false), member("m1", true)], (900, 600));
+                        joined.next_cursor = Some("2".into());
+                        vec![codec::encode_output::<JoinRoom>(id, &joined)]
+                    }
+                    // The digest of the interval before the entry, then the answer.
+                    Request::JoinChatroom(_) => vec![
+                        codec::encode_event(&digest(900, 600)),
+                        codec::encode_output::<JoinChatroom>(
+                            id,
+                            &FetchChatroomHistoryOutput {
+                                messages: Vec::new(),
+                                first_seq: 0,
+                                last_seq: 0,
+                                next_cursor: None,
+                            },
+                        ),
+                    ],
+                    Request::GetRoomInfo(_) => {
+                        let info = answer(vec![member("dave", true)], (0, 0)).room;
+                        vec![codec::encode_output::<GetRoomInfo>(
+                            id,
+                            &GetRoomInfoOutput { room: info, counts: counts(900, 601) },
+                        )]
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                };
+                let frames: Vec<Frame> = frames.into_iter().map(Frame::from).collect();
+                if conn.sink.send(&frames).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let kit = RoomKit::connect_with(connector, ClientConfig::default()).await.expect("connects");
+        kit.login("dave", "token").await.expect("logs in");
+        let params =
+            JoinRoomParams { room_uuid: room().to_string(), user_name: "Dave".into(), ..Default::default() };
+        let ctx = kit.room_service().join_room(params, Default::default()).await.expect("joins");
+        assert_eq!(ctx.member_counts(), counts(900, 600));
+        ctx.chat_controller().join_chatroom().await.expect("enters the chatroom");
+        assert_eq!(ctx.member_counts(), counts(900, 601), "the entry is counted when join_chatroom returns");
+        drop(kit);
+        server.abort();
+    }
 }

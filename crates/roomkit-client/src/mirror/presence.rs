@@ -126,7 +126,8 @@ impl RoomMirror {
     /// digest came in the meantime. The answer reads the store and may come after later
     /// events: a digest applied since the request may already count the entry (counting it
     /// again would stay wrong once the room is quiet), and one that does not is followed by
-    /// another that does, since the entry is a change to digest.
+    /// another that does, since the entry is a change to digest (until then the caller reads
+    /// the exact counts: see `ChatController::enter`).
     pub(crate) fn local_entered_chatroom(&mut self, digests_before: u64) -> Vec<RoomEvent> {
         match self.members.get(&self.local) {
             Some(me) if !me.is_in_chatroom => {
