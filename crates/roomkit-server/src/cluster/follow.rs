@@ -54,7 +54,7 @@ impl Node {
     pub(crate) async fn follow(self: &Arc<Self>, room: &RoomUuid, conn: ConnId) -> Result<(), String> {
         let cell = {
             let mut state = self.state.lock().expect("not poisoned");
-            state.conn_rooms.entry(conn).or_default().insert(room.clone());
+            state.conn_rooms.entry(conn).or_default().insert(room);
             let followed = state.followed.entry(room.clone()).or_insert_with(|| {
                 let (local, local_rx) = mpsc::unbounded_channel();
                 Followed {

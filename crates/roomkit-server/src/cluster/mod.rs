@@ -356,10 +356,46 @@ struct State {
     /// Rooms whose stream this node follows, for its own connections.
     followed: HashMap<RoomUuid, follow::Followed>,
     /// Rooms each of this node's connections sent requests for.
-    conn_rooms: ConnMap<HashSet<RoomUuid>>,
+    conn_rooms: ConnMap<ConnRooms>,
     /// Other nodes' connections in rooms this node owns, by node slot (to disconnect them
     /// when their node dies).
     remote: HashMap<u16, HashSet<(ConnId, RoomUuid)>>,
+}
+
+/// The rooms one of this node's connections sent requests for: nearly always one, which is
+/// kept without an allocation of its own (a set per connection cost ~150 bytes per member of
+/// a large room).
+#[derive(Default)]
+enum ConnRooms {
+    #[default]
+    None,
+    One(RoomUuid),
+    // Boxed: the set inline would make every connection's entry 48 bytes, not 24.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<RoomUuid>>),
+}
+
+impl ConnRooms {
+    fn insert(&mut self, room: &RoomUuid) {
+        match self {
+            ConnRooms::None => *self = ConnRooms::One(room.clone()),
+            ConnRooms::One(one) if one == room => {}
+            ConnRooms::One(one) => {
+                *self = ConnRooms::Many(Box::new(HashSet::from([one.clone(), room.clone()])));
+            }
+            ConnRooms::Many(many) => {
+                many.insert(room.clone());
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<RoomUuid> {
+        match self {
+            ConnRooms::None => Vec::new(),
+            ConnRooms::One(one) => vec![one],
+            ConnRooms::Many(many) => many.into_iter().collect(),
+        }
+    }
 }
 
 impl Node {
@@ -478,7 +514,7 @@ impl Node {
     /// Connection `conn` of this node is gone: every room it used hears of it.
     pub(crate) async fn disconnect(&self, conn: ConnId) {
         let rooms = self.state.lock().expect("not poisoned").conn_rooms.remove(&conn).unwrap_or_default();
-        for room in rooms {
+        for room in rooms.into_vec() {
             if self.owns(&room) {
                 own::disconnect_local(self, &room, conn).await;
             } else {
@@ -545,4 +581,29 @@ fn resendable(request: &Request) -> bool {
 fn refuse(outbox: &Outbox, request_id: u64, msg: &str) {
     metrics::counter!("roomkit_request_errors_total", "code" => Code::ROOM_UNAVAILABLE.name()).increment(1);
     outbox.push(codec::encode_error(Some(request_id), Code::ROOM_UNAVAILABLE, msg).into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomUuid {
+        name.parse().expect("valid id")
+    }
+
+    #[test]
+    fn a_connections_rooms_are_each_kept_once() {
+        let mut rooms = ConnRooms::default();
+        assert!(matches!(rooms, ConnRooms::None));
+        rooms.insert(&room("a"));
+        rooms.insert(&room("a"));
+        assert!(matches!(rooms, ConnRooms::One(_)), "one room takes no allocation");
+        rooms.insert(&room("b"));
+        rooms.insert(&room("a"));
+        rooms.insert(&room("c"));
+        let mut all = rooms.into_vec();
+        all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(all, [room("a"), room("b"), room("c")]);
+        assert!(std::mem::size_of::<ConnRooms>() <= 24);
+    }
 }
