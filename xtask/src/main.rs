@@ -57,8 +57,10 @@ Commands:
   demo              Run the in-process demo: a server and three members over
                     the in-memory transport, printing what each member sees.
   bench [ARGS...]   Install redis-server when missing (the baseline the fan-out
-                    is compared against; through apt when run as root, otherwise
-                    stop and print the command), then run the benchmarks
+                    is compared against) and nats-server (the cluster a join
+                    storm too large for one process runs on); through apt when
+                    run as root, otherwise stop and print the command; then
+                    run the benchmarks
                     (crates/roomkit-bench) in release mode, passing ARGS to
                     them (see `cargo xtask bench -- --help`).
   bench --cluster [ARGS...]

@@ -54,7 +54,7 @@ const SBIN_DIRS: &[&str] = &["/usr/sbin", "/usr/local/sbin", "/sbin"];
 const START_BOUND: Duration = Duration::from_secs(30);
 
 /// One nats-server with JetStream; killed, and its folder removed, when dropped.
-struct Nats {
+pub(crate) struct Nats {
     child: StdChild,
     dir: PathBuf,
     url: String,
@@ -65,7 +65,7 @@ struct Nats {
 impl Nats {
     /// Starts nats-server on a free loopback port, on `cpu` when given, storing in a fresh
     /// folder, and waits until it takes connections (it enables JetStream before that).
-    async fn start(cpu: Option<usize>) -> Result<Nats, String> {
+    pub(crate) async fn start(cpu: Option<usize>) -> Result<Nats, String> {
         let bin = nats_server_binary()?;
         let dir = std::env::temp_dir().join(format!("roomkit-bench-nats-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -97,7 +97,7 @@ impl Nats {
         Err(format!("nats-server does not listen on port {port} after {START_BOUND:?}"))
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -145,17 +145,17 @@ pub(crate) fn nats_version() -> Option<String> {
 }
 
 /// One roomkit node; killed when dropped (`kill_on_drop`).
-struct Node {
+pub(crate) struct Node {
     id: String,
-    addr: SocketAddr,
-    pid: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: u32,
     _child: Child,
 }
 
 /// Starts `n` nodes `n1` … `nN` on `nats`, on `cpu` when given, under the cluster prefix
 /// `prefix`, and waits until each answers on its admin port (a node binds its ports first,
 /// then joins the cluster, then serves).
-async fn start_nodes(
+pub(crate) async fn start_nodes(
     bin: &Path,
     nats: &Nats,
     n: usize,

@@ -11,9 +11,11 @@
 //! Loopback TCP runs out of source ports near 28,000 connections per address pair, so the
 //! clients bind their sockets to 127.0.0.2, 127.0.0.3, … in turn. Every socket costs a file
 //! descriptor on each side: the bench raises its limit (see [`raise_file_limit`]; the server
-//! it spawns inherits it). A room larger than the limit allows runs against a server inside
-//! the bench process, its first members over WebSocket and the rest over the in-memory
-//! transport: the same server code, minus the sockets it cannot have.
+//! it spawns inherits it). A room larger than the limit allows runs on a cluster of server
+//! nodes, each node's share of the members connected by a generator process of its own
+//! ([`against_cluster`], [`worker`]); without nats-server, against a server inside the bench
+//! process, its first members over WebSocket and the rest over the in-memory transport: the
+//! same server code, minus the sockets it cannot have.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -31,7 +33,10 @@ use roomkit_server::{DevAuthenticator, RateLimit, Server, ServerConfig};
 use roomkit_transport_memory::MemoryConnector;
 use roomkit_transport_ws::{QueueListener, WsConfig};
 use serde_json::{json, Value};
+use std::{io::Write, process::Stdio};
+
 use tokio::{
+    io::{AsyncBufReadExt, BufReader},
     net::{TcpSocket, TcpStream},
     sync::{mpsc, watch, Semaphore},
 };
@@ -341,6 +346,164 @@ pub(crate) async fn in_process(
     Ok(row)
 }
 
+/// A join storm of `size` members, more than one process may hold sockets for: on a cluster of
+/// `nodes` server binaries sharing one nats-server, the room created through node 1 (which
+/// runs it), the members split evenly over the nodes, each node's share connected by a
+/// generator process of its own (`roomkit-bench join-worker`, see [`worker`]), so that no
+/// process holds more sockets than its file limit allows. RSS and CPU are the nodes' sums.
+pub(crate) async fn against_cluster(
+    bin: &std::path::Path,
+    size: usize,
+    nodes: usize,
+    concurrency: usize,
+    addresses: usize,
+) -> Result<Value, String> {
+    let nats = crate::cluster::Nats::start(None).await?;
+    let prefix = format!("join{size}x{}", std::process::id());
+    let nodes = crate::cluster::start_nodes(bin, &nats, nodes, None, &prefix).await?;
+    let room = format!("storm-{size}");
+    create_room(&Target::Process { addr: nodes[0].addr, pid: nodes[0].pid }, &room).await?;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid).collect();
+    let rss_sum = || pids.iter().map(|&pid| rss_bytes(pid)).sum::<u64>();
+    let cpu_sum = || pids.iter().map(|&pid| cpu_secs(pid)).sum::<f64>();
+    let rss_each = || pids.iter().map(|&pid| rss_bytes(pid)).collect::<Vec<u64>>();
+    let rss_before_each = rss_each();
+    let rss_before = rss_sum();
+    let cpu_before = cpu_sum();
+    let exe = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
+    let pb = bar(size as u64, &format!("join storm, {size} members, {} nodes", nodes.len()));
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<(usize, Option<String>)>();
+    let mut workers = Vec::new();
+    let share = size.div_ceil(nodes.len());
+    let start = Instant::now();
+    for (k, node) in nodes.iter().enumerate() {
+        let first = k * share;
+        let count = share.min(size - first);
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("join-worker")
+            .args([node.addr.to_string(), room.clone(), first.to_string(), count.to_string()])
+            .args([(concurrency / nodes.len()).max(1).to_string(), addresses.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting a join worker: {e}"))?;
+        let stdout = child.stdout.take().ok_or("a join worker without stdout")?;
+        let tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send((k, Some(line)));
+            }
+            let _ = tx.send((k, None));
+        });
+        workers.push((child, 0usize, None::<u64>));
+    }
+    let mut per_1000 = Vec::new();
+    let mut last = start;
+    let mut joined_at = None;
+    while workers.iter().any(|w| w.2.is_none()) {
+        let (k, line) = lines.recv().await.ok_or("the join workers' output ended")?;
+        let line = line.ok_or_else(|| format!("join worker {k} exited before its members were in"))?;
+        match line.split_once(' ') {
+            Some(("joined", n)) => workers[k].1 = n.parse().map_err(|_| format!("worker {k}: `{line}`"))?,
+            Some(("ready", bytes)) => {
+                workers[k].2 = Some(bytes.parse().map_err(|_| format!("worker {k}: `{line}`"))?)
+            }
+            _ => return Err(format!("join worker {k}: {line}")),
+        }
+        let total: usize = workers.iter().map(|w| w.1).sum();
+        pb.set_position(total as u64);
+        while per_1000.len() < total / 1000 {
+            per_1000.push(last.elapsed().as_secs_f64() * 1000.0);
+            last = Instant::now();
+        }
+        if total == size && joined_at.is_none() {
+            joined_at = Some((start.elapsed(), cpu_sum() - cpu_before));
+        }
+    }
+    pb.finish_and_clear();
+    let (total, cpu) = joined_at.ok_or("the join workers reported fewer members than they joined")?;
+    let received: u64 = workers.iter().filter_map(|w| w.2).sum();
+    let counts = room_counts(&Target::Process { addr: nodes[0].addr, pid: nodes[0].pid }, &room, size).await;
+    let rss = rss_sum();
+    let rss_after_each = rss_each();
+    for (child, _, _) in &mut workers {
+        // Closing its input tells a worker to close its members' sockets and exit.
+        drop(child.stdin.take());
+    }
+    for (child, _, _) in &mut workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    drop(nats);
+    Ok(json!({
+        "scenario": "join_storm",
+        "server": "cluster",
+        "nodes": pids.len(),
+        "nats_server_pid_excluded": true,
+        "members": size,
+        "websocket_members": size,
+        "concurrency": concurrency,
+        "join_storm_secs": total.as_secs_f64(),
+        "joins_per_sec": (size as f64 / total.as_secs_f64()).round(),
+        "per_1000_joins_ms": per_1000.iter().map(|ms| (ms * 10.0).round() / 10.0).collect::<Vec<_>>(),
+        "server_cpu_secs": cpu,
+        "client_received_bytes_per_join": received / size as u64,
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss,
+        "rss_per_member_bytes": rss.saturating_sub(rss_before) / size as u64,
+        "rss_before_bytes_per_node": rss_before_each,
+        "rss_after_bytes_per_node": rss_after_each,
+        "counts": counts,
+    }))
+}
+
+/// `roomkit-bench join-worker ADDR ROOM FIRST COUNT CONCURRENCY ADDRESSES`: members `FIRST` …
+/// `FIRST + COUNT - 1` connect to the server at `ADDR`, join `ROOM` and its chatroom
+/// (`CONCURRENCY` at a time, from `ADDRESSES` loopback addresses); prints `joined N` as they
+/// come in, then, once nothing has arrived for a while, `ready BYTES` (the bytes its members
+/// received), and keeps every socket open until its input closes. A failure prints one line
+/// that says what failed.
+pub(crate) async fn worker(args: &[String]) -> Result<(), String> {
+    let [addr, room, first, count, concurrency, addresses] = args else {
+        return Err("usage: join-worker ADDR ROOM FIRST COUNT CONCURRENCY ADDRESSES".into());
+    };
+    let number = |s: &String| s.parse::<usize>().map_err(|_| format!("not a number: `{s}`"));
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("not an address: `{addr}`"))?;
+    let (first, count) = (number(first)?, number(count)?);
+    raise_file_limit();
+    let (stop_tx, stop) = watch::channel(false);
+    let storm = Arc::new(Storm {
+        target: Target::Process { addr, pid: 0 },
+        room: room.clone(),
+        addresses: number(addresses)?,
+        gate: Semaphore::new(number(concurrency)?.max(1)),
+        received: AtomicU64::new(0),
+        stop,
+    });
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    for i in first..first + count {
+        tokio::spawn(member(Arc::clone(&storm), i, done_tx.clone()));
+    }
+    let mut out = std::io::stdout();
+    for n in 1..=count {
+        done.recv().await.ok_or("a member task vanished")??;
+        if n % 100 == 0 || n == count {
+            writeln!(out, "joined {n}").and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+        }
+    }
+    settle(&storm.received, Duration::from_millis(1500), Duration::from_secs(60)).await;
+    let received = storm.received.load(Ordering::Relaxed);
+    writeln!(out, "ready {received}").and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut buf = [0u8; 64];
+        while std::io::Read::read(&mut std::io::stdin(), &mut buf).is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
 /// How many members can be sockets: against a separate server, every member (each side
 /// has its own limit); in process, both ends of each socket count against one limit.
 pub(crate) fn socket_budget(file_limit: u64, in_process: bool) -> usize {
@@ -365,7 +528,10 @@ pub(crate) fn print_table(rows: &[Value]) {
         println!(
             "{:>8} {:>11} {:>9} {:>9.2}s {:>26} {:>11.2}s {:>12} {:>8}MB",
             r["members"].as_u64().unwrap_or(0),
-            r["server"].as_str().unwrap_or(""),
+            match r["nodes"].as_u64() {
+                Some(n) => format!("{n} nodes"),
+                None => r["server"].as_str().unwrap_or("").to_owned(),
+            },
             r["websocket_members"].as_u64().unwrap_or(0),
             r["join_storm_secs"].as_f64().unwrap_or(0.0),
             spread,

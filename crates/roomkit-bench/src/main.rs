@@ -13,8 +13,10 @@
 //!
 //! - **join storm** (`join.rs`): at each of `--join-sizes` (1k, 5k, 10k, 50k), members connect,
 //!   log in, join one room and its chatroom; reports total time, time per 1,000 joins, server
-//!   bytes per join, RSS and the room's counts. Sizes past the file limit run in process,
-//!   partly over the in-memory transport (see `join.rs`).
+//!   bytes per join, RSS and the room's counts. Sizes past one process's file limit run on a
+//!   cluster of nodes, each node's members connected by a generator process of its own
+//!   (`join-worker`); without nats-server, in process, partly over the in-memory transport
+//!   (see `join.rs`).
 //!
 //! - **durable send**: 1, 16 and 64 members (8 per room) each send texts one at a time, waiting for each
 //!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
@@ -225,6 +227,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "join-worker") {
+        if let Err(e) = join::worker(&args[1..]).await {
+            eprintln!("roomkit-bench join-worker: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let options = match options() {
         Ok(o) => o,
         Err(e) => {
@@ -376,14 +386,19 @@ async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<
 }
 
 /// The join storms, one per size: against the server binary while the file limit allows a
-/// socket per member, in process beyond.
+/// socket per member, on a cluster of nodes beyond (in process without nats-server).
 async fn join_storms(server_bin: &std::path::Path, o: &Options) -> Vec<Value> {
     let limit = join::raise_file_limit();
     println!("open file limit: {limit}");
     let mut rows = Vec::new();
     for &size in &o.join_sizes {
-        let result = if size <= join::socket_budget(limit, false) {
+        let budget = join::socket_budget(limit, false);
+        let result = if size <= budget {
             join::against_process(server_bin, size, o.join_concurrency, o.join_addresses).await
+        } else if cluster::nats_version().is_some() {
+            let nodes = size.div_ceil(budget);
+            println!("{size} members: more than one process's file limit allows; {nodes} cluster nodes");
+            join::against_cluster(server_bin, size, nodes, o.join_concurrency, o.join_addresses).await
         } else {
             let sockets = join::socket_budget(limit, true);
             println!("{size} members: more than the file limit allows; {sockets} over WebSocket, the rest in memory");
