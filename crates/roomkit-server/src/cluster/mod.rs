@@ -20,6 +20,7 @@
 //!   members' connections with `ROOM_UNAVAILABLE` so that they resume on the room's next
 //!   owner, which rebuilds the room from the store.
 
+mod conn_rooms;
 mod follow;
 mod liveness;
 mod own;
@@ -38,6 +39,7 @@ use roomkit_protocol::{codec, ops::Request, Code, RoomUuid};
 use tokio::task::AbortHandle;
 
 use crate::{outbox::Outbox, shard::Shard, ServerShared};
+use conn_rooms::ConnRooms;
 use wire::Forward;
 
 /// Times a connection's departure is sent to a room's owner before giving up.
@@ -362,42 +364,6 @@ struct State {
     remote: HashMap<u16, HashSet<(ConnId, RoomUuid)>>,
 }
 
-/// The rooms one of this node's connections sent requests for: nearly always one, which is
-/// kept without an allocation of its own (a set per connection cost ~150 bytes per member of
-/// a large room).
-#[derive(Default)]
-enum ConnRooms {
-    #[default]
-    None,
-    One(RoomUuid),
-    // Boxed: the set inline would make every connection's entry 48 bytes, not 24.
-    #[allow(clippy::box_collection)]
-    Many(Box<HashSet<RoomUuid>>),
-}
-
-impl ConnRooms {
-    fn insert(&mut self, room: &RoomUuid) {
-        match self {
-            ConnRooms::None => *self = ConnRooms::One(room.clone()),
-            ConnRooms::One(one) if one == room => {}
-            ConnRooms::One(one) => {
-                *self = ConnRooms::Many(Box::new(HashSet::from([one.clone(), room.clone()])));
-            }
-            ConnRooms::Many(many) => {
-                many.insert(room.clone());
-            }
-        }
-    }
-
-    fn into_vec(self) -> Vec<RoomUuid> {
-        match self {
-            ConnRooms::None => Vec::new(),
-            ConnRooms::One(one) => vec![one],
-            ConnRooms::Many(many) => many.into_iter().collect(),
-        }
-    }
-}
-
 impl Node {
     /// This node's slot.
     pub(crate) fn slot(&self) -> u16 {
@@ -581,29 +547,4 @@ fn resendable(request: &Request) -> bool {
 fn refuse(outbox: &Outbox, request_id: u64, msg: &str) {
     metrics::counter!("roomkit_request_errors_total", "code" => Code::ROOM_UNAVAILABLE.name()).increment(1);
     outbox.push(codec::encode_error(Some(request_id), Code::ROOM_UNAVAILABLE, msg).into());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn room(name: &str) -> RoomUuid {
-        name.parse().expect("valid id")
-    }
-
-    #[test]
-    fn a_connections_rooms_are_each_kept_once() {
-        let mut rooms = ConnRooms::default();
-        assert!(matches!(rooms, ConnRooms::None));
-        rooms.insert(&room("a"));
-        rooms.insert(&room("a"));
-        assert!(matches!(rooms, ConnRooms::One(_)), "one room takes no allocation");
-        rooms.insert(&room("b"));
-        rooms.insert(&room("a"));
-        rooms.insert(&room("c"));
-        let mut all = rooms.into_vec();
-        all.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-        assert_eq!(all, [room("a"), room("b"), room("c")]);
-        assert!(std::mem::size_of::<ConnRooms>() <= 24);
-    }
 }
