@@ -354,15 +354,15 @@ mod tests {
     use roomkit_protocol::{
         codec::{self, RequestFrame},
         ops::{
-            FetchChatroomHistoryOutput, GetRoomInfo, GetRoomInfoOutput, JoinChatroom, JoinRoom, Login,
-            LoginOutput, Request,
+            FetchChatroomHistory, FetchChatroomHistoryOutput, GetRoomInfo, GetRoomInfoOutput, JoinChatroom,
+            JoinRoom, Login, LoginOutput, Request,
         },
         Event, MembersChanged,
     };
 
     use crate::{
         mirror::tests::{answer, counts, member, room},
-        ClientConfig, JoinRoomParams, RoomKit,
+        ClientConfig, JoinRoomParams, RoomEvent, RoomKit,
     };
 
     fn digest(room_count: u64, chatroom_count: u64) -> Event {
@@ -439,6 +439,90 @@ mod tests {
         assert_eq!(ctx.member_counts(), counts(900, 600));
         ctx.chat_controller().join_chatroom().await.expect("enters the chatroom");
         assert_eq!(ctx.member_counts(), counts(900, 601), "the entry is counted when join_chatroom returns");
+        drop(kit);
+        server.abort();
+    }
+
+    /// The same window on a resume: the chatroom is entered again after a reconnect, and a
+    /// digest from before the entry comes between the request and its answer. The counts
+    /// are exact when the room is resumed, not one short until the next digest.
+    #[tokio::test]
+    async fn a_resumed_chatroom_has_exact_counts_when_an_older_digest_came_before_the_entry() {
+        let (mut listener, connector) = roomkit_transport_memory::transport();
+        // The server's side, scripted: the first connection is dropped once dave is in the
+        // chatroom; on the second, the digest comes before the entry's answer.
+        let server = tokio::spawn(async move {
+            for resumed in [false, true] {
+                let mut conn = listener.accept().await.expect("a connection");
+                loop {
+                    let Ok(bytes) = conn.stream.recv().await else { return };
+                    let RequestFrame { id, request } = codec::decode_request(&bytes).expect("a request");
+                    let entered = matches!(request, Request::JoinChatroom(_));
+                    let empty = FetchChatroomHistoryOutput {
+                        messages: Vec::new(),
+                        first_seq: 0,
+                        last_seq: 0,
+                        next_cursor: None,
+                    };
+                    let frames = match request {
+                        Request::Login(_) => vec![codec::encode_output::<Login>(
+                            id,
+                            &LoginOutput { user_uuid: "dave".parse().unwrap(), name: "Dave".into() },
+                        )],
+                        Request::JoinRoom(_) => {
+                            let joined = answer(vec![member("dave", false), member("m1", true)], (900, 600));
+                            vec![codec::encode_output::<JoinRoom>(id, &joined)]
+                        }
+                        Request::JoinChatroom(_) if !resumed => {
+                            vec![codec::encode_output::<JoinChatroom>(id, &empty)]
+                        }
+                        Request::JoinChatroom(_) => vec![
+                            codec::encode_event(&digest(900, 600)),
+                            codec::encode_output::<JoinChatroom>(id, &empty),
+                        ],
+                        Request::GetRoomInfo(_) => {
+                            let info = answer(vec![member("dave", true)], (0, 0)).room;
+                            vec![codec::encode_output::<GetRoomInfo>(
+                                id,
+                                &GetRoomInfoOutput { room: info, counts: counts(900, 601) },
+                            )]
+                        }
+                        Request::FetchChatroomHistory(_) => {
+                            vec![codec::encode_output::<FetchChatroomHistory>(id, &empty)]
+                        }
+                        other => panic!("unexpected request {other:?}"),
+                    };
+                    let frames: Vec<Frame> = frames.into_iter().map(Frame::from).collect();
+                    if conn.sink.send(&frames).await.is_err() {
+                        return;
+                    }
+                    if !resumed && entered {
+                        // Dropped: the client reconnects and resumes.
+                        break;
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        let mut config = ClientConfig::default();
+        config.reconnect.initial_backoff = std::time::Duration::from_millis(10);
+        let kit = RoomKit::connect_with(connector, config).await.expect("connects");
+        kit.login("dave", "token").await.expect("logs in");
+        let params =
+            JoinRoomParams { room_uuid: room().to_string(), user_name: "Dave".into(), ..Default::default() };
+        let ctx = kit.room_service().join_room(params, Default::default()).await.expect("joins");
+        let mut events = ctx.events();
+        ctx.chat_controller().join_chatroom().await.expect("enters the chatroom");
+        let resumed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, RoomEvent::Resumed { .. }) {
+                    return;
+                }
+            }
+            panic!("the room's events ended before it resumed");
+        });
+        resumed.await.expect("the room resumes");
+        assert_eq!(ctx.member_counts(), counts(900, 601), "the entry is counted when the room resumes");
         drop(kit);
         server.abort();
     }

@@ -18,6 +18,16 @@ use crate::{
     ChatController, Error,
 };
 
+/// Applies a `get_room_info` answer to `room`'s mirror (its info and exact counts) on the
+/// receive task, before the room's next event is told.
+pub(crate) fn apply_room_info(room: Arc<Room>) -> Apply {
+    Box::new(move |response| {
+        if let (true, Ok(out)) = (response.code.is_success(), response.output::<GetRoomInfo>()) {
+            room.update(|m| m.room_info(out.room, out.counts));
+        }
+    })
+}
+
 /// A joined room (NERoom `NERoomContext`). Cheap to clone; every clone is the same room.
 ///
 /// Getters read the local mirror, which the SDK keeps current from the server's events:
@@ -115,13 +125,11 @@ impl RoomContext {
     /// Reads the room and its exact online counts from the server (cheap at any size) and
     /// refreshes the local copies.
     pub async fn get_room_info(&self) -> Result<GetRoomInfoOutput, Error> {
-        let room = Arc::clone(&self.room);
-        let apply: Apply = Box::new(move |response| {
-            if let (true, Ok(out)) = (response.code.is_success(), response.output::<GetRoomInfo>()) {
-                room.update(|m| m.room_info(out.room, out.counts));
-            }
-        });
-        let options = CallOptions { apply: Some(apply), resend: false, ..Default::default() };
+        let options = CallOptions {
+            apply: Some(apply_room_info(Arc::clone(&self.room))),
+            resend: false,
+            ..Default::default()
+        };
         self.session.call_with(&GetRoomInfo { room_uuid: self.room_uuid() }, options).await
     }
 

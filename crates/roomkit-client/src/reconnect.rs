@@ -14,11 +14,13 @@ use std::{
 };
 
 use roomkit_protocol::{
-    ops::{FetchChatroomHistory, JoinChatroom, JoinRoom},
+    ops::{FetchChatroomHistory, GetRoomInfo, JoinChatroom, JoinRoom},
     Code, EndReason, HistoryOrder,
 };
 
-use crate::{room::Room, rpc::Apply, session::Session, ConnectionState, Error, RoomEvent};
+use crate::{
+    context::apply_room_info, room::Room, rpc::Apply, session::Session, ConnectionState, Error, RoomEvent,
+};
 
 /// Messages asked for per history page while catching up.
 const PAGE: u32 = 100;
@@ -167,6 +169,12 @@ async fn rejoin(session: &Session, room: &Arc<Room>) -> Result<(), Error> {
     session
         .call_now(&JoinChatroom { room_uuid: room.uuid.clone(), history_count: None }, Some(apply))
         .await?;
+    // As in `join_chatroom`: a digest applied meanwhile may predate the entry, which would go
+    // uncounted until the next one. The room answers this in order with its digests.
+    if room.read(|m| m.digests()) != digests {
+        let info = GetRoomInfo { room_uuid: room.uuid.clone() };
+        session.call_now(&info, Some(apply_room_info(Arc::clone(room)))).await?;
+    }
     let recovered = catch_up(session, room).await?;
     room.update(|m| m.end_resume());
     room.tell(RoomEvent::Resumed { recovered });
