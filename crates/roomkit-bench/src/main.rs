@@ -225,7 +225,9 @@ fn sizes(list: &str) -> Result<Vec<usize>, String> {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
+// One thread for the generator's tasks: pinned to one CPU, two runtime threads would take
+// turns at it, which lengthened the latency's tail for both systems (docs/operations.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "join-worker") {
@@ -280,7 +282,9 @@ async fn main() {
         }
     }
     if options.in_process {
-        rows.extend(tokio::task::block_in_place(|| in_process(&options)));
+        // Blocks this thread while the runs (each on a runtime of its own) go on: nothing
+        // else of the bench runs meanwhile.
+        rows.extend(in_process(&options));
     }
     if !options.join_sizes.is_empty() {
         rows.extend(join_storms(&server_bin, &options).await);
