@@ -42,7 +42,7 @@ use std::{
 };
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use roomkit_protocol::{ops::ALL_OPS, Code, ALL_CODES};
 
 /// What kind of metric a family is.
@@ -190,17 +190,29 @@ const FAMILIES: &[(&str, Kind, Label, Unit, &str)] = &[
     ),
 ];
 
+/// The upper bounds of the buckets of the histograms of durations, in seconds.
+const SECONDS_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0];
+
+/// The histograms that count things (frames, commits) rather than time them...
+const COUNT_HISTOGRAMS: &[&str] = &["roomkit_write_batch_frames", "roomkit_store_group_size"];
+
+/// ...and their buckets' upper bounds.
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
 /// The process-wide Prometheus recorder, installed on first use with every family
 /// registered at zero.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
-            ])
-            .expect("static buckets are valid")
-            .build_recorder();
+        let mut builder =
+            PrometheusBuilder::new().set_buckets(SECONDS_BUCKETS).expect("static buckets are valid");
+        for name in COUNT_HISTOGRAMS {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full((*name).into()), COUNT_BUCKETS)
+                .expect("static buckets are valid");
+        }
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding app's); then ours only
         // renders what it saw, which is nothing, and the app's recorder gets the data.
@@ -300,6 +312,21 @@ mod tests {
         assert!(text.contains("roomkit_request_errors_total{code=\"RATE_LIMITED\"} 0"), "{text}");
         assert!(text.contains("roomkit_queue_shed_total{class=\"droppable\"} 0"), "{text}");
         assert!(text.contains("roomkit_queue_shed_total{class=\"conflate\"} 0"), "{text}");
+    }
+
+    /// Counts have buckets of counts: with the buckets of durations (up to 1), every batch of
+    /// frames and every group of commits fell in `+Inf`.
+    #[test]
+    fn histograms_of_counts_have_buckets_of_counts_and_durations_of_seconds() {
+        let handle = prometheus();
+        metrics::histogram!("roomkit_write_batch_frames").record(40.0);
+        metrics::histogram!("roomkit_store_group_size").record(3.0);
+        let text = handle.render();
+        for name in COUNT_HISTOGRAMS {
+            assert!(text.contains(&format!("{name}_bucket{{le=\"64\"}}")), "{name}:\n{text}");
+            assert!(!text.contains(&format!("{name}_bucket{{le=\"0.001\"}}")), "{name}:\n{text}");
+        }
+        assert!(text.contains("roomkit_store_write_seconds_bucket{le=\"0.001\"}"), "{text}");
     }
 
     /// A running server folds its histogram samples on a timer, scraped or not: without
