@@ -128,17 +128,21 @@ impl Socket {
         let (mut i, mut offset) = (0, offset);
         while i < count {
             *cut = (offset > 0).then(|| Box::new((part(i).clone(), offset)));
-            self.tcp.writable().await?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
             for (j, slice) in (i..count).zip(slices.iter_mut()) {
                 *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
                 n += 1;
             }
+            // The write first, the wait only when the socket is full: a socket that takes
+            // the write (nearly always) costs no readiness future.
             let mut written = match self.tcp.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.tcp.writable().await?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             // Step past what went out: whole parts, then part of one.
