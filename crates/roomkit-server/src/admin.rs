@@ -443,6 +443,6 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     metrics::gauge!("roomkit_rooms").set(rooms as f64);
     metrics::gauge!("roomkit_room_members").set(members as f64);
     metrics::gauge!("roomkit_chatroom_members").set(chat as f64);
-    let text = crate::metrics::prometheus().render();
+    let text = crate::metrics::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

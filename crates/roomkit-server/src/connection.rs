@@ -429,7 +429,7 @@ async fn write_batches(sink: &mut dyn FrameSink, outbox: &Outbox, clock: &Clock)
         let written = outbox.take(&mut batch);
         let mut busy = false;
         if !batch.is_empty() {
-            metrics::histogram!("roomkit_write_batch_frames").record(batch.len() as f64);
+            crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
             // A written batch with anything but pings in it is a sign of life for the keep-alive
             // (see `keepalive.rs`); the transport may take the frames out of `batch`.
             let alive = batch.iter().any(|frame| !frame.is_ping());
