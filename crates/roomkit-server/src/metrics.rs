@@ -35,7 +35,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, OnceLock,
     },
     time::Duration,
@@ -203,28 +203,41 @@ const COUNT_HISTOGRAMS: &[&str] = &["roomkit_store_group_size"];
 /// ...and their buckets' upper bounds.
 const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
 
+/// Whether the recorder installed is ours ([`prometheus`]): else an embedding app's gets
+/// every family through the `metrics` facade, [`WRITE_BATCH_FRAMES`] included.
+static OURS: AtomicBool = AtomicBool::new(false);
+
 /// Frames per transport write, tallied here: a write happens for every delivery at light
 /// load (a million a second at 1,000 messages a second to 1,000 members), and the recorder
 /// keeps each histogram sample, with its time, until its upkeep folds them (every
 /// [`UPKEEP_INTERVAL`], on a runtime worker, holding up every task there meanwhile).
-pub(crate) static WRITE_BATCH_FRAMES: Tally = Tally::new();
+pub(crate) static WRITE_BATCH_FRAMES: Tally = Tally::new("roomkit_write_batch_frames");
 
 /// A histogram of counts with the buckets [`COUNT_BUCKETS`], in fixed counters: recording is
-/// three atomic additions, and memory does not grow with the samples.
+/// two atomic additions, and memory does not grow with the samples.
 pub(crate) struct Tally {
+    /// The family's name (the recorder's, when it is not ours).
+    name: &'static str,
     /// Samples per bucket (not cumulative); the last one is past the last bound.
     buckets: [AtomicU64; COUNT_BUCKETS.len() + 1],
     sum: AtomicU64,
 }
 
 impl Tally {
-    const fn new() -> Self {
-        Self { buckets: [const { AtomicU64::new(0) }; COUNT_BUCKETS.len() + 1], sum: AtomicU64::new(0) }
+    const fn new(name: &'static str) -> Self {
+        Self { name, buckets: [const { AtomicU64::new(0) }; COUNT_BUCKETS.len() + 1], sum: AtomicU64::new(0) }
     }
 
-    /// Counts one sample of `n`.
+    /// Counts one sample of `n` (hands it to the installed recorder when that is not ours).
     pub(crate) fn record(&self, n: usize) {
-        let n = n as u64;
+        if OURS.load(Ordering::Relaxed) {
+            self.tally(n as u64);
+        } else {
+            metrics::histogram!(self.name).record(n as f64);
+        }
+    }
+
+    fn tally(&self, n: u64) {
         let at = COUNT_BUCKETS.iter().position(|&bound| n as f64 <= bound).unwrap_or(COUNT_BUCKETS.len());
         self.buckets[at].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(n, Ordering::Relaxed);
@@ -232,8 +245,9 @@ impl Tally {
 
     /// Appends the family `name` in Prometheus' text format, as the recorder renders its own
     /// histograms: cumulative buckets, then the sum and the count.
-    fn render_into(&self, out: &mut String, name: &str, help: &str) {
+    fn render_into(&self, out: &mut String, help: &str) {
         use std::fmt::Write;
+        let name = self.name;
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut count = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
@@ -250,9 +264,9 @@ impl Tally {
 /// The scrape: the recorder's families, then those the server tallies itself.
 pub fn render() -> String {
     let mut text = prometheus().render();
-    for &(name, kind, _, _, help) in FAMILIES {
-        if kind == Kind::Tallied {
-            WRITE_BATCH_FRAMES.render_into(&mut text, name, help);
+    for tally in [&WRITE_BATCH_FRAMES] {
+        if let Some(&(.., help)) = FAMILIES.iter().find(|f| f.0 == tally.name && f.1 == Kind::Tallied) {
+            tally.render_into(&mut text, help);
         }
     }
     text
@@ -274,7 +288,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding app's); then ours only
         // renders what it saw, which is nothing, and the app's recorder gets the data.
-        let _ = metrics::set_global_recorder(recorder);
+        OURS.store(metrics::set_global_recorder(recorder).is_ok(), Ordering::Relaxed);
         register_at_zero();
         handle
     })
@@ -390,12 +404,12 @@ mod tests {
     /// The tally renders as a histogram: cumulative buckets, the sum and the count.
     #[test]
     fn a_tally_renders_cumulative_buckets_its_sum_and_its_count() {
-        let tally = Tally::new();
+        let tally = Tally::new("t");
         for n in [1, 3, 4, 40, 5000] {
-            tally.record(n);
+            tally.tally(n);
         }
         let mut text = String::new();
-        tally.render_into(&mut text, "t", "help");
+        tally.render_into(&mut text, "help");
         let value = |line: &str| -> u64 {
             text.lines().find_map(|l| l.strip_prefix(line)).and_then(|v| v.trim().parse().ok()).expect(line)
         };
