@@ -375,6 +375,7 @@ pub(crate) async fn against_cluster(
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<(usize, Option<String>)>();
     let mut workers = Vec::new();
     let share = size.div_ceil(nodes.len());
+    let per_worker = (concurrency / nodes.len()).max(1);
     let start = Instant::now();
     for (k, node) in nodes.iter().enumerate() {
         let first = k * share;
@@ -382,7 +383,7 @@ pub(crate) async fn against_cluster(
         let mut child = tokio::process::Command::new(&exe)
             .arg("join-worker")
             .args([node.addr.to_string(), room.clone(), first.to_string(), count.to_string()])
-            .args([(concurrency / nodes.len()).max(1).to_string(), addresses.to_string()])
+            .args([per_worker.to_string(), addresses.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -435,6 +436,8 @@ pub(crate) async fn against_cluster(
     for (child, _, _) in &mut workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
+    // The nodes first, then the nats-server they use.
+    drop(nodes);
     drop(nats);
     Ok(json!({
         "scenario": "join_storm",
@@ -443,7 +446,7 @@ pub(crate) async fn against_cluster(
         "nats_server_pid_excluded": true,
         "members": size,
         "websocket_members": size,
-        "concurrency": concurrency,
+        "concurrency": per_worker * pids.len(),
         "join_storm_secs": total.as_secs_f64(),
         "joins_per_sec": (size as f64 / total.as_secs_f64()).round(),
         "per_1000_joins_ms": per_1000.iter().map(|ms| (ms * 10.0).round() / 10.0).collect::<Vec<_>>(),

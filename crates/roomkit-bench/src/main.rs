@@ -399,7 +399,7 @@ async fn join_storms(server_bin: &std::path::Path, o: &Options) -> Vec<Value> {
         let budget = join::socket_budget(limit, false);
         let result = if size <= budget {
             join::against_process(server_bin, size, o.join_concurrency, o.join_addresses).await
-        } else if cluster::nats_version().is_some() {
+        } else if budget > 0 && cluster::nats_version().is_some() {
             let nodes = size.div_ceil(budget);
             println!("{size} members: more than one process's file limit allows; {nodes} cluster nodes");
             join::against_cluster(server_bin, size, nodes, o.join_concurrency, o.join_addresses).await
