@@ -357,27 +357,64 @@ mod tests {
             FetchChatroomHistory, FetchChatroomHistoryOutput, GetRoomInfo, GetRoomInfoOutput, JoinChatroom,
             JoinRoom, Login, LoginOutput, Request,
         },
-        Event, MembersChanged,
+        Event,
     };
 
     use crate::{
-        mirror::tests::{answer, counts, member, room},
+        mirror::tests::{answer, counts, digest, member, room},
         ClientConfig, JoinRoomParams, RoomEvent, RoomKit,
     };
 
-    fn digest(room_count: u64, chatroom_count: u64) -> Event {
-        Event::MembersChanged(Box::new(MembersChanged {
-            room_uuid: room(),
-            counts: counts(room_count, chatroom_count),
-            joined_count: 0,
-            left_count: 0,
-            chatroom_joined_count: 0,
-            chatroom_left_count: 0,
-            joined: Vec::new(),
-            left: Vec::new(),
-            chatroom_joined: Vec::new(),
-            chatroom_left: Vec::new(),
-        }))
+    /// Dave's side of a scripted room of 900, 600 in its chatroom: answers each request
+    /// `conn` sends, until the connection ends, or returns once dave has entered the chatroom
+    /// with `leave_after_entry`. With `digest_first`, the digest of the interval before the
+    /// entry comes between `join_chatroom` and its answer; `get_room_info` counts the entry.
+    async fn scripted_room(
+        mut conn: roomkit_core::transport::Connection,
+        digest_first: bool,
+        leave_after_entry: bool,
+    ) {
+        let empty =
+            FetchChatroomHistoryOutput { messages: Vec::new(), first_seq: 0, last_seq: 0, next_cursor: None };
+        loop {
+            let Ok(bytes) = conn.stream.recv().await else { return };
+            let RequestFrame { id, request } = codec::decode_request(&bytes).expect("a request");
+            let entered = matches!(request, Request::JoinChatroom(_));
+            let mut frames = Vec::new();
+            match request {
+                Request::Login(_) => frames.push(codec::encode_output::<Login>(
+                    id,
+                    &LoginOutput { user_uuid: "dave".parse().unwrap(), name: "Dave".into() },
+                )),
+                Request::JoinRoom(_) => {
+                    let mut joined = answer(vec![member("dave", false), member("m1", true)], (900, 600));
+                    joined.next_cursor = Some("2".into());
+                    frames.push(codec::encode_output::<JoinRoom>(id, &joined));
+                }
+                Request::JoinChatroom(_) => {
+                    if digest_first {
+                        frames
+                            .push(codec::encode_event(&Event::MembersChanged(Box::new(digest((900, 600))))));
+                    }
+                    frames.push(codec::encode_output::<JoinChatroom>(id, &empty));
+                }
+                Request::GetRoomInfo(_) => {
+                    let info = answer(vec![member("dave", true)], (0, 0)).room;
+                    frames.push(codec::encode_output::<GetRoomInfo>(
+                        id,
+                        &GetRoomInfoOutput { room: info, counts: counts(900, 601) },
+                    ));
+                }
+                Request::FetchChatroomHistory(_) => {
+                    frames.push(codec::encode_output::<FetchChatroomHistory>(id, &empty));
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+            let frames: Vec<Frame> = frames.into_iter().map(Frame::from).collect();
+            if conn.sink.send(&frames).await.is_err() || (entered && leave_after_entry) {
+                return;
+            }
+        }
     }
 
     /// A digest sent before the entry can reach the client after its `join_chatroom` went out
@@ -387,49 +424,8 @@ mod tests {
     #[tokio::test]
     async fn join_chatroom_returns_exact_counts_when_an_older_digest_came_before_its_answer() {
         let (mut listener, connector) = roomkit_transport_memory::transport();
-        // The server's side, scripted: a room of 900, 600 in its chatroom, dave joining.
         let server = tokio::spawn(async move {
-            let mut conn = listener.accept().await.expect("a connection");
-            loop {
-                let Ok(bytes) = conn.stream.recv().await else { return };
-                let RequestFrame { id, request } = codec::decode_request(&bytes).expect("a request");
-                let frames = match request {
-                    Request::Login(_) => vec![codec::encode_output::<Login>(
-                        id,
-                        &LoginOutput { user_uuid: "dave".parse().unwrap(), name: "Dave".into() },
-                    )],
-                    Request::JoinRoom(_) => {
-                        let mut joined = answer(vec![member("dave", false), member("m1", true)], (900, 600));
-                        joined.next_cursor = Some("2".into());
-                        vec![codec::encode_output::<JoinRoom>(id, &joined)]
-                    }
-                    // The digest of the interval before the entry, then the answer.
-                    Request::JoinChatroom(_) => vec![
-                        codec::encode_event(&digest(900, 600)),
-                        codec::encode_output::<JoinChatroom>(
-                            id,
-                            &FetchChatroomHistoryOutput {
-                                messages: Vec::new(),
-                                first_seq: 0,
-                                last_seq: 0,
-                                next_cursor: None,
-                            },
-                        ),
-                    ],
-                    Request::GetRoomInfo(_) => {
-                        let info = answer(vec![member("dave", true)], (0, 0)).room;
-                        vec![codec::encode_output::<GetRoomInfo>(
-                            id,
-                            &GetRoomInfoOutput { room: info, counts: counts(900, 601) },
-                        )]
-                    }
-                    other => panic!("unexpected request {other:?}"),
-                };
-                let frames: Vec<Frame> = frames.into_iter().map(Frame::from).collect();
-                if conn.sink.send(&frames).await.is_err() {
-                    return;
-                }
-            }
+            scripted_room(listener.accept().await.expect("a connection"), true, false).await;
         });
         let kit = RoomKit::connect_with(connector, ClientConfig::default()).await.expect("connects");
         kit.login("dave", "token").await.expect("logs in");
@@ -449,59 +445,11 @@ mod tests {
     #[tokio::test]
     async fn a_resumed_chatroom_has_exact_counts_when_an_older_digest_came_before_the_entry() {
         let (mut listener, connector) = roomkit_transport_memory::transport();
-        // The server's side, scripted: the first connection is dropped once dave is in the
-        // chatroom; on the second, the digest comes before the entry's answer.
+        // The first connection is dropped once dave is in the chatroom; on the second, the
+        // digest comes before the entry's answer.
         let server = tokio::spawn(async move {
-            for resumed in [false, true] {
-                let mut conn = listener.accept().await.expect("a connection");
-                loop {
-                    let Ok(bytes) = conn.stream.recv().await else { return };
-                    let RequestFrame { id, request } = codec::decode_request(&bytes).expect("a request");
-                    let entered = matches!(request, Request::JoinChatroom(_));
-                    let empty = FetchChatroomHistoryOutput {
-                        messages: Vec::new(),
-                        first_seq: 0,
-                        last_seq: 0,
-                        next_cursor: None,
-                    };
-                    let frames = match request {
-                        Request::Login(_) => vec![codec::encode_output::<Login>(
-                            id,
-                            &LoginOutput { user_uuid: "dave".parse().unwrap(), name: "Dave".into() },
-                        )],
-                        Request::JoinRoom(_) => {
-                            let joined = answer(vec![member("dave", false), member("m1", true)], (900, 600));
-                            vec![codec::encode_output::<JoinRoom>(id, &joined)]
-                        }
-                        Request::JoinChatroom(_) if !resumed => {
-                            vec![codec::encode_output::<JoinChatroom>(id, &empty)]
-                        }
-                        Request::JoinChatroom(_) => vec![
-                            codec::encode_event(&digest(900, 600)),
-                            codec::encode_output::<JoinChatroom>(id, &empty),
-                        ],
-                        Request::GetRoomInfo(_) => {
-                            let info = answer(vec![member("dave", true)], (0, 0)).room;
-                            vec![codec::encode_output::<GetRoomInfo>(
-                                id,
-                                &GetRoomInfoOutput { room: info, counts: counts(900, 601) },
-                            )]
-                        }
-                        Request::FetchChatroomHistory(_) => {
-                            vec![codec::encode_output::<FetchChatroomHistory>(id, &empty)]
-                        }
-                        other => panic!("unexpected request {other:?}"),
-                    };
-                    let frames: Vec<Frame> = frames.into_iter().map(Frame::from).collect();
-                    if conn.sink.send(&frames).await.is_err() {
-                        return;
-                    }
-                    if !resumed && entered {
-                        // Dropped: the client reconnects and resumes.
-                        break;
-                    }
-                }
-            }
+            scripted_room(listener.accept().await.expect("a connection"), false, true).await;
+            scripted_room(listener.accept().await.expect("a connection"), true, false).await;
             std::future::pending::<()>().await;
         });
         let mut config = ClientConfig::default();

@@ -185,11 +185,11 @@ impl RoomMirror {
 
 #[cfg(test)]
 mod tests {
-    use roomkit_protocol::{ops::MembersPage, Event, MembersChanged, Role};
+    use roomkit_protocol::{ops::MembersPage, Event, Role};
 
     use crate::{
         mirror::{
-            tests::{answer, counts, live_message, member, room},
+            tests::{answer, counts, digest, live_message, member, room},
             RoomMirror,
         },
         RoomEvent,
@@ -210,21 +210,6 @@ mod tests {
         joined.host = Some(host.into());
         joined.next_cursor = Some("3".into());
         RoomMirror::new(user("dave"), joined)
-    }
-
-    fn digest(counts: (u64, u64)) -> MembersChanged {
-        MembersChanged {
-            room_uuid: room(),
-            counts: super::MemberCounts { room: counts.0, chatroom: counts.1 },
-            joined_count: 0,
-            left_count: 0,
-            chatroom_joined_count: 0,
-            chatroom_left_count: 0,
-            joined: Vec::new(),
-            left: Vec::new(),
-            chatroom_joined: Vec::new(),
-            chatroom_left: Vec::new(),
-        }
     }
 
     fn uuids(members: &[roomkit_protocol::RoomMember]) -> Vec<&str> {

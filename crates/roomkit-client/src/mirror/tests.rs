@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use roomkit_protocol::{
-    ops::JoinRoomOutput, ChatMessage, ChatroomType, EndReason, Event, MemberCounts, MessageBody, MessageUuid,
-    Priority, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
+    ops::JoinRoomOutput, ChatMessage, ChatroomType, EndReason, Event, MemberCounts, MembersChanged,
+    MessageBody, MessageUuid, Priority, RoomInfo, RoomMember, RoomUuid, SharedMessage, UserUuid,
 };
 
 use super::RoomMirror;
@@ -60,6 +60,22 @@ pub(crate) fn answer(members: Vec<RoomMember>, counts: (u64, u64)) -> JoinRoomOu
 /// Alice's mirror of a room she and Bob are in, both in the chatroom.
 pub(crate) fn alice() -> RoomMirror {
     RoomMirror::new(user("alice"), answer(vec![member("alice", true), member("bob", true)], (2, 2)))
+}
+
+/// A `members_changed` digest of room `r1` with these counts and nobody named.
+pub(crate) fn digest(counts: (u64, u64)) -> MembersChanged {
+    MembersChanged {
+        room_uuid: room(),
+        counts: MemberCounts { room: counts.0, chatroom: counts.1 },
+        joined_count: 0,
+        left_count: 0,
+        chatroom_joined_count: 0,
+        chatroom_left_count: 0,
+        joined: Vec::new(),
+        left: Vec::new(),
+        chatroom_joined: Vec::new(),
+        chatroom_left: Vec::new(),
+    }
 }
 
 pub(crate) fn counts(room: u64, chatroom: u64) -> MemberCounts {
