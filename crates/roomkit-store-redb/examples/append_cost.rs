@@ -9,33 +9,17 @@
 //!
 //! `cargo run --release -p roomkit-store-redb --example append_cost [H...]`
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
+
+mod support;
 
 use roomkit_core::store::{MessageStore, Retention, StoreOp};
-use roomkit_protocol::{ChatMessage, ChatroomType, MessageBody, Priority};
 use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 
 const RETENTION: u64 = 100_000;
 
 fn message(seq: u64, text: &str) -> StoreOp {
-    StoreOp::Append {
-        room: "room".parse().expect("valid id"),
-        message: Arc::new(ChatMessage {
-            message_uuid: format!("m-{seq}").parse().expect("valid id"),
-            seq,
-            chatroom_type: ChatroomType::Common,
-            from_user_uuid: "sender".parse().expect("valid id"),
-            from_nick: "Sender".into(),
-            from_avatar: None,
-            from_backend: false,
-            to_user_uuid_list: None,
-            time: 1_700_000_000_000 + seq,
-            recalled: false,
-            priority: Priority::Normal,
-            persist: true,
-            body: MessageBody::Text { text: text.into() },
-        }),
-    }
+    support::text("room", seq, seq, text)
 }
 
 fn open(dir: &std::path::Path, durability: Durability) -> RedbStore {

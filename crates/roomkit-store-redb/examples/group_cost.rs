@@ -7,34 +7,17 @@
 //!
 //! `cargo run --release -p roomkit-store-redb --example group_cost [k...]`
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
+
+mod support;
 
 use roomkit_core::store::{MessageStore, Retention, StoreOp};
-use roomkit_protocol::{ChatMessage, ChatroomType, MessageBody, Priority};
 use roomkit_store_redb::{Durability, RedbConfig, RedbStore};
 
 const ROOMS: u64 = 8;
 
-fn message(seq: u64) -> StoreOp {
-    let room = seq % ROOMS;
-    StoreOp::Append {
-        room: format!("room-{room}").parse().expect("valid id"),
-        message: Arc::new(ChatMessage {
-            message_uuid: format!("m-{seq}").parse().expect("valid id"),
-            seq: seq / ROOMS + 1,
-            chatroom_type: ChatroomType::Common,
-            from_user_uuid: "sender".parse().expect("valid id"),
-            from_nick: "Sender".into(),
-            from_avatar: None,
-            from_backend: false,
-            to_user_uuid_list: None,
-            time: 1_700_000_000_000 + seq,
-            recalled: false,
-            priority: Priority::Normal,
-            persist: true,
-            body: MessageBody::Text { text: "x".repeat(100) },
-        }),
-    }
+fn message(n: u64) -> StoreOp {
+    support::text(&format!("room-{}", n % ROOMS), n, n / ROOMS + 1, &"x".repeat(100))
 }
 
 #[tokio::main(flavor = "current_thread")]
