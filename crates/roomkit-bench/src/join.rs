@@ -362,13 +362,14 @@ pub(crate) async fn against_cluster(
     let prefix = format!("join{size}x{}", std::process::id());
     let nodes = crate::cluster::start_nodes(bin, &nats, nodes, None, &prefix).await?;
     let room = format!("storm-{size}");
-    create_room(&Target::Process { addr: nodes[0].addr, pid: nodes[0].pid }, &room).await?;
+    // The room's own node: it creates the room, and answers the counts at the end.
+    let first = Target::Process { addr: nodes[0].addr, pid: nodes[0].pid };
+    create_room(&first, &room).await?;
     let pids: Vec<u32> = nodes.iter().map(|n| n.pid).collect();
-    let rss_sum = || pids.iter().map(|&pid| rss_bytes(pid)).sum::<u64>();
     let cpu_sum = || pids.iter().map(|&pid| cpu_secs(pid)).sum::<f64>();
     let rss_each = || pids.iter().map(|&pid| rss_bytes(pid)).collect::<Vec<u64>>();
     let rss_before_each = rss_each();
-    let rss_before = rss_sum();
+    let rss_before: u64 = rss_before_each.iter().sum();
     let cpu_before = cpu_sum();
     let exe = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
     let pb = bar(size as u64, &format!("join storm, {size} members, {} nodes", nodes.len()));
@@ -426,9 +427,9 @@ pub(crate) async fn against_cluster(
     pb.finish_and_clear();
     let (total, cpu) = joined_at.ok_or("the join workers reported fewer members than they joined")?;
     let received: u64 = workers.iter().filter_map(|w| w.2).sum();
-    let counts = room_counts(&Target::Process { addr: nodes[0].addr, pid: nodes[0].pid }, &room, size).await;
-    let rss = rss_sum();
+    let counts = room_counts(&first, &room, size).await;
     let rss_after_each = rss_each();
+    let rss: u64 = rss_after_each.iter().sum();
     for (child, _, _) in &mut workers {
         // Closing its input tells a worker to close its members' sockets and exit.
         drop(child.stdin.take());
