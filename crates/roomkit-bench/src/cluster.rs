@@ -311,8 +311,9 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
     let (delivered_after, cpu_after, nats_after) = (counts(), cpus(), cpu_secs(nats.pid()));
     let traffic_after = nats.traffic().await;
     let mut latencies = Vec::new();
+    let pids: Vec<u32> = nodes.iter().map(|node| node.pid).collect();
     for &rate in &o.cluster_rates {
-        latencies.push((rate, run.latency(rate, o.rate_secs).await?));
+        latencies.push((rate, run.latency(rate, o.rate_secs, &pids).await?));
     }
     drop(sinks);
     for r in readers {
@@ -380,6 +381,8 @@ fn latency_row(rate: u64, l: &Latency) -> Value {
         "p99_ms": round(l.p99_ms, 3),
         "p999_ms": round(l.p999_ms, 3),
         "max_ms": round(l.max_ms, 3),
+        "nodes_cpus": round(l.server_cpu, 2),
+        "generator_cpus": round(l.generator_cpu, 2),
     })
 }
 

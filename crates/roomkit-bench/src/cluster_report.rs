@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::{
     cluster::nats_version,
     generator::PAYLOAD_BYTES,
-    report::{git_commit, machine, utc_now, workspace_root, RESULTS_DIR},
+    report::{git_commit, machine, utc_now, workspace_root, RESULTS_DIR, SATURATED_CPUS},
     Options,
 };
 
@@ -36,7 +36,7 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
     println!("cluster fan-out ({PAYLOAD_BYTES}-byte texts, JetStream store; {where_}):");
     let mut head = format!("{:>5} {:>8} {:>13}", "nodes", "members", "deliveries/s");
     for rate in &o.cluster_rates {
-        head += &format!(" {:>12}", format!("p99 @{rate}/s"));
+        head += &format!(" {:>13}", format!("p99 @{rate}/s"));
     }
     head += &format!(
         " {:>34} {:>9} {:>9} {:>11} | {:>8} {:>10} {:>6}",
@@ -56,7 +56,13 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
             let phase = r["latency"]
                 .as_array()
                 .and_then(|phases| phases.iter().find(|p| p["rate_per_sec"] == json!(rate)));
-            line += &format!(" {:>10.3}ms", phase.map_or(0.0, |p| f(&p["p99_ms"])));
+            // Starred where the generator was saturated: its backlog is in the latency.
+            let busy = phase.is_some_and(|p| f(&p["generator_cpus"]) >= SATURATED_CPUS);
+            line += &format!(
+                " {:>10.3}ms{}",
+                phase.map_or(0.0, |p| f(&p["p99_ms"])),
+                if busy { "*" } else { " " }
+            );
         }
         let per_node: Vec<String> = r["per_node"]
             .as_array()
@@ -84,7 +90,8 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
     println!(
         "(node 1 owns the room, stores each message in JetStream and publishes it once; every node delivers to its own \
          members; NATS CPU and NATS in/out: nats-server's CPU time and the messages it received and sent, per text sent; \
-         acks/s: {} senders spread over the nodes)\n",
+         acks/s: {} senders spread over the nodes; * after a p99: the generator was saturated, {SATURATED_CPUS:.2} of \
+         a CPU or more, and its backlog is part of that latency)\n",
         o.cluster_senders
     );
     let lost: u64 = rows.iter().map(lost).sum();

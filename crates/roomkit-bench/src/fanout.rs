@@ -181,7 +181,7 @@ pub(crate) async fn run_size(
     let server_cpu = cpu_secs(pid) - cpu_before;
     let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
     let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
-    let latency = run.latency(o.rate, o.rate_secs).await?;
+    let latency = run.latency(o.rate, o.rate_secs, &[pid]).await?;
     let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
 
     drop(sinks);

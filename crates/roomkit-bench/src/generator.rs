@@ -235,6 +235,8 @@ pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, late
         "latency_p99_ms": latency.p99_ms,
         "latency_p999_ms": latency.p999_ms,
         "latency_max_ms": latency.max_ms,
+        "latency_server_cpus": (latency.server_cpu * 100.0).round() / 100.0,
+        "latency_generator_cpus": (latency.generator_cpu * 100.0).round() / 100.0,
     });
     if let (Some(row), Value::Object(phases)) = (row.as_object_mut(), phases) {
         row.extend::<Map<String, Value>>(phases);
@@ -256,6 +258,16 @@ pub(crate) struct Latency {
     pub(crate) p99_ms: f64,
     pub(crate) p999_ms: f64,
     pub(crate) max_ms: f64,
+    /// CPU the servers used over the timed part, in CPUs (1.0: one CPU busy throughout).
+    pub(crate) server_cpu: f64,
+    /// CPU this generator used over the timed part, in CPUs: near 1.0 on its one CPU, its
+    /// own backlog is part of every latency it measures.
+    pub(crate) generator_cpu: f64,
+}
+
+/// CPU time used by the processes `pids` together, in seconds.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|&pid| crate::cpu_secs(pid)).sum()
 }
 
 impl<'a, P: Publish> Run<'a, P> {
@@ -318,8 +330,10 @@ impl<'a, P: Publish> Run<'a, P> {
     }
 
     /// Sends `rate` messages per second for [`WARMUP_SECS`] and then `secs` seconds, those of
-    /// the last `secs` stamped with their send time, and waits for their deliveries.
-    pub(crate) async fn latency(&mut self, rate: u64, secs: u64) -> Result<Latency, String> {
+    /// the last `secs` stamped with their send time, and waits for their deliveries; also
+    /// reports the CPU used over that timed part by the servers (`servers`, process ids) and
+    /// by this generator.
+    pub(crate) async fn latency(&mut self, rate: u64, secs: u64, servers: &[u32]) -> Result<Latency, String> {
         self.deliveries.reset_histogram();
         let receivers = self.receivers;
         let warmup = rate * WARMUP_SECS;
@@ -328,8 +342,12 @@ impl<'a, P: Publish> Run<'a, P> {
         let (base, in_order, out_of_order) = self.counts();
         let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut timed = (Instant::now(), 0.0, 0.0);
         for i in 0..warmup + total {
             tick.tick().await;
+            if i == warmup {
+                timed = (Instant::now(), cpu_of(servers), cpu_of(&[std::process::id()]));
+            }
             let stamp = self.deliveries.epoch.elapsed().as_nanos() as u64;
             let text =
                 if i < warmup { fanout_text(self.next_seq) } else { latency_text(self.next_seq, stamp) };
@@ -342,6 +360,9 @@ impl<'a, P: Publish> Run<'a, P> {
         }
         let sent = warmup + total;
         self.drain(base + sent * receivers, Duration::from_secs(60), Duration::from_millis(5)).await;
+        let wall = timed.0.elapsed().as_secs_f64().max(1e-3);
+        let server_cpu = (cpu_of(servers) - timed.1) / wall;
+        let generator_cpu = (cpu_of(&[std::process::id()]) - timed.2) / wall;
         pb.finish_and_clear();
         let (after, in_order_after, out_of_order_after) = self.counts();
         let merged = self.deliveries.histogram();
@@ -357,6 +378,8 @@ impl<'a, P: Publish> Run<'a, P> {
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
             max_ms: merged.max() as f64 / 1e6,
+            server_cpu,
+            generator_cpu,
         })
     }
 }

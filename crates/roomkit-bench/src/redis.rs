@@ -224,7 +224,7 @@ pub(crate) async fn run_size(size: usize, o: &Options, server_cpu: Option<usize>
     let cpu_before = cpu_secs(pid);
     let fanout = run.fanout(o.deliveries).await?;
     let server_cpu = cpu_secs(pid) - cpu_before;
-    let latency = run.latency(o.rate, o.rate_secs).await?;
+    let latency = run.latency(o.rate, o.rate_secs, &[pid]).await?;
     let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
 
     drop(publisher);

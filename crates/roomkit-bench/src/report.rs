@@ -42,6 +42,9 @@ fn lost(row: &Value) -> u64 {
         .sum()
 }
 
+/// CPUs busy from which a process of one CPU is reported saturated.
+pub(crate) const SATURATED_CPUS: f64 = 0.9;
+
 /// Prints the side-by-side table; returns how many texts were lost or out of order, both
 /// systems together.
 pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, rate: u64) -> u64 {
@@ -82,8 +85,35 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, rate: u64) -> u6
         );
     }
     println!(
-        "(latency at {rate} msg/s; ratio = roomkit ÷ redis; lost counts missing and out-of-order texts)\n"
+        "(latency at {rate} msg/s; ratio = roomkit ÷ redis; lost counts missing and out-of-order texts)"
     );
+    // Near one CPU, a process has a backlog: the generator's is in both systems' latencies.
+    let busy = |v: &Value| if f(v) >= SATURATED_CPUS { "*" } else { "" };
+    let mut saturated = false;
+    for r in rows {
+        let (rk, rd) = (&r["roomkit"], &r["redis"]);
+        let (rk_server, rd_server) = (&rk["latency_server_cpus"], &rd["latency_server_cpus"]);
+        let (rk_gen, rd_gen) = (&rk["latency_generator_cpus"], &rd["latency_generator_cpus"]);
+        saturated |= [rk_server, rd_server, rk_gen, rd_gen].iter().any(|v| f(v) >= SATURATED_CPUS);
+        println!(
+            "  {} members, CPUs busy while timed: servers {:.2}{} / {:.2}{}, generator {:.2}{} / {:.2}{} (roomkit / redis)",
+            r["members"],
+            f(rk_server),
+            busy(rk_server),
+            f(rd_server),
+            busy(rd_server),
+            f(rk_gen),
+            busy(rk_gen),
+            f(rd_gen),
+            busy(rd_gen),
+        );
+    }
+    if saturated {
+        println!(
+            "  (* saturated, {SATURATED_CPUS:.2} of a CPU or more: its backlog is part of the latencies)"
+        );
+    }
+    println!();
     let lost: u64 = rows.iter().map(|r| lost(&r["roomkit"]) + lost(&r["redis"])).sum();
     if lost > 0 {
         eprintln!("error: {lost} texts lost or out of order (see the rows' *_lost and *_out_of_order)\n");
