@@ -182,6 +182,9 @@ pub(crate) async fn run_size(
     let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
     let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
     let latency = run.latency(o.rate, o.rate_secs, &[pid]).await?;
+    let writes_latency = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
+    let latency_frames_per_write =
+        (writes_latency.0 - writes_after.0) / (writes_latency.1 - writes_after.1).max(1.0);
     let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
 
     drop(sinks);
@@ -199,6 +202,7 @@ pub(crate) async fn run_size(
         "rss_after_bytes": rss_after,
         "rss_per_member_bytes": per_member,
         "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
+        "latency_frames_per_write": (latency_frames_per_write * 100.0).round() / 100.0,
     });
     add_phases(&mut row, &fanout, server_cpu, &latency, o.rate);
     Ok(row)
