@@ -163,7 +163,8 @@ impl fmt::Debug for Frame {
 #[async_trait]
 pub trait FrameSink: Send {
     /// Sends `frames` in order, flushing once after the last: a batch is one write where
-    /// the transport allows it.
+    /// the transport allows it. Whatever [`try_send`](Self::try_send) took in part goes
+    /// first, so even an empty batch may write.
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError>;
 
     /// Like [`send`](Self::send), taking the frames: `frames` is left empty (its buffer
@@ -180,6 +181,28 @@ pub trait FrameSink: Send {
 
     /// Tells the peer why the connection ends, then closes it. Idempotent.
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
+
+    /// Sends what of `frames`, from the first, the transport takes at once, without waiting:
+    /// a writer whose connection has room (nearly always) writes its batch in place, with no
+    /// future to build and poll, and sends the rest with [`send`](Self::send). See [`Taken`].
+    /// The default takes nothing.
+    fn try_send(&mut self, frames: &[Frame]) -> Taken {
+        let _ = frames;
+        Taken::default()
+    }
+}
+
+/// What a [`FrameSink::try_send`] did: it took the first `frames` (maybe none: a write is
+/// under way, the connection would wait, or it failed; the caller sends the rest with
+/// [`FrameSink::send`], which meets the failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Taken {
+    /// How many of the frames, from the first, the transport took.
+    pub frames: usize,
+    /// The last frame taken went out in part: the transport keeps the rest of it, and the
+    /// next [`FrameSink::send`] (which the caller must make, with no frames if none are
+    /// left) writes it before anything else.
+    pub cut: bool,
 }
 
 /// The receiving half of a connection.

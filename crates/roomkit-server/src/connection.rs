@@ -22,7 +22,7 @@ use crate::{
     ServerShared,
 };
 use roomkit_core::{
-    transport::{CloseReason, Connection, FrameSink, FrameStream, TransportError},
+    transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError},
     ConnId, Identity,
 };
 use roomkit_protocol::{
@@ -156,7 +156,7 @@ impl Open {
     fn poll_halves(mut self, cx: &mut Context<'_>) -> Result<Self, Box<Closed>> {
         loop {
             self.write = match self.write {
-                Half::Idle(parts) => match parts.outbox.poll_ready(cx) {
+                Half::Idle(mut parts) => match parts.outbox.poll_ready(cx) {
                     Poll::Pending => {
                         self.write = Half::Idle(parts);
                         break;
@@ -165,9 +165,13 @@ impl Open {
                         let ended = Ended::Write { write: parts, wrote: true, read: self.read };
                         return Err(Box::new((ended, self.shared, self.peer)));
                     }
-                    // Boxed while there is something to write: an idle connection's task
-                    // holds no batch and no write under way.
-                    Poll::Ready(false) => Half::Busy(Box::pin(write_step(parts, self.shared.clock))),
+                    // Written in place when the socket takes it all (nearly always); boxed
+                    // only for what must wait: an idle connection's task holds no batch and no
+                    // write under way.
+                    Poll::Ready(false) => match write_now(&mut parts, &self.shared.clock) {
+                        None => Half::Idle(parts),
+                        Some(rest) => Half::Busy(Box::pin(write_step(parts, self.shared.clock, Some(rest)))),
+                    },
                 },
                 Half::Busy(mut step) => match step.as_mut().poll(cx) {
                     Poll::Pending => {
@@ -210,11 +214,45 @@ impl Open {
     }
 }
 
-/// The writing half's step: writes what is queued until the queue is empty (`None`) or the
-/// connection is closing (see [`write_batches`]).
-async fn write_step(mut parts: WriteParts, clock: Clock) -> (WriteParts, Option<bool>) {
-    let done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock).await;
+/// The writing half's step: writes `rest`, then what is queued until the queue is empty
+/// (`None`) or the connection is closing (see [`write_batches`]).
+async fn write_step(mut parts: WriteParts, clock: Clock, rest: Option<Rest>) -> (WriteParts, Option<bool>) {
+    let done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock, rest).await;
     (parts, done)
+}
+
+/// What a batch written in place left to send: the frames the transport did not take, and the
+/// batch's bytes and sign of life (see [`write_batches`]).
+struct Rest {
+    frames: Vec<Frame>,
+    written: usize,
+    alive: bool,
+}
+
+/// Takes what is queued and hands it to the transport's write that does not wait
+/// ([`FrameSink::try_send`]); `None` when it all went out, else what is left for
+/// [`write_batches`]. A delivery to a connection with room in its socket thus costs the
+/// write, with no future built, boxed and polled around it.
+fn write_now(parts: &mut WriteParts, clock: &Clock) -> Option<Rest> {
+    let mut frames = Vec::new();
+    let written = parts.outbox.take(&mut frames);
+    if frames.is_empty() {
+        parts.outbox.settle(&mut frames, written);
+        return None;
+    }
+    crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
+    let alive = frames.iter().any(|frame| !frame.is_ping());
+    let taken = parts.sink.try_send(&frames);
+    if taken.frames == frames.len() && !taken.cut {
+        if alive {
+            parts.outbox.touch(clock);
+        }
+        parts.outbox.settle(&mut frames, written);
+        return None;
+    }
+    // A frame taken in part is the transport's now: it finishes it before the rest.
+    frames.drain(..taken.frames);
+    Some(Rest { frames, written, alive })
 }
 
 /// The reading half's step: receives a frame and handles it; false once reading is over. It
@@ -419,20 +457,36 @@ async fn read_or_expire(
     }
 }
 
-/// Writes what is queued, batch after batch, as long as more is queued meanwhile; `None` once
-/// the queue is empty with no wake-up due (the connection is idle), else `Some` once the
-/// connection is closing: true, or false when a write failed (the connection is then closed,
-/// with nothing more to send).
-async fn write_batches(sink: &mut dyn FrameSink, outbox: &Outbox, clock: &Clock) -> Option<bool> {
+/// Writes `rest` (what [`write_now`] left, sent even if no frame is left in it: the transport
+/// finishes a frame it took in part), then what is queued, batch after batch, as long as more
+/// is queued meanwhile; `None` once the queue is empty with no wake-up due (the connection is
+/// idle), else `Some` once the connection is closing: true, or false when a write failed (the
+/// connection is then closed, with nothing more to send).
+async fn write_batches(
+    sink: &mut dyn FrameSink,
+    outbox: &Outbox,
+    clock: &Clock,
+    mut rest: Option<Rest>,
+) -> Option<bool> {
     let mut batch = Vec::new();
     loop {
-        let written = outbox.take(&mut batch);
+        // A written batch with anything but pings in it is a sign of life for the keep-alive
+        // (see `keepalive.rs`); the transport may take the frames out of `batch`.
+        let (written, alive, resumed) = match rest.take() {
+            Some(Rest { frames, written, alive }) => {
+                batch = frames;
+                (written, alive, true)
+            }
+            None => {
+                let written = outbox.take(&mut batch);
+                if !batch.is_empty() {
+                    crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
+                }
+                (written, batch.iter().any(|frame| !frame.is_ping()), false)
+            }
+        };
         let mut busy = false;
-        if !batch.is_empty() {
-            crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
-            // A written batch with anything but pings in it is a sign of life for the keep-alive
-            // (see `keepalive.rs`); the transport may take the frames out of `batch`.
-            let alive = batch.iter().any(|frame| !frame.is_ping());
+        if !batch.is_empty() || resumed {
             let sent = {
                 let mut send = sink.send_all(&mut batch);
                 let sent = tokio::select! {

@@ -5,7 +5,9 @@
 //! header is already in front) goes to the socket with vectored writes, up to
 //! [`MAX_IOVECS`] frames per `writev`, straight from the shared buffers: no copy into a
 //! per-connection buffer, and no write buffer that stays at the size of the largest frame
-//! ever sent.
+//! ever sent. A writer first offers its batch to [`FrameSink::try_send`], one `writev` that
+//! never waits: a socket with room takes the batch in place, and what it does not take goes
+//! through `send`.
 //!
 //! **Reading.** Bytes are read into a buffer only while a frame is incomplete; once a frame
 //! is whole the buffer is handed on with it, so an idle connection holds no read buffer at
@@ -34,7 +36,9 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
-use roomkit_core::transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError};
+use roomkit_core::transport::{
+    CloseReason, Connection, Frame, FrameSink, FrameStream, Taken, TransportError,
+};
 use roomkit_protocol::Code;
 use tokio::{net::TcpStream, sync::Mutex};
 
@@ -191,9 +195,7 @@ struct SocketSink {
 #[async_trait]
 impl FrameSink for SocketSink {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
-        if frames.is_empty() {
-            return Ok(());
-        }
+        // Even with no frames: `try_send` may have left one part-way.
         self.socket
             .write_parts(frames.len(), |i| frames[i].wire(), false)
             .await
@@ -205,6 +207,37 @@ impl FrameSink for SocketSink {
             self.socket.close(Some(close_code(reason.code)), &close_text(&reason)).await;
         }
         Ok(())
+    }
+
+    /// One vectored write, if nobody else is writing (a pong, a close): the frames the socket
+    /// takes whole, and the one it takes in part, whose rest is kept as a cut frame that the
+    /// next write finishes first.
+    fn try_send(&mut self, frames: &[Frame]) -> Taken {
+        let socket = &*self.socket;
+        if frames.is_empty() {
+            return Taken::default();
+        }
+        let Ok(mut writing) = socket.writing.try_lock() else { return Taken::default() };
+        if writing.is_some() || socket.close_sent.load(Ordering::Acquire) {
+            return Taken::default();
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = frames.len().min(MAX_IOVECS);
+        for (slice, frame) in slices.iter_mut().zip(&frames[..n]) {
+            *slice = IoSlice::new(frame.wire());
+        }
+        // A failed write is left to `send`, which meets it again and reports it.
+        let Ok(mut written) = socket.tcp.try_write_vectored(&slices[..n]) else { return Taken::default() };
+        let mut taken = 0;
+        while taken < n && written >= frames[taken].wire().len() {
+            written -= frames[taken].wire().len();
+            taken += 1;
+        }
+        if written == 0 {
+            return Taken { frames: taken, cut: false };
+        }
+        *writing = Some(Box::new((frames[taken].wire().clone(), written)));
+        Taken { frames: taken + 1, cut: true }
     }
 }
 

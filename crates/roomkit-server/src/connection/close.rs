@@ -80,7 +80,7 @@ async fn finish_writing(write: Half<WriteParts, Option<bool>>, clock: Clock) -> 
         if parts.outbox.ready().await {
             return (parts, true);
         }
-        done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock).await;
+        done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock, None).await;
     }
 }
 

@@ -142,6 +142,69 @@ async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
     assert_eq!(&last.1[..2], &4000u16.to_be_bytes());
 }
 
+/// A writer's batch goes out in place when the socket has room; when it has not, the socket
+/// takes what fits, keeps the rest of a frame it took in part, and the next `send` finishes
+/// that frame before the frames not taken: the peer gets every frame whole, in order.
+#[tokio::test]
+async fn a_write_that_does_not_wait_takes_what_fits_and_the_next_send_finishes_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let Connection { mut sink, .. } =
+        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
+    let small = [Frame::text(b"{\"a\":1}"), Frame::text(b"{\"b\":2}")];
+    assert_eq!(sink.try_send(&small), Taken { frames: 2, cut: false }, "an idle socket takes a small batch");
+    // Far more than the socket buffers hold while the client does not read; each frame
+    // tells its place by its filler.
+    let batch: Vec<Frame> = (0..16u8).map(|i| Frame::text(&vec![b'a' + i; 1 << 20])).collect();
+    let taken = sink.try_send(&batch);
+    assert!(taken.frames < batch.len(), "a full socket takes part of the batch: {taken:?}");
+    if taken.cut {
+        assert_eq!(sink.try_send(&batch[taken.frames..]), Taken::default(), "nothing overtakes a cut frame");
+    }
+    let reader = tokio::spawn(async move { read_frames(&mut client).await });
+    sink.send(&batch[taken.frames..]).await.unwrap();
+    sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await.unwrap();
+    let frames = reader.await.unwrap();
+    let (last, texts) = frames.split_last().expect("frames");
+    assert_eq!(texts.len(), 18, "every frame arrives once");
+    assert_eq!((texts[0].1.as_slice(), texts[1].1.as_slice()), (&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]));
+    for (i, (op, payload)) in texts[2..].iter().enumerate() {
+        assert_eq!(*op, OP_TEXT);
+        assert!(
+            payload.len() == 1 << 20 && payload.iter().all(|b| *b == b'a' + i as u8),
+            "frame {i} whole, in place"
+        );
+    }
+    assert_eq!(last.0, OP_CLOSE);
+}
+
+/// A frame taken in part with nothing after it: an empty send writes the rest of it (not
+/// only the next frame or the close).
+#[tokio::test]
+async fn an_empty_send_finishes_a_frame_taken_in_part() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let Connection { mut sink, .. } =
+        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
+    let huge = Frame::text(&vec![b'h'; 64 << 20]);
+    assert_eq!(sink.try_send(std::slice::from_ref(&huge)), Taken { frames: 1, cut: true });
+    let len = huge.wire().len();
+    let reader = tokio::spawn(async move {
+        let mut bytes = vec![0; len];
+        client.read_exact(&mut bytes).await.map(|_| bytes)
+    });
+    sink.send(&[]).await.unwrap();
+    let bytes = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the rest of the frame is written by the empty send")
+        .unwrap()
+        .unwrap();
+    assert!(bytes == huge.wire()[..], "the frame arrives whole");
+}
+
 /// Every idle member holds a socket's shared part and its reading half: what only a cut
 /// write, a fragmented message or the end of the stream needs is boxed when it happens.
 /// (The shared part is 88 bytes in the release server; with the tokio features the
