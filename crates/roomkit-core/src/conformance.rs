@@ -36,6 +36,7 @@ macro_rules! transport_conformance_tests {
             frames_arrive_whole_and_in_order,
             batches_arrive_in_order,
             batches_taken_whole_arrive_in_order,
+            what_try_send_takes_and_send_all_the_rest_arrive_in_order,
             large_frames_arrive_whole,
             close_reason_reaches_the_peer,
             client_close_is_seen_by_the_server,
@@ -171,6 +172,44 @@ pub async fn batches_taken_whole_arrive_in_order<L: Listener, C: Connector>(list
         }
         for (i, payload) in got.iter().enumerate() {
             assert_eq!(*payload, frame(i).payload(), "frame {i}");
+        }
+    };
+    join(send, recv).await;
+}
+
+/// Batches offered to `try_send` (which takes what the transport has room for, maybe none,
+/// out of the batch) with the rest handed to `send_all`, as a server's writer does, arrive
+/// whole and in order, including batches larger than a socket holds at once.
+pub async fn what_try_send_takes_and_send_all_the_rest_arrive_in_order<L: Listener, C: Connector>(
+    listener: &mut L,
+    connector: &C,
+) {
+    let (mut server, mut client) = pair(listener, connector).await;
+    let big = |i: usize| Frame::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(60 << 10)).as_str());
+    let rounds = 20;
+    let expected = |round: usize| -> Vec<Frame> {
+        match round % 4 {
+            // Every fourth batch is larger than a socket's buffers (of 60 KiB frames, which
+            // every transport's default limits take).
+            3 => (0..64).map(|i| big(round * 100 + i)).collect(),
+            _ => (0..100).map(|i| frame(round * 100 + i)).collect(),
+        }
+    };
+    let send = async {
+        for round in 0..rounds {
+            let mut batch = expected(round);
+            let len = batch.len();
+            let taken = server.sink.try_send(&mut batch);
+            assert_eq!(taken.frames + batch.len(), len, "what is taken leaves the batch");
+            server.sink.send_all(&mut batch).await.expect("the rest");
+        }
+    };
+    let recv = async {
+        for round in 0..rounds {
+            for (i, frame) in expected(round).iter().enumerate() {
+                let got = client.stream.recv().await.expect("recv");
+                assert!(got == frame.payload(), "round {round} frame {i}");
+            }
         }
     };
     join(send, recv).await;

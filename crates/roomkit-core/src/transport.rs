@@ -182,11 +182,12 @@ pub trait FrameSink: Send {
     /// Tells the peer why the connection ends, then closes it. Idempotent.
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError>;
 
-    /// Sends what of `frames`, from the first, the transport takes at once, without waiting:
-    /// a writer whose connection has room (nearly always) writes its batch in place, with no
-    /// future to build and poll, and sends the rest with [`send`](Self::send). See [`Taken`].
-    /// The default takes nothing.
-    fn try_send(&mut self, frames: &[Frame]) -> Taken {
+    /// Sends what of `frames`, from the first, the transport takes at once, without waiting,
+    /// taking those frames out of `frames` (as [`send_all`](Self::send_all) does): a writer
+    /// whose connection has room (nearly always) writes its batch in place, with no future to
+    /// build and poll, and sends what is left with [`send_all`](Self::send_all). See
+    /// [`Taken`]. The default takes nothing.
+    fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
         let _ = frames;
         Taken::default()
     }

@@ -242,16 +242,16 @@ fn write_now(parts: &mut WriteParts, clock: &Clock) -> Option<Rest> {
     }
     crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
     let alive = frames.iter().any(|frame| !frame.is_ping());
-    let taken = parts.sink.try_send(&frames);
-    if taken.frames == frames.len() && !taken.cut {
+    // What the transport takes leaves `frames`; a frame it took in part is its own now, and
+    // it finishes that frame at the next send, before the rest.
+    let taken = parts.sink.try_send(&mut frames);
+    if frames.is_empty() && !taken.cut {
         if alive {
             parts.outbox.touch(clock);
         }
         parts.outbox.settle(&mut frames, written);
         return None;
     }
-    // A frame taken in part is the transport's now: it finishes it before the rest.
-    frames.drain(..taken.frames);
     Some(Rest { frames, written, alive })
 }
 

@@ -40,7 +40,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use roomkit_core::transport::{
-    CloseReason, Connection, Connector, Frame, FrameSink, FrameStream, Listener, TransportError,
+    CloseReason, Connection, Connector, Frame, FrameSink, FrameStream, Listener, Taken, TransportError,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -372,6 +372,30 @@ impl FrameSink for MemorySink {
 
     async fn send_all(&mut self, frames: &mut Vec<Frame>) -> Result<(), TransportError> {
         self.hand_over(frames).await
+    }
+
+    /// What the queue has room for, moved in; nothing once the connection is closed or cut
+    /// (the send that follows reports it).
+    fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
+        let Some(queue) = self.queue.as_ref() else { return Taken::default() };
+        if self.cut.is_cut() {
+            return Taken::default();
+        }
+        let (added, pinged) = {
+            let mut state = queue.lock();
+            if state.receiver_gone {
+                return Taken::default();
+            }
+            let room = queue.capacity.saturating_sub(state.frames.len()).min(frames.len());
+            (room, (&mut *frames).hand(room, &mut state.frames))
+        };
+        if pinged {
+            self.answer_ping(queue);
+        }
+        if added > 0 {
+            queue.readable.notify_one();
+        }
+        Taken { frames: added, cut: false }
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {

@@ -212,7 +212,7 @@ impl FrameSink for SocketSink {
     /// One vectored write, if nobody else is writing (a pong, a close): the frames the socket
     /// takes whole, and the one it takes in part, whose rest is kept as a cut frame that the
     /// next write finishes first.
-    fn try_send(&mut self, frames: &[Frame]) -> Taken {
+    fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
         let socket = &*self.socket;
         if frames.is_empty() {
             return Taken::default();
@@ -221,23 +221,31 @@ impl FrameSink for SocketSink {
         if writing.is_some() || socket.close_sent.load(Ordering::Acquire) {
             return Taken::default();
         }
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = frames.len().min(MAX_IOVECS);
-        for (slice, frame) in slices.iter_mut().zip(&frames[..n]) {
-            *slice = IoSlice::new(frame.wire());
+        // `MAX_IOVECS` frames per write, as long as the socket takes each write whole.
+        let (mut taken, mut cut) = (0, false);
+        while taken < frames.len() && !cut {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = (frames.len() - taken).min(MAX_IOVECS);
+            for (slice, frame) in slices.iter_mut().zip(&frames[taken..taken + n]) {
+                *slice = IoSlice::new(frame.wire());
+            }
+            // A failed write is left to `send`, which meets it again and reports it.
+            let Ok(mut written) = socket.tcp.try_write_vectored(&slices[..n]) else { break };
+            let end = taken + n;
+            while taken < end && written >= frames[taken].wire().len() {
+                written -= frames[taken].wire().len();
+                taken += 1;
+            }
+            if written > 0 {
+                *writing = Some(Box::new((frames[taken].wire().clone(), written)));
+                taken += 1;
+                cut = true;
+            } else if taken < end {
+                break;
+            }
         }
-        // A failed write is left to `send`, which meets it again and reports it.
-        let Ok(mut written) = socket.tcp.try_write_vectored(&slices[..n]) else { return Taken::default() };
-        let mut taken = 0;
-        while taken < n && written >= frames[taken].wire().len() {
-            written -= frames[taken].wire().len();
-            taken += 1;
-        }
-        if written == 0 {
-            return Taken { frames: taken, cut: false };
-        }
-        *writing = Some(Box::new((frames[taken].wire().clone(), written)));
-        Taken { frames: taken + 1, cut: true }
+        frames.drain(..taken);
+        Taken { frames: taken, cut }
     }
 }
 

@@ -152,24 +152,33 @@ async fn a_write_that_does_not_wait_takes_what_fits_and_the_next_send_finishes_i
     let (server, _) = listener.accept().await.unwrap();
     let Connection { mut sink, .. } =
         socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
-    let small = [Frame::text(b"{\"a\":1}"), Frame::text(b"{\"b\":2}")];
-    assert_eq!(sink.try_send(&small), Taken { frames: 2, cut: false }, "an idle socket takes a small batch");
+    // More frames than one `writev` takes: an idle socket takes them all, in writes of
+    // `MAX_IOVECS`.
+    let small_text = |i: usize| format!("{{\"n\":{i}}}");
+    let mut small: Vec<Frame> = (0..100).map(|i| Frame::text(small_text(i).as_bytes())).collect();
+    assert_eq!(sink.try_send(&mut small), Taken { frames: 100, cut: false }, "an idle socket takes it all");
+    assert!(small.is_empty(), "what is taken leaves the batch");
     // Far more than the socket buffers hold while the client does not read; each frame
     // tells its place by its filler.
-    let batch: Vec<Frame> = (0..16u8).map(|i| Frame::text(&vec![b'a' + i; 1 << 20])).collect();
-    let taken = sink.try_send(&batch);
-    assert!(taken.frames < batch.len(), "a full socket takes part of the batch: {taken:?}");
+    let mut batch: Vec<Frame> = (0..16u8).map(|i| Frame::text(&vec![b'a' + i; 1 << 20])).collect();
+    let taken = sink.try_send(&mut batch);
+    assert!(!batch.is_empty(), "a full socket takes part of the batch: {taken:?}");
+    assert_eq!(batch.len() + taken.frames, 16);
     if taken.cut {
-        assert_eq!(sink.try_send(&batch[taken.frames..]), Taken::default(), "nothing overtakes a cut frame");
+        let before = batch.len();
+        assert_eq!(sink.try_send(&mut batch), Taken::default(), "nothing overtakes a cut frame");
+        assert_eq!(batch.len(), before);
     }
     let reader = tokio::spawn(async move { read_frames(&mut client).await });
-    sink.send(&batch[taken.frames..]).await.unwrap();
+    sink.send_all(&mut batch).await.unwrap();
     sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await.unwrap();
     let frames = reader.await.unwrap();
     let (last, texts) = frames.split_last().expect("frames");
-    assert_eq!(texts.len(), 18, "every frame arrives once");
-    assert_eq!((texts[0].1.as_slice(), texts[1].1.as_slice()), (&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]));
-    for (i, (op, payload)) in texts[2..].iter().enumerate() {
+    assert_eq!(texts.len(), 116, "every frame arrives once");
+    for (i, (_, payload)) in texts[..100].iter().enumerate() {
+        assert_eq!(payload, small_text(i).as_bytes());
+    }
+    for (i, (op, payload)) in texts[100..].iter().enumerate() {
         assert_eq!(*op, OP_TEXT);
         assert!(
             payload.len() == 1 << 20 && payload.iter().all(|b| *b == b'a' + i as u8),
@@ -190,7 +199,7 @@ async fn an_empty_send_finishes_a_frame_taken_in_part() {
     let Connection { mut sink, .. } =
         socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
     let huge = Frame::text(&vec![b'h'; 64 << 20]);
-    assert_eq!(sink.try_send(std::slice::from_ref(&huge)), Taken { frames: 1, cut: true });
+    assert_eq!(sink.try_send(&mut vec![huge.clone()]), Taken { frames: 1, cut: true });
     let len = huge.wire().len();
     let reader = tokio::spawn(async move {
         let mut bytes = vec![0; len];
