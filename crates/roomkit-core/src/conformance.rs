@@ -191,8 +191,8 @@ pub async fn what_try_send_takes_and_send_all_the_rest_arrive_in_order<L: Listen
         match round % 4 {
             // Every fourth batch is larger than a socket's buffers (of 60 KiB frames, which
             // every transport's default limits take).
-            3 => (0..64).map(|i| big(round * 100 + i)).collect(),
-            _ => (0..100).map(|i| frame(round * 100 + i)).collect(),
+            3 => (0..256).map(|i| big(round * 1000 + i)).collect(),
+            _ => (0..100).map(|i| frame(round * 1000 + i)).collect(),
         }
     };
     let send = async {

@@ -164,7 +164,7 @@ impl fmt::Debug for Frame {
 pub trait FrameSink: Send {
     /// Sends `frames` in order, flushing once after the last: a batch is one write where
     /// the transport allows it. Whatever [`try_send`](Self::try_send) took in part goes
-    /// first, so even an empty batch may write.
+    /// first, so even an empty batch may write, and fail once the connection is closed.
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError>;
 
     /// Like [`send`](Self::send), taking the frames: `frames` is left empty (its buffer

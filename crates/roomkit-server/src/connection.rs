@@ -156,23 +156,37 @@ impl Open {
     fn poll_halves(mut self, cx: &mut Context<'_>) -> Result<Self, Box<Closed>> {
         loop {
             self.write = match self.write {
-                Half::Idle(mut parts) => match parts.outbox.poll_ready(cx) {
-                    Poll::Pending => {
+                Half::Idle(mut parts) => {
+                    // A write in place never waits, so it takes from the task's budget itself:
+                    // a connection fed without pause yields to the other tasks (its wake-up is
+                    // asked for), as one whose writes wait does.
+                    let Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
                         self.write = Half::Idle(parts);
                         break;
+                    };
+                    match parts.outbox.poll_ready(cx) {
+                        Poll::Pending => {
+                            self.write = Half::Idle(parts);
+                            break;
+                        }
+                        Poll::Ready(true) => {
+                            let ended = Ended::Write { write: parts, wrote: true, read: self.read };
+                            return Err(Box::new((ended, self.shared, self.peer)));
+                        }
+                        // Written in place when the socket takes it all (nearly always); boxed
+                        // only for what must wait: an idle connection's task holds no batch
+                        // and no write under way.
+                        Poll::Ready(false) => {
+                            coop.made_progress();
+                            match write_now(&mut parts, &self.shared.clock, cx) {
+                                None => Half::Idle(parts),
+                                Some(rest) => {
+                                    Half::Busy(Box::pin(write_step(parts, self.shared.clock, Some(rest))))
+                                }
+                            }
+                        }
                     }
-                    Poll::Ready(true) => {
-                        let ended = Ended::Write { write: parts, wrote: true, read: self.read };
-                        return Err(Box::new((ended, self.shared, self.peer)));
-                    }
-                    // Written in place when the socket takes it all (nearly always); boxed
-                    // only for what must wait: an idle connection's task holds no batch and no
-                    // write under way.
-                    Poll::Ready(false) => match write_now(&mut parts, &self.shared.clock) {
-                        None => Half::Idle(parts),
-                        Some(rest) => Half::Busy(Box::pin(write_step(parts, self.shared.clock, Some(rest)))),
-                    },
-                },
+                }
                 Half::Busy(mut step) => match step.as_mut().poll(cx) {
                     Poll::Pending => {
                         self.write = Half::Busy(step);
@@ -230,29 +244,40 @@ struct Rest {
 }
 
 /// Takes what is queued and hands it to the transport's write that does not wait
-/// ([`FrameSink::try_send`]); `None` when it all went out, else what is left for
-/// [`write_batches`]. A delivery to a connection with room in its socket thus costs the
-/// write, with no future built, boxed and polled around it.
-fn write_now(parts: &mut WriteParts, clock: &Clock) -> Option<Rest> {
+/// ([`FrameSink::try_send`]), batch after batch while more is queued meanwhile (in the same
+/// buffer, as [`write_batches`] does) and the task's budget lasts; `None` when it all went
+/// out, else what is left for [`write_batches`]. A delivery to a connection with room in its
+/// socket thus costs the write, with no future built, boxed and polled around it.
+fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<'_>) -> Option<Rest> {
     let mut frames = Vec::new();
-    let written = parts.outbox.take(&mut frames);
-    if frames.is_empty() {
-        parts.outbox.settle(&mut frames, written);
-        return None;
-    }
-    crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
-    let alive = frames.iter().any(|frame| !frame.is_ping());
-    // What the transport takes leaves `frames`; a frame it took in part is its own now, and
-    // it finishes that frame at the next send, before the rest.
-    let taken = parts.sink.try_send(&mut frames);
-    if frames.is_empty() && !taken.cut {
+    loop {
+        let written = parts.outbox.take(&mut frames);
+        if frames.is_empty() {
+            parts.outbox.settle(&mut frames, written);
+            return None;
+        }
+        crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
+        let alive = frames.iter().any(|frame| !frame.is_ping());
+        // What the transport takes leaves `frames`; a frame it took in part is its own now,
+        // and it finishes that frame at the next send, before the rest.
+        let taken = parts.sink.try_send(&mut frames);
+        if !frames.is_empty() || taken.cut {
+            return Some(Rest { frames, written, alive });
+        }
         if alive {
             parts.outbox.touch(clock);
         }
-        parts.outbox.settle(&mut frames, written);
-        return None;
+        // Idle: the buffers are given back. Busy: more was queued while this was written,
+        // its wake-up perhaps not asked for yet (a shard wakes at the end of its burst); it
+        // is taken now, or, once the budget is spent, after the wake-up that is due.
+        if parts.outbox.settle(&mut frames, written) {
+            return None;
+        }
+        match tokio::task::coop::poll_proceed(cx) {
+            Poll::Ready(coop) => coop.made_progress(),
+            Poll::Pending => return None,
+        }
     }
-    Some(Rest { frames, written, alive })
 }
 
 /// The reading half's step: receives a frame and handles it; false once reading is over. It
@@ -529,6 +554,78 @@ async fn write_batches(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use roomkit_core::transport::{CloseReason, Frame, FrameSink, Taken, TransportError};
+
+    use super::{write_batches, write_now, Rest, WriteParts};
+    use crate::{keepalive::Clock, outbox::Outbox};
+
+    /// A sink whose `try_send` takes `take` of the frames (all, with `None`), the last one in
+    /// part with `cut`, and which records the frames each `send` gets.
+    struct Partial {
+        take: Option<usize>,
+        cut: bool,
+        sends: Arc<Mutex<Vec<usize>>>,
+    }
+
+    #[async_trait]
+    impl FrameSink for Partial {
+        async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
+            self.sends.lock().unwrap().push(frames.len());
+            Ok(())
+        }
+
+        async fn close(&mut self, _: CloseReason) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
+            let n = self.take.unwrap_or(frames.len()).min(frames.len());
+            frames.drain(..n);
+            Taken { frames: n, cut: self.cut && n > 0 }
+        }
+    }
+
+    /// Writes two queued frames through a sink that takes `take` of them in place (`cut`: the
+    /// last in part); returns the frames each later send got.
+    async fn write_two(take: Option<usize>, cut: bool) -> Vec<usize> {
+        let outbox = Outbox::new(16, 12, 1 << 20);
+        assert!(outbox.push(Frame::from("{\"a\":1}")) && outbox.push(Frame::from("{\"b\":2}")));
+        let sends = Arc::new(Mutex::new(Vec::new()));
+        let sink = Box::new(Partial { take, cut, sends: Arc::clone(&sends) });
+        let mut parts = WriteParts { sink, outbox: outbox.clone() };
+        let clock = Clock::start();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let Some(rest) = write_now(&mut parts, &clock, &mut cx) {
+            let Rest { frames, .. } = &rest;
+            assert_eq!(frames.len(), 2 - take.unwrap_or(2), "what was not taken is left to send");
+            assert!(!outbox.ping(), "the batch's bytes are held until it is all out");
+            let done = write_batches(parts.sink.as_mut(), &outbox, &clock, Some(rest)).await;
+            assert_eq!(done, None, "the connection is idle again");
+        }
+        assert!(outbox.ping(), "the batch's bytes are released: a keep-alive ping may go");
+        let sends = sends.lock().unwrap().clone();
+        sends
+    }
+
+    /// A batch the socket takes whole costs no send; what it does not take is sent; a frame it
+    /// took in part is finished by a send, an empty one if nothing else is left; and in every
+    /// case the batch's bytes are released once it is out.
+    #[tokio::test]
+    async fn a_batch_written_in_place_leaves_only_what_was_not_taken_to_send() {
+        assert_eq!(write_two(None, false).await, Vec::<usize>::new(), "all taken: no send");
+        assert_eq!(write_two(Some(0), false).await, vec![2], "nothing taken: one send of both");
+        assert_eq!(write_two(Some(1), false).await, vec![1], "one taken: the other is sent");
+        assert_eq!(write_two(Some(1), true).await, vec![1], "one cut: the send finishes it with the other");
+        assert_eq!(
+            write_two(None, true).await,
+            vec![0],
+            "all taken, the last cut: an empty send finishes it"
+        );
+    }
+
     /// Every idle member holds one task, its future stored inline in the task's cell: what
     /// only a request, a write, the login or a close needs is boxed when it happens, so the
     /// task stays small. A tokio task adds 104 bytes to its future and is rounded up to 128:

@@ -5,9 +5,9 @@
 //! header is already in front) goes to the socket with vectored writes, up to
 //! [`MAX_IOVECS`] frames per `writev`, straight from the shared buffers: no copy into a
 //! per-connection buffer, and no write buffer that stays at the size of the largest frame
-//! ever sent. A writer first offers its batch to [`FrameSink::try_send`], one `writev` that
-//! never waits: a socket with room takes the batch in place, and what it does not take goes
-//! through `send`.
+//! ever sent. A writer first offers its batch to [`FrameSink::try_send`], `writev`s that never
+//! wait: a socket with room takes the batch in place, and what it does not take goes through
+//! `send`.
 //!
 //! **Reading.** Bytes are read into a buffer only while a frame is incomplete; once a frame
 //! is whole the buffer is handed on with it, so an idle connection holds no read buffer at
@@ -209,7 +209,8 @@ impl FrameSink for SocketSink {
         Ok(())
     }
 
-    /// One vectored write, if nobody else is writing (a pong, a close): the frames the socket
+    /// Vectored writes that do not wait, of [`MAX_IOVECS`] frames each while the socket takes
+    /// each whole, if nobody else is writing (a pong, a close, a send): the frames the socket
     /// takes whole, and the one it takes in part, whose rest is kept as a cut frame that the
     /// next write finishes first.
     fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {

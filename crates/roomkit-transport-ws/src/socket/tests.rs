@@ -142,16 +142,24 @@ async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
     assert_eq!(&last.1[..2], &4000u16.to_be_bytes());
 }
 
+/// A connected client and the server's connection on it, with small socket buffers (64 KiB
+/// each way, whatever the host's defaults), and the server's side known to be writable.
+async fn small_buffered_pair() -> (TcpStream, Connection) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    socket2::SockRef::from(&server).set_send_buffer_size(64 << 10).unwrap();
+    socket2::SockRef::from(&client).set_recv_buffer_size(64 << 10).unwrap();
+    server.writable().await.unwrap();
+    (client, socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into()))
+}
+
 /// A writer's batch goes out in place when the socket has room; when it has not, the socket
 /// takes what fits, keeps the rest of a frame it took in part, and the next `send` finishes
 /// that frame before the frames not taken: the peer gets every frame whole, in order.
 #[tokio::test]
 async fn a_write_that_does_not_wait_takes_what_fits_and_the_next_send_finishes_it() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    let Connection { mut sink, .. } =
-        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
+    let (mut client, Connection { mut sink, .. }) = small_buffered_pair().await;
     // More frames than one `writev` takes: an idle socket takes them all, in writes of
     // `MAX_IOVECS`.
     let small_text = |i: usize| format!("{{\"n\":{i}}}");
@@ -193,12 +201,8 @@ async fn a_write_that_does_not_wait_takes_what_fits_and_the_next_send_finishes_i
 #[tokio::test]
 async fn an_empty_send_finishes_a_frame_taken_in_part() {
     use tokio::io::AsyncReadExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    let Connection { mut sink, .. } =
-        socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
-    let huge = Frame::text(&vec![b'h'; 64 << 20]);
+    let (mut client, Connection { mut sink, .. }) = small_buffered_pair().await;
+    let huge = Frame::text(&vec![b'h'; 4 << 20]);
     assert_eq!(sink.try_send(&mut vec![huge.clone()]), Taken { frames: 1, cut: true });
     let len = huge.wire().len();
     let reader = tokio::spawn(async move {
