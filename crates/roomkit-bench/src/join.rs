@@ -181,6 +181,9 @@ async fn member(storm: Arc<Storm>, i: usize, done: mpsc::UnboundedSender<Result<
         }
     };
     let _ = done.send(Ok(()));
+    // Reported: the channel closes once every member has reported or ended, so a member
+    // that panics before it reports ends the wait for it rather than hanging it.
+    drop(done);
     let mut stop = storm.stop.clone();
     loop {
         tokio::select! {
@@ -230,6 +233,7 @@ async fn storm(target: Target, size: usize, concurrency: usize, addresses: usize
     for i in 0..size {
         tokio::spawn(member(Arc::clone(&storm), i, done_tx.clone()));
     }
+    drop(done_tx);
     let mut per_1000 = Vec::new();
     let mut last = start;
     for n in 1..=size {
@@ -489,6 +493,7 @@ pub(crate) async fn worker(args: &[String]) -> Result<(), String> {
     for i in first..first + count {
         tokio::spawn(member(Arc::clone(&storm), i, done_tx.clone()));
     }
+    drop(done_tx);
     let mut out = std::io::stdout();
     for n in 1..=count {
         done.recv().await.ok_or("a member task vanished")??;
