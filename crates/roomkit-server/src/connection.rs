@@ -10,19 +10,20 @@ use std::{
 };
 
 mod close;
+mod write;
 
+use close::close;
 pub(crate) use close::refuse;
-use close::{close, CLOSE_TIMEOUT};
+use write::{write_now, write_step};
 
 use crate::{
-    keepalive::Clock,
     outbox::Outbox,
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
     ServerShared,
 };
 use roomkit_core::{
-    transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError},
+    transport::{CloseReason, Connection, FrameSink, FrameStream, TransportError},
     ConnId, Identity,
 };
 use roomkit_protocol::{
@@ -228,58 +229,6 @@ impl Open {
     }
 }
 
-/// The writing half's step: writes `rest`, then what is queued until the queue is empty
-/// (`None`) or the connection is closing (see [`write_batches`]).
-async fn write_step(mut parts: WriteParts, clock: Clock, rest: Option<Rest>) -> (WriteParts, Option<bool>) {
-    let done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock, rest).await;
-    (parts, done)
-}
-
-/// What a batch written in place left to send: the frames the transport did not take, and the
-/// batch's bytes and sign of life (see [`write_batches`]).
-struct Rest {
-    frames: Vec<Frame>,
-    written: usize,
-    alive: bool,
-}
-
-/// Takes what is queued and hands it to the transport's write that does not wait
-/// ([`FrameSink::try_send`]), batch after batch while more is queued meanwhile (in the same
-/// buffer, as [`write_batches`] does) and the task's budget lasts; `None` when it all went
-/// out, else what is left for [`write_batches`]. A delivery to a connection with room in its
-/// socket thus costs the write, with no future built, boxed and polled around it.
-fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<'_>) -> Option<Rest> {
-    let mut frames = Vec::new();
-    loop {
-        let written = parts.outbox.take(&mut frames);
-        if frames.is_empty() {
-            parts.outbox.settle(&mut frames, written);
-            return None;
-        }
-        crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
-        let alive = frames.iter().any(|frame| !frame.is_ping());
-        // What the transport takes leaves `frames`; a frame it took in part is its own now,
-        // and it finishes that frame at the next send, before the rest.
-        let taken = parts.sink.try_send(&mut frames);
-        if !frames.is_empty() || taken.cut {
-            return Some(Rest { frames, written, alive });
-        }
-        if alive {
-            parts.outbox.touch(clock);
-        }
-        // Idle: the buffers are given back. Busy: more was queued while this was written,
-        // its wake-up perhaps not asked for yet (a shard wakes at the end of its burst); it
-        // is taken now, or, once the budget is spent, after the wake-up that is due.
-        if parts.outbox.settle(&mut frames, written) {
-            return None;
-        }
-        match tokio::task::coop::poll_proceed(cx) {
-            Poll::Ready(coop) => coop.made_progress(),
-            Poll::Pending => return None,
-        }
-    }
-}
-
 /// The reading half's step: receives a frame and handles it; false once reading is over. It
 /// stops wherever it is when the connection is closing, and gives its parts back (the closing
 /// needs the stream and the reader).
@@ -482,150 +431,8 @@ async fn read_or_expire(
     }
 }
 
-/// Writes `rest` (what [`write_now`] left, sent even if no frame is left in it: the transport
-/// finishes a frame it took in part), then what is queued, batch after batch, as long as more
-/// is queued meanwhile; `None` once the queue is empty with no wake-up due (the connection is
-/// idle), else `Some` once the connection is closing: true, or false when a write failed (the
-/// connection is then closed, with nothing more to send).
-async fn write_batches(
-    sink: &mut dyn FrameSink,
-    outbox: &Outbox,
-    clock: &Clock,
-    mut rest: Option<Rest>,
-) -> Option<bool> {
-    let mut batch = Vec::new();
-    loop {
-        // A written batch with anything but pings in it is a sign of life for the keep-alive
-        // (see `keepalive.rs`); the transport may take the frames out of `batch`.
-        let (written, alive, resumed) = match rest.take() {
-            Some(Rest { frames, written, alive }) => {
-                batch = frames;
-                (written, alive, true)
-            }
-            None => {
-                let written = outbox.take(&mut batch);
-                if !batch.is_empty() {
-                    crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
-                }
-                (written, batch.iter().any(|frame| !frame.is_ping()), false)
-            }
-        };
-        let mut busy = false;
-        if !batch.is_empty() || resumed {
-            let sent = {
-                let mut send = sink.send_all(&mut batch);
-                let sent = tokio::select! {
-                    biased;
-                    closing = outbox.closed() => Err(closing.flush),
-                    sent = &mut send => Ok(sent),
-                };
-                // A peer that stopped reading must not keep a closing connection alive: a close
-                // that flushes lets this write go on (the same write, not a new one) for at most
-                // CLOSE_TIMEOUT; one that does not flush drops it (the transport finishes a cut
-                // frame before the close frame).
-                match sent {
-                    Ok(sent) => sent,
-                    Err(false) => return Some(true),
-                    Err(true) => Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, send))
-                        .await
-                        .unwrap_or(Err(TransportError::Io("flushing timed out".into()))),
-                }
-            };
-            if sent.is_err() {
-                outbox.close(CloseReason::new(Code::CONNECTION_CLOSED, "write failed"), false);
-                return Some(false);
-            }
-            if alive {
-                outbox.touch(clock);
-            }
-            // An idle member should cost little: give back a burst's buffers.
-            busy = !outbox.settle(&mut batch, written);
-        }
-        match outbox.ready_now() {
-            Some(true) => return Some(true),
-            Some(false) => {}
-            // More was queued while this batch was written, its wake-up not asked for yet (a
-            // shard wakes at the end of its burst): take it now, keeping the buffers.
-            None if busy => {}
-            None => return None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use async_trait::async_trait;
-    use roomkit_core::transport::{CloseReason, Frame, FrameSink, Taken, TransportError};
-
-    use super::{write_batches, write_now, Rest, WriteParts};
-    use crate::{keepalive::Clock, outbox::Outbox};
-
-    /// A sink whose `try_send` takes `take` of the frames (all, with `None`), the last one in
-    /// part with `cut`, and which records the frames each `send` gets.
-    struct Partial {
-        take: Option<usize>,
-        cut: bool,
-        sends: Arc<Mutex<Vec<usize>>>,
-    }
-
-    #[async_trait]
-    impl FrameSink for Partial {
-        async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
-            self.sends.lock().unwrap().push(frames.len());
-            Ok(())
-        }
-
-        async fn close(&mut self, _: CloseReason) -> Result<(), TransportError> {
-            Ok(())
-        }
-
-        fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
-            let n = self.take.unwrap_or(frames.len()).min(frames.len());
-            frames.drain(..n);
-            Taken { frames: n, cut: self.cut && n > 0 }
-        }
-    }
-
-    /// Writes two queued frames through a sink that takes `take` of them in place (`cut`: the
-    /// last in part); returns the frames each later send got.
-    async fn write_two(take: Option<usize>, cut: bool) -> Vec<usize> {
-        let outbox = Outbox::new(16, 12, 1 << 20);
-        assert!(outbox.push(Frame::from("{\"a\":1}")) && outbox.push(Frame::from("{\"b\":2}")));
-        let sends = Arc::new(Mutex::new(Vec::new()));
-        let sink = Box::new(Partial { take, cut, sends: Arc::clone(&sends) });
-        let mut parts = WriteParts { sink, outbox: outbox.clone() };
-        let clock = Clock::start();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let Some(rest) = write_now(&mut parts, &clock, &mut cx) {
-            let Rest { frames, .. } = &rest;
-            assert_eq!(frames.len(), 2 - take.unwrap_or(2), "what was not taken is left to send");
-            assert!(!outbox.ping(), "the batch's bytes are held until it is all out");
-            let done = write_batches(parts.sink.as_mut(), &outbox, &clock, Some(rest)).await;
-            assert_eq!(done, None, "the connection is idle again");
-        }
-        assert!(outbox.ping(), "the batch's bytes are released: a keep-alive ping may go");
-        let sends = sends.lock().unwrap().clone();
-        sends
-    }
-
-    /// A batch the socket takes whole costs no send; what it does not take is sent; a frame it
-    /// took in part is finished by a send, an empty one if nothing else is left; and in every
-    /// case the batch's bytes are released once it is out.
-    #[tokio::test]
-    async fn a_batch_written_in_place_leaves_only_what_was_not_taken_to_send() {
-        assert_eq!(write_two(None, false).await, Vec::<usize>::new(), "all taken: no send");
-        assert_eq!(write_two(Some(0), false).await, vec![2], "nothing taken: one send of both");
-        assert_eq!(write_two(Some(1), false).await, vec![1], "one taken: the other is sent");
-        assert_eq!(write_two(Some(1), true).await, vec![1], "one cut: the send finishes it with the other");
-        assert_eq!(
-            write_two(None, true).await,
-            vec![0],
-            "all taken, the last cut: an empty send finishes it"
-        );
-    }
-
     /// Every idle member holds one task, its future stored inline in the task's cell: what
     /// only a request, a write, the login or a close needs is boxed when it happens, so the
     /// task stays small. A tokio task adds 104 bytes to its future and is rounded up to 128:

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use roomkit_core::transport::{CloseReason, Connection, Frame, FrameSink, FrameStream, TransportError};
 use roomkit_protocol::Code;
 
-use super::{write_batches, Ended, Half, ReadParts, WriteParts};
+use super::{write::write_batches, Ended, Half, ReadParts, WriteParts};
 use crate::{keepalive::Clock, outbox::Closing, shard::ShardMsg, ServerShared};
 
 /// The connection is over (`ended` says which half ended first): the writing half finishes,
