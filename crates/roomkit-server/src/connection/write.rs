@@ -55,8 +55,9 @@ pub(super) fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<
         }
         // Idle: the buffers are given back. Busy: more was queued while this was written,
         // its wake-up perhaps not asked for yet (a shard wakes at the end of its burst); it
-        // is taken now, or, once the budget is spent, after the wake-up that is due.
-        if parts.outbox.settle(&mut frames, written) {
+        // is taken now, or, once the budget is spent, after the wake-up that is due; or, if
+        // the connection is closing meanwhile, by the closing, which flushes it or drops it.
+        if parts.outbox.settle(&mut frames, written) || parts.outbox.is_closing() {
             return None;
         }
         match tokio::task::coop::poll_proceed(cx) {
@@ -170,6 +171,51 @@ mod tests {
             frames.drain(..n);
             Taken { frames: n, cut: self.cut && n > 0 }
         }
+    }
+
+    /// A sink that, at its first write in place, has another frame queued and the
+    /// connection closed (as a shard and a slow-consumer close would), and counts its writes.
+    struct ClosedMeanwhile {
+        outbox: Outbox,
+        tries: Arc<Mutex<usize>>,
+    }
+
+    #[async_trait]
+    impl FrameSink for ClosedMeanwhile {
+        async fn send(&mut self, _: &[Frame]) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        async fn close(&mut self, _: CloseReason) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
+            let mut tries = self.tries.lock().unwrap();
+            *tries += 1;
+            if *tries == 1 {
+                self.outbox.push(Frame::from("{\"late\":1}"));
+                self.outbox.close(CloseReason::new(roomkit_protocol::Code::SLOW_CONSUMER, "slow"), false);
+            }
+            let n = frames.len();
+            frames.clear();
+            Taken { frames: n, cut: false }
+        }
+    }
+
+    /// A connection closed while a batch is written in place is left to the closing (which
+    /// flushes what was queued meanwhile, or drops it): nothing more is written in place.
+    #[tokio::test]
+    async fn a_close_during_a_write_in_place_ends_the_writing_in_place() {
+        let outbox = Outbox::new(16, 12, 1 << 20);
+        assert!(outbox.push(Frame::from("{\"a\":1}")));
+        let tries = Arc::new(Mutex::new(0));
+        let sink = Box::new(ClosedMeanwhile { outbox: outbox.clone(), tries: Arc::clone(&tries) });
+        let mut parts = WriteParts { sink, outbox: outbox.clone() };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(write_now(&mut parts, &Clock::start(), &mut cx).is_none());
+        assert_eq!(*tries.lock().unwrap(), 1, "the frame queued after the close is the closing's");
+        assert!(outbox.is_closing());
     }
 
     /// Writes two queued frames through a sink that takes `take` of them in place (`cut`: the
