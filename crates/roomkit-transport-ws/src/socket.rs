@@ -129,39 +129,51 @@ impl Socket {
         part: impl Fn(usize) -> &'a Bytes,
         offset: usize,
     ) -> io::Result<()> {
-        let (mut i, mut offset) = (0, offset);
-        while i < count {
-            *cut = (offset > 0).then(|| Box::new((part(i).clone(), offset)));
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for (j, slice) in (i..count).zip(slices.iter_mut()) {
-                *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
-                n += 1;
-            }
+        let mut at = (0, offset);
+        while at.0 < count {
+            *cut = (at.1 > 0).then(|| Box::new((part(at.0).clone(), at.1)));
             // The write first, the wait only when the socket is full: a socket that takes
             // the write (nearly always) costs no readiness future.
-            let mut written = match self.tcp.try_write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.tcp.writable().await?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            // Step past what went out: whole parts, then part of one.
-            while i < count {
-                let left = part(i).len() - offset;
-                if written < left {
-                    offset += written;
-                    break;
-                }
-                written -= left;
-                i += 1;
-                offset = 0;
+            match self.write_once(count, &part, &mut at) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.writable().await?,
+                written => written?,
             }
         }
         *cut = None;
+        Ok(())
+    }
+
+    /// One vectored write that does not wait, of parts `at.0..count` (at most
+    /// [`MAX_IOVECS`]), the first from its byte `at.1`; moves `at` past what went out: whole
+    /// parts, then part of one. `WouldBlock` when the socket is full.
+    fn write_once<'a>(
+        &self,
+        count: usize,
+        part: &impl Fn(usize) -> &'a Bytes,
+        at: &mut (usize, usize),
+    ) -> io::Result<()> {
+        let (mut i, mut offset) = *at;
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut n = 0;
+        for (j, slice) in (i..count).zip(slices.iter_mut()) {
+            *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
+            n += 1;
+        }
+        let mut written = match self.tcp.try_write_vectored(&slices[..n])? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            written => written,
+        };
+        while i < count {
+            let left = part(i).len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            i += 1;
+            offset = 0;
+        }
+        *at = (i, offset);
         Ok(())
     }
 
@@ -209,10 +221,10 @@ impl FrameSink for SocketSink {
         Ok(())
     }
 
-    /// Vectored writes that do not wait, of [`MAX_IOVECS`] frames each while the socket takes
-    /// each whole, if nobody else is writing (a pong, a close, a send): the frames the socket
-    /// takes whole, and the one it takes in part, whose rest is kept as a cut frame that the
-    /// next write finishes first.
+    /// Vectored writes that do not wait ([`Socket::write_once`]) until the socket is full, if
+    /// nobody else is writing (a pong, a close, a send): the frames the socket takes whole,
+    /// and the one it takes in part, whose rest is kept as a cut frame that the next write
+    /// finishes first.
     fn try_send(&mut self, frames: &mut Vec<Frame>) -> Taken {
         let socket = &*self.socket;
         if frames.is_empty() {
@@ -222,29 +234,16 @@ impl FrameSink for SocketSink {
         if writing.is_some() || socket.close_sent.load(Ordering::Acquire) {
             return Taken::default();
         }
-        // `MAX_IOVECS` frames per write, as long as the socket takes each write whole.
-        let (mut taken, mut cut) = (0, false);
-        while taken < frames.len() && !cut {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = (frames.len() - taken).min(MAX_IOVECS);
-            for (slice, frame) in slices.iter_mut().zip(&frames[taken..taken + n]) {
-                *slice = IoSlice::new(frame.wire());
-            }
-            // A failed write is left to `send`, which meets it again and reports it.
-            let Ok(mut written) = socket.tcp.try_write_vectored(&slices[..n]) else { break };
-            let end = taken + n;
-            while taken < end && written >= frames[taken].wire().len() {
-                written -= frames[taken].wire().len();
-                taken += 1;
-            }
-            if written > 0 {
-                *writing = Some(Box::new((frames[taken].wire().clone(), written)));
-                taken += 1;
-                cut = true;
-            } else if taken < end {
-                break;
-            }
+        // Writes until the socket is full; a failed write is left to `send`, which meets it
+        // again and reports it.
+        let mut at = (0, 0);
+        let part = |i: usize| frames[i].wire();
+        while at.0 < frames.len() && socket.write_once(frames.len(), &part, &mut at).is_ok() {}
+        let cut = at.1 > 0;
+        if cut {
+            *writing = Some(Box::new((frames[at.0].wire().clone(), at.1)));
         }
+        let taken = at.0 + usize::from(cut);
         frames.drain(..taken);
         Taken { frames: taken, cut }
     }
