@@ -37,13 +37,11 @@ pub(super) struct Rest {
 pub(super) fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<'_>) -> Option<Rest> {
     let mut frames = Vec::new();
     loop {
-        let written = parts.outbox.take(&mut frames);
+        let (written, alive) = take_batch(&parts.outbox, &mut frames);
         if frames.is_empty() {
             parts.outbox.settle(&mut frames, written);
             return None;
         }
-        crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
-        let alive = frames.iter().any(|frame| !frame.is_ping());
         // What the transport takes leaves `frames`; a frame it took in part is its own now,
         // and it finishes that frame at the next send, before the rest.
         let taken = parts.sink.try_send(&mut frames);
@@ -67,6 +65,17 @@ pub(super) fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<
     }
 }
 
+/// Takes what is queued into `batch` (empty), counting it in the frames-per-write tally when
+/// there is any; returns its bytes (for [`Outbox::settle`]) and whether writing it is a sign of
+/// life for the keep-alive: anything but pings in it (see `keepalive.rs`).
+fn take_batch(outbox: &Outbox, batch: &mut Vec<Frame>) -> (usize, bool) {
+    let written = outbox.take(batch);
+    if !batch.is_empty() {
+        crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
+    }
+    (written, batch.iter().any(|frame| !frame.is_ping()))
+}
+
 /// Writes `rest` (what [`write_now`] left, sent even if no frame is left in it: the transport
 /// finishes a frame it took in part), then what is queued, batch after batch, as long as more
 /// is queued meanwhile; `None` once the queue is empty with no wake-up due (the connection is
@@ -80,19 +89,16 @@ pub(super) async fn write_batches(
 ) -> Option<bool> {
     let mut batch = Vec::new();
     loop {
-        // A written batch with anything but pings in it is a sign of life for the keep-alive
-        // (see `keepalive.rs`); the transport may take the frames out of `batch`.
+        // The transport may take the frames out of `batch`: whether it is a sign of life is
+        // known before.
         let (written, alive, resumed) = match rest.take() {
             Some(Rest { frames, written, alive }) => {
                 batch = frames;
                 (written, alive, true)
             }
             None => {
-                let written = outbox.take(&mut batch);
-                if !batch.is_empty() {
-                    crate::metrics::WRITE_BATCH_FRAMES.record(batch.len());
-                }
-                (written, batch.iter().any(|frame| !frame.is_ping()), false)
+                let (written, alive) = take_batch(outbox, &mut batch);
+                (written, alive, false)
             }
         };
         let mut busy = false;
