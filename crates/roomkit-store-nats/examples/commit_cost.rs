@@ -11,32 +11,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use roomkit_core::store::{HistoryQuery, HistoryRange, MessageStore, StoreOp};
-use roomkit_protocol::{ChatMessage, ChatroomType, HistoryOrder, MessageBody, Priority};
+use roomkit_core::{
+    conformance::store,
+    store::{HistoryQuery, HistoryRange, MessageStore, StoreOp},
+};
+use roomkit_protocol::{ChatMessage, HistoryOrder, MessageBody};
 use roomkit_store_nats::{testing::NatsServer, NatsStore, NatsStoreConfig};
 
 const HISTORY: u64 = 10_000;
 const ROUNDS: u32 = 100;
 
+/// The store suite's message `seq`, with an id unique across rooms and a 100-byte text,
+/// appended to `room`.
 fn append(room: &str, seq: u64) -> StoreOp {
-    StoreOp::Append {
-        room: room.parse().expect("valid id"),
-        message: Arc::new(ChatMessage {
-            message_uuid: format!("m-{room}-{seq}").parse().expect("valid id"),
-            seq,
-            chatroom_type: ChatroomType::Common,
-            from_user_uuid: "sender".parse().expect("valid id"),
-            from_nick: "Sender".into(),
-            from_avatar: None,
-            from_backend: false,
-            to_user_uuid_list: None,
-            time: seq,
-            recalled: false,
-            priority: Priority::Normal,
-            persist: true,
-            body: MessageBody::Text { text: "x".repeat(100) },
-        }),
-    }
+    let mut message = ChatMessage::clone(&store::message(seq, seq, "sender", None));
+    message.message_uuid = format!("m-{room}-{seq}").parse().expect("valid id");
+    message.body = MessageBody::Text { text: "x".repeat(100) };
+    StoreOp::Append { room: room.parse().expect("valid id"), message: Arc::new(message) }
 }
 
 fn per(total: Duration, n: u32) -> String {
