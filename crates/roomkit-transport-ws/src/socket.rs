@@ -5,7 +5,8 @@
 //! header is already in front) goes to the socket with vectored writes, up to
 //! [`MAX_IOVECS`] frames per `writev`, straight from the shared buffers: no copy into a
 //! per-connection buffer, and no write buffer that stays at the size of the largest frame
-//! ever sent. A writer first offers its batch to [`FrameSink::try_send`], `writev`s that never
+//! ever sent. One frame (each delivery at light load) is a plain `send`, with no vector for
+//! the kernel to copy in. A writer first offers its batch to [`FrameSink::try_send`], `writev`s that never
 //! wait: a socket with room takes the batch in place, and what it does not take goes through
 //! `send`.
 //!
@@ -143,9 +144,9 @@ impl Socket {
         Ok(())
     }
 
-    /// One vectored write that does not wait, of parts `at.0..count` (at most
-    /// [`MAX_IOVECS`]), the first from its byte `at.1`; moves `at` past what went out: whole
-    /// parts, then part of one. `WouldBlock` when the socket is full.
+    /// One write that does not wait, of parts `at.0..count` (at most [`MAX_IOVECS`]; a
+    /// vectored one unless a single part is left), the first from its byte `at.1`; moves `at`
+    /// past what went out: whole parts, then part of one. `WouldBlock` when the socket is full.
     fn write_once<'a>(
         &self,
         count: usize,
@@ -153,13 +154,20 @@ impl Socket {
         at: &mut (usize, usize),
     ) -> io::Result<()> {
         let (mut i, mut offset) = *at;
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut n = 0;
-        for (j, slice) in (i..count).zip(slices.iter_mut()) {
-            *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
-            n += 1;
-        }
-        let mut written = match self.tcp.try_write_vectored(&slices[..n])? {
+        let written = if count - i == 1 {
+            // One frame (a delivery at light load): a plain `send`, with no vector for the
+            // kernel to copy in.
+            self.tcp.try_write(&part(i)[offset..])?
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (j, slice) in (i..count).zip(slices.iter_mut()) {
+                *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
+                n += 1;
+            }
+            self.tcp.try_write_vectored(&slices[..n])?
+        };
+        let mut written = match written {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             written => written,
         };
