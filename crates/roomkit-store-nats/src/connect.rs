@@ -58,12 +58,24 @@ pub(crate) async fn connect(config: NatsStoreConfig) -> Result<NatsStore, NatsSt
         }
     };
     let js = jetstream::ContextBuilder::new().timeout(config.request_timeout).build(client);
+    // A cluster that is still forming (no meta leader yet, or fewer servers than the replicas
+    // asked for) is waited for, up to `connect_timeout` from here.
+    let mut forming = Forming::new(config.connect_timeout);
     // The account info says whether JetStream is there (read as plain JSON: servers of
     // different versions send different fields).
-    match js.request::<_, _, serde_json::Value>("INFO", &()).await {
+    let info = loop {
+        match js.request::<_, _, serde_json::Value>("INFO", &()).await {
+            Ok(info) => match info.get("error") {
+                Some(error) if forming.again(error_code(error)).await => {}
+                _ => break Ok(info),
+            },
+            Err(e) => break Err(e),
+        }
+    };
+    match info {
         Ok(info) => {
             if let Some(error) = info.get("error") {
-                return Err(jetstream_err("JetStream account info", error));
+                return Err(jetstream_err("JetStream account info", forming.explain(error)));
             }
         }
         Err(e) => {
@@ -80,8 +92,8 @@ pub(crate) async fn connect(config: NatsStoreConfig) -> Result<NatsStore, NatsSt
             })
         }
     }
-    let stream = ensure_stream(&js, chat_stream(&names, config.replicas)).await?;
-    let rooms_stream = ensure_stream(&js, bucket_stream(&names, config.replicas)).await?;
+    let stream = ensure_stream(&js, chat_stream(&names, config.replicas), &mut forming).await?;
+    let rooms_stream = ensure_stream(&js, bucket_stream(&names, config.replicas), &mut forming).await?;
     let rooms = js
         .get_key_value(&names.bucket)
         .await
@@ -101,6 +113,58 @@ pub(crate) async fn connect(config: NatsStoreConfig) -> Result<NatsStore, NatsSt
             scanned: Default::default(),
         }),
     })
+}
+
+/// JetStream's answers while its cluster is still forming: no meta leader yet, or fewer
+/// servers in it than the replicas asked for.
+fn is_forming(code: Option<ErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NO_PEERS | ErrorCode::CLUSTER_INCOMPLETE)
+    )
+}
+
+/// The JetStream error code of an error object in an API answer (`err_code`).
+fn error_code(error: &serde_json::Value) -> Option<ErrorCode> {
+    Some(ErrorCode(error.get("err_code")?.as_u64()?))
+}
+
+/// The waiting for a forming cluster during [`connect`]: until a deadline, with pauses that
+/// double from 50 ms up to a second.
+struct Forming {
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    pause: Duration,
+    waited: bool,
+}
+
+impl Forming {
+    fn new(timeout: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + timeout;
+        Self { deadline, timeout, pause: Duration::from_millis(50), waited: false }
+    }
+
+    /// Whether to ask again after an answer with `code`: after a pause if the cluster is
+    /// forming and the deadline is not past.
+    async fn again(&mut self, code: Option<ErrorCode>) -> bool {
+        let now = tokio::time::Instant::now();
+        if !is_forming(code) || now >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause.min(self.deadline - now)).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        self.waited = true;
+        true
+    }
+
+    /// An error to report, saying how long the cluster was waited for if it was.
+    fn explain(&self, e: impl std::fmt::Display) -> String {
+        if self.waited {
+            format!("{e} (the cluster was waited for {:?}: connect_timeout)", self.timeout)
+        } else {
+            e.to_string()
+        }
+    }
 }
 
 /// The wait before reconnection attempt `attempts`: none for the first, then doubling from
@@ -194,12 +258,15 @@ fn conflicts(existing: &stream::Config, wanted: &stream::Config) -> Vec<String> 
     problems
 }
 
-/// Creates the stream `wanted` describes, or checks the existing one against it.
+/// Creates the stream `wanted` describes, or checks the existing one against it; asks again
+/// while the cluster is `forming`.
 async fn ensure_stream(
     js: &jetstream::Context,
     wanted: stream::Config,
+    forming: &mut Forming,
 ) -> Result<jetstream::stream::Stream, NatsStoreError> {
-    for _ in 0..2 {
+    let mut created_meanwhile = 0;
+    while created_meanwhile < 2 {
         match js.get_stream(&wanted.name).await {
             Ok(mut stream) => {
                 let existing =
@@ -211,14 +278,34 @@ async fn ensure_stream(
                 return Err(NatsStoreError::Conflict { name: wanted.name, reason: problems.join("; ") });
             }
             Err(e) if is_not_found(e.kind()) => {}
-            Err(e) => return Err(jetstream_err(&format!("stream {}", wanted.name), e)),
+            Err(e) => {
+                let code = match e.kind() {
+                    GetStreamErrorKind::JetStream(j) => Some(j.error_code()),
+                    _ => None,
+                };
+                if forming.again(code).await {
+                    continue;
+                }
+                return Err(jetstream_err(&format!("stream {}", wanted.name), forming.explain(e)));
+            }
         }
         match js.create_stream(wanted.clone()).await {
             Ok(stream) => return Ok(stream),
-            // Created meanwhile by another store: check it.
-            Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref j) if j.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-                {}
-            Err(e) => return Err(jetstream_err(&format!("creating stream {}", wanted.name), e)),
+            Err(e) => {
+                let code = match e.kind() {
+                    CreateStreamErrorKind::JetStream(j) => Some(j.error_code()),
+                    _ => None,
+                };
+                if code == Some(ErrorCode::STREAM_NAME_EXIST) {
+                    // Created meanwhile by another store: check it.
+                    created_meanwhile += 1;
+                } else if !forming.again(code).await {
+                    return Err(jetstream_err(
+                        &format!("creating stream {}", wanted.name),
+                        forming.explain(e),
+                    ));
+                }
+            }
         }
     }
     Err(NatsStoreError::JetStream(format!("stream {} keeps changing", wanted.name)))

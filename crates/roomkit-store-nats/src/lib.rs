@@ -107,7 +107,9 @@ pub struct NatsStoreConfig {
     pub replicas: usize,
     /// How long chatroom messages are kept.
     pub retention: Retention,
-    /// Longest [`NatsStore::connect`] waits for a server to answer, all URLs together.
+    /// Longest [`NatsStore::connect`] waits for a server to answer, all URLs together; and,
+    /// from the first answer, for a cluster that is still forming (no meta leader yet, or
+    /// fewer servers than [`replicas`](Self::replicas)) to take the stream and the bucket.
     pub connect_timeout: Duration,
     /// Longest one JetStream request, or one publish's acknowledgement, is awaited; also how
     /// long a read of a room's subject may keep being made again while a replica is behind,
@@ -216,7 +218,9 @@ impl NatsStore {
     /// Connects to NATS, then creates the stream and the bucket, or checks that the existing
     /// ones fit. Fails with [`NatsStoreError::Unreachable`] when no server answers within
     /// [`NatsStoreConfig::connect_timeout`], [`NatsStoreError::JetStreamDisabled`] without
-    /// JetStream, [`NatsStoreError::Conflict`] when the stream or bucket has other settings.
+    /// JetStream, [`NatsStoreError::Conflict`] when the stream or bucket has other settings,
+    /// [`NatsStoreError::JetStream`] when a request fails (a forming cluster is waited for, up to
+    /// the same `connect_timeout`).
     pub async fn connect(config: NatsStoreConfig) -> Result<Self, NatsStoreError> {
         connect::connect(config).await
     }

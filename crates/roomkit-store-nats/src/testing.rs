@@ -235,7 +235,13 @@ impl NatsCluster {
     /// file, store folder and client and cluster ports) and waits until every one of them
     /// answers for JetStream, which needs a meta leader.
     pub fn start(n: usize) -> Self {
-        assert!(n >= 1, "a cluster has servers");
+        Self::start_some(n, n)
+    }
+
+    /// A cluster of `n` servers of which only the first `up` are started (and waited for, as
+    /// [`start`](Self::start) does); [`restart`](Self::restart) starts the others.
+    pub fn start_some(n: usize, up: usize) -> Self {
+        assert!(n >= 1 && up <= n, "a cluster has servers");
         let dir = scratch_dir("nats-cluster");
         let ports = free_ports(2 * n);
         let (client_ports, cluster_ports) = ports.split_at(n);
@@ -256,10 +262,10 @@ impl NatsCluster {
             })
             .collect();
         let mut cluster = Self { nodes, dir };
-        for node in &mut cluster.nodes {
+        for node in &mut cluster.nodes[..up] {
             node.spawn();
         }
-        for node in &mut cluster.nodes {
+        for node in &mut cluster.nodes[..up] {
             node.wait_ready(true);
         }
         cluster
@@ -275,8 +281,8 @@ impl NatsCluster {
         self.nodes[i].kill();
     }
 
-    /// Starts server `i` again on its ports and folder, and waits until it answers for
-    /// JetStream.
+    /// Starts server `i` (again, if it ran) on its ports and folder, and waits until it
+    /// answers for JetStream.
     pub fn restart(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.kill();

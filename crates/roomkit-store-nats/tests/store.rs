@@ -16,7 +16,10 @@ use roomkit_core::{
     store::{HistoryQuery, HistoryRange, MessageStore, Retention, StoreOp},
 };
 use roomkit_protocol::{HistoryOrder, MessageBody};
-use roomkit_store_nats::{testing::NatsServer, NatsStore, NatsStoreConfig, NatsStoreError};
+use roomkit_store_nats::{
+    testing::{NatsCluster, NatsServer},
+    NatsStore, NatsStoreConfig, NatsStoreError,
+};
 
 /// How many messages the chat stream holds on `subject`.
 async fn stored_on(url: &str, subject: &str) -> u64 {
@@ -161,6 +164,36 @@ async fn a_server_without_jetstream_is_refused_clearly() {
         NatsStore::connect(config(vec![server.url()], Retention::default())).await.expect_err("no JetStream");
     assert!(matches!(error, NatsStoreError::JetStreamDisabled { .. }), "{error:?}");
     assert!(error.to_string().contains("-js"), "the error says how to enable it: {error}");
+}
+
+/// A store with three replicas started beside a cluster of which two servers of three are up
+/// (as when roomkit and a new NATS cluster start together): the streams cannot be placed yet,
+/// and `connect` asks again, within `connect_timeout`, until the third server joins; a cluster
+/// that does not form in time is reported as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_a_forming_cluster_within_the_bound() {
+    let mut cluster = NatsCluster::start_some(3, 2);
+    let urls = cluster.urls()[..2].to_vec();
+    let config = |timeout| NatsStoreConfig {
+        replicas: 3,
+        connect_timeout: timeout,
+        ..config(urls.clone(), Retention::default())
+    };
+    let started = Instant::now();
+    let error =
+        NatsStore::connect(config(Duration::from_secs(2))).await.expect_err("two servers, three replicas");
+    let took = started.elapsed();
+    assert!(matches!(error, NatsStoreError::JetStream(_)), "{error:?}");
+    assert!(error.to_string().contains("connect_timeout"), "the error says it waited: {error}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(10), "gave up after {took:?}");
+
+    let connecting = tokio::spawn(NatsStore::connect(config(Duration::from_secs(60))));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!connecting.is_finished(), "three replicas do not fit on two servers: connect waits");
+    tokio::task::block_in_place(|| cluster.restart(2));
+    let store = connecting.await.unwrap().expect("connects once the third server is in");
+    store.apply(10, &[StoreOp::PutRoom(record("r"))]).await.expect("a commit on three replicas");
+    assert_eq!(store.rooms().await.expect("rooms"), vec![(record("r"), 0)]);
 }
 
 /// A stream of the same name that would lose messages (memory storage, an age limit) is
