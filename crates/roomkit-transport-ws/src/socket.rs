@@ -6,9 +6,9 @@
 //! [`MAX_IOVECS`] frames per `writev`, straight from the shared buffers: no copy into a
 //! per-connection buffer, and no write buffer that stays at the size of the largest frame
 //! ever sent. One frame (each delivery at light load) is a plain `send`, with no vector for
-//! the kernel to copy in. A writer first offers its batch to [`FrameSink::try_send`], `writev`s that never
-//! wait: a socket with room takes the batch in place, and what it does not take goes through
-//! `send`.
+//! the kernel to copy in. A writer first offers its batch to [`FrameSink::try_send`], writes
+//! that never wait: a socket with room takes the batch in place, and what it does not take
+//! goes through [`FrameSink::send`].
 //!
 //! **Reading.** Bytes are read into a buffer only while a frame is incomplete; once a frame
 //! is whole the buffer is handed on with it, so an idle connection holds no read buffer at
