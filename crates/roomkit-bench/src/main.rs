@@ -36,10 +36,10 @@
 //! ```text
 //! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
 //!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
-//!                   [--no-fanout] [--no-join] [--no-durable]
+//!                   [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000]
 //! cargo xtask bench --replot   # redraw docs/bench/fanout.svg from docs/bench/results.json
 //! cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000]
-//!                   [--cluster-senders 16]
+//!                   [--cluster-senders 16] [--durable-messages 4000]
 //! ```
 
 use std::{
@@ -95,6 +95,12 @@ struct Options {
     deliveries: u64,
 }
 
+/// Messages the durable-send scenario sends per row on one server: at 64 senders about a
+/// second of redb's commits, long enough that one slow fsync does not set the figure.
+const DURABLE_MESSAGES: usize = 16_000;
+/// The same on a cluster, where JetStream acknowledges more slowly.
+const CLUSTER_DURABLE_MESSAGES: usize = 4000;
+
 fn options() -> Result<Options, String> {
     let mut o = Options {
         replot: false,
@@ -108,13 +114,13 @@ fn options() -> Result<Options, String> {
         join_sizes: vec![1000, 5000, 10_000, 50_000],
         join_concurrency: 256,
         join_addresses: 16,
-        durable_messages: 4000,
+        durable_messages: DURABLE_MESSAGES,
         sizes: vec![100, 1000, 5000],
         rate: 1000,
         rate_secs: 3,
         deliveries: 4_000_000,
     };
-    let mut sizes_given = false;
+    let (mut sizes_given, mut durable_given) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -140,13 +146,14 @@ fn options() -> Result<Options, String> {
             "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
             "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
             "--durable-messages" => {
-                o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?
+                o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?;
+                durable_given = true;
             }
             "--no-durable" => o.skip_durable = true,
             "--replot" => o.replot = true,
             "--in-process" => o.in_process = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--in-process] [--replot]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
                 println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
                 std::process::exit(0);
             }
@@ -161,6 +168,9 @@ fn options() -> Result<Options, String> {
         o.skip_durable = true;
         if !sizes_given {
             o.sizes = vec![1000];
+        }
+        if !durable_given {
+            o.durable_messages = CLUSTER_DURABLE_MESSAGES;
         }
     }
     if o.cluster
