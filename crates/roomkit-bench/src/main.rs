@@ -18,7 +18,8 @@
 //!   (`join-worker`); without nats-server, in process, partly over the in-memory transport
 //!   (see `join.rs`).
 //!
-//! - **durable send**: 1, 16 and 64 members (8 per room) each send texts one at a time, waiting for each
+//! - **durable send** (`durable.rs`): 1, 16 and 64 members (8 per room) send `--durable-messages`
+//!   texts between them (default 16 000), one at a time each, waiting for each
 //!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!
@@ -31,7 +32,8 @@
 //! - **in process** (`inprocess.rs`, with `--in-process`): the same fan-out against the server
 //!   as a library in this process, one shard, members over the in-memory transport.
 //!
-//! Every row also goes, one JSON object per line, to `target/bench/results.jsonl`.
+//! Every row also goes, one JSON object per line, to `target/bench/results.jsonl`. The flags
+//! and their defaults are in `options.rs`.
 //!
 //! ```text
 //! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
@@ -66,6 +68,7 @@ mod fanout;
 mod generator;
 mod inprocess;
 mod join;
+mod options;
 mod pin;
 mod plot;
 mod redis;
@@ -75,115 +78,7 @@ mod wsraw;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-struct Options {
-    replot: bool,
-    in_process: bool,
-    /// Run the cluster scenario only.
-    cluster: bool,
-    cluster_nodes: Vec<usize>,
-    cluster_rates: Vec<u64>,
-    cluster_senders: usize,
-    skip_durable: bool,
-    skip_fanout: bool,
-    join_sizes: Vec<usize>,
-    join_concurrency: usize,
-    join_addresses: usize,
-    durable_messages: usize,
-    sizes: Vec<usize>,
-    rate: u64,
-    rate_secs: u64,
-    deliveries: u64,
-}
-
-/// Messages the durable-send scenario sends per row on one server: at 64 senders about a
-/// second of redb's commits, long enough that one slow fsync does not set the figure.
-const DURABLE_MESSAGES: usize = 16_000;
-/// The same on a cluster, where JetStream acknowledges more slowly.
-const CLUSTER_DURABLE_MESSAGES: usize = 4000;
-
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        replot: false,
-        in_process: false,
-        cluster: false,
-        cluster_nodes: vec![1, 3],
-        cluster_rates: vec![100, 1000],
-        cluster_senders: 16,
-        skip_durable: false,
-        skip_fanout: false,
-        join_sizes: vec![1000, 5000, 10_000, 50_000],
-        join_concurrency: 256,
-        join_addresses: 16,
-        durable_messages: DURABLE_MESSAGES,
-        sizes: vec![100, 1000, 5000],
-        rate: 1000,
-        rate_secs: 3,
-        deliveries: 4_000_000,
-    };
-    let (mut sizes_given, mut durable_given) = (false, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--sizes" => {
-                o.sizes = sizes(&value()?)?;
-                sizes_given = true;
-            }
-            "--cluster" => o.cluster = true,
-            "--cluster-nodes" => o.cluster_nodes = sizes(&value()?)?,
-            "--cluster-rates" => o.cluster_rates = sizes(&value()?)?.into_iter().map(|r| r as u64).collect(),
-            "--cluster-senders" => {
-                o.cluster_senders = value()?.parse().map_err(|_| "bad --cluster-senders")?
-            }
-            "--join-sizes" => o.join_sizes = sizes(&value()?)?,
-            "--join-concurrency" => {
-                o.join_concurrency = value()?.parse().map_err(|_| "bad --join-concurrency")?
-            }
-            "--join-addresses" => o.join_addresses = value()?.parse().map_err(|_| "bad --join-addresses")?,
-            "--no-join" => o.join_sizes.clear(),
-            "--no-fanout" => o.skip_fanout = true,
-            "--rate" => o.rate = value()?.parse().map_err(|_| "bad --rate")?,
-            "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
-            "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
-            "--durable-messages" => {
-                o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?;
-                durable_given = true;
-            }
-            "--no-durable" => o.skip_durable = true,
-            "--replot" => o.replot = true,
-            "--in-process" => o.in_process = true,
-            "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
-                println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    if o.cluster {
-        // The cluster scenario runs instead of the join storms, the fan-out and the durable
-        // sends on one server.
-        o.join_sizes.clear();
-        o.skip_fanout = true;
-        o.skip_durable = true;
-        if !sizes_given {
-            o.sizes = vec![1000];
-        }
-        if !durable_given {
-            o.durable_messages = CLUSTER_DURABLE_MESSAGES;
-        }
-    }
-    if o.cluster
-        && (o.sizes.iter().any(|&size| size < 2)
-            || o.cluster_nodes.is_empty()
-            || o.cluster_nodes.contains(&0)
-            || o.cluster_rates.contains(&0)
-            || o.cluster_senders == 0)
-    {
-        return Err("--cluster needs rooms of 2 members or more (a publisher and a receiver), and node counts, rates and senders above 0".into());
-    }
-    Ok(o)
-}
+use options::{options, Options};
 
 /// The in-process fan-out at each of `--sizes`, and its table.
 fn in_process(o: &Options) -> Vec<Value> {
@@ -224,10 +119,6 @@ fn in_process(o: &Options) -> Vec<Value> {
     }
     println!();
     rows
-}
-
-fn sizes(list: &str) -> Result<Vec<usize>, String> {
-    list.split(',').map(|s| s.trim().parse().map_err(|_| format!("bad size `{s}`"))).collect()
 }
 
 /// The server binary's allocator, for the server run in process (docs/operations.md, "In
