@@ -135,32 +135,36 @@ struct Forming {
     deadline: tokio::time::Instant,
     timeout: Duration,
     pause: Duration,
-    waited: bool,
+    /// The cluster was still forming at the deadline.
+    gave_up: bool,
 }
 
 impl Forming {
     fn new(timeout: Duration) -> Self {
         let deadline = tokio::time::Instant::now() + timeout;
-        Self { deadline, timeout, pause: Duration::from_millis(50), waited: false }
+        Self { deadline, timeout, pause: Duration::from_millis(50), gave_up: false }
     }
 
     /// Whether to ask again after an answer with `code`: after a pause if the cluster is
     /// forming and the deadline is not past.
     async fn again(&mut self, code: Option<ErrorCode>) -> bool {
+        if !is_forming(code) {
+            return false;
+        }
         let now = tokio::time::Instant::now();
-        if !is_forming(code) || now >= self.deadline {
+        if now >= self.deadline {
+            self.gave_up = true;
             return false;
         }
         tokio::time::sleep(self.pause.min(self.deadline - now)).await;
         self.pause = (self.pause * 2).min(Duration::from_secs(1));
-        self.waited = true;
         true
     }
 
-    /// An error to report, saying how long the cluster was waited for if it was.
+    /// An error to report, saying so if the cluster was still forming at the deadline.
     fn explain(&self, e: impl std::fmt::Display) -> String {
-        if self.waited {
-            format!("{e} (the cluster was waited for {:?}: connect_timeout)", self.timeout)
+        if self.gave_up {
+            format!("{e} (the cluster did not form within {:?}: connect_timeout)", self.timeout)
         } else {
             e.to_string()
         }

@@ -58,9 +58,16 @@ fn scratch_dir(what: &str) -> PathBuf {
 
 /// `n` loopback ports that were free a moment ago (held together, so they differ).
 fn free_ports(n: usize) -> Vec<u16> {
-    let probes: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a probe")).collect();
-    probes.iter().map(|p| p.local_addr().expect("address").port()).collect()
+    reserve_ports(n).iter().map(port_of).collect()
+}
+
+/// Listeners on `n` free loopback ports: while they are held, nothing else takes the ports.
+fn reserve_ports(n: usize) -> Vec<TcpListener> {
+    (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a probe")).collect()
+}
+
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().expect("address").port()
 }
 
 /// One nats-server process and how to start it again.
@@ -69,10 +76,13 @@ struct Process {
     log: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Its ports, held until it first starts (a cluster server started later keeps them).
+    reserved: Vec<TcpListener>,
 }
 
 impl Process {
     fn spawn(&mut self) {
+        self.reserved.clear();
         let log = File::options().create(true).append(true).open(&self.log).expect("open the server log");
         let child = Command::new(nats_server_binary())
             .args(&self.command)
@@ -187,7 +197,8 @@ impl NatsServer {
         if jetstream {
             command.extend(["-js".to_owned(), "-sd".to_owned(), dir.join("store").display().to_string()]);
         }
-        let process = Process { command, log: dir.join("nats-server.log"), port, child: None };
+        let process =
+            Process { command, log: dir.join("nats-server.log"), port, child: None, reserved: Vec::new() };
         let mut server = Self { process, dir, jetstream };
         server.restart();
         server
@@ -243,7 +254,9 @@ impl NatsCluster {
     pub fn start_some(n: usize, up: usize) -> Self {
         assert!(n >= 1 && up <= n, "a cluster has servers");
         let dir = scratch_dir("nats-cluster");
-        let ports = free_ports(2 * n);
+        // Held by each server until it starts: one started later finds its ports free.
+        let mut reserved: Vec<Option<TcpListener>> = reserve_ports(2 * n).into_iter().map(Some).collect();
+        let ports: Vec<u16> = reserved.iter().flatten().map(port_of).collect();
         let (client_ports, cluster_ports) = ports.split_at(n);
         let routes: Vec<String> =
             cluster_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
@@ -258,6 +271,7 @@ impl NatsCluster {
                     log: dir.join(format!("n{i}.log")),
                     port: client_ports[i],
                     child: None,
+                    reserved: [i, n + i].iter().filter_map(|&at| reserved[at].take()).collect(),
                 }
             })
             .collect();
