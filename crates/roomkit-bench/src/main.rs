@@ -19,7 +19,7 @@
 //!   (see `join.rs`).
 //!
 //! - **durable send** (`durable.rs`): 1, 16 and 64 members (8 per room) send `--durable-messages`
-//!   texts between them (default 16 000), one at a time each, waiting for each
+//!   texts between them (default 16 000; 4 000 with `--cluster`), one at a time each, waiting for each
 //!   acknowledgement; with the redb store (`--durability immediate`: fsync per commit, commits of all shards grouped) and with the
 //!   memory store; reports acknowledged messages per second and ack latency p50/p99.
 //!

@@ -21,7 +21,7 @@ pub(crate) struct Options {
     pub(crate) deliveries: u64,
 }
 
-/// Messages the durable-send scenario sends per row on one server: at 64 senders about a
+/// Messages the durable-send scenario sends per row on one server: at 64 senders over half a
 /// second of redb's commits, long enough that one slow fsync does not set the figure.
 const DURABLE_MESSAGES: usize = 16_000;
 /// The same on a cluster, where JetStream acknowledges more slowly.

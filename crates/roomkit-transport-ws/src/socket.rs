@@ -121,8 +121,8 @@ impl Socket {
         Ok(())
     }
 
-    /// The loop of [`write_parts`](Self::write_parts): vectored writes from part 0 at
-    /// `offset`, recording in `cut` the part under way at every wait.
+    /// The loop of [`write_parts`](Self::write_parts): writes ([`write_once`](Self::write_once))
+    /// from part 0 at `offset`, recording in `cut` the part under way at every wait.
     async fn write_all<'a>(
         &self,
         cut: &mut Option<Box<(Bytes, usize)>>,
@@ -229,7 +229,7 @@ impl FrameSink for SocketSink {
         Ok(())
     }
 
-    /// Vectored writes that do not wait ([`Socket::write_once`]) until the socket is full, if
+    /// Writes that do not wait ([`Socket::write_once`]) until the socket is full, if
     /// nobody else is writing (a pong, a close, a send): the frames the socket takes whole,
     /// and the one it takes in part, whose rest is kept as a cut frame that the next write
     /// finishes first.
