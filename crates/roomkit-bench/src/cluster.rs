@@ -9,7 +9,7 @@
 //! so node 1 holds its lease and runs it; the S members join round-robin over the nodes
 //! (member `i` on node `i mod N`), the publisher (member 0) on node 1. Then the fan-out
 //! scenario's phases (`generator.rs`): deliveries per second with the publisher as fast as the
-//! slowest readers allow, and latency at each of `--cluster-rates` (100 and 1000 msg/s). Each
+//! slowest readers allow, and latency at each of `--rates` (100 and 1000 msg/s). Each
 //! node's CPU time over the saturation phase (`/proc/PID/stat`), divided by the deliveries its
 //! own members received in it, is its CPU cost per delivery: the figure that should not grow
 //! with N, since each node only delivers to its own members. nats-server's CPU time and its
@@ -290,7 +290,6 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
     let deliveries = Deliveries::new();
     let frames = Arc::new(AtomicU64::new(0));
     let (sink, stream) = publisher.split();
-    let mut sinks = vec![sink];
     let mut readers =
         vec![fanout::spawn_reader(stream, deliveries.receiver_in(&per_node[0]), Arc::clone(&frames))];
     for (i, m) in (1..).zip(members) {
@@ -301,8 +300,7 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
     settle(&frames, Duration::from_millis(500), Duration::from_secs(120)).await;
 
     let receivers = (size - 1).max(1) as u64;
-    let mut publisher = Publisher { sink: &mut sinks[0], room: &room };
-    let mut run = Run::new(&mut publisher, &deliveries, receivers, &label);
+    let mut run = Run::new(Publisher { sink, room: room.clone() }, &deliveries, receivers, &label);
     let counts = || per_node.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<u64>>();
     let cpus = || nodes.iter().map(|node| cpu_secs(node.pid)).collect::<Vec<f64>>();
     let (delivered_before, cpu_before, nats_before) = (counts(), cpus(), cpu_secs(nats.pid()));
@@ -312,10 +310,10 @@ async fn fanout_on(nodes: &[Node], nats: &Nats, size: usize, o: &Options) -> Res
     let traffic_after = nats.traffic().await;
     let mut latencies = Vec::new();
     let pids: Vec<u32> = nodes.iter().map(|node| node.pid).collect();
-    for &rate in &o.cluster_rates {
+    for &rate in &o.rates {
         latencies.push((rate, run.latency(rate, o.rate_secs, &pids).await?));
     }
-    drop(sinks);
+    drop(run);
     for r in readers {
         r.abort();
     }

@@ -35,7 +35,7 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
     };
     println!("cluster fan-out ({PAYLOAD_BYTES}-byte texts, JetStream store; {where_}):");
     let mut head = format!("{:>5} {:>8} {:>13}", "nodes", "members", "deliveries/s");
-    for rate in &o.cluster_rates {
+    for rate in &o.rates {
         head += &format!(" {:>13}", format!("p99 @{rate}/s"));
     }
     head += &format!(
@@ -52,7 +52,7 @@ pub(crate) fn print_table(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
             n(&r["members"]),
             f(&r["fanout_deliveries_per_sec"])
         );
-        for rate in &o.cluster_rates {
+        for rate in &o.rates {
             let phase = r["latency"]
                 .as_array()
                 .and_then(|phases| phases.iter().find(|p| p["rate_per_sec"] == json!(rate)));
@@ -128,7 +128,7 @@ pub(crate) fn write(
             "nodes": o.cluster_nodes,
             "sizes": o.sizes,
             "deliveries": o.deliveries,
-            "rates_per_sec": o.cluster_rates,
+            "rates_per_sec": o.rates,
             "rate_secs": o.rate_secs,
             "durable_senders": o.cluster_senders,
             "durable_messages": o.durable_messages,

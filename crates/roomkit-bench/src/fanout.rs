@@ -1,11 +1,13 @@
 //! roomkit's fan-out scenario at one room size: S members join a room and its chatroom over
 //! WebSocket against the release server binary (the join storm and the RSS per member are
 //! measured on the way), then the first member publishes and the other S-1 receive, in the
-//! two phases of [`crate::generator`]. The server's CPU time and its frames per socket write
-//! (from its metrics) are read around the fan-out phase.
+//! two phases of [`crate::generator`]. The server's CPU time is read around the fan-out phase,
+//! and its frames per socket write (from its metrics) around each phase.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
+    path::Path,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -15,25 +17,25 @@ use std::{
 
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use indicatif::ProgressBar;
-use serde_json::{json, Value};
-use tokio::task::JoinHandle;
+use serde_json::{json, Map, Value};
+use tokio::{process::Child, task::JoinHandle};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     bar, call, cpu_secs,
-    generator::{add_phases, Deliveries, Publish, Receiver, Run},
+    generator::{add_fanout, Deliveries, Latency, Publish, Receiver, Run},
     member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on,
     wsraw::RawMember,
-    Options, Ws,
+    Ws,
 };
 
 /// The first member's write half: each text becomes a `send_text_message` request.
-pub(crate) struct Publisher<'a> {
-    pub(crate) sink: &'a mut SplitSink<Ws, Message>,
-    pub(crate) room: &'a str,
+pub(crate) struct Publisher {
+    pub(crate) sink: SplitSink<Ws, Message>,
+    pub(crate) room: String,
 }
 
-impl Publish for Publisher<'_> {
+impl Publish for Publisher {
     async fn feed(&mut self, text: &str) -> Result<(), String> {
         let frame =
             json!({"id": 0, "op": "send_text_message", "room_uuid": self.room, "text": text}).to_string();
@@ -132,110 +134,139 @@ pub(crate) async fn join_members(
     Ok((publisher, members.into_iter().flatten().collect(), start.elapsed()))
 }
 
-/// Runs the scenario against a fresh server, started on `server_cpu` when given.
-pub(crate) async fn run_size(
-    bin: &std::path::Path,
-    size: usize,
-    o: &Options,
-    server_cpu: Option<usize>,
-) -> Result<Value, String> {
-    let (child, addr, admin) = start_server_on(bin, &["--store", "memory"], server_cpu).await?;
-    let pid = child.id().ok_or("server exited")?;
-    let room = format!("bench-{size}");
-    let deliveries = Deliveries::new();
-    let frames = Arc::new(AtomicU64::new(0));
-
-    // The first member creates the room.
-    let mut creator = member_connect(addr).await?;
-    call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
-    call(
-        &mut creator,
-        2,
-        json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true}),
-    )
-    .await?;
-    drop(creator);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_bytes(pid);
-
-    let pb = bar(size as u64, &format!("roomkit: join storm, {size} members"));
-    let (publisher, members, join_storm) = join_members(&[addr], size, &room, &pb).await?;
-    pb.finish_and_clear();
-    let (sink, stream) = publisher.split();
-    let mut sinks = vec![sink];
-    let mut readers = vec![spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames))];
-    for m in members {
-        readers.push(spawn_raw_reader(m, deliveries.receiver(), Arc::clone(&frames)));
-    }
-    // Let the join events drain before measuring memory.
-    settle(&frames, Duration::from_millis(500), Duration::from_secs(120)).await;
-    let rss_after = rss_bytes(pid);
-    let per_member = rss_after.saturating_sub(rss_before) / size as u64;
-
-    let receivers = (size - 1).max(1) as u64;
-    let mut publisher = Publisher { sink: &mut sinks[0], room: &room };
-    let mut run = Run::new(&mut publisher, &deliveries, receivers, "roomkit");
-    let cpu_before = cpu_secs(pid);
-    let writes_before = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
-    let fanout = run.fanout(o.deliveries).await?;
-    let server_cpu = cpu_secs(pid) - cpu_before;
-    let writes_after = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
-    let frames_per_write = (writes_after.0 - writes_before.0) / (writes_after.1 - writes_before.1).max(1.0);
-    let latency = run.latency(o.rate, o.rate_secs, &[pid]).await?;
-    let writes_latency = metric_sum_count(admin, "roomkit_write_batch_frames").await.unwrap_or_default();
-    let latency_frames_per_write =
-        (writes_latency.0 - writes_after.0) / (writes_latency.1 - writes_after.1).max(1.0);
-    let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
-
-    drop(sinks);
-    for r in readers {
-        r.abort();
-    }
-    drop(child);
-    let mut row = json!({
-        "scenario": "fanout",
-        "system": "roomkit",
-        "members": size,
-        "server_cpus": server_cpus,
-        "join_storm_secs": join_storm.as_secs_f64(),
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
-        "rss_per_member_bytes": per_member,
-        "fanout_frames_per_write": (frames_per_write * 100.0).round() / 100.0,
-        "latency_frames_per_write": (latency_frames_per_write * 100.0).round() / 100.0,
-    });
-    add_phases(&mut row, &fanout, server_cpu, &latency, o.rate);
-    Ok(row)
+/// roomkit at one room size: a fresh server with its members joined and their readers
+/// running, ready for the phases; the row of its figures so far.
+pub(crate) struct Roomkit {
+    child: Child,
+    pid: u32,
+    admin: SocketAddr,
+    run: Run<Publisher>,
+    readers: Vec<JoinHandle<()>>,
+    row: Value,
+    /// Frames and socket writes over each rate's rounds so far (from the server's metrics).
+    latency_writes: BTreeMap<u64, (f64, f64)>,
 }
 
-/// roomkit's own figures, one line per size.
+impl Roomkit {
+    /// Starts a server (on `server_cpu` when given), and lets `size` members join its room and
+    /// chatroom: the join storm's time and the RSS per member go into the row.
+    pub(crate) async fn start(bin: &Path, size: usize, server_cpu: Option<usize>) -> Result<Self, String> {
+        let (child, addr, admin) = start_server_on(bin, &["--store", "memory"], server_cpu).await?;
+        let pid = child.id().ok_or("server exited")?;
+        let room = format!("bench-{size}");
+        let deliveries = Deliveries::new();
+        let frames = Arc::new(AtomicU64::new(0));
+
+        // The first member creates the room.
+        let mut creator = member_connect(addr).await?;
+        call(&mut creator, 1, json!({"op": "login", "account_id": "creator", "token": "bench"})).await?;
+        let create =
+            json!({"op": "create_room", "room_uuid": room, "room_name": room, "enable_chatroom": true});
+        call(&mut creator, 2, create).await?;
+        drop(creator);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss_before = rss_bytes(pid);
+
+        let pb = bar(size as u64, &format!("roomkit: join storm, {size} members"));
+        let (publisher, members, join_storm) = join_members(&[addr], size, &room, &pb).await?;
+        pb.finish_and_clear();
+        let (sink, stream) = publisher.split();
+        let mut readers = vec![spawn_reader(stream, deliveries.receiver(), Arc::clone(&frames))];
+        for m in members {
+            readers.push(spawn_raw_reader(m, deliveries.receiver(), Arc::clone(&frames)));
+        }
+        // Let the join events drain before measuring memory.
+        settle(&frames, Duration::from_millis(500), Duration::from_secs(120)).await;
+        let rss_after = rss_bytes(pid);
+
+        let receivers = (size - 1).max(1) as u64;
+        let run = Run::new(Publisher { sink, room }, &deliveries, receivers, "roomkit");
+        let row = json!({
+            "scenario": "fanout",
+            "system": "roomkit",
+            "members": size,
+            "server_cpus": pin::allowed_cpus(&pid.to_string()).unwrap_or_default(),
+            "join_storm_secs": join_storm.as_secs_f64(),
+            "rss_before_bytes": rss_before,
+            "rss_after_bytes": rss_after,
+            "rss_per_member_bytes": rss_after.saturating_sub(rss_before) / size as u64,
+        });
+        Ok(Self { child, pid, admin, run, readers, row, latency_writes: BTreeMap::new() })
+    }
+
+    /// Frames and socket writes so far, from the server's metrics.
+    async fn writes(&self) -> (f64, f64) {
+        metric_sum_count(self.admin, "roomkit_write_batch_frames").await.unwrap_or_default()
+    }
+
+    /// The fan-out phase, with the server's CPU time and frames per write over it.
+    pub(crate) async fn fanout(&mut self, deliveries: u64) -> Result<(), String> {
+        let (cpu_before, writes_before) = (cpu_secs(self.pid), self.writes().await);
+        let fanout = self.run.fanout(deliveries).await?;
+        let server_cpu = cpu_secs(self.pid) - cpu_before;
+        let writes = self.writes().await;
+        add_fanout(&mut self.row, &fanout, server_cpu);
+        self.row["fanout_frames_per_write"] = json!(frames_per_write(writes_before, writes));
+        Ok(())
+    }
+
+    /// One round of the fixed-rate phase; the frames per write over each rate's rounds go into
+    /// the row's latency figures ([`finish`](Self::finish)).
+    pub(crate) async fn latency(&mut self, rate: u64, secs: u64) -> Result<Latency, String> {
+        let before = self.writes().await;
+        let latency = self.run.latency(rate, secs, &[self.pid]).await?;
+        let after = self.writes().await;
+        let sum = self.latency_writes.entry(rate).or_default();
+        *sum = (sum.0 + after.0 - before.0, sum.1 + after.1 - before.1);
+        Ok(latency)
+    }
+
+    /// Stops the server and its members; the row, with `latency` (the figures of each rate,
+    /// keyed by rate).
+    pub(crate) fn finish(mut self, mut latency: Map<String, Value>) -> Value {
+        for (rate, writes) in &self.latency_writes {
+            if let Some(figures) = latency.get_mut(&rate.to_string()) {
+                figures["frames_per_write"] = json!(frames_per_write((0.0, 0.0), *writes));
+            }
+        }
+        self.row["latency"] = Value::Object(latency);
+        for r in self.readers {
+            r.abort();
+        }
+        drop(self.run);
+        drop(self.child);
+        self.row
+    }
+}
+
+/// Frames per socket write between two readings of the server's `(sum, count)`.
+fn frames_per_write(before: (f64, f64), after: (f64, f64)) -> f64 {
+    let per = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+    (per * 100.0).round() / 100.0
+}
+
+/// roomkit's own figures, one line per size (the latencies are in the comparison's table).
 pub(crate) fn print_table(rows: &[Value]) {
     println!(
-        "{:>8} {:>11} {:>13} {:>16} {:>18} {:>10} {:>10} {:>10} {:>14} {:>6}",
+        "{:>8} {:>11} {:>13} {:>16} {:>18} {:>13} {:>6}",
         "members",
         "join storm",
         "RSS/member",
         "fan-out deliv/s",
         "deliv/server-cpu-s",
-        "p50 ms",
-        "p99 ms",
-        "p999 ms",
-        "delivered",
+        "frames/write",
         "lost"
     );
     for r in rows {
         println!(
-            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>18.0} {:>10.3} {:>10.3} {:>10.3} {:>14} {:>6}",
-            r["members"],
+            "{:>8} {:>10.2}s {:>11.1}KB {:>16.0} {:>18.0} {:>13.2} {:>6}",
+            r["members"].as_u64().unwrap_or(0),
             r["join_storm_secs"].as_f64().unwrap_or(0.0),
             r["rss_per_member_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
             r["fanout_deliveries_per_sec"].as_f64().unwrap_or(0.0),
             r["fanout_deliveries_per_server_cpu_sec"].as_f64().unwrap_or(0.0),
-            r["latency_p50_ms"].as_f64().unwrap_or(0.0),
-            r["latency_p99_ms"].as_f64().unwrap_or(0.0),
-            r["latency_p999_ms"].as_f64().unwrap_or(0.0),
-            format!("{}/{}", r["latency_deliveries"], r["latency_expected_deliveries"]),
-            r["fanout_lost"].as_u64().unwrap_or(0) + r["latency_lost"].as_u64().unwrap_or(0),
+            r["fanout_frames_per_write"].as_f64().unwrap_or(0.0),
+            crate::report::lost(r),
         );
     }
     println!();

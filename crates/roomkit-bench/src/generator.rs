@@ -7,7 +7,8 @@
 //!   messages); the figure is deliveries per second of wall time;
 //! - **latency**: the publisher sends at a fixed rate; after a warm-up second ([`WARMUP_SECS`]),
 //!   each text carries its send time, and each receiver records send-to-receive time in the
-//!   run's one histogram, made whole before the first message (see [`Deliveries`]).
+//!   run's one histogram, made whole before the first message (see [`Deliveries`]). The phase
+//!   may run several times (rounds, [`latency_summary`]).
 //!
 //! Every text carries a sequence number, counted across both phases. Each receiver keeps the
 //! next number it expects: a text at or past it is in order (numbers skipped on the way are
@@ -187,14 +188,24 @@ pub(crate) trait Publish {
     async fn flush(&mut self) -> Result<(), String>;
 }
 
-/// The publisher's next sequence number, and the deliveries its receivers count.
-pub(crate) struct Run<'a, P> {
-    pub(crate) publisher: &'a mut P,
-    pub(crate) deliveries: &'a Deliveries,
+impl<T: Publish> Publish for &mut T {
+    async fn feed(&mut self, text: &str) -> Result<(), String> {
+        (**self).feed(text).await
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        (**self).flush().await
+    }
+}
+
+/// The publisher, its next sequence number, and the deliveries its receivers count.
+pub(crate) struct Run<P> {
+    publisher: P,
+    deliveries: Arc<Deliveries>,
     /// How many receivers each text goes to.
-    pub(crate) receivers: u64,
+    receivers: u64,
     /// Prefix of the progress bars' labels (`roomkit`, `redis`).
-    pub(crate) system: &'a str,
+    system: String,
     next_seq: u64,
 }
 
@@ -213,10 +224,10 @@ impl Fanout {
     }
 }
 
-/// The fields a result row of either system shares: the fan-out phase (with the server's CPU
-/// time during it) and the fixed-rate phase at `rate` messages per second, added to `row`.
-pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, latency: &Latency, rate: u64) {
-    let phases = json!({
+/// The fan-out phase's fields of a result row of either system (with the server's CPU time
+/// during it), added to `row`.
+pub(crate) fn add_fanout(row: &mut Value, fanout: &Fanout, server_cpu: f64) {
+    let phase = json!({
         "fanout_messages": fanout.messages,
         "fanout_deliveries": fanout.delivered,
         "fanout_deliveries_per_sec": fanout.deliveries_per_sec().round(),
@@ -224,23 +235,49 @@ pub(crate) fn add_phases(row: &mut Value, fanout: &Fanout, server_cpu: f64, late
         "fanout_out_of_order": fanout.out_of_order,
         "fanout_server_cpu_secs": server_cpu,
         "fanout_deliveries_per_server_cpu_sec": (fanout.delivered as f64 / server_cpu.max(0.01)).round(),
-        "latency_rate_per_sec": rate,
-        "latency_messages": latency.messages,
-        "latency_warmup_messages": latency.warmup,
-        "latency_deliveries": latency.delivered,
-        "latency_expected_deliveries": latency.expected,
-        "latency_lost": latency.lost,
-        "latency_out_of_order": latency.out_of_order,
-        "latency_p50_ms": latency.p50_ms,
-        "latency_p99_ms": latency.p99_ms,
-        "latency_p999_ms": latency.p999_ms,
-        "latency_max_ms": latency.max_ms,
-        "latency_server_cpus": (latency.server_cpu * 100.0).round() / 100.0,
-        "latency_generator_cpus": (latency.generator_cpu * 100.0).round() / 100.0,
     });
-    if let (Some(row), Value::Object(phases)) = (row.as_object_mut(), phases) {
-        row.extend::<Map<String, Value>>(phases);
+    if let (Some(row), Value::Object(phase)) = (row.as_object_mut(), phase) {
+        row.extend::<Map<String, Value>>(phase);
     }
+}
+
+/// Rounds to two decimals.
+fn hundredths(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The fixed-rate phase's rounds at one rate, as a result row holds them: each round's
+/// percentiles and CPUs, and over all rounds the counts, the percentiles of every timed
+/// delivery, and the mean CPUs.
+pub(crate) fn latency_summary(rounds: &[Latency]) -> Value {
+    let mut merged = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_NANOS, 3).expect("valid bounds");
+    for r in rounds {
+        merged.add(&r.histogram).expect("same bounds");
+    }
+    let ms = |q: f64| merged.value_at_quantile(q) as f64 / 1e6;
+    let sum = |f: fn(&Latency) -> u64| rounds.iter().map(f).sum::<u64>();
+    let mean = |f: fn(&Latency) -> f64| rounds.iter().map(f).sum::<f64>() / rounds.len().max(1) as f64;
+    json!({
+        "rounds": rounds.iter().map(|r| json!({
+            "p50_ms": r.p50_ms,
+            "p99_ms": r.p99_ms,
+            "p999_ms": r.p999_ms,
+            "server_cpus": hundredths(r.server_cpu),
+            "generator_cpus": hundredths(r.generator_cpu),
+        })).collect::<Vec<_>>(),
+        "messages": sum(|r| r.messages),
+        "warmup_messages": sum(|r| r.warmup),
+        "deliveries": sum(|r| r.delivered),
+        "expected_deliveries": sum(|r| r.expected),
+        "lost": sum(|r| r.lost),
+        "out_of_order": sum(|r| r.out_of_order),
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "p999_ms": ms(0.999),
+        "max_ms": merged.max() as f64 / 1e6,
+        "server_cpus": hundredths(mean(|r| r.server_cpu)),
+        "generator_cpus": hundredths(mean(|r| r.generator_cpu)),
+    })
 }
 
 /// What the fixed-rate phase measured; latencies in milliseconds.
@@ -263,6 +300,8 @@ pub(crate) struct Latency {
     /// CPU this generator used over the timed part, in CPUs: near 1.0 on its one CPU, its
     /// own backlog is part of every latency it measures.
     pub(crate) generator_cpu: f64,
+    /// Every timed delivery's latency, in nanoseconds.
+    pub(crate) histogram: Histogram<u64>,
 }
 
 /// CPU time used by the processes `pids` together, in seconds.
@@ -270,18 +309,14 @@ fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().map(|&pid| crate::cpu_secs(pid)).sum()
 }
 
-impl<'a, P: Publish> Run<'a, P> {
-    pub(crate) fn new(
-        publisher: &'a mut P,
-        deliveries: &'a Deliveries,
-        receivers: u64,
-        system: &'a str,
-    ) -> Self {
-        Self { publisher, deliveries, receivers, system, next_seq: 1 }
+impl<P: Publish> Run<P> {
+    pub(crate) fn new(publisher: P, deliveries: &Arc<Deliveries>, receivers: u64, system: &str) -> Self {
+        let deliveries = Arc::clone(deliveries);
+        Self { publisher, deliveries, receivers, system: system.to_owned(), next_seq: 1 }
     }
 
     fn counts(&self) -> (u64, u64, u64) {
-        let d = self.deliveries;
+        let d = &self.deliveries;
         (d.delivered(), d.sum(|c| &c.in_order), d.sum(|c| &c.out_of_order))
     }
 
@@ -380,6 +415,7 @@ impl<'a, P: Publish> Run<'a, P> {
             max_ms: merged.max() as f64 / 1e6,
             server_cpu,
             generator_cpu,
+            histogram: merged,
         })
     }
 }

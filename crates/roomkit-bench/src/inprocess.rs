@@ -170,8 +170,8 @@ async fn run_size(size: usize, rooms: usize, shards: usize, o: &Options) -> Resu
     let per_room = o.deliveries / rooms as u64;
     // The publishers take turns on this task; each waits for its deliveries most of the time.
     let runs = publishers.into_iter().map(|(mut connection, room, deliveries)| async move {
-        let mut p = Publisher { connection: &mut connection, room: &room, batch: Vec::new() };
-        Run::new(&mut p, &deliveries, receivers, "in process").fanout(per_room).await
+        let p = Publisher { connection: &mut connection, room: &room, batch: Vec::new() };
+        Run::new(p, &deliveries, receivers, "in process").fanout(per_room).await
     });
     let fanouts = futures_util::future::join_all(runs).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let cpu = cpu_secs(pid) - cpu_before;

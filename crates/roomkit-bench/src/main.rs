@@ -5,7 +5,8 @@
 //!   join storm's time and the server's RSS per member are measured on the way), and then the
 //!   same generator runs against roomkit and against redis pub/sub (S-1 subscribers, one
 //!   publisher): deliveries per second with the publisher as fast as the slowest readers allow,
-//!   then p50/p99/p999 send-to-receive latency at a fixed rate (default 1000 msg/s). Every text
+//!   then p50/p99/p999 send-to-receive latency at fixed rates (default 100 and 1000 msg/s), in
+//!   rounds, the two systems taking turns. Every text
 //!   is 100 bytes and carries a sequence number; losses and out-of-order texts are counted.
 //!   The servers run on one CPU and the generator on another when there are two (`pin.rs`).
 //!   roomkit's figures are printed beside redis's with their ratio, and written to
@@ -36,11 +37,12 @@
 //! and their defaults are in `options.rs`.
 //!
 //! ```text
-//! cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000]
+//! cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 3]
+//!                   [--deliveries 4000000]
 //!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
 //!                   [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000]
 //! cargo xtask bench --replot   # redraw docs/bench/fanout.svg from docs/bench/results.json
-//! cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000]
+//! cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--rates 100,1000]
 //!                   [--cluster-senders 16] [--durable-messages 4000]
 //! ```
 
@@ -54,7 +56,7 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::{net::TcpStream, process::Child};
 use tokio_tungstenite::{
     tungstenite::{protocol::WebSocketConfig, Message},
@@ -241,16 +243,19 @@ async fn main() {
     }
 }
 
-/// The fan-out scenario at every size, against roomkit and then redis, with the generator and
+/// The fan-out scenario at every size, roomkit beside redis (see [`compare_at`]), with the generator and
 /// the servers pinned to different CPUs when there are two; prints both tables and writes the
 /// results and the plot under `docs/bench/`. Returns every row, roomkit's and redis's, and
 /// whether every text arrived once and in order.
 async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<Value>, bool) {
-    // S members are S sockets on each side.
+    // S members are S sockets in each server, and 2S in the generator, both systems being
+    // connected at once.
     let limit = join::raise_file_limit();
     if let Some(&largest) = o.sizes.iter().max() {
-        if largest as u64 + 256 > limit {
-            eprintln!("warning: {largest} members need more open files than the limit ({limit})");
+        if 2 * largest as u64 + 256 > limit {
+            eprintln!(
+                "warning: {largest} members of each system need more open files than the limit ({limit})"
+            );
         }
     }
     let plan = pin::pin_generator();
@@ -265,12 +270,7 @@ async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<
     println!("baseline: {}\n", redis_version.as_deref().unwrap_or("redis-server (version unknown)"));
     let mut compared = Vec::new();
     for &size in &o.sizes {
-        let result = async {
-            let roomkit = fanout::run_size(server_bin, size, o, server_cpu).await?;
-            let redis = redis::run_size(size, o, server_cpu).await.map_err(|e| format!("redis: {e}"))?;
-            Ok::<_, String>(report::compare(roomkit, redis))
-        };
-        match result.await {
+        match compare_at(server_bin, size, o, server_cpu).await {
             Ok(row) => compared.push(row),
             Err(e) => {
                 eprintln!("size {size}: {e}");
@@ -282,12 +282,47 @@ async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<
     let roomkit_rows: Vec<Value> = compared.iter().map(|r| r["roomkit"].clone()).collect();
     fanout::print_table(&roomkit_rows);
     let pinning = plan.describe();
-    let lost = report::print_comparison(&compared, &pinning, o.rate);
+    let lost = report::print_comparison(&compared, &pinning, o);
     match report::write(&compared, &pinning, o, redis_version) {
         Ok((json_path, svg_path)) => println!("wrote {} and {}\n", json_path.display(), svg_path.display()),
         Err(e) => eprintln!("warning: {e}"),
     }
     (compared.iter().flat_map(|r| [r["roomkit"].clone(), r["redis"].clone()]).collect(), lost == 0)
+}
+
+/// roomkit and redis at one room size, both set up side by side: each system's fan-out phase,
+/// then at each of `--rates` the fixed-rate phase in `--latency-rounds` rounds, the two systems
+/// taking turns (each round has both, the one that goes first alternating), so that a change in
+/// the machine's state over the minutes of a run falls on both alike. Returns the compared row.
+async fn compare_at(
+    server_bin: &std::path::Path,
+    size: usize,
+    o: &Options,
+    server_cpu: Option<usize>,
+) -> Result<Value, String> {
+    let on_redis = |e: String| format!("redis: {e}");
+    // redis starts after roomkit's join storm, which measures roomkit's memory per member.
+    let mut roomkit = fanout::Roomkit::start(server_bin, size, server_cpu).await?;
+    let mut redis = redis::Redis::start(size, server_cpu).await.map_err(on_redis)?;
+    roomkit.fanout(o.deliveries).await?;
+    redis.fanout(o.deliveries).await.map_err(on_redis)?;
+    let (mut roomkit_latency, mut redis_latency) = (Map::new(), Map::new());
+    for &rate in &o.rates {
+        let (mut roomkit_rounds, mut redis_rounds) = (Vec::new(), Vec::new());
+        for round in 0..o.latency_rounds {
+            if round % 2 == 1 {
+                redis_rounds.push(redis.latency(rate, o.rate_secs).await.map_err(on_redis)?);
+            }
+            roomkit_rounds.push(roomkit.latency(rate, o.rate_secs).await?);
+            if round % 2 == 0 {
+                redis_rounds.push(redis.latency(rate, o.rate_secs).await.map_err(on_redis)?);
+            }
+        }
+        roomkit_latency.insert(rate.to_string(), generator::latency_summary(&roomkit_rounds));
+        redis_latency.insert(rate.to_string(), generator::latency_summary(&redis_rounds));
+    }
+    let redis = redis.finish(redis_latency).await.map_err(on_redis)?;
+    Ok(report::compare(roomkit.finish(roomkit_latency), redis))
 }
 
 /// The join storms, one per size: against the server binary while the file limit allows a

@@ -7,7 +7,6 @@ pub(crate) struct Options {
     /// Run the cluster scenario only.
     pub(crate) cluster: bool,
     pub(crate) cluster_nodes: Vec<usize>,
-    pub(crate) cluster_rates: Vec<u64>,
     pub(crate) cluster_senders: usize,
     pub(crate) skip_durable: bool,
     pub(crate) skip_fanout: bool,
@@ -16,8 +15,12 @@ pub(crate) struct Options {
     pub(crate) join_addresses: usize,
     pub(crate) durable_messages: usize,
     pub(crate) sizes: Vec<usize>,
-    pub(crate) rate: u64,
+    /// The fixed-rate phase's rates, messages per second (the cluster scenario's too).
+    pub(crate) rates: Vec<u64>,
+    /// Timed seconds of each fixed-rate round (after a warm-up second).
     pub(crate) rate_secs: u64,
+    /// Rounds of the fixed-rate phase per rate and system, the systems taking turns.
+    pub(crate) latency_rounds: usize,
     pub(crate) deliveries: u64,
 }
 
@@ -34,7 +37,6 @@ pub(crate) fn options() -> Result<Options, String> {
         in_process: false,
         cluster: false,
         cluster_nodes: vec![1, 3],
-        cluster_rates: vec![100, 1000],
         cluster_senders: 16,
         skip_durable: false,
         skip_fanout: false,
@@ -43,8 +45,9 @@ pub(crate) fn options() -> Result<Options, String> {
         join_addresses: 16,
         durable_messages: DURABLE_MESSAGES,
         sizes: vec![100, 1000, 5000],
-        rate: 1000,
+        rates: vec![100, 1000],
         rate_secs: 3,
+        latency_rounds: 3,
         deliveries: 4_000_000,
     };
     let (mut sizes_given, mut durable_given) = (false, false);
@@ -58,7 +61,6 @@ pub(crate) fn options() -> Result<Options, String> {
             }
             "--cluster" => o.cluster = true,
             "--cluster-nodes" => o.cluster_nodes = sizes(&value()?)?,
-            "--cluster-rates" => o.cluster_rates = sizes(&value()?)?.into_iter().map(|r| r as u64).collect(),
             "--cluster-senders" => {
                 o.cluster_senders = value()?.parse().map_err(|_| "bad --cluster-senders")?
             }
@@ -69,8 +71,9 @@ pub(crate) fn options() -> Result<Options, String> {
             "--join-addresses" => o.join_addresses = value()?.parse().map_err(|_| "bad --join-addresses")?,
             "--no-join" => o.join_sizes.clear(),
             "--no-fanout" => o.skip_fanout = true,
-            "--rate" => o.rate = value()?.parse().map_err(|_| "bad --rate")?,
+            "--rates" => o.rates = sizes(&value()?)?.into_iter().map(|r| r as u64).collect(),
             "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
+            "--latency-rounds" => o.latency_rounds = value()?.parse().map_err(|_| "bad --latency-rounds")?,
             "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
             "--durable-messages" => {
                 o.durable_messages = value()?.parse().map_err(|_| "bad --durable-messages")?;
@@ -80,8 +83,8 @@ pub(crate) fn options() -> Result<Options, String> {
             "--replot" => o.replot = true,
             "--in-process" => o.in_process = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rate 1000] [--rate-secs 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
-                println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--cluster-rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
+                println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -100,14 +103,16 @@ pub(crate) fn options() -> Result<Options, String> {
             o.durable_messages = CLUSTER_DURABLE_MESSAGES;
         }
     }
+    if o.rates.contains(&0) || o.latency_rounds == 0 {
+        return Err("--rates must be above 0 and --latency-rounds at least 1".into());
+    }
     if o.cluster
         && (o.sizes.iter().any(|&size| size < 2)
             || o.cluster_nodes.is_empty()
             || o.cluster_nodes.contains(&0)
-            || o.cluster_rates.contains(&0)
             || o.cluster_senders == 0)
     {
-        return Err("--cluster needs rooms of 2 members or more (a publisher and a receiver), and node counts, rates and senders above 0".into());
+        return Err("--cluster needs rooms of 2 members or more (a publisher and a receiver), and node counts and senders above 0".into());
     }
     Ok(o)
 }

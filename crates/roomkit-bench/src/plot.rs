@@ -44,20 +44,23 @@ pub(crate) fn svg(results: &Value) -> String {
         results["settings"]["payload_bytes"],
     );
     legend(&mut out);
-    let rate = results["settings"]["rate_per_sec"].as_u64().unwrap_or(0);
+    // The p99 at the highest rate the run measured.
+    let rate =
+        results["settings"]["rates_per_sec"].as_array().into_iter().flatten().filter_map(Value::as_u64).max();
+    let rate = rate.unwrap_or(0);
     let panels = [
         Panel {
             dx: 0.0,
             title: "Throughput (higher is better)".into(),
             y_label: "deliveries per second",
-            key: "fanout_deliveries_per_sec",
+            key: "/fanout_deliveries_per_sec".into(),
             log_y: false,
         },
         Panel {
             dx: PANEL_WIDTH,
             title: format!("p99 latency at {rate} msg/s (lower is better)"),
             y_label: "p99 send-to-receive (ms, log scale)",
-            key: "latency_p99_ms",
+            key: format!("/latency/{rate}/p99_ms"),
             log_y: true,
         },
     ];
@@ -118,12 +121,13 @@ fn marker(out: &mut String, s: &Series, x: f64, y: f64) {
     }
 }
 
-/// One panel: `key` of each system's row against the members, log-scale x.
+/// One panel: the figure at `key` (a JSON pointer) in each system's row against the members,
+/// log-scale x.
 struct Panel {
     dx: f64,
     title: String,
     y_label: &'static str,
-    key: &'static str,
+    key: String,
     log_y: bool,
 }
 
@@ -170,14 +174,16 @@ impl YScale {
 impl Panel {
     fn draw(&self, out: &mut String, rows: &[Value]) {
         let (left, right) = (self.dx + PLOT_LEFT, self.dx + PLOT_RIGHT);
-        let key = self.key;
+        let key = self.key.as_str();
         let members: Vec<f64> =
             rows.iter().filter_map(|r| r["members"].as_f64()).filter(|m| *m > 0.0).collect();
         let (lo, hi) = members.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
         let (lo, hi) = if members.is_empty() { (1.0, 10.0) } else { ((lo / 1.6).ln(), (hi * 1.6).ln()) };
         let x_of = |m: f64| left + (m.ln() - lo) / (hi - lo) * (right - left);
-        let values: Vec<f64> =
-            rows.iter().flat_map(|r| SERIES.iter().filter_map(move |s| r[s.key][key].as_f64())).collect();
+        let values: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| SERIES.iter().filter_map(move |s| r[s.key].pointer(key)?.as_f64()))
+            .collect();
         let y = YScale::new(&values, self.log_y);
 
         let _ = writeln!(
@@ -229,8 +235,8 @@ impl Panel {
             let points: Vec<(f64, f64, f64, f64)> = rows
                 .iter()
                 .filter_map(|r| {
-                    let v = r[s.key][key].as_f64()?;
-                    let other = r[SERIES[1 - i].key][key].as_f64().unwrap_or(0.0);
+                    let v = r[s.key].pointer(key)?.as_f64()?;
+                    let other = r[SERIES[1 - i].key].pointer(key).and_then(Value::as_f64).unwrap_or(0.0);
                     Some((x_of(r["members"].as_f64()?), y.y_of(v), v, other))
                 })
                 .collect();
@@ -339,17 +345,22 @@ mod tests {
     fn draws_both_series_in_both_panels() {
         let row = |m: u64, d: f64, p: f64| {
             serde_json::json!({"members": m,
-                "roomkit": {"fanout_deliveries_per_sec": d, "latency_p99_ms": p},
-                "redis": {"fanout_deliveries_per_sec": d * 2.0, "latency_p99_ms": p / 2.0}})
+                "roomkit": {"fanout_deliveries_per_sec": d, "latency": {"1000": {"p99_ms": p}}},
+                "redis": {"fanout_deliveries_per_sec": d * 2.0, "latency": {"1000": {"p99_ms": p / 2.0}}}})
         };
         let results = serde_json::json!({
-            "settings": {"payload_bytes": 100, "rate_per_sec": 1000},
+            "settings": {"payload_bytes": 100, "rates_per_sec": [100, 1000]},
             "machine": {"cpus": 2, "cpu_model": "A & B"},
             "date": "2026-01-01T00:00:00Z",
-            "rows": [row(100, 1e6, 2.0), row(1000, 2e6, 5.0)],
+            "rows": [row(100, 1e6, 2.0), row(1000, 2e6, 7.0)],
         });
         let svg = svg(&results);
         assert_eq!(svg.matches("<polyline").count(), 4);
+        // roomkit's points (circles; one more in the legend), each labelled with its value:
+        // the p99s at the highest rate among them.
+        assert_eq!(svg.matches("<circle").count(), 1 + 4);
+        assert!(svg.contains(">7<") && svg.contains(">3.5<"));
+        assert!(svg.contains("p99 latency at 1000 msg/s"));
         assert!(svg.contains("A &amp; B"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
     }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{tcp::OwnedWriteHalf, TcpStream},
@@ -26,8 +26,8 @@ use tokio::{
 
 use crate::{
     bar, cpu_secs, free_port,
-    generator::{add_phases, Deliveries, Publish, Receiver, Run, PAYLOAD_BYTES},
-    pin, resp, rss_bytes, Options,
+    generator::{add_fanout, Deliveries, Latency, Publish, Receiver, Run, PAYLOAD_BYTES},
+    pin, resp, rss_bytes,
 };
 
 /// Where `cargo xtask bench` makes sure redis is installed (Debian's `redis-server`).
@@ -173,83 +173,112 @@ impl Publish for Publisher {
     }
 }
 
-/// Runs the scenario against a fresh redis, started on `server_cpu` when given.
-pub(crate) async fn run_size(size: usize, o: &Options, server_cpu: Option<usize>) -> Result<Value, String> {
-    let (child, addr) = start_redis(size, server_cpu).await?;
-    let pid = child.id().ok_or("redis-server exited")?;
-    let deliveries = Deliveries::new();
-    let receivers = (size - 1).max(1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_bytes(pid);
+/// redis at one size: a fresh server with its subscribers connected and read, and the
+/// publisher's connection, ready for the phases; the row of its figures so far.
+pub(crate) struct Redis {
+    child: Child,
+    pid: u32,
+    run: Run<Publisher>,
+    readers: Vec<JoinHandle<()>>,
+    /// Reads the publisher's replies, counting them in `replies`, until an error reply.
+    reply_reader: JoinHandle<Result<(), String>>,
+    replies: Arc<AtomicU64>,
+    row: Value,
+}
 
-    let pb = bar(receivers as u64, &format!("redis: {receivers} subscribers"));
-    let start = Instant::now();
-    let mut subscribers = Vec::with_capacity(receivers);
-    let mut pending = futures_util::stream::FuturesUnordered::new();
-    let mut next = 0;
-    while next < receivers || !pending.is_empty() {
-        while next < receivers && pending.len() < 256 {
-            pending.push(async move { (next, subscriber(addr).await) });
-            next += 1;
-        }
-        if let Some((i, result)) = pending.next().await {
-            subscribers.push(result.map_err(|e| format!("subscriber {i}: {e}"))?);
-            pb.inc(1);
-        }
-    }
-    let connect_secs = start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    let readers: Vec<_> =
-        subscribers.into_iter().map(|s| spawn_subscriber(s, deliveries.receiver())).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_after = rss_bytes(pid);
+impl Redis {
+    /// Starts redis (on `server_cpu` when given) and connects `size - 1` subscribers and a
+    /// publisher: the time the subscriptions took and the RSS per member go into the row.
+    pub(crate) async fn start(size: usize, server_cpu: Option<usize>) -> Result<Self, String> {
+        let (child, addr) = start_redis(size, server_cpu).await?;
+        let pid = child.id().ok_or("redis-server exited")?;
+        let deliveries = Deliveries::new();
+        let receivers = (size - 1).max(1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss_before = rss_bytes(pid);
 
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (read, write) = tcp.into_split();
-    let replies = Arc::new(AtomicU64::new(0));
-    let reply_reader = {
-        let replies = Arc::clone(&replies);
-        tokio::spawn(async move {
-            RespReader::new(read)
-                .for_each(|value| {
-                    replies.fetch_add(1, Ordering::Relaxed);
-                    !matches!(value, resp::Resp::Error(_))
-                })
-                .await
-        })
-    };
-    let mut publisher = Publisher { write, frame: Vec::with_capacity(PAYLOAD_BYTES + 64) };
-    let mut run = Run::new(&mut publisher, &deliveries, receivers as u64, "redis");
-    let cpu_before = cpu_secs(pid);
-    let fanout = run.fanout(o.deliveries).await?;
-    let server_cpu = cpu_secs(pid) - cpu_before;
-    let latency = run.latency(o.rate, o.rate_secs, &[pid]).await?;
-    let server_cpus = pin::allowed_cpus(&pid.to_string()).unwrap_or_default();
-
-    drop(publisher);
-    if reply_reader.is_finished() {
-        if let Ok(Err(e)) = reply_reader.await {
-            return Err(format!("redis publisher: {e}"));
+        let pb = bar(receivers as u64, &format!("redis: {receivers} subscribers"));
+        let start = Instant::now();
+        let mut subscribers = Vec::with_capacity(receivers);
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        let mut next = 0;
+        while next < receivers || !pending.is_empty() {
+            while next < receivers && pending.len() < 256 {
+                pending.push(async move { (next, subscriber(addr).await) });
+                next += 1;
+            }
+            if let Some((i, result)) = pending.next().await {
+                subscribers.push(result.map_err(|e| format!("subscriber {i}: {e}"))?);
+                pb.inc(1);
+            }
         }
-    } else {
-        reply_reader.abort();
+        let connect_secs = start.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let readers: Vec<_> =
+            subscribers.into_iter().map(|s| spawn_subscriber(s, deliveries.receiver())).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rss_after = rss_bytes(pid);
+
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (read, write) = tcp.into_split();
+        let replies = Arc::new(AtomicU64::new(0));
+        let reply_reader = {
+            let replies = Arc::clone(&replies);
+            tokio::spawn(async move {
+                RespReader::new(read)
+                    .for_each(|value| {
+                        replies.fetch_add(1, Ordering::Relaxed);
+                        !matches!(value, resp::Resp::Error(_))
+                    })
+                    .await
+            })
+        };
+        let publisher = Publisher { write, frame: Vec::with_capacity(PAYLOAD_BYTES + 64) };
+        let run = Run::new(publisher, &deliveries, receivers as u64, "redis");
+        let row = json!({
+            "scenario": "fanout",
+            "system": "redis",
+            "members": size,
+            "server_cpus": pin::allowed_cpus(&pid.to_string()).unwrap_or_default(),
+            "subscribe_secs": connect_secs,
+            "rss_before_bytes": rss_before,
+            "rss_after_bytes": rss_after,
+            "rss_per_member_bytes": rss_after.saturating_sub(rss_before) / size as u64,
+        });
+        Ok(Self { child, pid, run, readers, reply_reader, replies, row })
     }
-    for r in readers {
-        r.abort();
+
+    /// The fan-out phase, with the server's CPU time over it.
+    pub(crate) async fn fanout(&mut self, deliveries: u64) -> Result<(), String> {
+        let cpu_before = cpu_secs(self.pid);
+        let fanout = self.run.fanout(deliveries).await?;
+        add_fanout(&mut self.row, &fanout, cpu_secs(self.pid) - cpu_before);
+        Ok(())
     }
-    drop(child);
-    let mut row = json!({
-        "scenario": "fanout",
-        "system": "redis",
-        "members": size,
-        "server_cpus": server_cpus,
-        "subscribe_secs": connect_secs,
-        "rss_before_bytes": rss_before,
-        "rss_after_bytes": rss_after,
-        "rss_per_member_bytes": rss_after.saturating_sub(rss_before) / size as u64,
-        "publish_replies": replies.load(Ordering::Relaxed),
-    });
-    add_phases(&mut row, &fanout, server_cpu, &latency, o.rate);
-    Ok(row)
+
+    /// One round of the fixed-rate phase.
+    pub(crate) async fn latency(&mut self, rate: u64, secs: u64) -> Result<Latency, String> {
+        self.run.latency(rate, secs, &[self.pid]).await
+    }
+
+    /// Stops redis and the clients; the row, with `latency` (the figures of each rate, keyed by
+    /// rate), or the error redis replied to a `PUBLISH` with.
+    pub(crate) async fn finish(mut self, latency: Map<String, Value>) -> Result<Value, String> {
+        drop(self.run);
+        if self.reply_reader.is_finished() {
+            if let Ok(Err(e)) = self.reply_reader.await {
+                return Err(format!("redis publisher: {e}"));
+            }
+        } else {
+            self.reply_reader.abort();
+        }
+        for r in self.readers {
+            r.abort();
+        }
+        drop(self.child);
+        self.row["publish_replies"] = json!(self.replies.load(Ordering::Relaxed));
+        self.row["latency"] = Value::Object(latency);
+        Ok(self.row)
+    }
 }

@@ -5,49 +5,93 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::{generator::PAYLOAD_BYTES, Options};
 
 /// Where the results and the plot go, relative to the workspace root.
 pub(crate) const RESULTS_DIR: &str = "docs/bench";
 
-/// One size: roomkit's row, redis's row and their ratios (roomkit ÷ redis).
+/// One size: roomkit's row, redis's row and their ratios (roomkit ÷ redis). The latency
+/// ratios are per rate: each round's ratio (roomkit's round against redis's round of the same
+/// number, run back to back) and their median, which is the figure to read, the rounds' spread
+/// showing how far the machine moved meanwhile; and the ratio of the percentiles over all rounds.
 pub(crate) fn compare(roomkit: Value, redis: Value) -> Value {
-    let ratio = |key: &str| {
-        let (a, b) = (roomkit[key].as_f64().unwrap_or(0.0), redis[key].as_f64().unwrap_or(0.0));
-        if b > 0.0 {
-            json!((a / b * 1000.0).round() / 1000.0)
-        } else {
-            Value::Null
-        }
-    };
+    let fanout = |key: &str| ratio(roomkit[key].as_f64(), redis[key].as_f64());
+    let mut latency = Map::new();
+    for (rate, rk) in roomkit["latency"].as_object().into_iter().flatten() {
+        let rd = &redis["latency"][rate];
+        let rounds = |key: &str| -> Vec<f64> {
+            let (a, b) = (rk["rounds"].as_array(), rd["rounds"].as_array());
+            a.into_iter()
+                .flatten()
+                .zip(b.into_iter().flatten())
+                .filter_map(|(a, b)| ratio(a[key].as_f64(), b[key].as_f64()))
+                .collect()
+        };
+        let (p50, p99) = (rounds("p50_ms"), rounds("p99_ms"));
+        latency.insert(
+            rate.clone(),
+            json!({
+                "p50_ms": median(&p50),
+                "p99_ms": median(&p99),
+                "p50_ms_rounds": p50,
+                "p99_ms_rounds": p99,
+                "p99_ms_all_rounds": ratio(rk["p99_ms"].as_f64(), rd["p99_ms"].as_f64()),
+            }),
+        );
+    }
     json!({
         "members": roomkit["members"],
         "ratio": {
-            "fanout_deliveries_per_sec": ratio("fanout_deliveries_per_sec"),
-            "fanout_deliveries_per_server_cpu_sec": ratio("fanout_deliveries_per_server_cpu_sec"),
-            "latency_p50_ms": ratio("latency_p50_ms"),
-            "latency_p99_ms": ratio("latency_p99_ms"),
+            "fanout_deliveries_per_sec": fanout("fanout_deliveries_per_sec"),
+            "fanout_deliveries_per_server_cpu_sec": fanout("fanout_deliveries_per_server_cpu_sec"),
+            "latency": latency,
         },
         "roomkit": roomkit,
         "redis": redis,
     })
 }
 
-fn lost(row: &Value) -> u64 {
-    ["fanout_lost", "fanout_out_of_order", "latency_lost", "latency_out_of_order"]
-        .iter()
-        .map(|k| row[k].as_u64().unwrap_or(0))
-        .sum()
+/// `a ÷ b` to three decimals, when both are there and `b` is above 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
+        _ => None,
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count), if any.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some(((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 * 1000.0).round() / 1000.0),
+    }
+}
+
+/// Texts a system's row counts as lost or out of order, over the fan-out phase and every
+/// fixed-rate round.
+pub(crate) fn lost(row: &Value) -> u64 {
+    let count = |v: &Value, keys: &[&str]| keys.iter().map(|k| v[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let latency: u64 = row["latency"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, figures)| count(figures, &["lost", "out_of_order"]))
+        .sum();
+    count(row, &["fanout_lost", "fanout_out_of_order"]) + latency
 }
 
 /// CPUs busy from which a process of one CPU is reported saturated.
 pub(crate) const SATURATED_CPUS: f64 = 0.9;
 
-/// Prints the side-by-side table; returns how many texts were lost or out of order, both
-/// systems together.
-pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, rate: u64) -> u64 {
+/// Prints the side-by-side tables, fan-out then latency; returns how many texts were lost or
+/// out of order, both systems together.
+pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> u64 {
     let where_ = if pinning["applied"] == json!(true) {
         format!("server on CPU {}, generator on CPU {}", pinning["server_cpu"], pinning["generator_cpu"])
     } else {
@@ -55,68 +99,83 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, rate: u64) -> u6
     };
     println!("fan-out, roomkit beside redis pub/sub ({PAYLOAD_BYTES}-byte texts; {where_}):");
     println!(
-        "{:>8} {:>14} {:>14} {:>7} | {:>10} {:>10} | {:>10} {:>10} {:>7} | {:>12}",
-        "members",
-        "roomkit del/s",
-        "redis del/s",
-        "ratio",
-        "roomkit p50",
-        "redis p50",
-        "roomkit p99",
-        "redis p99",
-        "ratio",
-        "lost rk/redis"
+        "{:>8} {:>14} {:>14} {:>7} | {:>12}",
+        "members", "roomkit del/s", "redis del/s", "ratio", "lost rk/redis"
     );
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     for r in rows {
         let (rk, rd) = (&r["roomkit"], &r["redis"]);
         println!(
-            "{:>8} {:>14.0} {:>14.0} {:>7.3} | {:>8.3}ms {:>8.3}ms | {:>8.3}ms {:>8.3}ms {:>7.3} | {:>12}",
-            r["members"],
+            "{:>8} {:>14.0} {:>14.0} {:>7.3} | {:>12}",
+            f(&r["members"]),
             f(&rk["fanout_deliveries_per_sec"]),
             f(&rd["fanout_deliveries_per_sec"]),
             f(&r["ratio"]["fanout_deliveries_per_sec"]),
-            f(&rk["latency_p50_ms"]),
-            f(&rd["latency_p50_ms"]),
-            f(&rk["latency_p99_ms"]),
-            f(&rd["latency_p99_ms"]),
-            f(&r["ratio"]["latency_p99_ms"]),
             format!("{}/{}", lost(rk), lost(rd)),
         );
     }
+    println!();
     println!(
-        "(latency at {rate} msg/s; ratio = roomkit ÷ redis; lost counts missing and out-of-order texts)"
+        "latency, {} rounds of {} s per rate and system, the two taking turns (p50/p99 over all rounds):",
+        o.latency_rounds, o.rate_secs
+    );
+    println!(
+        "{:>8} {:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>7} {:>22} | {:>25}",
+        "members",
+        "msg/s",
+        "roomkit p50",
+        "redis p50",
+        "roomkit p99",
+        "redis p99",
+        "ratio",
+        "p99 ratio per round",
+        "CPUs busy: servers / gen."
     );
     // Near one CPU, a process has a backlog: the generator's is in both systems' latencies.
-    let busy = |v: &Value| if f(v) >= SATURATED_CPUS { "*" } else { "" };
+    let busy = |v: &Value| format!("{:.2}{}", f(v), if f(v) >= SATURATED_CPUS { "*" } else { "" });
     let mut saturated = false;
     for r in rows {
-        let (rk, rd) = (&r["roomkit"], &r["redis"]);
-        let (rk_server, rd_server) = (&rk["latency_server_cpus"], &rd["latency_server_cpus"]);
-        let (rk_gen, rd_gen) = (&rk["latency_generator_cpus"], &rd["latency_generator_cpus"]);
-        saturated |= [rk_server, rd_server, rk_gen, rd_gen].iter().any(|v| f(v) >= SATURATED_CPUS);
-        println!(
-            "  {} members, CPUs busy while timed: servers {:.2}{} / {:.2}{}, generator {:.2}{} / {:.2}{} (roomkit / redis)",
-            r["members"],
-            f(rk_server),
-            busy(rk_server),
-            f(rd_server),
-            busy(rd_server),
-            f(rk_gen),
-            busy(rk_gen),
-            f(rd_gen),
-            busy(rd_gen),
-        );
+        for rate in &o.rates {
+            let rate = rate.to_string();
+            let (rk, rd, ratio) = (
+                &r["roomkit"]["latency"][&rate],
+                &r["redis"]["latency"][&rate],
+                &r["ratio"]["latency"][&rate],
+            );
+            let cpus = [&rk["server_cpus"], &rd["server_cpus"], &rk["generator_cpus"], &rd["generator_cpus"]];
+            saturated |= cpus.iter().any(|v| f(v) >= SATURATED_CPUS);
+            let per_round: Vec<String> = ratio["p99_ms_rounds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| format!("{:.2}", f(v)))
+                .collect();
+            println!(
+                "{:>8} {:>6} | {:>8.3}ms {:>8.3}ms | {:>8.3}ms {:>8.3}ms | {:>7.3} {:>22} | {:>25}",
+                f(&r["members"]),
+                rate,
+                f(&rk["p50_ms"]),
+                f(&rd["p50_ms"]),
+                f(&rk["p99_ms"]),
+                f(&rd["p99_ms"]),
+                f(&ratio["p99_ms"]),
+                per_round.join(" "),
+                format!("{} {} / {} {}", busy(cpus[0]), busy(cpus[1]), busy(cpus[2]), busy(cpus[3])),
+            );
+        }
     }
+    println!(
+        "(ratio = roomkit ÷ redis, for the p99: the median of the rounds' ratios; CPUs roomkit then redis)"
+    );
     if saturated {
         println!(
-            "  (* saturated, {SATURATED_CPUS:.2} of a CPU or more: its backlog is part of the latencies)"
+            "(* saturated, {SATURATED_CPUS:.2} of a CPU or more over the timed part: its backlog is part of the latencies)"
         );
     }
     println!();
     let lost: u64 = rows.iter().map(|r| lost(&r["roomkit"]) + lost(&r["redis"])).sum();
     if lost > 0 {
-        eprintln!("error: {lost} texts lost or out of order (see the rows' *_lost and *_out_of_order)\n");
+        eprintln!("error: {lost} texts lost or out of order (see the rows' fan-out and latency lost and out_of_order)\n");
     }
     lost
 }
@@ -146,8 +205,9 @@ pub(crate) fn write(
             "payload_bytes": PAYLOAD_BYTES,
             "sizes": o.sizes,
             "deliveries": o.deliveries,
-            "rate_per_sec": o.rate,
+            "rates_per_sec": o.rates,
             "rate_secs": o.rate_secs,
+            "latency_rounds": o.latency_rounds,
         },
         "pinning": pinning,
         "rows": rows,
@@ -236,13 +296,34 @@ mod tests {
     }
 
     #[test]
-    fn ratios_are_roomkit_over_redis() {
+    fn ratios_are_roomkit_over_redis_and_the_latencys_the_median_of_its_rounds() {
+        let rounds =
+            |p99: &[f64]| p99.iter().map(|p| json!({"p50_ms": 1.0, "p99_ms": p})).collect::<Vec<_>>();
         let row = compare(
-            json!({"members": 10, "fanout_deliveries_per_sec": 1.0, "latency_p99_ms": 3.0}),
-            json!({"members": 10, "fanout_deliveries_per_sec": 4.0, "latency_p99_ms": 2.0}),
+            json!({"members": 10, "fanout_deliveries_per_sec": 1.0,
+                   "latency": {"100": {"p99_ms": 9.0, "rounds": rounds(&[3.0, 8.0, 4.0])}}}),
+            json!({"members": 10, "fanout_deliveries_per_sec": 4.0,
+                   "latency": {"100": {"p99_ms": 4.0, "rounds": rounds(&[2.0, 2.0, 4.0])}}}),
         );
         assert_eq!(row["ratio"]["fanout_deliveries_per_sec"], json!(0.25));
-        assert_eq!(row["ratio"]["latency_p99_ms"], json!(1.5));
-        assert_eq!(row["ratio"]["latency_p50_ms"], Value::Null);
+        assert_eq!(row["ratio"]["fanout_deliveries_per_server_cpu_sec"], Value::Null);
+        let latency = &row["ratio"]["latency"]["100"];
+        assert_eq!(latency["p99_ms_rounds"], json!([1.5, 4.0, 1.0]));
+        assert_eq!(latency["p99_ms"], json!(1.5));
+        assert_eq!(latency["p99_ms_all_rounds"], json!(2.25));
+        assert_eq!(latency["p50_ms"], json!(1.0));
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn losses_count_the_fanout_and_every_rate() {
+        let row = json!({"fanout_lost": 1, "fanout_out_of_order": 2,
+                         "latency": {"100": {"lost": 3, "out_of_order": 0}, "1000": {"lost": 0, "out_of_order": 4}}});
+        assert_eq!(lost(&row), 10);
     }
 }
