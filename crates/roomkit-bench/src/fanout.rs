@@ -143,8 +143,9 @@ pub(crate) struct Roomkit {
     run: Run<Publisher>,
     readers: Vec<JoinHandle<()>>,
     row: Value,
-    /// Frames and socket writes over each rate's rounds so far (from the server's metrics).
-    latency_writes: BTreeMap<u64, (f64, f64)>,
+    /// Frames and socket writes over each rate's rounds so far (from the server's metrics),
+    /// `None` once a reading failed.
+    latency_writes: BTreeMap<u64, Option<(f64, f64)>>,
 }
 
 impl Roomkit {
@@ -195,8 +196,8 @@ impl Roomkit {
     }
 
     /// Frames and socket writes so far, from the server's metrics.
-    async fn writes(&self) -> (f64, f64) {
-        metric_sum_count(self.admin, "roomkit_write_batch_frames").await.unwrap_or_default()
+    async fn writes(&self) -> Option<(f64, f64)> {
+        metric_sum_count(self.admin, "roomkit_write_batch_frames").await
     }
 
     /// The fan-out phase, with the server's CPU time and frames per write over it.
@@ -206,7 +207,7 @@ impl Roomkit {
         let server_cpu = cpu_secs(self.pid) - cpu_before;
         let writes = self.writes().await;
         add_fanout(&mut self.row, &fanout, server_cpu);
-        self.row["fanout_frames_per_write"] = json!(frames_per_write(writes_before, writes));
+        self.row["fanout_frames_per_write"] = json!(frames_per_write(writes_before.zip(writes)));
         Ok(())
     }
 
@@ -216,8 +217,10 @@ impl Roomkit {
         let before = self.writes().await;
         let latency = self.run.latency(rate, secs, &[self.pid]).await?;
         let after = self.writes().await;
-        let sum = self.latency_writes.entry(rate).or_default();
-        *sum = (sum.0 + after.0 - before.0, sum.1 + after.1 - before.1);
+        let sum = self.latency_writes.entry(rate).or_insert(Some((0.0, 0.0)));
+        *sum = sum
+            .zip(before.zip(after))
+            .map(|(sum, (before, after))| (sum.0 + after.0 - before.0, sum.1 + after.1 - before.1));
         Ok(latency)
     }
 
@@ -226,7 +229,7 @@ impl Roomkit {
     pub(crate) fn finish(mut self, mut latency: Map<String, Value>) -> Value {
         for (rate, writes) in &self.latency_writes {
             if let Some(figures) = latency.get_mut(&rate.to_string()) {
-                figures["frames_per_write"] = json!(frames_per_write((0.0, 0.0), *writes));
+                figures["frames_per_write"] = json!(frames_per_write(writes.map(|w| ((0.0, 0.0), w))));
             }
         }
         self.row["latency"] = Value::Object(latency);
@@ -239,10 +242,12 @@ impl Roomkit {
     }
 }
 
-/// Frames per socket write between two readings of the server's `(sum, count)`.
-fn frames_per_write(before: (f64, f64), after: (f64, f64)) -> f64 {
+/// Frames per socket write between two readings of the server's `(sum, count)`, if both
+/// readings were had.
+fn frames_per_write(readings: Option<((f64, f64), (f64, f64))>) -> Option<f64> {
+    let (before, after) = readings?;
     let per = (after.0 - before.0) / (after.1 - before.1).max(1.0);
-    (per * 100.0).round() / 100.0
+    Some((per * 100.0).round() / 100.0)
 }
 
 /// roomkit's own figures, one line per size (the latencies are in the comparison's table).

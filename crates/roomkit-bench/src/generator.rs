@@ -188,16 +188,6 @@ pub(crate) trait Publish {
     async fn flush(&mut self) -> Result<(), String>;
 }
 
-impl<T: Publish> Publish for &mut T {
-    async fn feed(&mut self, text: &str) -> Result<(), String> {
-        (**self).feed(text).await
-    }
-
-    async fn flush(&mut self) -> Result<(), String> {
-        (**self).flush().await
-    }
-}
-
 /// The publisher, its next sequence number, and the deliveries its receivers count.
 pub(crate) struct Run<P> {
     publisher: P,
@@ -262,8 +252,8 @@ pub(crate) fn latency_summary(rounds: &[Latency]) -> Value {
             "p50_ms": r.p50_ms,
             "p99_ms": r.p99_ms,
             "p999_ms": r.p999_ms,
-            "server_cpus": hundredths(r.server_cpu),
-            "generator_cpus": hundredths(r.generator_cpu),
+            "busy_server_cpus": hundredths(r.server_cpu),
+            "busy_generator_cpus": hundredths(r.generator_cpu),
         })).collect::<Vec<_>>(),
         "messages": sum(|r| r.messages),
         "warmup_messages": sum(|r| r.warmup),
@@ -275,8 +265,8 @@ pub(crate) fn latency_summary(rounds: &[Latency]) -> Value {
         "p99_ms": ms(0.99),
         "p999_ms": ms(0.999),
         "max_ms": merged.max() as f64 / 1e6,
-        "server_cpus": hundredths(mean(|r| r.server_cpu)),
-        "generator_cpus": hundredths(mean(|r| r.generator_cpu)),
+        "busy_server_cpus": hundredths(mean(|r| r.server_cpu)),
+        "busy_generator_cpus": hundredths(mean(|r| r.generator_cpu)),
     })
 }
 

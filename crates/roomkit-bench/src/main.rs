@@ -37,7 +37,7 @@
 //! and their defaults are in `options.rs`.
 //!
 //! ```text
-//! cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 3]
+//! cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 4]
 //!                   [--deliveries 4000000]
 //!                   [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16]
 //!                   [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000]
@@ -244,7 +244,7 @@ async fn main() {
 }
 
 /// The fan-out scenario at every size, roomkit beside redis (see [`compare_at`]), with the generator and
-/// the servers pinned to different CPUs when there are two; prints both tables and writes the
+/// the servers pinned to different CPUs when there are two; prints the tables and writes the
 /// results and the plot under `docs/bench/`. Returns every row, roomkit's and redis's, and
 /// whether every text arrived once and in order.
 async fn fanout_beside_redis(server_bin: &std::path::Path, o: &Options) -> (Vec<Value>, bool) {
@@ -310,6 +310,8 @@ async fn compare_at(
     for &rate in &o.rates {
         let (mut roomkit_rounds, mut redis_rounds) = (Vec::new(), Vec::new());
         for round in 0..o.latency_rounds {
+            // Which system goes first alternates from round to round (an even count of rounds
+            // balances the order).
             if round % 2 == 1 {
                 redis_rounds.push(redis.latency(rate, o.rate_secs).await.map_err(on_redis)?);
             }

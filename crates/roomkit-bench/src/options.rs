@@ -47,7 +47,7 @@ pub(crate) fn options() -> Result<Options, String> {
         sizes: vec![100, 1000, 5000],
         rates: vec![100, 1000],
         rate_secs: 3,
-        latency_rounds: 3,
+        latency_rounds: 4,
         deliveries: 4_000_000,
     };
     let (mut sizes_given, mut durable_given) = (false, false);
@@ -71,7 +71,7 @@ pub(crate) fn options() -> Result<Options, String> {
             "--join-addresses" => o.join_addresses = value()?.parse().map_err(|_| "bad --join-addresses")?,
             "--no-join" => o.join_sizes.clear(),
             "--no-fanout" => o.skip_fanout = true,
-            "--rates" => o.rates = sizes(&value()?)?.into_iter().map(|r| r as u64).collect(),
+            "--rates" => o.rates = rates(&value()?)?,
             "--rate-secs" => o.rate_secs = value()?.parse().map_err(|_| "bad --rate-secs")?,
             "--latency-rounds" => o.latency_rounds = value()?.parse().map_err(|_| "bad --latency-rounds")?,
             "--deliveries" => o.deliveries = value()?.parse().map_err(|_| "bad --deliveries")?,
@@ -83,7 +83,7 @@ pub(crate) fn options() -> Result<Options, String> {
             "--replot" => o.replot = true,
             "--in-process" => o.in_process = true,
             "-h" | "--help" => {
-                println!("cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 3] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
+                println!("cargo xtask bench [--sizes 100,1000,5000] [--rates 100,1000] [--rate-secs 3] [--latency-rounds 4] [--deliveries 4000000] [--join-sizes 1000,5000,10000,50000] [--join-concurrency 256] [--join-addresses 16] [--no-fanout] [--no-join] [--no-durable] [--durable-messages 16000] [--in-process] [--replot]");
                 println!("cargo xtask bench --cluster [--sizes 1000] [--cluster-nodes 1,3] [--rates 100,1000] [--cluster-senders 16] [--deliveries 4000000] [--rate-secs 3] [--durable-messages 4000]");
                 std::process::exit(0);
             }
@@ -103,8 +103,8 @@ pub(crate) fn options() -> Result<Options, String> {
             o.durable_messages = CLUSTER_DURABLE_MESSAGES;
         }
     }
-    if o.rates.contains(&0) || o.latency_rounds == 0 {
-        return Err("--rates must be above 0 and --latency-rounds at least 1".into());
+    if o.rates.contains(&0) || o.rate_secs == 0 || o.latency_rounds == 0 {
+        return Err("--rates and --rate-secs must be above 0, and --latency-rounds at least 1".into());
     }
     if o.cluster
         && (o.sizes.iter().any(|&size| size < 2)
@@ -115,6 +115,17 @@ pub(crate) fn options() -> Result<Options, String> {
         return Err("--cluster needs rooms of 2 members or more (a publisher and a receiver), and node counts and senders above 0".into());
     }
     Ok(o)
+}
+
+/// Distinct rates, in increasing order.
+fn rates(list: &str) -> Result<Vec<u64>, String> {
+    let mut rates: Vec<u64> = list
+        .split(',')
+        .map(|s| s.trim().parse().map_err(|_| format!("bad rate `{s}`")))
+        .collect::<Result<_, _>>()?;
+    rates.sort_unstable();
+    rates.dedup();
+    Ok(rates)
 }
 
 fn sizes(list: &str) -> Result<Vec<usize>, String> {

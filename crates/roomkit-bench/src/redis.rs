@@ -180,7 +180,8 @@ pub(crate) struct Redis {
     pid: u32,
     run: Run<Publisher>,
     readers: Vec<JoinHandle<()>>,
-    /// Reads the publisher's replies, counting them in `replies`, until an error reply.
+    /// Reads the publisher's replies, counting them in `replies`; ends with the first error
+    /// reply's text, or the connection's error.
     reply_reader: JoinHandle<Result<(), String>>,
     replies: Arc<AtomicU64>,
     row: Value,
@@ -226,12 +227,17 @@ impl Redis {
         let reply_reader = {
             let replies = Arc::clone(&replies);
             tokio::spawn(async move {
+                let mut refused = None;
                 RespReader::new(read)
                     .for_each(|value| {
                         replies.fetch_add(1, Ordering::Relaxed);
-                        !matches!(value, resp::Resp::Error(_))
+                        if let resp::Resp::Error(text) = value {
+                            refused = Some(String::from_utf8_lossy(text).into_owned());
+                        }
+                        refused.is_none()
                     })
-                    .await
+                    .await?;
+                refused.map_or(Ok(()), |text| Err(format!("PUBLISH refused: {text}")))
             })
         };
         let publisher = Publisher { write, frame: Vec::with_capacity(PAYLOAD_BYTES + 64) };

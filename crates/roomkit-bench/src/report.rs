@@ -1,5 +1,5 @@
 //! The fan-out comparison's report: roomkit's figures beside redis's at each size, with their
-//! ratio, printed as a table and written to `docs/bench/results.json` (the machine, the date,
+//! ratio, printed as tables and written to `docs/bench/results.json` (the machine, the date,
 //! the settings, the pinning, one row per size) and `docs/bench/fanout.svg` (see
 //! [`crate::plot`]).
 
@@ -142,7 +142,12 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> 
                 &r["redis"]["latency"][&rate],
                 &r["ratio"]["latency"][&rate],
             );
-            let cpus = [&rk["server_cpus"], &rd["server_cpus"], &rk["generator_cpus"], &rd["generator_cpus"]];
+            let cpus = [
+                &rk["busy_server_cpus"],
+                &rd["busy_server_cpus"],
+                &rk["busy_generator_cpus"],
+                &rd["busy_generator_cpus"],
+            ];
             saturated |= cpus.iter().any(|v| f(v) >= SATURATED_CPUS);
             let per_round: Vec<String> = ratio["p99_ms_rounds"]
                 .as_array()
