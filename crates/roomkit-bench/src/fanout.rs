@@ -97,11 +97,7 @@ pub(crate) fn spawn_raw_reader(
     mut receiver: Receiver,
     frames: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(text) = member.next_text().await {
-            count(&text, &mut receiver, &frames);
-        }
-    })
+    tokio::spawn(async move { member.for_each_text(|text| count(text, &mut receiver, &frames)).await })
 }
 
 /// The join storm: member 0, the publisher, through the WebSocket library (it sends), and

@@ -18,6 +18,32 @@ use tokio::{
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The server frame at the start of `b`, if it is whole: its opcode and where its payload
+/// starts and ends.
+fn header(b: &[u8]) -> Option<(u8, usize, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (opcode, len7) = (b[0] & 0x0f, b[1] & 0x7f);
+    let (len, at) = match len7 {
+        126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (usize::from(n), 2),
+    };
+    (b.len() >= at + len).then_some((opcode, at, at + len))
+}
+
+/// The bytes still missing of a frame `b` starts with, once its length is known.
+fn wanted(b: &[u8]) -> Option<usize> {
+    let need = match *b.get(1)? & 0x7f {
+        126 => 4 + usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])),
+        127 => 10 + u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+        n => 2 + usize::from(n),
+    };
+    need.checked_sub(b.len()).filter(|&n| n > 0)
+}
+
 /// One member's connection.
 pub(crate) struct RawMember {
     tcp: TcpStream,
@@ -93,26 +119,39 @@ impl RawMember {
         }
     }
 
+    /// Calls `each` with every text message, read in place from the buffer (no copy or
+    /// reference count per message, as the RESP reader does), until the server closes.
+    pub(crate) async fn for_each_text(&mut self, mut each: impl FnMut(&[u8])) {
+        loop {
+            let mut used = 0;
+            while let Some((opcode, start, end)) = header(&self.buf[used..]) {
+                match opcode {
+                    0x1 => each(&self.buf[used + start..used + end]),
+                    0x8 => return,
+                    _ => {}
+                }
+                used += end;
+            }
+            self.buf.advance(used);
+            if let Some(need) = wanted(&self.buf) {
+                self.buf.reserve(need);
+            }
+            if self.fill().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Takes one whole server frame off the buffer: (opcode, payload).
     fn frame(&mut self) -> Option<(u8, Bytes)> {
-        let b = &self.buf[..];
-        if b.len() < 2 {
+        let Some((opcode, start, end)) = header(&self.buf) else {
+            if let Some(need) = wanted(&self.buf) {
+                self.buf.reserve(need);
+            }
             return None;
-        }
-        let (opcode, len7) = (b[0] & 0x0f, b[1] & 0x7f);
-        let (len, at) = match len7 {
-            126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
-            126 | 127 => return None,
-            n => (usize::from(n), 2),
         };
-        let have = b.len();
-        if have < at + len {
-            self.buf.reserve(at + len - have);
-            return None;
-        }
-        self.buf.advance(at);
-        Some((opcode, self.buf.split_to(len).freeze()))
+        self.buf.advance(start);
+        Some((opcode, self.buf.split_to(end - start).freeze()))
     }
 
     /// Sends a request and reads until its answer (skipping events); fails unless it
@@ -137,5 +176,24 @@ impl RawMember {
         m.call(2, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
         m.call(3, json!({"op": "join_chatroom", "room_uuid": room})).await?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_of_whole_and_partial_frames() {
+        // A 3-byte text frame, then the start of a 300-byte one (16-bit length).
+        let mut b = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0x01, 0x2c];
+        assert_eq!(header(&b), Some((0x1, 2, 5)));
+        assert_eq!(wanted(&b), None);
+        assert_eq!(header(&b[5..]), None);
+        assert_eq!(wanted(&b[5..]), Some(300));
+        b.extend(std::iter::repeat_n(b'x', 300));
+        assert_eq!(header(&b[5..]), Some((0x1, 4, 304)));
+        assert_eq!(header(&[0x81]), None);
+        assert_eq!(wanted(&[0x81, 126, 0x01]), None);
     }
 }
