@@ -1,6 +1,8 @@
 //! Many requests reaching a shard at once: the shard queues a wake-up's events member by
 //! member, and every connection must still get its answers and events in the order the
-//! room produced them.
+//! room produced them, over the in-memory transport and over WebSocket, where the write
+//! pools write idle members' sockets and each member's own task writes what a socket did not
+//! take (small socket buffers, so that it happens often).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +10,8 @@ use roomkit_core::{
     config::MessageRate,
     transport::{Connection, Connector, Frame},
 };
-use roomkit_server::{DevAuthenticator, RateLimit, Server, ServerConfig};
+use roomkit_server::{RateLimit, ServerConfig};
+use roomkit_tests::{Harness, MemoryHarness, TransportOptions, WsHarness};
 use serde_json::{json, Value};
 
 /// Sends `request` with `id` and reads until its answer (events before it are dropped).
@@ -59,14 +62,25 @@ async fn read(c: &mut Connection, answers: usize, events: usize) -> Read {
 /// after every event of a lower number, an event after every answer of a lower one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_and_events_of_a_burst_reach_each_member_in_sequence_order() {
+    burst_in_order::<MemoryHarness>(TransportOptions::default()).await;
+}
+
+/// The same over WebSocket, with two write pools and small socket buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_websocket_written_by_pools_and_tasks_each_member_reads_in_sequence_order() {
+    burst_in_order::<WsHarness>(TransportOptions { small_buffers: true }).await;
+}
+
+async fn burst_in_order<H: Harness>(options: TransportOptions) {
     const SENDS: usize = 40;
     let mut config = ServerConfig::default();
     config.shards = 1;
+    config.write_pools = 2;
     config.rate_limit = RateLimit { per_second: 1_000_000, burst: 1_000_000, close_after: 100 };
     config.core.member_message_rate = MessageRate::UNLIMITED;
     config.core.chatroom_message_rate = MessageRate::UNLIMITED;
-    let (listener, connector) = roomkit_transport_memory::transport();
-    let server = Server::new(config, std::sync::Arc::new(DevAuthenticator)).spawn(listener);
+    let h = H::start_with(config, options).await;
+    let connector = h.connector();
     let room = "bursts";
     let mut members = Vec::new();
     for i in 0..4 {
@@ -122,5 +136,5 @@ async fn answers_and_events_of_a_burst_reach_each_member_in_sequence_order() {
             );
         }
     }
-    server.shutdown().await;
+    h.stop().await;
 }

@@ -191,6 +191,13 @@ pub trait FrameSink: Send {
         let _ = frames;
         Taken::default()
     }
+
+    /// Whether [`try_send`](Self::try_send) writes (it takes frames whenever the connection
+    /// has room): a driver may then hand an idle connection's sink to a task that writes
+    /// many connections in place, rather than wake a task per connection. The default: no.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// What a [`FrameSink::try_send`] did: it took the first `frames` (maybe none: a write is

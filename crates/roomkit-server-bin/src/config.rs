@@ -177,6 +177,10 @@ pub struct LimitArgs {
     /// going out after this many members [default: 1024].
     #[arg(long, env = "ROOMKIT_WRITER_WAKE_BATCH")]
     pub writer_wake_batch: Option<usize>,
+    /// Write-pool tasks that write idle connections' queued frames in place (0: each
+    /// connection's own task writes) [default: the number of CPUs].
+    #[arg(long, env = "ROOMKIT_WRITE_POOLS")]
+    pub write_pools: Option<usize>,
     /// Commits one shard may have handed to the store and not had answered: the next one
     /// joins the next durable write while the earlier ones sync [default: 4; at least 1].
     #[arg(long, env = "ROOMKIT_COMMITS_IN_FLIGHT")]
@@ -412,6 +416,7 @@ impl Settings {
         set(&mut server.shard_batch, l.shard_batch);
         set(&mut server.reads_in_flight, l.reads_in_flight.map(|v| v.max(1)));
         set(&mut server.writer_wake_batch, l.writer_wake_batch);
+        set(&mut server.write_pools, l.write_pools);
         set(&mut server.commits_in_flight, l.commits_in_flight.map(|v| v.max(1)));
         set(&mut ws.read_buffer_bytes, l.read_buffer_bytes);
         set(&mut server.shutdown_grace, l.shutdown_grace_secs.map(Duration::from_secs));
@@ -511,6 +516,7 @@ fn merge_limits(flags: &LimitArgs, file: &LimitArgs) -> LimitArgs {
         shard_queue: flags.shard_queue.or(file.shard_queue),
         shard_batch: flags.shard_batch.or(file.shard_batch),
         writer_wake_batch: flags.writer_wake_batch.or(file.writer_wake_batch),
+        write_pools: flags.write_pools.or(file.write_pools),
         commits_in_flight: flags.commits_in_flight.or(file.commits_in_flight),
         listen_backlog: flags.listen_backlog.or(file.listen_backlog),
         read_buffer_bytes: flags.read_buffer_bytes.or(file.read_buffer_bytes),

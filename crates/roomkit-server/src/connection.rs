@@ -38,7 +38,9 @@ pub(crate) fn run(conn_id: ConnId, connection: Connection, shared: Arc<ServerSha
     tracing::debug!(conn = conn_id.0, %peer, "connection opened");
     metrics::counter!("roomkit_connections_total").increment(1);
     metrics::gauge!("roomkit_connections").increment(1.0);
-    let outbox = Outbox::with_bounds(Arc::clone(&shared.outbox_bounds));
+    // Connections spread over the write pools by id (see `outbox::pool`).
+    let pool = conn_id.0 % shared.pools.len().max(1) as u64;
+    let outbox = Outbox::with_bounds(Arc::clone(&shared.outbox_bounds), pool as u16);
     outbox.touch(&shared.clock);
     shared.connections.lock().expect("not poisoned").insert(conn_id, outbox.clone());
     // Live until the reader is dropped with the task (see `Drop for Reader`).
@@ -53,7 +55,7 @@ pub(crate) fn run(conn_id: ConnId, connection: Connection, shared: Arc<ServerSha
         shared: Arc::clone(&shared),
     };
     ConnTask(State::Open(Open {
-        write: Half::Idle(WriteParts { sink, outbox }),
+        write: Half::Idle(WriteParts { sink: Some(sink), outbox }),
         read: Half::Idle(ReadParts { stream, login_deadline, reader }),
         shared,
         peer: peer.into_boxed_str(),
@@ -98,8 +100,33 @@ enum Half<P, R> {
 
 /// What the writing half owns: the sink and the queue it drains.
 struct WriteParts {
-    sink: Box<dyn FrameSink>,
+    /// `None` while the sink is parked in the outbox, or with a write pool (see
+    /// `outbox::pool`); always there when the half is busy.
+    sink: Option<Box<dyn FrameSink>>,
     outbox: Outbox,
+}
+
+impl WriteParts {
+    /// The sink, which the half holds while it writes.
+    fn sink(&mut self) -> &mut dyn FrameSink {
+        self.sink.as_deref_mut().expect("a writing half holds its sink")
+    }
+
+    /// Takes the sink back, if it is parked, waiting while a write pool writes with it.
+    async fn unparked(&mut self) {
+        if self.sink.is_none() {
+            self.sink = Some(self.outbox.unpark().await);
+        }
+    }
+
+    /// The half gone idle: its sink parked for the connection's write pool, when the server
+    /// has pools, the transport writes in place, and nothing is queued.
+    fn idle(mut self, shared: &ServerShared) -> Half<WriteParts, Option<bool>> {
+        if let Some(sink) = self.sink.take_if(|sink| !shared.pools.is_empty() && sink.writes_in_place()) {
+            self.sink = self.outbox.park(sink);
+        }
+        Half::Idle(self)
+    }
 }
 
 /// What the reading half owns.
@@ -165,7 +192,8 @@ impl Open {
                         self.write = Half::Idle(parts);
                         break;
                     };
-                    match parts.outbox.poll_ready(cx) {
+                    // With the sink back first if it was parked (see `outbox::pool`).
+                    match parts.outbox.poll_ready_unparked(cx, &mut parts.sink) {
                         Poll::Pending => {
                             self.write = Half::Idle(parts);
                             break;
@@ -180,7 +208,7 @@ impl Open {
                         Poll::Ready(false) => {
                             coop.made_progress();
                             match write_now(&mut parts, &self.shared.clock, cx) {
-                                None => Half::Idle(parts),
+                                None => parts.idle(&self.shared),
                                 Some(rest) => {
                                     Half::Busy(Box::pin(write_step(parts, self.shared.clock, Some(rest))))
                                 }
@@ -193,7 +221,7 @@ impl Open {
                         self.write = Half::Busy(step);
                         break;
                     }
-                    Poll::Ready((parts, None)) => Half::Idle(parts),
+                    Poll::Ready((parts, None)) => parts.idle(&self.shared),
                     Poll::Ready((parts, Some(wrote))) => {
                         let ended = Ended::Write { write: parts, wrote, read: self.read };
                         return Err(Box::new((ended, self.shared, self.peer)));

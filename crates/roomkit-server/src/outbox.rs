@@ -83,10 +83,15 @@ impl Shed {
 /// it queued to once at the end of its burst ([`wake`](Self::wake)). The
 /// writer then takes the whole burst at once and writes it with one flush: that is what
 /// keeps fan-out to a writing syscall per burst per member rather than per message.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Outbox(Arc<Inner>);
 
-#[derive(Debug)]
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Outbox")
+    }
+}
+
 struct Inner {
     queue: Mutex<Queue>,
     /// The same for every connection of a server: shared, not kept by each.
@@ -158,12 +163,14 @@ impl Outbox {
     /// `capacity_bytes`.
     #[cfg(test)]
     pub(crate) fn new(capacity: usize, high_watermark: usize, capacity_bytes: usize) -> Self {
-        Self::with_bounds(Bounds::new(capacity, high_watermark, capacity_bytes))
+        Self::with_bounds(Bounds::new(capacity, high_watermark, capacity_bytes), 0)
     }
 
-    /// A queue within `bounds`, which it shares with the other connections' queues.
-    pub(crate) fn with_bounds(bounds: Arc<Bounds>) -> Self {
-        Self(Arc::new(Inner { queue: Mutex::new(Queue::default()), bounds, seen: AtomicU64::new(0) }))
+    /// A queue within `bounds`, which it shares with the other connections' queues, written
+    /// by the server's write pool number `pool` while its writer is idle (see [`pool`]).
+    pub(crate) fn with_bounds(bounds: Arc<Bounds>, pool: u16) -> Self {
+        let queue = Queue { pool, ..Queue::default() };
+        Self(Arc::new(Inner { queue: Mutex::new(queue), bounds, seen: AtomicU64::new(0) }))
     }
 
     /// Closes the connection with `reason`, sending what is queued first when `flush`
@@ -431,7 +438,10 @@ impl Outbox {
     /// still count against the byte bound until [`settle`](Self::settle).
     /// Returns their bytes, for [`settle`](Self::settle).
     pub(crate) fn take(&self, into: &mut Vec<Frame>) -> usize {
-        let mut queue = self.0.queue.lock().expect("not poisoned");
+        Self::take_locked(&mut self.0.queue.lock().expect("not poisoned"), into)
+    }
+
+    fn take_locked(queue: &mut Queue, into: &mut Vec<Frame>) -> usize {
         std::mem::swap(&mut queue.frames, into);
         let taken = std::mem::take(&mut queue.bytes);
         queue.writing += taken;
@@ -498,6 +508,7 @@ fn shrink<T>(v: &mut Vec<T>) {
     *v = Vec::new();
 }
 
+pub(crate) mod pool;
 mod queue;
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,7 @@ use crate::{
     clock::now_ms,
     cluster::Node,
     commit::{self, GroupCommit},
-    outbox::{Outbox, ReadSlot, Shed},
+    outbox::{pool::WritePool, Outbox, ReadSlot, Shed},
 };
 
 mod burst;
@@ -118,6 +118,9 @@ pub(crate) struct ShardSetup {
     /// In cluster mode, the node: rooms are loaded when the node takes their lease (not all
     /// at start), and outputs are published on the rooms' streams.
     pub(crate) cluster: Option<Arc<Node>>,
+    /// The server's write pools: a connection whose sink is parked is woken through its
+    /// pool (see `outbox::pool`).
+    pub(crate) pools: Arc<[Arc<WritePool>]>,
 }
 
 pub(crate) fn spawn(setup: ShardSetup) -> Shard {
@@ -137,6 +140,8 @@ struct ShardState {
     /// Connections queued to during this wake-up and not woken yet; woken at its end, or
     /// as soon as there are `wake_batch` of them or `wake_batch` frames were queued to them.
     wake: Vec<Outbox>,
+    /// See `ShardSetup::pools`.
+    pools: Arc<[Arc<WritePool>]>,
     /// Frames queued since the writers were last woken.
     queued_since_wake: usize,
     wake_batch: usize,
@@ -191,6 +196,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         wake: Vec::new(),
         queued_since_wake: 0,
         wake_batch: setup.wake_batch.max(1),
+        pools: Arc::clone(&setup.pools),
         reads_in_flight: setup.reads_in_flight.max(1),
         reserved: ConnMap::default(),
         gone: Vec::new(),
@@ -439,7 +445,7 @@ impl ShardState {
     fn wake_writers(&mut self) {
         self.queued_since_wake = 0;
         for outbox in self.wake.drain(..) {
-            outbox.wake();
+            outbox.wake_via(&self.pools);
         }
     }
 

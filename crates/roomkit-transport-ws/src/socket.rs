@@ -255,6 +255,10 @@ impl FrameSink for SocketSink {
         frames.drain(..taken);
         Taken { frames: taken, cut }
     }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
 }
 
 /// A text message being assembled from fragments, or a binary one being skipped.
@@ -566,14 +570,7 @@ impl SocketStream {
             if let Some(reason) = self.closed.as_deref() {
                 return Err(TransportError::Closed(reason.clone()));
             }
-            let frame = match self.next_frame() {
-                Ok(frame) => frame,
-                Err(e) => {
-                    self.violated();
-                    return Err(e);
-                }
-            };
-            let Some((fin, opcode, payload)) = frame else {
+            let Some((fin, opcode, payload)) = self.next_frame().inspect_err(|_| self.violated())? else {
                 self.fill().await?;
                 continue;
             };

@@ -29,7 +29,10 @@ pub(super) async fn close(ended: Ended, shared: Arc<ServerShared>, peer: Box<str
     // Declared first, dropped last: should the task be dropped while it closes (the runtime
     // shutting down), the socket still goes before the reader ends the task's count.
     let ReadParts { reader, mut stream, .. } = read;
-    let WriteParts { mut sink, outbox } = write;
+    let mut write = write;
+    write.unparked().await;
+    let WriteParts { sink, outbox } = write;
+    let mut sink = sink.expect("taken back");
     let conn_id = reader.conn_id;
     let rest = outbox.shut();
     if let Some(node) = &shared.cluster {
@@ -80,7 +83,9 @@ async fn finish_writing(write: Half<WriteParts, Option<bool>>, clock: Clock) -> 
         if parts.outbox.ready().await {
             return (parts, true);
         }
-        done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock, None).await;
+        parts.unparked().await;
+        let WriteParts { sink, outbox } = &mut parts;
+        done = write_batches(sink.as_deref_mut().expect("taken back"), outbox, &clock, None).await;
     }
 }
 

@@ -17,7 +17,9 @@ pub(super) async fn write_step(
     clock: Clock,
     rest: Option<Rest>,
 ) -> (WriteParts, Option<bool>) {
-    let done = write_batches(parts.sink.as_mut(), &parts.outbox, &clock, rest).await;
+    let WriteParts { sink, outbox } = &mut parts;
+    let sink = sink.as_deref_mut().expect("a writing half holds its sink");
+    let done = write_batches(sink, outbox, &clock, rest).await;
     (parts, done)
 }
 
@@ -44,7 +46,7 @@ pub(super) fn write_now(parts: &mut WriteParts, clock: &Clock, cx: &mut Context<
         }
         // What the transport takes leaves `frames`; a frame it took in part is its own now,
         // and it finishes that frame at the next send, before the rest.
-        let taken = parts.sink.try_send(&mut frames);
+        let taken = parts.sink().try_send(&mut frames);
         if !frames.is_empty() || taken.cut {
             return Some(Rest { frames, written, alive });
         }
@@ -217,7 +219,7 @@ mod tests {
         assert!(outbox.push(Frame::from("{\"a\":1}")));
         let tries = Arc::new(Mutex::new(0));
         let sink = Box::new(ClosedMeanwhile { outbox: outbox.clone(), tries: Arc::clone(&tries) });
-        let mut parts = WriteParts { sink, outbox: outbox.clone() };
+        let mut parts = WriteParts { sink: Some(sink), outbox: outbox.clone() };
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(write_now(&mut parts, &Clock::start(), &mut cx).is_none());
         assert_eq!(*tries.lock().unwrap(), 1, "the frame queued after the close is the closing's");
@@ -231,14 +233,14 @@ mod tests {
         assert!(outbox.push(Frame::from("{\"a\":1}")) && outbox.push(Frame::from("{\"b\":2}")));
         let sends = Arc::new(Mutex::new(Vec::new()));
         let sink = Box::new(Partial { take, cut, sends: Arc::clone(&sends) });
-        let mut parts = WriteParts { sink, outbox: outbox.clone() };
+        let mut parts = WriteParts { sink: Some(sink), outbox: outbox.clone() };
         let clock = Clock::start();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if let Some(rest) = write_now(&mut parts, &clock, &mut cx) {
             let Rest { frames, .. } = &rest;
             assert_eq!(frames.len(), 2 - take.unwrap_or(2), "what was not taken is left to send");
             assert!(!outbox.ping(), "the batch's bytes are held until it is all out");
-            let done = write_batches(parts.sink.as_mut(), &outbox, &clock, Some(rest)).await;
+            let done = write_batches(parts.sink(), &outbox, &clock, Some(rest)).await;
             assert_eq!(done, None, "the connection is idle again");
         }
         assert!(outbox.ping(), "the batch's bytes are released: a keep-alive ping may go");

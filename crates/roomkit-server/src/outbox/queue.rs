@@ -9,7 +9,7 @@ use roomkit_protocol::RoomUuid;
 
 use super::{Closing, Shed};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Queue {
     pub(super) frames: Vec<Frame>,
     /// The bytes of `frames`, headers included.
@@ -43,6 +43,19 @@ pub(super) struct Queue {
     /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
     /// bytes more).
     pub(super) waker: Option<Waker>,
+    /// The connection's sink while its task does not hold it: parked for the pool, or (when
+    /// `handed`) for the task (see `pool`).
+    pub(super) parked: Option<Box<dyn roomkit_core::transport::FrameSink>>,
+    /// The parked sink waits for the task, to send what a pool's write left.
+    pub(super) handed: bool,
+    /// A pool is writing with the sink.
+    pub(super) pool_writing: bool,
+    /// The connection is in its pool's list.
+    pub(super) in_pool_list: bool,
+    /// The task waits for the sink to come back from a pool.
+    pub(super) task_waits: bool,
+    /// The connection's pool, by index into the server's pools.
+    pub(super) pool: u16,
 }
 
 /// The queued frames that may be shed, by index into the queue's frames, ascending, with
@@ -66,6 +79,14 @@ impl Marks {
         if let Some(marks) = &mut self.0 {
             marks.retain_mut(keep);
         }
+    }
+
+    /// Moves every mark `by` frames later (frames were put in front of the queue).
+    pub(super) fn shift(&mut self, by: usize) {
+        self.retain_mut(|(at, _)| {
+            *at += by;
+            true
+        });
     }
 
     /// Empties the list, keeping its buffer.

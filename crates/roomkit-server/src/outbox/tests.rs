@@ -285,11 +285,12 @@ fn a_ping_goes_to_an_idle_connection_and_is_never_shed() {
 
 /// Every connection holds one outbox, idle or not: its queue keeps no buffers while empty,
 /// its bounds are shared and a closing reason is boxed, so an idle outbox is one small
-/// allocation.
+/// allocation. It also holds the idle connection's sink for the write pools (16 bytes, and
+/// the pool's flags): 136 bytes, with the `Arc`'s counts in jemalloc's 160-byte class.
 #[test]
 fn an_idle_outbox_stays_small() {
     let size = std::mem::size_of::<Inner>();
-    assert!(size <= 112, "an outbox takes {size} B");
+    assert!(size <= 144, "an outbox takes {size} B");
 }
 
 /// A burst queued under one lock (`enqueue_all`, what a shard does per member) ends as the

@@ -1,0 +1,261 @@
+//! Write pools: tasks that write idle connections' queued frames to their sockets in place,
+//! so that a delivery to an idle member costs the write, not a wake-up and a poll of the
+//! member's own task around the same write.
+//!
+//! **Where the sink is.** A connection's writing half ([`FrameSink`]) is in exactly one
+//! place at any time, and only that place writes: with the connection's task; parked in its
+//! outbox, for a pool ([`Outbox::park`]); with a pool while it writes
+//! ([`Outbox::write_pooled`], under no lock, the outbox marked meanwhile); or parked for the
+//! task after a pool's write the socket did not take whole. So frames never interleave nor
+//! reorder, whoever writes them.
+//!
+//! **The flow.** A connection's task parks its sink when its queue is empty and its
+//! transport writes in place ([`FrameSink::writes_in_place`]). A shard then wakes that
+//! connection through its pool ([`Outbox::wake_via`]): the outbox joins the pool's list once,
+//! and the pool takes its frames and the sink together, writes with
+//! [`FrameSink::try_send`], and parks the sink again. What the socket does not take goes
+//! back to the front of the queue, a cut frame's rest stays with the transport, and the sink
+//! is parked for the task, which is woken and sends the rest with waiting writes; it parks
+//! the sink again once its queue is empty. Anything else that wakes the task (an answer
+//! queued by the reader, a ping, a close) makes it take the sink back first, waiting for a
+//! pool that is writing with it.
+//!
+//! **Order and fairness.** A pool writes the connections of its list in the order they
+//! joined it, one pass over the list at a time, and yields to the runtime [`YIELDS_PER_PASS`]
+//! times a pass (every [`YIELD_MIN`] connections at least), so that a shard reads and queues
+//! the next messages meanwhile: a connection not reached yet takes them in the same write,
+//! and one already written joins the list again, behind the rest. Yielding more often would
+//! have the shard queue each message to a large room on its own, a lock per member per
+//! message, where yielding a few times a pass lets the messages that came meanwhile go to
+//! each member as one burst (see `docs/architecture.md`, "Write pools", for the figures).
+//! Each connection belongs to one of the server's pools (`write_pools`, one per CPU by
+//! default), by its id, so a large room's writes spread over every pool and every CPU.
+
+use std::{
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
+};
+
+use roomkit_core::transport::{Frame, FrameSink};
+
+use super::{queue::Queue, shrink, Outbox};
+use crate::keepalive::Clock;
+
+/// Times a pool yields to the runtime over one pass of its list...
+pub(crate) const YIELDS_PER_PASS: usize = 4;
+/// ...but not before this many connections were written since the last yield.
+pub(crate) const YIELD_MIN: usize = 64;
+
+/// The connections waiting for one pool to write them; see the module's documentation.
+#[derive(Debug, Default)]
+pub(crate) struct WritePool {
+    inner: Mutex<Waiting>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    outboxes: Vec<Outbox>,
+    /// The pool's task, waiting for a connection.
+    waker: Option<Waker>,
+}
+
+impl WritePool {
+    fn push(&self, outbox: Outbox) {
+        let waker = {
+            let mut waiting = self.inner.lock().expect("not poisoned");
+            waiting.outboxes.push(outbox);
+            waiting.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Swaps the waiting connections into `into` (empty), or waits for one.
+    fn poll_take(&self, cx: &mut Context<'_>, into: &mut Vec<Outbox>) -> Poll<()> {
+        let mut waiting = self.inner.lock().expect("not poisoned");
+        if waiting.outboxes.is_empty() {
+            waiting.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut waiting.outboxes, into);
+        Poll::Ready(())
+    }
+}
+
+/// A pool's task: writes the connections of `pool`'s list as they come, for as long as the
+/// server runs (it is aborted when the server stops; between two connections it holds no sink).
+pub(crate) async fn run(pool: Arc<WritePool>, clock: Clock) {
+    let mut batch = Vec::new();
+    loop {
+        std::future::poll_fn(|cx| pool.poll_take(cx, &mut batch)).await;
+        // A few yields per pass: the shard reads and queues meanwhile, and what it queues
+        // in between goes out as one burst (see the module's documentation).
+        let every = (batch.len() / YIELDS_PER_PASS).max(YIELD_MIN);
+        for (n, outbox) in batch.drain(..).enumerate() {
+            outbox.write_pooled(&clock);
+            if n % every == every - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Keeps `cx`'s waker in the queue, for the connection's task.
+fn register(queue: &mut Queue, cx: &mut Context<'_>) {
+    match &mut queue.waker {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        slot => *slot = Some(cx.waker().clone()),
+    }
+}
+
+impl Outbox {
+    /// Shard side: wakes the writer as [`wake`](Self::wake) does, but through the
+    /// connection's pool (of `pools`) when its sink is parked for one or a pool is writing
+    /// with it: the connection joins the pool's list, once.
+    pub(crate) fn wake_via(&self, pools: &[Arc<WritePool>]) {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        let pooled = (queue.parked.is_some() && !queue.handed) || queue.pool_writing;
+        let Some(pool) = pools.get(usize::from(queue.pool)).filter(|_| pooled) else {
+            queue.woken = true;
+            let waker = queue.waker.take();
+            drop(queue);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return;
+        };
+        if !std::mem::replace(&mut queue.in_pool_list, true) {
+            drop(queue);
+            pool.push(self.clone());
+        }
+    }
+
+    /// Writer side: parks `sink` here for the connection's pool, if nothing is queued, no
+    /// wake-up is due and the connection is not closing; else gives it back.
+    pub(crate) fn park(&self, sink: Box<dyn FrameSink>) -> Option<Box<dyn FrameSink>> {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        if !queue.frames.is_empty() || queue.woken || queue.closing.is_some() || queue.closed {
+            return Some(sink);
+        }
+        queue.parked = Some(sink);
+        queue.handed = false;
+        None
+    }
+
+    /// Writer side: [`poll_ready`](Self::poll_ready), and when it is ready and `sink` is
+    /// `None`, the sink back from where it is parked, or a wait while a pool writes with it
+    /// (the pool wakes the task when it is done).
+    pub(crate) fn poll_ready_unparked(
+        &self,
+        cx: &mut Context<'_>,
+        sink: &mut Option<Box<dyn FrameSink>>,
+    ) -> Poll<bool> {
+        let mut queue = self.0.queue.lock().expect("not poisoned");
+        let closing = match (&queue.closing, queue.woken) {
+            (Some(_), _) => true,
+            (None, true) => false,
+            (None, false) => {
+                register(&mut queue, cx);
+                return Poll::Pending;
+            }
+        };
+        if sink.is_none() {
+            match queue.parked.take() {
+                Some(parked) => *sink = Some(parked),
+                None => {
+                    queue.task_waits = true;
+                    register(&mut queue, cx);
+                    return Poll::Pending;
+                }
+            }
+        }
+        if !closing {
+            queue.woken = false;
+        }
+        Poll::Ready(closing)
+    }
+
+    /// The sink back from where it is parked, waiting while a pool writes with it.
+    pub(crate) async fn unpark(&self) -> Box<dyn FrameSink> {
+        std::future::poll_fn(|cx| {
+            let mut queue = self.0.queue.lock().expect("not poisoned");
+            if let Some(sink) = queue.parked.take() {
+                return Poll::Ready(sink);
+            }
+            queue.task_waits = true;
+            register(&mut queue, cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Pool side: writes what is queued with the parked sink, in place, then parks it again:
+    /// for the pool when the socket took everything, else (the rest back at the front of the
+    /// queue) for the task, which is woken to send it. Leaves a connection that is closing,
+    /// or whose task has the sink, to its task.
+    pub(crate) fn write_pooled(&self, clock: &Clock) {
+        let (mut sink, mut frames, written) = {
+            let mut queue = self.0.queue.lock().expect("not poisoned");
+            queue.in_pool_list = false;
+            if queue.closing.is_some() || queue.closed || queue.handed {
+                return;
+            }
+            let Some(sink) = queue.parked.take() else { return };
+            let mut frames = Vec::new();
+            let written = Self::take_locked(&mut queue, &mut frames);
+            queue.pool_writing = true;
+            (sink, frames, written)
+        };
+        let mut left = false;
+        if !frames.is_empty() {
+            crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
+            let alive = frames.iter().any(|frame| !frame.is_ping());
+            // What the transport takes leaves `frames`; a frame it took in part is its own
+            // now, and it finishes that frame at the next send, before the rest.
+            let taken = sink.try_send(&mut frames);
+            left = !frames.is_empty() || taken.cut;
+            if !left && alive {
+                self.touch(clock);
+            }
+        }
+        let waker = {
+            let mut queue = self.0.queue.lock().expect("not poisoned");
+            queue.pool_writing = false;
+            queue.parked = Some(sink);
+            queue.writing = queue.writing.saturating_sub(written);
+            if left {
+                put_back(&mut queue, frames);
+                queue.handed = true;
+                queue.woken = true;
+            } else if queue.frames.is_empty() {
+                shrink(&mut queue.frames);
+                queue.marked.release();
+            }
+            // The task: to send the rest, or waiting for the sink (to write or to close).
+            let wake = left || std::mem::take(&mut queue.task_waits) || queue.closing.is_some();
+            if wake {
+                queue.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Puts `frames`, taken and not sent, back in front of the queue, to be sent before what
+/// was queued since (they are not shed: they were taken already).
+fn put_back(queue: &mut Queue, mut frames: Vec<Frame>) {
+    queue.bytes += frames.iter().map(|frame| frame.wire().len()).sum::<usize>();
+    queue.marked.shift(frames.len());
+    frames.append(&mut queue.frames);
+    queue.frames = frames;
+    // The wake-up is due: later frames need not ask for another.
+    queue.scheduled = true;
+}
+
+#[cfg(test)]
+mod tests;
