@@ -177,8 +177,8 @@ pub struct LimitArgs {
     /// going out after this many members [default: 1024].
     #[arg(long, env = "ROOMKIT_WRITER_WAKE_BATCH")]
     pub writer_wake_batch: Option<usize>,
-    /// Write-pool tasks that write idle connections' queued frames in place (0: each
-    /// connection's own task writes) [default: the number of CPUs].
+    /// Write-pool tasks that write idle WebSocket connections' queued frames in place, at
+    /// most 65536 (0: each connection's own task writes) [default: the number of CPUs].
     #[arg(long, env = "ROOMKIT_WRITE_POOLS")]
     pub write_pools: Option<usize>,
     /// Commits one shard may have handed to the store and not had answered: the next one

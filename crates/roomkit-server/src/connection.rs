@@ -14,10 +14,10 @@ mod write;
 
 use close::close;
 pub(crate) use close::refuse;
-use write::{write_now, write_step};
+use write::{write_now, write_step, Rest};
 
 use crate::{
-    outbox::Outbox,
+    outbox::{pool::Ready, Outbox},
     rate::{RateLimiter, Verdict},
     shard::{shard_of, ShardMsg},
     ServerShared,
@@ -198,14 +198,20 @@ impl Open {
                             self.write = Half::Idle(parts);
                             break;
                         }
-                        Poll::Ready(true) => {
+                        Poll::Ready(Ready::Closing) => {
                             let ended = Ended::Write { write: parts, wrote: true, read: self.read };
                             return Err(Box::new((ended, self.shared, self.peer)));
+                        }
+                        // What a pool's write left: a waiting send, even of nothing, finishes a
+                        // frame cut part-way, then the frames put back go out.
+                        Poll::Ready(Ready::Owed) => {
+                            coop.made_progress();
+                            Half::Busy(Box::pin(write_step(parts, self.shared.clock, Some(Rest::owed()))))
                         }
                         // Written in place when the socket takes it all (nearly always); boxed
                         // only for what must wait: an idle connection's task holds no batch
                         // and no write under way.
-                        Poll::Ready(false) => {
+                        Poll::Ready(Ready::Write) => {
                             coop.made_progress();
                             match write_now(&mut parts, &self.shared.clock, cx) {
                                 None => parts.idle(&self.shared),

@@ -150,10 +150,11 @@ impl Server {
         let pools: Arc<[_]> = (0..self.config.write_pools.min(usize::from(u16::MAX) + 1))
             .map(|_| Arc::new(outbox::pool::WritePool::default()))
             .collect();
-        let pool_tasks = pools
-            .iter()
-            .map(|pool| tokio::spawn(outbox::pool::run(Arc::clone(pool), clock)).abort_handle())
-            .collect();
+        // Each pool's task ends once the pool is gone: when the last connection task has
+        // ended with the server's state, whether or not the server was shut down.
+        for pool in pools.iter() {
+            tokio::spawn(outbox::pool::run(Arc::downgrade(pool), clock));
+        }
         let shards = (0..count)
             .map(|index| {
                 shard::spawn(ShardSetup {
@@ -215,7 +216,6 @@ impl Server {
             upkeep,
             upkeeps,
             cluster_tasks,
-            pool_tasks,
         }
     }
 }
@@ -297,8 +297,6 @@ pub struct ServerHandle {
     pub(crate) upkeeps: Arc<AtomicU64>,
     /// In cluster mode, the node's publisher and its lease upkeep.
     cluster_tasks: Vec<tokio::task::AbortHandle>,
-    /// The write pools' tasks.
-    pool_tasks: Vec<tokio::task::AbortHandle>,
 }
 
 /// A handle dropped without [`shutdown`](ServerHandle::shutdown) stops the server's
@@ -314,7 +312,7 @@ impl Drop for ServerHandle {
         if let Some(keepalive) = self.keepalive.take() {
             keepalive.abort();
         }
-        for task in self.cluster_tasks.iter().chain(&self.pool_tasks) {
+        for task in &self.cluster_tasks {
             task.abort();
         }
     }

@@ -80,12 +80,14 @@ impl Shed {
 ///
 /// A shard queues a burst at a time with [`enqueue_all`](Self::enqueue_all) (or one frame
 /// with [`enqueue`](Self::enqueue)), which do not wake the writer, and wakes each connection
-/// it queued to once at the end of its burst ([`wake`](Self::wake)). The
+/// it queued to once at the end of its burst ([`wake_via`](Self::wake_via): through the
+/// connection's write pool while its sink is parked here, see [`pool`]). The
 /// writer then takes the whole burst at once and writes it with one flush: that is what
 /// keeps fan-out to a writing syscall per burst per member rather than per message.
 #[derive(Clone)]
 pub(crate) struct Outbox(Arc<Inner>);
 
+/// (Not derived: the parked sink is a transport's, with no `Debug`.)
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Outbox")

@@ -205,8 +205,9 @@ async fn run(
             };
             deliver(&node, &room, &mut lists, &payload, &mut wake);
         }
+        let pools = node.pools();
         for outbox in wake.drain(..) {
-            outbox.wake();
+            outbox.wake_via(&pools);
         }
         if ended {
             return;

@@ -531,6 +531,12 @@ impl Node {
         let connections = shared.connections.lock().expect("not poisoned");
         connections.get(&conn).cloned()
     }
+
+    /// The server's write pools, through which this node's connections are woken (none once
+    /// the server is gone).
+    fn pools(&self) -> Arc<[Arc<crate::outbox::pool::WritePool>]> {
+        self.runtime().shared.upgrade().map(|shared| Arc::clone(&shared.pools)).unwrap_or_default()
+    }
 }
 
 /// Whether a request may be forwarded again when its first copy was not acknowledged: a stored

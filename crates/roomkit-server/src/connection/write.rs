@@ -31,6 +31,14 @@ pub(super) struct Rest {
     alive: bool,
 }
 
+impl Rest {
+    /// What a write pool's write left (see `outbox::pool`): no frames (those it did not
+    /// take are back in the queue) but a send owed, to finish a frame cut part-way.
+    pub(super) fn owed() -> Self {
+        Rest { frames: Vec::new(), written: 0, alive: false }
+    }
+}
+
 /// Takes what is queued and hands it to the transport's write that does not wait
 /// ([`FrameSink::try_send`]), batch after batch while more is queued meanwhile (in the same
 /// buffer, as [`write_batches`] does) and the task's budget lasts; `None` when it all went
@@ -262,5 +270,24 @@ mod tests {
             vec![0],
             "all taken, the last cut: an empty send finishes it"
         );
+    }
+
+    /// The send a write pool's cut frame leaves owed is made even with nothing queued, then
+    /// what was put back goes out.
+    #[tokio::test]
+    async fn a_send_owed_by_a_pools_write_is_made_with_nothing_queued() {
+        let clock = Clock::start();
+        let sends = Arc::new(Mutex::new(Vec::new()));
+        let mut sink = Partial { take: Some(0), cut: false, sends: Arc::clone(&sends) };
+        let outbox = Outbox::new(16, 12, 1 << 20);
+        let done = write_batches(&mut sink, &outbox, &clock, Some(Rest::owed())).await;
+        assert_eq!(done, None);
+        assert_eq!(*sends.lock().unwrap(), vec![0], "an empty send");
+        assert!(outbox.push(Frame::from("{\"a\":1}")));
+        assert!(outbox.push(Frame::from("{\"b\":2}")));
+        sends.lock().unwrap().clear();
+        let done = write_batches(&mut sink, &outbox, &clock, Some(Rest::owed())).await;
+        assert_eq!(done, None);
+        assert_eq!(*sends.lock().unwrap(), vec![0, 2], "the owed send, then the queue");
     }
 }

@@ -32,7 +32,8 @@
 //! default), by its id, so a large room's writes spread over every pool and every CPU.
 
 use std::{
-    sync::{Arc, Mutex},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, Weak},
     task::{Context, Poll, Waker},
 };
 
@@ -41,10 +42,12 @@ use roomkit_core::transport::{Frame, FrameSink};
 use super::{queue::Queue, shrink, Outbox};
 use crate::keepalive::Clock;
 
-/// Times a pool yields to the runtime over one pass of its list...
+/// Times a pool yields to the runtime over one pass of its list (and once at its end)...
 pub(crate) const YIELDS_PER_PASS: usize = 4;
-/// ...but not before this many connections were written since the last yield.
+/// ...but not before this many connections were written since the last yield...
 pub(crate) const YIELD_MIN: usize = 64;
+/// ...nor after more than this many.
+pub(crate) const YIELD_MAX: usize = 1024;
 
 /// The connections waiting for one pool to write them; see the module's documentation.
 #[derive(Debug, Default)]
@@ -83,22 +86,56 @@ impl WritePool {
     }
 }
 
-/// A pool's task: writes the connections of `pool`'s list as they come, for as long as the
-/// server runs (it is aborted when the server stops; between two connections it holds no sink).
-pub(crate) async fn run(pool: Arc<WritePool>, clock: Clock) {
+/// The pool is gone with the server's state, once every connection's task has ended: its
+/// task ends too.
+impl Drop for WritePool {
+    fn drop(&mut self) {
+        let waiting = self.inner.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(waker) = waiting.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A pool's task: writes the connections of `pool`'s list as they come, until the pool is
+/// gone (see `Drop for WritePool`; it holds the pool only to take its list).
+pub(crate) async fn run(pool: Weak<WritePool>, clock: Clock) {
     let mut batch = Vec::new();
     loop {
-        std::future::poll_fn(|cx| pool.poll_take(cx, &mut batch)).await;
-        // A few yields per pass: the shard reads and queues meanwhile, and what it queues
-        // in between goes out as one burst (see the module's documentation).
-        let every = (batch.len() / YIELDS_PER_PASS).max(YIELD_MIN);
+        let taken = std::future::poll_fn(|cx| match pool.upgrade() {
+            Some(pool) => pool.poll_take(cx, &mut batch).map(|()| true),
+            None => Poll::Ready(false),
+        });
+        if !taken.await {
+            return;
+        }
+        // A few yields per pass, and one at its end: the shard reads and queues meanwhile,
+        // and what it queues in between goes out as one burst (see the module's
+        // documentation); nor does a pool fed without pause keep its worker.
+        let every = (batch.len() / YIELDS_PER_PASS).clamp(YIELD_MIN, YIELD_MAX);
         for (n, outbox) in batch.drain(..).enumerate() {
-            outbox.write_pooled(&clock);
+            // A panic writes off this connection (its task is woken and closes it), not the
+            // pool: its other connections would wait for writes that never come.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| outbox.write_pooled(&clock)));
             if n % every == every - 1 {
                 tokio::task::yield_now().await;
             }
         }
+        tokio::task::yield_now().await;
     }
+}
+
+/// What the connection's task is to do, once ready with its sink (see
+/// [`Outbox::poll_ready_unparked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ready {
+    /// Close: the connection is closing.
+    Closing,
+    /// Write what is queued.
+    Write,
+    /// Send what a pool's write left (the rest of a frame cut part-way, then the frames put
+    /// back), with a waiting send even if nothing is queued: the transport owes it.
+    Owed,
 }
 
 /// Keeps `cx`'s waker in the queue, for the connection's task.
@@ -150,7 +187,7 @@ impl Outbox {
         &self,
         cx: &mut Context<'_>,
         sink: &mut Option<Box<dyn FrameSink>>,
-    ) -> Poll<bool> {
+    ) -> Poll<Ready> {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         let closing = match (&queue.closing, queue.woken) {
             (Some(_), _) => true,
@@ -160,9 +197,13 @@ impl Outbox {
                 return Poll::Pending;
             }
         };
+        let mut owed = false;
         if sink.is_none() {
             match queue.parked.take() {
-                Some(parked) => *sink = Some(parked),
+                Some(parked) => {
+                    *sink = Some(parked);
+                    owed = std::mem::take(&mut queue.handed);
+                }
                 None => {
                     queue.task_waits = true;
                     register(&mut queue, cx);
@@ -170,17 +211,21 @@ impl Outbox {
                 }
             }
         }
-        if !closing {
-            queue.woken = false;
+        if closing {
+            return Poll::Ready(Ready::Closing);
         }
-        Poll::Ready(closing)
+        queue.woken = false;
+        Poll::Ready(if owed { Ready::Owed } else { Ready::Write })
     }
 
-    /// The sink back from where it is parked, waiting while a pool writes with it.
+    /// The sink back from where it is parked, waiting while a pool writes with it. (What a
+    /// pool's write left is sent by whatever the closing writes next: the transport finishes a
+    /// frame cut part-way before anything else, the close frame included.)
     pub(crate) async fn unpark(&self) -> Box<dyn FrameSink> {
         std::future::poll_fn(|cx| {
             let mut queue = self.0.queue.lock().expect("not poisoned");
             if let Some(sink) = queue.parked.take() {
+                queue.handed = false;
                 return Poll::Ready(sink);
             }
             queue.task_waits = true;
@@ -209,11 +254,15 @@ impl Outbox {
         };
         let mut left = false;
         if !frames.is_empty() {
-            crate::metrics::WRITE_BATCH_FRAMES.record(frames.len());
             let alive = frames.iter().any(|frame| !frame.is_ping());
             // What the transport takes leaves `frames`; a frame it took in part is its own
-            // now, and it finishes that frame at the next send, before the rest.
-            let taken = sink.try_send(&mut frames);
+            // now, and it finishes that frame at the next send, before the rest. A panic in
+            // the transport counts as nothing taken: the task meets it again with the sink.
+            let taken =
+                std::panic::catch_unwind(AssertUnwindSafe(|| sink.try_send(&mut frames))).unwrap_or_default();
+            if taken.frames > 0 {
+                crate::metrics::WRITE_BATCH_FRAMES.record(taken.frames);
+            }
             left = !frames.is_empty() || taken.cut;
             if !left && alive {
                 self.touch(clock);
@@ -247,7 +296,10 @@ impl Outbox {
 }
 
 /// Puts `frames`, taken and not sent, back in front of the queue, to be sent before what
-/// was queued since (they are not shed: they were taken already).
+/// was queued since. They count against the queue's bounds again (stricter than the task's
+/// own waiting write, which holds its rest outside the queue), and are not shed: they were
+/// taken already. (The bytes of a frame cut part-way are no longer counted: at most one
+/// frame's, until the transport sends its rest.)
 fn put_back(queue: &mut Queue, mut frames: Vec<Frame>) {
     queue.bytes += frames.iter().map(|frame| frame.wire().len()).sum::<usize>();
     queue.marked.shift(frames.len());

@@ -38,8 +38,10 @@ pub(super) struct Queue {
     pub(super) closing: Option<Box<Closing>>,
     /// A wake-up was asked for since the writer last looked (see [`Outbox::ready`](super::Outbox::ready)).
     pub(super) woken: bool,
-    /// The connection's task, waiting in [`Outbox::ready`](super::Outbox::ready) or
-    /// [`Outbox::closed`](super::Outbox::closed): one task
+    /// The connection's task, waiting in [`Outbox::ready`](super::Outbox::ready),
+    /// [`Outbox::closed`](super::Outbox::closed), or for its sink back from a write pool
+    /// ([`Outbox::poll_ready_unparked`](super::Outbox::poll_ready_unparked),
+    /// [`Outbox::unpark`](super::Outbox::unpark)): one task
     /// waits, so one waker (a `Notify` and its waiting future cost an idle member a hundred
     /// bytes more).
     pub(super) waker: Option<Waker>,

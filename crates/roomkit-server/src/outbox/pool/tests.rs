@@ -26,11 +26,12 @@ fn text(frame: &Frame) -> String {
     String::from_utf8(frame.payload().to_vec()).expect("utf-8")
 }
 
-/// A sink whose `try_send` takes at most `take` frames, and runs `during` (once) as it
-/// writes, as another task would meanwhile.
+/// A sink whose `try_send` takes at most `take` frames (the last of them in part with
+/// `cut`), and runs `during` (once) as it writes, as another task would meanwhile.
 struct Sink {
     log: Arc<Mutex<Log>>,
     take: usize,
+    cut: bool,
     during: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -51,7 +52,7 @@ impl FrameSink for Sink {
         }
         let n = self.take.min(frames.len());
         self.log.lock().unwrap().in_place.extend(frames.drain(..n).map(|f| text(&f)));
-        Taken { frames: n, cut: false }
+        Taken { frames: n, cut: self.cut && n > 0 }
     }
 
     fn writes_in_place(&self) -> bool {
@@ -61,7 +62,7 @@ impl FrameSink for Sink {
 
 fn sink(take: usize) -> (Box<Sink>, Arc<Mutex<Log>>) {
     let log = Arc::new(Mutex::new(Log::default()));
-    (Box::new(Sink { log: Arc::clone(&log), take, during: None }), log)
+    (Box::new(Sink { log: Arc::clone(&log), take, cut: false, during: None }), log)
 }
 
 /// A waker that counts its wakes.
@@ -104,11 +105,11 @@ fn taken(outbox: &Outbox) -> Vec<String> {
     batch.iter().map(text).collect()
 }
 
-/// The connection's task polling its writing half, without its sink: ready (`Some(closing)`)
+/// The connection's task polling its writing half, without its sink: ready (what to do)
 /// with the sink back in `slot`, or waiting.
-fn poll_task(outbox: &Outbox, waker: &Waker, slot: &mut Option<Box<dyn FrameSink>>) -> Option<bool> {
+fn poll_task(outbox: &Outbox, waker: &Waker, slot: &mut Option<Box<dyn FrameSink>>) -> Option<Ready> {
     match outbox.poll_ready_unparked(&mut Context::from_waker(waker), slot) {
-        Poll::Ready(closing) => Some(closing),
+        Poll::Ready(ready) => Some(ready),
         Poll::Pending => None,
     }
 }
@@ -168,7 +169,7 @@ fn what_the_socket_leaves_goes_back_in_front_and_the_task_sends_it() {
     assert_eq!(log.lock().unwrap().in_place, ["a"], "the pool leaves a connection handed to its task");
 
     let mut slot = None;
-    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(false));
+    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(Ready::Owed), "a send is owed");
     assert!(slot.is_some(), "the task has the sink back");
     assert_eq!(taken(&outbox), ["b", "c", "d"]);
 }
@@ -200,7 +201,7 @@ fn a_task_waits_for_the_sink_while_the_pool_writes_and_frames_queued_meanwhile_f
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert!(task.0.load(Ordering::SeqCst) > before, "the waiting task is woken when the sink is back");
     let mut slot = None;
-    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(false));
+    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(Ready::Write));
     assert!(slot.is_some());
     assert_eq!(taken(&outbox), ["answer", "next"], "after what the pool wrote, in order");
     // The pool's second turn finds the sink with the task: it writes nothing.
@@ -221,7 +222,7 @@ fn a_closing_connection_is_left_to_its_task_with_its_sink() {
     assert!(log.lock().unwrap().in_place.is_empty(), "the closing writes, not the pool");
     let (_, task_waker) = counting();
     let mut slot = None;
-    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(true));
+    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(Ready::Closing));
     assert!(slot.is_some(), "the closing has the sink");
     let (sink, _) = self::sink(usize::MAX);
     assert!(outbox.park(sink).is_some(), "a closing connection parks nothing");
@@ -237,7 +238,7 @@ fn only_an_idle_queue_takes_the_sink() {
     assert!(outbox.park(sink(1).0).is_some(), "a wake-up due");
     let (_, task_waker) = counting();
     let mut slot: Option<Box<dyn FrameSink>> = Some(sink(1).0);
-    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(false));
+    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(Ready::Write));
     assert!(outbox.park(slot.take().expect("kept")).is_none(), "idle");
 }
 
@@ -265,4 +266,36 @@ fn frames_put_back_in_front_keep_the_shedding_marks_of_those_behind_right() {
     // [b, low] is at the watermark: queuing one more sheds the droppable one.
     outbox.enqueue(Frame::from("c"), Shed::Keep);
     assert_eq!(taken(&outbox), ["b", "c"]);
+}
+
+/// A last frame the socket took only in part leaves nothing queued, but a send owed: the
+/// task is woken and told so (it sends, even nothing, and the transport finishes the frame).
+#[test]
+fn a_frame_cut_part_way_leaves_the_task_a_send_to_make() {
+    let pools = [Arc::new(WritePool::default())];
+    let outbox = Outbox::new(16, 16, usize::MAX);
+    let (mut sink, log) = sink(usize::MAX);
+    sink.cut = true;
+    assert!(outbox.park(sink).is_none());
+    let (task, task_waker) = counting();
+    assert_eq!(poll_task(&outbox, &task_waker, &mut None), None);
+    outbox.enqueue(Frame::from("a"), Shed::Keep);
+    outbox.wake_via(&pools);
+    outbox.write_pooled(&Clock::start());
+    assert_eq!(log.lock().unwrap().in_place, ["a"]);
+    assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+    let mut slot = None;
+    assert_eq!(poll_task(&outbox, &task_waker, &mut slot), Some(Ready::Owed));
+    assert!(taken(&outbox).is_empty(), "nothing queued, yet a send is owed");
+}
+
+/// A pool's task ends once its pool is gone.
+#[tokio::test]
+async fn a_pools_task_ends_with_its_pool() {
+    let pool = Arc::new(WritePool::default());
+    let task = tokio::spawn(run(Arc::downgrade(&pool), Clock::start()));
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished());
+    drop(pool);
+    tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("ended").expect("no panic");
 }
