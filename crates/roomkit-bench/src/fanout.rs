@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     bar, call, cpu_secs,
-    generator::{add_fanout, Deliveries, Latency, Publish, Receiver, Run},
+    generator::{add_fanout, hundredths, Deliveries, Latency, Publish, Receiver, Run},
     member, member_connect, metric_sum_count, pin, rss_bytes, settle, start_server_on,
     wsraw::RawMember,
     Ws,
@@ -242,8 +242,7 @@ impl Roomkit {
 /// readings were had.
 fn frames_per_write(readings: Option<((f64, f64), (f64, f64))>) -> Option<f64> {
     let (before, after) = readings?;
-    let per = (after.0 - before.0) / (after.1 - before.1).max(1.0);
-    Some((per * 100.0).round() / 100.0)
+    Some(hundredths((after.0 - before.0) / (after.1 - before.1).max(1.0)))
 }
 
 /// roomkit's own figures, one line per size (the latencies are in the comparison's table).

@@ -232,7 +232,7 @@ pub(crate) fn add_fanout(row: &mut Value, fanout: &Fanout, server_cpu: f64) {
 }
 
 /// Rounds to two decimals.
-fn hundredths(v: f64) -> f64 {
+pub(crate) fn hundredths(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 

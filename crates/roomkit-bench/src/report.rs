@@ -56,7 +56,7 @@ pub(crate) fn compare(roomkit: Value, redis: Value) -> Value {
 /// `a ÷ b` to three decimals, when both are there and `b` is above 0.
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
+        (Some(a), Some(b)) if b > 0.0 => Some(thousandths(a / b)),
         _ => None,
     }
 }
@@ -69,8 +69,13 @@ fn median(values: &[f64]) -> Option<f64> {
     match n {
         0 => None,
         _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some(((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 * 1000.0).round() / 1000.0),
+        _ => Some(thousandths((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0)),
     }
+}
+
+/// Rounds to three decimals.
+fn thousandths(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// Texts a system's row counts as lost or out of order, over the fan-out phase and every

@@ -222,10 +222,7 @@ impl Outbox {
         if let Some(found) = done(&mut queue) {
             return Poll::Ready(found);
         }
-        match &mut queue.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        queue.register(cx.waker());
         Poll::Pending
     }
 
@@ -407,11 +404,7 @@ impl Outbox {
 
     /// Wakes the writer.
     pub(crate) fn wake(&self) {
-        let waker = {
-            let mut queue = self.0.queue.lock().expect("not poisoned");
-            queue.woken = true;
-            queue.waker.take()
-        };
+        let waker = self.0.queue.lock().expect("not poisoned").ask_wake();
         if let Some(waker) = waker {
             waker.wake();
         }

@@ -138,14 +138,6 @@ pub(crate) enum Ready {
     Owed,
 }
 
-/// Keeps `cx`'s waker in the queue, for the connection's task.
-fn register(queue: &mut Queue, cx: &mut Context<'_>) {
-    match &mut queue.waker {
-        Some(waker) if waker.will_wake(cx.waker()) => {}
-        slot => *slot = Some(cx.waker().clone()),
-    }
-}
-
 impl Outbox {
     /// Shard side: wakes the writer as [`wake`](Self::wake) does, but through the
     /// connection's pool (of `pools`) when its sink is parked for one or a pool is writing
@@ -154,8 +146,7 @@ impl Outbox {
         let mut queue = self.0.queue.lock().expect("not poisoned");
         let pooled = (queue.parked.is_some() && !queue.handed) || queue.pool_writing;
         let Some(pool) = pools.get(usize::from(queue.pool)).filter(|_| pooled) else {
-            queue.woken = true;
-            let waker = queue.waker.take();
+            let waker = queue.ask_wake();
             drop(queue);
             if let Some(waker) = waker {
                 waker.wake();
@@ -193,7 +184,7 @@ impl Outbox {
             (Some(_), _) => true,
             (None, true) => false,
             (None, false) => {
-                register(&mut queue, cx);
+                queue.register(cx.waker());
                 return Poll::Pending;
             }
         };
@@ -206,7 +197,7 @@ impl Outbox {
                 }
                 None => {
                     queue.task_waits = true;
-                    register(&mut queue, cx);
+                    queue.register(cx.waker());
                     return Poll::Pending;
                 }
             }
@@ -229,7 +220,7 @@ impl Outbox {
                 return Poll::Ready(sink);
             }
             queue.task_waits = true;
-            register(&mut queue, cx);
+            queue.register(cx.waker());
             Poll::Pending
         })
         .await

@@ -111,6 +111,20 @@ impl Marks {
 }
 
 impl Queue {
+    /// Keeps `waker`, the connection task's, for the next wake-up.
+    pub(super) fn register(&mut self, waker: &Waker) {
+        match &mut self.waker {
+            Some(kept) if kept.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Records that a wake-up was asked for; the task's waker, to wake once the lock is let go.
+    pub(super) fn ask_wake(&mut self) -> Option<Waker> {
+        self.woken = true;
+        self.waker.take()
+    }
+
     /// See [`Outbox::ready`](super::Outbox::ready): true when closing, false when a wake-up
     /// was asked for (taking it), `None` when there is nothing to do.
     pub(super) fn ready(&mut self) -> Option<bool> {

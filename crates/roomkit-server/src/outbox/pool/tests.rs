@@ -90,14 +90,6 @@ fn waiting(pool: &WritePool) -> usize {
     n
 }
 
-fn queue(outbox: &Outbox, texts: &[&str]) {
-    for t in texts {
-        if outbox.enqueue(Frame::from(*t), Shed::Keep) == crate::outbox::Enqueued::NeedsWake {
-            outbox.wake();
-        }
-    }
-}
-
 /// What the task would write now: the queue, taken.
 fn taken(outbox: &Outbox) -> Vec<String> {
     let mut batch = Vec::new();
@@ -153,7 +145,6 @@ fn what_the_socket_leaves_goes_back_in_front_and_the_task_sends_it() {
     assert!(outbox.park(sink).is_none());
     let (task, task_waker) = counting();
     assert_eq!(poll_task(&outbox, &task_waker, &mut None), None);
-    queue(&outbox, &[]);
     for t in ["a", "b", "c"] {
         outbox.enqueue(Frame::from(t), Shed::Keep);
     }
@@ -193,7 +184,6 @@ fn a_task_waits_for_the_sink_while_the_pool_writes_and_frames_queued_meanwhile_f
     };
     sink.during = Some(Box::new(during));
     assert!(outbox.park(sink).is_none());
-    queue(&outbox, &[]);
     outbox.enqueue(Frame::from("a"), Shed::Keep);
     outbox.wake_via(&pools);
     let before = task.0.load(Ordering::SeqCst);
