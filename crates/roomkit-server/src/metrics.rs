@@ -238,9 +238,31 @@ impl Tally {
     }
 
     fn tally(&self, n: u64) {
-        let at = COUNT_BUCKETS.iter().position(|&bound| n as f64 <= bound).unwrap_or(COUNT_BUCKETS.len());
-        self.buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket_of(n)].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Like [`record`](Self::record), but into `gathered`, to be added later
+    /// ([`add`](Self::add)) when the recorder is ours.
+    pub(crate) fn gather(&self, gathered: &mut Gathered, n: usize) {
+        if OURS.load(Ordering::Relaxed) {
+            gathered.buckets[bucket_of(n as u64)] += 1;
+            gathered.sum += n as u64;
+        } else {
+            metrics::histogram!(self.name).record(n as f64);
+        }
+    }
+
+    /// Adds what `gathered` holds, and empties it.
+    pub(crate) fn add(&self, gathered: &mut Gathered) {
+        for (bucket, count) in self.buckets.iter().zip(&mut gathered.buckets) {
+            if *count > 0 {
+                bucket.fetch_add(std::mem::take(count), Ordering::Relaxed);
+            }
+        }
+        if gathered.sum > 0 {
+            self.sum.fetch_add(std::mem::take(&mut gathered.sum), Ordering::Relaxed);
+        }
     }
 
     /// Appends the family `name` in Prometheus' text format, as the recorder renders its own
@@ -259,6 +281,20 @@ impl Tally {
         }
         let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}\n", self.sum.load(Ordering::Relaxed));
     }
+}
+
+/// The bucket of [`COUNT_BUCKETS`] a sample of `n` falls in (the last: past the last bound).
+fn bucket_of(n: u64) -> usize {
+    COUNT_BUCKETS.iter().position(|&bound| n as f64 <= bound).unwrap_or(COUNT_BUCKETS.len())
+}
+
+/// Samples of a [`Tally`] gathered over a run of records (a write pool's stretch of
+/// writes between two yields) and added to it at once: two atomic additions a stretch
+/// rather than two a write.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    buckets: [u64; COUNT_BUCKETS.len() + 1],
+    sum: u64,
 }
 
 /// The scrape: the recorder's families, then those the server tallies itself.

@@ -228,7 +228,12 @@ impl Outbox {
 
     /// Records a sign of life from the peer, for the keep-alive sweep.
     pub(crate) fn touch(&self, clock: &crate::keepalive::Clock) {
-        self.0.seen.store(clock.now_ms(), Ordering::Relaxed);
+        self.touch_at(clock.now_ms());
+    }
+
+    /// [`touch`](Self::touch) with the time read already (`now_ms` of the keep-alive's clock).
+    pub(crate) fn touch_at(&self, now_ms: u64) {
+        self.0.seen.store(now_ms, Ordering::Relaxed);
     }
 
     /// How long the peer has shown no sign of life, in milliseconds of `now_ms`.

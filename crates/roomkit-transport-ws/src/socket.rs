@@ -23,28 +23,23 @@
 //! [`FrameStream::recv_or_alive`] as a sign of life (`None`) and passed over by `recv`.
 //!
 //! The reader and the writer run in different tasks and share the socket; a write lock keeps
-//! a pong or a close from landing inside a frame the writer is part-way through.
+//! a pong or a close from landing inside a frame the writer is part-way through (see
+//! [`Writing`]).
 
 use std::{
     io::{self, IoSlice},
     net::Shutdown,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Poll, Waker},
 };
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
-use roomkit_core::transport::{
-    CloseReason, Connection, Frame, FrameSink, FrameStream, Taken, TransportError,
-};
-use roomkit_protocol::Code;
-use tokio::{net::TcpStream, sync::Mutex};
+use bytes::{Bytes, BytesMut};
+use roomkit_core::transport::{CloseReason, Connection, Frame, FrameSink, Taken, TransportError};
+use tokio::net::TcpStream;
 
 use crate::{
-    stream::{close_code, close_reason_from_parts, close_text},
+    stream::{close_code, close_text},
     WsConfig,
 };
 
@@ -63,7 +58,7 @@ const OP_PONG: u8 = 0xA;
 /// Messages over `config.max_frame_bytes` close the connection; reads ask for
 /// `config.read_buffer_bytes` at a time.
 pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, peer: String) -> Connection {
-    let socket = Arc::new(Socket { tcp, writing: Mutex::new(None), close_sent: AtomicBool::new(false) });
+    let socket = Arc::new(Socket::new(tcp));
     Connection {
         sink: Box::new(SocketSink { socket: Arc::clone(&socket) }),
         stream: Box::new(SocketStream {
@@ -81,16 +76,85 @@ pub fn socket_connection(tcp: TcpStream, read_ahead: Bytes, config: &WsConfig, p
 
 struct Socket {
     tcp: TcpStream,
-    /// Held for every write, so that frames never interleave. Inside: the frame a cancelled
-    /// write left part-way, and how much of it went out; whoever writes next finishes it
-    /// first, so the stream stays whole whatever future is dropped. (Boxed: an idle socket
-    /// keeps a pointer, not room for a frame it rarely has.)
-    writing: Mutex<Option<Box<(Bytes, usize)>>>,
+    writing: Mutex<Writing>,
+}
+
+/// The writing direction of a socket, under its lock, so that frames never interleave.
+///
+/// A write that does not wait ([`FrameSink::try_send`], once per delivery to an idle member)
+/// writes under the lock itself: one uncontended lock and unlock. A write that waits for
+/// room ([`Socket::write_parts`]) cannot keep a lock over its waits: it holds the direction
+/// instead ([`Socket::hold`]), and others wait for it to be let go. (tokio's async lock
+/// costs a semaphore and its waiter list's lock at every release, a per cent of a server's
+/// CPU at light load, and an async lock of the `futures` crate 16 bytes more per member.)
+#[derive(Default)]
+struct Writing {
+    /// A waiting write holds the direction.
+    held: bool,
     /// A close frame went out: nothing may follow it.
-    close_sent: AtomicBool,
+    close_sent: bool,
+    /// The frame a cancelled or non-waiting write left part-way, and how much of it went
+    /// out; whoever writes next finishes it first, so the stream stays whole whatever future
+    /// is dropped. (Boxed: an idle socket keeps a pointer, not room for a frame it rarely
+    /// has.) While the direction is held, its holder has it ([`Held`]).
+    cut: Option<Box<(Bytes, usize)>>,
+    /// The tasks waiting for the direction, woken all when it is let go (a pong or a close
+    /// beside the connection's writer: rarely more than one).
+    waiters: Vec<Waker>,
+}
+
+/// The writing direction held by a waiting write, and the frame it is part-way through;
+/// let go when dropped, finished or cancelled, the cut frame left for the next writer.
+struct Held<'a> {
+    socket: &'a Socket,
+    cut: Option<Box<(Bytes, usize)>>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut writing = self.socket.writing();
+            writing.held = false;
+            writing.cut = self.cut.take();
+            std::mem::take(&mut writing.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl Socket {
+    fn new(tcp: TcpStream) -> Self {
+        Self { tcp, writing: Mutex::new(Writing::default()) }
+    }
+
+    /// The writing direction's state. (Not `expect`: a transport that panicked mid-write is
+    /// written off by its connection, which still closes it.)
+    fn writing(&self) -> MutexGuard<'_, Writing> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds the writing direction once nobody else does.
+    async fn hold(&self) -> Held<'_> {
+        std::future::poll_fn(|cx| {
+            let mut writing = self.writing();
+            if writing.held {
+                if !writing.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    writing.waiters.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            writing.held = true;
+            Poll::Ready(Held { socket: self, cut: writing.cut.take() })
+        })
+        .await
+    }
+
+    /// Marks the close frame sent, and ends the sending direction.
+    fn close_sent(&self) {
+        self.writing().close_sent = true;
+        let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+    }
+
     /// Writes `count` parts (`part(i)`) in order, whole, holding the write lock; with `close`,
     /// then ends the sending direction (a close frame was the last part). Safe to cancel: a
     /// frame cut part-way is finished by the next write.
@@ -100,23 +164,21 @@ impl Socket {
         part: impl Fn(usize) -> &'a Bytes,
         close: bool,
     ) -> io::Result<()> {
-        let mut writing = self.writing.lock().await;
-        if self.close_sent.load(Ordering::Acquire) {
+        let mut held = self.hold().await;
+        if self.writing().close_sent {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if let Some((cut, offset)) = writing.as_deref().cloned() {
-            self.write_all(&mut writing, 1, |_| &cut, offset).await?;
+        if let Some((cut, offset)) = held.cut.as_deref().cloned() {
+            self.write_all(&mut held.cut, 1, |_| &cut, offset).await?;
             if cut.first() == Some(&(0x80 | OP_CLOSE)) {
                 // A cancelled close, now out: nothing may follow it.
-                self.close_sent.store(true, Ordering::Release);
-                let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+                self.close_sent();
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
         }
-        self.write_all(&mut writing, count, part, 0).await?;
+        self.write_all(&mut held.cut, count, part, 0).await?;
         if close {
-            self.close_sent.store(true, Ordering::Release);
-            let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
+            self.close_sent();
         }
         Ok(())
     }
@@ -223,7 +285,7 @@ impl FrameSink for SocketSink {
     }
 
     async fn close(&mut self, reason: CloseReason) -> Result<(), TransportError> {
-        if !self.socket.close_sent.load(Ordering::Acquire) {
+        if !self.socket.writing().close_sent {
             self.socket.close(Some(close_code(reason.code)), &close_text(&reason)).await;
         }
         Ok(())
@@ -238,8 +300,8 @@ impl FrameSink for SocketSink {
         if frames.is_empty() {
             return Taken::default();
         }
-        let Ok(mut writing) = socket.writing.try_lock() else { return Taken::default() };
-        if writing.is_some() || socket.close_sent.load(Ordering::Acquire) {
+        let mut writing = socket.writing();
+        if writing.held || writing.cut.is_some() || writing.close_sent {
             return Taken::default();
         }
         // Writes until the socket is full; a failed write is left to `send`, which meets it
@@ -249,7 +311,7 @@ impl FrameSink for SocketSink {
         while at.0 < frames.len() && socket.write_once(frames.len(), &part, &mut at).is_ok() {}
         let cut = at.1 > 0;
         if cut {
-            *writing = Some(Box::new((frames[at.0].wire().clone(), at.1)));
+            writing.cut = Some(Box::new((frames[at.0].wire().clone(), at.1)));
         }
         let taken = at.0 + usize::from(cut);
         frames.drain(..taken);
@@ -261,337 +323,8 @@ impl FrameSink for SocketSink {
     }
 }
 
-/// A text message being assembled from fragments, or a binary one being skipped.
-enum Partial {
-    Text(BytesMut),
-    Binary(usize),
-}
-
-struct SocketStream {
-    socket: Arc<Socket>,
-    /// Bytes read but not yet a whole frame; no allocation between frames.
-    buf: BytesMut,
-    /// Boxed, like `closed`: rarely there, so an idle stream keeps a pointer for each.
-    message: Option<Box<Partial>>,
-    max_message_bytes: usize,
-    /// Bytes asked of the socket per read while a frame is incomplete.
-    read_chunk: usize,
-    /// Set once the stream has ended, with the peer's reason if it gave one.
-    closed: Option<Box<Option<CloseReason>>>,
-    /// The stream ended on a protocol violation: what the peer still sends is read and
-    /// thrown away until it closes, since a socket closed with unread input is reset, and a
-    /// reset destroys the answer and the close frame the peer has not read yet.
-    discard: bool,
-}
-
-/// What one whole frame amounted to.
-enum Step {
-    /// A complete text message.
-    Message(Bytes),
-    /// A ping (answered) or a pong: the peer is alive.
-    Alive,
-    /// A fragment stored: read on.
-    Continue,
-}
-
-fn violation(code: Code, msg: impl Into<String>) -> TransportError {
-    TransportError::Violation(CloseReason::new(code, msg))
-}
-
-impl SocketStream {
-    /// Takes one whole frame off the buffer, if there is one.
-    fn next_frame(&mut self) -> Result<Option<(bool, u8, BytesMut)>, TransportError> {
-        let b = &self.buf[..];
-        if b.len() < 2 {
-            return Ok(None);
-        }
-        let (fin, rsv, opcode) = (b[0] & 0x80 != 0, b[0] & 0x70, b[0] & 0x0f);
-        let (masked, len7) = (b[1] & 0x80 != 0, b[1] & 0x7f);
-        if rsv != 0 {
-            return Err(violation(
-                Code::MALFORMED_FRAME,
-                "reserved WebSocket bits set: no extension was agreed",
-            ));
-        }
-        if !masked {
-            return Err(violation(Code::MALFORMED_FRAME, "a client's WebSocket frames must be masked"));
-        }
-        let (len, at) = match len7 {
-            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => match u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")) {
-                len if len >> 63 == 0 => (len, 10),
-                _ => return Err(violation(Code::MALFORMED_FRAME, "a WebSocket length's top bit must be 0")),
-            },
-            126 | 127 => return Ok(None),
-            n => (u64::from(n), 2),
-        };
-        if opcode & 0x8 != 0 && (!fin || len > 125) {
-            return Err(violation(
-                Code::MALFORMED_FRAME,
-                "a WebSocket control frame must be whole and at most 125 bytes",
-            ));
-        }
-        let so_far = match self.message.as_deref() {
-            Some(Partial::Text(m)) => m.len(),
-            Some(Partial::Binary(n)) => *n,
-            None => 0,
-        };
-        let total = u64::try_from(so_far).unwrap_or(u64::MAX).saturating_add(len);
-        if opcode & 0x8 == 0 && total > self.max_message_bytes as u64 {
-            return Err(violation(
-                Code::FRAME_TOO_LARGE,
-                format!("frame of {total} bytes is over the limit of {} bytes", self.max_message_bytes),
-            ));
-        }
-        let len = len as usize; // at most the limit, checked above
-        let whole = at + 4 + len;
-        if self.buf.len() < whole {
-            self.buf.reserve(whole - self.buf.len());
-            return Ok(None);
-        }
-        let mask: [u8; 4] = self.buf[at..at + 4].try_into().expect("4 bytes");
-        let mut frame = self.buf.split_to(whole);
-        frame.advance(at + 4);
-        for (i, byte) in frame.iter_mut().enumerate() {
-            *byte ^= mask[i & 3];
-        }
-        if self.buf.is_empty() {
-            // Give the allocation back with the frame: an idle connection keeps no buffer.
-            self.buf = BytesMut::new();
-        }
-        Ok(Some((fin, opcode, frame)))
-    }
-
-    /// Acts on one whole frame.
-    async fn on_frame(&mut self, fin: bool, opcode: u8, payload: BytesMut) -> Result<Step, TransportError> {
-        let unexpected = || violation(Code::MALFORMED_FRAME, "unexpected WebSocket continuation or fragment");
-        let message = match (opcode, self.message.take().map(|m| *m)) {
-            (OP_PING, partial) => {
-                self.message = partial.map(Box::new);
-                let _ = self.socket.control(OP_PONG, &payload).await;
-                return Ok(Step::Alive);
-            }
-            (OP_PONG, partial) => {
-                self.message = partial.map(Box::new);
-                return Ok(Step::Alive);
-            }
-            (OP_CLOSE, _) => return Err(self.on_close(&payload).await),
-            (OP_TEXT, None) => payload,
-            (OP_BINARY, None) => {
-                if !fin {
-                    self.message = Some(Box::new(Partial::Binary(payload.len())));
-                    return Ok(Step::Continue);
-                }
-                return Err(binary_refused());
-            }
-            (OP_CONTINUATION, Some(Partial::Text(mut text))) => {
-                text.extend_from_slice(&payload);
-                text
-            }
-            (OP_CONTINUATION, Some(Partial::Binary(n))) => {
-                if !fin {
-                    self.message = Some(Box::new(Partial::Binary(n + payload.len())));
-                    return Ok(Step::Continue);
-                }
-                return Err(binary_refused());
-            }
-            (OP_CONTINUATION | OP_TEXT | OP_BINARY, _) => return Err(unexpected()),
-            _ => return Err(violation(Code::MALFORMED_FRAME, format!("unknown WebSocket opcode {opcode}"))),
-        };
-        if !fin {
-            self.message = Some(Box::new(Partial::Text(message)));
-            return Ok(Step::Continue);
-        }
-        if std::str::from_utf8(&message).is_err() {
-            return Err(violation(Code::MALFORMED_FRAME, "text frame is not valid UTF-8"));
-        }
-        Ok(Step::Message(message.freeze()))
-    }
-
-    /// The peer closes: answer with a close (echoing its status) unless one went out, and end.
-    async fn on_close(&mut self, payload: &[u8]) -> TransportError {
-        let (status, text) = match payload {
-            [hi, lo, text @ ..] => (Some(u16::from_be_bytes([*hi, *lo])), std::str::from_utf8(text).ok()),
-            _ => (None, Some("")),
-        };
-        // The answer (RFC 6455 §5.5.1, §7.4): the same status; an empty close for an empty
-        // one; 1002 for a one-byte payload or a status no endpoint may send; 1007 for a
-        // reason that is not UTF-8.
-        let answer = match (payload.len(), status, text) {
-            (0, _, _) => None,
-            (1, _, _) => Some(1002),
-            (_, Some(s), _) if !sendable_status(s) => Some(1002),
-            (_, _, None) => Some(1007),
-            (_, status, _) => status,
-        };
-        if !self.socket.close_sent.load(Ordering::Acquire) {
-            self.socket.close(answer, "").await;
-        }
-        let reason = status.map(|status| close_reason_from_parts(status, text.unwrap_or("")));
-        self.closed = Some(Box::new(reason.clone()));
-        TransportError::Closed(reason)
-    }
-
-    /// The peer broke the protocol: the stream ends, and what follows is thrown away.
-    fn violated(&mut self) {
-        self.closed = Some(Box::new(None));
-        self.discard = true;
-        self.buf = BytesMut::new();
-        self.message = None;
-    }
-
-    /// Reads and drops input until the peer closes (the caller bounds how long it waits).
-    async fn discard_until_end(&mut self) {
-        while self.socket.tcp.readable().await.is_ok() {
-            let read = {
-                let mut chunk = [0u8; 4096];
-                self.socket.tcp.try_read(&mut chunk)
-            };
-            match read {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Reads more bytes; `Closed` at the end of the stream.
-    async fn fill(&mut self) -> Result<(), TransportError> {
-        // Waits with the task's waker stored in the socket's registration: a waiting reader's
-        // future holds no readiness future of its own.
-        while std::future::poll_fn(|cx| self.socket.tcp.poll_read_ready(cx)).await.is_ok() {
-            match self.read_once() {
-                Read::Some => return Ok(()),
-                Read::Stale => {}
-                Read::End => break,
-            }
-        }
-        self.end();
-        Err(TransportError::Closed(None))
-    }
-
-    /// One read, once the socket said it is readable.
-    fn read_once(&mut self) -> Read {
-        if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
-            self.buf.reserve(self.read_chunk);
-        }
-        match self.socket.tcp.try_read_buf(&mut self.buf) {
-            Ok(0) => Read::End,
-            Ok(_) => Read::Some,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if self.buf.is_empty() {
-                    // Readiness was stale: wait holding no buffer.
-                    self.buf = BytesMut::new();
-                }
-                Read::Stale
-            }
-            Err(_) => Read::End,
-        }
-    }
-
-    /// The stream ended: every later receive returns `Closed`.
-    fn end(&mut self) {
-        self.closed = Some(Box::new(None));
-    }
-}
-
-/// What one read got.
-enum Read {
-    /// Bytes, now in the buffer.
-    Some,
-    /// Nothing: the readiness was stale (and is now cleared).
-    Stale,
-    /// The end of the stream, or a broken socket.
-    End,
-}
-
-/// Whether a close frame may carry `status` (RFC 6455 §7.4): the defined codes but 1004,
-/// 1005, 1006 and 1015, and the 3000–4999 range for libraries and applications.
-fn sendable_status(status: u16) -> bool {
-    matches!(status, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
-
-fn binary_refused() -> TransportError {
-    TransportError::Rejected(CloseReason::new(
-        Code::UNSUPPORTED_FRAME,
-        "binary frames are not accepted: send JSON in text frames",
-    ))
-}
-
-#[async_trait]
-impl FrameStream for SocketStream {
-    async fn recv(&mut self) -> Result<Bytes, TransportError> {
-        loop {
-            if let Some(message) = self.next_message(false).await? {
-                return Ok(message);
-            }
-        }
-    }
-
-    async fn recv_or_alive(&mut self) -> Result<Option<Bytes>, TransportError> {
-        self.next_message(true).await
-    }
-
-    /// Pending only while nothing is buffered, the stream is open and the socket has no new
-    /// input: an idle connection waits on the socket's registration alone.
-    ///
-    /// Readiness the socket reports is checked by reading: tokio's is only cleared by a read
-    /// that would block, and after a frame it is still set, so a waiter that trusted it
-    /// would go on to wait inside a receive.
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.closed.is_some() || !self.buf.is_empty() {
-                return Poll::Ready(());
-            }
-            if std::task::ready!(self.socket.tcp.poll_read_ready(cx)).is_err() {
-                return Poll::Ready(());
-            }
-            match self.read_once() {
-                Read::Some => return Poll::Ready(()),
-                Read::Stale => {}
-                Read::End => {
-                    self.end();
-                    return Poll::Ready(());
-                }
-            }
-        }
-    }
-}
-
-impl SocketStream {
-    /// The next message, or with `alive`, `None` for a ping or a pong.
-    async fn next_message(&mut self, alive: bool) -> Result<Option<Bytes>, TransportError> {
-        loop {
-            if self.closed.is_some() && std::mem::take(&mut self.discard) {
-                // Boxed: a waiting reader's future holds only what reading needs.
-                Box::pin(self.discard_until_end()).await;
-            }
-            if let Some(reason) = self.closed.as_deref() {
-                return Err(TransportError::Closed(reason.clone()));
-            }
-            let Some((fin, opcode, payload)) = self.next_frame().inspect_err(|_| self.violated())? else {
-                self.fill().await?;
-                continue;
-            };
-            // Boxed: a waiting reader's future holds only what reading needs.
-            match Box::pin(self.on_frame(fin, opcode, payload)).await {
-                Ok(Step::Message(text)) => return Ok(Some(text)),
-                Ok(Step::Alive) if alive => return Ok(None),
-                Ok(Step::Alive | Step::Continue) => {}
-                Err(e @ TransportError::Rejected(_)) => return Err(e),
-                Err(e @ TransportError::Violation(_)) => {
-                    self.violated();
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.closed.get_or_insert_with(|| Box::new(None));
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
+mod read;
 #[cfg(test)]
 mod tests;
+
+use read::SocketStream;

@@ -125,13 +125,13 @@ fn a_parked_connection_is_written_by_its_pool_in_order_once_per_wake_up() {
     assert_eq!(waiting(&pools[0]), 1, "in the pool's list once");
     assert_eq!(task.0.load(Ordering::SeqCst), 0, "the task is not woken");
 
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a", "b"]);
     // Parked again: the next frame goes through the pool too.
     assert!(outbox.enqueue(Frame::from("c"), Shed::Keep) == crate::outbox::Enqueued::NeedsWake);
     outbox.wake_via(&pools);
     assert_eq!(waiting(&pools[0]), 2, "joined the list again");
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a", "b", "c"]);
     assert_eq!(task.0.load(Ordering::SeqCst), 0);
     assert!(log.lock().unwrap().sent.is_empty());
@@ -149,14 +149,14 @@ fn what_the_socket_leaves_goes_back_in_front_and_the_task_sends_it() {
         outbox.enqueue(Frame::from(t), Shed::Keep);
     }
     outbox.wake_via(&pools);
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken for the rest");
     // Queued after: behind the rest, and the task's turn (not the pool's).
     assert_eq!(outbox.enqueue(Frame::from("d"), Shed::Keep), crate::outbox::Enqueued::Queued);
     outbox.wake_via(&pools);
     assert_eq!(waiting(&pools[0]), 1, "only the first wake-up went to the pool");
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"], "the pool leaves a connection handed to its task");
 
     let mut slot = None;
@@ -187,7 +187,7 @@ fn a_task_waits_for_the_sink_while_the_pool_writes_and_frames_queued_meanwhile_f
     outbox.enqueue(Frame::from("a"), Shed::Keep);
     outbox.wake_via(&pools);
     let before = task.0.load(Ordering::SeqCst);
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert!(task.0.load(Ordering::SeqCst) > before, "the waiting task is woken when the sink is back");
     let mut slot = None;
@@ -195,7 +195,7 @@ fn a_task_waits_for_the_sink_while_the_pool_writes_and_frames_queued_meanwhile_f
     assert!(slot.is_some());
     assert_eq!(taken(&outbox), ["answer", "next"], "after what the pool wrote, in order");
     // The pool's second turn finds the sink with the task: it writes nothing.
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
 }
 
@@ -208,7 +208,7 @@ fn a_closing_connection_is_left_to_its_task_with_its_sink() {
     outbox.enqueue(Frame::from("a"), Shed::Keep);
     outbox.wake_via(&pools);
     assert!(outbox.close(CloseReason::new(Code::SLOW_CONSUMER, "slow"), true));
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert!(log.lock().unwrap().in_place.is_empty(), "the closing writes, not the pool");
     let (_, task_waker) = counting();
     let mut slot = None;
@@ -251,7 +251,7 @@ fn frames_put_back_in_front_keep_the_shedding_marks_of_those_behind_right() {
         outbox.enqueue(Frame::from(t), Shed::Keep);
     }
     outbox.wake_via(&pools);
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     // [b, low] is at the watermark: queuing one more sheds the droppable one.
     outbox.enqueue(Frame::from("c"), Shed::Keep);
@@ -271,7 +271,7 @@ fn a_frame_cut_part_way_leaves_the_task_a_send_to_make() {
     assert_eq!(poll_task(&outbox, &task_waker, &mut None), None);
     outbox.enqueue(Frame::from("a"), Shed::Keep);
     outbox.wake_via(&pools);
-    outbox.write_pooled(&Clock::start());
+    outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
     let mut slot = None;
