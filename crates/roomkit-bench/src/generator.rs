@@ -254,6 +254,7 @@ pub(crate) fn latency_summary(rounds: &[Latency]) -> Value {
             "p999_ms": r.p999_ms,
             "busy_server_cpus": hundredths(r.server_cpu),
             "busy_generator_cpus": hundredths(r.generator_cpu),
+            "generator_waits_per_message": r.generator_waits_per_message,
         })).collect::<Vec<_>>(),
         "messages": sum(|r| r.messages),
         "warmup_messages": sum(|r| r.warmup),
@@ -267,6 +268,7 @@ pub(crate) fn latency_summary(rounds: &[Latency]) -> Value {
         "max_ms": merged.max() as f64 / 1e6,
         "busy_server_cpus": hundredths(mean(|r| r.server_cpu)),
         "busy_generator_cpus": hundredths(mean(|r| r.generator_cpu)),
+        "generator_waits_per_message": hundredths(mean(|r| r.generator_waits_per_message)),
     })
 }
 
@@ -290,6 +292,11 @@ pub(crate) struct Latency {
     /// CPU this generator used over the timed part, in CPUs: near 1.0 on its one CPU, its
     /// own backlog is part of every latency it measures.
     pub(crate) generator_cpu: f64,
+    /// Times this generator went to sleep waiting for input, per timed message: about 2
+    /// when it reads each message's deliveries in one stretch, behind the server; tens when
+    /// it keeps catching up with the server's writes and is woken for each few (each wake-up
+    /// costs both sides: the deliveries of such rounds take longer, for either system).
+    pub(crate) generator_waits_per_message: f64,
     /// Every timed delivery's latency, in nanoseconds.
     pub(crate) histogram: Histogram<u64>,
 }
@@ -297,6 +304,21 @@ pub(crate) struct Latency {
 /// CPU time used by the processes `pids` together, in seconds.
 fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().map(|&pid| crate::cpu_secs(pid)).sum()
+}
+
+/// Times this process's threads went to sleep of their own accord (mostly waiting for
+/// input): the sum of their `voluntary_ctxt_switches`.
+fn voluntary_waits() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")?.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 impl<P: Publish> Run<P> {
@@ -368,10 +390,12 @@ impl<P: Publish> Run<P> {
         let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut timed = (Instant::now(), 0.0, 0.0);
+        let mut waits = 0;
         for i in 0..warmup + total {
             tick.tick().await;
             if i == warmup {
                 timed = (Instant::now(), cpu_of(servers), cpu_of(&[std::process::id()]));
+                waits = voluntary_waits();
             }
             let stamp = self.deliveries.epoch.elapsed().as_nanos() as u64;
             let text =
@@ -388,6 +412,7 @@ impl<P: Publish> Run<P> {
         let wall = timed.0.elapsed().as_secs_f64().max(1e-3);
         let server_cpu = (cpu_of(servers) - timed.1) / wall;
         let generator_cpu = (cpu_of(&[std::process::id()]) - timed.2) / wall;
+        let waits = voluntary_waits().saturating_sub(waits);
         pb.finish_and_clear();
         let (after, in_order_after, out_of_order_after) = self.counts();
         let merged = self.deliveries.histogram();
@@ -405,6 +430,7 @@ impl<P: Publish> Run<P> {
             max_ms: merged.max() as f64 / 1e6,
             server_cpu,
             generator_cpu,
+            generator_waits_per_message: hundredths(waits as f64 / total.max(1) as f64),
             histogram: merged,
         })
     }

@@ -125,7 +125,7 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> 
         o.latency_rounds, o.rate_secs
     );
     println!(
-        "{:>8} {:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>7} {:>22} | {:>25}",
+        "{:>8} {:>6} | {:>10} {:>10} | {:>10} {:>10} | {:>7} {:>22} | {:>25} | {:>15}",
         "members",
         "msg/s",
         "roomkit p50",
@@ -134,7 +134,8 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> 
         "redis p99",
         "ratio",
         "p99 ratio per round",
-        "CPUs busy: servers / gen."
+        "CPUs busy: servers / gen.",
+        "gen. waits/msg"
     );
     // Near one CPU, a process has a backlog: the generator's is in both systems' latencies.
     let busy = |v: &Value| format!("{:.2}{}", f(v), if f(v) >= SATURATED_CPUS { "*" } else { "" });
@@ -161,7 +162,7 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> 
                 .map(|v| format!("{:.2}", f(v)))
                 .collect();
             println!(
-                "{:>8} {:>6} | {:>8.3}ms {:>8.3}ms | {:>8.3}ms {:>8.3}ms | {:>7.3} {:>22} | {:>25}",
+                "{:>8} {:>6} | {:>8.3}ms {:>8.3}ms | {:>8.3}ms {:>8.3}ms | {:>7.3} {:>22} | {:>25} | {:>15}",
                 f(&r["members"]),
                 rate,
                 f(&rk["p50_ms"]),
@@ -171,11 +172,16 @@ pub(crate) fn print_comparison(rows: &[Value], pinning: &Value, o: &Options) -> 
                 f(&ratio["p99_ms"]),
                 per_round.join(" "),
                 format!("{} {} / {} {}", busy(cpus[0]), busy(cpus[1]), busy(cpus[2]), busy(cpus[3])),
+                format!(
+                    "{:.1} {:.1}",
+                    f(&rk["generator_waits_per_message"]),
+                    f(&rd["generator_waits_per_message"])
+                ),
             );
         }
     }
     println!(
-        "(ratio = roomkit ÷ redis, for the p99: the median of the rounds' ratios; CPUs roomkit then redis)"
+        "(ratio = roomkit ÷ redis, for the p99: the median of the rounds' ratios; CPUs and the generator's waits for input per message, roomkit then redis)"
     );
     if saturated {
         println!(
