@@ -289,8 +289,8 @@ fn bucket_of(n: u64) -> usize {
 }
 
 /// Samples of a [`Tally`] gathered over a run of records (a write pool's stretch of
-/// writes between two yields) and added to it at once: two atomic additions a stretch
-/// rather than two a write.
+/// writes between two yields) and added to it at once: an atomic addition a stretch for each
+/// bucket used and one for the sum, rather than two a write.
 #[derive(Debug, Default)]
 pub(crate) struct Gathered {
     buckets: [u64; COUNT_BUCKETS.len() + 1],

@@ -22,9 +22,9 @@
 //! the client's pong, and any ping of its own, is reported by
 //! [`FrameStream::recv_or_alive`] as a sign of life (`None`) and passed over by `recv`.
 //!
-//! The reader and the writer run in different tasks and share the socket; a write lock keeps
-//! a pong or a close from landing inside a frame the writer is part-way through (see
-//! [`Writing`]).
+//! The reading and the writing halves share the socket (in the server, one connection task
+//! polls both); the write lock keeps a pong or a close from landing inside a frame the writer
+//! is part-way through, and lets it go first, between two whole frames (see [`Writing`]).
 
 use std::{
     io::{self, IoSlice},
@@ -84,15 +84,20 @@ struct Socket {
 /// A write that does not wait ([`FrameSink::try_send`], once per delivery to an idle member)
 /// writes under the lock itself: one uncontended lock and unlock. A write that waits for
 /// room ([`Socket::write_parts`]) cannot keep a lock over its waits: it holds the direction
-/// instead ([`Socket::hold`]), and others wait for it to be let go. (tokio's async lock
-/// costs a semaphore and its waiter list's lock at every release, a per cent of a server's
-/// CPU at light load, and an async lock of the `futures` crate 16 bytes more per member.)
+/// instead ([`Socket::hold`]), and others wait for it to be let go. A control frame (a pong,
+/// a close) waiting for the direction goes before any data written after it: data waits
+/// while one does, so a writer with a backlog, sending batch after batch, cannot keep a
+/// pong or the answer to a close waiting. (tokio's async lock costs a semaphore and its
+/// waiter list's lock at every release, a per cent of a server's CPU at light load, and an
+/// async lock of the `futures` crate 16 bytes more per member.)
 #[derive(Default)]
 struct Writing {
     /// A waiting write holds the direction.
     held: bool,
     /// A close frame went out: nothing may follow it.
     close_sent: bool,
+    /// Control frames waiting for the direction (see [`ControlWaits`]).
+    controls: u32,
     /// The frame a cancelled or non-waiting write left part-way, and how much of it went
     /// out; whoever writes next finishes it first, so the stream stays whole whatever future
     /// is dropped. (Boxed: an idle socket keeps a pointer, not room for a frame it rarely
@@ -122,6 +127,31 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A control frame's place among [`Writing::controls`] while it waits for the direction:
+/// given up when it gets the direction, or when its write is cancelled (then data that
+/// waited for it is woken, if no other control frame waits).
+struct ControlWaits<'a> {
+    socket: &'a Socket,
+    counted: bool,
+}
+
+impl Drop for ControlWaits<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let waiters = {
+            let mut writing = self.socket.writing();
+            writing.controls -= 1;
+            match writing.controls {
+                0 => std::mem::take(&mut writing.waiters),
+                _ => Vec::new(),
+            }
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
 impl Socket {
     fn new(tcp: TcpStream) -> Self {
         Self { tcp, writing: Mutex::new(Writing::default()) }
@@ -133,15 +163,24 @@ impl Socket {
         self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Holds the writing direction once nobody else does.
-    async fn hold(&self) -> Held<'_> {
+    /// Holds the writing direction once nobody else does, and, for data (not `control`),
+    /// once no control frame waits for it either.
+    async fn hold(&self, control: bool) -> Held<'_> {
+        let mut place = ControlWaits { socket: self, counted: false };
         std::future::poll_fn(|cx| {
             let mut writing = self.writing();
-            if writing.held {
+            if writing.held || (!control && writing.controls > 0) {
+                if control && !place.counted {
+                    writing.controls += 1;
+                    place.counted = true;
+                }
                 if !writing.waiters.iter().any(|w| w.will_wake(cx.waker())) {
                     writing.waiters.push(cx.waker().clone());
                 }
                 return Poll::Pending;
+            }
+            if std::mem::take(&mut place.counted) {
+                writing.controls -= 1;
             }
             writing.held = true;
             Poll::Ready(Held { socket: self, cut: writing.cut.take() })
@@ -155,16 +194,18 @@ impl Socket {
         let _ = socket2::SockRef::from(&self.tcp).shutdown(Shutdown::Write);
     }
 
-    /// Writes `count` parts (`part(i)`) in order, whole, holding the write lock; with `close`,
-    /// then ends the sending direction (a close frame was the last part). Safe to cancel: a
-    /// frame cut part-way is finished by the next write.
+    /// Writes `count` parts (`part(i)`) in order, whole, holding the writing direction
+    /// ([`hold`](Self::hold); `control` for a control frame); with `close`, then ends the
+    /// sending direction (a close frame was the last part). Safe to cancel: a frame cut
+    /// part-way is finished by the next write.
     async fn write_parts<'a>(
         &self,
         count: usize,
         part: impl Fn(usize) -> &'a Bytes,
+        control: bool,
         close: bool,
     ) -> io::Result<()> {
-        let mut held = self.hold().await;
+        let mut held = self.hold(control).await;
         if self.writing().close_sent {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
@@ -256,7 +297,7 @@ impl Socket {
         frame.extend_from_slice(&[0x80 | opcode, payload.len() as u8]);
         frame.extend_from_slice(payload);
         let frame = Bytes::from(frame);
-        self.write_parts(1, |_| &frame, opcode == OP_CLOSE).await
+        self.write_parts(1, |_| &frame, true, opcode == OP_CLOSE).await
     }
 
     /// Sends a close frame with `status` (none: an empty close) and `text`. Once only.
@@ -279,7 +320,7 @@ impl FrameSink for SocketSink {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportError> {
         // Even with no frames: `try_send` may have left one part-way.
         self.socket
-            .write_parts(frames.len(), |i| frames[i].wire(), false)
+            .write_parts(frames.len(), |i| frames[i].wire(), false, false)
             .await
             .map_err(|_| TransportError::Closed(None))
     }
@@ -301,7 +342,7 @@ impl FrameSink for SocketSink {
             return Taken::default();
         }
         let mut writing = socket.writing();
-        if writing.held || writing.cut.is_some() || writing.close_sent {
+        if writing.held || writing.controls > 0 || writing.cut.is_some() || writing.close_sent {
             return Taken::default();
         }
         // Writes until the socket is full; a failed write is left to `send`, which meets it
@@ -313,6 +354,8 @@ impl FrameSink for SocketSink {
         if cut {
             writing.cut = Some(Box::new((frames[at.0].wire().clone(), at.1)));
         }
+        drop(writing);
+        // The frames taken are let go outside the lock: a frame's last reference frees it.
         let taken = at.0 + usize::from(cut);
         frames.drain(..taken);
         Taken { frames: taken, cut }

@@ -1,7 +1,7 @@
 //! The socket transport's own tests: reading holds no buffer when idle, writes cut part-way
 //! are finished, and a waiting read stays small.
 
-use std::time::Duration;
+use std::{future::Future, task::Context, time::Duration};
 
 use tokio::{io::AsyncWriteExt, net::TcpListener};
 
@@ -230,40 +230,135 @@ fn an_idle_sockets_parts_stay_small() {
     assert!(shared <= 88 && stream <= 80, "the socket takes {shared} B, its reading half {stream} B");
 }
 
+/// A socket on a connected pair whose client does not read yet, and the client.
+async fn unread_pair() -> (TcpStream, Arc<Socket>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, Arc::new(Socket::new(server)))
+}
+
+/// Eight frames of 1 MiB: far more than the socket buffers hold while the client does not
+/// read, so a waiting write of them holds the writing direction until it reads.
+fn backlog() -> Vec<Frame> {
+    (0..8).map(|_| Frame::text(&[b'x'; 1 << 20])).collect()
+}
+
+/// Waits (a bounded while) until someone holds the writing direction of `socket`.
+async fn until_held(socket: &Socket) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !socket.writing().held {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the write holds the direction");
+}
+
+/// The opcodes of `frames`, checking that every text is whole.
+fn opcodes(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    assert!(frames.iter().all(|(op, p)| *op != OP_TEXT || p.len() == 1 << 20), "whole frames only");
+    frames.iter().map(|(op, _)| *op).collect()
+}
+
 /// While a waiting write holds the writing direction (the socket full, the client not
-/// reading), a write that does not wait takes nothing and a pong waits; once the client
-/// reads, the pong follows the held write's frames, every frame whole.
+/// reading), a write that does not wait takes nothing and a pong waits, listed once however
+/// often it is polled; once the client reads, the pong follows the held write's frames.
 #[tokio::test]
 async fn a_pong_waits_for_the_write_that_holds_the_direction() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    let socket = Arc::new(Socket::new(server));
+    let (mut client, socket) = unread_pair().await;
     let mut sink = SocketSink { socket: Arc::clone(&socket) };
-    let big: Vec<Frame> = (0..8).map(|_| Frame::text(&[b'x'; 1 << 20])).collect();
     let writer = {
         let mut sink = SocketSink { socket: Arc::clone(&socket) };
-        tokio::spawn(async move { sink.send(&big).await })
+        tokio::spawn(async move { sink.send(&backlog()).await })
     };
-    while !socket.writing().held {
-        tokio::task::yield_now().await;
-    }
+    until_held(&socket).await;
     let mut more = vec![Frame::text(b"{}")];
     assert_eq!(sink.try_send(&mut more), Taken::default(), "the direction is held: nothing taken");
+    // A pong's wait, polled twice by one task and once by another: two wakers listed.
+    let mut pong = std::pin::pin!(socket.control(OP_PONG, b"p"));
+    let (one, other) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
+    for waker in [Waker::from(Arc::clone(&one)), Waker::from(Arc::clone(&one)), Waker::from(other)] {
+        assert!(pong.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "the pong waits");
+    }
+    assert_eq!(socket.writing().waiters.len(), 2, "a waker is listed once");
+    assert_eq!(socket.writing().controls, 1, "one control frame waits");
+    let reader = tokio::spawn(async move { read_frames(&mut client).await });
+    writer.await.unwrap().unwrap();
+    assert!(one.0.load(std::sync::atomic::Ordering::Relaxed) > 0, "letting go wakes the pong");
+    pong.await.unwrap();
+    sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await.unwrap();
+    let ops = opcodes(&reader.await.unwrap());
+    assert_eq!(ops, [[OP_TEXT; 8].as_slice(), &[OP_PONG, OP_CLOSE]].concat());
+    let writing = socket.writing();
+    assert!(writing.waiters.is_empty() && !writing.held && writing.controls == 0);
+}
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Counted(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counted {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A writer with a backlog sends batch after batch, without yielding in between: a pong that
+/// came during the first batch goes before the second, not after the whole backlog.
+#[tokio::test]
+async fn a_pong_goes_before_the_writers_next_batch() {
+    let (mut client, socket) = unread_pair().await;
+    let writer = {
+        let mut sink = SocketSink { socket: Arc::clone(&socket) };
+        tokio::spawn(async move {
+            sink.send(&backlog()).await?;
+            sink.send(&backlog()).await?;
+            sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await
+        })
+    };
+    until_held(&socket).await;
     let pong = {
         let socket = Arc::clone(&socket);
         tokio::spawn(async move { socket.control(OP_PONG, b"p").await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!pong.is_finished(), "the pong waits for the held write");
-    assert_eq!(socket.writing().waiters.len(), 1, "one waiter, however often it was polled");
-    let reader = tokio::spawn(async move { read_frames(&mut client).await });
+    while socket.writing().controls == 0 {
+        tokio::task::yield_now().await;
+    }
+    let frames = read_frames(&mut client).await;
     writer.await.unwrap().unwrap();
     pong.await.unwrap().unwrap();
-    sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await.unwrap();
-    let frames = reader.await.unwrap();
-    let ops: Vec<u8> = frames.iter().map(|(op, _)| *op).collect();
-    assert_eq!(ops, [[OP_TEXT; 8].as_slice(), &[OP_PONG, OP_CLOSE]].concat());
-    assert!(frames[..8].iter().all(|(_, p)| p.len() == 1 << 20), "whole frames only");
-    assert!(socket.writing().waiters.is_empty() && !socket.writing().held);
+    let ops = opcodes(&frames);
+    assert_eq!(ops, [[OP_TEXT; 8].as_slice(), &[OP_PONG], &[OP_TEXT; 8], &[OP_CLOSE]].concat());
+}
+
+/// The write holding the direction is cancelled part-way through a frame while a pong waits:
+/// the pong is woken, finishes the cut frame first, then goes; every frame arrives whole.
+#[tokio::test]
+async fn a_pong_waiting_for_a_cancelled_write_finishes_its_cut_frame_first() {
+    let (mut client, socket) = unread_pair().await;
+    let writer = {
+        let mut sink = SocketSink { socket: Arc::clone(&socket) };
+        tokio::spawn(async move { sink.send(&backlog()).await })
+    };
+    until_held(&socket).await;
+    let pong = {
+        let socket = Arc::clone(&socket);
+        tokio::spawn(async move { socket.control(OP_PONG, b"p").await })
+    };
+    while socket.writing().controls == 0 {
+        tokio::task::yield_now().await;
+    }
+    writer.abort();
+    let _ = writer.await;
+    let reader = tokio::spawn(async move { read_frames(&mut client).await });
+    pong.await.unwrap().unwrap();
+    SocketSink { socket: Arc::clone(&socket) }
+        .close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye"))
+        .await
+        .unwrap();
+    let ops = opcodes(&reader.await.unwrap());
+    let texts = ops.iter().take_while(|&&op| op == OP_TEXT).count();
+    assert!((1..8).contains(&texts), "{texts} whole texts before the cancel");
+    assert_eq!(ops[texts..], [OP_PONG, OP_CLOSE]);
 }
