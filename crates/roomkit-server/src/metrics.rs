@@ -437,6 +437,29 @@ mod tests {
         assert!(text.contains("roomkit_store_write_seconds_bucket{le=\"0.001\"}"), "{text}");
     }
 
+    /// Samples gathered over a stretch and added at once make the same histogram as samples
+    /// tallied one by one; adding empties the gathering, so adding again counts nothing twice.
+    #[test]
+    fn gathered_samples_add_up_to_the_same_tally() {
+        prometheus();
+        assert!(OURS.load(Ordering::Relaxed), "the recorder installed is ours");
+        let (one_by_one, at_once) = (Tally::new("t"), Tally::new("t"));
+        let mut gathered = Gathered::default();
+        for n in [1, 1, 3, 200, 5000] {
+            one_by_one.tally(n);
+            at_once.gather(&mut gathered, n as usize);
+        }
+        at_once.add(&mut gathered);
+        at_once.add(&mut gathered);
+        let render = |tally: &Tally| {
+            let mut text = String::new();
+            tally.render_into(&mut text, "help");
+            text
+        };
+        assert_eq!(render(&at_once), render(&one_by_one));
+        assert!(render(&at_once).contains("t_count 5\n"), "{}", render(&at_once));
+    }
+
     /// The tally renders as a histogram: cumulative buckets, the sum and the count.
     #[test]
     fn a_tally_renders_cumulative_buckets_its_sum_and_its_count() {

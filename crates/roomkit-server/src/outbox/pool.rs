@@ -134,8 +134,8 @@ pub(crate) async fn run(pool: Weak<WritePool>, clock: Clock) {
 
 /// What a pool's writes between two yields share: the time, read once, for the keep-alive's
 /// record of each connection's last write; and the frames each write took, added to the
-/// metric once. (A clock read and two atomic additions per delivery were two per cent of a
-/// server's CPU at 1,000 members.)
+/// metric once. (A clock read and two atomic additions per delivery were nearly two per cent
+/// of a server's CPU samples at 1,000 members × 100 messages/s.)
 pub(crate) struct Stretch {
     now_ms: u64,
     batches: Gathered,
