@@ -230,11 +230,14 @@ fn an_idle_sockets_parts_stay_small() {
     assert!(shared <= 88 && stream <= 80, "the socket takes {shared} B, its reading half {stream} B");
 }
 
-/// A socket on a connected pair whose client does not read yet, and the client.
+/// A socket on a connected pair whose client does not read yet, with small socket buffers
+/// (64 KiB each way, whatever the host's defaults), and the client.
 async fn unread_pair() -> (TcpStream, Arc<Socket>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
     let (server, _) = listener.accept().await.unwrap();
+    socket2::SockRef::from(&server).set_send_buffer_size(64 << 10).unwrap();
+    socket2::SockRef::from(&client).set_recv_buffer_size(64 << 10).unwrap();
     (client, Arc::new(Socket::new(server)))
 }
 
