@@ -307,6 +307,24 @@ impl std::task::Wake for Counted {
     }
 }
 
+/// Once a write holds the writing direction of `socket`, a pong in a task of its own, waiting
+/// for it (counted among the control frames waiting: a bounded while).
+async fn pong_behind_the_holder(socket: &Arc<Socket>) -> tokio::task::JoinHandle<io::Result<()>> {
+    until_held(socket).await;
+    let pong = {
+        let socket = Arc::clone(socket);
+        tokio::spawn(async move { socket.control(OP_PONG, b"p").await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while socket.writing().controls == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the pong waits for the direction");
+    pong
+}
+
 /// A writer with a backlog sends batch after batch, without yielding in between: a pong that
 /// came during the first batch goes before the second, not after the whole backlog.
 #[tokio::test]
@@ -320,14 +338,7 @@ async fn a_pong_goes_before_the_writers_next_batch() {
             sink.close(CloseReason::new(Code::SERVER_SHUTTING_DOWN, "bye")).await
         })
     };
-    until_held(&socket).await;
-    let pong = {
-        let socket = Arc::clone(&socket);
-        tokio::spawn(async move { socket.control(OP_PONG, b"p").await })
-    };
-    while socket.writing().controls == 0 {
-        tokio::task::yield_now().await;
-    }
+    let pong = pong_behind_the_holder(&socket).await;
     let frames = read_frames(&mut client).await;
     writer.await.unwrap().unwrap();
     pong.await.unwrap().unwrap();
@@ -344,14 +355,7 @@ async fn a_pong_waiting_for_a_cancelled_write_finishes_its_cut_frame_first() {
         let mut sink = SocketSink { socket: Arc::clone(&socket) };
         tokio::spawn(async move { sink.send(&backlog()).await })
     };
-    until_held(&socket).await;
-    let pong = {
-        let socket = Arc::clone(&socket);
-        tokio::spawn(async move { socket.control(OP_PONG, b"p").await })
-    };
-    while socket.writing().controls == 0 {
-        tokio::task::yield_now().await;
-    }
+    let pong = pong_behind_the_holder(&socket).await;
     writer.abort();
     let _ = writer.await;
     let reader = tokio::spawn(async move { read_frames(&mut client).await });
