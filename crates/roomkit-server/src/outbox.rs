@@ -11,7 +11,10 @@ use std::{
 
 use roomkit_core::transport::{CloseReason, Frame};
 
-use self::queue::{put, Queue};
+use self::{
+    pool::Due,
+    queue::{put, Queue},
+};
 use roomkit_protocol::{Code, Event, RoomUuid, Shedding};
 
 /// How a connection ends.
@@ -78,10 +81,10 @@ impl Shed {
 /// the client resumes from history. Every shed frame is counted in
 /// `roomkit_queue_shed_total{class}`.
 ///
-/// A shard queues a burst at a time with [`enqueue_all`](Self::enqueue_all) (or one frame
-/// with [`enqueue`](Self::enqueue)), which do not wake the writer, and wakes each connection
-/// it queued to once at the end of its burst ([`wake_via`](Self::wake_via): through the
-/// connection's write pool while its sink is parked here, see [`pool`]). The
+/// A shard queues a burst at a time with [`enqueue_all`](Self::enqueue_all), which does not
+/// wake the writer but says which wake-up it is due (through the connection's write pool
+/// while its sink is parked here, see [`pool`]), and wakes each connection it queued to once
+/// at the end of its burst ([`Wakes`](pool::Wakes)). The
 /// writer then takes the whole burst at once and writes it with one flush: that is what
 /// keeps fan-out to a writing syscall per burst per member rather than per message.
 #[derive(Clone)]
@@ -304,14 +307,16 @@ impl Outbox {
     /// [`enqueue`](Self::enqueue) would one by one (what a shard's wake-up has for this
     /// connection: one lock per burst, not per frame); `queued` is called with each item
     /// whose frame was queued. Stops at the first frame refused because the connection
-    /// closed. Returns whether the writer needs a wake ([`Enqueued::NeedsWake`] for one of
-    /// them).
+    /// closed. When the writer needs a wake ([`Enqueued::NeedsWake`] for one of them),
+    /// returns the wake-up it is due through `pools` pools, decided under the same lock (see
+    /// [`Queue::due`]), for [`Wakes`](pool::Wakes) to carry out.
     pub(crate) fn enqueue_all<'a, T: 'a>(
         &self,
         items: impl Iterator<Item = &'a T>,
         frame_of: impl Fn(&'a T) -> (&'a Frame, &'a Shed),
         mut queued: impl FnMut(&'a T),
-    ) -> bool {
+        pools: usize,
+    ) -> Option<Due> {
         let mut wake = false;
         let mut queue = self.0.queue.lock().expect("not poisoned");
         for item in items {
@@ -324,13 +329,14 @@ impl Outbox {
                 Admit::Shed => {}
                 Admit::Closed => break,
                 Admit::Overflow(dropped) => {
+                    // Closing wakes the task: nothing more is due.
                     drop(queue);
                     self.overflowed(dropped);
-                    return wake;
+                    return None;
                 }
             }
         }
-        wake
+        wake.then(|| queue.due(pools))
     }
 
     /// Whether a frame of `len` bytes and class `shed` may be queued, shedding what the

@@ -25,7 +25,10 @@ use crate::{
     clock::now_ms,
     cluster::Node,
     commit::{self, GroupCommit},
-    outbox::{pool::WritePool, Outbox, ReadSlot, Shed},
+    outbox::{
+        pool::{Wakes, WritePool},
+        Outbox, ReadSlot, Shed,
+    },
 };
 
 mod burst;
@@ -139,7 +142,7 @@ struct ShardState {
     burst: Option<burst::Burst>,
     /// Connections queued to during this wake-up and not woken yet; woken at its end, or
     /// as soon as there are `wake_batch` of them or `wake_batch` frames were queued to them.
-    wake: Vec<Outbox>,
+    wake: Wakes,
     /// See `ShardSetup::pools`.
     pools: Arc<[Arc<WritePool>]>,
     /// Frames queued since the writers were last woken.
@@ -193,7 +196,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         store: setup.store,
         outboxes: ConnMap::default(),
         burst: None,
-        wake: Vec::new(),
+        wake: Wakes::default(),
         queued_since_wake: 0,
         wake_batch: setup.wake_batch.max(1),
         pools: Arc::clone(&setup.pools),
@@ -444,9 +447,7 @@ impl ShardState {
 
     fn wake_writers(&mut self) {
         self.queued_since_wake = 0;
-        for outbox in self.wake.drain(..) {
-            outbox.wake_via(&self.pools);
-        }
+        self.wake.wake(&self.pools);
     }
 
     fn dispatch(&mut self, output: Output, now: u64) {

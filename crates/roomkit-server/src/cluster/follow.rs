@@ -10,7 +10,10 @@ use std::{
 use bytes::Bytes;
 
 use futures::{FutureExt, StreamExt};
-use roomkit_core::{transport::CloseReason, ConnId, ConnMap, RosterKind};
+use roomkit_core::{
+    transport::{CloseReason, Frame},
+    ConnId, ConnMap, RosterKind,
+};
 use roomkit_protocol::{Code, RoomUuid};
 use tokio::{
     sync::{mpsc, OnceCell},
@@ -22,7 +25,7 @@ use super::{
     wire::{Record, ShedClass},
     Node,
 };
-use crate::outbox::{Enqueued, Outbox, Shed};
+use crate::outbox::{pool::Wakes, Outbox, Shed};
 
 /// A room whose stream this node follows.
 pub(crate) struct Followed {
@@ -179,7 +182,7 @@ async fn run(
     mut local: mpsc::UnboundedReceiver<Bytes>,
 ) {
     let mut lists = Lists::default();
-    let mut wake: Vec<Outbox> = Vec::new();
+    let mut wake = Wakes::default();
     loop {
         let payload = tokio::select! {
             message = stream.next() => match message {
@@ -189,7 +192,9 @@ async fn run(
             Some(payload) = local.recv() => payload,
         };
         let Some(node) = node.upgrade() else { return };
-        deliver(&node, &room, &mut lists, &payload, &mut wake);
+        let pools = node.pools();
+        let mut take = |payload: &Bytes| deliver(&node, &room, &mut lists, payload, &mut wake, pools.len());
+        take(&payload);
         let mut ended = false;
         for _ in 1..FOLLOW_BATCH {
             let payload = match local.try_recv() {
@@ -203,21 +208,18 @@ async fn run(
                     None => break,
                 },
             };
-            deliver(&node, &room, &mut lists, &payload, &mut wake);
+            take(&payload);
         }
-        let pools = node.pools();
-        for outbox in wake.drain(..) {
-            outbox.wake_via(&pools);
-        }
+        wake.wake(&pools);
         if ended {
             return;
         }
     }
 }
 
-/// Delivers one record of room `room`'s stream, queuing without waking; the writers to wake
-/// are added to `wake`.
-fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wake: &mut Vec<Outbox>) {
+/// Delivers one record of room `room`'s stream, queuing without waking; the wake-ups due
+/// through the node's `pools` pools are added to `wake`.
+fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wake: &mut Wakes, pools: usize) {
     let record = match Record::decode(payload) {
         Ok(record) => record,
         Err(e) => {
@@ -235,22 +237,22 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
             }
         }
         Record::ToRoster { roster, except, shed, text } => {
-            let frame = roomkit_core::transport::Frame::from(text);
+            let frame = Frame::from(text);
             let shed = shed_of(shed, room);
             let mut queued = 0u64;
             for (conn, outbox) in lists.get_mut(roster).iter() {
                 if Some(*conn) != except {
-                    queued += u64::from(queue(outbox, frame.clone(), shed.clone(), wake));
+                    queued += u64::from(queue(outbox, &frame, &shed, wake, pools));
                 }
             }
             metrics::counter!("roomkit_events_out_total").increment(queued);
         }
         Record::ToConns { conns, shed, text } => {
-            let frame = roomkit_core::transport::Frame::from(text);
+            let frame = Frame::from(text);
             let shed = shed_of(shed, room);
             for conn in conns.into_iter().filter(|c| mine(*c)) {
                 if let Some(outbox) = node.outbox_of(conn) {
-                    queue(&outbox, frame.clone(), shed.clone(), wake);
+                    queue(&outbox, &frame, &shed, wake, pools);
                 }
             }
         }
@@ -282,14 +284,14 @@ fn shed_of(class: ShedClass, room: &RoomUuid) -> Shed {
     }
 }
 
-/// Queues without waking; the writers are woken once per batch of records.
-fn queue(outbox: &Outbox, frame: roomkit_core::transport::Frame, shed: Shed, wake: &mut Vec<Outbox>) -> bool {
-    match outbox.enqueue(frame, shed) {
-        Enqueued::NeedsWake => {
-            wake.push(outbox.clone());
-            true
-        }
-        Enqueued::Queued => true,
-        Enqueued::Shed | Enqueued::Refused => false,
+/// Queues without waking (the writers are woken once per batch of records); whether the
+/// frame was queued.
+fn queue(outbox: &Outbox, frame: &Frame, shed: &Shed, wake: &mut Wakes, pools: usize) -> bool {
+    let mut queued = false;
+    let item = (frame, shed);
+    if let Some(due) = outbox.enqueue_all(std::iter::once(&item), |&(f, s)| (f, s), |_| queued = true, pools)
+    {
+        wake.add(outbox, due);
     }
+    queued
 }

@@ -11,8 +11,8 @@
 //!
 //! **The flow.** A connection's task parks its sink when its queue is empty and its
 //! transport writes in place ([`FrameSink::writes_in_place`]). A shard then wakes that
-//! connection through its pool ([`Outbox::wake_via`]): the outbox joins the pool's list once,
-//! and the pool takes its frames and the sink together, writes with
+//! connection through its pool ([`Queue::due`], [`Wakes`]): the outbox joins the pool's list
+//! once, and the pool takes its frames and the sink together, writes with
 //! [`FrameSink::try_send`], and parks the sink again. What the socket does not take goes
 //! back to the front of the queue, a cut frame's rest stays with the transport, and the sink
 //! is parked for the task, which is woken and sends the rest with waiting writes; it parks
@@ -66,10 +66,17 @@ struct Waiting {
 }
 
 impl WritePool {
-    fn push(&self, outbox: Outbox) {
+    /// Moves the connections of `outboxes` to the end of the list, under one lock, and
+    /// wakes the pool's task.
+    fn push_all(&self, outboxes: &mut Vec<Outbox>) {
         let waker = {
             let mut waiting = self.inner.lock().expect("not poisoned");
-            waiting.outboxes.push(outbox);
+            if waiting.outboxes.is_empty() {
+                // The list's buffer comes back for the next burst: none is allocated.
+                std::mem::swap(&mut waiting.outboxes, outboxes);
+            } else {
+                waiting.outboxes.append(outboxes);
+            }
             waiting.waker.take()
         };
         if let Some(waker) = waker {
@@ -152,6 +159,85 @@ impl Stretch {
     }
 }
 
+/// The wake-up a connection's writer is due once frames were queued to it, decided under
+/// the queue's lock ([`Queue::due`]) and carried out by [`Wakes`] once the lock is let go.
+#[derive(Debug)]
+pub(crate) enum Due {
+    /// Its task's, by its waker (none while the task is not waiting: it sees the wake-up
+    /// when it next looks).
+    Task(Option<Waker>),
+    /// Its pool's, by index: the connection is marked as in that pool's list and must join
+    /// it.
+    Pool(u16),
+    /// None: the connection is in its pool's list already.
+    Listed,
+}
+
+impl Queue {
+    /// Asks for a wake-up of the writer (the frames are queued), through the connection's
+    /// pool (one of `pools`) when its sink is parked for one or a pool is writing with it.
+    pub(super) fn due(&mut self, pools: usize) -> Due {
+        let pooled = (self.parked.is_some() && !self.handed) || self.pool_writing;
+        if !pooled || usize::from(self.pool) >= pools {
+            return Due::Task(self.ask_wake());
+        }
+        if std::mem::replace(&mut self.in_pool_list, true) {
+            Due::Listed
+        } else {
+            Due::Pool(self.pool)
+        }
+    }
+}
+
+/// The wake-ups due after a burst of queuing, carried out together at its end: tasks by
+/// their wakers, and the connections due a pool's write in one list per pool, which joins
+/// the pool's under one lock. (One lock per pool and burst, where the pool's lock per
+/// connection was a quarter of what a shard spent queuing a message to a large room.)
+#[derive(Default)]
+pub(crate) struct Wakes {
+    tasks: Vec<Waker>,
+    /// By pool index.
+    pooled: Vec<Vec<Outbox>>,
+    len: usize,
+}
+
+impl Wakes {
+    /// The wake-ups held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Holds `outbox`'s `due` wake-up.
+    pub(crate) fn add(&mut self, outbox: &Outbox, due: Due) {
+        match due {
+            Due::Task(None) | Due::Listed => return,
+            Due::Task(Some(waker)) => self.tasks.push(waker),
+            Due::Pool(pool) => {
+                let pool = usize::from(pool);
+                if self.pooled.len() <= pool {
+                    self.pooled.resize_with(pool + 1, Vec::new);
+                }
+                self.pooled[pool].push(outbox.clone());
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Carries out the wake-ups held, through `pools` (those [`Due::Pool`] was decided
+    /// for).
+    pub(crate) fn wake(&mut self, pools: &[Arc<WritePool>]) {
+        for (pool, outboxes) in pools.iter().zip(&mut self.pooled) {
+            if !outboxes.is_empty() {
+                pool.push_all(outboxes);
+            }
+        }
+        for waker in self.tasks.drain(..) {
+            waker.wake();
+        }
+        self.len = 0;
+    }
+}
+
 /// What the connection's task is to do, once ready with its sink (see
 /// [`Outbox::poll_ready_unparked`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,26 +252,6 @@ pub(crate) enum Ready {
 }
 
 impl Outbox {
-    /// Shard side: wakes the writer as [`wake`](Self::wake) does, but through the
-    /// connection's pool (of `pools`) when its sink is parked for one or a pool is writing
-    /// with it: the connection joins the pool's list, once.
-    pub(crate) fn wake_via(&self, pools: &[Arc<WritePool>]) {
-        let mut queue = self.0.queue.lock().expect("not poisoned");
-        let pooled = (queue.parked.is_some() && !queue.handed) || queue.pool_writing;
-        let Some(pool) = pools.get(usize::from(queue.pool)).filter(|_| pooled) else {
-            let waker = queue.ask_wake();
-            drop(queue);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-            return;
-        };
-        if !std::mem::replace(&mut queue.in_pool_list, true) {
-            drop(queue);
-            pool.push(self.clone());
-        }
-    }
-
     /// Writer side: parks `sink` here for the connection's pool, if nothing is queued, no
     /// wake-up is due and the connection is not closing; else gives it back.
     pub(crate) fn park(&self, sink: Box<dyn FrameSink>) -> Option<Box<dyn FrameSink>> {

@@ -131,12 +131,17 @@ impl ShardState {
     ) {
         let Some(outbox) = self.outboxes.get(&conn) else { return };
         let mut frames = 0;
-        let wake = outbox.enqueue_all(items, Item::frame, |item| {
-            frames += 1;
-            queued(item);
-        });
-        if wake {
-            self.wake.push(outbox.clone());
+        let due = outbox.enqueue_all(
+            items,
+            Item::frame,
+            |item| {
+                frames += 1;
+                queued(item);
+            },
+            self.pools.len(),
+        );
+        if let Some(due) = due {
+            self.wake.add(outbox, due);
         }
         self.queued_since_wake += frames;
         if self.wake.len() >= self.wake_batch || self.queued_since_wake >= self.wake_batch {

@@ -13,7 +13,7 @@ use roomkit_core::transport::{CloseReason, Frame, FrameSink, Taken, TransportErr
 use roomkit_protocol::Code;
 
 use super::*;
-use crate::outbox::Shed;
+use crate::outbox::{Bounds, Shed};
 
 /// What a test sink did: the frames written in place, then those sent with waiting writes.
 #[derive(Default)]
@@ -97,6 +97,15 @@ fn taken(outbox: &Outbox) -> Vec<String> {
     batch.iter().map(text).collect()
 }
 
+/// What a shard does for a connection it queued to, at the end of its burst: the wake-up it
+/// is due, carried out.
+fn wake_via(outbox: &Outbox, pools: &[Arc<WritePool>]) {
+    let due = outbox.0.queue.lock().unwrap().due(pools.len());
+    let mut wakes = Wakes::default();
+    wakes.add(outbox, due);
+    wakes.wake(pools);
+}
+
 /// The connection's task polling its writing half, without its sink: ready (what to do)
 /// with the sink back in `slot`, or waiting.
 fn poll_task(outbox: &Outbox, waker: &Waker, slot: &mut Option<Box<dyn FrameSink>>) -> Option<Ready> {
@@ -120,7 +129,7 @@ fn a_parked_connection_is_written_by_its_pool_in_order_once_per_wake_up() {
             outbox.enqueue(Frame::from(t), Shed::Keep) == crate::outbox::Enqueued::NeedsWake,
             t == "a"
         );
-        outbox.wake_via(&pools);
+        wake_via(&outbox, &pools);
     }
     assert_eq!(waiting(&pools[0]), 1, "in the pool's list once");
     assert_eq!(task.0.load(Ordering::SeqCst), 0, "the task is not woken");
@@ -129,7 +138,7 @@ fn a_parked_connection_is_written_by_its_pool_in_order_once_per_wake_up() {
     assert_eq!(log.lock().unwrap().in_place, ["a", "b"]);
     // Parked again: the next frame goes through the pool too.
     assert!(outbox.enqueue(Frame::from("c"), Shed::Keep) == crate::outbox::Enqueued::NeedsWake);
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     assert_eq!(waiting(&pools[0]), 2, "joined the list again");
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a", "b", "c"]);
@@ -148,13 +157,13 @@ fn what_the_socket_leaves_goes_back_in_front_and_the_task_sends_it() {
     for t in ["a", "b", "c"] {
         outbox.enqueue(Frame::from(t), Shed::Keep);
     }
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken for the rest");
     // Queued after: behind the rest, and the task's turn (not the pool's).
     assert_eq!(outbox.enqueue(Frame::from("d"), Shed::Keep), crate::outbox::Enqueued::Queued);
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     assert_eq!(waiting(&pools[0]), 1, "only the first wake-up went to the pool");
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"], "the pool leaves a connection handed to its task");
@@ -179,13 +188,13 @@ fn a_task_waits_for_the_sink_while_the_pool_writes_and_frames_queued_meanwhile_f
             assert_eq!(poll_task(&outbox, &task_waker, &mut None), None, "the pool has the sink");
             // The shard's next message: the connection joins the pool's list again.
             outbox.enqueue(Frame::from("next"), Shed::Keep);
-            outbox.wake_via(&pools);
+            wake_via(&outbox, &pools);
         }
     };
     sink.during = Some(Box::new(during));
     assert!(outbox.park(sink).is_none());
     outbox.enqueue(Frame::from("a"), Shed::Keep);
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     let before = task.0.load(Ordering::SeqCst);
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
@@ -206,7 +215,7 @@ fn a_closing_connection_is_left_to_its_task_with_its_sink() {
     let (sink, log) = sink(usize::MAX);
     assert!(outbox.park(sink).is_none());
     outbox.enqueue(Frame::from("a"), Shed::Keep);
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     assert!(outbox.close(CloseReason::new(Code::SLOW_CONSUMER, "slow"), true));
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert!(log.lock().unwrap().in_place.is_empty(), "the closing writes, not the pool");
@@ -250,7 +259,7 @@ fn frames_put_back_in_front_keep_the_shedding_marks_of_those_behind_right() {
     for t in ["a", "b"] {
         outbox.enqueue(Frame::from(t), Shed::Keep);
     }
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     // [b, low] is at the watermark: queuing one more sheds the droppable one.
@@ -270,7 +279,7 @@ fn a_frame_cut_part_way_leaves_the_task_a_send_to_make() {
     let (task, task_waker) = counting();
     assert_eq!(poll_task(&outbox, &task_waker, &mut None), None);
     outbox.enqueue(Frame::from("a"), Shed::Keep);
-    outbox.wake_via(&pools);
+    wake_via(&outbox, &pools);
     outbox.write_pooled(&mut Stretch::new(&Clock::start()));
     assert_eq!(log.lock().unwrap().in_place, ["a"]);
     assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
@@ -288,4 +297,70 @@ async fn a_pools_task_ends_with_its_pool() {
     assert!(!task.is_finished());
     drop(pool);
     tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("ended").expect("no panic");
+}
+
+/// A burst's wake-ups, decided as it queues: connections parked for a pool join its list in
+/// the order they were queued to, once each, behind those already in it; a connection whose
+/// task holds its sink has the task woken instead; none is woken before the burst's end.
+#[test]
+fn a_bursts_wake_ups_join_each_pools_list_in_order_once_and_wake_tasks() {
+    let pools = [Arc::new(WritePool::default()), Arc::new(WritePool::default())];
+    let in_pool = |pool: u16| Outbox::with_bounds(Bounds::new(16, 16, usize::MAX), pool);
+    let earlier = in_pool(1);
+    let parked: Vec<(Outbox, Arc<Mutex<Log>>)> = (0..4u16)
+        .map(|i| {
+            let outbox = in_pool(i % 2);
+            let (sink, log) = sink(usize::MAX);
+            assert!(outbox.park(sink).is_none());
+            (outbox, log)
+        })
+        .collect();
+    let (earlier_sink, _) = sink(usize::MAX);
+    assert!(earlier.park(earlier_sink).is_none());
+    wake_via(&earlier.clone(), &pools);
+    assert_eq!(waiting(&pools[1]), 1);
+    // A connection whose task has its sink (never parked), its task waiting.
+    let busy = in_pool(0);
+    let (task, task_waker) = counting();
+    assert_eq!(busy.poll_ready(&mut Context::from_waker(&task_waker)), Poll::Pending);
+
+    let frames = [(Frame::from("m1"), Shed::Keep), (Frame::from("m2"), Shed::Keep)];
+    let mut wakes = Wakes::default();
+    for round in 0..2 {
+        for outbox in parked.iter().map(|(outbox, _)| outbox).chain([&busy]) {
+            let due = outbox.enqueue_all(frames.iter(), |(f, s)| (f, s), |_| {}, pools.len());
+            assert_eq!(due.is_some(), round == 0, "one wake-up per connection until it is written");
+            if let Some(due) = due {
+                wakes.add(outbox, due);
+            }
+        }
+    }
+    assert_eq!(wakes.len(), 5);
+    assert_eq!((waiting(&pools[0]), waiting(&pools[1])), (0, 1), "nothing joins before the burst's end");
+    assert_eq!(task.0.load(Ordering::SeqCst), 0);
+
+    wakes.wake(&pools);
+    assert_eq!(wakes.len(), 0);
+    assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
+    assert_eq!((waiting(&pools[0]), waiting(&pools[1])), (2, 3));
+    let mut lists = [Vec::new(), Vec::new()];
+    for (pool, list) in pools.iter().zip(&mut lists) {
+        let noop = Waker::noop();
+        assert_eq!(pool.poll_take(&mut Context::from_waker(noop), list), Poll::Ready(()));
+    }
+    let same = |a: &Outbox, b: &Outbox| Arc::ptr_eq(&a.0, &b.0);
+    assert!(same(&lists[1][0], &earlier), "behind the connections already listed");
+    for (pool, at) in [(0, [0, 2]), (1, [1, 3])] {
+        let listed: Vec<&Outbox> = lists[pool].iter().filter(|o| !same(o, &earlier)).collect();
+        assert_eq!(listed.len(), 2);
+        for (outbox, i) in listed.into_iter().zip(at) {
+            assert!(same(outbox, &parked[i].0), "pool {pool}: in the order queued to");
+        }
+    }
+    for outbox in lists.iter().flatten() {
+        outbox.write_pooled(&mut Stretch::new(&Clock::start()));
+    }
+    for (_, log) in &parked {
+        assert_eq!(log.lock().unwrap().in_place, ["m1", "m2", "m1", "m2"]);
+    }
 }
