@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use roomkit_core::transport::{CloseReason, FrameStream, TransportError};
 use roomkit_protocol::Code;
+use socket2::SockRef;
+use tokio::io::Interest;
 
 use super::{Socket, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use crate::stream::close_reason_from_parts;
@@ -225,14 +227,35 @@ impl SocketStream {
         Err(TransportError::Closed(None))
     }
 
-    /// One read, once the socket said it is readable.
+    /// One read, once the socket said it is readable, into the buffer's room (zeroed first: a
+    /// safe read needs initialised bytes; at least a quarter of `read_chunk`). A read that got fewer bytes than it asked
+    /// for emptied the socket, so the readiness it was made under is cleared, as tokio's own
+    /// `poll_read` does: the next wait for input then waits, rather than making a read that
+    /// would block — a system call on the way from every request to its shard. (Input that
+    /// arrived after that readiness has set a newer one, which the clearing leaves; and the
+    /// end of the stream is never cleared.)
     fn read_once(&mut self) -> Read {
         if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
             self.buf.reserve(self.read_chunk);
         }
-        match self.socket.tcp.try_read_buf(&mut self.buf) {
+        let start = self.buf.len();
+        let asked = self.buf.capacity() - start;
+        self.buf.resize(start + asked, 0);
+        let mut got = 0;
+        let (tcp, into) = (&self.socket.tcp, &mut self.buf[start..]);
+        let read = tcp.try_io(Interest::READABLE, || {
+            got = io::Read::read(&mut &*SockRef::from(tcp), into)?;
+            if got > 0 && got < asked {
+                // Taken, and the socket is empty: `try_io` clears the readiness.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(got)
+        });
+        self.buf.truncate(start + got);
+        match read {
             Ok(0) => Read::End,
             Ok(_) => Read::Some,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Read::Some,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if self.buf.is_empty() {
                     // Readiness was stale: wait holding no buffer.
@@ -290,9 +313,9 @@ impl FrameStream for SocketStream {
     /// Pending only while nothing is buffered, the stream is open and the socket has no new
     /// input: an idle connection waits on the socket's registration alone.
     ///
-    /// Readiness the socket reports is checked by reading: tokio's is only cleared by a read
-    /// that would block, and after a frame it is still set, so a waiter that trusted it
-    /// would go on to wait inside a receive.
+    /// Readiness the socket reports is checked by reading: it is cleared only by a read that
+    /// would block or got less than it asked for, and after a frame that filled the read it
+    /// is still set, so a waiter that trusted it would go on to wait inside a receive.
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.closed.is_some() || !self.buf.is_empty() {

@@ -1,5 +1,5 @@
-//! The socket transport's own tests: reading holds no buffer when idle, writes cut part-way
-//! are finished, and a waiting read stays small.
+//! The socket transport's own tests: reading holds no buffer when idle nor reads an emptied
+//! socket again, writes cut part-way are finished, and a waiting read stays small.
 
 use std::{future::Future, task::Context, time::Duration};
 
@@ -46,6 +46,43 @@ async fn an_idle_reader_holds_no_buffer() {
     assert!(stream.buf.capacity() > 0);
     client.write_all(&frame[5..]).await.unwrap();
     assert_eq!(&stream.recv().await.unwrap()[..], b"{\"half\":1}");
+}
+
+/// A read that got less than it asked for emptied the socket: the readiness it was made under
+/// is cleared, so the next wait waits for input without a read that would block first. Input
+/// that comes after, and the end of the stream right behind a frame, still wake the reader.
+#[tokio::test]
+async fn a_read_that_empties_the_socket_leaves_the_next_wait_to_the_socket() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let socket = Arc::new(Socket::new(server));
+    let mut stream = SocketStream {
+        socket: Arc::clone(&socket),
+        buf: BytesMut::new(),
+        message: None,
+        max_message_bytes: 1024,
+        read_chunk: 4096,
+        closed: None,
+        discard: false,
+    };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    for text in [&b"{\"a\":1}"[..], b"{\"b\":2}"] {
+        client.write_all(&client_text(text)).await.unwrap();
+        assert_eq!(&stream.recv().await.unwrap()[..], text);
+        assert!(
+            socket.tcp.poll_read_ready(&mut cx).is_pending(),
+            "the readiness of the emptied socket is cleared"
+        );
+    }
+    // A frame and the end of the stream at once: the end is not cleared with the frame's
+    // readiness.
+    client.write_all(&client_text(b"{\"c\":3}")).await.unwrap();
+    client.shutdown().await.unwrap();
+    let wait = Duration::from_secs(10);
+    assert_eq!(&tokio::time::timeout(wait, stream.recv()).await.unwrap().unwrap()[..], b"{\"c\":3}");
+    let end = tokio::time::timeout(wait, stream.recv()).await.expect("the end wakes the reader");
+    assert!(matches!(end, Err(TransportError::Closed(_))));
 }
 
 /// A receive's future is boxed while it lasts (a frame being read, or one cut short): it
