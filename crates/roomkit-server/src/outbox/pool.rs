@@ -67,16 +67,13 @@ struct Waiting {
 
 impl WritePool {
     /// Moves the connections of `outboxes` to the end of the list, under one lock, and
-    /// wakes the pool's task.
+    /// wakes the pool's task. (Appended, never swapped: a list's buffer, the size of the
+    /// largest backlog it held, stays with the pool rather than travelling to whoever pushes
+    /// next.)
     fn push_all(&self, outboxes: &mut Vec<Outbox>) {
         let waker = {
             let mut waiting = self.inner.lock().expect("not poisoned");
-            if waiting.outboxes.is_empty() {
-                // The list's buffer comes back for the next burst: none is allocated.
-                std::mem::swap(&mut waiting.outboxes, outboxes);
-            } else {
-                waiting.outboxes.append(outboxes);
-            }
+            waiting.outboxes.append(outboxes);
             waiting.waker.take()
         };
         if let Some(waker) = waker {
@@ -163,8 +160,9 @@ impl Stretch {
 /// the queue's lock ([`Queue::due`]) and carried out by [`Wakes`] once the lock is let go.
 #[derive(Debug)]
 pub(crate) enum Due {
-    /// Its task's, by its waker (none while the task is not waiting: it sees the wake-up
-    /// when it next looks).
+    /// Its task's, by a clone of its waker (none while the task is not waiting: it sees the
+    /// wake-up when it next looks). The waker stays registered, so that a close or another
+    /// frame before the burst's end still wakes the task at once.
     Task(Option<Waker>),
     /// Its pool's, by index: the connection is marked as in that pool's list and must join
     /// it.
@@ -179,7 +177,8 @@ impl Queue {
     pub(super) fn due(&mut self, pools: usize) -> Due {
         let pooled = (self.parked.is_some() && !self.handed) || self.pool_writing;
         if !pooled || usize::from(self.pool) >= pools {
-            return Due::Task(self.ask_wake());
+            self.woken = true;
+            return Due::Task(self.waker.clone());
         }
         if std::mem::replace(&mut self.in_pool_list, true) {
             Due::Listed

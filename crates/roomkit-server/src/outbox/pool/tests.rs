@@ -364,3 +364,21 @@ fn a_bursts_wake_ups_join_each_pools_list_in_order_once_and_wake_tasks() {
         assert_eq!(log.lock().unwrap().in_place, ["m1", "m2", "m1", "m2"]);
     }
 }
+
+/// A wake-up held for the burst's end leaves the task's waker registered: a close meanwhile
+/// wakes the task at once, not when the burst ends.
+#[test]
+fn a_close_before_the_bursts_end_wakes_the_task_at_once() {
+    let outbox = Outbox::new(16, 16, usize::MAX);
+    let (task, task_waker) = counting();
+    assert_eq!(outbox.poll_ready(&mut Context::from_waker(&task_waker)), Poll::Pending);
+    let frames = [(Frame::from("m"), Shed::Keep)];
+    let due = outbox.enqueue_all(frames.iter(), |(f, s)| (f, s), |_| {}, 1).expect("a wake-up is due");
+    let mut wakes = Wakes::default();
+    wakes.add(&outbox, due);
+    assert_eq!(task.0.load(Ordering::SeqCst), 0);
+    assert!(outbox.close(CloseReason::new(Code::SLOW_CONSUMER, "gone"), false));
+    assert_eq!(task.0.load(Ordering::SeqCst), 1, "woken by the close");
+    wakes.wake(&[Arc::new(WritePool::default())]);
+    assert_eq!(task.0.load(Ordering::SeqCst), 2);
+}
