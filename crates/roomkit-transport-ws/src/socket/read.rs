@@ -227,8 +227,9 @@ impl SocketStream {
         Err(TransportError::Closed(None))
     }
 
-    /// One read, once the socket said it is readable, into the buffer's room (zeroed first: a
-    /// safe read needs initialised bytes; at least a quarter of `read_chunk`). A read that got fewer bytes than it asked
+    /// One read, once the socket said it is readable, of at most `read_chunk` bytes (zeroed
+    /// first: a safe read needs initialised bytes, and a frame being read may have reserved
+    /// far more room than one read fills). A read that got fewer bytes than it asked
     /// for emptied the socket, so the readiness it was made under is cleared, as tokio's own
     /// `poll_read` does: the next wait for input then waits, rather than making a read that
     /// would block — a system call on the way from every request to its shard. (Input that
@@ -239,7 +240,7 @@ impl SocketStream {
             self.buf.reserve(self.read_chunk);
         }
         let start = self.buf.len();
-        let asked = self.buf.capacity() - start;
+        let asked = (self.buf.capacity() - start).min(self.read_chunk);
         self.buf.resize(start + asked, 0);
         let mut got = 0;
         let (tcp, into) = (&self.socket.tcp, &mut self.buf[start..]);
