@@ -191,7 +191,8 @@ impl Queue {
 /// The wake-ups due after a burst of queuing, carried out together at its end: tasks by
 /// their wakers, and the connections due a pool's write in one list per pool, which joins
 /// the pool's under one lock. (One lock per pool and burst, where the pool's lock per
-/// connection was a quarter of what a shard spent queuing a message to a large room.)
+/// connection was nearly a third of what a shard spent queuing a message to a large room:
+/// 35 of 120 µs at 1,000 members.)
 #[derive(Default)]
 pub(crate) struct Wakes {
     tasks: Vec<Waker>,
