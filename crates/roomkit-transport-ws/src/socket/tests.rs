@@ -17,13 +17,17 @@ fn client_text(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-#[tokio::test]
-async fn an_idle_reader_holds_no_buffer() {
+/// A connected pair over loopback: (client, server).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
     let (server, _) = listener.accept().await.unwrap();
-    let socket = Arc::new(Socket::new(server));
-    let mut stream = SocketStream {
+    (client, server)
+}
+
+/// The reading half of `socket`: messages of at most 1 KiB, read 4 KiB at a time.
+fn reader(socket: Arc<Socket>) -> SocketStream {
+    SocketStream {
         socket,
         buf: BytesMut::new(),
         message: None,
@@ -31,7 +35,13 @@ async fn an_idle_reader_holds_no_buffer() {
         read_chunk: 4096,
         closed: None,
         discard: false,
-    };
+    }
+}
+
+#[tokio::test]
+async fn an_idle_reader_holds_no_buffer() {
+    let (mut client, server) = tcp_pair().await;
+    let mut stream = reader(Arc::new(Socket::new(server)));
     for _ in 0..3 {
         client.write_all(&client_text(b"{}")).await.unwrap();
         assert_eq!(&stream.recv().await.unwrap()[..], b"{}");
@@ -53,19 +63,9 @@ async fn an_idle_reader_holds_no_buffer() {
 /// that comes after, and the end of the stream right behind a frame, still wake the reader.
 #[tokio::test]
 async fn a_read_that_empties_the_socket_leaves_the_next_wait_to_the_socket() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (mut client, server) = tcp_pair().await;
     let socket = Arc::new(Socket::new(server));
-    let mut stream = SocketStream {
-        socket: Arc::clone(&socket),
-        buf: BytesMut::new(),
-        message: None,
-        max_message_bytes: 1024,
-        read_chunk: 4096,
-        closed: None,
-        discard: false,
-    };
+    let mut stream = reader(Arc::clone(&socket));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     for text in [&b"{\"a\":1}"[..], b"{\"b\":2}"] {
         client.write_all(&client_text(text)).await.unwrap();
@@ -90,9 +90,7 @@ async fn a_read_that_empties_the_socket_leaves_the_next_wait_to_the_socket() {
 /// bytes with a readiness future and the discarding path inline).
 #[tokio::test]
 async fn a_waiting_readers_future_stays_small() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (_client, server) = tcp_pair().await;
     let Connection { mut stream, .. } =
         socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
     let waiting = stream.recv_or_alive();
@@ -115,9 +113,7 @@ async fn became_readable(stream: &mut dyn FrameStream) -> Result<(), tokio::time
 /// must be pending exactly while there is nothing to receive, and wake when there is.
 #[tokio::test]
 async fn readiness_is_pending_while_nothing_came_and_ready_for_input_or_the_end() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (mut client, server) = tcp_pair().await;
     let Connection { mut stream, .. } =
         socket_connection(server, Bytes::new(), &WsConfig::default(), "peer".into());
     assert!(!readable_now(stream.as_mut()), "nothing came yet");
@@ -159,9 +155,7 @@ async fn read_frames(client: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
 
 #[tokio::test]
 async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (mut client, server) = tcp_pair().await;
     let socket = Arc::new(Socket::new(server));
     let mut sink = SocketSink { socket };
     // Far more than the socket buffers hold while the client does not read: the write
@@ -183,9 +177,7 @@ async fn a_write_cancelled_mid_frame_is_finished_before_the_close_frame() {
 /// A connected client and the server's connection on it, with small socket buffers (64 KiB
 /// each way, whatever the host's defaults), and the server's side known to be writable.
 async fn small_buffered_pair() -> (TcpStream, Connection) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (client, server) = tcp_pair().await;
     socket2::SockRef::from(&server).set_send_buffer_size(64 << 10).unwrap();
     socket2::SockRef::from(&client).set_recv_buffer_size(64 << 10).unwrap();
     server.writable().await.unwrap();
@@ -270,9 +262,7 @@ fn an_idle_sockets_parts_stay_small() {
 /// A socket on a connected pair whose client does not read yet, with small socket buffers
 /// (64 KiB each way, whatever the host's defaults), and the client.
 async fn unread_pair() -> (TcpStream, Arc<Socket>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (client, server) = tcp_pair().await;
     socket2::SockRef::from(&server).set_send_buffer_size(64 << 10).unwrap();
     socket2::SockRef::from(&client).set_recv_buffer_size(64 << 10).unwrap();
     (client, Arc::new(Socket::new(server)))
