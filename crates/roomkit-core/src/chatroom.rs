@@ -95,10 +95,7 @@ impl Chatroom {
     /// ephemeral messages.
     pub(crate) fn accept_ephemeral(&mut self, now: u64, draft: Draft) -> SharedMessage {
         self.ephemeral_count += 1;
-        let id = draft.id.clone().unwrap_or_else(|| {
-            MessageUuid::new(format!("{}{now}-e{}", draft.id_prefix, self.ephemeral_count))
-                .expect("a letter, digits, a dash and a letter")
-        });
+        let id = draft.id.clone().unwrap_or_else(|| server_id(draft.id_prefix, now, "e", self.ephemeral_count));
         stamp(now, 0, Draft { id: Some(id), priority: Priority::Low, ..draft }, false)
     }
 
@@ -265,9 +262,7 @@ impl Recent {
 
 /// The message `draft` becomes, numbered `seq` at `now`.
 fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
-    let message_uuid = draft.id.unwrap_or_else(|| {
-        MessageUuid::new(format!("{}{now}-{seq}", draft.id_prefix)).expect("a letter, digits and a dash")
-    });
+    let message_uuid = draft.id.unwrap_or_else(|| server_id(draft.id_prefix, now, "", seq));
     Arc::new(ChatMessage {
         message_uuid,
         seq,
@@ -283,6 +278,52 @@ fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
         persist,
         body: draft.body,
     })
+}
+
+/// The id of a message sent without one: `<prefix><now>-<tail><n>`. Written in place rather
+/// than with `format!`: it is on the path of nearly every send, where the formatting
+/// machinery (cold between two messages) took about 2 µs, against a few dozen ns this way.
+fn server_id(prefix: char, now: u64, tail: &str, n: u64) -> MessageUuid {
+    let mut id = [0u8; 64];
+    let mut len = prefix.encode_utf8(&mut id).len();
+    for part in [Part::Number(now), Part::Text("-"), Part::Text(tail), Part::Number(n)] {
+        len += part.write(&mut id[len..]);
+    }
+    let id = std::str::from_utf8(&id[..len]).expect("ASCII but for the prefix, a char");
+    MessageUuid::new(id).expect("a letter, digits, a dash and maybe a letter")
+}
+
+/// A piece of [`server_id`].
+enum Part<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+impl Part<'_> {
+    /// Writes the piece at the start of `to` (room enough for it); how many bytes it took.
+    fn write(&self, to: &mut [u8]) -> usize {
+        match self {
+            Part::Text(text) => {
+                to[..text.len()].copy_from_slice(text.as_bytes());
+                text.len()
+            }
+            Part::Number(mut n) => {
+                let mut digits = [0u8; 20];
+                let mut at = digits.len();
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let digits = &digits[at..];
+                to[..digits.len()].copy_from_slice(digits);
+                digits.len()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +351,19 @@ mod tests {
     /// The window holds no reference to an accepted message and no copy of its content: a
     /// 5 KiB message costs the window a small fixed entry, and the message is freed once
     /// delivered and stored.
+    #[test]
+    fn a_message_sent_without_an_id_gets_the_prefix_the_time_and_its_number() {
+        let mut chat = Chatroom::new(10, MessageRate::UNLIMITED);
+        let unnamed = |prefix| Draft { id: None, id_prefix: prefix, ..draft("unused", "hi".into()) };
+        assert_eq!(chat.accept(1_700_000_000_123, unnamed('s')).message_uuid.as_str(), "s1700000000123-1");
+        assert_eq!(chat.accept(0, unnamed('r')).message_uuid.as_str(), "r0-2");
+        assert_eq!(chat.accept_ephemeral(u64::MAX, unnamed('b')).message_uuid.as_str(), "b18446744073709551615-e1");
+        assert_eq!(chat.accept_ephemeral(10, unnamed('s')).message_uuid.as_str(), "s10-e2");
+        for n in [0, 9, 10, 99, 100, 1_000_000_007, u64::MAX] {
+            assert_eq!(server_id('s', n, "", n).as_str(), format!("s{n}-{n}"));
+        }
+    }
+
     #[test]
     fn the_id_window_keeps_no_message_content() {
         let mut chat = Chatroom::new(10, MessageRate::UNLIMITED);
