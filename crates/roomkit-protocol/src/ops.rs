@@ -438,9 +438,15 @@ macro_rules! operations {
             bytes: &[u8],
         ) -> Option<Result<Request, serde_path_to_error::Error<serde_json::Error>>> {
             Some(match op {
-                $( $op => {
-                    let de = &mut serde_json::Deserializer::from_slice(bytes);
-                    serde_path_to_error::deserialize::<_, $name>(de).map(Request::$name)
+                // Read without tracking the path first: a request that decodes (nearly every
+                // one) costs no more than the read; one that does not is read again for the
+                // path of its error.
+                $( $op => match serde_json::from_slice::<$name>(bytes) {
+                    Ok(params) => Ok(Request::$name(params)),
+                    Err(_) => {
+                        let de = &mut serde_json::Deserializer::from_slice(bytes);
+                        serde_path_to_error::deserialize::<_, $name>(de).map(Request::$name)
+                    }
                 } )*
                 _ => return None,
             })
