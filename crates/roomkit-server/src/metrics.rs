@@ -41,6 +41,8 @@ use std::{
     time::Duration,
 };
 
+pub(crate) mod hot;
+
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use roomkit_protocol::{ops::ALL_OPS, Code, ALL_CODES};

@@ -390,7 +390,7 @@ impl ShardState {
             };
             let answer = Box::pin(async move {
                 let result = answer.await;
-                metrics::histogram!("roomkit_store_commit_seconds").record(started.elapsed());
+                crate::metrics::hot::commit_answered(started.elapsed());
                 result
             });
             self.commits.push_back((epoch, answer));
@@ -400,7 +400,7 @@ impl ShardState {
         }
         self.queue_burst();
         for (op, received) in self.timings.drain(..) {
-            metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(received.elapsed());
+            crate::metrics::hot::request_handled(op, received.elapsed());
         }
         for conn in self.gone.drain(..) {
             self.outboxes.remove(&conn);
@@ -548,7 +548,7 @@ pub(crate) fn reply_frame(request_id: u64, result: Result<Response, Error>) -> b
     match result {
         Ok(data) => {
             if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
-                metrics::counter!("roomkit_messages_in_total").increment(1);
+                crate::metrics::hot::message_in();
             }
             codec::encode_success(request_id, &data)
         }

@@ -113,8 +113,7 @@ impl ShardState {
             };
             self.queue_to(conn, burst.items.iter().filter(|item| item.goes_to(conn, direct)), &mut count);
         }
-        metrics::counter!("roomkit_events_out_total").increment(events);
-        metrics::counter!("roomkit_messages_out_total").increment(messages);
+        crate::metrics::hot::queued_out(events, messages);
         // Outside the list: its own frames only.
         for (conn, _) in directs.into_iter().filter(|(_, had)| !had) {
             self.queue_to(conn, burst.items.iter().filter(|item| item.is_direct_to(conn)), |_| {});
