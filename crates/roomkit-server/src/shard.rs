@@ -6,6 +6,7 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
     pin::Pin,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -91,6 +92,9 @@ impl Shard {
 /// Which of `shards` shard tasks owns `room` (an index from 0). Stable for the life of the
 /// process.
 pub fn shard_of(room: &RoomUuid, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
     let mut h = DefaultHasher::new();
     room.as_str().hash(&mut h);
     (h.finish() % shards as u64) as usize
@@ -224,20 +228,11 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
             tokio::time::sleep(wait)
         });
         tokio::select! {
-            // A commit's answer first: it releases outputs that have waited longest. Commits
-            // are answered in the order they were handed.
+            // A commit's answer (that of a store that waits; see `flush`), which releases the
+            // outputs it held. Commits are answered in the order they were handed. (The
+            // branches are polled from a random one, so that none starves the others.)
             result = async { state.commits.front_mut().expect("guarded").1.as_mut().await }, if !state.commits.is_empty() => {
-                let (epoch, _) = state.commits.pop_front().expect("guarded");
-                if let Err(e) = &result {
-                    if epoch < state.registry.commit_epoch() {
-                        // Taken before an earlier commit's failure was reported: refused with it.
-                        tracing::debug!(error = %e, "store commit refused after an earlier one failed");
-                    } else {
-                        metrics::counter!("roomkit_store_errors_total").increment(1);
-                        tracing::error!(error = %e, "store commit failed: the messages in it are refused");
-                    }
-                }
-                state.registry.handle_commit(result);
+                state.commit_answered(result);
             }
             n = rx.recv_many(&mut batch, max_batch), if open => {
                 if n == 0 {
@@ -369,7 +364,8 @@ impl ShardState {
     /// have one more in flight), and the shard goes on handling requests (of every room)
     /// while the store syncs; the outputs that follow a commit — its acknowledgements and
     /// deliveries — stay held in the registry until the store's answer is reported to it
-    /// (nothing is acknowledged before it is durable). Then, in order, the replies and
+    /// (nothing is acknowledged before it is durable; a commit the store answers at once is
+    /// reported at once, and its outputs go out in this flush). Then, in order, the replies and
     /// deliveries that are ready (each event encoded once), starting the history reads on
     /// tasks of their own (see [`answer_history`]); then one wake-up per connection queued to.
     async fn flush(&mut self) {
@@ -394,6 +390,13 @@ impl ShardState {
                 result
             });
             self.commits.push_back((epoch, answer));
+        }
+        // A store that answers at once (the memory store) is answered in this wake-up: what
+        // the commit held goes out now, not after another turn of the shard's loop.
+        while let Some((_, front)) = self.commits.front_mut() {
+            let answered = std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await;
+            let Poll::Ready(result) = answered else { break };
+            self.commit_answered(result);
         }
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now);
@@ -421,6 +424,21 @@ impl ShardState {
             }
         }
         self.wake_writers();
+    }
+
+    /// Reports the answer of the oldest commit in flight to the registry.
+    fn commit_answered(&mut self, result: Result<(), StoreError>) {
+        let (epoch, _) = self.commits.pop_front().expect("a commit in flight");
+        if let Err(e) = &result {
+            if epoch < self.registry.commit_epoch() {
+                // Taken before an earlier commit's failure was reported: refused with it.
+                tracing::debug!(error = %e, "store commit refused after an earlier one failed");
+            } else {
+                metrics::counter!("roomkit_store_errors_total").increment(1);
+                tracing::error!(error = %e, "store commit failed: the messages in it are refused");
+            }
+        }
+        self.registry.handle_commit(result);
     }
 
     /// Answers a request that would start one more store read than `reads_in_flight`.
