@@ -75,24 +75,52 @@ pub struct Frame {
     payload_at: u8,
 }
 
+/// The longest header of a text frame: two bytes and a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// The header of an unmasked text frame of `len` bytes, and its length.
+fn text_header(len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut header = [0u8; MAX_HEADER];
+    header[0] = 0x81; // FIN, text
+    let n = if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (header, n)
+}
+
 impl Frame {
     /// The frame carrying `payload` (copied once, behind its header).
     pub fn text(payload: &[u8]) -> Frame {
-        let len = payload.len();
-        let mut wire = Vec::with_capacity(len + 10);
-        wire.push(0x81); // FIN, text
-        if len < 126 {
-            wire.push(len as u8);
-        } else if let Ok(len) = u16::try_from(len) {
-            wire.push(126);
-            wire.extend_from_slice(&len.to_be_bytes());
-        } else {
-            wire.push(127);
-            wire.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let payload_at = wire.len() as u8;
+        let (header, n) = text_header(payload.len());
+        let mut wire = Vec::with_capacity(n + payload.len());
+        wire.extend_from_slice(&header[..n]);
         wire.extend_from_slice(payload);
-        Frame { wire: Bytes::from(wire), payload_at }
+        Frame { wire: Bytes::from(wire), payload_at: n as u8 }
+    }
+
+    /// The frame whose payload `write` appends to the buffer it is handed (room for about
+    /// `size_hint` bytes): the payload is written once, behind room kept for its header,
+    /// where [`text`](Self::text) copies one written elsewhere. The few bytes of that room a
+    /// short header leaves are not sent.
+    pub fn write_text(size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
+        let mut wire = Vec::with_capacity(MAX_HEADER + size_hint);
+        wire.resize(MAX_HEADER, 0);
+        write(&mut wire);
+        let (header, n) = text_header(wire.len() - MAX_HEADER);
+        let at = MAX_HEADER - n;
+        wire[at..MAX_HEADER].copy_from_slice(&header[..n]);
+        let mut wire = Bytes::from(wire);
+        bytes::Buf::advance(&mut wire, at);
+        Frame { wire, payload_at: n as u8 }
     }
 
     /// A keep-alive ping: a WebSocket ping frame with no payload. A transport sends it as its
@@ -303,6 +331,21 @@ mod tests {
         assert_eq!(&frame.wire()[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         assert_eq!(frame.payload().len(), 70_000);
         assert!(!frame.is_ping());
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_same_bytes_as_one_copied_whatever_its_header() {
+        for len in [0, 1, 125, 126, 511, 512, 513, 65_535, 65_536, 70_000] {
+            let payload = vec![b'z'; len];
+            // A hint below, at and above the payload's size: the buffer grows where it must.
+            for hint in [0, len, len + 100] {
+                let written = Frame::write_text(hint, |out| out.extend_from_slice(&payload));
+                let copied = Frame::text(&payload);
+                assert_eq!(written.wire(), copied.wire(), "{len} bytes, hint {hint}");
+                assert_eq!(written.payload(), payload, "{len} bytes, hint {hint}");
+                assert_eq!(written.into_payload(), payload, "{len} bytes, hint {hint}");
+            }
+        }
     }
 
     #[test]

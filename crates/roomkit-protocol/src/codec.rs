@@ -125,6 +125,11 @@ pub fn encode_success(id: u64, data: &Response) -> Bytes {
     to_bytes(&ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) })
 }
 
+/// [`encode_success`], appended to `out`.
+pub fn write_success(out: &mut Vec<u8>, id: u64, data: &Response) {
+    write(out, &ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) });
+}
+
 /// Encodes a successful response frame for a typed output (servers and tests).
 pub fn encode_output<O: Operation>(id: u64, data: &O::Output) -> Bytes {
     to_bytes(&ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) })
@@ -135,15 +140,31 @@ pub fn encode_error(id: Option<u64>, code: Code, msg: &str) -> Bytes {
     to_bytes(&ResponseOut::<()> { id, code, msg, data: None })
 }
 
+/// [`encode_error`], appended to `out`.
+pub fn write_error(out: &mut Vec<u8>, id: Option<u64>, code: Code, msg: &str) {
+    write(out, &ResponseOut::<()> { id, code, msg, data: None });
+}
+
 /// Encodes an event frame. Encode once, then share the bytes with every recipient.
 pub fn encode_event(event: &Event) -> Bytes {
     to_bytes(event)
 }
 
+/// [`encode_event`], appended to `out`.
+pub fn write_event(out: &mut Vec<u8>, event: &Event) {
+    write(out, event);
+}
+
 fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    write(&mut out, value);
+    Bytes::from(out)
+}
+
+fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Serialising these types cannot fail: no maps with non-string keys, no failing
     // Serialize impls.
-    Bytes::from(serde_json::to_vec(value).expect("protocol types always serialise"))
+    serde_json::to_writer(out, value).expect("protocol types always serialise");
 }
 
 /// A response frame as the client receives it; `data` is decoded by the caller, who knows

@@ -491,12 +491,12 @@ impl ShardState {
             Output::Reply { conn, request_id, result } => {
                 // A request answered without reading the store gives its slot back.
                 drop(self.take_reserved(conn, request_id));
-                self.send(conn, Frame::from(reply_frame(request_id, result)));
+                self.send(conn, reply_frame(request_id, result));
             }
             Output::Deliver { audience, event } => {
                 let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
                 // Encoded and framed once; every recipient's queue holds the same buffer.
-                let frame = Frame::from(codec::encode_event(&event));
+                let frame = Frame::write_text(FRAME_HINT, |out| codec::write_event(out, &event));
                 self.deliver(audience, frame, Shed::of(&event), is_message);
             }
             Output::History { conn, request_id, room_uuid, read } => {
@@ -534,16 +534,11 @@ pub(crate) async fn read_history_apart(
         .unwrap_or_else(|e| Err(Error::HistoryNotRead(StoreError(format!("the read panicked: {e}")))))
 }
 
-/// The frame answering a history request, logging a failed read.
-pub(crate) fn history_frame(
-    request_id: u64,
-    room: &RoomUuid,
-    result: Result<Response, Error>,
-) -> bytes::Bytes {
-    if let Err(Error::HistoryNotRead(cause)) = &result {
+/// Logs a history read that failed, before its answer is sent.
+pub(crate) fn log_history_failure(room: &RoomUuid, result: &Result<Response, Error>) {
+    if let Err(Error::HistoryNotRead(cause)) = result {
         tracing::error!(error = %cause, room = %room, "history read failed");
     }
-    reply_frame(request_id, result)
 }
 
 /// The room of request `request_id` of `conn`, forgotten once answered.
@@ -561,18 +556,34 @@ fn take_answering(
     Some(room)
 }
 
+/// Room kept for the text of a frame built in place ([`Frame::write_text`]): a chat
+/// message's event, or the answer to its send, fits without growing the buffer.
+pub(crate) const FRAME_HINT: usize = 512;
+
 /// The frame answering request `request_id`, counted in the metrics.
-pub(crate) fn reply_frame(request_id: u64, result: Result<Response, Error>) -> bytes::Bytes {
+pub(crate) fn reply_frame(request_id: u64, result: Result<Response, Error>) -> Frame {
+    Frame::write_text(FRAME_HINT, |out| write_reply(out, request_id, result))
+}
+
+/// [`reply_frame`]'s text alone (a cluster node publishes it on the room's stream).
+pub(crate) fn reply_text(request_id: u64, result: Result<Response, Error>) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(FRAME_HINT);
+    write_reply(&mut out, request_id, result);
+    bytes::Bytes::from(out)
+}
+
+/// Appends the text answering request `request_id` to `out`, counted in the metrics.
+fn write_reply(out: &mut Vec<u8>, request_id: u64, result: Result<Response, Error>) {
     match result {
         Ok(data) => {
             if matches!(data, Response::SendTextMessage(_) | Response::SendCustomMessage(_)) {
                 crate::metrics::hot::message_in();
             }
-            codec::encode_success(request_id, &data)
+            codec::write_success(out, request_id, &data);
         }
         Err(e) => {
             metrics::counter!("roomkit_request_errors_total", "code" => e.code().name()).increment(1);
-            codec::encode_error(Some(request_id), e.code(), &e.to_string())
+            codec::write_error(out, Some(request_id), e.code(), &e.to_string());
         }
     }
 }
@@ -596,6 +607,7 @@ async fn answer_history(
         return;
     }
     let result = read_history_apart(store, &room, read, now).await;
-    outbox.push(Frame::from(history_frame(request_id, &room, result)));
+    log_history_failure(&room, &result);
+    outbox.push(reply_frame(request_id, result));
     drop(slot);
 }

@@ -417,7 +417,7 @@ impl Node {
         match output {
             Output::Reply { conn, request_id, result } => {
                 let Some(room) = room else { return };
-                let text = crate::shard::reply_frame(request_id, result);
+                let text = crate::shard::reply_text(request_id, result);
                 self.publish(&room, Record::Reply { conn, text }.encode());
             }
             Output::Deliver { audience, event } => {
@@ -438,7 +438,8 @@ impl Node {
                 let node = self.me.clone();
                 tokio::spawn(async move {
                     let result = crate::shard::read_history_apart(store, &room_uuid, read, now).await;
-                    let text = crate::shard::history_frame(request_id, &room_uuid, result);
+                    crate::shard::log_history_failure(&room_uuid, &result);
+                    let text = crate::shard::reply_text(request_id, result);
                     if let Some(node) = node.upgrade() {
                         node.publish(&room_uuid, Record::Reply { conn, text }.encode());
                     }
