@@ -95,7 +95,8 @@ impl Chatroom {
     /// ephemeral messages.
     pub(crate) fn accept_ephemeral(&mut self, now: u64, draft: Draft) -> SharedMessage {
         self.ephemeral_count += 1;
-        let id = draft.id.clone().unwrap_or_else(|| server_id(draft.id_prefix, now, "e", self.ephemeral_count));
+        let id =
+            draft.id.clone().unwrap_or_else(|| server_id(draft.id_prefix, now, "e", self.ephemeral_count));
         stamp(now, 0, Draft { id: Some(id), priority: Priority::Low, ..draft }, false)
     }
 
@@ -357,7 +358,10 @@ mod tests {
         let unnamed = |prefix| Draft { id: None, id_prefix: prefix, ..draft("unused", "hi".into()) };
         assert_eq!(chat.accept(1_700_000_000_123, unnamed('s')).message_uuid.as_str(), "s1700000000123-1");
         assert_eq!(chat.accept(0, unnamed('r')).message_uuid.as_str(), "r0-2");
-        assert_eq!(chat.accept_ephemeral(u64::MAX, unnamed('b')).message_uuid.as_str(), "b18446744073709551615-e1");
+        assert_eq!(
+            chat.accept_ephemeral(u64::MAX, unnamed('b')).message_uuid.as_str(),
+            "b18446744073709551615-e1"
+        );
         assert_eq!(chat.accept_ephemeral(10, unnamed('s')).message_uuid.as_str(), "s10-e2");
         for n in [0, 9, 10, 99, 100, 1_000_000_007, u64::MAX] {
             assert_eq!(server_id('s', n, "", n).as_str(), format!("s{n}-{n}"));

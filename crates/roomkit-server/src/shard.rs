@@ -35,8 +35,8 @@ use crate::{
 mod answer;
 mod burst;
 
-pub(crate) use answer::{log_history_failure, read_history_apart, reply_text};
 use answer::{answer_history, reply_frame, FRAME_HINT};
+pub(crate) use answer::{log_history_failure, read_history_apart, reply_text};
 
 /// A job run on a shard's registry, with the current time.
 pub(crate) type Job = Box<dyn FnOnce(&mut RoomRegistry, u64) + Send>;

@@ -32,7 +32,10 @@ fn handles() -> Option<&'static Handles> {
     static HANDLES: OnceLock<Handles> = OnceLock::new();
     OURS.load(Ordering::Relaxed).then(|| {
         HANDLES.get_or_init(|| Handles {
-            requests: ALL_OPS.iter().map(|&op| metrics::counter!("roomkit_requests_total", "op" => op)).collect(),
+            requests: ALL_OPS
+                .iter()
+                .map(|&op| metrics::counter!("roomkit_requests_total", "op" => op))
+                .collect(),
             durations: ALL_OPS
                 .iter()
                 .map(|&op| metrics::histogram!("roomkit_request_duration_seconds", "op" => op))
