@@ -142,3 +142,36 @@ async fn commits_settled_waits_for_the_write_in_flight() {
     assert_eq!(alice.response().await.code, Code::SUCCESS);
     server.shutdown().await;
 }
+
+/// A shard that finds, in the flush after a request, that its commit in flight has been
+/// answered hands the operations that waited behind it in the same flush: nothing else need
+/// come for them to be stored and acknowledged. One shard over a store that claims to answer
+/// at once (so its flush polls the commit it handed) but holds the first write at the gate;
+/// the gate opens just as the next send arrives, so the shard wakes with both, and takes the
+/// send first about half the time: the scenario runs several times.
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_answered_in_a_flush_lets_the_sends_that_waited_behind_it_be_handed() {
+    let store = Arc::new(GatedStore::default());
+    store.claims_no_wait.store(true, Ordering::SeqCst);
+    let mut config = ServerConfig::default();
+    config.shards = 1;
+    let (listener, connector) = roomkit_transport_memory::transport();
+    let server = Server::new(config, Arc::new(DevAuthenticator))
+        .with_store(Arc::clone(&store) as Arc<dyn MessageStore>)
+        .spawn(listener);
+    let mut alice = raw_chatroom_member(&connector, "alice", "r").await;
+    for round in 0..16u64 {
+        store.writes.close();
+        let send = |id: u64| json!({"id": id, "op": "send_text_message", "room_uuid": "r", "text": format!("m{id}")});
+        alice.send_json(send(2 * round + 100)).await;
+        within("the write to reach the store", store.writes.until_waiting(round as usize + 1)).await;
+        // The second send waits in the registry behind the commit in flight.
+        alice.send_json(send(2 * round + 101)).await;
+        store.writes.open();
+        for id in [2 * round + 100, 2 * round + 101] {
+            let response = within("each send's answer, with nothing more sent", alice.response()).await;
+            assert_eq!((response.id, response.code), (Some(id), Code::SUCCESS), "round {round}");
+        }
+    }
+    server.shutdown().await;
+}

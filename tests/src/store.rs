@@ -63,8 +63,9 @@ impl Gate {
 }
 
 /// A [`MemoryStore`] (no retention) standing in for one on a disk: its commits wait
-/// ([`MessageStore::commit_waits`]), history reads pass `reads`, writes pass `writes`, and
-/// the next write fails ("disk full") once `fail_next_write` is set.
+/// ([`MessageStore::commit_waits`], unless `claims_no_wait` is set), history reads pass
+/// `reads`, writes pass `writes`, and the next write fails ("disk full") once
+/// `fail_next_write` is set.
 #[derive(Default)]
 pub struct GatedStore {
     /// Where the messages are.
@@ -75,6 +76,9 @@ pub struct GatedStore {
     pub writes: Gate,
     /// The next write fails (and clears it).
     pub fail_next_write: AtomicBool,
+    /// Claims that its commits do not wait ([`MessageStore::commit_waits`] false), as a
+    /// store answering at once does, while its writes still pass `writes`.
+    pub claims_no_wait: AtomicBool,
 }
 
 #[async_trait]
@@ -88,7 +92,7 @@ impl MessageStore for GatedStore {
     }
 
     fn commit_waits(&self) -> bool {
-        true
+        !self.claims_no_wait.load(Ordering::SeqCst)
     }
 
     async fn history(

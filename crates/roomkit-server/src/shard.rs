@@ -36,6 +36,8 @@ mod answer;
 mod burst;
 
 use answer::{answer_history, reply_frame, FRAME_HINT};
+// The cluster's owner answers on its rooms' streams with these.
+#[cfg(feature = "cluster")]
 pub(crate) use answer::{log_history_failure, read_history_apart, reply_text};
 
 /// A job run on a shard's registry, with the current time.
@@ -176,6 +178,10 @@ struct ShardState {
     /// The shard's index, naming its commits to the committer.
     index: usize,
     committer: Option<Arc<GroupCommit>>,
+    /// Whether commits go straight to a store that answers at once
+    /// ([`MessageStore::commit_waits`] false, no committer): they are answered in the flush
+    /// that hands them.
+    answers_at_once: bool,
     /// The commits handed to the store and not yet answered, oldest first, with the
     /// registry's commit epoch when each was taken; at most one without a committer,
     /// `commits_in_flight` with one (the registry holds to it).
@@ -199,6 +205,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
     } else {
         restore(&mut registry, setup.store.as_ref(), setup.index, setup.shards).await;
     }
+    let answers_at_once = setup.committer.is_none() && !setup.store.commit_waits();
     let mut state = ShardState {
         registry,
         store: setup.store,
@@ -217,6 +224,7 @@ async fn run(setup: ShardSetup, mut rx: mpsc::Receiver<ShardMsg>) {
         driver_acks: HashMap::new(),
         next_driver_ack: 0,
         index: setup.index,
+        answers_at_once,
         committer: setup.committer,
         commits: VecDeque::new(),
         cluster: setup.cluster,
@@ -352,39 +360,22 @@ impl ShardState {
     /// have one more in flight), and the shard goes on handling requests (of every room)
     /// while the store syncs; the outputs that follow a commit — its acknowledgements and
     /// deliveries — stay held in the registry until the store's answer is reported to it
-    /// (nothing is acknowledged before it is durable; a commit the store answers at once is
-    /// reported at once, and its outputs go out in this flush). Then, in order, the replies and
+    /// (nothing is acknowledged before it is durable; a commit a store that does not wait
+    /// answers at once is reported in this flush). Then, in order, the replies and
     /// deliveries that are ready (each event encoded once), starting the history reads on
     /// tasks of their own (see [`answer_history`]); then one wake-up per connection queued to.
     async fn flush(&mut self) {
         let now = now_ms();
-        let epoch = self.registry.commit_epoch();
-        let ops = self.registry.take_commit();
-        if !ops.is_empty() {
-            let started = Instant::now();
-            let answer: CommitFuture = match &self.committer {
-                Some(committer) => {
-                    let answer = committer.submit(self.index, epoch, now, ops);
-                    Box::pin(async move { answer.await.unwrap_or_else(|_| Err(commit::stopped())) })
-                }
-                None => {
-                    let store = Arc::clone(&self.store);
-                    Box::pin(async move { store.apply(now, &ops).await })
-                }
-            };
-            let answer = Box::pin(async move {
-                let result = answer.await;
-                crate::metrics::hot::commit_answered(started.elapsed());
-                result
-            });
-            self.commits.push_back((epoch, answer));
-        }
-        // A store that answers at once (the memory store) is answered in this wake-up: what
-        // the commit held goes out now, not after another turn of the shard's loop.
-        while let Some((_, front)) = self.commits.front_mut() {
-            let answered = std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await;
-            let Poll::Ready(result) = answered else { break };
-            self.commit_answered(result);
+        self.hand_commit(now);
+        // A store that answers at once (the memory store, without a committer) is answered in
+        // this flush, so what a commit held goes out now, not after another turn of the
+        // shard's loop; an answer may let the registry have its next commit, handed at once
+        // too. A store that waits is answered in the loop's `select!`: polling it here would
+        // only put a store's own work ahead of this flush's outputs.
+        if self.answers_at_once {
+            while self.answer_ready_commit().await {
+                self.hand_commit(now);
+            }
         }
         while let Some(output) = self.registry.poll_output() {
             self.dispatch(output, now);
@@ -412,6 +403,42 @@ impl ShardState {
             }
         }
         self.wake_writers();
+    }
+
+    /// Hands the registry's pending store operations to the store as one commit, if there
+    /// are some and the registry lets the shard have one more in flight.
+    fn hand_commit(&mut self, now: u64) {
+        let epoch = self.registry.commit_epoch();
+        let ops = self.registry.take_commit();
+        if ops.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let answer: CommitFuture = match &self.committer {
+            Some(committer) => {
+                let answer = committer.submit(self.index, epoch, now, ops);
+                Box::pin(async move { answer.await.unwrap_or_else(|_| Err(commit::stopped())) })
+            }
+            None => {
+                let store = Arc::clone(&self.store);
+                Box::pin(async move { store.apply(now, &ops).await })
+            }
+        };
+        let answer = Box::pin(async move {
+            let result = answer.await;
+            crate::metrics::hot::commit_timed(started.elapsed());
+            result
+        });
+        self.commits.push_back((epoch, answer));
+    }
+
+    /// Reports the oldest commit in flight, if the store has answered it; whether it had.
+    async fn answer_ready_commit(&mut self) -> bool {
+        let Some((_, front)) = self.commits.front_mut() else { return false };
+        let answered = std::future::poll_fn(|cx| Poll::Ready(front.as_mut().poll(cx))).await;
+        let Poll::Ready(result) = answered else { return false };
+        self.commit_answered(result);
+        true
     }
 
     /// Reports the answer of the oldest commit in flight to the registry.

@@ -92,7 +92,7 @@ pub(crate) fn queued_out(events: u64, messages: u64) {
 }
 
 /// `roomkit_store_commit_seconds`: a store commit answered.
-pub(crate) fn commit_answered(took: Duration) {
+pub(crate) fn commit_timed(took: Duration) {
     match handles() {
         Some(handles) => handles.commit_seconds.record(took),
         None => metrics::histogram!("roomkit_store_commit_seconds").record(took),

@@ -59,6 +59,7 @@ pub(crate) fn reply_frame(request_id: u64, result: Result<Response, Error>) -> F
 }
 
 /// [`reply_frame`]'s text alone (a cluster node publishes it on the room's stream).
+#[cfg(feature = "cluster")]
 pub(crate) fn reply_text(request_id: u64, result: Result<Response, Error>) -> bytes::Bytes {
     let mut out = Vec::with_capacity(FRAME_HINT);
     write_reply(&mut out, request_id, result);
