@@ -324,9 +324,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
+        let hot = hot::take(&recorder);
         // Another recorder may already be installed (an embedding app's); then ours only
         // renders what it saw, which is nothing, and the app's recorder gets the data.
-        OURS.store(metrics::set_global_recorder(recorder).is_ok(), Ordering::Relaxed);
+        let ours = metrics::set_global_recorder(recorder).is_ok();
+        if ours {
+            hot::keep(hot);
+        }
+        OURS.store(ours, Ordering::Relaxed);
         register_at_zero();
         handle
     })
