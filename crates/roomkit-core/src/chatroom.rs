@@ -281,13 +281,14 @@ fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
     })
 }
 
-/// The id of a message sent without one: `<prefix><now>-<tail><n>`. Written in place rather
-/// than with `format!`: it is on the path of nearly every send, where the formatting
-/// machinery (cold between two messages) took about 2 µs, against a few dozen ns this way.
-fn server_id(prefix: char, now: u64, tail: &str, n: u64) -> MessageUuid {
+/// The id of a message sent without one: `<prefix><now>-<marker><n>` (`marker` is empty, or
+/// `e` for an ephemeral message). Written in place rather than with `format!`: it is on the
+/// path of nearly every send, where the formatting machinery is cold between two messages (the
+/// stamping of a message took 1.3 µs with it and 1.0 µs without, at 400 messages a second).
+fn server_id(prefix: char, now: u64, marker: &str, n: u64) -> MessageUuid {
     let mut id = [0u8; 64];
     let mut len = prefix.encode_utf8(&mut id).len();
-    for part in [Part::Number(now), Part::Text("-"), Part::Text(tail), Part::Number(n)] {
+    for part in [Part::Number(now), Part::Text("-"), Part::Text(marker), Part::Number(n)] {
         len += part.write(&mut id[len..]);
     }
     let id = std::str::from_utf8(&id[..len]).expect("ASCII but for the prefix, a char");
@@ -349,9 +350,6 @@ mod tests {
         }
     }
 
-    /// The window holds no reference to an accepted message and no copy of its content: a
-    /// 5 KiB message costs the window a small fixed entry, and the message is freed once
-    /// delivered and stored.
     #[test]
     fn a_message_sent_without_an_id_gets_the_prefix_the_time_and_its_number() {
         let mut chat = Chatroom::new(10, MessageRate::UNLIMITED);
@@ -368,6 +366,9 @@ mod tests {
         }
     }
 
+    /// The window holds no reference to an accepted message and no copy of its content: a
+    /// 5 KiB message costs the window a small fixed entry, and the message is freed once
+    /// delivered and stored.
     #[test]
     fn the_id_window_keeps_no_message_content() {
         let mut chat = Chatroom::new(10, MessageRate::UNLIMITED);

@@ -108,13 +108,19 @@ impl Frame {
     }
 
     /// The frame whose payload `write` appends to the buffer it is handed (room for about
-    /// `size_hint` bytes): the payload is written once, behind room kept for its header,
-    /// where [`text`](Self::text) copies one written elsewhere. The few bytes of that room a
-    /// short header leaves are not sent.
+    /// `size_hint` bytes; `write` must only append): the payload is written once, behind room
+    /// kept for its header, where [`text`](Self::text) copies one written elsewhere. The few
+    /// bytes of that room a short header leaves are not sent. A buffer left more than half
+    /// again as large as its frame is shrunk to it (a copy): queues bound their frames by
+    /// length, and a frame's memory stays within one and a half times that.
     pub fn write_text(size_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Frame {
         let mut wire = Vec::with_capacity(MAX_HEADER + size_hint);
         wire.resize(MAX_HEADER, 0);
         write(&mut wire);
+        debug_assert!(wire.len() >= MAX_HEADER, "`write` only appends");
+        if wire.capacity() - wire.len() > wire.len() / 2 {
+            wire.shrink_to_fit();
+        }
         let (header, n) = text_header(wire.len() - MAX_HEADER);
         let at = MAX_HEADER - n;
         wire[at..MAX_HEADER].copy_from_slice(&header[..n]);

@@ -122,7 +122,7 @@ struct ResponseOut<'a, D: Serialize> {
 
 /// Encodes a successful response frame.
 pub fn encode_success(id: u64, data: &Response) -> Bytes {
-    to_bytes(&ResponseOut { id: Some(id), code: Code::SUCCESS, msg: "success", data: Some(data) })
+    written(|out| write_success(out, id, data))
 }
 
 /// [`encode_success`], appended to `out`.
@@ -137,7 +137,7 @@ pub fn encode_output<O: Operation>(id: u64, data: &O::Output) -> Bytes {
 
 /// Encodes an error response frame. `id` is `None` when the request had no readable id.
 pub fn encode_error(id: Option<u64>, code: Code, msg: &str) -> Bytes {
-    to_bytes(&ResponseOut::<()> { id, code, msg, data: None })
+    written(|out| write_error(out, id, code, msg))
 }
 
 /// [`encode_error`], appended to `out`.
@@ -147,7 +147,7 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<u64>, code: Code, msg: &str) {
 
 /// Encodes an event frame. Encode once, then share the bytes with every recipient.
 pub fn encode_event(event: &Event) -> Bytes {
-    to_bytes(event)
+    written(|out| write_event(out, event))
 }
 
 /// [`encode_event`], appended to `out`.
@@ -156,8 +156,13 @@ pub fn write_event(out: &mut Vec<u8>, event: &Event) {
 }
 
 fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    written(|out| write(out, value))
+}
+
+/// What `write` appends to an empty buffer.
+fn written(write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut out = Vec::with_capacity(128);
-    write(&mut out, value);
+    write(&mut out);
     Bytes::from(out)
 }
 

@@ -45,8 +45,8 @@ use crate::{
     metrics::{Gathered, WRITE_BATCH_FRAMES},
 };
 
-/// Times a pool yields to the runtime over one pass of its list (and once at its end, when
-/// more waits)...
+/// Times a pool yields to the runtime over one pass of its list (and once between two passes,
+/// when the next was waiting)...
 pub(crate) const YIELDS_PER_PASS: usize = 4;
 /// ...but not before this many connections were written since the last yield...
 pub(crate) const YIELD_MIN: usize = 64;
@@ -82,11 +82,6 @@ impl WritePool {
         }
     }
 
-    /// Whether a connection waits to be written.
-    fn has_waiting(&self) -> bool {
-        !self.inner.lock().expect("not poisoned").outboxes.is_empty()
-    }
-
     /// Swaps the waiting connections into `into` (empty), or waits for one.
     fn poll_take(&self, cx: &mut Context<'_>, into: &mut Vec<Outbox>) -> Poll<()> {
         let mut waiting = self.inner.lock().expect("not poisoned");
@@ -115,16 +110,26 @@ impl Drop for WritePool {
 pub(crate) async fn run(pool: Weak<WritePool>, clock: Clock) {
     let mut batch = Vec::new();
     loop {
+        let mut waited = false;
         let taken = std::future::poll_fn(|cx| match pool.upgrade() {
-            Some(pool) => pool.poll_take(cx, &mut batch).map(|()| true),
+            Some(pool) => {
+                let taken = pool.poll_take(cx, &mut batch);
+                waited |= taken.is_pending();
+                taken.map(|()| true)
+            }
             None => Poll::Ready(false),
         });
         if !taken.await {
             return;
         }
-        // A few yields per pass, and one at its end when more waits: the shard reads and
-        // queues meanwhile, and what it queues in between goes out as one burst (see the
-        // module's documentation); nor does a pool fed without pause keep its worker.
+        // A few yields per pass, and one between two passes when the next was waiting (one
+        // that had to wait let the runtime go on already; a yield besides would have it poll
+        // its I/O driver once more a message, in a small room): the shard reads and queues
+        // meanwhile, and what it queues in between goes out as one burst (see the module's
+        // documentation); nor does a pool fed without pause keep its worker.
+        if !waited {
+            tokio::task::yield_now().await;
+        }
         let every = (batch.len() / YIELDS_PER_PASS).clamp(YIELD_MIN, YIELD_MAX);
         let mut stretch = Stretch::new(&clock);
         for (n, outbox) in batch.drain(..).enumerate() {
@@ -138,12 +143,6 @@ pub(crate) async fn run(pool: Weak<WritePool>, clock: Clock) {
             }
         }
         stretch.end();
-        // Nothing waiting: the wait for the next connection lets the runtime go on, where a
-        // yield would have it poll its I/O driver once more per pass (an epoll wait a
-        // message, in a small room).
-        if pool.upgrade().is_some_and(|pool| pool.has_waiting()) {
-            tokio::task::yield_now().await;
-        }
     }
 }
 
