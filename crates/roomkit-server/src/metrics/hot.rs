@@ -1,7 +1,7 @@
 //! The families recorded for every request and every message, by handles taken once.
 //!
 //! Recording through the `metrics` macros looks the family up by name and labels each time:
-//! a hash, a map read under a lock, and an allocation for a label. Per message that was five
+//! a hash, a map read under a lock, and an allocation for a label. Per message that was six
 //! look-ups, each touching memory the previous message had left cold. So the server's own
 //! recorder hands out these families' handles once, before it is installed ([`take`]), and
 //! they are kept for the life of the process. Where another recorder was installed first (an
