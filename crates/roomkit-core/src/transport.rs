@@ -100,11 +100,7 @@ fn text_header(len: usize) -> ([u8; MAX_HEADER], usize) {
 impl Frame {
     /// The frame carrying `payload` (copied once, behind its header).
     pub fn text(payload: &[u8]) -> Frame {
-        let (header, n) = text_header(payload.len());
-        let mut wire = Vec::with_capacity(n + payload.len());
-        wire.extend_from_slice(&header[..n]);
-        wire.extend_from_slice(payload);
-        Frame { wire: Bytes::from(wire), payload_at: n as u8 }
+        Frame::write_text(payload.len(), |out| out.extend_from_slice(payload))
     }
 
     /// The frame whose payload `write` appends to the buffer it is handed (room for about
@@ -348,6 +344,13 @@ mod tests {
                 let written = Frame::write_text(hint, |out| out.extend_from_slice(&payload));
                 let copied = Frame::text(&payload);
                 assert_eq!(written.wire(), copied.wire(), "{len} bytes, hint {hint}");
+                let mut wire = match len {
+                    0..=125 => vec![0x81, len as u8],
+                    126..=65_535 => vec![0x81, 126, (len >> 8) as u8, len as u8],
+                    _ => [vec![0x81, 127], (len as u64).to_be_bytes().to_vec()].concat(),
+                };
+                wire.extend_from_slice(&payload);
+                assert_eq!(written.wire()[..], wire[..], "{len} bytes, hint {hint}");
                 assert_eq!(written.payload(), payload, "{len} bytes, hint {hint}");
                 assert_eq!(written.into_payload(), payload, "{len} bytes, hint {hint}");
             }
