@@ -286,44 +286,26 @@ fn stamp(now: u64, seq: u64, draft: Draft, persist: bool) -> SharedMessage {
 /// path of nearly every send, where the formatting machinery is cold between two messages (the
 /// stamping of a message took 1.3 µs with it and 1.0 µs without, at 400 messages a second).
 fn server_id(prefix: char, now: u64, marker: &str, n: u64) -> MessageUuid {
+    let (mut now_digits, mut n_digits) = ([0u8; 20], [0u8; 20]);
     let mut id = [0u8; 64];
     let mut len = prefix.encode_utf8(&mut id).len();
-    for part in [Part::Number(now), Part::Text("-"), Part::Text(marker), Part::Number(n)] {
-        len += part.write(&mut id[len..]);
+    for part in [decimal(now, &mut now_digits), b"-", marker.as_bytes(), decimal(n, &mut n_digits)] {
+        id[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
     }
     let id = std::str::from_utf8(&id[..len]).expect("ASCII but for the prefix, a char");
     MessageUuid::new(id).expect("a letter, digits, a dash and maybe a letter")
 }
 
-/// A piece of [`server_id`].
-enum Part<'a> {
-    Text(&'a str),
-    Number(u64),
-}
-
-impl Part<'_> {
-    /// Writes the piece at the start of `to` (room enough for it); how many bytes it took.
-    fn write(&self, to: &mut [u8]) -> usize {
-        match self {
-            Part::Text(text) => {
-                to[..text.len()].copy_from_slice(text.as_bytes());
-                text.len()
-            }
-            Part::Number(mut n) => {
-                let mut digits = [0u8; 20];
-                let mut at = digits.len();
-                loop {
-                    at -= 1;
-                    digits[at] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let digits = &digits[at..];
-                to[..digits.len()].copy_from_slice(digits);
-                digits.len()
-            }
+/// `n` in decimal digits, written at the end of `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
         }
     }
 }
