@@ -245,7 +245,7 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
                     queued += u64::from(queue(outbox, &frame, &shed, wake, pools));
                 }
             }
-            metrics::counter!("roomkit_events_out_total").increment(queued);
+            crate::metrics::hot::queued_out(queued, 0);
         }
         Record::ToConns { conns, shed, text } => {
             let frame = Frame::from(text);
