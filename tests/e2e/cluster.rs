@@ -53,6 +53,8 @@ fn chat(events: &[RoomEvent]) -> Vec<(u64, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_three_nodes_share_one_chatroom() {
+    // Installed before any traffic, as the binary does, so that it counts every node's.
+    let metrics = roomkit_server::metrics::prometheus();
     let nats = NatsServer::start();
     let store: Arc<dyn MessageStore> = MemoryStore::shared(Retention::default());
     let nodes =
@@ -100,6 +102,19 @@ async fn members_on_three_nodes_share_one_chatroom() {
     assert_eq!(seen[2].len(), 11, "carol: {:?}", seen[2]);
     assert_eq!(seen[2].last().map(|(_, _, t)| t.as_str()), Some("psst"));
     assert!(!seen[1].iter().any(|(_, _, t)| t == "psst"), "bob must not see the direct message");
+    // Every node counts the chat messages it delivers, the directed one too: in a cluster
+    // every delivery is a follower's, the owner's own members' included. (At least: the
+    // process's other tests may count theirs in the same recorder.)
+    let scraped = metrics.render();
+    let count = |name: &str| -> f64 {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{scraped}"))
+    };
+    let (messages, events) = (count("roomkit_messages_out_total"), count("roomkit_events_out_total"));
+    assert!(messages >= 31.0, "15 broadcasts to two members each and one directed: {messages}");
+    assert!(events >= messages, "messages are events: {events} < {messages}");
 
     // History is the same from every node (each sees what it may).
     let options = FetchHistoryOptions { limit: 100, order: HistoryOrder::Asc, ..Default::default() };

@@ -139,6 +139,11 @@ impl Event {
         }
     }
 
+    /// Whether this event carries chat messages (`chatroom_messages_received`).
+    pub fn is_chat_message(&self) -> bool {
+        matches!(self, Event::ChatroomMessagesReceived { .. })
+    }
+
     /// How a slow reader's queue may shed this event.
     pub fn shedding(&self) -> Shedding {
         match self {

@@ -18,7 +18,7 @@ use roomkit_core::{
 use roomkit_protocol::{
     codec,
     ops::{Request, Response},
-    Code, Event, RoomUuid,
+    Code, RoomUuid,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -509,10 +509,9 @@ impl ShardState {
                 self.send(conn, reply_frame(request_id, result));
             }
             Output::Deliver { audience, event } => {
-                let is_message = matches!(event, Event::ChatroomMessagesReceived { .. });
                 // Encoded and framed once; every recipient's queue holds the same buffer.
                 let frame = Frame::write_text(FRAME_HINT, |out| codec::write_event(out, &event));
-                self.deliver(audience, frame, Shed::of(&event), is_message);
+                self.deliver(audience, frame, Shed::of(&event), event.is_chat_message());
             }
             Output::History { conn, request_id, room_uuid, read } => {
                 // The read's answer is queued by another task, at any time: what precedes it

@@ -236,7 +236,7 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
                 }
             }
         }
-        Record::ToRoster { roster, except, shed, text } => {
+        Record::ToRoster { roster, except, shed, message, text } => {
             let frame = Frame::from(text);
             let shed = shed_of(shed, room);
             let mut queued = 0u64;
@@ -245,16 +245,18 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
                     queued += u64::from(queue(outbox, &frame, &shed, wake, pools));
                 }
             }
-            crate::metrics::hot::queued_out(queued, 0);
+            crate::metrics::hot::queued_out(queued, if message { queued } else { 0 });
         }
-        Record::ToConns { conns, shed, text } => {
+        Record::ToConns { conns, shed, message, text } => {
             let frame = Frame::from(text);
             let shed = shed_of(shed, room);
+            let mut queued = 0u64;
             for conn in conns.into_iter().filter(|c| mine(*c)) {
                 if let Some(outbox) = node.outbox_of(conn) {
-                    queue(&outbox, &frame, &shed, wake, pools);
+                    queued += u64::from(queue(&outbox, &frame, &shed, wake, pools));
                 }
             }
+            crate::metrics::hot::queued_out(queued, if message { queued } else { 0 });
         }
         Record::Roster { roster, conn, present } => {
             if mine(conn) {

@@ -427,9 +427,12 @@ impl Node {
                     Shedding::Droppable => ShedClass::Droppable,
                     Shedding::Conflate => ShedClass::Conflate,
                 };
+                let message = event.is_chat_message();
                 let record = match audience.roster() {
-                    Some(roster) => Record::ToRoster { roster, except: audience.except(), shed, text },
-                    None => Record::ToConns { conns: audience.iter().collect(), shed, text },
+                    Some(roster) => {
+                        Record::ToRoster { roster, except: audience.except(), shed, message, text }
+                    }
+                    None => Record::ToConns { conns: audience.iter().collect(), shed, message, text },
                 };
                 self.publish(event.room_uuid(), record.encode());
             }

@@ -104,10 +104,11 @@ pub(crate) enum ShedClass {
 pub(crate) enum Record {
     /// An answer for one connection.
     Reply { conn: ConnId, text: Bytes },
-    /// An event for a whole member list, minus one connection.
-    ToRoster { roster: RosterKind, except: Option<ConnId>, shed: ShedClass, text: Bytes },
-    /// An event for these connections.
-    ToConns { conns: Vec<ConnId>, shed: ShedClass, text: Bytes },
+    /// An event for a whole member list, minus one connection; `message`: a chat message
+    /// (counted in `roomkit_messages_out_total` where it is delivered).
+    ToRoster { roster: RosterKind, except: Option<ConnId>, shed: ShedClass, message: bool, text: Bytes },
+    /// An event for these connections; `message` as in `ToRoster`.
+    ToConns { conns: Vec<ConnId>, shed: ShedClass, message: bool, text: Bytes },
     /// A connection entered or left a member list.
     Roster { roster: RosterKind, conn: ConnId, present: bool },
     /// The room ended: its lists are gone.
@@ -123,6 +124,12 @@ const TO_CONNS: u8 = 3;
 const ROSTER: u8 = 4;
 const ENDED: u8 = 5;
 const MOVED: u8 = 6;
+
+/// A `ToRoster` record's flags (and a `ToConns` record's, `MESSAGE` only): the connection
+/// left out is given...
+const HAS_EXCEPT: u8 = 1;
+/// ...and the event is a chat message.
+const MESSAGE: u8 = 2;
 
 fn roster_byte(r: RosterKind) -> u8 {
     match r {
@@ -148,17 +155,18 @@ impl Record {
                 out.extend_from_slice(&conn.0.to_be_bytes());
                 out.extend_from_slice(text);
             }
-            Record::ToRoster { roster, except, shed, text } => {
+            Record::ToRoster { roster, except, shed, message, text } => {
                 out.push(TO_ROSTER);
                 out.push(roster_byte(*roster));
                 out.push(shed_byte(*shed));
-                out.push(u8::from(except.is_some()));
+                out.push((u8::from(except.is_some()) * HAS_EXCEPT) | (u8::from(*message) * MESSAGE));
                 out.extend_from_slice(&except.map_or(0, |c| c.0).to_be_bytes());
                 out.extend_from_slice(text);
             }
-            Record::ToConns { conns, shed, text } => {
+            Record::ToConns { conns, shed, message, text } => {
                 out.push(TO_CONNS);
                 out.push(shed_byte(*shed));
+                out.push(u8::from(*message) * MESSAGE);
                 out.extend_from_slice(&(conns.len() as u32).to_be_bytes());
                 for c in conns {
                     out.extend_from_slice(&c.0.to_be_bytes());
@@ -184,18 +192,25 @@ impl Record {
             TO_ROSTER => {
                 let roster = r.roster()?;
                 let shed = r.shed()?;
-                let has_except = r.u8()? != 0;
+                let flags = r.u8()?;
                 let except = ConnId(r.u64()?);
-                Record::ToRoster { roster, except: has_except.then_some(except), shed, text: r.rest(bytes) }
+                Record::ToRoster {
+                    roster,
+                    except: (flags & HAS_EXCEPT != 0).then_some(except),
+                    shed,
+                    message: flags & MESSAGE != 0,
+                    text: r.rest(bytes),
+                }
             }
             TO_CONNS => {
                 let shed = r.shed()?;
+                let message = r.u8()? & MESSAGE != 0;
                 let n = r.u32()? as usize;
                 if n > r.0.len() / 8 {
                     return Err(WireError("connection count past the end"));
                 }
                 let conns = (0..n).map(|_| r.u64().map(ConnId)).collect::<Result<_, _>>()?;
-                Record::ToConns { conns, shed, text: r.rest(bytes) }
+                Record::ToConns { conns, shed, message, text: r.rest(bytes) }
             }
             ROSTER => {
                 let roster = r.roster()?;
@@ -282,17 +297,20 @@ mod tests {
                 roster: RosterKind::Chatroom,
                 except: Some(ConnId(9)),
                 shed: ShedClass::Droppable,
+                message: true,
                 text: Bytes::from_static(b"{}"),
             },
             Record::ToRoster {
                 roster: RosterKind::Room,
                 except: None,
                 shed: ShedClass::Conflate,
+                message: false,
                 text: Bytes::new(),
             },
             Record::ToConns {
                 conns: vec![ConnId(1), ConnId(u64::MAX)],
                 shed: ShedClass::Keep,
+                message: true,
                 text: Bytes::from_static(b"x"),
             },
             Record::Roster { roster: RosterKind::Room, conn: ConnId(5), present: true },
@@ -322,13 +340,17 @@ mod tests {
 
     #[test]
     fn damaged_input_is_an_error_not_a_panic() {
-        let good =
-            Record::ToConns { conns: vec![ConnId(1)], shed: ShedClass::Keep, text: Bytes::from_static(b"x") }
-                .encode();
+        let good = Record::ToConns {
+            conns: vec![ConnId(1)],
+            shed: ShedClass::Keep,
+            message: false,
+            text: Bytes::from_static(b"x"),
+        }
+        .encode();
         for cut in 0..good.len() - 1 {
             let _ = Record::decode(&Bytes::copy_from_slice(&good[..cut]));
         }
-        assert!(Record::decode(&Bytes::from_static(&[TO_CONNS, 0, 0xff, 0xff, 0xff, 0xff])).is_err());
+        assert!(Record::decode(&Bytes::from_static(&[TO_CONNS, 0, 0, 0xff, 0xff, 0xff, 0xff])).is_err());
         assert!(Record::decode(&Bytes::from_static(&[99])).is_err());
         assert!(Forward::decode(&Bytes::from_static(&[FORWARD_REQUEST, 0, 0])).is_err());
     }
