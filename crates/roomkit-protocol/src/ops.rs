@@ -417,10 +417,37 @@ macro_rules! operations {
                     $( Request::$name(_) => $op, )*
                 }
             }
+
+            /// The operation's place in [`ALL_OPS`]: `ALL_OPS[request.op_index()]` is
+            /// [`op`](Self::op) (a per-operation table is indexed without comparing names).
+            pub fn op_index(&self) -> usize {
+                match self {
+                    $( Request::$name(_) => const { op_position($op) }, )*
+                }
+            }
         }
 
         /// Every operation's wire name.
         pub const ALL_OPS: &[&str] = &[$($op),*];
+
+        /// The place of `op` in [`ALL_OPS`], worked out at compile time.
+        const fn op_position(op: &str) -> usize {
+            let mut i = 0;
+            while i < ALL_OPS.len() {
+                let known = ALL_OPS[i].as_bytes();
+                if known.len() == op.len() {
+                    let mut j = 0;
+                    while j < known.len() && known[j] == op.as_bytes()[j] {
+                        j += 1;
+                    }
+                    if j == known.len() {
+                        return i;
+                    }
+                }
+                i += 1;
+            }
+            panic!("an operation missing from ALL_OPS")
+        }
 
         /// Any successful response's `data`, as the server sends it.
         #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

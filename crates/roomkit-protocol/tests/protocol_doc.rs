@@ -201,6 +201,7 @@ fn every_json_example_is_a_valid_frame_and_the_doc_covers_the_protocol() {
                 .unwrap_or_else(|e| panic!("line {line}: request does not decode: {e}"));
             assert_shown_in(&shown, &reencode_request(frame.id, &frame.request), "", line);
             let op = frame.request.op();
+            assert_eq!(ops::ALL_OPS[frame.request.op_index()], op, "line {line}: the operation's index");
             ops_seen.insert(op);
             last_op_by_id.insert(frame.id, op.to_owned());
             requests += 1;

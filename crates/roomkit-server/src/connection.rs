@@ -390,7 +390,7 @@ impl Reader {
     /// as is).
     async fn on_request(&mut self, frame: RequestFrame, raw: &[u8]) {
         let RequestFrame { id, request } = frame;
-        crate::metrics::hot::request_received(request.op());
+        crate::metrics::hot::request_received(request.op_index());
         let Some(identity) = self.identity.clone() else {
             return match request {
                 Request::Login(login) => self.login(id, login).await,

@@ -165,8 +165,9 @@ struct ShardState {
     reserved: ConnMap<Vec<(u64, ReadSlot)>>,
     /// Connections gone during this wake-up; forgotten once its outputs are sent.
     gone: Vec<ConnId>,
-    /// Requests handled during this wake-up, for the latency histogram.
-    timings: Vec<(&'static str, Instant)>,
+    /// Requests handled during this wake-up (their operation, by `Request::op_index`), for
+    /// the latency histogram.
+    timings: Vec<(usize, Instant)>,
     /// Shutdown acknowledgements, sent once this wake-up's outputs are out and no commit
     /// is in flight.
     acks: Vec<oneshot::Sender<()>>,
@@ -316,7 +317,7 @@ impl ShardState {
         let now = now_ms();
         match msg {
             ShardMsg::Request { conn, outbox, identity, request_id, request, received } => {
-                self.timings.push((request.op(), received));
+                self.timings.push((request.op_index(), received));
                 let Some(outbox) = outbox else {
                     // Cluster mode: the answer goes out on the room's stream.
                     if let Some(room) = request.room_uuid() {

@@ -54,24 +54,21 @@ fn handles() -> Option<&'static Handles> {
     HANDLES.get()
 }
 
-/// The index of `op` in [`ALL_OPS`].
-fn op_index(op: &str) -> Option<usize> {
-    ALL_OPS.iter().position(|&known| known == op)
-}
-
-/// `roomkit_requests_total{op}`: a request received.
-pub(crate) fn request_received(op: &'static str) {
-    match handles().zip(op_index(op)) {
-        Some((handles, i)) => handles.requests[i].increment(1),
-        None => metrics::counter!("roomkit_requests_total", "op" => op).increment(1),
+/// `roomkit_requests_total{op}`: a request received, of the operation `ALL_OPS[op]`
+/// ([`Request::op_index`](roomkit_protocol::ops::Request::op_index)).
+pub(crate) fn request_received(op: usize) {
+    match handles() {
+        Some(handles) => handles.requests[op].increment(1),
+        None => metrics::counter!("roomkit_requests_total", "op" => ALL_OPS[op]).increment(1),
     }
 }
 
-/// `roomkit_request_duration_seconds{op}`: a request's time in its shard.
-pub(crate) fn request_handled(op: &'static str, took: Duration) {
-    match handles().zip(op_index(op)) {
-        Some((handles, i)) => handles.durations[i].record(took),
-        None => metrics::histogram!("roomkit_request_duration_seconds", "op" => op).record(took),
+/// `roomkit_request_duration_seconds{op}`: a request's time in its shard (`op` as in
+/// [`request_received`]).
+pub(crate) fn request_handled(op: usize, took: Duration) {
+    match handles() {
+        Some(handles) => handles.durations[op].record(took),
+        None => metrics::histogram!("roomkit_request_duration_seconds", "op" => ALL_OPS[op]).record(took),
     }
 }
 
@@ -121,7 +118,8 @@ mod tests {
         assert!(handles().is_some(), "the server's recorder is the one installed in this test binary");
         let requests = r#"roomkit_requests_total{op="send_text_message"} "#;
         let (before, messages) = (scraped(requests), scraped("roomkit_messages_out_total "));
-        request_received("send_text_message");
+        let send = ALL_OPS.iter().position(|&op| op == "send_text_message").expect("an operation");
+        request_received(send);
         queued_out(3, 2);
         // Other tests of this binary count too: at least what this one added.
         assert!(scraped(requests) >= before + 1.0);
