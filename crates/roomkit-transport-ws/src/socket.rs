@@ -43,6 +43,13 @@ use crate::{
     WsConfig,
 };
 
+/// The flags of every write: a peer gone is an error, not a `SIGPIPE` (Windows has no such
+/// signal).
+#[cfg(unix)]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(unix))]
+const SEND_FLAGS: i32 = 0;
+
 /// Most frames given to one `writev` (Linux's `IOV_MAX` is 1024; more buys nothing).
 pub const MAX_IOVECS: usize = 64;
 
@@ -260,7 +267,7 @@ impl Socket {
         let written = if count - i == 1 {
             // One frame (a delivery at light load): a plain `send`, with no vector for the
             // kernel to copy in.
-            self.send_now(|socket| socket.send_with_flags(&part(i)[offset..], libc::MSG_NOSIGNAL))?
+            self.send_now(|socket| socket.send_with_flags(&part(i)[offset..], SEND_FLAGS))?
         } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
@@ -268,7 +275,7 @@ impl Socket {
                 *slice = IoSlice::new(&part(j)[if j == i { offset } else { 0 }..]);
                 n += 1;
             }
-            self.send_now(|socket| socket.send_vectored_with_flags(&slices[..n], libc::MSG_NOSIGNAL))?
+            self.send_now(|socket| socket.send_vectored_with_flags(&slices[..n], SEND_FLAGS))?
         };
         let mut written = match written {
             0 => return Err(io::ErrorKind::WriteZero.into()),
@@ -289,12 +296,16 @@ impl Socket {
     }
 
     /// A write that does not wait, `send` on the socket itself: straight to it first, and
-    /// through tokio's record of the socket's readiness only when the socket is full, so that
-    /// the `WouldBlock` clears that record and a later [`TcpStream::writable`] waits for room.
-    /// (Through tokio every time, each write would first read the record, a cache miss per
-    /// delivery once a large room's sockets no longer fit in the cache: about 1 % of a server's
-    /// CPU at 1,000 members × 100 messages/s.) `MSG_NOSIGNAL`: a peer gone is an error, not a
-    /// signal.
+    /// only when the socket refuses it (`WouldBlock`), the same write again through tokio's
+    /// record of the socket's readiness ([`TcpStream::try_io`]), whose `WouldBlock` clears that
+    /// record, so that a later [`TcpStream::writable`] waits for room. The second try is
+    /// needed: tokio reads the record before the write and clears it only if no readiness
+    /// came meanwhile, so room made between the refusal and that read is not lost (clearing it
+    /// without writing again could leave the writer waiting for good). A full socket thus costs
+    /// one refused system call more; a write that goes through costs no look-up of the record,
+    /// which tokio's own write makes every time: a cache miss per delivery once a large room's
+    /// sockets no longer fit in the cache (about 1 % of a server's CPU at 1,000 members × 100
+    /// messages/s).
     fn send_now(&self, send: impl Fn(socket2::SockRef<'_>) -> io::Result<usize>) -> io::Result<usize> {
         match send(socket2::SockRef::from(&self.tcp)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

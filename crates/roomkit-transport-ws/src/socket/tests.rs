@@ -398,31 +398,37 @@ async fn a_pong_waiting_for_a_cancelled_write_finishes_its_cut_frame_first() {
 }
 
 /// A write that finds the socket full leaves the next wait to the socket: the write goes
-/// straight to the socket, but its `WouldBlock` clears tokio's record of the socket's
-/// readiness, so a waiting write sleeps until the peer reads rather than trying again at once,
-/// in a loop; and once the peer reads, the wait ends.
+/// straight to the socket, but when the socket refuses it, it is made again through tokio,
+/// whose `WouldBlock` clears its record of the socket's readiness, so a waiting write sleeps
+/// until the peer reads rather than trying again at once, in a loop; and once the peer reads,
+/// the wait ends. Both kinds of write: a plain `send` (one frame) and a vectored one (two).
 #[tokio::test]
 async fn a_write_that_finds_the_socket_full_leaves_the_next_wait_to_the_socket() {
     use tokio::io::AsyncReadExt;
-    let (mut client, socket) = unread_pair().await;
-    socket.tcp.writable().await.unwrap();
-    let frame = Frame::text(&[b'x'; 1 << 20]);
-    let mut at = (0, 0);
-    let full = loop {
-        match socket.write_once(1, &|_| frame.wire(), &mut at) {
-            Ok(()) if at.0 == 1 => at = (0, 0),
-            Ok(()) => {}
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
-    let mut writable = std::pin::pin!(socket.tcp.writable());
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    assert!(writable.as_mut().poll(&mut cx).is_pending(), "a full socket is not writable");
-    let drain = tokio::spawn(async move {
-        let mut sink = vec![0; 1 << 16];
-        while client.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    });
-    tokio::time::timeout(Duration::from_secs(10), writable).await.expect("writable once read").unwrap();
-    drain.abort();
+    for count in [1, 2] {
+        let (mut client, socket) = unread_pair().await;
+        socket.tcp.writable().await.unwrap();
+        let frame = Frame::text(&[b'x'; 1 << 20]);
+        let mut at = (0, 0);
+        let full = loop {
+            match socket.write_once(count, &|_| frame.wire(), &mut at) {
+                Ok(()) if at.0 == count => at = (0, 0),
+                Ok(()) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{count} frames");
+        let mut writable = std::pin::pin!(socket.tcp.writable());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            writable.as_mut().poll(&mut cx).is_pending(),
+            "a full socket is not writable ({count} frames)"
+        );
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0; 1 << 16];
+            while client.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        tokio::time::timeout(Duration::from_secs(10), writable).await.expect("writable once read").unwrap();
+        drain.abort();
+    }
 }
