@@ -107,7 +107,7 @@ pub(crate) enum Record {
     /// An event for a whole member list, minus one connection; `message`: a chat message
     /// (counted in `roomkit_messages_out_total` where it is delivered).
     ToRoster { roster: RosterKind, except: Option<ConnId>, shed: ShedClass, message: bool, text: Bytes },
-    /// An event for these connections; `message` as in `ToRoster`.
+    /// An event for these connections; `message` as in `ToRoster` (the record's kind).
     ToConns { conns: Vec<ConnId>, shed: ShedClass, message: bool, text: Bytes },
     /// A connection entered or left a member list.
     Roster { roster: RosterKind, conn: ConnId, present: bool },
@@ -125,10 +125,15 @@ const ROSTER: u8 = 4;
 const ENDED: u8 = 5;
 const MOVED: u8 = 6;
 
-/// A `ToRoster` record's flags (and a `ToConns` record's, `MESSAGE` only): the connection
-/// left out is given...
+/// `ToConns` for a chat message: the same layout under its own kind, which a node that reads
+/// `TO_CONNS` alone reports as unknown rather than misreading.
+const TO_CONNS_MESSAGE: u8 = 7;
+
+/// A `ToRoster` record's flags byte: the bit of a given connection left out...
 const HAS_EXCEPT: u8 = 1;
-/// ...and the event is a chat message.
+/// ...and the bit of a chat message. (Other bits are ignored. A node that read the byte as a
+/// yes-or-no for the connection left out takes a chat message to everyone as one leaving out
+/// connection 0, which no connection is.)
 const MESSAGE: u8 = 2;
 
 fn roster_byte(r: RosterKind) -> u8 {
@@ -164,9 +169,8 @@ impl Record {
                 out.extend_from_slice(text);
             }
             Record::ToConns { conns, shed, message, text } => {
-                out.push(TO_CONNS);
+                out.push(if *message { TO_CONNS_MESSAGE } else { TO_CONNS });
                 out.push(shed_byte(*shed));
-                out.push(u8::from(*message) * MESSAGE);
                 out.extend_from_slice(&(conns.len() as u32).to_be_bytes());
                 for c in conns {
                     out.extend_from_slice(&c.0.to_be_bytes());
@@ -202,9 +206,9 @@ impl Record {
                     text: r.rest(bytes),
                 }
             }
-            TO_CONNS => {
+            kind @ (TO_CONNS | TO_CONNS_MESSAGE) => {
+                let message = kind == TO_CONNS_MESSAGE;
                 let shed = r.shed()?;
-                let message = r.u8()? & MESSAGE != 0;
                 let n = r.u32()? as usize;
                 if n > r.0.len() / 8 {
                     return Err(WireError("connection count past the end"));
@@ -307,6 +311,19 @@ mod tests {
                 message: false,
                 text: Bytes::new(),
             },
+            Record::ToRoster {
+                roster: RosterKind::Chatroom,
+                except: None,
+                shed: ShedClass::Keep,
+                message: true,
+                text: Bytes::from_static(b"{}"),
+            },
+            Record::ToConns {
+                conns: vec![ConnId(2)],
+                shed: ShedClass::Droppable,
+                message: false,
+                text: Bytes::from_static(b"y"),
+            },
             Record::ToConns {
                 conns: vec![ConnId(1), ConnId(u64::MAX)],
                 shed: ShedClass::Keep,
@@ -350,7 +367,7 @@ mod tests {
         for cut in 0..good.len() - 1 {
             let _ = Record::decode(&Bytes::copy_from_slice(&good[..cut]));
         }
-        assert!(Record::decode(&Bytes::from_static(&[TO_CONNS, 0, 0, 0xff, 0xff, 0xff, 0xff])).is_err());
+        assert!(Record::decode(&Bytes::from_static(&[TO_CONNS, 0, 0xff, 0xff, 0xff, 0xff])).is_err());
         assert!(Record::decode(&Bytes::from_static(&[99])).is_err());
         assert!(Forward::decode(&Bytes::from_static(&[FORWARD_REQUEST, 0, 0])).is_err());
     }
