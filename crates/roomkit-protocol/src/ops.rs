@@ -528,3 +528,17 @@ impl Request {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{op_position, ALL_OPS};
+
+    /// Every operation has its own place in [`ALL_OPS`]: no name is listed twice (which would
+    /// give two operations one place, and one series of their metrics).
+    #[test]
+    fn every_operation_has_its_own_place() {
+        for (i, op) in ALL_OPS.iter().enumerate() {
+            assert_eq!(op_position(op), i, "`{op}`");
+        }
+    }
+}
