@@ -105,22 +105,49 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
                     return Ok(());
                 }
             }
-            if self.start == self.end {
-                (self.start, self.end) = (0, 0);
-            } else if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            }
-            if self.end == self.buf.len() {
-                // A value larger than the buffer: grow for it.
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = self.read.read(&mut self.buf[self.end..]).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            self.end += n;
+            self.fill().await?;
         }
+    }
+
+    /// Calls `each` with the payload of every pub/sub message, taken in place, until the
+    /// connection ends; other values are skipped.
+    async fn for_each_message(&mut self, mut each: impl FnMut(&[u8])) -> Result<(), String> {
+        loop {
+            loop {
+                let unread = &self.buf[self.start..self.end];
+                if let Some((payload, used)) = resp::message(unread) {
+                    each(payload);
+                    self.start += used;
+                } else if let Some((_, used)) = resp::parse(unread)? {
+                    self.start += used;
+                } else {
+                    break;
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads what the connection has, after the unread bytes: into the buffer's start once
+    /// it is drained, else after what is left, moved there (and grown for a value larger than
+    /// the buffer).
+    async fn fill(&mut self) -> Result<(), String> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buf.len() {
+            // A value larger than the buffer: grow for it.
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let n = self.read.read(&mut self.buf[self.end..]).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        self.end += n;
+        Ok(())
     }
 }
 
@@ -144,14 +171,7 @@ async fn subscriber(addr: SocketAddr) -> Result<RespReader<TcpStream>, String> {
 
 fn spawn_subscriber(mut reader: RespReader<TcpStream>, mut receiver: Receiver) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = reader
-            .for_each(|value| {
-                if let Some(payload) = resp::message_payload(value) {
-                    receiver.observe(payload);
-                }
-                true
-            })
-            .await;
+        let _ = reader.for_each_message(|payload| receiver.observe(payload)).await;
     })
 }
 

@@ -74,20 +74,48 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>, String> {
     }
 }
 
-/// The payload of a pub/sub push `["message", channel, payload]`, if `value` is one.
-pub(crate) fn message_payload<'a>(value: &Resp<'a>) -> Option<&'a [u8]> {
-    match value {
-        Resp::Array(Some(items)) => match items.as_slice() {
-            [Resp::Bulk(Some(b"message")), _, Resp::Bulk(Some(payload))] => Some(payload),
-            _ => None,
-        },
-        _ => None,
+/// The payload of the pub/sub push `["message", channel, payload]` at the start of `buf`,
+/// and how many bytes the push took; `None` when `buf` does not start with a whole one (part
+/// of one, or another value: [`parse`] reads those). The subscribers' path: the payload is
+/// taken in place, with no array built (as roomkit's reader takes a frame's text).
+pub(crate) fn message(buf: &[u8]) -> Option<(&[u8], usize)> {
+    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n";
+    let rest = buf.strip_prefix(HEAD)?;
+    let (_channel, at) = bulk(rest)?;
+    let (payload, used) = bulk(&rest[at..])?;
+    Some((payload, HEAD.len() + at + used))
+}
+
+/// The whole bulk string (`$<len>\r\n<bytes>\r\n`) at the start of `buf`: its bytes, and
+/// how many bytes it took.
+fn bulk(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let digits = buf.strip_prefix(b"$")?;
+    let line = memchr::memchr(b'\r', digits)?;
+    if line == 0 || line > 19 || digits.get(line + 1) != Some(&b'\n') {
+        return None;
     }
+    let len = digits[..line]
+        .iter()
+        .try_fold(0usize, |n, &d| d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0')))?;
+    let start = 1 + line + 2;
+    let end = start.checked_add(len)?;
+    (buf.get(end..end.checked_add(2)?) == Some(&b"\r\n"[..])).then(|| (&buf[start..end], end + 2))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The payload of a pub/sub push `["message", channel, payload]`, if `value` is one.
+    fn message_payload<'a>(value: &Resp<'a>) -> Option<&'a [u8]> {
+        match value {
+            Resp::Array(Some(items)) => match items.as_slice() {
+                [Resp::Bulk(Some(b"message")), _, Resp::Bulk(Some(payload))] => Some(payload),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 
     #[test]
     fn encodes_a_command() {
@@ -113,6 +141,21 @@ mod tests {
         let (second, used2) = parse(&buf[used..]).unwrap().unwrap();
         assert_eq!(message_payload(&second), Some(&b"hello"[..]));
         assert_eq!(used + used2, buf.len());
+    }
+
+    #[test]
+    fn takes_a_message_in_place_as_parse_reads_it() {
+        let push = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$12\r\nhello\r\nthere\r\n:1\r\n";
+        let (value, used) = parse(push).unwrap().unwrap();
+        assert_eq!(message(push), Some((message_payload(&value).unwrap(), used)));
+        assert_eq!(message(push), Some((&b"hello\r\nthere"[..], push.len() - 4)));
+        // Part of a push, or another value.
+        for cut in 0..push.len() - 4 {
+            assert_eq!(message(&push[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(message(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), None);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$x\r\n"), None);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nab\r\n"), None);
     }
 
     #[test]
