@@ -115,13 +115,16 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
         loop {
             loop {
                 let unread = &self.buf[self.start..self.end];
-                if let Some((payload, used)) = resp::message(unread) {
-                    each(payload);
-                    self.start += used;
-                } else if let Some((_, used)) = resp::parse(unread)? {
-                    self.start += used;
-                } else {
-                    break;
+                match resp::message(unread) {
+                    resp::Push::Message(payload, used) => {
+                        each(payload);
+                        self.start += used;
+                    }
+                    resp::Push::Partial => break,
+                    resp::Push::Other => match resp::parse(unread)? {
+                        Some((_, used)) => self.start += used,
+                        None => break,
+                    },
                 }
             }
             self.fill().await?;
@@ -306,5 +309,48 @@ impl Redis {
         self.row["publish_replies"] = json!(self.replies.load(Ordering::Relaxed));
         self.row["latency"] = Value::Object(latency);
         Ok(self.row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `bytes` through a pipe that hands the reader at most `max` bytes a read.
+    async fn payloads_read(bytes: Vec<u8>, max: usize) -> (Vec<Vec<u8>>, Result<(), String>) {
+        let (mut server, client) = tokio::io::duplex(max);
+        let writer = tokio::spawn(async move {
+            server.write_all(&bytes).await.unwrap();
+        });
+        let mut reader = RespReader::new(client);
+        let mut got = Vec::new();
+        let read = reader.for_each_message(|payload| got.push(payload.to_vec()));
+        let end = tokio::time::timeout(Duration::from_secs(20), read).await.expect("the reader is not stuck");
+        writer.abort();
+        (got, end)
+    }
+
+    #[tokio::test]
+    async fn subscribers_take_every_message_once_and_in_order_whatever_the_reads() {
+        let payloads: Vec<Vec<u8>> = vec![
+            b"first".to_vec(),
+            b"with\r\nlines\r\n".to_vec(),
+            b":5".to_vec(),
+            vec![b'x'; 3 * READ_BUFFER],
+            Vec::new(),
+            b"last".to_vec(),
+        ];
+        let mut bytes = b"*3\r\n$9\r\nsubscribe\r\n$5\r\nbench\r\n:1\r\n+OK\r\n".to_vec();
+        for (i, payload) in payloads.iter().enumerate() {
+            resp::command(&mut bytes, &[b"message", CHANNEL, payload]);
+            if i == 2 {
+                bytes.extend_from_slice(b":7\r\n$-1\r\n");
+            }
+        }
+        for max in [1, 7, READ_BUFFER, 64 * 1024] {
+            let (got, end) = payloads_read(bytes.clone(), max).await;
+            assert!(got == payloads, "reads of at most {max} bytes: {} payloads", got.len());
+            assert_eq!(end, Err("connection closed".into()));
+        }
     }
 }

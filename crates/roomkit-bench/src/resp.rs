@@ -74,32 +74,73 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp<'_>, usize)>, String> {
     }
 }
 
-/// The payload of the pub/sub push `["message", channel, payload]` at the start of `buf`,
-/// and how many bytes the push took; `None` when `buf` does not start with a whole one (part
-/// of one, or another value: [`parse`] reads those). The subscribers' path: the payload is
-/// taken in place, with no array built (as roomkit's reader takes a frame's text).
-pub(crate) fn message(buf: &[u8]) -> Option<(&[u8], usize)> {
-    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n";
-    let rest = buf.strip_prefix(HEAD)?;
-    let (_channel, at) = bulk(rest)?;
-    let (payload, used) = bulk(&rest[at..])?;
-    Some((payload, HEAD.len() + at + used))
+/// What a subscriber's unread bytes start with.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Push<'a> {
+    /// A whole pub/sub message `["message", channel, payload]`: its payload, and how many
+    /// bytes the message took.
+    Message(&'a [u8], usize),
+    /// The start of one: more must be read.
+    Partial,
+    /// Any other value, which [`parse`] reads.
+    Other,
 }
 
-/// The whole bulk string (`$<len>\r\n<bytes>\r\n`) at the start of `buf`: its bytes, and
-/// how many bytes it took.
-fn bulk(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let digits = buf.strip_prefix(b"$")?;
-    let line = memchr::memchr(b'\r', digits)?;
-    if line == 0 || line > 19 || digits.get(line + 1) != Some(&b'\n') {
-        return None;
+/// The subscribers' path: the pub/sub message at the start of `buf`, its payload taken in
+/// place with no array built (as roomkit's reader takes a frame's text).
+pub(crate) fn message(buf: &[u8]) -> Push<'_> {
+    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n";
+    let Some(rest) = buf.strip_prefix(HEAD) else {
+        return if HEAD.starts_with(buf) { Push::Partial } else { Push::Other };
+    };
+    let at = match bulk(rest) {
+        Bulk::Whole(_channel, at) => at,
+        Bulk::Partial => return Push::Partial,
+        Bulk::Other => return Push::Other,
+    };
+    match bulk(&rest[at..]) {
+        Bulk::Whole(payload, used) => Push::Message(payload, HEAD.len() + at + used),
+        Bulk::Partial => Push::Partial,
+        Bulk::Other => Push::Other,
     }
-    let len = digits[..line]
-        .iter()
-        .try_fold(0usize, |n, &d| d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0')))?;
+}
+
+/// What a buffer starts with, read as a bulk string (`$<len>\r\n<bytes>\r\n`).
+enum Bulk<'a> {
+    /// Its bytes, and how many bytes it took.
+    Whole(&'a [u8], usize),
+    Partial,
+    /// Not a bulk string of bytes (a null one, say).
+    Other,
+}
+
+/// Digits of the longest length [`bulk`] reads (`u64::MAX` has 20).
+const LEN_DIGITS: usize = 19;
+
+fn bulk(buf: &[u8]) -> Bulk<'_> {
+    let Some(digits) = buf.strip_prefix(b"$") else {
+        return if buf.is_empty() { Bulk::Partial } else { Bulk::Other };
+    };
+    let Some(line) = memchr::memchr(b'\r', digits) else {
+        return if digits.len() <= LEN_DIGITS { Bulk::Partial } else { Bulk::Other };
+    };
+    let len = digits[..line].iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    });
+    let (Some(len), 1..=LEN_DIGITS) = (len, line) else { return Bulk::Other };
+    match digits.get(line + 1) {
+        None => return Bulk::Partial,
+        Some(b'\n') => {}
+        Some(_) => return Bulk::Other,
+    }
     let start = 1 + line + 2;
-    let end = start.checked_add(len)?;
-    (buf.get(end..end.checked_add(2)?) == Some(&b"\r\n"[..])).then(|| (&buf[start..end], end + 2))
+    let Some(end) = start.checked_add(len) else { return Bulk::Other };
+    match buf.get(end..end + 2) {
+        None => Bulk::Partial,
+        Some(b"\r\n") => Bulk::Whole(&buf[start..end], end + 2),
+        Some(_) => Bulk::Other,
+    }
 }
 
 #[cfg(test)]
@@ -146,16 +187,22 @@ mod tests {
     #[test]
     fn takes_a_message_in_place_as_parse_reads_it() {
         let push = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$12\r\nhello\r\nthere\r\n:1\r\n";
+        let whole = push.len() - 4;
         let (value, used) = parse(push).unwrap().unwrap();
-        assert_eq!(message(push), Some((message_payload(&value).unwrap(), used)));
-        assert_eq!(message(push), Some((&b"hello\r\nthere"[..], push.len() - 4)));
-        // Part of a push, or another value.
-        for cut in 0..push.len() - 4 {
-            assert_eq!(message(&push[..cut]), None, "cut at {cut}");
+        assert_eq!(message(push), Push::Message(message_payload(&value).unwrap(), used));
+        assert_eq!(message(push), Push::Message(&b"hello\r\nthere"[..], whole));
+        for cut in 0..whole {
+            assert_eq!(message(&push[..cut]), Push::Partial, "cut at {cut}");
         }
-        assert_eq!(message(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), None);
-        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$x\r\n"), None);
-        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nab\r\n"), None);
+        // Other values, for parse.
+        assert_eq!(message(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"), Push::Other);
+        assert_eq!(message(b"*3\r\n$9\r\nsubs"), Push::Other);
+        assert_eq!(message(b":1\r\n"), Push::Other);
+        // Not a message as redis writes one.
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$x\r\n"), Push::Other);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nab\r\n"), Push::Other);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$99999999999999999999\r\n"), Push::Other);
+        assert_eq!(message(b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$-1\r\n"), Push::Other);
     }
 
     #[test]

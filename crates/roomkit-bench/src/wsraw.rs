@@ -14,7 +14,7 @@
 
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -48,9 +48,9 @@ fn wanted(b: &[u8]) -> Option<usize> {
     need.checked_sub(b.len()).filter(|&n| n > 0)
 }
 
-/// One member's connection.
-pub(crate) struct RawMember {
-    tcp: TcpStream,
+/// One member's connection (a TCP socket but in tests).
+pub(crate) struct RawMember<S = TcpStream> {
+    stream: S,
     /// Bytes read and not yet taken: `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
@@ -60,14 +60,31 @@ pub(crate) struct RawMember {
 impl RawMember {
     /// Connects to `ws://{addr}/v1` and completes the handshake.
     pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<RawMember, String> {
-        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        RawMember::handshake(tcp, &addr.to_string()).await
+    }
+
+    /// Connects, logs in as `u{i}` and enters `room` and its chatroom.
+    pub(crate) async fn join(addr: std::net::SocketAddr, i: usize, room: &str) -> Result<RawMember, String> {
+        let mut m = RawMember::connect(addr).await?;
+        let account = format!("u{i}");
+        m.call(1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
+        m.call(2, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
+        m.call(3, json!({"op": "join_chatroom", "room_uuid": room})).await?;
+        Ok(m)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
+    /// Asks `host` over `stream` to upgrade to a WebSocket at `/v1`.
+    async fn handshake(mut stream: S, host: &str) -> Result<Self, String> {
         let hello = format!(
-            "GET /v1 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET /v1 HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        tcp.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut member = RawMember { tcp, buf: vec![0; READ_BUFFER], start: 0, end: 0 };
+        stream.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut member = RawMember { stream, buf: vec![0; READ_BUFFER], start: 0, end: 0 };
         let end = loop {
             if let Some(at) = member.unread().windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
@@ -103,7 +120,7 @@ impl RawMember {
         if self.end == self.buf.len() {
             self.buf.resize(self.buf.len() * 2, 0);
         }
-        match self.tcp.read(&mut self.buf[self.end..]).await {
+        match self.stream.read(&mut self.buf[self.end..]).await {
             Ok(0) => Err("connection closed".into()),
             Ok(n) => {
                 self.end += n;
@@ -130,7 +147,7 @@ impl RawMember {
         }
         frame.extend_from_slice(&mask);
         frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.map_err(|e| e.to_string())
+        self.stream.write_all(&frame).await.map_err(|e| e.to_string())
     }
 
     /// The next text message; `None` once the server closes.
@@ -186,16 +203,6 @@ impl RawMember {
         }
         Err("connection closed".into())
     }
-
-    /// Connects, logs in as `u{i}` and enters `room` and its chatroom.
-    pub(crate) async fn join(addr: std::net::SocketAddr, i: usize, room: &str) -> Result<RawMember, String> {
-        let mut m = RawMember::connect(addr).await?;
-        let account = format!("u{i}");
-        m.call(1, json!({"op": "login", "account_id": account, "token": "bench"})).await?;
-        m.call(2, json!({"op": "join_room", "room_uuid": room, "user_name": account})).await?;
-        m.call(3, json!({"op": "join_chatroom", "room_uuid": room})).await?;
-        Ok(m)
-    }
 }
 
 #[cfg(test)]
@@ -221,51 +228,69 @@ mod tests {
         let mut frame = vec![0x81];
         match text.len() {
             n if n < 126 => frame.push(n as u8),
-            n => {
+            n if n <= 0xffff => {
                 frame.push(126);
                 frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
         frame.extend_from_slice(text);
         frame
     }
 
-    #[tokio::test]
-    async fn reads_every_frame_whole_and_in_order_across_reads_and_a_frame_larger_than_the_buffer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let texts: Vec<Vec<u8>> = (0..3000)
-            .map(|i| match i {
-                // Larger than the buffer, and then larger than it grew to.
-                7 => vec![b'a'; 10_000],
-                2500 => vec![b'b'; 30_000],
-                i => format!("message {i}").into_bytes(),
-            })
-            .collect();
-        let sent = texts.clone();
-        let server = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
+    /// The texts a member reads from a server that answers its handshake, then writes
+    /// `texts`' frames, a close frame and one text more, handing the member at most `max`
+    /// bytes a read; and the member's buffer's size at the end.
+    async fn texts_read(texts: &[Vec<u8>], max: usize) -> (Vec<Vec<u8>>, usize) {
+        let (mut server, client) = tokio::io::duplex(max);
+        let mut out = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        out.extend(texts.iter().flat_map(|t| server_frame(t)));
+        out.extend([0x88, 0]);
+        out.extend(server_frame(b"after the close"));
+        let writer = tokio::spawn(async move {
             let mut request = Vec::new();
             while !request.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8];
-                tcp.read_exact(&mut byte).await.unwrap();
-                request.push(byte[0]);
+                request.push(server.read_u8().await.unwrap());
             }
-            let mut out = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
-            out.extend(sent.iter().flat_map(|t| server_frame(t)));
-            out.extend([0x88, 0]);
-            // In uneven pieces, so that frames and headers are cut across reads.
-            for piece in out.chunks(1499) {
-                tcp.write_all(piece).await.unwrap();
-                tokio::task::yield_now().await;
-            }
+            // The member stops reading at the close: the rest may never be read.
+            let _ = server.write_all(&out).await;
+            // Open until the member is gone, so that it sees the close and not the end.
+            let _ = server.read_u8().await;
         });
-        let mut member = RawMember::connect(addr).await.unwrap();
+        let mut member = RawMember::handshake(client, "test").await.unwrap();
         let mut got = Vec::new();
-        member.for_each_text(|text| got.push(text.to_vec())).await;
-        server.await.unwrap();
-        assert_eq!(got.len(), texts.len());
-        assert!(got == texts, "every frame whole and in order");
-        assert!(member.buf.len() >= 30_004, "grew for the largest frame");
+        let read = member.for_each_text(|text| got.push(text.to_vec()));
+        tokio::time::timeout(std::time::Duration::from_secs(20), read)
+            .await
+            .expect("the reader is not stuck");
+        let size = member.buf.len();
+        drop(member);
+        writer.await.unwrap();
+        (got, size)
+    }
+
+    #[tokio::test]
+    async fn frames_cut_anywhere_come_whole_in_order_and_up_to_the_close() {
+        // Lengths of 7 and 16 bits, headers and payloads cut at every byte.
+        let texts: Vec<Vec<u8>> = (0..400).map(|i| vec![b'a' + (i % 26) as u8; i % 300]).collect();
+        for max in [1, 5, 1499] {
+            let (got, size) = texts_read(&texts, max).await;
+            assert!(got == texts, "reads of at most {max} bytes: {} texts", got.len());
+            assert_eq!(size, READ_BUFFER, "the buffer, used again from its start, never grew");
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_larger_than_the_buffer_grow_it_to_their_size() {
+        let texts =
+            vec![b"small".to_vec(), vec![b'b'; 10_000], b"x".to_vec(), vec![b'c'; 70_000], b"end".to_vec()];
+        for max in [7, 64 * 1024] {
+            let (got, size) = texts_read(&texts, max).await;
+            assert!(got == texts, "reads of at most {max} bytes: {} texts", got.len());
+            assert!(size >= 70_010, "grew for the largest frame: {size}");
+        }
     }
 }
