@@ -73,6 +73,7 @@ mod join;
 mod options;
 mod pin;
 mod plot;
+mod readbuf;
 mod redis;
 mod report;
 mod resp;

@@ -27,7 +27,9 @@ use tokio::{
 use crate::{
     bar, cpu_secs, free_port,
     generator::{add_fanout, Deliveries, Latency, Publish, Receiver, Run, PAYLOAD_BYTES},
-    pin, resp, rss_bytes,
+    pin,
+    readbuf::ReadBuffer,
+    resp, rss_bytes,
 };
 
 /// Where `cargo xtask bench` makes sure redis is installed (Debian's `redis-server`).
@@ -35,9 +37,6 @@ pub(crate) const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// The channel every subscriber listens on.
 const CHANNEL: &[u8] = b"bench";
-
-/// Each client's read buffer, as roomkit's clients have (see [`crate::client_config`]).
-const READ_BUFFER: usize = 4 * 1024;
 
 /// `redis-server --version`, such as `Redis server v=7.0.15 sha=…`.
 pub(crate) fn version() -> Option<String> {
@@ -86,26 +85,25 @@ async fn start_redis(clients: usize, cpu: Option<usize>) -> Result<(Child, Socke
 /// A connection's incoming bytes, parsed one RESP value at a time.
 struct RespReader<R> {
     read: R,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuffer,
 }
 
 impl<R: AsyncRead + Unpin> RespReader<R> {
     fn new(read: R) -> Self {
-        Self { read, buf: vec![0; READ_BUFFER], start: 0, end: 0 }
+        Self { read, buf: ReadBuffer::new() }
     }
 
     /// Calls `each` with every value until the connection ends or `each` says stop.
     async fn for_each(&mut self, mut each: impl FnMut(&resp::Resp<'_>) -> bool) -> Result<(), String> {
         loop {
-            while let Some((value, used)) = resp::parse(&self.buf[self.start..self.end])? {
-                self.start += used;
-                if !each(&value) {
+            while let Some((value, used)) = resp::parse(self.buf.unread())? {
+                let stop = !each(&value);
+                self.buf.take(used);
+                if stop {
                     return Ok(());
                 }
             }
-            self.fill().await?;
+            self.buf.fill(&mut self.read, None).await?;
         }
     }
 
@@ -114,43 +112,22 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
     async fn for_each_message(&mut self, mut each: impl FnMut(&[u8])) -> Result<(), String> {
         loop {
             loop {
-                let unread = &self.buf[self.start..self.end];
-                match resp::message(unread) {
+                let unread = self.buf.unread();
+                let used = match resp::message(unread) {
                     resp::Push::Message(payload, used) => {
                         each(payload);
-                        self.start += used;
+                        used
                     }
                     resp::Push::Partial => break,
                     resp::Push::Other => match resp::parse(unread)? {
-                        Some((_, used)) => self.start += used,
+                        Some((_, used)) => used,
                         None => break,
                     },
-                }
+                };
+                self.buf.take(used);
             }
-            self.fill().await?;
+            self.buf.fill(&mut self.read, None).await?;
         }
-    }
-
-    /// Reads what the connection has, after the unread bytes: into the buffer's start once
-    /// it is drained, else after what is left, moved there (and grown for a value larger than
-    /// the buffer).
-    async fn fill(&mut self) -> Result<(), String> {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        } else if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        if self.end == self.buf.len() {
-            // A value larger than the buffer: grow for it.
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
-        let n = self.read.read(&mut self.buf[self.end..]).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        self.end += n;
-        Ok(())
     }
 }
 
@@ -315,6 +292,7 @@ impl Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readbuf::READ_BUFFER;
 
     /// Reads `bytes` through a pipe that hands the reader at most `max` bytes a read.
     async fn payloads_read(bytes: Vec<u8>, max: usize) -> (Vec<Vec<u8>>, Result<(), String>) {

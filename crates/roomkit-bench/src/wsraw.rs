@@ -6,21 +6,15 @@
 //! is often the limit. The redis side reads RESP with a small hand-written reader
 //! (`resp.rs`); this is its counterpart, so that the generator does not spend more per
 //! delivery on roomkit's side (a WebSocket library validates, copies and allocates each
-//! message) than on redis's. Both read the same way, into a buffer of [`READ_BUFFER`] bytes
-//! per member that each read fills from its start once the last one's frames are taken: a
-//! reader whose reads went on down a larger buffer (as a `BytesMut` does) copied each event
-//! into memory not touched since that buffer's last pass, at 1,000 members 16 MB of it, a cache
-//! miss a line; the RESP reader's copies landed in the same few lines each time.
+//! message) than on redis's; both read into a [`ReadBuffer`].
 
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
-/// A member's read buffer, grown only for a frame larger than it: the RESP reader's, and the
-/// SDK's (see [`crate::client_config`]).
-const READ_BUFFER: usize = 4 * 1024;
+use crate::readbuf::ReadBuffer;
 
 /// The server frame at the start of `b`, if it is whole: its opcode and where its payload
 /// starts and ends.
@@ -51,10 +45,7 @@ fn wanted(b: &[u8]) -> Option<usize> {
 /// One member's connection (a TCP socket but in tests).
 pub(crate) struct RawMember<S = TcpStream> {
     stream: S,
-    /// Bytes read and not yet taken: `buf[start..end]`.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuffer,
 }
 
 impl RawMember {
@@ -84,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut member = RawMember { stream, buf: vec![0; READ_BUFFER], start: 0, end: 0 };
+        let mut member = RawMember { stream, buf: ReadBuffer::new() };
         let end = loop {
             if let Some(at) = member.unread().windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
@@ -94,40 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
         if !member.unread().starts_with(b"HTTP/1.1 101") {
             return Err(format!("handshake refused: {}", String::from_utf8_lossy(&member.unread()[..end])));
         }
-        member.start += end;
+        member.buf.take(end);
         Ok(member)
     }
 
     fn unread(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        self.buf.unread()
     }
 
-    /// Reads what the socket has, after the unread bytes. Drained, the buffer is used again
-    /// from its start; otherwise what is left moves there, and a frame larger than the buffer
-    /// grows it.
+    /// Reads what the socket has (see [`ReadBuffer::fill`]).
     async fn fill(&mut self) -> Result<(), String> {
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        } else if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
-        if let Some(need) = wanted(self.unread()) {
-            if self.end + need > self.buf.len() {
-                self.buf.resize(self.end + need, 0);
-            }
-        }
-        if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
-        }
-        match self.stream.read(&mut self.buf[self.end..]).await {
-            Ok(0) => Err("connection closed".into()),
-            Ok(n) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        let missing = wanted(self.buf.unread());
+        self.buf.fill(&mut self.stream, missing).await
     }
 
     /// Sends `text` as one masked text frame.
@@ -170,11 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
         loop {
             while let Some((opcode, start, end)) = header(self.unread()) {
                 match opcode {
-                    0x1 => each(&self.buf[self.start + start..self.start + end]),
+                    0x1 => each(&self.unread()[start..end]),
                     0x8 => return,
                     _ => {}
                 }
-                self.start += end;
+                self.buf.take(end);
             }
             if self.fill().await.is_err() {
                 return;
@@ -185,8 +154,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
     /// Takes one whole server frame off the buffer: (opcode, payload).
     fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         let (opcode, start, end) = header(self.unread())?;
-        let payload = self.buf[self.start + start..self.start + end].to_vec();
-        self.start += end;
+        let payload = self.unread()[start..end].to_vec();
+        self.buf.take(end);
         Some((opcode, payload))
     }
 
@@ -208,6 +177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawMember<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readbuf::READ_BUFFER;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn headers_of_whole_and_partial_frames() {
@@ -266,7 +237,7 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(20), read)
             .await
             .expect("the reader is not stuck");
-        let size = member.buf.len();
+        let size = member.buf.size();
         drop(member);
         writer.await.unwrap();
         (got, size)
