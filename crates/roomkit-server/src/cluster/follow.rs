@@ -245,7 +245,7 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
                     queued += u64::from(queue(outbox, &frame, &shed, wake, pools));
                 }
             }
-            crate::metrics::hot::queued_out(queued, if message { queued } else { 0 });
+            count_out(queued, message);
         }
         Record::ToConns { conns, shed, message, text } => {
             let frame = Frame::from(text);
@@ -256,7 +256,7 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
                     queued += u64::from(queue(&outbox, &frame, &shed, wake, pools));
                 }
             }
-            crate::metrics::hot::queued_out(queued, if message { queued } else { 0 });
+            count_out(queued, message);
         }
         Record::Roster { roster, conn, present } => {
             if mine(conn) {
@@ -276,6 +276,12 @@ fn deliver(node: &Node, room: &RoomUuid, lists: &mut Lists, payload: &Bytes, wak
         }
         Record::Moved => reset(node, room, "it moved to another node"),
     }
+}
+
+/// Counts one record's event, queued to `queued` connections of this node (a chat message's
+/// as messages too).
+fn count_out(queued: u64, message: bool) {
+    crate::metrics::hot::queued_out(queued, if message { queued } else { 0 });
 }
 
 fn shed_of(class: ShedClass, room: &RoomUuid) -> Shed {
